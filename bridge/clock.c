@@ -1,0 +1,34 @@
+#include "bridge/clock.h"
+
+#include <stdio.h>
+#include <time.h>
+
+uint64_t clock_monotonic_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+}
+
+uint64_t clock_wall_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+}
+
+void clock_format_iso8601(uint64_t wall_ms, char *out, size_t out_size)
+{
+    time_t seconds = (time_t)(wall_ms / 1000u);
+    struct tm utc;
+    gmtime_r(&seconds, &utc);
+    snprintf(out, out_size, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", utc.tm_year + 1900,
+             utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
+             (unsigned)(wall_ms % 1000u));
+}
+
+void clock_sleep_ms(uint64_t ms)
+{
+    struct timespec delay = {.tv_sec = (time_t)(ms / 1000u), .tv_nsec = (long)(ms % 1000u) * 1000000L};
+    nanosleep(&delay, NULL);
+}

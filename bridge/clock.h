@@ -1,0 +1,15 @@
+/* Monotonic and wall clocks in milliseconds; never fail. */
+#ifndef BUTLER_CLOCK_H
+#define BUTLER_CLOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+uint64_t clock_monotonic_ms(void);
+uint64_t clock_wall_ms(void);
+/* ISO-8601 UTC with milliseconds, e.g. 2026-03-14T01:16:07.482Z, into out (>= 25 bytes). */
+void clock_format_iso8601(uint64_t wall_ms, char *out, size_t out_size);
+/* Sleep up to `ms`; returns early only on a signal. */
+void clock_sleep_ms(uint64_t ms);
+
+#endif

@@ -1,0 +1,222 @@
+/*
+ * Butler's configuration: one table of keys (config/config.c) with type, range
+ * and default, loaded from YAML with libyaml, then overridden from the
+ * environment (BUTLER_<PATH> with dots as underscores, upper case, e.g.
+ * BUTLER_MQTT_PASSWORD, BUTLER_MQTT_TLS_CA_FILE).
+ *
+ * Ownership: config_load() fills a struct butler_config whose strings and
+ * lists are heap-allocated and owned by the struct; config_free() releases all
+ * of it. After start-up the struct is read-only and shared by every thread.
+ */
+#ifndef BUTLER_CONFIG_H
+#define BUTLER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "bridge/status.h"
+
+struct config_string_list {
+    char **items; /* owned; each item owned */
+    size_t count;
+};
+
+struct config_custom_property {
+    char *name;
+    char *value;
+};
+
+struct config_custom_property_list {
+    struct config_custom_property *items;
+    size_t count;
+};
+
+enum config_log_level {
+    CONFIG_LOG_ERROR = 0,
+    CONFIG_LOG_WARN = 1,
+    CONFIG_LOG_INFO = 2,
+    CONFIG_LOG_DEBUG = 3,
+};
+
+enum config_log_format {
+    CONFIG_LOG_TEXT = 0,
+    CONFIG_LOG_JSON = 1,
+};
+
+enum config_route_destination {
+    CONFIG_ROUTE_SLACK = 0,
+    CONFIG_ROUTE_TEAMS,
+    CONFIG_ROUTE_EMAIL,
+    CONFIG_ROUTE_WEBHOOK,
+    CONFIG_ROUTE_MQTT,
+};
+
+/* One entry of `routes:` (contract 3.3). Empty strings mean "not set". */
+struct config_route {
+    char *name;               /* required, unique */
+    char *match;              /* required MQTT topic filter */
+    enum config_route_destination to;
+    char *webhook_url;        /* secret; default: slack/teams webhook_url */
+    char *channel;            /* slack */
+    char *username;           /* slack */
+    char *icon_emoji;         /* slack */
+    char *title;              /* teams */
+    char *subject;            /* email subject template */
+    struct config_string_list recipients; /* email */
+    char *topic;              /* mqtt destination topic */
+    char *template_text;      /* key `template` */
+    char *method;             /* webhook: POST (default) | PUT */
+    char *rate_limit_key;     /* rate_limit.key template; empty = one key per route */
+    int rate_limit_window_s;  /* rate_limit.window_s; 0 = no rate limit */
+    /* condition.custom_property: fire only for tasks whose QRS custom property
+     * has this value (the Node.js Butler's per-task opt-in). Empty = always. */
+    char *condition_custom_property_name;
+    char *condition_custom_property_value;
+};
+
+struct config_route_list {
+    struct config_route *items;
+    size_t count;
+};
+
+struct butler_config {
+    char *source_file; /* path given with --config, or "" for defaults */
+
+    int shutdown_grace_s;
+
+    struct {
+        enum config_log_level level;
+        enum config_log_format format;
+    } log;
+
+    struct {
+        char *host;
+        int port;
+        char *client_id;
+        char *username;
+        char *password; /* secret; also password_file */
+        struct {
+            bool enable;
+            char *ca_file;
+            char *cert_file;
+            char *key_file;
+            bool verify_peer;
+        } tls;
+        int keepalive_s;
+        int session_expiry_s;
+        char *topic_root;
+        char *share_group;
+        bool legacy_topics;
+        int max_inflight;      /* extension: outbound publishes awaiting PUBACK, hard cap */
+        int reconnect_min_ms;  /* extension: first reconnect delay */
+        int reconnect_max_ms;  /* extension: reconnect delay cap */
+    } mqtt;
+
+    struct {
+        bool enable;
+        char *listen;
+        struct {
+            char *cert_file;
+            char *key_file;
+            char *ca_file;
+        } tls;
+        struct config_string_list tokens; /* secret; also tokens_file (one per line) */
+        long max_body_bytes;
+        int task_start_timeout_ms;
+        struct config_string_list endpoints;
+        int threads; /* extension: CivetWeb worker threads */
+    } http;
+
+    struct {
+        bool enable;
+        char *listen;
+        struct config_string_list allowed_sources;
+        int max_message_bytes;
+        int dedup_ttl_s;
+    } udp;
+
+    struct {
+        char *url;
+        char *cert_file;
+        char *key_file;
+        char *ca_file;
+        bool verify_peer;
+        char *user_directory;
+        char *user_id;
+        int timeout_ms;
+        int connect_timeout_ms; /* extension */
+    } qrs;
+
+    struct {
+        struct {
+            struct config_string_list task_ids;
+            struct config_string_list tags;
+            struct config_custom_property_list custom_properties;
+        } allow;
+        int dedup_ttl_s;
+        int workers;      /* extension: worker threads, each with its own QRS connection */
+        int queue_max;    /* extension: jobs waiting for a worker, hard cap */
+        int name_cache_s; /* extension: how long a task id -> name lookup is reused */
+    } task_start;
+
+    struct {
+        char *qmc_url;
+        char *hub_url;
+    } sense;
+
+    struct {
+        char *webhook_url; /* secret */
+    } slack;
+    struct {
+        char *webhook_url; /* secret */
+    } teams;
+    struct {
+        char *url;
+        char *from;
+        char *username;
+        char *password; /* secret */
+    } smtp;
+
+    struct config_route_list routes;
+
+    struct {
+        int max_attempts;
+        int initial_backoff_ms;
+        int max_backoff_ms;
+    } retry;
+
+    struct {
+        char *dir;
+        bool fsync;
+        long max_bytes; /* extension: size cap; work is refused beyond it */
+    } spool;
+
+    struct {
+        bool metrics;
+    } health;
+};
+
+/*
+ * Load `path` (NULL or "" = defaults only) into *config, apply environment
+ * overrides and read *_file secrets. On failure writes one line per problem to
+ * `errors` in the form "FILE:LINE:COLUMN: KEY.PATH: message" and returns
+ * BUTLER_ERR_INVALID (or BUTLER_ERR_IO when the file cannot be read).
+ * On success the caller owns *config and releases it with config_free().
+ * Thread: start-up only.
+ */
+enum butler_status config_load(const char *path, struct butler_config *config, FILE *errors);
+
+/* Same as config_load but from a buffer (used by the fuzz target and unit tests).
+ * `name` is used in error messages in place of a file name. Environment
+ * overrides are applied only when `use_environment` is true. */
+enum butler_status config_load_buffer(const char *name, const char *text, size_t length,
+                                      bool use_environment, struct butler_config *config,
+                                      FILE *errors);
+
+/* Print the effective configuration as YAML with every secret masked. */
+void config_print(const struct butler_config *config, FILE *out);
+
+void config_free(struct butler_config *config);
+
+#endif

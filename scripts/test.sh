@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what is needed, builds Butler three ways and runs every test:
+#   build/       normal build: unit and integration tests
+#   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer: the whole suite again
+#   build-fuzz/  clang + libFuzzer: every fuzz target for a bounded time on its seed corpus
+# Exits non-zero if anything fails. Target: well under 10 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh --test
+jobs=$(nproc)
+status=0
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+(cd build && ctest --output-on-failure -j2 -E '^fuzz/') || status=1
+
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBUTLER_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --output-on-failure -j2 -E '^fuzz/') || status=1
+
+CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DBUTLER_FUZZ=ON -DBUTLER_SANITIZE=ON >/dev/null
+cmake --build build-fuzz -j"$jobs"
+(cd build-fuzz && ctest --output-on-failure -R '^fuzz/') || status=1
+
+if ((status == 0)); then echo "all test suites passed"; else echo "SOME TESTS FAILED"; fi
+exit $status

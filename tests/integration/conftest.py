@@ -1,0 +1,306 @@
+"""Integration-test harness: real processes on loopback.
+
+- `Broker`: a real Mosquitto on a free port, with its own config and persistence
+  directory, that tests can kill and restart.
+- `Butler`: the real binary (BUTLER_BINARY, set by ctest) with a YAML config
+  written per test.
+- `Client`: a paho-mqtt (MQTT v5) client that records what it receives so tests
+  wait for messages instead of sleeping.
+- the QRS simulator comes from tests/sim/simctl.py.
+
+Nothing here sleeps for a fixed time to let something happen: every wait
+polls for the condition with a deadline.
+"""
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "sim"))
+
+BUTLER_BINARY = os.environ.get("BUTLER_BINARY", os.path.join(ROOT, "build", "butler"))
+VALGRIND = os.environ.get("BUTLER_VALGRIND") == "1"
+
+TASK_SALES = "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91"
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout=10.0, interval=0.02, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+class Broker:
+    """A Mosquitto broker on a free loopback port, restartable with its state."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.port = free_port()
+        self.process = None
+        self.config_path = os.path.join(directory, "mosquitto.conf")
+        with open(self.config_path, "w") as f:
+            f.write(
+                f"listener {self.port} 127.0.0.1\n"
+                "allow_anonymous true\n"
+                # The default of 1000 silently drops QoS 1 messages to slow subscribers.
+                "max_queued_messages 0\n"
+                "max_inflight_messages 0\n"
+                "persistence true\n"
+                f"persistence_location {directory}/\n"
+                "autosave_interval 1\n"
+                "user root\n"
+                "log_dest none\n"
+            )
+
+    def start(self):
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", self.config_path],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def accepting():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(accepting, 10, message="mosquitto to listen")
+        return self
+
+    def stop(self, hard=False):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
+            self.process.wait(10)
+        self.process = None
+
+
+class Client:
+    """An MQTT v5 client that records every message it receives."""
+
+    def __init__(self, broker, client_id=None, clean_start=True):
+        self.messages = []
+        self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)
+        self.client = mqtt.Client(
+            client_id=client_id or f"test-{os.getpid()}-{time.monotonic_ns()}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.on_message = self._on_message
+        self.connected = threading.Event()
+        self.client.on_connect = lambda *a, **k: self.connected.set()
+        self.client.connect("127.0.0.1", broker.port, clean_start=clean_start, keepalive=30)
+        self.client.loop_start()
+        assert self.connected.wait(10), "test client could not connect"
+
+    def _on_message(self, client, userdata, message):
+        props = getattr(message, "properties", None)
+        record = {
+            "topic": message.topic,
+            "payload": message.payload,
+            "retain": message.retain,
+            "correlation": getattr(props, "CorrelationData", None) if props else None,
+        }
+        with self.lock:
+            self.messages.append(record)
+            self.arrived.notify_all()
+
+    def subscribe(self, topic_filter, qos=1):
+        done = threading.Event()
+        self.client.on_subscribe = lambda *a, **k: done.set()
+        self.client.subscribe(topic_filter, qos)
+        assert done.wait(10)
+
+    def publish(self, topic, payload, qos=1, response_topic=None, correlation=None, retain=False):
+        properties = None
+        if response_topic or correlation:
+            properties = Properties(PacketTypes.PUBLISH)
+            if response_topic:
+                properties.ResponseTopic = response_topic
+            if correlation:
+                properties.CorrelationData = correlation
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        info.wait_for_publish(10)
+        return info
+
+    def wait_for(self, predicate, timeout=10.0, count=1, what="message"):
+        """Wait until `count` recorded messages satisfy predicate; return them."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while True:
+                found = [m for m in self.messages if predicate(m)]
+                if len(found) >= count:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    seen = [(m["topic"], m["payload"][:200]) for m in self.messages[-10:]]
+                    raise AssertionError(f"timed out waiting for {what}; last seen: {seen}")
+                self.arrived.wait(remaining)
+
+    def results(self, request_id=None):
+        out = []
+        with self.lock:
+            for m in self.messages:
+                if m["topic"].endswith("/task/result"):
+                    body = json.loads(m["payload"])
+                    if request_id is None or body.get("requestId") == request_id:
+                        out.append(body)
+        return out
+
+    def wait_result(self, request_id, timeout=15.0):
+        def match(m):
+            if not m["topic"].endswith("/task/result"):
+                return False
+            try:
+                return json.loads(m["payload"]).get("requestId") == request_id
+            except ValueError:
+                return False
+
+        return json.loads(self.wait_for(match, timeout, what=f"result {request_id}")[0]["payload"])
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def yaml_quote(value):
+    return json.dumps(value)
+
+
+class Butler:
+    """The real butler binary with a config written for this test."""
+
+    def __init__(self, directory, broker, qrs=None, extra_yaml="", env=None):
+        self.directory = directory
+        self.broker = broker
+        self.config_path = os.path.join(directory, "butler.yaml")
+        self.log_path = os.path.join(directory, "butler.log")
+        self.process = None
+        self.env = dict(os.environ, **(env or {}))
+        lines = [
+            "log: { level: debug }",
+            "shutdown_grace_s: 5",
+            "mqtt:",
+            f"  port: {broker.port}",
+            f"  client_id: butler-test-{os.getpid()}-{time.monotonic_ns()}",
+            "  reconnect_min_ms: 50",
+            "  reconnect_max_ms: 500",
+            "http: { enable: false }",
+            "udp: { enable: false }",
+            "retry: { max_attempts: 3, initial_backoff_ms: 20, max_backoff_ms: 100 }",
+            f"spool: {{ dir: {yaml_quote(os.path.join(directory, 'state'))} }}",
+        ]
+        if qrs is not None:
+            lines += [
+                "qrs:",
+                f"  url: https://localhost:{qrs.port}",
+                f"  cert_file: {yaml_quote(os.path.join(qrs.pki_dir, 'client.pem'))}",
+                f"  key_file: {yaml_quote(os.path.join(qrs.pki_dir, 'client_key.pem'))}",
+                f"  ca_file: {yaml_quote(os.path.join(qrs.pki_dir, 'root.pem'))}",
+                "  timeout_ms: 3000",
+            ]
+        text = "\n".join(lines) + "\n" + extra_yaml
+        with open(self.config_path, "w") as f:
+            f.write(text)
+
+    def start(self, wait_online=True):
+        command = [BUTLER_BINARY, "--config", self.config_path]
+        if VALGRIND:
+            command = ["valgrind", "--error-exitcode=99", "--leak-check=full",
+                       "--errors-for-leak-kinds=definite", "--quiet"] + command
+        self.log_file = open(self.log_path, "ab")
+        self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                        env=self.env, cwd=self.directory)
+        if wait_online:
+            wait_until(lambda: "connected to" in self.log() or self.process.poll() is not None,
+                       30 if VALGRIND else 10, message="butler to connect")
+            assert self.process.poll() is None, f"butler exited early:\n{self.log()}"
+        return self
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout)
+        self.process = None
+        self.log_file.close()
+        return code
+
+
+@pytest.fixture
+def workdir():
+    directory = tempfile.mkdtemp(prefix="butler-it-")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def broker(workdir):
+    b = Broker(workdir).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def qrs_sim():
+    import simctl
+
+    directory = tempfile.mkdtemp(prefix="butler-qrs-")
+    with simctl.start_qrs_sim(directory) as sim:
+        yield sim
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def qrs(qrs_sim):
+    qrs_sim.control("POST", "/_sim/reset")
+    yield qrs_sim
+
+
+@pytest.fixture
+def client(broker):
+    c = Client(broker)
+    c.subscribe("butler/#")
+    yield c
+    c.close()
+
+
+def start_calls(sim, task_id=None):
+    status, body = sim.control("GET", "/_sim/calls?method=POST&path_re=/start$")
+    calls = body if isinstance(body, list) else body.get("calls", [])
+    if task_id:
+        calls = [c for c in calls if task_id in c.get("path", "")]
+    return calls

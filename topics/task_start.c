@@ -1,0 +1,651 @@
+/*
+ * <root>/task/start — start Qlik Sense tasks.
+ *
+ * A request names tasks by id, name, tag or custom property. The worker:
+ *   1. parses it (task_start_request.c); a request it cannot read is answered
+ *      "invalid" at once;
+ *   2. drops a repeated requestId seen within task_start.dedup_ttl_s, repeating
+ *      the earlier answer instead of starting the tasks again;
+ *   3. resolves the selectors to tasks through QRS (task/full with a filter;
+ *      task names by id come from a short-lived cache, so a repeated start by
+ *      id costs one QRS call);
+ *   4. applies task_start.allow to every task, whatever path the request took;
+ *   5. stores the request's key-values (retained <root>/kv/<ns>/<key>);
+ *   6. starts each allowed task with POST /qrs/task/{id}/start, retrying
+ *      temporary failures per `retry`;
+ *   7. answers once on <root>/task/result and on the request's MQTT v5
+ *      Response Topic; a request that failed for good also goes to
+ *      <root>/deadletter/<topic>.
+ */
+#include "topics/task_start.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "bridge/clock.h"
+#include "bridge/expiring_map.h"
+#include "bridge/log.h"
+#include "bridge/metrics.h"
+#include "bridge/mqtt_link.h"
+#include "bridge/qrs.h"
+#include "topics/publish.h"
+
+#define MODULE "task-start"
+
+enum {
+    REQUEST_CACHE_MAX = 8192,
+    NAME_CACHE_MAX = 4096,
+    RESULT_CACHE_BYTES_MAX = 4096,
+    FILTER_MAX = 4096,
+};
+
+struct task_start_state {
+    const struct butler_config *config;
+    struct expiring_map *requests;   /* requestId -> cached answer ("" while running) */
+    struct expiring_map *task_names; /* taskId -> name */
+};
+
+enum butler_status task_start_state_create(const struct butler_config *config,
+                                           struct task_start_state **out)
+{
+    enum butler_status status = BUTLER_ERR_NOMEM;
+    struct task_start_state *state = calloc(1, sizeof *state);
+    if (state == NULL)
+        goto out;
+    state->config = config;
+    status = expiring_map_create(REQUEST_CACHE_MAX, &state->requests);
+    if (status != BUTLER_OK)
+        goto out;
+    status = expiring_map_create(NAME_CACHE_MAX, &state->task_names);
+    if (status != BUTLER_OK)
+        goto out;
+    *out = state;
+    state = NULL;
+out:
+    task_start_state_destroy(state);
+    return status;
+}
+
+void task_start_state_destroy(struct task_start_state *state)
+{
+    if (state == NULL)
+        return;
+    expiring_map_destroy(state->requests);
+    expiring_map_destroy(state->task_names);
+    free(state);
+}
+
+/* ---- the answer being built for one request ---- */
+
+struct task_answer {
+    cJSON *started, *invalid, *denied, *failed, *skipped;
+    char error[512];
+    int attempts;
+};
+
+static const char *selector_field(enum task_selector_kind kind)
+{
+    switch (kind) {
+    case TASK_SELECT_ID: return "taskId";
+    case TASK_SELECT_NAME: return "taskName";
+    case TASK_SELECT_TAG: return "tag";
+    case TASK_SELECT_CUSTOM_PROPERTY: return "customProperty";
+    }
+    return "taskId";
+}
+
+/* {"taskId": ".."} / {"tag": ".."} / {"customProperty": {"name", "value"}} */
+static cJSON *selector_json(const struct task_selector *selector)
+{
+    cJSON *item = cJSON_CreateObject();
+    if (item == NULL)
+        return NULL;
+    if (selector->kind == TASK_SELECT_CUSTOM_PROPERTY) {
+        cJSON *property = cJSON_AddObjectToObject(item, "customProperty");
+        if (property) {
+            cJSON_AddStringToObject(property, "name", selector->value);
+            cJSON_AddStringToObject(property, "value", selector->property_value);
+        }
+    } else {
+        cJSON_AddStringToObject(item, selector_field(selector->kind), selector->value);
+    }
+    return item;
+}
+
+/* A task entry for started/denied/failed lists: the task and how it was selected. */
+static cJSON *task_json(const char *task_id, const char *task_name,
+                        const struct task_selector *selector)
+{
+    cJSON *item = cJSON_CreateObject();
+    if (item == NULL)
+        return NULL;
+    cJSON_AddStringToObject(item, "taskId", task_id);
+    cJSON_AddStringToObject(item, "taskName", task_name ? task_name : "");
+    cJSON_AddStringToObject(item, "via", selector_field(selector->kind));
+    if (selector->kind == TASK_SELECT_TAG) {
+        cJSON_AddStringToObject(item, "tag", selector->value);
+    } else if (selector->kind == TASK_SELECT_CUSTOM_PROPERTY) {
+        cJSON *property = cJSON_AddObjectToObject(item, "customProperty");
+        if (property) {
+            cJSON_AddStringToObject(property, "name", selector->value);
+            cJSON_AddStringToObject(property, "value", selector->property_value);
+        }
+    }
+    return item;
+}
+
+static void note_error(struct task_answer *answer, const char *format, const char *detail)
+{
+    if (answer->error[0] == '\0')
+        snprintf(answer->error, sizeof answer->error, format, detail);
+}
+
+/* ---- allow-list ---- */
+
+static bool allow_list_empty(const struct butler_config *config)
+{
+    return config->task_start.allow.task_ids.count == 0 && config->task_start.allow.tags.count == 0 &&
+           config->task_start.allow.custom_properties.count == 0;
+}
+
+static bool allow_needs_metadata(const struct butler_config *config)
+{
+    return config->task_start.allow.tags.count > 0 ||
+           config->task_start.allow.custom_properties.count > 0;
+}
+
+/* `task` is the QRS task/full object, or NULL when only ids are allow-listed. */
+static bool task_allowed(const struct butler_config *config, const char *task_id,
+                         const cJSON *task)
+{
+    if (allow_list_empty(config))
+        return true;
+    const struct config_string_list *ids = &config->task_start.allow.task_ids;
+    for (size_t i = 0; i < ids->count; i++)
+        if (strcasecmp(ids->items[i], task_id) == 0)
+            return true;
+    if (task == NULL)
+        return false;
+    const struct config_string_list *tags = &config->task_start.allow.tags;
+    const cJSON *tag;
+    cJSON_ArrayForEach(tag, cJSON_GetObjectItemCaseSensitive(task, "tags"))
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(tag, "name");
+        for (size_t i = 0; cJSON_IsString(name) && i < tags->count; i++)
+            if (strcmp(tags->items[i], name->valuestring) == 0)
+                return true;
+    }
+    const struct config_custom_property_list *properties =
+        &config->task_start.allow.custom_properties;
+    const cJSON *property;
+    cJSON_ArrayForEach(property, cJSON_GetObjectItemCaseSensitive(task, "customProperties"))
+    {
+        const cJSON *definition = cJSON_GetObjectItemCaseSensitive(property, "definition");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(definition, "name");
+        const cJSON *value = cJSON_GetObjectItemCaseSensitive(property, "value");
+        if (!cJSON_IsString(name) || !cJSON_IsString(value))
+            continue;
+        for (size_t i = 0; i < properties->count; i++)
+            if (strcmp(properties->items[i].name, name->valuestring) == 0 &&
+                strcmp(properties->items[i].value, value->valuestring) == 0)
+                return true;
+    }
+    return false;
+}
+
+/* ---- resolving selectors ---- */
+
+/* A task chosen for starting, in request order, unique by id. */
+struct chosen_task {
+    char id[37];
+    char *name;
+    const struct task_selector *selector;
+    cJSON *task; /* task/full object or NULL; borrowed from `lookups` */
+};
+
+struct chosen_tasks {
+    struct chosen_task items[TASK_SELECTORS_MAX * 4];
+    size_t count;
+    cJSON *lookups; /* array owning every QRS answer */
+};
+
+static bool already_chosen(const struct chosen_tasks *chosen, const char *task_id)
+{
+    for (size_t i = 0; i < chosen->count; i++)
+        if (strcasecmp(chosen->items[i].id, task_id) == 0)
+            return true;
+    return false;
+}
+
+static void choose(struct chosen_tasks *chosen, struct task_start_state *state, const char *id,
+                   const char *name, const struct task_selector *selector, cJSON *task)
+{
+    if (already_chosen(chosen, id) || chosen->count >= sizeof chosen->items / sizeof *chosen->items)
+        return;
+    struct chosen_task *entry = &chosen->items[chosen->count++];
+    snprintf(entry->id, sizeof entry->id, "%s", id);
+    entry->name = strdup(name ? name : "");
+    entry->selector = selector;
+    entry->task = task;
+    if (name && state->config->task_start.name_cache_s > 0)
+        expiring_map_put(state->task_names, id, name,
+                         (uint64_t)state->config->task_start.name_cache_s * 1000u, NULL);
+}
+
+static enum butler_status build_filter(const struct task_selector *selector, char *filter,
+                                       size_t filter_size)
+{
+    char quoted[TASK_TEXT_MAX * 2 + 8];
+    char quoted_value[TASK_TEXT_MAX * 2 + 8];
+    enum butler_status status;
+    switch (selector->kind) {
+    case TASK_SELECT_ID:
+        /* GUIDs are written unquoted in QRS filters; the parser checked the form. */
+        snprintf(filter, filter_size, "id eq %s", selector->value);
+        return BUTLER_OK;
+    case TASK_SELECT_NAME:
+        status = qrs_filter_quote(selector->value, quoted, sizeof quoted);
+        if (status == BUTLER_OK)
+            snprintf(filter, filter_size, "name eq %s", quoted);
+        return status;
+    case TASK_SELECT_TAG:
+        status = qrs_filter_quote(selector->value, quoted, sizeof quoted);
+        if (status == BUTLER_OK)
+            snprintf(filter, filter_size, "tags.name eq %s", quoted);
+        return status;
+    case TASK_SELECT_CUSTOM_PROPERTY:
+        status = qrs_filter_quote(selector->value, quoted, sizeof quoted);
+        if (status == BUTLER_OK)
+            status = qrs_filter_quote(selector->property_value, quoted_value, sizeof quoted_value);
+        if (status == BUTLER_OK)
+            snprintf(filter, filter_size,
+                     "(customProperties.definition.name eq %s) and (customProperties.value eq %s)",
+                     quoted, quoted_value);
+        return status;
+    }
+    return BUTLER_ERR_INVALID;
+}
+
+/*
+ * Turn one selector into chosen tasks, or an invalid/failed entry.
+ * Thread: worker (uses the worker's QRS client).
+ */
+static void resolve_selector(struct topic_worker *worker, struct task_start_state *state,
+                             const struct task_selector *selector, struct chosen_tasks *chosen,
+                             struct task_answer *answer)
+{
+    const struct butler_config *config = state->config;
+    if (!selector->valid) {
+        cJSON_AddItemToArray(answer->invalid, selector_json(selector));
+        note_error(answer, "not a valid task selector: %s", selector->value);
+        return;
+    }
+    if (selector->kind == TASK_SELECT_ID && !allow_needs_metadata(config)) {
+        char *cached_name = NULL;
+        if (expiring_map_get(state->task_names, selector->value, &cached_name)) {
+            choose(chosen, state, selector->value, cached_name, selector, NULL);
+            free(cached_name);
+            return;
+        }
+    }
+    if (worker->qrs == NULL) {
+        cJSON_AddItemToArray(answer->failed, selector_json(selector));
+        note_error(answer, "%s", "QRS is not configured (qrs.url is empty)");
+        return;
+    }
+    char filter[FILTER_MAX];
+    if (build_filter(selector, filter, sizeof filter) != BUTLER_OK) {
+        cJSON_AddItemToArray(answer->invalid, selector_json(selector));
+        note_error(answer, "selector too long: %.64s", selector->value);
+        return;
+    }
+    cJSON *tasks = NULL;
+    struct qrs_result result;
+    enum butler_status status = qrs_find_tasks(worker->qrs, filter, &tasks, &result);
+    if (result.attempts > answer->attempts)
+        answer->attempts = result.attempts;
+    if (status != BUTLER_OK) {
+        cJSON_AddItemToArray(answer->failed, selector_json(selector));
+        note_error(answer, "%s", result.error[0] ? result.error : butler_status_str(status));
+        return;
+    }
+    cJSON_AddItemToArray(chosen->lookups, tasks);
+    if (cJSON_GetArraySize(tasks) == 0) {
+        cJSON_AddItemToArray(answer->invalid, selector_json(selector));
+        note_error(answer, "no task matches %s", filter);
+        return;
+    }
+    const cJSON *task;
+    cJSON_ArrayForEach(task, tasks)
+    {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(task, "id");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(task, "name");
+        if (cJSON_IsString(id) && task_is_guid(id->valuestring, strlen(id->valuestring)))
+            choose(chosen, state, id->valuestring, cJSON_IsString(name) ? name->valuestring : "",
+                   selector, (cJSON *)task);
+    }
+}
+
+/* ---- key-value items ---- */
+
+/* Stored as retained <root>/kv/<namespace>/<key> messages; the TTL becomes the
+ * MQTT v5 message expiry, rounded up to whole seconds. */
+static enum butler_status store_kv(const struct butler_config *config,
+                                   const struct task_request *request, struct task_answer *answer)
+{
+    for (size_t i = 0; i < request->kv_count; i++) {
+        const struct task_kv_item *kv = &request->kv[i];
+        char topic[TASK_TEXT_MAX * 2 + 128];
+        snprintf(topic, sizeof topic, "%s/kv/%s/%s", config->mqtt.topic_root, kv->namespace_name,
+                 kv->key);
+        cJSON *record = cJSON_CreateObject();
+        if (record == NULL)
+            return BUTLER_ERR_NOMEM;
+        cJSON_AddStringToObject(record, "namespace", kv->namespace_name);
+        cJSON_AddStringToObject(record, "key", kv->key);
+        cJSON_AddStringToObject(record, "value", kv->value);
+        cJSON_AddNumberToObject(record, "ttl", (double)kv->ttl_ms);
+        char created[32];
+        uint64_t now = clock_wall_ms();
+        clock_format_iso8601(now, created, sizeof created);
+        cJSON_AddStringToObject(record, "createdAt", created);
+        if (kv->ttl_ms > 0) {
+            char expires[32];
+            clock_format_iso8601(now + (uint64_t)kv->ttl_ms, expires, sizeof expires);
+            cJSON_AddStringToObject(record, "expiresAt", expires);
+        }
+        char *payload = cJSON_PrintUnformatted(record);
+        cJSON_Delete(record);
+        if (payload == NULL)
+            return BUTLER_ERR_NOMEM;
+        struct mqtt_publish_options options = {
+            .qos = 1,
+            .retain = true,
+            .message_expiry_s = kv->ttl_ms > 0 ? (uint32_t)((kv->ttl_ms + 999) / 1000) : 0,
+        };
+        enum butler_status status = publish_reliably(topic, payload, strlen(payload), &options);
+        free(payload);
+        if (status != BUTLER_OK) {
+            note_error(answer, "storing key-values failed: %s", butler_status_str(status));
+            return status;
+        }
+    }
+    return BUTLER_OK;
+}
+
+/* ---- answering ---- */
+
+static const char *answer_status(const struct task_answer *answer, bool unreadable)
+{
+    int started = cJSON_GetArraySize(answer->started);
+    int invalid = cJSON_GetArraySize(answer->invalid);
+    int denied = cJSON_GetArraySize(answer->denied);
+    int failed = cJSON_GetArraySize(answer->failed);
+    int skipped = cJSON_GetArraySize(answer->skipped);
+    if (unreadable)
+        return "invalid";
+    if (started > 0)
+        return (invalid + denied + failed + skipped) ? "partial" : "started";
+    if (failed > 0)
+        return "failed";
+    if (denied > 0 && invalid == 0)
+        return "denied";
+    return "invalid";
+}
+
+static char *answer_json(const char *request_id, const char *status, struct task_answer *answer)
+{
+    cJSON *root = cJSON_CreateObject();
+    if (root == NULL)
+        return NULL;
+    cJSON_AddStringToObject(root, "requestId", request_id);
+    cJSON_AddStringToObject(root, "status", status);
+    cJSON_AddItemReferenceToObject(root, "started", answer->started);
+    cJSON_AddItemReferenceToObject(root, "invalid", answer->invalid);
+    cJSON_AddItemReferenceToObject(root, "denied", answer->denied);
+    if (cJSON_GetArraySize(answer->failed))
+        cJSON_AddItemReferenceToObject(root, "failed", answer->failed);
+    if (cJSON_GetArraySize(answer->skipped))
+        cJSON_AddItemReferenceToObject(root, "skipped", answer->skipped);
+    if (strcmp(status, "started") != 0)
+        cJSON_AddStringToObject(root, "error", answer->error[0] ? answer->error : status);
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return text;
+}
+
+/* Publish the answer on <root>/task/result and the Response Topic. */
+static void send_answer(const struct butler_config *config, const struct topic_message *message,
+                        const char *text)
+{
+    char topic[512];
+    snprintf(topic, sizeof topic, "%s/task/result", config->mqtt.topic_root);
+    enum butler_status status =
+        publish_reliably(topic, text, strlen(text), &(struct mqtt_publish_options){.qos = 1});
+    if (status != BUTLER_OK)
+        LOG_ERROR(MODULE, "could not publish the task result: %s", butler_status_str(status));
+    if (message->response_topic && message->response_topic[0]) {
+        struct mqtt_publish_options options = {
+            .qos = 1,
+            .correlation_data = message->correlation_data,
+            .correlation_length = message->correlation_length,
+            .content_type = "application/json",
+        };
+        status = publish_reliably(message->response_topic, text, strlen(text), &options);
+        if (status != BUTLER_OK)
+            LOG_WARN(MODULE, "could not answer on the response topic: %s",
+                     butler_status_str(status));
+    }
+}
+
+static void send_deadletter(const struct butler_config *config, const struct topic_message *message,
+                            const struct task_answer *answer)
+{
+    char topic[1024];
+    snprintf(topic, sizeof topic, "%s/deadletter/%s", config->mqtt.topic_root, message->topic);
+    char first_attempt[32];
+    clock_format_iso8601(message->received_wall_ms, first_attempt, sizeof first_attempt);
+    cJSON *letter = cJSON_CreateObject();
+    if (letter == NULL)
+        return;
+    cJSON_AddStringToObject(letter, "topic", message->topic);
+    cJSON_AddStringToObject(letter, "payload", (const char *)message->payload);
+    cJSON_AddStringToObject(letter, "error", answer->error);
+    cJSON_AddNumberToObject(letter, "attempts", answer->attempts);
+    cJSON_AddStringToObject(letter, "firstAttemptAt", first_attempt);
+    char *text = cJSON_PrintUnformatted(letter);
+    cJSON_Delete(letter);
+    if (text == NULL)
+        return;
+    if (publish_reliably(topic, text, strlen(text), &(struct mqtt_publish_options){.qos = 1}) !=
+        BUTLER_OK)
+        LOG_ERROR(MODULE, "could not publish the dead letter for %s", message->topic);
+    else
+        metrics_count("butler_deadletters_total", "family=\"task_start\"",
+                      "Work that failed for good and went to <root>/deadletter/");
+    free(text);
+}
+
+/* ---- the worker entry points ---- */
+
+/*
+ * Handle one task-start message end to end. Runs on a worker thread; owns
+ * and frees `message`. Every path ends in exactly one answer.
+ */
+static void run_request(struct topic_worker *worker, struct topic_message *message,
+                        const char *topic_task_id, bool legacy)
+{
+    struct butler_runtime *runtime = butler_runtime_current;
+    struct task_start_state *state = runtime->task_start;
+    const struct butler_config *config = runtime->config;
+    struct task_request request;
+    struct task_answer answer = {0};
+    struct chosen_tasks *chosen = calloc(1, sizeof *chosen);
+    char *text = NULL;
+    bool registered = false;
+    answer.started = cJSON_CreateArray();
+    answer.invalid = cJSON_CreateArray();
+    answer.denied = cJSON_CreateArray();
+    answer.failed = cJSON_CreateArray();
+    answer.skipped = cJSON_CreateArray();
+    if (chosen)
+        chosen->lookups = cJSON_CreateArray();
+    if (!chosen || !chosen->lookups || !answer.started || !answer.invalid || !answer.denied ||
+        !answer.failed || !answer.skipped) {
+        LOG_ERROR(MODULE, "out of memory handling a task start");
+        goto out;
+    }
+
+    enum butler_status parsed =
+        task_request_parse(topic_task_id, legacy, message->payload, message->payload_length,
+                           &request, answer.error, sizeof answer.error);
+    if (parsed != BUTLER_OK) {
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "rejected task start on %s: %s", message->topic,
+                        answer.error);
+        metrics_count("butler_rejected_total", "family=\"task_start\",reason=\"payload\"",
+                      "Messages rejected as malformed, by topic family and reason");
+        text = answer_json(request.request_id, "invalid", &answer);
+        if (text)
+            send_answer(config, message, text);
+        metrics_count("butler_task_start_requests_total", "status=\"invalid\"",
+                      "Task-start requests answered, by status");
+        goto out;
+    }
+
+    /* Idempotency: a requestId seen within the window is answered, not re-run. */
+    char *earlier = NULL;
+    if (expiring_map_insert_new(state->requests, request.request_id, "",
+                                (uint64_t)config->task_start.dedup_ttl_s * 1000u,
+                                &earlier) != BUTLER_OK) {
+        metrics_count("butler_task_start_duplicates_total", "",
+                      "Task-start requests whose requestId was already seen");
+        LOG_INFO(MODULE, "request %s already seen; not starting its tasks again",
+                 request.request_id);
+        if (earlier && earlier[0])
+            send_answer(config, message, earlier);
+        free(earlier);
+        task_request_clear(&request);
+        goto out;
+    }
+    registered = true;
+
+    for (size_t i = 0; i < request.selector_count; i++)
+        resolve_selector(worker, state, &request.selectors[i], chosen, &answer);
+
+    /* allTaskIdsMustExist: one missing id keeps every id-selected task from starting. */
+    bool skip_ids = false;
+    if (request.all_task_ids_must_exist)
+        for (size_t i = 0; i < request.selector_count && !skip_ids; i++)
+            if (request.selectors[i].kind == TASK_SELECT_ID) {
+                const cJSON *entry;
+                cJSON_ArrayForEach(entry, answer.invalid)
+                {
+                    const cJSON *id = cJSON_GetObjectItemCaseSensitive(entry, "taskId");
+                    if (cJSON_IsString(id))
+                        skip_ids = true;
+                }
+            }
+
+    size_t to_start = 0;
+    struct chosen_task *startable[sizeof chosen->items / sizeof *chosen->items];
+    for (size_t i = 0; i < chosen->count; i++) {
+        struct chosen_task *task = &chosen->items[i];
+        if (skip_ids && task->selector->kind == TASK_SELECT_ID) {
+            cJSON_AddItemToArray(answer.skipped, task_json(task->id, task->name, task->selector));
+            note_error(&answer, "%s", "allTaskIdsMustExist: an invalid task id kept the others "
+                                      "from starting");
+        } else if (!task_allowed(config, task->id, task->task)) {
+            cJSON_AddItemToArray(answer.denied, task_json(task->id, task->name, task->selector));
+            note_error(&answer, "task %s is not in task_start.allow", task->id);
+            metrics_count("butler_task_start_denied_total", "",
+                          "Tasks refused by task_start.allow");
+        } else {
+            startable[to_start++] = task;
+        }
+    }
+
+    if (to_start > 0 && request.kv_count > 0 && store_kv(config, &request, &answer) != BUTLER_OK) {
+        for (size_t i = 0; i < to_start; i++)
+            cJSON_AddItemToArray(answer.failed,
+                                 task_json(startable[i]->id, startable[i]->name,
+                                           startable[i]->selector));
+        to_start = 0;
+    }
+
+    for (size_t i = 0; i < to_start; i++) {
+        struct chosen_task *task = startable[i];
+        struct qrs_result result = {0};
+        enum butler_status status =
+            worker->qrs ? qrs_task_start(worker->qrs, task->id, &result) : BUTLER_ERR_REMOTE;
+        if (result.attempts > answer.attempts)
+            answer.attempts = result.attempts;
+        cJSON *entry = task_json(task->id, task->name, task->selector);
+        if (status == BUTLER_OK) {
+            cJSON_AddItemToArray(answer.started, entry);
+            metrics_count("butler_tasks_started_total", "", "Tasks QRS accepted for starting");
+            LOG_INFO(MODULE, "started task %s (%s) for request %s", task->id, task->name,
+                     request.request_id);
+        } else if (status == BUTLER_ERR_NOT_FOUND) {
+            cJSON_AddItemToArray(answer.invalid, entry);
+            expiring_map_remove(state->task_names, task->id);
+            note_error(&answer, "QRS does not know task %s", task->id);
+        } else {
+            cJSON_AddItemToArray(answer.failed, entry);
+            note_error(&answer, "%s",
+                       result.error[0] ? result.error : "QRS is not configured (qrs.url is empty)");
+        }
+    }
+
+    const char *status = answer_status(&answer, false);
+    text = answer_json(request.request_id, status, &answer);
+    if (text) {
+        send_answer(config, message, text);
+        /* Remember the answer so a redelivered request gets the same one. */
+        expiring_map_put(state->requests, request.request_id,
+                         strlen(text) <= RESULT_CACHE_BYTES_MAX ? text : "",
+                         (uint64_t)config->task_start.dedup_ttl_s * 1000u, NULL);
+    }
+    if (strcmp(status, "failed") == 0)
+        send_deadletter(config, message, &answer);
+    char labels[48];
+    snprintf(labels, sizeof labels, "status=\"%s\"", status);
+    metrics_count("butler_task_start_requests_total", labels,
+                  "Task-start requests answered, by status");
+    task_request_clear(&request);
+    registered = false;
+out:
+    (void)registered;
+    if (chosen) {
+        for (size_t i = 0; i < chosen->count; i++)
+            free(chosen->items[i].name);
+        cJSON_Delete(chosen->lookups);
+        free(chosen);
+    }
+    cJSON_Delete(answer.started);
+    cJSON_Delete(answer.invalid);
+    cJSON_Delete(answer.denied);
+    cJSON_Delete(answer.failed);
+    cJSON_Delete(answer.skipped);
+    free(text);
+    topic_message_free(message);
+}
+
+void task_start_run(struct topic_worker *worker, struct topic_message *message)
+{
+    /* <root>/task/start/<taskId>: the id is the last topic level. */
+    const char *topic_task_id = NULL;
+    char suffix[512];
+    snprintf(suffix, sizeof suffix, "%s/task/start/",
+             butler_runtime_current->config->mqtt.topic_root);
+    if (strncmp(message->topic, suffix, strlen(suffix)) == 0)
+        topic_task_id = message->topic + strlen(suffix);
+    run_request(worker, message, topic_task_id, false);
+}
+
+void task_start_run_legacy(struct topic_worker *worker, struct topic_message *message)
+{
+    run_request(worker, message, NULL, true);
+}

@@ -1,0 +1,61 @@
+/*
+ * Topic families: what Butler does with a message on each topic it consumes.
+ * topics.c owns the table (topic filter -> family) and the hand-off from the
+ * MQTT network thread to the worker pool; one file per family holds its
+ * behaviour (task_start.c: start Qlik Sense tasks, ...).
+ */
+#ifndef BUTLER_TOPICS_H
+#define BUTLER_TOPICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bridge/mqtt_link.h"
+#include "bridge/runtime.h"
+#include "bridge/status.h"
+
+struct qrs_client;
+struct http_client;
+
+/* A consumed message copied off the network thread. Owned by its job. */
+struct topic_message {
+    char *topic;
+    unsigned char *payload; /* NUL-terminated for convenience; payload_length excludes it */
+    size_t payload_length;
+    char *response_topic;   /* NULL when absent */
+    unsigned char *correlation_data;
+    size_t correlation_length;
+    uint64_t received_wall_ms;
+};
+
+/* Per-worker-thread resources, created on the worker thread. */
+struct topic_worker {
+    int index;
+    struct qrs_client *qrs;   /* NULL when qrs.url is empty */
+    struct http_client *http; /* Slack, Teams, webhooks */
+};
+
+/* Largest payload any consumer accepts; bigger messages are answered/dropped
+ * with a counted error instead of being copied. */
+enum { TOPIC_PAYLOAD_MAX = 1024 * 1024 };
+
+/* Register subscriptions and the message handler on rt->link. Start-up only. */
+enum butler_status topics_setup(struct butler_runtime *runtime);
+
+/* Before shutdown: unsubscribe the command topics so no new work arrives. */
+void topics_stop_intake(struct butler_runtime *runtime);
+
+/* Free what topics_setup allocated (after the link and pool are gone). */
+void topics_teardown(void);
+
+/* Worker pool callbacks (per-thread QRS and HTTP clients). */
+void *topics_worker_init(int worker_index, void *context);
+void topics_worker_cleanup(void *worker_state, void *context);
+
+struct topic_message *topic_message_copy(const struct mqtt_message *message);
+void topic_message_free(struct topic_message *message);
+
+/* Count a consumed or rejected message for /metrics by family. */
+void topics_count(const char *family, const char *outcome);
+
+#endif
