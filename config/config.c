@@ -336,16 +336,16 @@ static const char *check_token(const char *value)
 #define PROP(field) offsetof(struct config_custom_property, field)
 
 #define K_BOOL(p, o, d) .path = (p), .type = KEY_BOOL, .offset = (o), .def = (d)
-#define K_INT(p, o, lo, hi, d)                                                                    \
+#define K_INT(p, o, lo, hi, d)                                                                     \
     .path = (p), .type = KEY_INT, .offset = (o), .min = (lo), .max = (hi), .def = (d)
-#define K_LONG(p, o, lo, hi, d)                                                                   \
+#define K_LONG(p, o, lo, hi, d)                                                                    \
     .path = (p), .type = KEY_LONG, .offset = (o), .min = (lo), .max = (hi), .def = (d)
 #define K_STR(p, o, d, c) .path = (p), .type = KEY_STRING, .offset = (o), .def = (d), .check = (c)
 #define K_SECRET(p, o, f) .path = (p), .type = KEY_SECRET, .offset = (o), .has_file = (f)
 #define K_ENUM(p, o, n, d) .path = (p), .type = KEY_ENUM, .offset = (o), .names = (n), .def = (d)
 #define K_WORD(p, o, n, d) .path = (p), .type = KEY_WORD, .offset = (o), .names = (n), .def = (d)
 #define K_LIST(p, o, c) .path = (p), .type = KEY_LIST, .offset = (o), .check = (c)
-#define K_SECRET_LIST(p, o, c, f)                                                                 \
+#define K_SECRET_LIST(p, o, c, f)                                                                  \
     .path = (p), .type = KEY_SECRET_LIST, .offset = (o), .check = (c), .has_file = (f)
 #define K_OBJECTS(p, o, l) .path = (p), .type = KEY_OBJECTS, .offset = (o), .objects = (l)
 
@@ -569,8 +569,8 @@ static struct origin origin_at(size_t line, size_t column)
 
 /* One line "WHERE: PATH: message". Counts every error, prints the first
  * MAX_ERRORS; load_common adds a closing line when it stopped early. */
-__attribute__((format(printf, 4, 5))) static void
-report(struct loader *ld, const struct origin *at, const char *path, const char *format, ...)
+__attribute__((format(printf, 4, 5))) static void report(struct loader *ld, const struct origin *at,
+                                                         const char *path, const char *format, ...)
 {
     va_list args;
     ld->error_count++;
@@ -646,8 +646,8 @@ static const char *describe_expected(const struct key_def *key, char *buffer, si
     case KEY_WORD:
         used = (size_t)snprintf(buffer, size, "one of ");
         for (size_t i = 0; key->names[i] && used < size; i++)
-            used += (size_t)snprintf(buffer + used, size - used, "%s%s", i ? "|" : "",
-                                     key->names[i]);
+            used +=
+                (size_t)snprintf(buffer + used, size - used, "%s%s", i ? "|" : "", key->names[i]);
         return buffer;
     case KEY_STRING:
     case KEY_SECRET:
@@ -998,10 +998,10 @@ struct map_entry {
 
 struct node {
     enum node_kind kind;
-    size_t line, column; /* 1-based */
-    bool is_null;        /* plain "", "~" or "null" */
-    char *text;          /* NODE_SCALAR, owned, NUL-free */
-    struct node **items; /* NODE_SEQUENCE, owned */
+    size_t line, column;       /* 1-based */
+    bool is_null;              /* plain "", "~" or "null" */
+    char *text;                /* NODE_SCALAR, owned, NUL-free */
+    struct node **items;       /* NODE_SEQUENCE, owned */
     struct map_entry *entries; /* NODE_MAPPING, owned */
     size_t count, capacity;
 };
@@ -1163,8 +1163,7 @@ static bool handle_scalar(struct builder *b, const yaml_event_t *event)
     }
     memcpy(node->text, value, length);
     node->text[length] = '\0';
-    node->is_null =
-        event->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && is_null_word(node->text);
+    node->is_null = event->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && is_null_word(node->text);
     return attach(b, node);
 }
 
@@ -1197,8 +1196,7 @@ static bool handle_event(struct builder *b, const yaml_event_t *event)
             report(b->ld, &at, NULL, "nested deeper than %u levels", MAX_DEPTH);
             return false;
         }
-        node = new_node(b,
-                        event->type == YAML_SEQUENCE_START_EVENT ? NODE_SEQUENCE : NODE_MAPPING,
+        node = new_node(b, event->type == YAML_SEQUENCE_START_EVENT ? NODE_SEQUENCE : NODE_MAPPING,
                         event->start_mark);
         if (!node || !attach(b, node))
             return false;
@@ -1485,8 +1483,8 @@ out:
     free(origins);
 }
 
-static void apply_node(struct loader *ld, const struct key_table *table, size_t index,
-                       void *base, const struct node *node, const char *path, uint64_t *seen,
+static void apply_node(struct loader *ld, const struct key_table *table, size_t index, void *base,
+                       const struct node *node, const char *path, uint64_t *seen,
                        struct key_state *states)
 {
     const struct key_def *key = &table->keys[index];
@@ -1545,8 +1543,7 @@ static void walk_mapping(struct loader *ld, const struct key_table *table, void 
 
         join_path(section, sizeof section, display, prefix);
         if (!valid_key_text(entry->key)) {
-            report(ld, &key_at, section, "unknown key %s",
-                   echo(got, sizeof got, entry->key));
+            report(ld, &key_at, section, "unknown key %s", echo(got, sizeof got, entry->key));
             continue;
         }
         join_path(relative, sizeof relative, prefix, entry->key);
@@ -1580,8 +1577,8 @@ static void walk_mapping(struct loader *ld, const struct key_table *table, void 
             if (value->kind != NODE_SCALAR) {
                 report(ld, &at, shown, "expected a file path, got %s",
                        describe_node(value, false, got, sizeof got));
-            } else if (!value->is_null && replace_string(ld, &state->file_ref, value->text,
-                                                         strlen(value->text))) {
+            } else if (!value->is_null &&
+                       replace_string(ld, &state->file_ref, value->text, strlen(value->text))) {
                 state->file = at;
             }
             continue;
@@ -1800,8 +1797,8 @@ static void read_secret_file(struct loader *ld, const struct key_def *key, struc
         goto out;
     }
     echo(name, sizeof name, state->file_ref);
-    switch (read_bounded(state->file_ref, MAX_SECRET_FILE_BYTES, true, &text, &length,
-                         &error_number)) {
+    switch (
+        read_bounded(state->file_ref, MAX_SECRET_FILE_BYTES, true, &text, &length, &error_number)) {
     case READ_OK:
         break;
     case READ_SYSTEM:
@@ -2194,8 +2191,8 @@ static void print_value(FILE *out, const struct key_def *key, const void *base, 
         }
         fputc('\n', out);
         for (size_t i = 0; i < count; i++)
-            print_table(out, key->objects->table, items + i * key->objects->item_size,
-                        indent + 4, true);
+            print_table(out, key->objects->table, items + i * key->objects->item_size, indent + 4,
+                        true);
         return;
     }
     }

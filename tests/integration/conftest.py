@@ -195,7 +195,7 @@ def yaml_quote(value):
 class Butler:
     """The real butler binary with a config written for this test."""
 
-    def __init__(self, directory, broker, qrs=None, extra_yaml="", env=None):
+    def __init__(self, directory, broker, qrs=None, extra_yaml="", env=None, mqtt_extra=()):
         self.directory = directory
         self.broker = broker
         self.config_path = os.path.join(directory, "butler.yaml")
@@ -210,6 +210,7 @@ class Butler:
             f"  client_id: butler-test-{os.getpid()}-{time.monotonic_ns()}",
             "  reconnect_min_ms: 50",
             "  reconnect_max_ms: 500",
+        ] + [f"  {line}" for line in mqtt_extra] + [
             "http: { enable: false }",
             "udp: { enable: false }",
             "retry: { max_attempts: 3, initial_backoff_ms: 20, max_backoff_ms: 100 }",

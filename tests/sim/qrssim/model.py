@@ -171,20 +171,22 @@ class Model:
             self.users[uid] = User(uid, u["userDirectory"], u["userId"], u.get("name", u["userId"]),
                                    u.get("email"), g.new())
 
-        self.tags = OrderedDict()  # lower-case name -> Tag
+        self.tags = OrderedDict()   # id -> Tag
+        self.tag_names = {}         # lower-case name -> Tag
         for i, t in enumerate(_list(doc.get("tags", []), "tags")):
             _obj(t, f"tags[{i}]", ("id", "name"), ("name",))
-            self.tags[t["name"].lower()] = Tag(_guid(t.get("id"), f"tags[{i}].id", g), t["name"])
+            self._add_tag(Tag(_guid(t.get("id"), f"tags[{i}].id", g), t["name"]))
 
-        self.cpdefs = OrderedDict()  # lower-case name -> CpDef
+        self.cpdefs = OrderedDict()  # id -> CpDef
+        self.cpdef_names = {}        # lower-case name -> CpDef
         for i, c in enumerate(_list(doc.get("customPropertyDefinitions", []), "customPropertyDefinitions")):
             where = f"customPropertyDefinitions[{i}]"
             _obj(c, where, ("id", "name", "valueType", "choiceValues", "objectTypes", "description"),
                  ("name",))
-            self.cpdefs[c["name"].lower()] = CpDef(
-                _guid(c.get("id"), where + ".id", g), c["name"], c.get("valueType", "Text"),
-                list(c.get("choiceValues", [])), list(c.get("objectTypes", ["ReloadTask"])),
-                c.get("description", ""))
+            d = CpDef(_guid(c.get("id"), where + ".id", g), c["name"], c.get("valueType", "Text"),
+                      list(c.get("choiceValues", [])), list(c.get("objectTypes", ["ReloadTask"])),
+                      c.get("description", ""))
+            self.cpdefs[d.id] = self.cpdef_names[d.name.lower()] = d
 
         self.streams = {}  # name -> stream condensed
         self.apps = OrderedDict()
@@ -203,14 +205,18 @@ class Model:
                 raise FixtureError(f"{where}.taskId: no such task")
             self._load_history(task, r, where)
 
+    def _add_tag(self, tag):
+        self.tags[tag.id] = self.tag_names[tag.name.lower()] = tag
+        return tag
+
     def _tag_refs(self, names, where):
         out = []
         for name in _list(names, where):
             if not isinstance(name, str):
                 raise FixtureError(f"{where}: tag names must be strings")
-            tag = self.tags.get(name.lower())
+            tag = self.tag_names.get(name.lower())
             if tag is None:  # tags have no constraints, so undeclared ones are created
-                tag = self.tags[name.lower()] = Tag(self.guids.new(), name)
+                tag = self._add_tag(Tag(self.guids.new(), name))
             out.append(tag)
         return out
 
@@ -218,7 +224,7 @@ class Model:
         out = []
         for i, cp in enumerate(_list(items, where)):
             _obj(cp, f"{where}[{i}]", ("name", "value"), ("name", "value"))
-            definition = self.cpdefs.get(cp["name"].lower())
+            definition = self.cpdef_names.get(cp["name"].lower())
             if definition is None:
                 raise FixtureError(f"{where}[{i}]: custom property {cp['name']!r} is not defined")
             if object_type not in definition.object_types:

@@ -1,0 +1,228 @@
+"""Task start over MQTT, end to end: real broker, real butler, QRS simulator.
+
+Every case of contract 3.1: each payload form, the topic form, requestId echo and
+de-duplication, the allow-list, the Response Topic with Correlation Data, the
+legacy topic, hostile payloads, QRS failures with a dead letter, and a broker
+restart.
+"""
+import json
+import os
+import signal
+import uuid
+
+import pytest
+
+from conftest import TASK_SALES, Butler, Client, start_calls, wait_until
+
+TASK_FINANCE_TAGGED = "nightly"
+UNKNOWN_TASK = "0b0b0b0b-1111-4222-8333-444455556666"
+
+
+@pytest.fixture
+def butler(workdir, broker, qrs):
+    b = Butler(workdir, broker, qrs).start()
+    yield b
+    code = b.stop()
+    assert code == 0, f"butler exit code {code}\n{b.log()[-3000:]}"
+
+
+def request(client, payload, request_id=None, topic="butler/task/start", **kwargs):
+    if request_id is None:
+        request_id = str(uuid.uuid4())
+    if isinstance(payload, dict):
+        payload = dict(payload, requestId=request_id)
+        payload = json.dumps(payload)
+    client.publish(topic, payload, **kwargs)
+    return request_id
+
+
+def test_status_online_retained_and_offline_on_stop(workdir, broker, qrs, client):
+    b = Butler(workdir, broker, qrs).start()
+    online = client.wait_for(lambda m: m["topic"] == "butler/status"
+                             and json.loads(m["payload"])["state"] == "online")
+    body = json.loads(online[0]["payload"])
+    assert body["version"] and body["startedAt"]
+    assert b.stop() == 0
+    client.wait_for(lambda m: m["topic"] == "butler/status"
+                    and json.loads(m["payload"])["state"] == "offline")
+    # A late subscriber sees the retained state.
+    late = Client(broker)
+    late.subscribe("butler/status")
+    late.wait_for(lambda m: m["retain"] and json.loads(m["payload"])["state"] == "offline")
+    late.close()
+
+
+def test_bare_guid_starts_task(butler, client, qrs):
+    client.publish("butler/task/start", TASK_SALES)
+    result = json.loads(client.wait_for(lambda m: m["topic"] == "butler/task/result")[0]["payload"])
+    assert result["status"] == "started"
+    assert result["started"][0]["taskId"] == TASK_SALES
+    assert result["started"][0]["taskName"] == "Reload Sales Dashboard"
+    assert len(result["requestId"]) == 36  # generated
+    assert len(start_calls(qrs, TASK_SALES)) == 1
+
+
+def test_json_forms(butler, client, qrs):
+    rid = request(client, {"taskId": TASK_SALES})
+    assert client.wait_result(rid)["status"] == "started"
+
+    rid = request(client, {"taskName": "Reload Sales Dashboard"})
+    result = client.wait_result(rid)
+    assert result["status"] == "started"
+    assert [t["taskId"] for t in result["started"]] == [TASK_SALES]
+
+    rid = request(client, {"tag": "nightly"})
+    result = client.wait_result(rid)
+    assert result["status"] == "started"
+    assert len(result["started"]) >= 2, result
+    assert all(t["via"] == "tag" for t in result["started"])
+
+    rid = request(client, {"customProperty": {"name": "Department", "value": "HR"}})
+    result = client.wait_result(rid)
+    assert result["status"] == "started", result
+    assert len(result["started"]) >= 1
+    assert len(start_calls(qrs)) >= 5
+
+
+def test_topic_form_and_typed_items(butler, client, qrs):
+    client.publish(f"butler/task/start/{TASK_SALES}", "")
+    client.wait_for(lambda m: m["topic"] == "butler/task/result"
+                    and json.loads(m["payload"])["status"] == "started")
+    items = [
+        {"type": "starttaskid", "payload": {"taskId": TASK_SALES}},
+        {"type": "starttaskid", "payload": {"taskId": UNKNOWN_TASK}},
+        {"type": "starttasktag", "payload": {"tag": "nightly"}},
+        {"type": "keyvaluestore", "payload": {"namespace": "chain", "key": "run", "value": "42",
+                                              "ttl": 60000}},
+    ]
+    client.publish("butler/task/start", json.dumps(items))
+    result = json.loads(client.wait_for(
+        lambda m: m["topic"] == "butler/task/result"
+        and json.loads(m["payload"])["status"] == "partial")[0]["payload"])
+    assert {"taskId": UNKNOWN_TASK} in result["invalid"]
+    assert any(t["taskId"] == TASK_SALES for t in result["started"])
+    # The key-value was stored before the tasks started, as a retained message.
+    kv = client.wait_for(lambda m: m["topic"] == "butler/kv/chain/run")
+    assert json.loads(kv[0]["payload"])["value"] == "42"
+
+
+def test_response_topic_and_correlation(butler, client, qrs):
+    client.subscribe("replies/#")
+    rid = request(client, {"taskId": TASK_SALES}, response_topic="replies/me",
+                  correlation=b"\x01corr")
+    reply = client.wait_for(lambda m: m["topic"] == "replies/me")[0]
+    assert reply["correlation"] == b"\x01corr"
+    assert json.loads(reply["payload"])["requestId"] == rid
+    assert len(client.results(rid)) == 1
+
+
+def test_duplicate_request_id_starts_once(butler, client, qrs):
+    rid = str(uuid.uuid4())
+    for _ in range(3):
+        request(client, {"taskId": TASK_SALES}, request_id=rid)
+    client.wait_for(lambda m: m["topic"] == "butler/task/result"
+                    and json.loads(m["payload"])["requestId"] == rid, count=1)
+    wait_until(lambda: "already seen" in butler.log(), message="duplicates noticed")
+    wait_until(lambda: butler.log().count("already seen") >= 2, message="both duplicates")
+    assert len(start_calls(qrs, TASK_SALES)) == 1
+    answers = client.results(rid)
+    assert all(a == answers[0] for a in answers)
+
+
+@pytest.mark.parametrize("payload,needle", [
+    (b"{not json", "not valid JSON"),
+    (b"\xc0\xaf\xff", "UTF-8"),
+    (b"x" * (1024 * 1024 + 10), "limit"),
+    (b"{\"taskId\": \"task-123\"}", "not a valid task selector"),
+    (b"[{\"type\": \"rm -rf\", \"payload\": {}}]", "unknown item type"),
+    (b"", "empty payload"),
+])
+def test_hostile_payloads_are_answered_invalid(butler, client, qrs, payload, needle):
+    client.publish("butler/task/start", payload)
+    result = json.loads(client.wait_for(lambda m: m["topic"] == "butler/task/result")[0]["payload"])
+    assert result["status"] == "invalid"
+    assert needle in result["error"], result
+    assert start_calls(qrs) == []
+    # Still alive and working.
+    rid = request(client, {"taskId": TASK_SALES})
+    assert client.wait_result(rid)["status"] == "started"
+
+
+def test_unknown_task_is_invalid(butler, client, qrs):
+    rid = request(client, {"taskId": UNKNOWN_TASK})
+    result = client.wait_result(rid)
+    assert result["status"] == "invalid"
+    assert result["invalid"] == [{"taskId": UNKNOWN_TASK}]
+    rid = request(client, {"tag": "no-such-tag"})
+    assert client.wait_result(rid)["status"] == "invalid"
+
+
+def test_allow_list_denies(workdir, broker, qrs, client):
+    b = Butler(workdir, broker, qrs, extra_yaml=(
+        "task_start:\n  allow:\n    tags: [finance]\n")).start()
+    try:
+        rid = request(client, {"taskId": TASK_SALES})
+        result = client.wait_result(rid)
+        assert result["status"] == "denied", result
+        assert result["denied"][0]["taskId"] == TASK_SALES
+        assert start_calls(qrs) == []
+    finally:
+        assert b.stop() == 0
+
+
+def test_legacy_topic(workdir, broker, qrs, client):
+    b = Butler(workdir, broker, qrs, mqtt_extra=["legacy_topics: true"]).start()
+    try:
+        client.publish("qliksense/start_task", TASK_SALES)
+        result = json.loads(client.wait_for(
+            lambda m: m["topic"] == "butler/task/result")[0]["payload"])
+        assert result["status"] == "started"
+        assert len(start_calls(qrs, TASK_SALES)) == 1
+    finally:
+        assert b.stop() == 0
+
+
+def test_qrs_failure_goes_to_deadletter(butler, client, qrs):
+    qrs.control("POST", "/_sim/faults", {
+        "id": "always503",
+        "match": {"method": "POST", "path_re": "^/qrs/task/[^/]+/start$", "times": -1},
+        "action": {"type": "status", "status": 503, "body": "{\"message\":\"busy\"}"},
+    })
+    rid = request(client, {"taskId": TASK_SALES})
+    result = client.wait_result(rid)
+    assert result["status"] == "failed", result
+    assert "503" in result["error"]
+    letter = json.loads(client.wait_for(
+        lambda m: m["topic"] == "butler/deadletter/butler/task/start")[0]["payload"])
+    assert letter["attempts"] == 3
+    assert json.loads(letter["payload"])["requestId"] == rid
+    assert len(start_calls(qrs, TASK_SALES)) == 3
+
+
+def test_qrs_recovers_within_retries(butler, client, qrs):
+    qrs.control("POST", "/_sim/faults", {
+        "id": "twice503",
+        "match": {"method": "POST", "path_re": "^/qrs/task/[^/]+/start$", "times": 2},
+        "action": {"type": "status", "status": 503, "headers": {"Retry-After": "0"}},
+    })
+    rid = request(client, {"taskId": TASK_SALES})
+    assert client.wait_result(rid)["status"] == "started"
+    assert len(start_calls(qrs, TASK_SALES)) == 3
+
+
+def test_broker_restart_reconnects(butler, broker, qrs):
+    first = Client(broker)
+    first.subscribe("butler/#")
+    rid = request(first, {"taskId": TASK_SALES})
+    assert first.wait_result(rid)["status"] == "started"
+    first.close()
+    broker.stop(hard=True)
+    wait_until(lambda: "lost the broker connection" in butler.log()
+               or "broker connection closed" in butler.log(), message="butler to notice")
+    broker.start()
+    wait_until(lambda: butler.log().count("connected to") >= 2, 15, message="reconnect")
+    second = Client(broker)
+    second.subscribe("butler/#")
+    rid = request(second, {"taskId": TASK_SALES})
+    assert second.wait_result(rid)["status"] == "started"
+    second.close()
