@@ -13,13 +13,16 @@
 #include <string.h>
 
 #include "bridge/clock.h"
+#include "bridge/http_server.h"
 #include "bridge/log.h"
 #include "bridge/metrics.h"
 #include "bridge/mqtt_link.h"
 #include "bridge/qrs.h"
 #include "bridge/runtime.h"
+#include "bridge/udp_ingress.h"
 #include "bridge/worker_pool.h"
 #include "config/config.h"
+#include "topics/events.h"
 #include "topics/task_start.h"
 #include "topics/topics.h"
 
@@ -125,6 +128,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     static struct butler_runtime runtime;
+    struct udp_ingress *udp = NULL;
+    struct http_server *http = NULL;
     runtime.config = &config;
     runtime.started_at_wall_ms = clock_wall_ms();
     butler_runtime_current = &runtime;
@@ -147,8 +152,23 @@ int main(int argc, char **argv)
     };
     if (worker_pool_create(config.task_start.workers, (size_t)config.task_start.queue_max,
                            &callbacks, &runtime.pool) != BUTLER_OK ||
-        topics_setup(&runtime) != BUTLER_OK || mqtt_link_start(runtime.link) != BUTLER_OK) {
+        topics_setup(&runtime) != BUTLER_OK || topics_recover(&runtime) != BUTLER_OK ||
+        mqtt_link_start(runtime.link) != BUTLER_OK) {
         LOG_ERROR(MODULE, "start-up failed");
+        goto out;
+    }
+    /* Work left unfinished by the last run goes to the workers first. */
+    topics_replay(&runtime);
+    /* UDP events after the link: until CONNACK they wait in the ingress ring. */
+    struct udp_ingress_sink udp_sink = {events_deliver, events_idle, &runtime};
+    if (config.udp.enable && (events_setup(&runtime) != BUTLER_OK ||
+                              udp_ingress_start(&config, &udp_sink, &udp) != BUTLER_OK)) {
+        LOG_ERROR(MODULE, "start-up failed: UDP ingress");
+        goto out;
+    }
+    /* HTTP after the link: requests publish, and answer 503 until CONNACK. */
+    if (http_server_start(&runtime, &http) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: HTTP API");
         goto out;
     }
     LOG_INFO(MODULE, "running: MQTT %s:%d, topic root \"%s\"", config.mqtt.host, config.mqtt.port,
@@ -172,12 +192,19 @@ int main(int argc, char **argv)
              strsignal(signal_number), config.shutdown_grace_s);
     exit_code = 0;
 out:
+    /* HTTP first, while results can still arrive for requests in flight. */
+    http_server_stop(http);
+    http = NULL;
     if (runtime.link)
         topics_stop_intake(&runtime);
+    /* UDP first: its queued events still go to the workers that drain next. */
+    udp_ingress_stop(udp, config.shutdown_grace_s * 1000 / 2);
+    udp = NULL;
     if (runtime.pool)
         worker_pool_drain(runtime.pool, config.shutdown_grace_s * 1000);
     /* Grace is over: retries and waits for the broker give up from here. */
     atomic_store(&runtime.stopping, true);
+    topics_stop_replay();
     if (runtime.pool)
         worker_pool_stop(runtime.pool, 0);
     if (runtime.link)
@@ -185,6 +212,7 @@ out:
     worker_pool_destroy(runtime.pool);
     mqtt_link_destroy(runtime.link);
     topics_teardown();
+    events_teardown();
     task_start_state_destroy(runtime.task_start);
     LOG_INFO(MODULE, "stopped");
     butler_runtime_current = NULL;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "bridge/clock.h"
@@ -517,6 +518,14 @@ enum butler_status mqtt_link_add_subscription(struct mqtt_link *link, const char
         snprintf(full, length, "%s", filter);
     link->subscriptions[link->subscription_count++] = full;
     return BUTLER_OK;
+}
+
+void mqtt_link_abort_connection(struct mqtt_link *link)
+{
+    int fd = mosquitto_socket(link->mosq);
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
+    LOG_WARN(MODULE, "connection aborted so an unrecorded message is not acknowledged");
 }
 
 void mqtt_link_unsubscribe_all(struct mqtt_link *link)

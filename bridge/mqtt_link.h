@@ -76,6 +76,11 @@ enum butler_status mqtt_link_add_subscription(struct mqtt_link *link, const char
  * stop intake while results can still be published). Any thread. */
 void mqtt_link_unsubscribe_all(struct mqtt_link *link);
 
+/* Shut the socket down at once, without DISCONNECT, so packets libmosquitto
+ * has queued (a PUBACK for a message we could not record) are never sent.
+ * The link reconnects as after any network failure. Any thread. */
+void mqtt_link_abort_connection(struct mqtt_link *link);
+
 /* Called on the network thread after each successful CONNACK (after the
  * subscriptions were sent). Used to flush work that waited for the broker. */
 void mqtt_link_set_connect_hook(struct mqtt_link *link, void (*hook)(void *context),

@@ -14,12 +14,14 @@
 struct mqtt_link;
 struct worker_pool;
 struct task_start_state;
+struct spool;
 
 struct butler_runtime {
     const struct butler_config *config;
     struct mqtt_link *link;
     struct worker_pool *pool;
     struct task_start_state *task_start;
+    struct spool *spool; /* NULL only in unit tests */
     uint64_t started_at_wall_ms;
     atomic_bool stopping;
 };

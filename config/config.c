@@ -624,12 +624,23 @@ static const char *echo(char *buffer, size_t size, const char *text)
     return buffer;
 }
 
+/* Display and lookup paths. Lookups never truncate (keys are at most
+ * MAX_KEY_TEXT and the table is shallow); display paths may, harmlessly. */
 static void join_path(char *out, size_t size, const char *prefix, const char *key)
 {
-    if (prefix && *prefix)
-        snprintf(out, size, "%s.%s", prefix, key);
-    else
-        snprintf(out, size, "%s", key);
+    int length = prefix && *prefix ? snprintf(out, size, "%s.%s", prefix, key)
+                                   : snprintf(out, size, "%s", key);
+    if (length < 0 || (size_t)length >= size)
+        out[size - 1] = '\0';
+}
+
+/* Display paths only ("routes[2]"): a truncated path still makes a useful
+ * message, and checking the result keeps -Wformat-truncation quiet. */
+static void index_path(char *out, size_t size, const char *path, size_t index)
+{
+    int length = snprintf(out, size, "%s[%zu]", path, index);
+    if (length < 0 || (size_t)length >= size)
+        out[size - 1] = '\0';
 }
 
 static const char *describe_expected(const struct key_def *key, char *buffer, size_t size)
@@ -909,7 +920,7 @@ static void set_list_from_text(struct loader *ld, const struct key_def *key, voi
             }
             memcpy(item, p, (size_t)(end - p));
             item[end - p] = '\0';
-            snprintf(path, sizeof path, "%s[%zu]", key->path, list.count);
+            index_path(path, sizeof path, key->path, list.count);
             if (check_list_item(ld, key, item, at, path)) {
                 list.items[list.count++] = item;
             } else {
@@ -1291,6 +1302,9 @@ out:
 /* Tree -> struct                                                            */
 /* ------------------------------------------------------------------------ */
 
+/* What a node is, for "got ..." in messages. Only a known non-secret scalar
+ * key may quote the value: anything else could be a secret in the wrong place
+ * (a mis-indented webhook URL, say). */
 static const char *describe_node(const struct node *node, bool secret, char *buffer, size_t size)
 {
     if (node->kind == NODE_MAPPING)
@@ -1379,7 +1393,7 @@ static void apply_list(struct loader *ld, const struct key_def *key, void *base,
     for (size_t i = 0; i < node->count; i++) {
         const struct node *item = node->items[i];
         struct origin item_at = origin_at(item->line, item->column);
-        snprintf(item_path, sizeof item_path, "%s[%zu]", path, i);
+        index_path(item_path, sizeof item_path, path, i);
         if (item->kind != NODE_SCALAR || item->is_null) {
             report(ld, &item_at, item_path, "expected a string, got %s",
                    describe_node(item, secret, got, sizeof got));
@@ -1421,7 +1435,7 @@ static void walk_objects(struct loader *ld, const struct key_def *key, void *bas
 
     if (node->kind != NODE_SEQUENCE) {
         report(ld, &at, path, "expected a list of mappings, got %s",
-               describe_node(node, false, got, sizeof got));
+               describe_node(node, true, got, sizeof got));
         return;
     }
     if (count > objects->max_items) {
@@ -1448,10 +1462,10 @@ static void walk_objects(struct loader *ld, const struct key_def *key, void *bas
         uint64_t seen = 0;
 
         origins[i] = origin_at(child->line, child->column);
-        snprintf(prefix, sizeof prefix, "%s[%zu]", path, i);
+        index_path(prefix, sizeof prefix, path, i);
         if (child->kind != NODE_MAPPING) {
             report(ld, &origins[i], prefix, "expected a mapping, got %s",
-                   describe_node(child, false, got, sizeof got));
+                   describe_node(child, true, got, sizeof got));
             continue;
         }
         walk_mapping(ld, objects->table, item, child, "", prefix, &seen, NULL);
@@ -1566,7 +1580,7 @@ static void walk_mapping(struct loader *ld, const struct key_table *table, void 
             } else if (!(value->kind == NODE_SCALAR && value->is_null)) {
                 struct origin at = origin_at(value->line, value->column);
                 report(ld, &at, shown, "expected a mapping, got %s",
-                       describe_node(value, false, got, sizeof got));
+                       describe_node(value, true, got, sizeof got));
             }
             continue;
         }
@@ -1576,7 +1590,7 @@ static void walk_mapping(struct loader *ld, const struct key_table *table, void 
             struct origin at = origin_at(value->line, value->column);
             if (value->kind != NODE_SCALAR) {
                 report(ld, &at, shown, "expected a file path, got %s",
-                       describe_node(value, false, got, sizeof got));
+                       describe_node(value, true, got, sizeof got));
             } else if (!value->is_null &&
                        replace_string(ld, &state->file_ref, value->text, strlen(value->text))) {
                 state->file = at;
@@ -1595,7 +1609,7 @@ static void walk_root(struct loader *ld, const struct node *root, struct butler_
     if (root->kind != NODE_MAPPING) {
         struct origin at = origin_at(root->line, root->column);
         report(ld, &at, NULL, "expected a mapping of sections at the top level, got %s",
-               describe_node(root, false, got, sizeof got));
+               describe_node(root, true, got, sizeof got));
         return;
     }
     walk_mapping(ld, &config_table, config, root, "", "", NULL, ld->state);
@@ -1789,8 +1803,7 @@ static void read_secret_file(struct loader *ld, const struct key_def *key, struc
     size_t length = 0;
     int error_number = 0;
 
-    join_path(path, sizeof path, NULL, key->path);
-    strncat(path, "_file", sizeof path - strlen(path) - 1);
+    snprintf(path, sizeof path, "%s_file", key->path);
     if (secret_is_set(key, config)) {
         report(ld, &state->file, path, "cannot be combined with %s; set only one of them",
                key->path);
@@ -1852,7 +1865,7 @@ static void check_route(struct loader *ld, void *items, size_t index, const char
 {
     struct config_route *routes = items;
     const struct config_route *route = &routes[index];
-    char at_path[PATH_TEXT];
+    char at_path[PATH_TEXT], name[ECHO_TEXT];
 
     if (route->to == CONFIG_ROUTE_MQTT && !route->topic[0]) {
         join_path(at_path, sizeof at_path, path, "topic");
@@ -1873,8 +1886,8 @@ static void check_route(struct loader *ld, void *items, size_t index, const char
     for (size_t j = 0; j < index; j++) {
         if (strcmp(routes[j].name, route->name) == 0) {
             join_path(at_path, sizeof at_path, path, "name");
-            report(ld, at, at_path, "duplicate route name \"%s\" (also used by routes[%zu])",
-                   route->name, j);
+            report(ld, at, at_path, "duplicate route name %s (also used by routes[%zu])",
+                   echo(name, sizeof name, route->name), j);
             break;
         }
     }
@@ -1976,8 +1989,10 @@ static enum butler_status load_common(const char *name, const char *source, cons
     ld->name = name;
     ld->errors = errors;
     loaded.source_file = strdup(source);
-    if (!loaded.source_file)
+    if (!loaded.source_file) {
+        out_of_memory(ld);
         goto out;
+    }
     apply_defaults(ld, &config_table, &loaded);
     if (ld->status != BUTLER_OK)
         goto out;

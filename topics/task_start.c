@@ -24,9 +24,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "bridge/clock.h"
 #include "bridge/expiring_map.h"
+#include "bridge/json.h"
 #include "bridge/log.h"
 #include "bridge/metrics.h"
 #include "bridge/mqtt_link.h"
@@ -76,6 +78,22 @@ void task_start_state_destroy(struct task_start_state *state)
     expiring_map_destroy(state->requests);
     expiring_map_destroy(state->task_names);
     free(state);
+}
+
+void task_start_remember_answer(struct task_start_state *state, const char *answer, size_t length,
+                                uint64_t answered_wall_ms)
+{
+    cJSON *json = json_parse_exact(answer, length, NULL);
+    const cJSON *request_id = cJSON_GetObjectItemCaseSensitive(json, "requestId");
+    uint64_t ttl = (uint64_t)state->config->task_start.dedup_ttl_s * 1000u;
+    uint64_t age = clock_wall_ms() - answered_wall_ms;
+    if (cJSON_IsString(request_id) && age < ttl && length <= RESULT_CACHE_BYTES_MAX) {
+        char *text = cJSON_PrintUnformatted(json);
+        if (text)
+            expiring_map_put(state->requests, request_id->valuestring, text, ttl - age, NULL);
+        free(text);
+    }
+    cJSON_Delete(json);
 }
 
 /* ---- the answer being built for one request ---- */
@@ -417,9 +435,10 @@ static char *answer_json(const char *request_id, const char *status, struct task
     return text;
 }
 
-/* Publish the answer on <root>/task/result and the Response Topic. */
-static void send_answer(const struct butler_config *config, const struct topic_message *message,
-                        const char *text)
+/* Publish the answer on <root>/task/result and the Response Topic.
+ * Returns the status of the <root>/task/result publish. */
+static enum butler_status send_answer(const struct butler_config *config,
+                                      const struct topic_message *message, const char *text)
 {
     char topic[512];
     snprintf(topic, sizeof topic, "%s/task/result", config->mqtt.topic_root);
@@ -434,11 +453,13 @@ static void send_answer(const struct butler_config *config, const struct topic_m
             .correlation_length = message->correlation_length,
             .content_type = "application/json",
         };
-        status = publish_reliably(message->response_topic, text, strlen(text), &options);
-        if (status != BUTLER_OK)
+        enum butler_status reply_status =
+            publish_reliably(message->response_topic, text, strlen(text), &options);
+        if (reply_status != BUTLER_OK)
             LOG_WARN(MODULE, "could not answer on the response topic: %s",
-                     butler_status_str(status));
+                     butler_status_str(reply_status));
     }
+    return status;
 }
 
 static void send_deadletter(const struct butler_config *config, const struct topic_message *message,
@@ -467,6 +488,64 @@ static void send_deadletter(const struct butler_config *config, const struct top
         metrics_count("butler_deadletters_total", "family=\"task_start\"",
                       "Work that failed for good and went to <root>/deadletter/");
     free(text);
+}
+
+/* ---- replay after a crash ---- */
+
+/* "2026-03-14T01:15:02.311Z" -> ms since the epoch; 0 if unreadable. */
+static uint64_t parse_qrs_time(const char *text)
+{
+    struct tm parts = {0};
+    int year, month, day, hour, minute, second, millis = 0;
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d.%3d", &year, &month, &day, &hour, &minute, &second,
+               &millis) < 6 ||
+        year < 1970)
+        return 0;
+    parts.tm_year = year - 1900;
+    parts.tm_mon = month - 1;
+    parts.tm_mday = day;
+    parts.tm_hour = hour;
+    parts.tm_min = minute;
+    parts.tm_sec = second;
+    time_t seconds = timegm(&parts);
+    return seconds < 0 ? 0 : (uint64_t)seconds * 1000u + (uint64_t)millis;
+}
+
+static bool noted_started(const struct topic_message *message, const char *task_id)
+{
+    for (size_t i = 0; i < message->note_count; i++)
+        if (strncmp(message->notes[i], "started ", 8) == 0 &&
+            strcasecmp(message->notes[i] + 8, task_id) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * The one window recording cannot close: Butler killed after QRS accepted a
+ * start but before the PROGRESS note was written. Ask QRS whether the task
+ * started (or is running) since the request arrived. On any doubt (QRS
+ * unreachable) answer false: a rare double start beats a lost one.
+ */
+static bool started_since(struct topic_worker *worker, const char *task_id, uint64_t since_wall_ms)
+{
+    char filter[64];
+    snprintf(filter, sizeof filter, "id eq %s", task_id);
+    cJSON *tasks = NULL;
+    struct qrs_result result;
+    if (worker->qrs == NULL || qrs_find_tasks(worker->qrs, filter, &tasks, &result) != BUTLER_OK)
+        return false;
+    const cJSON *operational = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tasks, 0),
+                                                               "operational");
+    const cJSON *last = cJSON_GetObjectItemCaseSensitive(operational, "lastExecutionResult");
+    const cJSON *start = cJSON_GetObjectItemCaseSensitive(last, "startTime");
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(last, "status");
+    bool started = cJSON_IsString(start) && parse_qrs_time(start->valuestring) >= since_wall_ms;
+    /* Triggered, started, queued, aborting, retrying, distributing: a run is under way. */
+    int code = cJSON_IsNumber(status) ? status->valueint : 0;
+    bool running = code == 1 || code == 2 || code == 3 || code == 4 || code == 5 || code == 10 ||
+                   code == 13 || code == 14;
+    cJSON_Delete(tasks);
+    return started || running;
 }
 
 /* ---- the worker entry points ---- */
@@ -578,8 +657,22 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
     for (size_t i = 0; i < to_start; i++) {
         struct chosen_task *task = startable[i];
         struct qrs_result result = {0};
-        enum butler_status status =
-            worker->qrs ? qrs_task_start(worker->qrs, task->id, &result) : BUTLER_ERR_REMOTE;
+        enum butler_status status;
+        if (message->replay &&
+            (noted_started(message, task->id) ||
+             started_since(worker, task->id, message->received_wall_ms))) {
+            LOG_INFO(MODULE, "replay: task %s already started for request %s; not starting it again",
+                     task->id, request.request_id);
+            status = BUTLER_OK;
+        } else {
+            status = worker->qrs ? qrs_task_start(worker->qrs, task->id, &result)
+                                 : BUTLER_ERR_REMOTE;
+            if (status == BUTLER_OK) {
+                char note[64];
+                snprintf(note, sizeof note, "started %s", task->id);
+                topic_message_note(message, note);
+            }
+        }
         if (result.attempts > answer.attempts)
             answer.attempts = result.attempts;
         cJSON *entry = task_json(task->id, task->name, task->selector);
@@ -602,7 +695,12 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
     const char *status = answer_status(&answer, false);
     text = answer_json(request.request_id, status, &answer);
     if (text) {
-        send_answer(config, message, text);
+        if (send_answer(config, message, text) == BUTLER_ERR_SHUTDOWN) {
+            /* Not answered yet: leave it in the spool; the restart replays it
+             * and the notes keep its tasks from starting twice. */
+            topic_message_keep(message);
+        }
+        topic_message_set_answer(message, text);
         /* Remember the answer so a redelivered request gets the same one. */
         expiring_map_put(state->requests, request.request_id,
                          strlen(text) <= RESULT_CACHE_BYTES_MAX ? text : "",

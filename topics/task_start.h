@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "bridge/status.h"
 #include "topics/topics.h"
@@ -87,6 +88,11 @@ struct task_start_state;
 enum butler_status task_start_state_create(const struct butler_config *config,
                                            struct task_start_state **out);
 void task_start_state_destroy(struct task_start_state *state);
+
+/* Recovery: an answer from the spool (a DONE record) re-enters the requestId
+ * window, so a request redelivered after a restart is not started again. */
+void task_start_remember_answer(struct task_start_state *state, const char *answer, size_t length,
+                                uint64_t answered_wall_ms);
 
 /* Worker entry point: owns and frees `message`. */
 void task_start_run(struct topic_worker *worker, struct topic_message *message);

@@ -4,12 +4,14 @@
  *
  * on_message runs on the network thread and must return quickly: it copies the
  * message and queues it for a worker. With QoS 1 the PUBACK goes out only after
- * it returns, so a message is acknowledged only once it is queued; when the
- * queue is full it waits (backpressure) instead of dropping. (The spool of
- * contract section 7 slots in here: record, then queue.)
+ * it returns, so a message is acknowledged only once it is recorded in the
+ * spool and queued: if Butler dies after that, the spool replays it; if it
+ * dies before, the broker redelivers it. When the spool or the queue is full
+ * it waits (backpressure) instead of dropping.
  */
 #include "topics/topics.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +21,10 @@
 #include "bridge/log.h"
 #include "bridge/metrics.h"
 #include "bridge/qrs.h"
+#include "bridge/spool.h"
 #include "bridge/worker_pool.h"
+#include "topics/slack.h"
+#include "topics/task_result.h"
 #include "topics/task_start.h"
 
 #define MODULE "topics"
@@ -32,12 +37,19 @@ struct topic_family {
     bool shared;               /* through $share/<group>/ when mqtt.share_group is set */
     bool legacy;               /* only with mqtt.legacy_topics */
     topic_family_run run;
+    /* Set instead of `run` for families handled on the network thread itself
+     * (no copy, no worker): they must not block. Subscribed only with the
+     * HTTP API enabled, which is their only consumer. */
+    mqtt_message_handler direct;
 };
 
 static const struct topic_family families[] = {
-    {"task_start", "%s/task/start", true, false, task_start_run},
-    {"task_start", "%s/task/start/+", true, false, task_start_run},
-    {"legacy_start_task", "qliksense/start_task", true, true, task_start_run_legacy},
+    {"task_start", "%s/task/start", true, false, task_start_run, NULL},
+    {"task_start", "%s/task/start/+", true, false, task_start_run, NULL},
+    {"legacy_start_task", "qliksense/start_task", true, true, task_start_run_legacy, NULL},
+    {"slack", "%s/slack/post", true, false, slack_run, NULL},
+    /* Not shared: the HTTP request waiting for a result may be on any instance. */
+    {"task_result", "%s/task/result", false, false, NULL, task_result_on_message},
 };
 
 enum { FAMILY_COUNT = sizeof families / sizeof families[0], SUBMIT_SLICE_MS = 1000 };
@@ -86,11 +98,177 @@ void topic_message_free(struct topic_message *message)
 {
     if (message == NULL)
         return;
+    struct spool *spool = butler_runtime_current ? butler_runtime_current->spool : NULL;
+    if (message->spool_id && !message->keep_in_spool && spool) {
+        const char *answer = message->answer ? message->answer : "";
+        enum butler_status status = spool_done(spool, message->spool_id, answer, strlen(answer));
+        if (status != BUTLER_OK)
+            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot mark spooled work %llu done: %s",
+                            (unsigned long long)message->spool_id, butler_status_str(status));
+    }
     free(message->topic);
     free(message->payload);
     free(message->response_topic);
     free(message->correlation_data);
+    free(message->answer);
+    for (size_t i = 0; i < message->note_count; i++)
+        free(message->notes[i]);
+    free(message->notes);
     free(message);
+}
+
+void topic_message_keep(struct topic_message *message)
+{
+    message->keep_in_spool = true;
+}
+
+enum butler_status topic_message_note(struct topic_message *message, const char *note)
+{
+    struct spool *spool = butler_runtime_current ? butler_runtime_current->spool : NULL;
+    if (message->spool_id == 0 || spool == NULL)
+        return BUTLER_OK;
+    return spool_progress(spool, message->spool_id, note, strlen(note));
+}
+
+void topic_message_set_answer(struct topic_message *message, const char *answer)
+{
+    free(message->answer);
+    message->answer = answer ? strdup(answer) : NULL;
+}
+
+/*
+ * Spool record of a consumed message: the family name and the message, in a
+ * length-prefixed binary form (payloads may be any bytes).
+ *   u8 version(1) | u8 family length | family | u32 topic length | topic |
+ *   u32 payload length | payload | u32 response length | response |
+ *   u32 correlation length | correlation | u64 received_wall_ms
+ */
+static void put_u32(unsigned char **p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        *(*p)++ = (unsigned char)(v >> (8 * i));
+}
+
+static void put_bytes(unsigned char **p, const void *data, size_t length)
+{
+    put_u32(p, (uint32_t)length);
+    if (length)
+        memcpy(*p, data, length);
+    *p += length;
+}
+
+static unsigned char *encode_message(const char *family, const struct topic_message *message,
+                                     size_t *length_out)
+{
+    size_t family_length = strlen(family);
+    size_t topic_length = strlen(message->topic);
+    size_t response_length = message->response_topic ? strlen(message->response_topic) : 0;
+    size_t length = 2 + family_length + 4 + topic_length + 4 + message->payload_length + 4 +
+                    response_length + 4 + message->correlation_length + 8;
+    unsigned char *buffer = malloc(length);
+    if (buffer == NULL || family_length > 255)
+        goto fail;
+    unsigned char *p = buffer;
+    *p++ = 1;
+    *p++ = (unsigned char)family_length;
+    memcpy(p, family, family_length);
+    p += family_length;
+    put_bytes(&p, message->topic, topic_length);
+    put_bytes(&p, message->payload, message->payload_length);
+    put_bytes(&p, message->response_topic, response_length);
+    put_bytes(&p, message->correlation_data, message->correlation_length);
+    for (int i = 0; i < 8; i++)
+        *p++ = (unsigned char)(message->received_wall_ms >> (8 * i));
+    *length_out = length;
+    return buffer;
+fail:
+    free(buffer);
+    return NULL;
+}
+
+struct reader {
+    const unsigned char *p;
+    size_t left;
+    bool ok;
+};
+
+static const unsigned char *take(struct reader *r, size_t length)
+{
+    if (!r->ok || length > r->left) {
+        r->ok = false;
+        return NULL;
+    }
+    const unsigned char *at = r->p;
+    r->p += length;
+    r->left -= length;
+    return at;
+}
+
+static uint32_t take_u32(struct reader *r)
+{
+    const unsigned char *at = take(r, 4);
+    uint32_t v = 0;
+    for (int i = 3; at && i >= 0; i--)
+        v = (v << 8) | at[i];
+    return v;
+}
+
+/* Copy `length` bytes out of the reader as a NUL-terminated string. */
+static char *take_string(struct reader *r, size_t length)
+{
+    const unsigned char *at = take(r, length);
+    if (at == NULL)
+        return NULL;
+    char *copy = malloc(length + 1);
+    if (copy == NULL) {
+        r->ok = false;
+        return NULL;
+    }
+    memcpy(copy, at, length);
+    copy[length] = '\0';
+    return copy;
+}
+
+/* Inverse of encode_message; NULL on a malformed record. */
+static struct topic_message *decode_message(const unsigned char *data, size_t length,
+                                            char family[256])
+{
+    struct reader r = {data, length, true};
+    const unsigned char *version = take(&r, 1);
+    if (version == NULL || *version != 1)
+        return NULL;
+    const unsigned char *family_length = take(&r, 1);
+    const unsigned char *family_bytes = family_length ? take(&r, *family_length) : NULL;
+    if (family_bytes == NULL)
+        return NULL;
+    memcpy(family, family_bytes, *family_length);
+    family[*family_length] = '\0';
+    struct topic_message *message = calloc(1, sizeof *message);
+    if (message == NULL)
+        return NULL;
+    message->topic = take_string(&r, take_u32(&r));
+    uint32_t payload_length = take_u32(&r);
+    message->payload = (unsigned char *)take_string(&r, payload_length);
+    message->payload_length = payload_length;
+    uint32_t response_length = take_u32(&r);
+    char *response = take_string(&r, response_length);
+    if (response && response_length)
+        message->response_topic = response;
+    else
+        free(response);
+    uint32_t correlation_length = take_u32(&r);
+    if (correlation_length) {
+        message->correlation_data = (unsigned char *)take_string(&r, correlation_length);
+        message->correlation_length = correlation_length;
+    }
+    const unsigned char *wall = take(&r, 8);
+    for (int i = 7; wall && i >= 0; i--)
+        message->received_wall_ms = (message->received_wall_ms << 8) | wall[i];
+    if (!r.ok || message->topic == NULL || message->payload == NULL) {
+        topic_message_free(message);
+        return NULL;
+    }
+    return message;
 }
 
 /* The pool calls this with the run function smuggled through the item. */
@@ -110,9 +288,9 @@ static void run_queued(void *worker_state, void *item)
 static void discard_queued(void *item)
 {
     struct queued_message *queued = item;
-    LOG_WARN(MODULE, "shutdown: %s was not processed; the broker will redeliver it after restart "
-                     "only if it was not yet acknowledged",
+    LOG_WARN(MODULE, "shutdown: %s was not processed; it stays in the spool for the next start",
              queued->message->topic);
+    topic_message_keep(queued->message);
     topic_message_free(queued->message);
     free(queued);
 }
@@ -132,6 +310,10 @@ static void on_message(const struct mqtt_message *message, void *context)
         topics_count("unknown", "ignored");
         return;
     }
+    if (family->direct != NULL) {
+        family->direct(message, context);
+        return;
+    }
     struct mqtt_message bounded = *message;
     if (bounded.payload_length > TOPIC_PAYLOAD_MAX) {
         /* Keep one byte over the cap so the parser still reports "too large". */
@@ -148,6 +330,36 @@ static void on_message(const struct mqtt_message *message, void *context)
         return;
     }
     queued->run = family->run;
+    /* Record before acknowledging: once this returns, the PUBACK goes out. */
+    if (runtime->spool) {
+        size_t record_length = 0;
+        unsigned char *record = encode_message(family->name, queued->message, &record_length);
+        for (;;) {
+            enum butler_status status =
+                record ? spool_add(runtime->spool, record, record_length, &queued->message->spool_id)
+                       : BUTLER_ERR_NOMEM;
+            if (status == BUTLER_OK)
+                break;
+            metrics_count("butler_spool_refused_total", "",
+                          "Messages the spool could not take (full or failing); held back");
+            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,
+                            "spool cannot take %s (%s); holding it until there is room",
+                            message->topic, butler_status_str(status));
+            if (atomic_load(&runtime->stopping) || status == BUTLER_ERR_TOO_LARGE) {
+                /* Not recorded: the PUBACK libmosquitto has queued must never
+                 * reach the broker, so cut the connection before returning;
+                 * the broker keeps the message for the session. */
+                mqtt_link_abort_connection(runtime->link);
+                free(record);
+                topic_message_free(queued->message);
+                free(queued);
+                return;
+            }
+            struct timespec pause = {0, 100 * 1000000L};
+            nanosleep(&pause, NULL);
+        }
+        free(record);
+    }
     /* Backpressure: wait for room rather than acknowledge what we cannot hold. */
     for (;;) {
         enum butler_status status =
@@ -162,6 +374,7 @@ static void on_message(const struct mqtt_message *message, void *context)
             continue;
         }
         LOG_WARN(MODULE, "not accepting %s: %s", message->topic, butler_status_str(status));
+        topic_message_keep(queued->message); /* recorded: replayed at the next start */
         topic_message_free(queued->message);
         free(queued);
         return;
@@ -173,6 +386,8 @@ enum butler_status topics_setup(struct butler_runtime *runtime)
     const struct butler_config *config = runtime->config;
     for (size_t i = 0; i < FAMILY_COUNT; i++) {
         if (families[i].legacy && !config->mqtt.legacy_topics)
+            continue;
+        if (families[i].direct != NULL && !config->http.enable)
             continue;
         char filter[1024];
         snprintf(filter, sizeof filter, families[i].filter_format, config->mqtt.topic_root);
@@ -188,13 +403,154 @@ enum butler_status topics_setup(struct butler_runtime *runtime)
     return BUTLER_OK;
 }
 
+/* ---- recovery and replay ---- */
+
+struct recovery {
+    struct butler_runtime *runtime;
+    struct queued_message **items;
+    size_t count, capacity;
+    size_t malformed;
+};
+
+static struct recovery recovered_work;
+static pthread_t replay_thread;
+static bool replay_thread_started;
+
+static topic_family_run family_by_name(const char *name)
+{
+    for (size_t i = 0; i < FAMILY_COUNT; i++)
+        if (families[i].run && strcmp(families[i].name, name) == 0)
+            return families[i].run;
+    return NULL;
+}
+
+/* Spool callback (start-up, main thread): data is valid only during the call. */
+static void on_recovered(void *context, const struct spool_recovered *entry)
+{
+    struct recovery *recovery = context;
+    if (entry->type == SPOOL_DONE) {
+        task_start_remember_answer(recovery->runtime->task_start, (const char *)entry->data,
+                                   entry->length, entry->wall_ms);
+        return;
+    }
+    char family[256];
+    struct topic_message *message = decode_message(entry->data, entry->length, family);
+    topic_family_run run = message ? family_by_name(family) : NULL;
+    struct queued_message *queued = run ? calloc(1, sizeof *queued) : NULL;
+    if (queued && recovery->count == recovery->capacity) {
+        size_t grown = recovery->capacity ? recovery->capacity * 2 : 64;
+        struct queued_message **bigger = realloc(recovery->items, grown * sizeof *bigger);
+        if (bigger) {
+            recovery->items = bigger;
+            recovery->capacity = grown;
+        }
+    }
+    if (queued == NULL || recovery->count == recovery->capacity) {
+        /* Leave it in the spool (not marked done): the next start tries again. */
+        recovery->malformed++;
+        free(queued);
+        if (message)
+            topic_message_keep(message);
+        topic_message_free(message);
+        return;
+    }
+    message->spool_id = entry->id;
+    message->replay = true;
+    message->notes = entry->note_count ? calloc(entry->note_count, sizeof *message->notes) : NULL;
+    for (size_t i = 0; message->notes && i < entry->note_count; i++) {
+        message->notes[i] = malloc(entry->note_lengths[i] + 1);
+        if (message->notes[i] == NULL)
+            break;
+        memcpy(message->notes[i], entry->notes[i], entry->note_lengths[i]);
+        message->notes[i][entry->note_lengths[i]] = '\0';
+        message->note_count = i + 1;
+    }
+    queued->run = run;
+    queued->message = message;
+    recovery->items[recovery->count++] = queued;
+}
+
+enum butler_status topics_recover(struct butler_runtime *runtime)
+{
+    const struct butler_config *config = runtime->config;
+    struct spool_options options = {
+        .directory = config->spool.dir,
+        .fsync = config->spool.fsync,
+        .max_bytes = (uint64_t)config->spool.max_bytes,
+        .done_retention_ms = (uint64_t)config->task_start.dedup_ttl_s * 1000u,
+    };
+    recovered_work = (struct recovery){.runtime = runtime};
+    enum butler_status status = spool_open(&options, on_recovered, &recovered_work, &runtime->spool);
+    if (status != BUTLER_OK) {
+        LOG_ERROR(MODULE, "cannot open the spool in %s: %s", config->spool.dir,
+                  butler_status_str(status));
+        return status;
+    }
+    if (recovered_work.malformed)
+        LOG_WARN(MODULE, "%zu spooled item(s) could not be replayed now; kept for the next start",
+                 recovered_work.malformed);
+    return BUTLER_OK;
+}
+
+/* Feed recovered work to the pool without holding up start-up or shutdown:
+ * workers may wait for the broker, so the queue can stay full for a while. */
+static void *replay_main(void *argument)
+{
+    struct butler_runtime *runtime = argument;
+    size_t next = 0;
+    while (next < recovered_work.count && !atomic_load(&runtime->stopping)) {
+        struct queued_message *queued = recovered_work.items[next];
+        enum butler_status status =
+            worker_pool_submit(runtime->pool, run_queued, discard_queued, queued, SUBMIT_SLICE_MS);
+        if (status == BUTLER_OK)
+            next++;
+        else if (status != BUTLER_ERR_FULL)
+            break;
+    }
+    if (next)
+        LOG_INFO(MODULE, "replayed %zu item(s) from the spool", next);
+    for (; next < recovered_work.count; next++) {
+        topic_message_keep(recovered_work.items[next]->message);
+        topic_message_free(recovered_work.items[next]->message);
+        free(recovered_work.items[next]);
+    }
+    free(recovered_work.items);
+    recovered_work.items = NULL;
+    recovered_work.count = 0;
+    return NULL;
+}
+
+void topics_replay(struct butler_runtime *runtime)
+{
+    if (recovered_work.count == 0) {
+        free(recovered_work.items);
+        recovered_work.items = NULL;
+        return;
+    }
+    if (pthread_create(&replay_thread, NULL, replay_main, runtime) == 0)
+        replay_thread_started = true;
+}
+
 void topics_stop_intake(struct butler_runtime *runtime)
 {
     mqtt_link_unsubscribe_all(runtime->link);
 }
 
+void topics_stop_replay(void)
+{
+    if (replay_thread_started) {
+        pthread_join(replay_thread, NULL);
+        replay_thread_started = false;
+    }
+}
+
 void topics_teardown(void)
 {
+    topics_stop_replay();
+    if (butler_runtime_current && butler_runtime_current->spool) {
+        spool_close(butler_runtime_current->spool);
+        butler_runtime_current->spool = NULL;
+    }
     for (size_t i = 0; i < FAMILY_COUNT; i++) {
         free(family_filters[i]);
         family_filters[i] = NULL;

@@ -7,6 +7,7 @@
 #ifndef BUTLER_TOPICS_H
 #define BUTLER_TOPICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +27,16 @@ struct topic_message {
     unsigned char *correlation_data;
     size_t correlation_length;
     uint64_t received_wall_ms;
+
+    /* Spool bookkeeping (contract section 7). A message recorded in the spool
+     * is marked finished when it is freed, unless the handler called
+     * topic_message_keep() (work cut short at shutdown: replay it on restart). */
+    uint64_t spool_id;    /* 0 = not spooled */
+    bool replay;          /* recovered from the spool after a restart */
+    bool keep_in_spool;
+    char *answer;         /* kept with the DONE record (e.g. the task result) */
+    char **notes;         /* PROGRESS notes recorded before a crash (replay only) */
+    size_t note_count;
 };
 
 /* Per-worker-thread resources, created on the worker thread. */
@@ -53,7 +64,25 @@ void *topics_worker_init(int worker_index, void *context);
 void topics_worker_cleanup(void *worker_state, void *context);
 
 struct topic_message *topic_message_copy(const struct mqtt_message *message);
+/* Frees the message; a spooled message is marked finished first (with its
+ * answer) unless topic_message_keep() was called. Worker threads. */
 void topic_message_free(struct topic_message *message);
+/* Leave a spooled message unfinished so it is replayed after a restart. */
+void topic_message_keep(struct topic_message *message);
+/* Record a PROGRESS note for a spooled message (e.g. "started <taskId>");
+ * no-op when the message is not spooled. */
+enum butler_status topic_message_note(struct topic_message *message, const char *note);
+/* Set the answer stored with the DONE record (copied). */
+void topic_message_set_answer(struct topic_message *message, const char *answer);
+
+/* Recovery: hand work found in the spool to the workers, and answers of
+ * recently finished work to the families that de-duplicate. Start-up only,
+ * after the worker pool exists. */
+enum butler_status topics_recover(struct butler_runtime *runtime);
+/* Queue the recovered work (from a short-lived thread). After the link starts. */
+void topics_replay(struct butler_runtime *runtime);
+/* Wait for the replay thread (it stops once the pool stops accepting). */
+void topics_stop_replay(void);
 
 /* Count a consumed or rejected message for /metrics by family. */
 void topics_count(const char *family, const char *outcome);

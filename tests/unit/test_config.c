@@ -385,7 +385,10 @@ static void test_wrong_type_errors(void)
                   "t.yaml:2:9: mqtt.port: expected an integer 1..65535, got a mapping\n");
     expect_errors("mqtt:\n  host: [a]\n", "t.yaml:2:9: mqtt.host: expected a string, got a list\n");
     expect_errors("mqtt: [1]\n", "t.yaml:1:7: mqtt: expected a mapping, got a list\n");
-    expect_errors("mqtt: 5\n", "t.yaml:1:7: mqtt: expected a mapping, got \"5\"\n");
+    expect_errors("mqtt: 5\n", "t.yaml:1:7: mqtt: expected a mapping, got a string\n");
+    /* A mis-indented secret must not be quoted back. */
+    expect_errors("slack: https://hooks.slack.com/services/SECRET\n",
+                  "t.yaml:1:8: slack: expected a mapping, got a string\n");
     expect_errors("http:\n  endpoints: abc\n",
                   "t.yaml:2:14: http.endpoints: expected a list of strings, got \"abc\"\n");
     expect_errors("http:\n  endpoints: [a, {b: 1}, ~]\n",
@@ -520,7 +523,7 @@ static void test_routes(void)
                   "t.yaml:19:5: routes[5].recipients: required when to is email\n"
                   "t.yaml:19:5: routes[5].condition.custom_property: needs both name and "
                   "value\n"
-                  "t.yaml:25:5: routes[6]: expected a mapping, got \"just a string\"\n");
+                  "t.yaml:25:5: routes[6]: expected a mapping, got a string\n");
 
     /* Cross-section checks run once everything else is valid. */
     expect_errors("routes:\n  - {name: s, match: a, to: slack}\n  - {name: t, match: a, to: "

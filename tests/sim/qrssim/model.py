@@ -307,23 +307,63 @@ class Model:
         status = h.get("status", 7)
         if not isinstance(status, int) or not 0 <= status <= 14:
             raise FixtureError(f"{where}.status: expected 0..14")
-        r = self.new_result(task, h.get("executionId") or self.guids.new(), None, DEFAULT_MODIFIER)
-        r["status"] = status
-        r["startTime"] = h.get("startTime", "2026-03-14T01:15:02.311Z")
-        r["stopTime"] = h.get("stopTime", "2026-03-14T01:16:07.482Z")
-        r["duration"] = h.get("duration", 65171)
-        r["executingNodeName"] = h.get("executingNodeName", self.node_name)
-        r["createdDate"] = r["modifiedDate"] = r["startTime"]
+        stop = h.get("stopTime", "2026-03-14T01:16:07.482Z")
+        details = []
         for d in _list(h.get("details", []), where + ".details"):
             if isinstance(d, str):
                 d = {"message": d}
             _obj(d, where + ".details[]", ("message", "detailsType", "detailCreatedDate"), ("message",))
-            r["details"].append({"id": self.guids.new(), "detailsType": d.get("detailsType", 2),
-                                 "message": d["message"],
-                                 "detailCreatedDate": d.get("detailCreatedDate", r["stopTime"])})
+            details.append({"id": self.guids.new(), "detailsType": d.get("detailsType", 2),
+                            "message": d["message"], "detailCreatedDate": d.get("detailCreatedDate", stop),
+                            "privileges": None})
+        r = self.new_result(task, h.get("executionId") or self.guids.new(), None, DEFAULT_MODIFIER)
+        r["status"] = status
+        r["startTime"] = h.get("startTime", "2026-03-14T01:15:02.311Z")
+        r["stopTime"] = stop
+        r["duration"] = h.get("duration", 65171)
+        r["executingNodeName"] = h.get("executingNodeName", self.node_name)
+        r["createdDate"] = r["modifiedDate"] = r["startTime"]
+        r["details"] = details
         if status > 1:
             self.attach_script_log(task, r, None, h.get("scriptLog"))
             self.finish_script_log(r, status)
+
+    # ---- PATCH /_sim/tasks/{id} ---------------------------------------------
+
+    def patch_task(self, task, changes):
+        """Mutate a task in place. Everything is validated before anything changes."""
+        where = "patch"
+        _obj(changes, where, ("enabled", "name", "maxRetries", "taskSessionTimeout", "tags",
+                              "customProperties", "run", "status", "lastExecution", "nextExecution"))
+        updates = {}
+        if "tags" in changes:
+            updates["tags"] = self._tag_refs(changes["tags"], where + ".tags")
+        if "customProperties" in changes:
+            updates["cps"] = self._cp_values(changes["customProperties"], where + ".customProperties",
+                                             TASK_SCHEMA[task.task_type])
+        if "run" in changes:  # merged into the current plan; outcomes start over
+            run = _obj(changes["run"], where + ".run", RUN_PLAN_DEFAULTS)
+            updates["plan"] = check_run_plan({**task.plan, **run}, where + ".run")
+        status = changes.get("status")
+        if status is not None and (not isinstance(status, int) or not 0 <= status <= 14):
+            raise FixtureError(f"{where}.status: expected 0..14")
+        for key in ("maxRetries", "taskSessionTimeout"):
+            if key in changes and (not isinstance(changes[key], int) or changes[key] < 0):
+                raise FixtureError(f"{where}.{key}: expected a non-negative integer")
+        if "lastExecution" in changes:
+            self._load_history(task, changes["lastExecution"], where + ".lastExecution")
+        if "enabled" in changes:
+            task.enabled = bool(changes["enabled"])
+        task.name = changes.get("name", task.name)
+        task.max_retries = changes.get("maxRetries", task.max_retries)
+        task.session_timeout = changes.get("taskSessionTimeout", task.session_timeout)
+        task.next_execution = changes.get("nextExecution", task.next_execution)
+        task.tags = updates.get("tags", task.tags)
+        task.cps = updates.get("cps", task.cps)
+        if "plan" in updates:
+            task.plan, task.outcome_index = updates["plan"], 0
+        if status is not None:  # e.g. force status 8 to exercise a failure path
+            task.last_result["status"] = status
 
     # ---- execution results and script logs -------------------------------
 

@@ -38,7 +38,9 @@ ENUMS = {
                                   "values": ["0: Error", "1: Warning", "2: Information"]},
 }
 
-_FILTER_CACHE_MAX = 4096
+# Memo tables (filters, routes, X-Qlik-User values): clients repeat the same
+# values, so parsing each once takes work off the hot path. Cleared when full.
+_MEMO_MAX = 4096
 
 
 class Request:
@@ -96,6 +98,7 @@ class Router:
 
     def __init__(self):
         self._by_len = {}
+        self._memo = {}
 
     def add(self, method, pattern, name, handler):
         r = _Route()
@@ -108,6 +111,15 @@ class Router:
 
     def match(self, method, path):
         """-> (route, params, allowed_methods)."""
+        key = (method, path)
+        hit = self._memo.get(key)
+        if hit is None:
+            if len(self._memo) >= _MEMO_MAX:
+                self._memo.clear()
+            hit = self._memo[key] = self._match(method, path)
+        return hit
+
+    def _match(self, method, path):
         low = path.lower()
         if not low.startswith("/qrs/"):
             return None, None, ()
@@ -128,6 +140,7 @@ class QrsApi:
     def __init__(self, sim):
         self.sim = sim
         self._filter_cache = {}
+        self._users = {}
         self.router = self._routes()
 
     # ---- pipeline ---------------------------------------------------------
@@ -178,7 +191,11 @@ class QrsApi:
                 return text_response(cfg["xqu_missing_status"], "Missing X-Qlik-User header")
             req.user = ("INTERNAL", "sa_api")
         else:
-            req.user = parse_qlik_user(raw_user)
+            if raw_user not in self._users:
+                if len(self._users) >= _MEMO_MAX:
+                    self._users.clear()
+                self._users[raw_user] = parse_qlik_user(raw_user)
+            req.user = self._users[raw_user]
             if req.user is None:
                 return text_response(cfg["xqu_malformed_status"], "Malformed X-Qlik-User header")
         rec.user = req.user
@@ -210,7 +227,7 @@ class QrsApi:
         ast = self._filter_cache.get(key)
         if ast is None and key not in self._filter_cache:
             ast = filters.compile_filter(text, self.sim.schemas[kind], strict)
-            if len(self._filter_cache) >= _FILTER_CACHE_MAX:
+            if len(self._filter_cache) >= _MEMO_MAX:
                 self._filter_cache.clear()
             self._filter_cache[key] = ast
         return ast

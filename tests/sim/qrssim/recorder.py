@@ -23,7 +23,7 @@ KEPT_HEADERS = ("x-qlik-xrfkey", "x-qlik-user", "content-type", "content-length"
 class CallRecord:
     __slots__ = ("seq", "event", "t_wall", "t_mono_ms", "peer", "tls_verified", "tls_subject",
                  "method", "raw_target", "headers", "body", "xrf_ok", "xrf_reason", "user", "route",
-                 "fault", "status", "closed", "bytes_sent", "duration_ms", "done")
+                 "fault", "status", "closed", "bytes_sent", "duration_ms", "done", "error")
 
     def __init__(self, event, peer, tls_verified, tls_subject):
         self.event, self.peer = event, peer
@@ -31,7 +31,7 @@ class CallRecord:
         self.t_wall = time.time()
         self.t_mono_ms = time.monotonic() * 1000.0
         self.method = self.raw_target = self.body = self.xrf_ok = self.xrf_reason = None
-        self.user = self.route = self.fault = self.status = self.closed = None
+        self.user = self.route = self.fault = self.status = self.closed = self.error = None
         self.headers = {}
         self.bytes_sent = 0
         self.duration_ms = None
@@ -57,6 +57,8 @@ class CallRecord:
                 "status": self.status, "closed": self.closed, "bytes_sent": self.bytes_sent},
             "duration_ms": self.duration_ms,
         }
+        if self.error:  # why a TLS handshake was rejected or aborted
+            out["error"] = self.error
         if self.body:
             out["body"] = self.body.decode("utf-8", "replace")
             try:

@@ -57,6 +57,12 @@ class Clock:
 
 
 class Scheduler:
+    """Runs callbacks at simulation times. Each wake-up runs every callback that is
+    due within COALESCE_S, so under load one wake-up serves many runs instead of
+    one futex wake and GIL hand-off per step; steps may run up to 2 ms early."""
+
+    COALESCE_S = 0.002
+
     def __init__(self, clock):
         self.clock = clock
         self._heap = []
@@ -96,17 +102,21 @@ class Scheduler:
                     if self._stopped:
                         return
                     if self._heap:
-                        delay = self._heap[0][0] - self.clock.now()
+                        horizon = self.clock.now() + (0 if self.clock.manual else self.COALESCE_S)
+                        delay = self._heap[0][0] - horizon
                         if delay <= 0:
-                            _, _, fn, args = heapq.heappop(self._heap)
+                            due = []
+                            while self._heap and self._heap[0][0] <= horizon:
+                                due.append(heapq.heappop(self._heap))
                             break
                         self._cond.wait(None if self.clock.manual else delay)
                     else:
                         self._cond.wait()
-            try:
-                fn(*args)
-            except Exception:  # a bug in one run must not stop every other run
-                traceback.print_exc(file=sys.stderr)
+            for _, _, fn, args in due:
+                try:
+                    fn(*args)
+                except Exception:  # a bug in one run must not stop every other run
+                    traceback.print_exc(file=sys.stderr)
 
 
 class UdpEmitter:
@@ -183,7 +193,11 @@ class RunEngine:
         queue_s = run.plan["queueMs"] / 1000.0
         if run.plan["queuedStatus"] and queue_s > 0:
             self._transition(run, 3, run.created)
-        self._at(now + queue_s, self._skip if run.outcome == "skip" else self._begin_attempt, run)
+        step = self._skip if run.outcome == "skip" else self._begin_attempt
+        if queue_s > 0:
+            self._at(now + queue_s, step, run)
+        else:  # no queue time: take the step now rather than wake the scheduler for it
+            step(run)
         return run
 
     def stop(self, task):

@@ -40,10 +40,20 @@ class GuidSource:
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+# (second, formatted prefix): runs stamp many dates per second. A tuple is swapped
+# in whole, so a concurrent reader never pairs one second with another's prefix.
+_iso_second = (None, "")
+
+
 def iso_ms(t_wall):
     """QRS date: ISO-8601 UTC with milliseconds and Z."""
+    global _iso_second
     ms = int(t_wall * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + ".%03dZ" % (ms % 1000)
+    sec = ms // 1000
+    cached = _iso_second
+    if cached[0] != sec:
+        cached = _iso_second = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return cached[1] + ".%03dZ" % (ms % 1000)
 
 
 def log4net_date(t_wall):
