@@ -40,8 +40,8 @@ struct route {
     const char *name;    /* allow-list key (the Node.js restServerEndpointsEnable name) */
     const char *pattern; /* '*' matches one non-empty path segment */
     unsigned methods;
-    const char *allow;   /* Allow header for 405 */
-    bool v4;             /* under /v4: bearer token and allow-list apply */
+    const char *allow; /* Allow header for 405 */
+    bool v4;           /* under /v4: bearer token and allow-list apply */
     route_handler handler;
 };
 
@@ -74,10 +74,25 @@ enum { ROUTE_COUNT = sizeof routes / sizeof routes[0] };
 /* Names the Node.js Butler knows but Butler does not serve (yet): accepted in
  * http.endpoints with a warning, so a migrated allow-list still loads. */
 static const char *const node_only_endpoints[] = {
-    "createDir", "createDirQVD", "fileDelete", "fileMove", "fileCopy", "keyValueStore",
-    "postNewRelicMetric", "postNewRelicEvent", "createNewSchedule", "getSchedule",
-    "getScheduleStatusAll", "updateSchedule", "deleteSchedule", "startSchedule", "stopSchedule",
-    "senseAppReload", "senseAppDump", "senseListApps", NULL,
+    "createDir",
+    "createDirQVD",
+    "fileDelete",
+    "fileMove",
+    "fileCopy",
+    "keyValueStore",
+    "postNewRelicMetric",
+    "postNewRelicEvent",
+    "createNewSchedule",
+    "getSchedule",
+    "getScheduleStatusAll",
+    "updateSchedule",
+    "deleteSchedule",
+    "startSchedule",
+    "stopSchedule",
+    "senseAppReload",
+    "senseAppDump",
+    "senseListApps",
+    NULL,
 };
 
 /* "scheduler.getSchedule" and "getSchedule" name the same switch. */
@@ -202,8 +217,8 @@ static bool require_json(struct http_exchange *exchange)
     const char *content_type = http_exchange_header(exchange, "Content-Type");
     if (content_type == NULL || http_body_is_json_content_type(content_type))
         return true;
-    http_exchange_reply_error(exchange, 415, "the body must be JSON (Content-Type: application/json)",
-                              NULL);
+    http_exchange_reply_error(exchange, 415,
+                              "the body must be JSON (Content-Type: application/json)", NULL);
     return false;
 }
 
@@ -309,10 +324,10 @@ static void convert(struct http_exchange *exchange, const char *from_name, int f
         http_exchange_reply_error(exchange, 400, message, NULL);
         return;
     }
-    enum butler_status status =
-        found == -2 ? BUTLER_ERR_TOO_LARGE
-                    : http_body_base_convert(input, strlen(input), from_base, to_base, output,
-                                             sizeof output);
+    enum butler_status status = found == -2
+                                    ? BUTLER_ERR_TOO_LARGE
+                                    : http_body_base_convert(input, strlen(input), from_base,
+                                                             to_base, output, sizeof output);
     if (status != BUTLER_OK) {
         snprintf(message, sizeof message,
                  status == BUTLER_ERR_TOO_LARGE ? "%s is longer than %d characters"
@@ -346,8 +361,8 @@ static void handle_mqtt_publish(struct http_exchange *exchange)
     char error[256];
     if (!require_json(exchange) || !read_body(exchange))
         return;
-    enum butler_status status = http_body_parse_publish(exchange->body, exchange->body_length,
-                                                        &body, error, sizeof error);
+    enum butler_status status =
+        http_body_parse_publish(exchange->body, exchange->body_length, &body, error, sizeof error);
     if (status != BUTLER_OK) {
         http_exchange_reply_error(exchange, status == BUTLER_ERR_NOMEM ? 500 : 400, error, NULL);
         return;
@@ -413,9 +428,9 @@ static void handle_task_start(struct http_exchange *exchange)
     if (exchange->body_length > 0 && !require_json(exchange))
         goto out;
     task_make_uuid(request_id);
-    enum butler_status status = http_body_task_start_payload(
-        task_id, exchange->body, exchange->body_length, all_must_exist, request_id, &payload,
-        error, sizeof error);
+    enum butler_status status =
+        http_body_task_start_payload(task_id, exchange->body, exchange->body_length, all_must_exist,
+                                     request_id, &payload, error, sizeof error);
     if (status != BUTLER_OK) {
         http_exchange_reply_error(exchange, status == BUTLER_ERR_NOMEM ? 500 : 400, error, NULL);
         goto out;
@@ -438,8 +453,8 @@ static void handle_task_start(struct http_exchange *exchange)
     }
     uint64_t now = clock_monotonic_ms();
     size_t result_length = 0;
-    if (now >= deadline || task_result_wait(waiter, (int)(deadline - now), &result,
-                                            &result_length) != BUTLER_OK) {
+    if (now >= deadline ||
+        task_result_wait(waiter, (int)(deadline - now), &result, &result_length) != BUTLER_OK) {
         metrics_count("butler_http_task_start_pending_total", "",
                       "Task starts accepted by the broker but not answered within the timeout");
         char body[128];

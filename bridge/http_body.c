@@ -46,12 +46,18 @@ enum http_method http_body_method(const char *request_method, const char *overri
 const char *http_body_method_name(enum http_method method)
 {
     switch (method) {
-    case HTTP_METHOD_GET: return "GET";
-    case HTTP_METHOD_HEAD: return "HEAD";
-    case HTTP_METHOD_POST: return "POST";
-    case HTTP_METHOD_PUT: return "PUT";
-    case HTTP_METHOD_DELETE: return "DELETE";
-    case HTTP_METHOD_OTHER: break;
+    case HTTP_METHOD_GET:
+        return "GET";
+    case HTTP_METHOD_HEAD:
+        return "HEAD";
+    case HTTP_METHOD_POST:
+        return "POST";
+    case HTTP_METHOD_PUT:
+        return "PUT";
+    case HTTP_METHOD_DELETE:
+        return "DELETE";
+    case HTTP_METHOD_OTHER:
+        break;
     }
     return "OTHER";
 }
@@ -352,8 +358,7 @@ enum butler_status http_body_task_start_payload(const char *path_task_id, const 
             goto out;
         }
     }
-    if (path_task_id == NULL || path_task_id[0] == '\0' ||
-        strlen(path_task_id) > TASK_TEXT_MAX) {
+    if (path_task_id == NULL || path_task_id[0] == '\0' || strlen(path_task_id) > TASK_TEXT_MAX) {
         snprintf(error, error_size, "the task id in the path is missing or too long");
         goto out;
     }

@@ -109,7 +109,6 @@ enum butler_status http_body_task_start_payload(const char *path_task_id, const 
  *  "failed"? , "skipped"?, "error"?}.
  * BUTLER_ERR_INVALID when `result` is not a JSON object.
  */
-enum butler_status http_body_task_result_to_node(const char *result, size_t length,
-                                                 char **out);
+enum butler_status http_body_task_result_to_node(const char *result, size_t length, char **out);
 
 #endif

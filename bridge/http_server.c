@@ -133,20 +133,34 @@ static int log_message(const struct mg_connection *connection, const char *messa
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
     }
     return "Error";
 }
@@ -235,8 +249,8 @@ enum butler_status http_exchange_read_body(struct http_exchange *exchange)
         return BUTLER_OK;
     if (info->content_length > 0 && (unsigned long long)info->content_length > cap)
         goto out; /* refused on the declared length, before reading a byte */
-    size_t capacity = info->content_length >= 0 ? (size_t)info->content_length + 1
-                                                 : BODY_INITIAL_CHUNK;
+    size_t capacity =
+        info->content_length >= 0 ? (size_t)info->content_length + 1 : BODY_INITIAL_CHUNK;
     if (capacity > cap + 1)
         capacity = cap + 1;
     status = BUTLER_ERR_NOMEM;
@@ -320,22 +334,23 @@ enum butler_status http_server_start(struct butler_runtime *runtime, struct http
     const struct butler_config *config = runtime->config;
     enum butler_status status = BUTLER_ERR_INVALID;
     struct http_server *server = NULL;
+    bool library = false;
     *out = NULL;
     if (!config->http.enable)
         return BUTLER_OK;
     if (http_api_check_config(config) != BUTLER_OK)
         goto out;
     bool tls = listen_has_tls(config->http.listen);
-    if (tls) {
-        /* Loading OpenSSL is where the 1.15 + OpenSSL 3 breakage shows. */
-        if (!butler_ssl_compat_present() || (mg_init_library(MG_FEATURES_TLS) & MG_FEATURES_TLS) == 0 ||
-            !mg_check_feature(MG_FEATURES_TLS)) {
-            LOG_ERROR(MODULE, "CivetWeb cannot load OpenSSL: TLS listeners are unavailable");
-            status = BUTLER_ERR_INTERNAL;
-            goto out;
-        }
-    } else {
-        mg_init_library(0);
+    /* mg_init_library() reference-counts; every successful call is paired
+     * with mg_exit_library() (below on failure, in http_server_stop). */
+    unsigned features = mg_init_library(tls ? MG_FEATURES_TLS : 0);
+    library = true;
+    /* Loading OpenSSL is where the 1.15 + OpenSSL 3 breakage shows. */
+    if (tls && (!butler_ssl_compat_present() || (features & MG_FEATURES_TLS) == 0 ||
+                !mg_check_feature(MG_FEATURES_TLS))) {
+        LOG_ERROR(MODULE, "CivetWeb cannot load OpenSSL: TLS listeners are unavailable");
+        status = BUTLER_ERR_INTERNAL;
+        goto out;
     }
     status = BUTLER_ERR_NOMEM;
     server = calloc(1, sizeof *server);
@@ -350,14 +365,22 @@ enum butler_status http_server_start(struct butler_runtime *runtime, struct http
     snprintf(keep_alive, sizeof keep_alive, "%d", KEEP_ALIVE_MS);
     snprintf(header_max, sizeof header_max, "%d", HEADER_BYTES_MAX);
     const char *options[] = {
-        "listening_ports", config->http.listen,
-        "num_threads", threads,
-        "tcp_nodelay", "1", /* else keep-alive answers stall on Nagle + delayed ACK */
-        "request_timeout_ms", request_timeout,
-        "enable_keep_alive", "yes",
-        "keep_alive_timeout_ms", keep_alive,
-        "max_request_size", header_max,
-        "enable_auth_domain_check", "no",
+        "listening_ports",
+        config->http.listen,
+        "num_threads",
+        threads,
+        "tcp_nodelay",
+        "1", /* else keep-alive answers stall on Nagle + delayed ACK */
+        "request_timeout_ms",
+        request_timeout,
+        "enable_keep_alive",
+        "yes",
+        "keep_alive_timeout_ms",
+        keep_alive,
+        "max_request_size",
+        header_max,
+        "enable_auth_domain_check",
+        "no",
         NULL,
     };
     struct mg_callbacks callbacks = {0};
@@ -367,8 +390,9 @@ enum butler_status http_server_start(struct butler_runtime *runtime, struct http
     status = BUTLER_ERR_IO;
     server->context = mg_start(&callbacks, server, options);
     if (server->context == NULL) {
-        LOG_ERROR(MODULE, "cannot start the HTTP server on %s (port in use, bad address or TLS "
-                          "set-up failed)",
+        LOG_ERROR(MODULE,
+                  "cannot start the HTTP server on %s (port in use, bad address or TLS "
+                  "set-up failed)",
                   config->http.listen);
         goto out;
     }
@@ -381,6 +405,8 @@ enum butler_status http_server_start(struct butler_runtime *runtime, struct http
     server = NULL;
     status = BUTLER_OK;
 out:
+    if (status != BUTLER_OK && library)
+        mg_exit_library();
     free(server);
     return status;
 }
@@ -390,6 +416,7 @@ void http_server_stop(struct http_server *server)
     if (server == NULL)
         return;
     mg_stop(server->context);
+    mg_exit_library(); /* pairs with mg_init_library() in http_server_start */
     free(server);
     LOG_INFO(MODULE, "HTTP API stopped");
 }

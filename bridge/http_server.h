@@ -29,14 +29,14 @@ struct mg_connection;
 struct http_exchange {
     struct mg_connection *connection;
     struct butler_runtime *runtime;
-    enum http_method method;    /* after X-HTTP-Method-Override */
-    const char *path;           /* URL-decoded, without the query */
-    const char *query;          /* raw query string, or "" */
-    const char *endpoint;       /* metrics label, set by the router ("unknown" until then) */
-    char *body;                 /* after http_exchange_read_body(): NUL-terminated */
+    enum http_method method; /* after X-HTTP-Method-Override */
+    const char *path;        /* URL-decoded, without the query */
+    const char *query;       /* raw query string, or "" */
+    const char *endpoint;    /* metrics label, set by the router ("unknown" until then) */
+    char *body;              /* after http_exchange_read_body(): NUL-terminated */
     size_t body_length;
     bool body_read;
-    int status;                 /* the status answered, 0 until then */
+    int status; /* the status answered, 0 until then */
 };
 
 /* Start listening per the `http` config. Returns BUTLER_OK with *out NULL

@@ -33,7 +33,7 @@ enum {
     RECV_BATCH = 64,
     POLL_MS = 200,
     IDLE_MS = 50,
-    RETRY_PAUSE_MS = 5,
+    RETRY_PAUSE_MS = 1,
     ALLOW_MAX = 256,
     SOURCE_TEXT_MAX = 24,
 };

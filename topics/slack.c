@@ -53,9 +53,8 @@ static bool copy_optional_string(cJSON *to, const cJSON *from, const char *name)
 }
 
 enum butler_status slack_build_request(const struct butler_config *config,
-                                       const unsigned char *payload, size_t length,
-                                       char **body_out, const char **url_out, char *error,
-                                       size_t error_size)
+                                       const unsigned char *payload, size_t length, char **body_out,
+                                       const char **url_out, char *error, size_t error_size)
 {
     enum butler_status status = BUTLER_ERR_INVALID;
     cJSON *root = NULL;
@@ -156,8 +155,8 @@ out:
 }
 
 /* Publish the message that failed for good to <root>/deadletter/<topic>. */
-static void send_deadletter(const struct butler_config *config,
-                            const struct topic_message *message, const char *error, int attempts)
+static void send_deadletter(const struct butler_config *config, const struct topic_message *message,
+                            const char *error, int attempts)
 {
     char topic[1024];
     snprintf(topic, sizeof topic, "%s/deadletter/%s", config->mqtt.topic_root, message->topic);
@@ -193,8 +192,9 @@ static void count_delivery(const char *outcome)
 {
     char labels[64];
     snprintf(labels, sizeof labels, "destination=\"slack\",outcome=\"%s\"", outcome);
-    metrics_count("butler_deliveries_total", labels,
-                  "Outbound deliveries (Slack, Teams, webhooks, email), by destination and outcome");
+    metrics_count(
+        "butler_deliveries_total", labels,
+        "Outbound deliveries (Slack, Teams, webhooks, email), by destination and outcome");
 }
 
 void slack_run(struct topic_worker *worker, struct topic_message *message)
@@ -205,9 +205,8 @@ void slack_run(struct topic_worker *worker, struct topic_message *message)
     const char *url = NULL;
     struct http_response response = {0};
     int attempts = 0;
-    enum butler_status status = slack_build_request(config, message->payload,
-                                                    message->payload_length, &body, &url, error,
-                                                    sizeof error);
+    enum butler_status status = slack_build_request(
+        config, message->payload, message->payload_length, &body, &url, error, sizeof error);
     if (status != BUTLER_OK) {
         LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "not posting %s: %s", message->topic, error);
         topics_count("slack", "rejected");

@@ -27,9 +27,8 @@ enum { SLACK_TEXT_MAX = 40000 }; /* Slack's own limit on "text" */
  * *body_out is owned by the caller.
  */
 enum butler_status slack_build_request(const struct butler_config *config,
-                                       const unsigned char *payload, size_t length,
-                                       char **body_out, const char **url_out, char *error,
-                                       size_t error_size);
+                                       const unsigned char *payload, size_t length, char **body_out,
+                                       const char **url_out, char *error, size_t error_size);
 
 /* Worker entry point: owns and frees `message`. */
 void slack_run(struct topic_worker *worker, struct topic_message *message);

@@ -134,8 +134,7 @@ void task_result_on_message(const struct mqtt_message *message, void *context)
     pthread_mutex_unlock(&table_lock);
     if (waiting == 0 || message->payload_length > TOPIC_PAYLOAD_MAX)
         return;
-    cJSON *root =
-        json_parse_exact((const char *)message->payload, message->payload_length, NULL);
+    cJSON *root = json_parse_exact((const char *)message->payload, message->payload_length, NULL);
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "requestId");
     if (!cJSON_IsString(id)) {
         cJSON_Delete(root);

@@ -11,11 +11,13 @@ import random
 import re
 import threading
 
-# type -> {parameter: default}; None marks a required parameter.
+REQUIRED = object()
+
+# type -> {parameter: default or REQUIRED}.
 ACTIONS = {
-    "delay": {"ms": None},
+    "delay": {"ms": REQUIRED},
     "slow_body": {"bytes_per_sec": 200, "chunk": 16},
-    "status": {"status": None, "body": "", "content_type": None, "headers": {}},
+    "status": {"status": REQUIRED, "body": "", "content_type": None, "headers": {}},
     # after_processing is an addition to the spec: the request is handled (a task
     # really starts) but nothing is answered, which is the "QRS accepted, client
     # never heard" case. 204 answers have no body, so after_headers cannot show it.
@@ -54,7 +56,7 @@ def _validate_action(action):
         raise FaultError(f"action: unknown parameter(s) {sorted(unknown)} for {action['type']}")
     merged = {"type": action["type"]}
     for key, default in params.items():
-        if default is None and key not in action:
+        if default is REQUIRED and key not in action:
             raise FaultError(f"action.{key} is required for {action['type']}")
         merged[key] = action.get(key, default)
     t = merged["type"]

@@ -209,13 +209,16 @@ class QrsServer:
 
     def _send(self, tls, req, resp, keep_alive):
         """Write the answer, carrying out transport faults. -> None to keep serving,
-        else how to close the connection."""
+        else how to close the connection.
+
+        The record is finished *before* the bytes go out, so by the time a client
+        sees an answer, the call log and counters already include it."""
         rec, recorder = req.record, self.sim.recorder
         action = resp.transport
         if action is None:
             data = _head(resp, keep_alive) + resp.body
-            tls.sendall(data)
             recorder.finish(rec, resp.status, "normal", len(data))
+            _send_all(tls, rec, data)
             return None if keep_alive else "normal"
 
         kind = action["type"]
@@ -226,19 +229,18 @@ class QrsServer:
             return "rst"
         if kind == "slow_body":
             head = _head(resp, keep_alive)
-            tls.sendall(head)
-            sent, step = len(head), action["chunk"]
+            recorder.finish(rec, resp.status, "normal", len(head) + len(resp.body))
+            _send_all(tls, rec, head)
+            step = action["chunk"]
             for i in range(0, len(resp.body), step):
                 chunk = resp.body[i:i + step]
                 time.sleep(len(chunk) / action["bytes_per_sec"])
-                tls.sendall(chunk)
-                sent += len(chunk)
-            recorder.finish(rec, resp.status, "normal", sent)
+                _send_all(tls, rec, chunk)
             return None if keep_alive else "normal"
         if kind == "truncate":  # Content-Length promises more than is sent
             data = _head(resp, keep_alive) + resp.body[: len(resp.body) // 2]
-            tls.sendall(data)
             recorder.finish(rec, resp.status, "fin", len(data))
+            _send_all(tls, rec, data)
             return "fin"
         # drop
         when, how = action["when"], action["how"]
@@ -247,10 +249,18 @@ class QrsServer:
             data = _head(resp, keep_alive)
         elif when == "mid_body":
             data = _head(resp, keep_alive) + resp.body[: len(resp.body) // 2]
-        if data:
-            tls.sendall(data)
         recorder.finish(rec, None if when == "before_response" else resp.status, how, len(data))
+        if data:
+            _send_all(tls, rec, data)
         return how
+
+
+def _send_all(tls, rec, data):
+    try:
+        tls.sendall(data)
+    except OSError:
+        rec.closed = "client_gone"  # the record was finished optimistically
+        raise
 
 
 def _head(resp, keep_alive):
