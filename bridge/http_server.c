@@ -181,7 +181,13 @@ void http_exchange_reply(struct http_exchange *exchange, int status, const char 
                          const char *body, size_t body_length, const char *const *extra_headers)
 {
     struct mg_connection *connection = exchange->connection;
+    const bool pending = body_pending(exchange);
     exchange->status = status;
+    /* A body we refused to read would be parsed as the next request, and
+     * CivetWeb would otherwise try to discard it first (holding this worker
+     * for up to request_timeout_ms on a client that never sends it): close. */
+    if (pending)
+        mg_disable_connection_keep_alive(connection);
     mg_response_header_start(connection, status);
     if (content_type)
         mg_response_header_add(connection, "Content-Type", content_type, -1);
@@ -192,8 +198,7 @@ void http_exchange_reply(struct http_exchange *exchange, int status, const char 
     mg_response_header_add(connection, "Cache-Control", "no-store", -1);
     for (size_t i = 0; extra_headers && extra_headers[i] && extra_headers[i + 1]; i += 2)
         mg_response_header_add(connection, extra_headers[i], extra_headers[i + 1], -1);
-    /* A body we refused to read would be parsed as the next request: close. */
-    if (body_pending(exchange))
+    if (pending)
         mg_response_header_add(connection, "Connection", "close", -1);
     mg_response_header_send(connection);
     if (body && body_length > 0 && status != 204)
@@ -329,6 +334,23 @@ static int handle_request(struct mg_connection *connection, void *user_data)
     return exchange.status;
 }
 
+/* CivetWeb's own errors (a malformed request, headers over max_request_size)
+ * in the API's JSON error shape; 0 = answered here. The connection is closed
+ * afterwards: where the next request would start is unknown. */
+static int http_error(struct mg_connection *connection, int status, const char *message)
+{
+    struct http_exchange exchange = {
+        .connection = connection,
+        .endpoint = "malformed",
+        .body_read = true,
+    };
+    mg_disable_connection_keep_alive(connection);
+    http_exchange_reply_error(&exchange, status, message && message[0] ? message : "bad request",
+                              NULL);
+    count_request(&exchange);
+    return 0;
+}
+
 enum butler_status http_server_start(struct butler_runtime *runtime, struct http_server **out)
 {
     const struct butler_config *config = runtime->config;
@@ -385,6 +407,7 @@ enum butler_status http_server_start(struct butler_runtime *runtime, struct http
     };
     struct mg_callbacks callbacks = {0};
     callbacks.log_message = log_message;
+    callbacks.http_error = http_error;
     if (tls)
         callbacks.init_ssl = init_ssl;
     status = BUTLER_ERR_IO;

@@ -23,6 +23,7 @@
 #include "bridge/qrs.h"
 #include "bridge/spool.h"
 #include "bridge/worker_pool.h"
+#include "topics/routes.h"
 #include "topics/slack.h"
 #include "topics/task_result.h"
 #include "topics/task_start.h"
@@ -48,6 +49,11 @@ static const struct topic_family families[] = {
     {"task_start", "%s/task/start/+", true, false, task_start_run, NULL},
     {"legacy_start_task", "qliksense/start_task", true, true, task_start_run_legacy, NULL},
     {"slack", "%s/slack/post", true, false, slack_run, NULL},
+    {"teams", "%s/teams/post", true, false, routes_teams_run, NULL},
+    {"email", "%s/email/send", true, false, routes_email_run, NULL},
+    {"webhook", "%s/webhook/+", true, false, routes_webhook_run, NULL},
+    /* No filter: routes subscribe their configured `match` filters themselves. */
+    {"routes", NULL, true, false, routes_run, NULL},
     /* Not shared: the HTTP request waiting for a result may be on any instance. */
     {"task_result", "%s/task/result", false, false, NULL, task_result_on_message},
 };
@@ -306,6 +312,9 @@ static void on_message(const struct mqtt_message *message, void *context)
     for (size_t i = 0; i < FAMILY_COUNT && family == NULL; i++)
         if (family_filters[i] && mqtt_topic_matches(family_filters[i], message->topic))
             family = &families[i];
+    for (size_t i = 0; i < FAMILY_COUNT && family == NULL; i++)
+        if (families[i].filter_format == NULL && routes_wanted(message->topic))
+            family = &families[i];
     if (family == NULL) {
         topics_count("unknown", "ignored");
         return;
@@ -385,6 +394,8 @@ enum butler_status topics_setup(struct butler_runtime *runtime)
 {
     const struct butler_config *config = runtime->config;
     for (size_t i = 0; i < FAMILY_COUNT; i++) {
+        if (families[i].filter_format == NULL)
+            continue;
         if (families[i].legacy && !config->mqtt.legacy_topics)
             continue;
         if (families[i].direct != NULL && !config->http.enable)
@@ -399,6 +410,9 @@ enum butler_status topics_setup(struct butler_runtime *runtime)
         if (status != BUTLER_OK)
             return status;
     }
+    enum butler_status routes_status = routes_setup(runtime);
+    if (routes_status != BUTLER_OK)
+        return routes_status;
     mqtt_link_set_handler(runtime->link, on_message, runtime);
     return BUTLER_OK;
 }
@@ -555,6 +569,7 @@ void topics_teardown(void)
         free(family_filters[i]);
         family_filters[i] = NULL;
     }
+    routes_teardown();
 }
 
 void *topics_worker_init(int worker_index, void *context)

@@ -195,7 +195,12 @@ def yaml_quote(value):
 class Butler:
     """The real butler binary with a config written for this test."""
 
-    def __init__(self, directory, broker, qrs=None, extra_yaml="", env=None, mqtt_extra=()):
+    def __init__(self, directory, broker, qrs=None, extra_yaml="", env=None, mqtt_extra=(),
+                 http_yaml=None):
+        """http_yaml: None keeps the HTTP API off; a list of YAML lines (or a
+        string of lines) turns it on with those lines inside `http:`. Without a
+        `listen:` line it listens on 127.0.0.1:<free port>. self.http_port is
+        that port (None when the caller chose its own listen line)."""
         self.directory = directory
         self.broker = broker
         self.config_path = os.path.join(directory, "butler.yaml")
@@ -210,8 +215,7 @@ class Butler:
             f"  client_id: butler-test-{os.getpid()}-{time.monotonic_ns()}",
             "  reconnect_min_ms: 50",
             "  reconnect_max_ms: 500",
-        ] + [f"  {line}" for line in mqtt_extra] + [
-            "http: { enable: false }",
+        ] + [f"  {line}" for line in mqtt_extra] + self._http_lines(http_yaml) + [
             "udp: { enable: false }",
             "retry: { max_attempts: 3, initial_backoff_ms: 20, max_backoff_ms: 100 }",
             f"spool: {{ dir: {yaml_quote(os.path.join(directory, 'state'))} }}",
@@ -229,6 +233,20 @@ class Butler:
         with open(self.config_path, "w") as f:
             f.write(text)
 
+    def _http_lines(self, http_yaml):
+        self.http_port = None
+        self.http_enabled = http_yaml is not None
+        if http_yaml is None:
+            return ["http: { enable: false }"]
+        if isinstance(http_yaml, str):
+            http_yaml = http_yaml.splitlines()
+        http_yaml = [line for line in http_yaml if line.strip()]
+        lines = ["http:", "  enable: true"]
+        if not any(line.strip().startswith("listen:") for line in http_yaml):
+            self.http_port = free_port()
+            lines.append(f"  listen: 127.0.0.1:{self.http_port}")
+        return lines + [f"  {line}" for line in http_yaml]
+
     def start(self, wait_online=True):
         command = [BUTLER_BINARY, "--config", self.config_path]
         if VALGRIND:
@@ -241,6 +259,11 @@ class Butler:
             wait_until(lambda: "connected to" in self.log() or self.process.poll() is not None,
                        30 if VALGRIND else 10, message="butler to connect")
             assert self.process.poll() is None, f"butler exited early:\n{self.log()}"
+            if self.http_enabled:
+                wait_until(lambda: "HTTP API listening" in self.log()
+                           or self.process.poll() is not None,
+                           30 if VALGRIND else 10, message="butler's HTTP API to listen")
+                assert self.process.poll() is None, f"butler exited early:\n{self.log()}"
         return self
 
     def log(self):
@@ -289,6 +312,23 @@ def qrs_sim():
 def qrs(qrs_sim):
     qrs_sim.control("POST", "/_sim/reset")
     yield qrs_sim
+
+
+@pytest.fixture(scope="module")
+def http_sink_module():
+    """One HTTP sink (tests/sim/http_sink.py) per test module."""
+    from http_sink import HttpSink
+
+    with HttpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def http_sink(http_sink_module):
+    """The module's HTTP sink, emptied of requests and planned failures."""
+    http_sink_module.reset()
+    yield http_sink_module
+    http_sink_module.reset()
 
 
 @pytest.fixture

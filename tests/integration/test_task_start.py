@@ -136,7 +136,7 @@ def test_duplicate_request_id_starts_once(butler, client, qrs):
     (b"{\"taskId\": \"task-123\"}", "not a valid task selector"),
     (b"[{\"type\": \"rm -rf\", \"payload\": {}}]", "unknown item type"),
     (b"", "empty payload"),
-])
+], ids=["malformed-json", "invalid-utf8", "one-megabyte", "non-guid", "unknown-type", "empty"])
 def test_hostile_payloads_are_answered_invalid(butler, client, qrs, payload, needle):
     client.publish("butler/task/start", payload)
     result = json.loads(client.wait_for(lambda m: m["topic"] == "butler/task/result")[0]["payload"])

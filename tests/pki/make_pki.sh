@@ -27,6 +27,7 @@ rogue_ca.pem rogue_ca_key.pem rogue_client.pem rogue_client_key.pem
 expired_client.pem expired_client_key.pem"
 
 mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)  # absolute: the work below happens in a scratch directory
 complete=1
 for f in $files; do
     [ -s "$dir/$f" ] || complete=0

@@ -143,7 +143,7 @@ def start_qrs_sim(tmpdir, fixture=None, udp_target=None, extra_args=(), ready_ti
     fixture: None (the bundled fixture.json), a path, or a dict (written to tmpdir).
     udp_target: "host:port" or (host, port) for the log-appender datagrams.
     The simulator's stderr goes to tmpdir/qrs_sim.log."""
-    tmpdir = str(tmpdir)
+    tmpdir = os.path.abspath(str(tmpdir))
     pki = make_pki(os.path.join(tmpdir, "pki"))
     args = [PYTHON, QRS_SIM, "--server-cert", os.path.join(pki, "server.pem"),
             "--server-key", os.path.join(pki, "server_key.pem"), "--ca", os.path.join(pki, "root.pem")]

@@ -62,8 +62,8 @@ class Simulator:
         with self.lock:
             self._drop_runs()
             self.model = model
-            self.config.clear()
-            self.config.update(self.startup_config)
+            # A new dict, not clear()+update(): request threads read knobs without the lock.
+            self.config = dict(self.startup_config)
         self.faults.clear()
         self.recorder.clear()
         if self.udp is not None:

@@ -158,8 +158,7 @@ class Model:
 
     def _load(self, doc):
         g = self.guids
-        self.about = {**DEFAULT_ABOUT, **_obj(doc.get("about", {}), "about", set(DEFAULT_ABOUT) | {
-            "buildVersion", "buildDate", "databaseProvider", "nodeType"})}
+        self.about = {**DEFAULT_ABOUT, **_obj(doc.get("about", {}), "about", DEFAULT_ABOUT)}
         self.node_name = doc.get("executingNodeName", DEFAULT_NODE)
         self.node_id = g.new()
 
@@ -296,7 +295,7 @@ class Model:
         task.path = t.get("path", "C:\\Scripts\\run.cmd" if task.task_type == 1 else None)
         task.parameters = t.get("parameters", "")
         task.active_runs = []
-        task.last_result = self._never_result(task)
+        task.last_result = self._never_result()
         self.tasks[task.id] = task
         if "lastExecution" in t:
             self._load_history(task, t["lastExecution"], where + ".lastExecution")
@@ -386,7 +385,7 @@ class Model:
         task.last_result = r
         return r
 
-    def _never_result(self, task):
+    def _never_result(self):
         """What QRS shows for a task that never ran (not listed under /executionresult)."""
         return {"id": self.guids.new(), "executingNodeName": "", "status": 0, "startTime": NEVER,
                 "stopTime": NEVER, "duration": 0, "fileReferenceID": ZERO_GUID,

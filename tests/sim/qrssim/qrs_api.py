@@ -179,7 +179,7 @@ class QrsApi:
         return _after_fault(self._serve(req), action)
 
     def _serve(self, req):
-        sim, rec, cfg = self.sim, req.record, self.sim.config
+        rec, cfg = req.record, self.sim.config
         reason = _xrf_problem(req)
         rec.xrf_ok, rec.xrf_reason = reason is None, reason
         if reason is not None:
@@ -191,12 +191,13 @@ class QrsApi:
                 return text_response(cfg["xqu_missing_status"], "Missing X-Qlik-User header")
             req.user = ("INTERNAL", "sa_api")
         else:
-            if raw_user not in self._users:
+            user = self._users.get(raw_user, False)
+            if user is False:
                 if len(self._users) >= _MEMO_MAX:
                     self._users.clear()
-                self._users[raw_user] = parse_qlik_user(raw_user)
-            req.user = self._users[raw_user]
-            if req.user is None:
+                user = self._users[raw_user] = parse_qlik_user(raw_user)
+            req.user = user
+            if user is None:
                 return text_response(cfg["xqu_malformed_status"], "Malformed X-Qlik-User header")
         rec.user = req.user
         allowed = cfg["allowed_users"]
@@ -283,10 +284,14 @@ class QrsApi:
         cfg = self.sim.config
         if not task.enabled or (sync and cfg["no_scheduler"]):
             return None
-        run = self.sim.engine.start(task, f"{req.user[0]}\\{req.user[1]}",
-                                    want_started=sync and cfg["sync_start_wait"] == "started")
-        self.sim.recorder.count_start(task.id)
-        return run
+        return self.sim.engine.start(task, f"{req.user[0]}\\{req.user[1]}",
+                                     want_started=sync and cfg["sync_start_wait"] == "started")
+
+    def _count_starts(self, runs):
+        """Counted after the model lock is released: never hold two locks at once."""
+        for run in runs:
+            if run is not None:
+                self.sim.recorder.count_start(run.task.id)
 
     def _start_answer(self, run, sync, disabled=False):
         cfg = self.sim.config
@@ -307,6 +312,7 @@ class QrsApi:
             if task is None:
                 return text_response(404, "Task not found")
             run = self._start_locked(task, req, sync)
+        self._count_starts([run])
         return self._start_answer(run, sync, disabled=not task.enabled)
 
     def start_by_name(self, req, sync=False):
@@ -318,6 +324,7 @@ class QrsApi:
             if not tasks:
                 return text_response(404, "Task not found")
             runs = [self._start_locked(t, req, sync) for t in tasks]
+        self._count_starts(runs)
         started = [r for r in runs if r is not None]
         return self._start_answer(started[0] if started else None, sync, disabled=not started)
 
@@ -329,10 +336,9 @@ class QrsApi:
         if not isinstance(ids, list) or not all(isinstance(i, str) and is_guid(i) for i in ids):
             return text_response(400, "Expected a JSON array of task ids")
         with self.sim.lock:
-            for task_id in ids:
-                task = self.sim.model.tasks.get(task_id.lower())
-                if task is not None:
-                    self._start_locked(task, req, False)
+            tasks = [self.sim.model.tasks.get(i.lower()) for i in ids]
+            runs = [self._start_locked(t, req, False) for t in tasks if t is not None]
+        self._count_starts(runs)
         return Response(204)
 
     def stop(self, req, task_id):

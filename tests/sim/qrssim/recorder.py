@@ -71,7 +71,7 @@ class CallRecord:
 class Recorder:
     def __init__(self, capacity=100000, record_file=None):
         self._ring = deque(maxlen=capacity)
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # plain Lock: cheaper than the RLock default
         self._seq = 0
         self._waiters = 0
         self._reset_counters()

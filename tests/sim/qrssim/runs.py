@@ -148,7 +148,7 @@ class Run:
     """One execution session: one or more attempts, each with its own ExecutionResult."""
 
     __slots__ = ("sid", "task", "plan", "outcome", "user", "attempt", "result", "gen", "token",
-                 "created", "started_evt", "done", "udp_early", "start_wall")
+                 "created", "started_evt", "done", "udp_sent", "start_wall")
 
 
 # Datagram prefix, level and message per event (butler-v15 profile, section 3.2).
@@ -180,7 +180,7 @@ class RunEngine:
         run = Run()
         run.sid = model.guids.new()
         run.task, run.plan, run.outcome, run.user = task, task.plan, task.next_outcome(), user
-        run.attempt, run.gen, run.token, run.done, run.udp_early = 1, self.gen, 0, False, False
+        run.attempt, run.gen, run.token, run.done, run.udp_sent = 1, self.gen, 0, False, False
         run.start_wall = None
         run.created = iso_ms(wall)
         run.started_evt = threading.Event() if want_started else None
@@ -206,16 +206,14 @@ class RunEngine:
             if run.result["status"] not in (4, 5):
                 run.token += 1  # cancel the steps already scheduled
                 self._abort(run)
-        return bool(task.active_runs)
 
     def complete(self, task, outcome):
-        """POST /_sim/tasks/{id}/complete: end the current attempt of every Started run now."""
+        """POST /_sim/tasks/{id}/complete: end the attempt in progress of every run now."""
         count = 0
         for run in list(task.active_runs):
-            if run.result["status"] == 2:
-                run.token += 1
+            if run.result["status"] == 2 and run.start_wall is not None:
+                run.token += 1  # cancels the scheduled end (and a not yet sent early datagram)
                 run.outcome = outcome
-                run.udp_early = False
                 self._end_attempt(run)
                 count += 1
         return count
@@ -286,7 +284,6 @@ class RunEngine:
             event, due = "aborted", end + run.plan["abortStepMs"] / 1000.0
         else:
             return
-        run.udp_early = True
         self._at(max(self.sim.clock.now(), due - lead), self._emit_step, run, event)
 
     def _emit_step(self, run, event):
@@ -317,7 +314,7 @@ class RunEngine:
         """Distribute tasks linger in 13 and 14 after the datagram (Butler must poll)."""
         now, _, iso = self._now()
         self._transition(run, 13, iso)
-        if not run.udp_early:
+        if not run.udp_sent:
             self._emit(run, "distribute", status)
         half = run.plan["distributionLingerMs"] / 2000.0
         self._at(now + half, self._distribute_running, run, status)
@@ -336,7 +333,7 @@ class RunEngine:
         # finalLagMs: the final detail is written now, the status follows later.
         self._transition(run, status, iso, apply=lag <= 0)
         self._stop_times(run, wall, iso, status)
-        if emit and not run.udp_early:
+        if emit and not run.udp_sent:
             self._emit(run, _FINAL_EVENT[status], status)
         if lag > 0:
             self._at(now + lag, self._apply_final, run, status)
@@ -355,7 +352,7 @@ class RunEngine:
     def _aborting(self, run):
         now, _, iso = self._now()
         self._transition(run, 5, iso)
-        if not run.udp_early:  # the scheduler logs "Execution State Change to Aborting" here
+        if not run.udp_sent:  # the scheduler logs "Execution State Change to Aborting" here
             self._emit(run, "aborted", 6)
         self._at(now + run.plan["abortStepMs"] / 1000.0, self._aborted, run)
 
@@ -385,7 +382,9 @@ class RunEngine:
     # ---- datagrams -------------------------------------------------------
 
     def _emit(self, run, event, status):
+        """Send the run's datagram (one per run; udpLeadMs may have sent it already)."""
         sim = self.sim
+        run.udp_sent = True
         if sim.udp is None:
             return
         cfg, task = sim.config, run.task

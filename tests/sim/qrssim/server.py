@@ -18,7 +18,6 @@ import threading
 import time
 import traceback
 from http import HTTPStatus
-from urllib.parse import unquote
 
 from .qrs_api import Request, text_response
 from .recorder import KEPT_HEADERS, CallRecord
@@ -198,8 +197,9 @@ class QrsServer:
         req.method, req.target, req.headers, req.body, req.record = method, target, headers, body, rec
         req.tls_verified, req.user = verified, None
         # A '#' starts a fragment: whatever follows (an xrfkey, say) is not part of the query.
-        path, _, raw_query = target.partition("#")[0].partition("?")
-        req.path = unquote(path)
+        # The path stays as sent: QRS paths hold no escapes, and fault rules and the
+        # call log match the same text.
+        req.path, _, raw_query = target.partition("#")[0].partition("?")
         req.query, req.missing_value = parse_query(raw_query)
         qlower = {}
         for name, values in req.query.items():

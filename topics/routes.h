@@ -1,0 +1,88 @@
+/*
+ * Routes (contract 3.3): send the messages of a topic filter to Slack, Teams,
+ * a webhook, email or another MQTT topic; plus the command topics
+ * <root>/teams/post, <root>/email/send and <root>/webhook/<name>.
+ *
+ * Each route's `match` is subscribed (through $share/<group>/ when
+ * mqtt.share_group is set, so a fleet alerts once); filters covered by
+ * another route's filter are not subscribed twice, so the broker delivers a
+ * message once and every matching route sees it. Per route: the condition
+ * (custom property), the rate limit per rendered key, rendering, delivery
+ * with retries, and <root>/deadletter/<topic> when delivery fails for good.
+ * Counted in butler_route_deliveries_total{route,outcome}.
+ *
+ * The HTTP and dead-letter helpers are shared with topics/slack.c.
+ */
+#ifndef BUTLER_TOPICS_ROUTES_H
+#define BUTLER_TOPICS_ROUTES_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bridge/runtime.h"
+#include "bridge/status.h"
+#include "config/config.h"
+#include "topics/topics.h"
+
+enum {
+    ROUTE_TEXT_MAX = 30000,     /* rendered alert text */
+    ROUTE_KEY_MAX = 512,        /* rendered rate-limit key */
+    ROUTE_RATE_KEYS_MAX = 100000, /* keys remembered across all routes */
+    ROUTE_SUBSCRIPTIONS_MAX = 256,
+};
+
+/* Start-up: subscribe every route filter on runtime->link. Needs config only. */
+enum butler_status routes_setup(struct butler_runtime *runtime);
+void routes_teardown(void);
+
+/* Network thread: does any route want this topic? (cheap, no allocation) */
+bool routes_wanted(const char *topic);
+
+/* Worker entry points (own and free `message`). */
+void routes_run(struct topic_worker *worker, struct topic_message *message);
+void routes_teams_run(struct topic_worker *worker, struct topic_message *message);
+void routes_email_run(struct topic_worker *worker, struct topic_message *message);
+void routes_webhook_run(struct topic_worker *worker, struct topic_message *message);
+
+/* ---- pure parts (unit-tested) ---- */
+
+/* True when every topic matched by filter `b` is matched by filter `a`. */
+bool route_filter_covers(const char *a, const char *b);
+
+/*
+ * A readable text for an event that has no template: what happened, task,
+ * app, host, time, log message, and QMC/Hub links when the URLs are set.
+ * `event` may be NULL or any JSON (then the topic and payload are shown).
+ * *out is owned by the caller.
+ */
+enum butler_status route_default_text(const cJSON *event, const char *topic, const char *payload,
+                                      const char *qmc_url, const char *hub_url, char **out);
+
+/* The rate-limit key: route name, US, rendered rate_limit.key (empty key =
+ * one budget per route). Bounded by ROUTE_KEY_MAX. *out owned by the caller. */
+enum butler_status route_rate_key(const struct config_route *route, const cJSON *event,
+                                  const char *payload, size_t payload_length, char **out);
+
+/* RFC 5322 message for SMTP; CR/LF removed from header values so a payload
+ * cannot inject headers. *out owned by the caller. */
+enum butler_status route_build_email(const char *from, const struct config_string_list *to,
+                                     const char *subject, const char *text, uint64_t wall_ms,
+                                     char **out);
+
+/* ---- shared delivery helpers (worker thread) ---- */
+
+/* POST/PUT `body` (JSON) to `url` with the `retry` policy. On failure `error`
+ * names the redacted URL and reason; *attempts_out gets the attempts made. */
+enum butler_status route_http_send(struct http_client *http, const struct butler_config *config,
+                                   const char *method, const char *url, const char *body,
+                                   char *error, size_t error_size, int *attempts_out);
+
+/* Publish {"topic","payload","error","attempts","firstAttemptAt"} on
+ * <root>/deadletter/<topic>. */
+void route_deadletter(const struct butler_config *config, const char *topic, const char *payload,
+                      size_t payload_length, const char *error, int attempts,
+                      uint64_t first_attempt_wall_ms);
+
+#endif
