@@ -226,3 +226,35 @@ def test_broker_restart_reconnects(butler, broker, qrs):
     rid = request(second, {"taskId": TASK_SALES})
     assert second.wait_result(rid)["status"] == "started"
     second.close()
+
+
+@pytest.mark.parametrize("action,expect", [
+    ({"type": "hang"}, "failed"),
+    ({"type": "drop", "when": "before_response", "how": "rst"}, "failed"),
+    ({"type": "drop", "when": "before_response", "how": "fin"}, "failed"),
+], ids=["hang-past-timeout", "reset", "closed"])
+def test_qrs_transport_faults_are_retried_then_dead_lettered(workdir, broker, qrs, client, action,
+                                                             expect):
+    b = Butler(workdir, broker, qrs, extra_yaml="")
+    with open(b.config_path) as f:
+        text = f.read().replace("timeout_ms: 3000", "timeout_ms: 500")
+    with open(b.config_path, "w") as f:
+        f.write(text)
+    b.start()
+    try:
+        qrs.control("POST", "/_sim/faults", {
+            "id": "fault", "match": {"method": "POST", "path_re": "/start$", "times": -1},
+            "action": action})
+        rid = request(client, {"taskId": TASK_SALES})
+        result = client.wait_result(rid, timeout=30)
+        assert result["status"] == expect, result
+        client.wait_for(lambda m: m["topic"] == "butler/deadletter/butler/task/start")
+        # retry.max_attempts = 3; libcurl itself resends once when a reused
+        # connection dies before any answer, so a drop may show one call more.
+        assert 3 <= len(start_calls(qrs, TASK_SALES)) <= 4
+        # Once QRS behaves again, so does Butler.
+        qrs.control("DELETE", "/_sim/faults")
+        rid = request(client, {"taskId": TASK_SALES})
+        assert client.wait_result(rid)["status"] == "started"
+    finally:
+        assert b.stop() == 0

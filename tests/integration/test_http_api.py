@@ -1,0 +1,1345 @@
+"""The HTTP API (contract section 4), end to end: the real butler binary, a real
+Mosquitto, the QRS simulator and an HTTP sink standing in for Slack.
+
+Every JSON answer is checked against reference/butler-api.openapi.json (a small
+validator for the subset of JSON Schema the file uses) or, for Butler's own
+additions (202, /health, the error shape), against the contract. Requests are
+made with the standard library only (http.client, ssl, socket).
+
+Butler instances:
+- `api`: the shared instance for most tests (QRS, Slack webhook -> sink,
+  max_body_bytes 65536, 8 HTTP threads);
+- `secure`: bearer tokens, an endpoint allow-list, a plain and a TLS listener;
+- `mtls`: a TLS listener that requires client certificates;
+- `fragile`: its own broker, a short task_start_timeout_ms; its broker is
+  frozen, killed and restarted (broker outage -> 503, then 2xx again).
+"""
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import ssl
+import tempfile
+import threading
+import time
+import uuid
+
+import pytest
+
+from conftest import ROOT, TASK_SALES, Broker, Butler, Client, wait_until
+
+TASK_FINANCE = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"  # tags nightly, "finance's Q1"
+TASK_HR = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"  # custom property Department=HR
+UNKNOWN_TASK = "0b0b0b0b-1111-4222-8333-444455556666"
+SLACK_PATH = "/services/T000/B000/SLACKSECRET123"
+TOKENS = ("s3cret-token-A", "other-token-B")
+MAX_BODY = 65536
+IMPLEMENTED = {"butlerping", "senseStartTask", "mqttPublishMessage", "slackPostMessage",
+               "apiListEnabledEndpoints", "base62ToBase16", "base16ToBase62"}
+BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+# =============================================================================
+# A validator for the JSON Schema subset the OpenAPI file uses
+# =============================================================================
+
+KNOWN_KEYWORDS = {"type", "properties", "required", "items", "enum", "description", "example",
+                  "additionalProperties", "maxLength"}
+TYPES = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
+    or (isinstance(v, float) and v.is_integer()),
+    "null": lambda v: v is None,
+}
+
+
+class SchemaError(AssertionError):
+    pass
+
+
+def schema_errors(value, schema, where="$"):
+    """Every violation of `schema` by `value`, as a list of strings."""
+    errors = []
+    unknown = set(schema) - KNOWN_KEYWORDS
+    if unknown:
+        raise SchemaError(f"{where}: the validator does not implement {sorted(unknown)}")
+    kind = schema.get("type")
+    if kind is not None:
+        if kind not in TYPES:
+            raise SchemaError(f"{where}: unknown type {kind!r}")
+        if not TYPES[kind](value):
+            return [f"{where}: expected {kind}, got {type(value).__name__} {value!r:.80}"]
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(f"{where}: {value!r:.80} is not one of {schema['enum']}")
+    if isinstance(value, str) and "maxLength" in schema and len(value) > schema["maxLength"]:
+        errors.append(f"{where}: longer than {schema['maxLength']}")
+    if isinstance(value, dict):
+        for name in schema.get("required", []):
+            if name not in value:
+                errors.append(f"{where}: required property {name!r} is missing")
+        properties = schema.get("properties", {})
+        for name, sub in properties.items():
+            if name in value:
+                errors += schema_errors(value[name], sub, f"{where}.{name}")
+        extra = schema.get("additionalProperties", True)
+        for name in set(value) - set(properties):
+            if extra is False:
+                errors.append(f"{where}: unexpected property {name!r}")
+            elif isinstance(extra, dict):
+                errors += schema_errors(value[name], extra, f"{where}.{name}")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            errors += schema_errors(item, schema["items"], f"{where}[{i}]")
+    return errors
+
+
+def validate(value, schema, what="value"):
+    errors = schema_errors(value, schema)
+    if errors:
+        raise SchemaError(f"{what} does not match its schema: " + "; ".join(errors[:10]))
+
+
+def _find_openapi():
+    candidates = [os.environ.get("BUTLER_OPENAPI", ""),
+                  os.path.join(ROOT, "docs", "api", "butler-api.openapi.json"),
+                  os.path.join(ROOT, "docs", "butler-api.openapi.json"),
+                  "/work/shared/reference/butler-api.openapi.json"]
+    for path in candidates:
+        if path and os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+    return None
+
+
+class OpenApi:
+    """Operations of the OpenAPI document, looked up by method and concrete path."""
+
+    def __init__(self, document):
+        self.paths = document["paths"]
+        templates = []
+        for template in self.paths:
+            pattern = "^" + re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template)) + "$"
+            templates.append((template.count("{"), re.compile(pattern), template))
+        templates.sort(key=lambda t: t[0])  # literal paths win over templated ones
+        self.templates = templates
+        self.error_schema = (self.paths["/v4/butlerping"]["get"]["responses"]["500"]
+                             ["content"]["application/json"]["schema"])
+
+    def operations(self):
+        for template, item in self.paths.items():
+            for method, operation in item.items():
+                if isinstance(operation, dict) and "responses" in operation:
+                    yield method.upper(), template, operation
+
+    def match(self, path):
+        for _, pattern, template in self.templates:
+            if pattern.match(path):
+                return template
+        return None
+
+    def declared(self, method, template, status):
+        """(True, schema or None) when the document declares this answer, else (False, None)."""
+        operation = self.paths.get(template, {}).get(method.lower())
+        if not operation:
+            return False, None
+        response = operation["responses"].get(str(status))
+        if response is None:
+            return False, None
+        content = response.get("content", {}).get("application/json")
+        return True, (content or {}).get("schema")
+
+
+def contract_schema(method, template, status, schema):
+    """The contract's corrections of the description (section 4): actual answers win."""
+    if status == 204:
+        return None  # no body at all
+    if (method, template, status) == ("POST", "/v4/schedules", 201) and schema.get("type") == "array":
+        return schema["items"]  # one schedule object, not an array
+    if (method, status) == ("PUT", 200) and template in ("/v4/schedules/{scheduleId}/start",
+                                                         "/v4/schedules/{scheduleId}/stop"):
+        return {"type": "array", "items": schema}  # a one-element array
+    return schema
+
+
+OPENAPI_DOC = _find_openapi()
+OPENAPI = OpenApi(OPENAPI_DOC) if OPENAPI_DOC else None
+
+# Error answers: the description's error object, with what the contract requires.
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["statusCode", "error", "message"],
+    "properties": {"statusCode": {"type": "integer"}, "error": {"type": "string"},
+                   "message": {"type": "string"}, "code": {"type": "string"},
+                   "time": {"type": "string"}},
+}
+TASK_REF = {"type": "object", "required": ["taskId", "taskName"],
+            "properties": {"taskId": {"type": "string"}, "taskName": {"type": "string"}}}
+# The description only says "object" for a task start; its example and the contract give the shape.
+TASK_START_SCHEMA = {
+    "type": "object",
+    "required": ["tasksId", "tasksTag", "tasksTagDenied", "tasksCP", "tasksCPDenied", "requestId"],
+    "properties": {
+        "tasksId": {
+            "type": "object", "required": ["started", "invalid", "denied"],
+            "properties": {
+                "started": {"type": "array", "items": TASK_REF},
+                "invalid": {"type": "array", "items": {
+                    "type": "object", "required": ["taskId"],
+                    "properties": {"taskId": {"type": "string"}}}},
+                "denied": {"type": "array", "items": {
+                    "type": "object", "required": ["taskId"],
+                    "properties": {"taskId": {"type": "string"}}}},
+            }},
+        "tasksTag": {"type": "array", "items": TASK_REF},
+        "tasksTagDenied": {"type": "array", "items": {
+            "type": "object", "required": ["tag"], "properties": {"tag": {"type": "string"}}}},
+        "tasksCP": {"type": "array", "items": TASK_REF},
+        "tasksCPDenied": {"type": "array", "items": {
+            "type": "object", "required": ["name", "value"],
+            "properties": {"name": {"type": "string"}, "value": {"type": "string"}}}},
+        "requestId": {"type": "string"},
+    },
+}
+ASYNC_SCHEMA = {"type": "object", "required": ["requestId"],
+                "properties": {"requestId": {"type": "string"},
+                               "status": {"type": "string", "enum": ["pending"]}}}
+HEALTH_SCHEMA = {"type": "object", "required": ["status", "mqtt"],
+                 "properties": {"status": {"type": "string", "enum": ["ok", "unavailable"]},
+                                "mqtt": {"type": "string", "enum": ["connected", "disconnected"]},
+                                "version": {"type": "string"}}}
+# Butler's additions to the description (contract section 4), by (method, template, status).
+EXTENSIONS = {
+    ("PUT", "/v4/reloadtask/{taskId}/start", 202): ASYNC_SCHEMA,
+    ("POST", "/v4/reloadtask/{taskId}/start", 202): ASYNC_SCHEMA,
+    ("GET", "/health", 200): HEALTH_SCHEMA,
+    ("GET", "/health", 503): HEALTH_SCHEMA,
+}
+# Stricter than the description where the contract says more.
+STRICTER = {
+    ("PUT", "/v4/reloadtask/{taskId}/start", 200): TASK_START_SCHEMA,
+    ("POST", "/v4/reloadtask/{taskId}/start", 200): TASK_START_SCHEMA,
+}
+
+
+# =============================================================================
+# HTTP helpers
+# =============================================================================
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+        self.json = None
+        self.schema_source = None  # "openapi", "contract" or None (not JSON)
+
+    def __repr__(self):
+        return f"<{self.status} {self.body[:300]!r}>"
+
+
+def effective_method(method, headers):
+    override = {k.lower(): v for k, v in (headers or {}).items()}.get("x-http-method-override")
+    if method == "POST" and override and override.upper() in ("PUT", "DELETE"):
+        return override.upper()
+    return method
+
+
+def check_response(method, path, resp):
+    """Validate one answer against the description and the contract; sets resp.json."""
+    path = path.partition("?")[0]
+    if resp.status == 204:
+        assert resp.body == b"", f"204 with a body: {resp.body[:200]!r}"
+        return
+    if path == "/metrics" and resp.status == 200:
+        assert resp.headers.get("content-type", "").startswith("text/plain"), resp.headers
+        return
+    content_type = resp.headers.get("content-type", "")
+    assert content_type.startswith("application/json"), \
+        f"{method} {path} -> {resp.status} is not JSON ({content_type!r}): {resp.body[:200]!r}"
+    resp.json = json.loads(resp.body.decode("utf-8"))  # strict UTF-8, valid JSON
+    template = OPENAPI.match(path) if OPENAPI else None
+    key = (method, template or path, resp.status)
+    if resp.status >= 400 and key not in EXTENSIONS:
+        validate(resp.json, ERROR_SCHEMA, f"{method} {path} -> {resp.status}")
+        assert resp.json["statusCode"] == resp.status, resp.json
+        resp.schema_source = "contract"
+    declared, schema = OPENAPI.declared(method, template, resp.status) if template else (False, None)
+    if declared and schema is not None:
+        validate(resp.json, contract_schema(method, template, resp.status, schema),
+                 f"{method} {path} -> {resp.status} (openapi)")
+        resp.schema_source = "openapi"
+    if key in STRICTER:
+        validate(resp.json, STRICTER[key], f"{method} {path} -> {resp.status} (contract)")
+    if key in EXTENSIONS:
+        validate(resp.json, EXTENSIONS[key], f"{method} {path} -> {resp.status} (contract)")
+        resp.schema_source = resp.schema_source or "contract"
+    if OPENAPI is not None:
+        assert resp.schema_source, f"{method} {path} -> {resp.status}: an undocumented answer {resp}"
+
+
+def request(port, method, path, body=None, headers=None, timeout=10.0, context=None,
+            validate_answer=True):
+    headers = dict(headers or {})
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode("utf-8")
+        headers.setdefault("Content-Type", "application/json")
+    elif isinstance(body, str):
+        body = body.encode("utf-8")
+    if context is not None:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        raw = conn.getresponse()
+        resp = Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, raw.read())
+    finally:
+        conn.close()
+    if validate_answer:
+        check_response(effective_method(method, headers), path, resp)
+    return resp
+
+
+def raw_exchange(port, data, timeout=10.0, shutdown=False):
+    """Send raw bytes, read until the server closes (or the timeout); -> bytes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        if shutdown:
+            s.shutdown(socket.SHUT_WR)
+        return read_until_close(s)
+
+
+def read_until_close(s):
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return out
+        out += chunk
+
+
+def parse_raw_response(data):
+    """-> Response from the first HTTP answer in raw bytes (Content-Length framed)."""
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    assert sep, f"no complete HTTP answer: {data[:300]!r}"
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", len(rest)))
+    assert len(rest) >= length, f"truncated answer: {data[:300]!r}"
+    return Response(status, headers, rest[:length])
+
+
+def guarded(port, method, path, **kwargs):
+    """A request the caller expects to fail at the transport level; -> the exception."""
+    try:
+        resp = request(port, method, path, validate_answer=False, **kwargs)
+    except (ssl.SSLError, ConnectionError, http.client.HTTPException, OSError) as e:
+        assert not isinstance(e, (TimeoutError, socket.timeout)), f"hung instead of refusing: {e!r}"
+        return e
+    raise AssertionError(f"expected the connection to be refused, got {resp}")
+
+
+# =============================================================================
+# Metrics (Prometheus text format)
+# =============================================================================
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})?'
+                    r' (-?[0-9.eE+-]+|NaN|[+-]Inf)( -?[0-9]+)?$')
+
+
+def parse_metrics(text):
+    """Validate the exposition format; -> {(name, labels-string): value}."""
+    typed = {}
+    samples = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line:
+            continue
+        if line.startswith("# HELP "):
+            assert re.match(r"^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* .*$", line), f"line {number}: {line}"
+            continue
+        if line.startswith("# TYPE "):
+            m = re.match(r"^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$",
+                         line)
+            assert m, f"line {number}: bad TYPE line {line!r}"
+            typed[m.group(1)] = m.group(2)
+            continue
+        assert not line.startswith("#") or line.startswith("# "), f"line {number}: {line!r}"
+        if line.startswith("#"):
+            continue
+        m = SAMPLE.match(line)
+        assert m, f"line {number}: not a Prometheus sample: {line!r}"
+        name = m.group(1)
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in typed or base in typed, f"line {number}: {name} has no # TYPE before it"
+        samples[(name, m.group(2) or "")] = float(m.group(3))
+    return samples
+
+
+def metric(samples, name, **labels):
+    """Sum of the samples of `name` whose labels include `labels`."""
+    total = 0.0
+    for (sample_name, label_text), value in samples.items():
+        if sample_name != name:
+            continue
+        if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += value
+    return total
+
+
+# =============================================================================
+# Fixtures
+# =============================================================================
+
+class Env:
+    """One Butler with its HTTP port, an MQTT observer and the QRS simulator."""
+
+    def __init__(self, directory, broker, butler, observer, qrs=None, sink=None, port=None):
+        self.directory, self.broker, self.butler = directory, broker, butler
+        self.observer, self.qrs, self.sink = observer, qrs, sink
+        self.port = port or butler.http_port
+
+    def call(self, method, path, body=None, headers=None, **kwargs):
+        return request(self.port, method, path, body, headers, **kwargs)
+
+
+def start_env(directory, broker, qrs, http_yaml, extra_yaml="", mqtt_extra=(), observe="butler/#"):
+    butler = Butler(directory, broker, qrs, extra_yaml=extra_yaml, mqtt_extra=mqtt_extra,
+                    http_yaml=http_yaml).start()
+    observer = Client(broker)
+    for topic in ([observe] if isinstance(observe, str) else observe):
+        observer.subscribe(topic)
+    return butler, observer
+
+
+def stop_env(butler, observer):
+    observer.close()
+    code = butler.stop()
+    assert code == 0, f"butler exit code {code}\n{butler.log()[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def module_dir():
+    directory = tempfile.mkdtemp(prefix="butler-http-")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def module_broker(module_dir):
+    broker = Broker(module_dir).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="module")
+def api_env(module_dir, module_broker, qrs_sim, http_sink_module):
+    directory = os.path.join(module_dir, "api")
+    os.makedirs(directory)
+    butler, observer = start_env(
+        directory, module_broker, qrs_sim,
+        http_yaml=[f"max_body_bytes: {MAX_BODY}", "task_start_timeout_ms: 8000", "threads: 8"],
+        extra_yaml=f"slack: {{ webhook_url: {json.dumps(http_sink_module.url + SLACK_PATH)} }}\n",
+        observe=["butler/#", "test/#"])
+    yield Env(directory, module_broker, butler, observer, qrs_sim, http_sink_module)
+    stop_env(butler, observer)
+
+
+@pytest.fixture
+def api(api_env, qrs, http_sink):
+    """The shared instance, with the simulator and the sink reset and no old MQTT messages."""
+    with api_env.observer.lock:
+        api_env.observer.messages.clear()
+    assert api_env.butler.process.poll() is None, f"butler died:\n{api_env.butler.log()[-3000:]}"
+    return api_env
+
+
+@pytest.fixture(scope="module")
+def secure_env(module_dir, module_broker, qrs_sim):
+    directory = os.path.join(module_dir, "secure")
+    os.makedirs(directory)
+    pki = qrs_sim.pki_dir
+    plain, tls = free_ports(2)
+    butler, observer = start_env(
+        directory, module_broker, None, observe="sec/#", mqtt_extra=["topic_root: sec"],
+        http_yaml=[
+            f"listen: 127.0.0.1:{plain},127.0.0.1:{tls}s",
+            f"tokens: [{TOKENS[0]}, {TOKENS[1]}]",
+            "endpoints: [butlerping, apiListEnabledEndpoints, mqttPublishMessage]",
+            f"tls: {{ cert_file: {json.dumps(os.path.join(pki, 'server.pem'))}, "
+            f"key_file: {json.dumps(os.path.join(pki, 'server_key.pem'))} }}",
+        ])
+    env = Env(directory, module_broker, butler, observer, port=plain)
+    env.tls_port = tls
+    env.pki = pki
+    yield env
+    stop_env(butler, observer)
+
+
+@pytest.fixture(scope="module")
+def mtls_env(module_dir, module_broker, qrs_sim):
+    directory = os.path.join(module_dir, "mtls")
+    os.makedirs(directory)
+    pki = qrs_sim.pki_dir
+    (port,) = free_ports(1)
+    butler, observer = start_env(
+        directory, module_broker, None, observe="mtls/#", mqtt_extra=["topic_root: mtls"],
+        http_yaml=[
+            f"listen: 127.0.0.1:{port}s",
+            f"tls: {{ cert_file: {json.dumps(os.path.join(pki, 'server.pem'))}, "
+            f"key_file: {json.dumps(os.path.join(pki, 'server_key.pem'))}, "
+            f"ca_file: {json.dumps(os.path.join(pki, 'root.pem'))} }}",
+        ])
+    env = Env(directory, module_broker, butler, observer, port=port)
+    env.pki = pki
+    yield env
+    stop_env(butler, observer)
+
+
+@pytest.fixture(scope="module")
+def fragile_env(module_dir, qrs_sim):
+    """Own broker (frozen, killed and restarted by the tests) and a 1.5 s task_start_timeout_ms."""
+    directory = os.path.join(module_dir, "fragile")
+    os.makedirs(directory)
+    broker = Broker(directory).start()
+    butler, observer = start_env(directory, broker, qrs_sim,
+                                 http_yaml=["task_start_timeout_ms: 1500"],
+                                 extra_yaml='slack: { webhook_url: "http://127.0.0.1:9/hook" }\n')
+    env = Env(directory, broker, butler, observer, qrs_sim)
+    env.timeout_s = 1.5
+    yield env
+    if broker.process is not None:
+        broker.process.send_signal(signal.SIGCONT)
+    try:
+        observer.close()
+    except Exception:
+        pass
+    code = butler.stop()
+    broker.stop()
+    assert code == 0, f"butler exit code {code}\n{butler.log()[-3000:]}"
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def sim_calls(sim, method="POST", path_re=None):
+    query = f"/_sim/calls?method={method}" + (f"&path_re={path_re}" if path_re else "")
+    status, body = sim.control("GET", query)
+    assert status == 200, body
+    return body["calls"]
+
+
+def started_in_qrs(sim):
+    """{task id: [answer status, ...]} of the task starts the simulator answered."""
+    out = {}
+    for call in sim_calls(sim, "POST", "/start$"):
+        match = re.match(r"^/qrs/task/([^/]+)/start$", call["path"])
+        if match:
+            status = (call.get("response") or {}).get("status")
+            out.setdefault(match.group(1), []).append(status)
+    return out
+
+
+def ids(entries):
+    return sorted(e["taskId"] for e in entries)
+
+
+def mqtt_task_start(observer, request_id, root="butler"):
+    found = observer.wait_for(
+        lambda m: m["topic"] == f"{root}/task/start"
+        and json.loads(m["payload"]).get("requestId") == request_id,
+        what=f"{root}/task/start for {request_id}")
+    return json.loads(found[0]["payload"])
+
+
+# =============================================================================
+# The validator itself (it must be able to fail)
+# =============================================================================
+
+def test_validator_rejects_mismatches():
+    schema = {"type": "object", "required": ["a"],
+              "properties": {"a": {"type": "string", "enum": ["x", "y"]},
+                             "n": {"type": "number"},
+                             "l": {"type": "array", "items": {"type": "integer"}}}}
+    validate({"a": "x", "n": 1.5, "l": [1, 2]}, schema)
+    for bad in ({}, {"a": "z"}, {"a": 1}, {"a": "x", "n": "1"}, {"a": "x", "n": True},
+                {"a": "x", "l": [1, "2"]}, {"a": "x", "l": {}}, []):
+        with pytest.raises(SchemaError):
+            validate(bad, schema)
+    with pytest.raises(SchemaError):
+        validate({}, {"type": "object", "oneOf": []})  # unknown keywords are not ignored
+    if OPENAPI:
+        # The shared error schema really is the one the description uses everywhere.
+        assert OPENAPI.error_schema["properties"]["statusCode"]["type"] == "number"
+        with pytest.raises(SchemaError):
+            check_response("GET", "/v4/butlerping",
+                           Response(200, {"content-type": "application/json"},
+                                    b'{"response": 1, "butlerVersion": "x"}'))
+        with pytest.raises(AssertionError):
+            check_response("GET", "/v4/nope",
+                           Response(404, {"content-type": "application/json"},
+                                    b'{"statusCode": 404, "error": "Not Found"}'))
+
+
+# =============================================================================
+# Every endpoint: status and shape
+# =============================================================================
+
+def test_butlerping(api):
+    resp = api.call("GET", "/v4/butlerping")
+    assert resp.status == 200
+    assert resp.schema_source == "openapi"
+    assert resp.json["response"] == "Butler reporting for duty"
+    assert re.match(r"^\d+\.\d+\.\d+", resp.json["butlerVersion"]), resp.json
+
+
+@pytest.mark.parametrize("method", ["PUT", "POST"])
+def test_task_start_by_path_id(api, method):
+    resp = api.call(method, f"/v4/reloadtask/{TASK_SALES}/start")
+    assert resp.status == 200, resp
+    body = resp.json
+    assert body["tasksId"]["started"] == [{"taskId": TASK_SALES, "taskName": "Reload Sales Dashboard"}]
+    assert body["tasksId"]["invalid"] == [] and body["tasksId"]["denied"] == []
+    assert body["tasksTag"] == [] and body["tasksCP"] == []
+    uuid.UUID(body["requestId"])
+    # What QRS actually did: exactly this one start, accepted.
+    assert started_in_qrs(api.qrs) == {TASK_SALES: [204]}
+    # The request went through the broker, under the same requestId.
+    published = mqtt_task_start(api.observer, body["requestId"])
+    assert {"type": "starttaskid", "payload": {"taskId": TASK_SALES}} in published["items"]
+    result = api.observer.wait_result(body["requestId"])
+    assert ids(result["started"]) == [TASK_SALES]
+
+
+def test_task_start_typed_items_body(api):
+    items = [
+        {"type": "starttasktag", "payload": {"tag": "finance's Q1"}},
+        {"type": "starttaskcustomproperty",
+         "payload": {"customPropertyName": "Department", "customPropertyValue": "HR"}},
+        {"type": "keyvaluestore",
+         "payload": {"namespace": "chain", "key": "http-run", "value": "42", "ttl": 60000}},
+    ]
+    resp = api.call("POST", f"/v4/reloadtask/{TASK_SALES}/start", items)
+    assert resp.status == 200, resp
+    body = resp.json
+    assert ids(body["tasksId"]["started"]) == [TASK_SALES]
+    assert body["tasksTag"] == [{"taskId": TASK_FINANCE, "taskName": "Reload Finance"}]
+    assert body["tasksCP"] == [{"taskId": TASK_HR, "taskName": "Reload HR Headcount"}]
+    assert body["tasksTagDenied"] == [] and body["tasksCPDenied"] == []
+    qrs = started_in_qrs(api.qrs)
+    assert qrs == {TASK_SALES: [204], TASK_FINANCE: [204], TASK_HR: [204]}, qrs
+    # The tag filter reached QRS with the quote escaped, not as an injection.
+    lookups = [c["query"].get("filter", [""])[0] for c in sim_calls(api.qrs, "GET")]
+    assert any("finance" in f and "Q1" in f for f in lookups), lookups
+    # The key-value item is stored (a retained message under <root>/kv/).
+    kv = api.observer.wait_for(lambda m: m["topic"] == "butler/kv/chain/http-run")
+    assert json.loads(kv[0]["payload"])["value"] == "42"
+
+
+def test_task_start_magic_dash_takes_everything_from_the_body(api):
+    items = [{"type": "starttaskid", "payload": {"taskId": TASK_HR}}]
+    resp = api.call("PUT", "/v4/reloadtask/-/start", items)
+    assert resp.status == 200, resp
+    assert ids(resp.json["tasksId"]["started"]) == [TASK_HR]
+    # "-" is not a task and not reported as invalid.
+    assert resp.json["tasksId"]["invalid"] == []
+    assert started_in_qrs(api.qrs) == {TASK_HR: [204]}
+
+
+def test_task_start_all_task_ids_must_exist(api):
+    items = [{"type": "starttaskid", "payload": {"taskId": UNKNOWN_TASK}},
+             {"type": "starttaskcustomproperty",
+              "payload": {"customPropertyName": "Department", "customPropertyValue": "HR"}}]
+    resp = api.call("PUT", f"/v4/reloadtask/{TASK_SALES}/start?allTaskIdsMustExist=true", items)
+    assert resp.status == 200, resp
+    body = resp.json
+    assert body["tasksId"]["started"] == []
+    assert {"taskId": UNKNOWN_TASK} in body["tasksId"]["invalid"]
+    assert ids(body["tasksCP"]) == [TASK_HR]  # tag/custom-property starts are not affected
+    assert started_in_qrs(api.qrs) == {TASK_HR: [204]}, "an id-based task started anyway"
+
+    # Without the flag the existing id does start: the flag is what held it back.
+    api.qrs.control("DELETE", "/_sim/calls")
+    resp = api.call("PUT", f"/v4/reloadtask/{TASK_SALES}/start?allTaskIdsMustExist=false", items)
+    assert ids(resp.json["tasksId"]["started"]) == [TASK_SALES]
+    assert {"taskId": UNKNOWN_TASK} in resp.json["tasksId"]["invalid"]
+    assert sorted(started_in_qrs(api.qrs)) == sorted([TASK_SALES, TASK_HR])
+
+
+def test_task_start_unknown_and_malformed_ids_are_invalid(api):
+    resp = api.call("PUT", f"/v4/reloadtask/{UNKNOWN_TASK}/start")
+    assert resp.status == 200, resp
+    assert resp.json["tasksId"]["invalid"] == [{"taskId": UNKNOWN_TASK}]
+    assert resp.json["tasksId"]["started"] == []
+    resp = api.call("PUT", "/v4/reloadtask/abc/start")
+    assert resp.status == 200, resp
+    assert resp.json["tasksId"]["invalid"] == [{"taskId": "abc"}]
+    assert started_in_qrs(api.qrs) == {}
+
+
+def test_task_start_reports_what_qrs_did_when_qrs_fails(api):
+    status, _ = api.qrs.control("POST", "/_sim/faults", {
+        "id": "start503",
+        "match": {"method": "POST", "path_re": f"^/qrs/task/{TASK_SALES}/start$", "times": -1},
+        "action": {"type": "status", "status": 503, "body": "{\"message\":\"busy\"}"},
+    })
+    assert status in (200, 201)
+    resp = api.call("PUT", f"/v4/reloadtask/-/start",
+                    [{"type": "starttaskid", "payload": {"taskId": TASK_SALES}},
+                     {"type": "starttaskid", "payload": {"taskId": TASK_HR}}])
+    assert resp.status == 200, resp
+    qrs = started_in_qrs(api.qrs)
+    assert qrs[TASK_HR] == [204] and set(qrs[TASK_SALES]) == {503}, qrs
+    # Only what QRS accepted is reported as started.
+    assert ids(resp.json["tasksId"]["started"]) == [TASK_HR]
+    assert TASK_SALES in [t["taskId"] for t in resp.json.get("failed", [])], resp.json
+
+
+def test_task_start_async(api):
+    resp = api.call("POST", f"/v4/reloadtask/{TASK_FINANCE}/start?async=true")
+    assert resp.status == 202, resp
+    assert resp.schema_source == "contract"
+    request_id = resp.json["requestId"]
+    uuid.UUID(request_id)
+    assert mqtt_task_start(api.observer, request_id)["requestId"] == request_id
+    result = api.observer.wait_result(request_id)
+    assert result["status"] == "started" and ids(result["started"]) == [TASK_FINANCE]
+    assert started_in_qrs(api.qrs) == {TASK_FINANCE: [204]}
+
+
+def test_concurrent_task_starts_get_their_own_answers(api):
+    tasks = [TASK_SALES, TASK_FINANCE, TASK_HR, UNKNOWN_TASK, TASK_SALES, TASK_HR]
+    answers = [None] * len(tasks)
+
+    def run(i):
+        answers[i] = api.call("PUT", f"/v4/reloadtask/{tasks[i]}/start", timeout=20)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(tasks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    request_ids = set()
+    for task, resp in zip(tasks, answers):
+        assert resp is not None and resp.status == 200, resp
+        request_ids.add(resp.json["requestId"])
+        if task == UNKNOWN_TASK:
+            assert resp.json["tasksId"]["invalid"] == [{"taskId": task}], resp.json
+        else:
+            assert ids(resp.json["tasksId"]["started"]) == [task], (task, resp.json)
+    assert len(request_ids) == len(tasks)
+    assert sum(len(v) for v in started_in_qrs(api.qrs).values()) == 5
+
+
+def test_mqtt_publish_message(api):
+    body = {"topic": "test/http/sales", "message": "dt=20201028 ✓"}
+    resp = api.call("PUT", "/v4/mqttpublishmessage", body)
+    assert resp.status == 201, resp
+    assert resp.schema_source == "openapi"
+    assert resp.json == body
+    got = api.observer.wait_for(lambda m: m["topic"] == "test/http/sales")
+    assert got[0]["payload"] == body["message"].encode("utf-8")
+
+    # Butler's extension: qos and retain.
+    body = {"topic": "test/http/retained", "message": "kept", "qos": 1, "retain": True}
+    assert api.call("PUT", "/v4/mqttpublishmessage", body).status == 201
+    late = Client(api.broker)
+    try:
+        late.subscribe("test/http/retained")
+        late.wait_for(lambda m: m["retain"] and m["payload"] == b"kept")
+    finally:
+        late.client.publish("test/http/retained", b"", qos=1, retain=True).wait_for_publish(5)
+        late.close()
+
+
+def test_slack_post_message_reaches_the_webhook(api):
+    body = {"channel": "#reload-notification", "from_user": "Butler the Bot",
+            "msg": "Reload of \"Sales\" finished ✓", "emoji": ":thumbsup:"}
+    resp = api.call("PUT", "/v4/slackpostmessage", body)
+    assert resp.status == 201, resp
+    assert resp.schema_source == "openapi"
+    assert resp.json == body
+    posted = api.sink.wait_for(1)[0]
+    assert posted["method"] == "POST" and posted["path"] == SLACK_PATH
+    assert posted["headers"]["content-type"].startswith("application/json")
+    assert posted["json"] == {"text": body["msg"], "channel": body["channel"],
+                              "username": body["from_user"], "icon_emoji": body["emoji"]}
+    # Through the broker, as the contract says.
+    api.observer.wait_for(lambda m: m["topic"] == "butler/slack/post")
+
+
+def test_slack_retries_honour_retry_after(api):
+    api.sink.fail(429, times=1, retry_after=1)
+    body = {"channel": "#c", "from_user": "b", "msg": "after a 429"}
+    assert api.call("PUT", "/v4/slackpostmessage", body).status == 201
+    first, second = api.sink.wait_for(2, timeout=15)
+    assert first["status"] == 429 and second["status"] == 200
+    assert second["json"] == first["json"]
+    assert second["t"] - first["t"] >= 0.9, "Retry-After: 1 was not honoured"
+
+
+def test_slack_500s_retry_then_deadletter(api):
+    api.sink.fail(500, times=2)
+    assert api.call("PUT", "/v4/slackpostmessage",
+                    {"channel": "#c", "from_user": "b", "msg": "two 500s"}).status == 201
+    answered = api.sink.wait_for(3, timeout=15)
+    assert [r["status"] for r in answered] == [500, 500, 200]
+
+    api.sink.reset()
+    api.sink.fail(500, times=3)  # retry.max_attempts is 3 in the harness
+    assert api.call("PUT", "/v4/slackpostmessage",
+                    {"channel": "#c", "from_user": "b", "msg": "three 500s"}).status == 201
+    letter = api.observer.wait_for(lambda m: m["topic"] == "butler/deadletter/butler/slack/post",
+                                   timeout=15)
+    assert json.loads(letter[0]["payload"])["attempts"] == 3
+    assert len(api.sink.requests) == 3
+    assert "SLACKSECRET123" not in api.butler.log(), "the webhook URL leaked into the log"
+
+
+def test_endpoints_enabled(api):
+    resp = api.call("GET", "/v4/configfile/endpointsenabled")
+    assert resp.status == 200
+    assert resp.schema_source == "openapi"
+    assert set(resp.json) == IMPLEMENTED and len(resp.json) == len(IMPLEMENTED)
+
+
+def to_base62(number):
+    if number == 0:
+        return "0"
+    out = ""
+    while number:
+        number, digit = divmod(number, 62)
+        out = BASE62[digit] + out
+    return out
+
+
+def test_base_conversions(api):
+    resp = api.call("GET", "/v4/base62tobase16?base62=6DMW88LpSok9Z7P7hUK0wv7bF")
+    assert resp.status == 200 and resp.schema_source == "openapi"
+    assert resp.json == {"base62": "6DMW88LpSok9Z7P7hUK0wv7bF",
+                         "base16": "3199af08bfeeaf5d420f27ed9c01e74370077"}
+    resp = api.call("GET", "/v4/base16tobase62?base16=3199af08bfeeaf5d420f27ed9c01e74370077")
+    assert resp.status == 200 and resp.schema_source == "openapi"
+    assert resp.json["base62"] == "6DMW88LpSok9Z7P7hUK0wv7bF"
+    rng = random.Random(7)
+    for _ in range(5):
+        hex_value = "%x" % rng.getrandbits(rng.choice([8, 64, 160, 256]) | 1)
+        b62 = api.call("GET", f"/v4/base16tobase62?base16={hex_value}").json["base62"]
+        assert b62 == to_base62(int(hex_value, 16)), hex_value
+        back = api.call("GET", f"/v4/base62tobase16?base62={b62}").json["base16"]
+        assert back == hex_value
+    for path in ("/v4/base62tobase16", "/v4/base62tobase16?base62=", "/v4/base62tobase16?base62=ab-c",
+                 "/v4/base62tobase16?base62=ab%00c", "/v4/base16tobase62?base16=xyz",
+                 "/v4/base16tobase62?base62=ff", "/v4/base16tobase62?base16=" + "f" * 5000):
+        resp = api.call("GET", path)
+        assert resp.status == 400, (path, resp)
+
+
+def test_health_and_metrics(api):
+    resp = api.call("GET", "/health")
+    assert resp.status == 200
+    assert resp.json["status"] == "ok" and resp.json["mqtt"] == "connected"
+
+    before = parse_metrics(api.call("GET", "/metrics").body.decode("utf-8"))
+    for _ in range(3):
+        api.call("GET", "/v4/butlerping")
+    api.call("GET", "/v4/nope")
+    assert api.call("PUT", "/v4/mqttpublishmessage",
+                    {"topic": "test/http/metrics", "message": "m"}).status == 201
+    after = parse_metrics(api.call("GET", "/metrics").body.decode("utf-8"))
+    name = "butler_http_requests_total"
+    assert metric(after, name, endpoint="butlerping", status="200") - \
+        metric(before, name, endpoint="butlerping", status="200") == 3
+    assert metric(after, name, status="404") - metric(before, name, status="404") == 1
+    assert metric(after, name, endpoint="mqttPublishMessage", status="201") - \
+        metric(before, name, endpoint="mqttPublishMessage", status="201") == 1
+    assert metric(after, "butler_mqtt_published_total") > metric(before, "butler_mqtt_published_total")
+
+
+@pytest.mark.parametrize("operation", [f"{m} {t}" for m, t, _ in OpenApi(OPENAPI_DOC).operations()]
+                         if OPENAPI_DOC else ["none"])
+def test_openapi_operation(api, operation):
+    """Each operation of the description: implemented ones answer in its shape."""
+    if OPENAPI is None:
+        pytest.skip("reference/butler-api.openapi.json not found (set BUTLER_OPENAPI)")
+    method, template = operation.split(" ", 1)
+    representative = {
+        "GET /v4/configfile/endpointsenabled": ("/v4/configfile/endpointsenabled", None, 200),
+        "GET /v4/base62tobase16": ("/v4/base62tobase16?base62=zz", None, 200),
+        "GET /v4/base16tobase62": ("/v4/base16tobase62?base16=ff", None, 200),
+        "GET /v4/butlerping": ("/v4/butlerping", None, 200),
+        "PUT /v4/mqttpublishmessage": ("/v4/mqttpublishmessage",
+                                       {"topic": "test/http/op", "message": "m"}, 201),
+        "PUT /v4/reloadtask/{taskId}/start": (f"/v4/reloadtask/{TASK_HR}/start", None, 200),
+        "POST /v4/reloadtask/{taskId}/start": (f"/v4/reloadtask/{TASK_HR}/start", [], 200),
+        "PUT /v4/slackpostmessage": ("/v4/slackpostmessage",
+                                     {"channel": "#c", "from_user": "u", "msg": "m"}, 201),
+    }
+    if operation in representative:
+        path, body, expected = representative[operation]
+        resp = api.call(method, path, body)
+        assert resp.status == expected, resp
+        assert resp.schema_source == "openapi"
+        if "slack" in path:
+            api.sink.wait_for(1)
+        return
+    if template.startswith(("/v4/schedules", "/v4/keyvalue", "/v4/keylist")):
+        pytest.skip("scheduling / key-value endpoints are not implemented yet")
+    # Node.js-only endpoints (files, New Relic, app reload/dump/list) are not in the contract.
+    path = re.sub(r"\{[^}]+\}", "a3c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34", template)
+    resp = api.call(method, path, {} if method in ("PUT", "POST", "DELETE") else None)
+    assert resp.status == 404, resp
+
+
+# =============================================================================
+# Errors as JSON
+# =============================================================================
+
+BAD_INPUTS = [
+    ("/v4/mqttpublishmessage", b'{"topic": "a/b",', "not valid JSON"),
+    ("/v4/mqttpublishmessage", b'{"topic": "a/b", "message": "x"} trailing', "not valid JSON"),
+    ("/v4/mqttpublishmessage", b'["topic", "message"]', "object"),
+    ("/v4/mqttpublishmessage", b'', "required"),
+    ("/v4/mqttpublishmessage", b'{"topic": 5, "message": "x"}', "topic"),
+    ("/v4/mqttpublishmessage", b'{"message": "x"}', "topic"),
+    ("/v4/mqttpublishmessage", b'{"topic": "a/b"}', "message"),
+    ("/v4/mqttpublishmessage", b'{"topic": "a/b", "message": {"x": 1}}', "message"),
+    ("/v4/mqttpublishmessage", b'{"topic": "a/+", "message": "x"}', "topic"),
+    ("/v4/mqttpublishmessage", b'{"topic": "a/b", "message": "x", "qos": 3}', "qos"),
+    ("/v4/mqttpublishmessage", b'{"topic": "a/b", "message": "x", "qos": "1"}', "qos"),
+    ("/v4/mqttpublishmessage", b'{"topic": "a/b", "message": "x", "retain": "yes"}', "retain"),
+    ("/v4/mqttpublishmessage", b'{"topic": "a/b", "message": "\xff\xfe"}', "UTF-8"),
+    ("/v4/slackpostmessage", b'{"channel": "#c", "from_user": "u"}', "msg"),
+    ("/v4/slackpostmessage", b'{"channel": 1, "from_user": "u", "msg": "m"}', "channel"),
+    ("/v4/slackpostmessage", b'{"channel": "#c", "from_user": "u", "msg": "m", "emoji": 1}', "emoji"),
+    ("/v4/slackpostmessage", b'{"channel": "#c", "from_user": "u", "msg": "\xc0\xaf"}', "UTF-8"),
+    (f"/v4/reloadtask/{TASK_SALES}/start", b'{"type": "starttaskid"}', "array"),
+    (f"/v4/reloadtask/{TASK_SALES}/start", b'[1, 2', "JSON"),
+    (f"/v4/reloadtask/{TASK_SALES}/start", b'[{"type": "rm -rf", "payload": {}}]', "unknown item type"),
+    (f"/v4/reloadtask/{TASK_SALES}/start", b'[{"type": "starttaskid", "payload": {"taskId": 5}}]',
+     "taskId"),
+    (f"/v4/reloadtask/{TASK_SALES}/start", b'[{"type": "starttasktag", "payload": {"tag": "\xed\xa0\x80"}}]',
+     "UTF-8"),
+    # Deep nesting: cJSON recurses, CivetWeb's worker stacks are small.
+    (f"/v4/reloadtask/{TASK_SALES}/start", b"[" * 900 + b"]" * 900, ""),
+    (f"/v4/reloadtask/{TASK_SALES}/start", b"[" * 5000 + b"]" * 5000, ""),
+    ("/v4/mqttpublishmessage", b'{"topic": "a/b", "message": "x", "n": ' + b"[" * 900 + b"]" * 900
+     + b"}", ""),
+    ("/v4/slackpostmessage", b'{"channel": "#c", "from_user": "u", "msg": "m", "x": '
+     + b"{\"a\": " * 900 + b"1" + b"}" * 900 + b"}", ""),
+    (f"/v4/reloadtask/{TASK_SALES}/start?allTaskIdsMustExist=maybe", b"", "allTaskIdsMustExist"),
+    (f"/v4/reloadtask/{TASK_SALES}/start?async=sometimes", b"", "async"),
+]
+
+
+@pytest.mark.parametrize("path,body,needle", BAD_INPUTS, ids=lambda v: (
+    v[:40].decode("latin-1") if isinstance(v, bytes) else str(v)[:40]).replace("/v4/", ""))
+def test_bad_input_is_400(api, path, body, needle):
+    """400 JSON errors for bad bodies and parameters; nothing is published or started."""
+    method = "POST" if "reloadtask" in path else "PUT"
+    resp = api.call(method, path, body, {"Content-Type": "application/json"})
+    assert resp.status == 400, resp
+    assert needle in resp.json["message"], resp.json
+    # Nothing reached QRS, the broker topic or Slack.
+    assert started_in_qrs(api.qrs) == {}
+    assert not [m for m in api.observer.messages if m["topic"] in ("butler/task/start",
+                                                                   "butler/slack/post")]
+    assert api.sink.requests == []
+
+
+def test_404_unknown_paths(api):
+    for method, path in (("GET", "/v4/nope"), ("GET", "/"), ("GET", "/v4"), ("GET", "/v4/"),
+                         ("PUT", "/v4/reloadtask//start"), ("PUT", "/v4/reloadtask/a/b/start"),
+                         ("GET", "/v4/butlerping/extra"), ("GET", "/health/x"),
+                         ("DELETE", "/v4/keyvalues/ns"), ("GET", "/V4/BUTLERPING")):
+        resp = api.call(method, path)
+        assert resp.status == 404, (method, path, resp)
+
+
+def test_405_wrong_method(api):
+    cases = (("DELETE", "/v4/butlerping", {"GET"}),
+             ("GET", f"/v4/reloadtask/{TASK_SALES}/start", {"PUT", "POST"}),
+             ("POST", "/v4/mqttpublishmessage", {"PUT"}),
+             ("PATCH", "/v4/slackpostmessage", {"PUT"}),
+             ("POST", "/health", {"GET"}),
+             ("PUT", "/metrics", {"GET"}))
+    for method, path, allowed in cases:
+        resp = api.call(method, path)
+        assert resp.status == 405, (method, path, resp)
+        assert {m.strip() for m in resp.headers["allow"].split(",")} == allowed, resp.headers
+    assert started_in_qrs(api.qrs) == {}
+
+
+def test_415_non_json_content_type(api):
+    cases = (("PUT", "/v4/mqttpublishmessage", "text/plain",
+              b'{"topic": "test/http/415", "message": "x"}'),
+             ("PUT", "/v4/slackpostmessage", "application/x-www-form-urlencoded",
+              b"channel=%23c&from_user=u&msg=m"),
+             ("POST", f"/v4/reloadtask/{TASK_SALES}/start", "text/plain",
+              b'[{"type": "starttaskid", "payload": {"taskId": "x"}}]'))
+    for method, path, content_type, body in cases:
+        resp = api.call(method, path, body, {"Content-Type": content_type})
+        assert resp.status == 415, (path, resp)
+    assert started_in_qrs(api.qrs) == {}
+    assert api.sink.requests == []
+    # JSON with parameters is JSON.
+    resp = api.call("PUT", "/v4/mqttpublishmessage", b'{"topic": "test/http/415", "message": "x"}',
+                    {"Content-Type": "application/json; charset=utf-8"})
+    assert resp.status == 201, resp
+
+
+def test_413_declared_length(api):
+    head = (b"PUT /v4/mqttpublishmessage HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10000000\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as s:
+        s.sendall(head)
+        # Answered without the body, and the connection is closed (not held open
+        # waiting for 10 MB that never come): read_until_close returns.
+        data = read_until_close(s)
+    resp = parse_raw_response(data)
+    check_response("PUT", "/v4/mqttpublishmessage", resp)
+    assert resp.status == 413, resp
+    assert resp.headers.get("connection", "").lower() == "close"
+    assert str(MAX_BODY) in resp.json["message"]
+
+
+def test_413_chunked_and_the_exact_limit(api):
+    head = (b"PUT /v4/mqttpublishmessage HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"400\r\n" + b" " * 1024 + b"\r\n"
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as s:
+        s.sendall(head)
+        try:
+            for _ in range(MAX_BODY // 1024 + 8):
+                s.sendall(chunk)
+            s.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server may stop reading once it has seen enough
+        resp = parse_raw_response(read_until_close(s))
+    check_response("PUT", "/v4/mqttpublishmessage", resp)
+    assert resp.status == 413, resp
+
+    # A body of exactly max_body_bytes is accepted; one byte more is not.
+    prefix, suffix = b'{"topic": "test/http/big", "message": "', b'"}'
+    exact = prefix + b"x" * (MAX_BODY - len(prefix) - len(suffix)) + suffix
+    assert len(exact) == MAX_BODY
+    assert api.call("PUT", "/v4/mqttpublishmessage", exact).status == 201
+    over = prefix + b"x" * (MAX_BODY + 1 - len(prefix) - len(suffix)) + suffix
+    assert api.call("PUT", "/v4/mqttpublishmessage", over).status == 413
+    got = api.observer.wait_for(lambda m: m["topic"] == "test/http/big")
+    assert len(got[0]["payload"]) == MAX_BODY - len(prefix) - len(suffix)
+
+
+# =============================================================================
+# X-HTTP-Method-Override
+# =============================================================================
+
+def test_method_override(api):
+    body = {"topic": "test/http/override", "message": "via POST"}
+    resp = api.call("POST", "/v4/mqttpublishmessage", body, {"X-HTTP-Method-Override": "PUT"})
+    assert resp.status == 201, resp
+    assert resp.json == body
+    api.observer.wait_for(lambda m: m["topic"] == "test/http/override")
+    # Only POST is overridden.
+    resp = api.call("GET", "/v4/mqttpublishmessage", None, {"X-HTTP-Method-Override": "PUT"})
+    assert resp.status == 405
+    # DELETE on POST: the task-start route takes POST but not DELETE, so an honoured
+    # override is refused -- and nothing starts.
+    resp = api.call("POST", f"/v4/reloadtask/{TASK_SALES}/start", None,
+                    {"X-HTTP-Method-Override": "DELETE"})
+    assert resp.status == 405, resp
+    assert started_in_qrs(api.qrs) == {}
+    resp = api.call("POST", f"/v4/reloadtask/{TASK_SALES}/start", None,
+                    {"X-HTTP-Method-Override": "PUT"})
+    assert resp.status == 200 and ids(resp.json["tasksId"]["started"]) == [TASK_SALES]
+
+
+# =============================================================================
+# Tokens, the endpoint allow-list, TLS
+# =============================================================================
+
+def test_bearer_tokens(secure_env):
+    env = secure_env
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {TOKENS[0]}x"},
+                    {"Authorization": f"Bearer {TOKENS[0][:-1]}"}, {"Authorization": TOKENS[0]},
+                    {"Authorization": f"Basic {TOKENS[0]}"}, {"Authorization": "Bearer "}):
+        resp = env.call("GET", "/v4/butlerping", headers=headers)
+        assert resp.status == 401, (headers, resp)
+        assert resp.headers.get("www-authenticate", "").startswith("Bearer")
+    for token in TOKENS:
+        resp = env.call("GET", "/v4/butlerping", headers={"Authorization": f"Bearer {token}"})
+        assert resp.status == 200, resp
+    # A publishing endpoint refuses before doing anything.
+    resp = env.call("PUT", "/v4/mqttpublishmessage", {"topic": "sec/t", "message": "x"})
+    assert resp.status == 401
+    resp = env.call("PUT", "/v4/mqttpublishmessage", {"topic": "sec/t", "message": "x"},
+                    {"Authorization": f"Bearer {TOKENS[1]}"})
+    assert resp.status == 201
+    assert [m["payload"] for m in env.observer.wait_for(lambda m: m["topic"] == "sec/t")] == [b"x"]
+    # Unknown /v4 paths do not reveal themselves without a token.
+    assert env.call("GET", "/v4/nope").status == 401
+    # /health and /metrics need no token.
+    assert env.call("GET", "/health").status == 200
+    assert env.call("GET", "/metrics").status == 200
+    log = env.butler.log()
+    assert TOKENS[0] not in log and TOKENS[1] not in log, "a bearer token leaked into the log"
+
+
+def test_endpoint_allow_list(secure_env):
+    auth = {"Authorization": f"Bearer {TOKENS[0]}"}
+    resp = secure_env.call("GET", "/v4/configfile/endpointsenabled", headers=auth)
+    assert resp.status == 200
+    assert sorted(resp.json) == sorted(["butlerping", "apiListEnabledEndpoints", "mqttPublishMessage"])
+    for method, path in (("GET", "/v4/base62tobase16?base62=1"), ("GET", "/v4/base16tobase62?base16=1"),
+                         ("PUT", f"/v4/reloadtask/{TASK_SALES}/start"),
+                         ("PUT", "/v4/slackpostmessage")):
+        resp = secure_env.call(method, path, headers=auth)
+        assert resp.status == 404, (path, resp)
+
+
+def test_https_listener(secure_env):
+    env = secure_env
+    context = ssl.create_default_context(cafile=os.path.join(env.pki, "root.pem"))
+    resp = request(env.tls_port, "GET", "/v4/butlerping",
+                   headers={"Authorization": f"Bearer {TOKENS[0]}"}, context=context)
+    assert resp.status == 200 and resp.json["response"] == "Butler reporting for duty"
+    # The TLS port speaks only TLS, and the server certificate is checked by clients.
+    with socket.create_connection(("127.0.0.1", env.tls_port), timeout=10) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        try:
+            data = read_until_close(s)
+        except ConnectionError:
+            data = b""
+    assert not data.startswith(b"HTTP/1.1 200"), data[:100]
+    rogue = ssl.create_default_context(cafile=os.path.join(env.pki, "rogue_ca.pem"))
+    guarded(env.tls_port, "GET", "/health", context=rogue)
+    # The plain listener keeps working next to it.
+    assert env.call("GET", "/health").status == 200
+
+
+def test_client_certificate_listener(mtls_env):
+    env = mtls_env
+
+    def context(cert):
+        ctx = ssl.create_default_context(cafile=os.path.join(env.pki, "root.pem"))
+        if cert:
+            ctx.load_cert_chain(os.path.join(env.pki, f"{cert}.pem"),
+                                os.path.join(env.pki, f"{cert}_key.pem"))
+        return ctx
+
+    guarded(env.port, "GET", "/v4/butlerping", context=context(None))
+    guarded(env.port, "GET", "/v4/butlerping", context=context("rogue_client"))
+    guarded(env.port, "GET", "/v4/butlerping", context=context("expired_client"))
+    resp = request(env.port, "GET", "/v4/butlerping", context=context("client"))
+    assert resp.status == 200, resp
+    assert env.butler.process.poll() is None
+
+
+# =============================================================================
+# Hostile requests
+# =============================================================================
+
+def test_huge_headers_and_url(api):
+    cases = [
+        b"GET /v4/butlerping HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+        b"GET /v4/butlerping HTTP/1.1\r\nHost: t\r\n"
+        + b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 100) for i in range(300)) + b"\r\n",
+        b"GET /v4/base62tobase16?base62=" + b"a" * 20000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ]
+    for data in cases:
+        resp = parse_raw_response(raw_exchange(api.port, data))
+        assert 400 <= resp.status < 500, (data[:60], resp)
+        check_response("GET", "/v4/butlerping", resp)  # still the JSON error shape
+    assert api.call("GET", "/v4/butlerping").status == 200
+
+
+def test_huge_body(api):
+    size = 2 * 1024 * 1024
+    head = (b"PUT /v4/mqttpublishmessage HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % size)
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as s:
+        def send():
+            try:
+                s.sendall(head + b'{"topic": "test/http/huge", "message": "' + b"x" * size)
+            except OSError:
+                pass
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        data = read_until_close(s)
+        sender.join(10)
+    resp = parse_raw_response(data)
+    check_response("PUT", "/v4/mqttpublishmessage", resp)
+    assert resp.status == 413
+    assert api.call("GET", "/v4/butlerping").status == 200
+
+
+def test_truncated_body(api):
+    head = (b"PUT /v4/mqttpublishmessage HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n")
+    # Half-closed: the client still reads the answer.
+    resp = parse_raw_response(raw_exchange(api.port, head + b'{"topic": "test/', shutdown=True))
+    check_response("PUT", "/v4/mqttpublishmessage", resp)
+    assert resp.status == 400, resp
+    # Fully closed mid-body, several times: no answer to read, Butler carries on.
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", api.port), timeout=10) as s:
+            s.sendall(head + b'{"topic": "test/http/trunc", "mess')
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", api.port), timeout=10) as s:
+            s.sendall(b"PUT /v4/reloadtask/-/start HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\n[")
+    assert api.call("GET", "/v4/butlerping").status == 200
+    assert not [m for m in api.observer.messages if m["topic"] in ("test/http/trunc",
+                                                                   "butler/task/start")]
+    assert started_in_qrs(api.qrs) == {}
+
+
+def test_slowloris_does_not_block_others(api):
+    request_bytes = b"GET /health HTTP/1.0\r\n\r\n"
+    clients = 3
+    progress = [0] * clients
+    answers = [None] * clients
+
+    def dribble(i):
+        with socket.create_connection(("127.0.0.1", api.port), timeout=30) as s:
+            for byte in request_bytes:
+                s.sendall(bytes([byte]))
+                progress[i] += 1
+                time.sleep(0.2)  # the slowloris pace itself, not a wait for an event
+            answers[i] = read_response(s)
+
+    threads = [threading.Thread(target=dribble, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: min(progress) >= 3, 10, message="slow clients connected")
+    for _ in range(5):
+        resp = api.call("GET", "/v4/butlerping", timeout=5)
+        assert resp.status == 200
+    # ... all of that while every slow client was still in the middle of its headers.
+    assert max(progress) < len(request_bytes), "the slow clients finished first: no proof"
+    for t in threads:
+        t.join(30)
+    for resp in answers:
+        assert resp is not None and resp.status == 200, answers
+        check_response("GET", "/health", resp)
+
+
+def read_response(s):
+    """One Content-Length framed answer from a keep-alive socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+    while len(rest) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return parse_raw_response(head + b"\r\n\r\n" + rest)
+
+
+def test_still_alive_after_the_hostile_requests(api):
+    assert api.butler.process.poll() is None
+    resp = api.call("GET", "/v4/butlerping")
+    assert resp.status == 200
+    resp = api.call("PUT", f"/v4/reloadtask/{TASK_SALES}/start")
+    assert resp.status == 200 and ids(resp.json["tasksId"]["started"]) == [TASK_SALES]
+    parse_metrics(api.call("GET", "/metrics").body.decode("utf-8"))
+
+
+# =============================================================================
+# Timeouts and the broker outage (own broker; runs last, it freezes and kills it)
+# =============================================================================
+
+def test_task_start_pending_when_qrs_is_slow(fragile_env, qrs):
+    env = fragile_env
+    qrs.control("POST", "/_sim/faults", {
+        "id": "slow", "match": {"method": "POST", "path_re": "/start$", "times": 1},
+        "action": {"type": "delay", "ms": 2500}})
+    resp = env.call("PUT", f"/v4/reloadtask/{TASK_SALES}/start", timeout=env.timeout_s + 5)
+    # Acknowledged by the broker but not answered in time: 202, never a false 5xx.
+    assert resp.status == 202, resp
+    assert resp.json["status"] == "pending"
+    result = env.observer.wait_result(resp.json["requestId"])
+    assert ids(result["started"]) == [TASK_SALES]
+
+
+def outage_answers(env):
+    """The publishing endpoints during an outage: 503 + Retry-After, within the timeout."""
+    bound = env.timeout_s + 5
+    for method, path, body in (
+            ("PUT", "/v4/mqttpublishmessage", {"topic": "test/outage", "message": "x"}),
+            ("PUT", f"/v4/reloadtask/{TASK_HR}/start", None),
+            ("POST", "/v4/reloadtask/-/start?async=true",
+             [{"type": "starttaskid", "payload": {"taskId": TASK_HR}}]),
+            ("PUT", "/v4/slackpostmessage", {"channel": "#c", "from_user": "u", "msg": "m"})):
+        resp = env.call(method, path, body, timeout=bound)
+        assert resp.status == 503, (path, resp)
+        assert int(resp.headers["retry-after"]) > 0
+    # Endpoints that need no broker keep answering.
+    assert env.call("GET", "/v4/butlerping", timeout=bound).status == 200
+    assert env.call("GET", "/metrics", timeout=bound).status == 200
+
+
+def test_broker_outage_503_then_recovery(fragile_env, qrs):
+    env = fragile_env
+    assert env.call("PUT", "/v4/mqttpublishmessage", {"topic": "test/ok", "message": "x"}).status == 201
+    broker = env.broker
+
+    # 1. A frozen broker: the connection looks alive but nothing is acknowledged.
+    broker.process.send_signal(signal.SIGSTOP)
+    try:
+        outage_answers(env)
+    finally:
+        broker.process.send_signal(signal.SIGCONT)
+    wait_until(lambda: env.call("PUT", "/v4/mqttpublishmessage",
+                                {"topic": "test/ok", "message": "y"},
+                                timeout=env.timeout_s + 5).status == 201,
+               15, interval=0.1, message="publishing to work again after SIGCONT")
+
+    # 2. A dead broker.
+    broker.stop(hard=True)
+    outage_answers(env)
+    health = wait_until(lambda: (lambda r: r if r.status == 503 else None)(
+        env.call("GET", "/health", timeout=5)), 10, message="/health 503")
+    assert health.json["status"] == "unavailable" and health.json["mqtt"] == "disconnected"
+    assert int(health.headers["retry-after"]) > 0
+
+    # 3. The broker is back: 2xx again.
+    broker.start()
+    wait_until(lambda: env.call("GET", "/health", timeout=5).status == 200, 15, interval=0.1,
+               message="/health 200 after the broker restart")
+    observer = Client(broker)
+    try:
+        observer.subscribe("test/#")
+        assert env.call("PUT", "/v4/mqttpublishmessage",
+                        {"topic": "test/back", "message": "z"}).status == 201
+        observer.wait_for(lambda m: m["topic"] == "test/back")
+    finally:
+        observer.close()
+    qrs.control("DELETE", "/_sim/calls")
+    resp = env.call("PUT", f"/v4/reloadtask/{TASK_SALES}/start")
+    assert resp.status == 200 and ids(resp.json["tasksId"]["started"]) == [TASK_SALES]
+    assert env.butler.process.poll() is None
