@@ -252,15 +252,16 @@ static bool publish_acknowledged(struct http_exchange *exchange, const char *top
     return false;
 }
 
-/* A query variable into out; 0 found, -1 absent, -2 too long. */
+/* A query variable into out; 0 found, -1 absent, -2 too long, -3 holds a
+ * NUL byte (%00: the C string would silently stop there). */
 static int query_var(const struct http_exchange *exchange, const char *name, char *out,
                      size_t out_size)
 {
     int length = mg_get_var(exchange->query, strlen(exchange->query), name, out, out_size);
-    if (length >= 0)
+    if (length >= 0 && strlen(out) == (size_t)length)
         return 0;
     out[0] = '\0';
-    return length == -1 ? -1 : -2;
+    return length >= 0 ? -3 : length == -1 ? -1 : -2;
 }
 
 /* Optional boolean query flag: absent = false. False on a bad value (answered 400). */

@@ -174,7 +174,8 @@ enum butler_status http_body_base_convert(const char *input, size_t input_length
     return BUTLER_OK;
 }
 
-/* Parse a body that must be one JSON object. */
+/* Parse a body that must be one JSON object. The depth check comes first with
+ * its own message: CivetWeb's handler threads have small stacks (see json.h). */
 static cJSON *parse_object(const char *body, size_t length, char *error, size_t error_size)
 {
     if (body == NULL || length == 0) {
@@ -183,6 +184,11 @@ static cJSON *parse_object(const char *body, size_t length, char *error, size_t 
     }
     if (!task_valid_utf8((const unsigned char *)body, length)) {
         snprintf(error, error_size, "the body is not valid UTF-8");
+        return NULL;
+    }
+    if (!json_depth_within(body, length, JSON_DEPTH_MAX)) {
+        snprintf(error, error_size, "the body is nested deeper than %d levels",
+                 JSON_DEPTH_MAX);
         return NULL;
     }
     size_t offset = 0;
@@ -344,6 +350,11 @@ enum butler_status http_body_task_start_payload(const char *path_task_id, const 
     if (body != NULL && start < length) {
         if (!task_valid_utf8((const unsigned char *)body, length)) {
             snprintf(error, error_size, "the body is not valid UTF-8");
+            goto out;
+        }
+        if (!json_depth_within(body, length, JSON_DEPTH_MAX)) {
+            snprintf(error, error_size, "the body is nested deeper than %d levels",
+                     JSON_DEPTH_MAX);
             goto out;
         }
         size_t offset = 0;

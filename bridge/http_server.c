@@ -264,9 +264,15 @@ enum butler_status http_exchange_read_body(struct http_exchange *exchange)
         goto out;
     for (;;) {
         if (used + 1 >= capacity) {
-            /* Grow only up to cap + 1 bytes: one byte over is enough to know. */
+            /* Grow only up to cap + 1 bytes (the body and its NUL). A body of
+             * exactly `cap` bytes is allowed: it is too large only if one
+             * more byte comes. */
             if (capacity >= cap + 1) {
-                status = BUTLER_ERR_TOO_LARGE;
+                char probe;
+                int more = mg_read(exchange->connection, &probe, 1);
+                if (more == 0)
+                    break;
+                status = more < 0 ? BUTLER_ERR_IO : BUTLER_ERR_TOO_LARGE;
                 goto out;
             }
             size_t grown = capacity * 2 > cap + 1 ? cap + 1 : capacity * 2;

@@ -11,8 +11,17 @@
 #define BUTLER_JSON_H
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stddef.h>
 
+/* Deepest nesting any Butler input may have. cJSON recurses once per level,
+ * and a few hundred levels overflow a small thread stack (CivetWeb's). */
+enum { JSON_DEPTH_MAX = 64 };
+
 cJSON *json_parse_exact(const char *text, size_t length, size_t *error_offset);
+
+/* True when arrays/objects nest at most `max_depth` levels (strings skipped).
+ * Cheap enough to run before every parse. */
+bool json_depth_within(const char *text, size_t length, int max_depth);
 
 #endif

@@ -45,8 +45,8 @@ enum {
 
 /* Field order of each layout (index 0 is the prefix, not stored). */
 static const enum udp_field scheduler_layout[SCHEDULER_FIELDS - 1] = {
-    UDP_FIELD_HOST,    UDP_FIELD_TASK_NAME,     UDP_FIELD_APP_NAME,      UDP_FIELD_USER,
-    UDP_FIELD_TASK_ID, UDP_FIELD_APP_ID,        UDP_FIELD_LOG_TIMESTAMP, UDP_FIELD_LEVEL,
+    UDP_FIELD_HOST,         UDP_FIELD_TASK_NAME, UDP_FIELD_APP_NAME,      UDP_FIELD_USER,
+    UDP_FIELD_TASK_ID,      UDP_FIELD_APP_ID,    UDP_FIELD_LOG_TIMESTAMP, UDP_FIELD_LEVEL,
     UDP_FIELD_EXECUTION_ID, UDP_FIELD_MESSAGE,
 };
 static const enum udp_field engine_layout[ENGINE_FIELDS - 1] = {

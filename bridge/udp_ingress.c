@@ -358,8 +358,9 @@ static enum butler_status load_allow_list(struct udp_ingress *ingress)
     for (size_t i = 0; i < list->count; i++) {
         uint32_t network, mask;
         if (udp_parse_cidr(list->items[i], &network, &mask) != BUTLER_OK) {
-            LOG_WARN(MODULE, "udp.allowed_sources: \"%s\" is not IPv4; it cannot match the IPv4 "
-                             "socket and is ignored",
+            LOG_WARN(MODULE,
+                     "udp.allowed_sources: \"%s\" is not IPv4; it cannot match the IPv4 "
+                     "socket and is ignored",
                      list->items[i]);
             continue;
         }
@@ -381,7 +382,8 @@ static enum butler_status open_socket(struct udp_ingress *ingress)
 {
     struct sockaddr_in address;
     if (parse_listen(ingress->config->udp.listen, &address) != BUTLER_OK) {
-        LOG_ERROR(MODULE, "udp.listen \"%s\": expected IPv4-host:port", ingress->config->udp.listen);
+        LOG_ERROR(MODULE, "udp.listen \"%s\": expected IPv4-host:port",
+                  ingress->config->udp.listen);
         return BUTLER_ERR_INVALID;
     }
     ingress->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -408,8 +410,7 @@ static enum butler_status open_socket(struct udp_ingress *ingress)
 }
 
 enum butler_status udp_ingress_start(const struct butler_config *config,
-                                     const struct udp_ingress_sink *sink,
-                                     struct udp_ingress **out)
+                                     const struct udp_ingress_sink *sink, struct udp_ingress **out)
 {
     enum butler_status status = BUTLER_ERR_NOMEM;
     struct udp_ingress *ingress = calloc(1, sizeof *ingress);

@@ -57,8 +57,7 @@ struct udp_ingress_sink {
  * bound and BUTLER_ERR_INVALID for a bad listen address.
  */
 enum butler_status udp_ingress_start(const struct butler_config *config,
-                                     const struct udp_ingress_sink *sink,
-                                     struct udp_ingress **out);
+                                     const struct udp_ingress_sink *sink, struct udp_ingress **out);
 
 /* Events waiting in the ring (gauge). Any thread. */
 size_t udp_ingress_depth(struct udp_ingress *ingress);

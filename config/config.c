@@ -520,6 +520,15 @@ static const struct key_def config_keys[] = {
     {K_LONG("spool.max_bytes", CFG(spool.max_bytes), 65536, 1099511627776LL, "268435456")},
 
     {K_BOOL("health.metrics", CFG(health.metrics), "true")},
+
+    {K_INT("kv.max_keys_per_namespace", CFG(kv.max_keys_per_namespace), 1, 100000, "1000")},
+    {K_INT("kv.max_namespaces", CFG(kv.max_namespaces), 1, 100000, "1000")},
+    {K_INT("kv.max_value_bytes", CFG(kv.max_value_bytes), 1, 1048576, "65536")},
+
+    {K_BOOL("scheduler.enable", CFG(scheduler.enable), "true")},
+    {K_INT("scheduler.max_schedules", CFG(scheduler.max_schedules), 1, 100000, "1000")},
+    {K_INT("scheduler.missed_max_reported", CFG(scheduler.missed_max_reported), 1, 10000,
+           "100")},
 };
 
 #define CONFIG_KEY_COUNT ARRAY_COUNT(config_keys)

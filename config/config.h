@@ -195,6 +195,20 @@ struct butler_config {
     struct {
         bool metrics;
     } health;
+
+    /* Key-value store on the broker (retained <root>/kv/<ns>/<key>). */
+    struct {
+        int max_keys_per_namespace; /* over it: the oldest-written key is evicted */
+        int max_namespaces;         /* hard cap on the in-memory view */
+        int max_value_bytes;        /* hard cap on one value */
+    } kv;
+
+    /* Cron schedules (retained <root>/schedules/<id>). */
+    struct {
+        bool enable; /* false: serve the API but never fire */
+        int max_schedules;
+        int missed_max_reported; /* missed firing times listed per event */
+    } scheduler;
 };
 
 /*

@@ -28,6 +28,7 @@
 
 #include "bridge/clock.h"
 #include "bridge/http_client.h"
+#include "bridge/json.h"
 #include "bridge/log.h"
 #include "bridge/metrics.h"
 #include "bridge/mqtt_link.h"
@@ -60,8 +61,8 @@ static void add_field(cJSON *object, const char *name, const struct udp_event *e
     cJSON_AddStringToObject(object, name, event->fields[field]);
 }
 
-cJSON *events_build_json(const struct udp_event *event, uint64_t received_wall_ms,
-                         const cJSON *qrs, const char *enrich_error)
+cJSON *events_build_json(const struct udp_event *event, uint64_t received_wall_ms, const cJSON *qrs,
+                         const char *enrich_error)
 {
     char received[32];
     clock_format_iso8601(received_wall_ms, received, sizeof received);
@@ -177,8 +178,8 @@ static size_t build_messages(const struct udp_event *event, const cJSON *json,
     char topic[TOPIC_MAX];
     size_t count = 0;
     char *payload = cJSON_PrintUnformatted(json);
-    if (payload == NULL || events_topic(config->mqtt.topic_root, event, topic, sizeof topic) !=
-                               BUTLER_OK)
+    if (payload == NULL ||
+        events_topic(config->mqtt.topic_root, event, topic, sizeof topic) != BUTLER_OK)
         goto out;
     messages[count] = outbound_new(topic, payload);
     if (messages[count] == NULL)
@@ -187,9 +188,9 @@ static size_t build_messages(const struct udp_event *event, const cJSON *json,
     if (config->mqtt.legacy_topics &&
         (event->type == UDP_EVENT_TASK_FAILED || event->type == UDP_EVENT_TASK_ABORTED)) {
         bool failed = event->type == UDP_EVENT_TASK_FAILED;
-        struct outbound *name = outbound_new(failed ? "qliksense/task_failure"
-                                                    : "qliksense/task_aborted",
-                                             event->fields[UDP_FIELD_TASK_NAME]);
+        struct outbound *name =
+            outbound_new(failed ? "qliksense/task_failure" : "qliksense/task_aborted",
+                         event->fields[UDP_FIELD_TASK_NAME]);
         struct outbound *full = outbound_new(
             failed ? "qliksense/task_failure_full" : "qliksense/task_aborted_full", payload);
         if (name)
@@ -337,9 +338,8 @@ static enum butler_status deliver_now(const struct udp_event *event, uint64_t re
     for (size_t i = 1; i < count; i++)
         if (send_outbound(messages[i]) != BUTLER_OK)
             retry_push(messages[i], false);
-    count_published(event->type == UDP_EVENT_ENGINE_RELOAD_FAILED
-                        ? "engine-reload-failed"
-                        : udp_event_outcome(event->type));
+    count_published(event->type == UDP_EVENT_ENGINE_RELOAD_FAILED ? "engine-reload-failed"
+                                                                  : udp_event_outcome(event->type));
     return BUTLER_OK;
 }
 
@@ -412,19 +412,31 @@ static void sleep_ms(long ms)
 
 static const char *execution_status_name(int status)
 {
-    static const char *const names[] = {
-        "NeverStarted", "Triggered", "Started",      "Queued",          "AbortInitiated",
-        "Aborting",     "Aborted",   "FinishedSuccess", "FinishedFail", "Skipped",
-        "Retry",        "Error",     "Reset",        "DistributionQueue", "DistributionRunning"};
+    static const char *const names[] = {"NeverStarted",
+                                        "Triggered",
+                                        "Started",
+                                        "Queued",
+                                        "AbortInitiated",
+                                        "Aborting",
+                                        "Aborted",
+                                        "FinishedSuccess",
+                                        "FinishedFail",
+                                        "Skipped",
+                                        "Retry",
+                                        "Error",
+                                        "Reset",
+                                        "DistributionQueue",
+                                        "DistributionRunning"};
     if (status < 0 || (size_t)status >= sizeof names / sizeof names[0])
         return "Unknown";
     return names[status];
 }
 
-static bool status_is_final(int status)
+/* Triggered, Started, Queued, AbortInitiated, Aborting, Retry and the
+ * distribution states: QRS has not caught up with the log line yet. */
+static bool status_is_running(int status)
 {
-    return status == 6 || status == 7 || status == 8 || status == 9 || status == 11 ||
-           status == 12;
+    return (status >= 1 && status <= 5) || status == 10 || status == 13 || status == 14;
 }
 
 /* [{"name"}] -> ["name", ...] */
@@ -462,8 +474,8 @@ static cJSON *custom_properties(const cJSON *entity)
 }
 
 /* First element of a QRS array answer for `path?filter=id eq <id>`, or NULL. */
-static cJSON *qrs_get_one(struct qrs_client *qrs, const char *path, const char *id,
-                          char *error, size_t error_size)
+static cJSON *qrs_get_one(struct qrs_client *qrs, const char *path, const char *id, char *error,
+                          size_t error_size)
 {
     char filter[80];
     cJSON *answer = NULL;
@@ -471,7 +483,8 @@ static cJSON *qrs_get_one(struct qrs_client *qrs, const char *path, const char *
     snprintf(filter, sizeof filter, "id eq %s", id);
     enum butler_status status = qrs_get(qrs, path, filter, &answer, &result);
     if (status != BUTLER_OK) {
-        snprintf(error, error_size, "%s", result.error[0] ? result.error : butler_status_str(status));
+        snprintf(error, error_size, "%s",
+                 result.error[0] ? result.error : butler_status_str(status));
         return NULL;
     }
     cJSON *first = cJSON_IsArray(answer) ? cJSON_DetachItemFromArray(answer, 0) : NULL;
@@ -491,15 +504,17 @@ static const char *value_of(const cJSON *answer)
 }
 
 /*
- * GET /qrs/download/reloadtask/<ref>/scriptlog.txt as text (qrs_get only
- * parses JSON). Same authentication as qrs.c: Xrfkey in query and header,
- * X-Qlik-User, client certificate. On OK *text_out is owned by the caller.
+ * GET /qrs/<path_and_query> and return the body as text. qrs_get() only
+ * returns JSON and labels its metric with the path, which here carries ids;
+ * this keeps one label per `route`. Same authentication as qrs.c: Xrfkey in
+ * query and header, X-Qlik-User, client certificate. One attempt with the
+ * enrichment timeouts. On OK *text_out is owned by the caller.
  */
-static enum butler_status download_text(struct http_client *http, const char *reference,
-                                        char **text_out)
+static enum butler_status raw_get(struct http_client *http, const char *route,
+                                  const char *path_and_query, char **text_out)
 {
     const struct butler_config *config = &enrich_config;
-    char xrfkey[17], url[1024], xrf_header[64], user_header[300];
+    char xrfkey[17], url[1024], xrf_header[64], user_header[300], labels[128];
     qrs_make_xrfkey(xrfkey);
     const char *base = config->qrs.url;
     size_t base_length = strlen(base);
@@ -508,8 +523,8 @@ static enum butler_status download_text(struct http_client *http, const char *re
     snprintf(xrf_header, sizeof xrf_header, "X-Qlik-Xrfkey: %s", xrfkey);
     snprintf(user_header, sizeof user_header, "X-Qlik-User: UserDirectory=%s; UserId=%s",
              config->qrs.user_directory, config->qrs.user_id);
-    int written = snprintf(url, sizeof url, "%.*s/qrs/download/reloadtask/%s/scriptlog.txt?xrfkey=%s",
-                           (int)base_length, base, reference, xrfkey);
+    int written = snprintf(url, sizeof url, "%.*s/qrs/%s%cxrfkey=%s", (int)base_length, base,
+                           path_and_query, strchr(path_and_query, '?') ? '&' : '?', xrfkey);
     if (written < 0 || (size_t)written >= sizeof url)
         return BUTLER_ERR_TOO_LARGE;
     const char *headers[] = {xrf_header, user_header, NULL};
@@ -527,11 +542,28 @@ static enum butler_status download_text(struct http_client *http, const char *re
     };
     struct http_response response = {.retry_after_s = -1};
     enum butler_status status = http_client_perform(http, &request, &response);
+    snprintf(labels, sizeof labels, "route=\"%s\",status=\"%ld\"", route, response.status);
+    metrics_count("butler_qrs_calls_total", labels, "QRS calls by route and HTTP status");
     if (status == BUTLER_OK) {
         *text_out = response.body;
         response.body = NULL;
     }
     http_response_clear(&response);
+    return status;
+}
+
+/* raw_get of a JSON answer; *json_out owned by the caller. */
+static enum butler_status raw_get_json(struct http_client *http, const char *route,
+                                       const char *path_and_query, cJSON **json_out)
+{
+    char *text = NULL;
+    enum butler_status status = raw_get(http, route, path_and_query, &text);
+    *json_out = NULL;
+    if (status == BUTLER_OK) {
+        *json_out = json_parse_exact(text, strlen(text), NULL);
+        status = *json_out ? BUTLER_OK : BUTLER_ERR_REMOTE;
+    }
+    free(text);
     return status;
 }
 
@@ -580,27 +612,30 @@ static cJSON *script_log_tail(struct enrich_thread *state, const char *task_id,
         }
         char path[PATH_MAX_BYTES];
         cJSON *answer = NULL;
-        struct qrs_result result;
         enum butler_status status = BUTLER_ERR_NOT_FOUND;
         if (cJSON_IsString(file_reference) &&
             strcmp(file_reference->valuestring, "00000000-0000-0000-0000-000000000000") != 0 &&
             can_call(deadline)) {
             snprintf(path, sizeof path, "reloadtask/%s/scriptlog?fileReferenceId=%s", task_id,
                      file_reference->valuestring);
-            status = qrs_get(state->qrs, path, NULL, &answer, &result);
+            status = raw_get_json(state->http, "reloadtask/scriptlog", path, &answer);
         }
         if ((status != BUTLER_OK || value_of(answer) == NULL) && cJSON_IsString(result_id) &&
             can_call(deadline)) {
             cJSON_Delete(answer);
             answer = NULL;
-            snprintf(path, sizeof path, "reloadtask/%s/scriptlogfile?executionResultId=%s",
-                     task_id, result_id->valuestring);
-            status = qrs_get(state->qrs, path, NULL, &answer, &result);
+            snprintf(path, sizeof path, "reloadtask/%s/scriptlogfile?executionResultId=%s", task_id,
+                     result_id->valuestring);
+            status = raw_get_json(state->http, "reloadtask/scriptlogfile", path, &answer);
         }
         const char *reference = status == BUTLER_OK ? value_of(answer) : NULL;
         char *text = NULL;
-        if (reference && reference[0] && can_call(deadline) &&
-            download_text(state->http, reference, &text) == BUTLER_OK) {
+        if (reference && reference[0] && can_call(deadline)) {
+            snprintf(path, sizeof path, "download/reloadtask/%s/scriptlog.txt", reference);
+            if (raw_get(state->http, "download/reloadtask/scriptlog.txt", path, &text) != BUTLER_OK)
+                text = NULL;
+        }
+        if (text) {
             cJSON *tail = log_tail(text);
             free(text);
             cJSON_Delete(answer);
@@ -639,7 +674,8 @@ static enum butler_status enrich(struct enrich_thread *state, const struct udp_e
             last_result = cJSON_GetObjectItemCaseSensitive(operational, "lastExecutionResult");
             const cJSON *run_status = cJSON_GetObjectItemCaseSensitive(last_result, "status");
             /* QRS lags the scheduler's log line: wait briefly for a final status. */
-            bool settled = !cJSON_IsNumber(run_status) || status_is_final(run_status->valueint) ||
+            bool settled = !cJSON_IsNumber(run_status) ||
+                           !status_is_running(run_status->valueint) ||
                            event->type == UDP_EVENT_DISTRIBUTE;
             if (settled || remaining_ms(deadline) < QRS_LAG_PAUSE_MS + 3 * QRS_CALL_TIMEOUT_MS)
                 break;
@@ -673,7 +709,8 @@ static enum butler_status enrich(struct enrich_thread *state, const struct udp_e
     }
     const cJSON *run_status = cJSON_GetObjectItemCaseSensitive(last_result, "status");
     if (cJSON_IsNumber(run_status))
-        cJSON_AddStringToObject(out, "executionStatus", execution_status_name(run_status->valueint));
+        cJSON_AddStringToObject(out, "executionStatus",
+                                execution_status_name(run_status->valueint));
     else
         cJSON_AddNullToObject(out, "executionStatus");
     cJSON *tail = NULL;
@@ -719,9 +756,9 @@ static void enrich_run(void *worker_state, void *item)
     metrics_count("butler_events_enriched_total",
                   status == BUTLER_OK ? "outcome=\"ok\"" : "outcome=\"error\"",
                   "Sense events enriched from QRS, by outcome");
-    cJSON *json = events_build_json(&job->event, job->received_wall_ms,
-                                    status == BUTLER_OK ? qrs : NULL,
-                                    status == BUTLER_OK ? NULL : error);
+    cJSON *json =
+        events_build_json(&job->event, job->received_wall_ms, status == BUTLER_OK ? qrs : NULL,
+                          status == BUTLER_OK ? NULL : error);
     struct outbound *messages[1 + 2 * LEGACY_MAX] = {0};
     size_t count = json ? build_messages(&job->event, json, messages) : 0;
     if (count == 0)

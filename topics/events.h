@@ -45,8 +45,8 @@ void events_idle(void *context);
  * `enrich_error` is not NULL, "qrs": null and "enrichError" are added.
  * Pure. NULL only when out of memory.
  */
-cJSON *events_build_json(const struct udp_event *event, uint64_t received_wall_ms,
-                         const cJSON *qrs, const char *enrich_error);
+cJSON *events_build_json(const struct udp_event *event, uint64_t received_wall_ms, const cJSON *qrs,
+                         const char *enrich_error);
 
 /* The event's topic under `root`. BUTLER_ERR_TOO_LARGE when it does not fit. Pure. */
 enum butler_status events_topic(const char *root, const struct udp_event *event, char *out,

@@ -16,12 +16,14 @@
 #include "bridge/clock.h"
 #include "bridge/expiring_map.h"
 #include "bridge/http_client.h"
+#include "bridge/json.h"
 #include "bridge/log.h"
 #include "bridge/metrics.h"
 #include "bridge/mqtt_link.h"
 #include "bridge/qrs.h"
 #include "bridge/udp_datagram.h"
 #include "topics/publish.h"
+#include "topics/task_start.h"
 #include "topics/template.h"
 
 #define MODULE "routes"
@@ -322,13 +324,14 @@ void route_deadletter(const struct butler_config *config, const char *topic, con
     cJSON *letter = cJSON_CreateObject();
     if (letter == NULL)
         goto out;
-    snprintf(letter_topic, sizeof letter_topic, "%s/deadletter/%s", config->mqtt.topic_root,
-             topic);
+    snprintf(letter_topic, sizeof letter_topic, "%s/deadletter/%s", config->mqtt.topic_root, topic);
     clock_format_iso8601(first_attempt_wall_ms, first, sizeof first);
     cJSON_AddStringToObject(letter, "topic", topic);
-    /* cJSON needs a NUL-terminated string; payloads arrive that way. */
-    (void)payload_length;
-    cJSON_AddStringToObject(letter, "payload", payload ? payload : "");
+    /* Payloads arrive NUL-terminated; bytes that are not UTF-8 would make
+     * the letter invalid JSON, so such a payload is left out. */
+    bool printable = payload && task_valid_utf8((const unsigned char *)payload, payload_length) &&
+                     strlen(payload) == payload_length;
+    cJSON_AddStringToObject(letter, "payload", printable ? payload : "");
     cJSON_AddStringToObject(letter, "error", error);
     cJSON_AddNumberToObject(letter, "attempts", attempts);
     cJSON_AddStringToObject(letter, "firstAttemptAt", first);
@@ -395,7 +398,8 @@ static enum butler_status smtp_send_once(const struct butler_config *config,
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)SMTP_CONNECT_TIMEOUT_MS);
     if (config->smtp.username && config->smtp.username[0]) {
         curl_easy_setopt(curl, CURLOPT_USERNAME, config->smtp.username);
-        curl_easy_setopt(curl, CURLOPT_PASSWORD, config->smtp.password ? config->smtp.password : "");
+        curl_easy_setopt(curl, CURLOPT_PASSWORD,
+                         config->smtp.password ? config->smtp.password : "");
     }
     CURLcode code = curl_easy_perform(curl);
     long reply = 0;
@@ -701,9 +705,8 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
         status = BUTLER_ERR_NOMEM;
         snprintf(error, sizeof error, "out of memory");
     } else {
-        const char *method = route->to == CONFIG_ROUTE_WEBHOOK && has_text(route->method)
-                                 ? route->method
-                                 : "POST";
+        const char *method =
+            route->to == CONFIG_ROUTE_WEBHOOK && has_text(route->method) ? route->method : "POST";
         status = route_http_send(worker->http, config, method, url, body, error, sizeof error,
                                  &attempts);
     }
@@ -746,7 +749,7 @@ bool routes_wanted(const char *topic)
 void routes_run(struct topic_worker *worker, struct topic_message *message)
 {
     const struct config_route_list *routes = &routes_runtime->config->routes;
-    cJSON *event = cJSON_ParseWithLength((const char *)message->payload, message->payload_length);
+    cJSON *event = json_parse_exact((const char *)message->payload, message->payload_length, NULL);
     if (!is_deadletter(message->topic))
         for (size_t i = 0; i < routes->count; i++)
             if (mqtt_topic_matches(routes->items[i].match, message->topic))
@@ -769,8 +772,8 @@ static const char *choose_teams_webhook(const char *wanted)
         const struct config_route *route = &config->routes.items[i];
         if (route->to != CONFIG_ROUTE_TEAMS)
             continue;
-        const char *url = has_text(route->webhook_url) ? route->webhook_url
-                                                       : config->teams.webhook_url;
+        const char *url =
+            has_text(route->webhook_url) ? route->webhook_url : config->teams.webhook_url;
         if (has_text(url) && (strcmp(route->name, wanted) == 0 || strcmp(url, wanted) == 0))
             return url;
     }
@@ -797,7 +800,7 @@ void routes_teams_run(struct topic_worker *worker, struct topic_message *message
     char *body = NULL;
     int attempts = 0;
     enum butler_status status = BUTLER_ERR_INVALID;
-    cJSON *json = cJSON_ParseWithLength((const char *)message->payload, message->payload_length);
+    cJSON *json = json_parse_exact((const char *)message->payload, message->payload_length, NULL);
     const char *text = (const char *)message->payload, *title = "", *wanted = NULL;
     if (cJSON_IsObject(json)) {
         const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, "text");
@@ -837,7 +840,7 @@ void routes_email_run(struct topic_worker *worker, struct topic_message *message
     enum butler_status status = BUTLER_ERR_INVALID;
     char *addresses[EMAIL_RECIPIENTS_MAX];
     struct config_string_list to = {addresses, 0};
-    cJSON *json = cJSON_ParseWithLength((const char *)message->payload, message->payload_length);
+    cJSON *json = json_parse_exact((const char *)message->payload, message->payload_length, NULL);
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(json, "to");
     const cJSON *subject = cJSON_GetObjectItemCaseSensitive(json, "subject");
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(json, "text");
@@ -881,7 +884,7 @@ void routes_webhook_run(struct topic_worker *worker, struct topic_message *messa
         if (config->routes.items[i].to == CONFIG_ROUTE_WEBHOOK &&
             strcmp(config->routes.items[i].name, name) == 0)
             route = &config->routes.items[i];
-    cJSON *json = cJSON_ParseWithLength((const char *)message->payload, message->payload_length);
+    cJSON *json = json_parse_exact((const char *)message->payload, message->payload_length, NULL);
     if (route == NULL || !has_text(route->webhook_url)) {
         snprintf(error, sizeof error, "no webhook route named \"%.100s\"", name);
         goto out;

@@ -27,8 +27,8 @@
 #include "topics/topics.h"
 
 enum {
-    ROUTE_TEXT_MAX = 30000,     /* rendered alert text */
-    ROUTE_KEY_MAX = 512,        /* rendered rate-limit key */
+    ROUTE_TEXT_MAX = 30000,       /* rendered alert text */
+    ROUTE_KEY_MAX = 512,          /* rendered rate-limit key */
     ROUTE_RATE_KEYS_MAX = 100000, /* keys remembered across all routes */
     ROUTE_SUBSCRIPTIONS_MAX = 256,
 };

@@ -121,7 +121,8 @@ static void append_value(struct output *out, const cJSON *item)
     if (cJSON_IsNumber(item)) {
         char number[64];
         double value = item->valuedouble;
-        if (value == (double)(long long)value && value > -1e15 && value < 1e15)
+        /* Range first: converting an out-of-range double to an integer is undefined. */
+        if (value > -1e15 && value < 1e15 && value == (double)(long long)value)
             snprintf(number, sizeof number, "%lld", (long long)value);
         else
             snprintf(number, sizeof number, "%.17g", value);

@@ -44,6 +44,12 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_until(condition, timeout=10.0, interval=0.02, message="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -196,11 +202,13 @@ class Butler:
     """The real butler binary with a config written for this test."""
 
     def __init__(self, directory, broker, qrs=None, extra_yaml="", env=None, mqtt_extra=(),
-                 http_yaml=None):
+                 http_yaml=None, udp=False, udp_yaml=()):
         """http_yaml: None keeps the HTTP API off; a list of YAML lines (or a
         string of lines) turns it on with those lines inside `http:`. Without a
         `listen:` line it listens on 127.0.0.1:<free port>. self.http_port is
-        that port (None when the caller chose its own listen line)."""
+        that port (None when the caller chose its own listen line).
+        udp: False keeps UDP ingress off; True turns it on at 127.0.0.1:<free
+        UDP port> (self.udp_port) with the extra `udp_yaml` lines inside `udp:`."""
         self.directory = directory
         self.broker = broker
         self.config_path = os.path.join(directory, "butler.yaml")
@@ -215,8 +223,8 @@ class Butler:
             f"  client_id: butler-test-{os.getpid()}-{time.monotonic_ns()}",
             "  reconnect_min_ms: 50",
             "  reconnect_max_ms: 500",
-        ] + [f"  {line}" for line in mqtt_extra] + self._http_lines(http_yaml) + [
-            "udp: { enable: false }",
+        ] + [f"  {line}" for line in mqtt_extra] + self._http_lines(http_yaml) + \
+            self._udp_lines(udp, udp_yaml) + [
             "retry: { max_attempts: 3, initial_backoff_ms: 20, max_backoff_ms: 100 }",
             f"spool: {{ dir: {yaml_quote(os.path.join(directory, 'state'))} }}",
         ]
@@ -232,6 +240,14 @@ class Butler:
         text = "\n".join(lines) + "\n" + extra_yaml
         with open(self.config_path, "w") as f:
             f.write(text)
+
+    def _udp_lines(self, udp, udp_yaml):
+        self.udp_port = None
+        if not udp:
+            return ["udp: { enable: false }"]
+        self.udp_port = free_udp_port()
+        return ["udp:", "  enable: true", f"  listen: 127.0.0.1:{self.udp_port}"] + [
+            f"  {line}" for line in udp_yaml]
 
     def _http_lines(self, http_yaml):
         self.http_port = None

@@ -1047,6 +1047,38 @@ def test_413_chunked_and_the_exact_limit(api):
     assert len(got[0]["payload"]) == MAX_BODY - len(prefix) - len(suffix)
 
 
+def test_keep_alive_connection_reuse(api):
+    """Several requests on one connection; a refused body never leaks into the next one."""
+    def unknown_404s():
+        samples = parse_metrics(api.call("GET", "/metrics").body.decode("utf-8"))
+        return metric(samples, "butler_http_requests_total", endpoint="unknown", status="404")
+
+    before = unknown_404s()
+    conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
+    smuggled = b'GET /v4/nope HTTP/1.1\r\nHost: t\r\n\r\n'
+    try:
+        sequence = [("GET", "/v4/nope", None, 404), ("PUT", "/v4/mqttpublishmessage", b'{"bad', 400),
+                    ("GET", "/v4/butlerping", None, 200),
+                    # 405 before the body is read: the body (a request itself) must not be
+                    # served as the next request; the server closes instead.
+                    ("POST", "/v4/mqttpublishmessage", smuggled, 405),
+                    ("PUT", "/v4/mqttpublishmessage", b'{"topic": "test/http/ka", "message": "k"}', 201),
+                    ("GET", "/health", None, 200)]
+        for method, path, body, expected in sequence:
+            headers = {"Content-Type": "application/json"} if body else {}
+            conn.request(method, path, body=body, headers=headers)
+            raw = conn.getresponse()
+            resp = Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, raw.read())
+            check_response(method, path, resp)
+            assert resp.status == expected, (method, path, resp)
+            if expected == 405:
+                assert resp.headers.get("connection", "").lower() == "close", resp.headers
+    finally:
+        conn.close()
+    # Exactly the one GET /v4/nope that was sent as a request; the smuggled one was not served.
+    assert unknown_404s() - before == 1
+
+
 # =============================================================================
 # X-HTTP-Method-Override
 # =============================================================================

@@ -7,6 +7,7 @@ variants M01-M23 of section 5.3, and sends them over UDP.
 
 Library:
     render(profile, event, fields=None, **options) -> bytes
+    scenario(path, target=None, seed=None) -> list of send records
     send(data, target, source=None) -> dict (what was sent: hex, sha256, ...)
     variants() -> list of {"id", "description"}
     variant_datagrams(variant_id, profile="butler-v15", event=None, fields=None,
@@ -314,6 +315,35 @@ def send(data, target, source=None, sock=None):
             "bytes_len": len(data), "sha256": hashlib.sha256(data).hexdigest(),
             "hex": data[:256].hex(), "text_preview": data[:200].decode("utf-8", "replace"),
             "error": error}
+
+
+def scenario(path, target=None, seed=None):
+    """Play a JSON-lines scenario: {at_ms, profile, event, fields, variant?, target?} a line.
+    Returns the send records, in order."""
+    generator = Generator(seed)
+    with open(path, encoding="utf-8") as f:
+        steps = [json.loads(line) for line in f if line.strip()]
+    steps.sort(key=lambda step: step.get("at_ms", 0))
+    start = time.monotonic()
+    records = []
+    for step in steps:
+        delay = start + step.get("at_ms", 0) / 1000.0 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        profile = step.get("profile", "butler-v15")
+        event = step.get("event") or next(iter(PROFILES[profile]))
+        fields = step.get("fields") or {}
+        if step.get("variant"):
+            datagrams = variant_datagrams(step["variant"], profile, event, fields,
+                                          generator=generator)
+        else:
+            datagrams = [(render(profile, event, fields, generator=generator), {})]
+        for data, options in datagrams:
+            record = send(data, step.get("target") or target or "127.0.0.1:9998",
+                          source=options.get("source"))
+            record.update({"profile": profile, "event": event, "variant": step.get("variant")})
+            records.append(record)
+    return records
 
 
 def main(argv=None):

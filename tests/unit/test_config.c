@@ -189,6 +189,36 @@ static void check_defaults(const struct butler_config *c)
     UNIT_CHECK(!c->spool.fsync);
     UNIT_CHECK(c->spool.max_bytes == 268435456L);
     UNIT_CHECK(c->health.metrics);
+    UNIT_CHECK(c->kv.max_keys_per_namespace == 1000);
+    UNIT_CHECK(c->kv.max_namespaces == 1000);
+    UNIT_CHECK(c->kv.max_value_bytes == 65536);
+    UNIT_CHECK(c->scheduler.enable);
+    UNIT_CHECK(c->scheduler.max_schedules == 1000);
+    UNIT_CHECK(c->scheduler.missed_max_reported == 100);
+}
+
+/* kv and scheduler: values, ranges and the error format. */
+static void test_kv_and_scheduler(void)
+{
+    struct butler_config c;
+    UNIT_CHECK(load("kv: {max_keys_per_namespace: 5, max_namespaces: 2, max_value_bytes: 10}\n"
+                    "scheduler: {enable: false, max_schedules: 3, missed_max_reported: 7}\n",
+                    &c, NULL) == BUTLER_OK);
+    UNIT_CHECK(c.kv.max_keys_per_namespace == 5 && c.kv.max_namespaces == 2 &&
+               c.kv.max_value_bytes == 10);
+    UNIT_CHECK(!c.scheduler.enable && c.scheduler.max_schedules == 3 &&
+               c.scheduler.missed_max_reported == 7);
+    config_free(&c);
+    expect_errors("kv:\n  max_keys_per_namespace: 0\n",
+                  "t.yaml:2:27: kv.max_keys_per_namespace: expected an integer 1..100000, got "
+                  "\"0\"\n");
+    expect_errors("kv:\n  max_value_bytes: 2000000\n",
+                  "t.yaml:2:20: kv.max_value_bytes: expected an integer 1..1048576, got "
+                  "\"2000000\"\n");
+    expect_errors("scheduler:\n  enable: maybe\n",
+                  "t.yaml:2:11: scheduler.enable: expected a boolean (true/false, yes/no, on/off), "
+                  "got \"maybe\"\n");
+    expect_errors("scheduler:\n  fire: true\n", "t.yaml:2:3: scheduler.fire: unknown key\n");
 }
 
 static void test_defaults(void)
@@ -939,5 +969,6 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_example_file_loads),
     UNIT_TEST(test_file_errors),
     UNIT_TEST(test_hostile_inputs),
+    UNIT_TEST(test_kv_and_scheduler),
     {0},
 };

@@ -11,11 +11,11 @@
 
 #define MAXB 65507
 
-#define FAILED_V15                                                                                \
-    "/scheduler-task-failed/;sense-node-01;Reload Sales Dashboard;Sales Dashboard;"              \
-    "INTERNAL\\sa_scheduler;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;"                                \
-    "a3c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34;2026-03-14 02:16:07,482;ERROR;"                         \
-    "9d8c7b6a-5e4f-4a3b-8c2d-1e0f9a8b7c6d;Task finished with state FinishedFail. Max retries "    \
+#define FAILED_V15                                                                                 \
+    "/scheduler-task-failed/;sense-node-01;Reload Sales Dashboard;Sales Dashboard;"                \
+    "INTERNAL\\sa_scheduler;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;"                                 \
+    "a3c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34;2026-03-14 02:16:07,482;ERROR;"                          \
+    "9d8c7b6a-5e4f-4a3b-8c2d-1e0f9a8b7c6d;Task finished with state FinishedFail. Max retries "     \
     "reached."
 
 static struct udp_event *event;
@@ -63,11 +63,11 @@ static void test_every_scheduler_prefix(void)
         {"/scheduler-task-aborted/", UDP_EVENT_TASK_ABORTED},
         {"/scheduler-reload-aborted/", UDP_EVENT_TASK_ABORTED},
         {"/scheduler-task-success/", UDP_EVENT_TASK_SUCCESS},
-        {"/scheduler-task-success//", UDP_EVENT_TASK_SUCCESS},   /* M05, as shipped */
-        {"/scheduler-task-success///", UDP_EVENT_TASK_SUCCESS},  /* any run of '/' */
+        {"/scheduler-task-success//", UDP_EVENT_TASK_SUCCESS},  /* M05, as shipped */
+        {"/scheduler-task-success///", UDP_EVENT_TASK_SUCCESS}, /* any run of '/' */
         {"/scheduler-reloadtask-success/", UDP_EVENT_TASK_SUCCESS},
         {"/scheduler-distribute/", UDP_EVENT_DISTRIBUTE},
-        {"/SCHEDULER-TASK-FAILED/", UDP_EVENT_TASK_FAILED},      /* M04 */
+        {"/SCHEDULER-TASK-FAILED/", UDP_EVENT_TASK_FAILED}, /* M04 */
         {"/Scheduler-Task-Aborted/", UDP_EVENT_TASK_ABORTED},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -190,8 +190,8 @@ static void test_size(void)
 static void test_utf8(void)
 {
     /* M09: each invalid sequence in the task name and in the message. */
-    static const char *const bad[] = {"\x80", "\xE2\x82", "\xC0\xAF", "\xED\xA0\x80",
-                                      "\xFE", "\xFF", "F\xF6rs\xE4ljning", "\xF4\x90\x80\x80"};
+    static const char *const bad[] = {"\x80", "\xE2\x82", "\xC0\xAF",          "\xED\xA0\x80",
+                                      "\xFE", "\xFF",     "F\xF6rs\xE4ljning", "\xF4\x90\x80\x80"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char text[512];
         snprintf(text, sizeof text,
