@@ -563,6 +563,19 @@ enum butler_status cron_next(const struct cron_expr *expr, const struct cron_zon
     return BUTLER_ERR_NOT_FOUND;
 }
 
+void cron_firings_between(const struct cron_expr *expr, const struct cron_zone *zone,
+                          int64_t after, int64_t before, int64_t *times, size_t list_max,
+                          size_t count_max, size_t *count)
+{
+    *count = 0;
+    int64_t t = after;
+    while (*count < count_max && cron_next(expr, zone, t, &t) == BUTLER_OK && t < before) {
+        if (times && *count < list_max)
+            times[*count] = t;
+        (*count)++;
+    }
+}
+
 /* ---- POSIX TZ strings ---- */
 
 static bool tz_name(const char **p)

@@ -112,6 +112,15 @@ int32_t cron_zone_offset(const struct cron_zone *zone, int64_t t);
 enum butler_status cron_next(const struct cron_expr *expr, const struct cron_zone *zone,
                              int64_t after, int64_t *next);
 
+/*
+ * Firings strictly between `after` and `before` (UTC seconds): up to
+ * `list_max` of them into `times` (may be NULL with list_max 0), the total in
+ * *count, counting at most `count_max` (the search stops there). Pure.
+ */
+void cron_firings_between(const struct cron_expr *expr, const struct cron_zone *zone,
+                          int64_t after, int64_t before, int64_t *times, size_t list_max,
+                          size_t count_max, size_t *count);
+
 /* Local broken-down time of `t` in `zone` (no libc time zone state). */
 struct cron_local_time {
     int year, month, day, hour, minute, second, weekday;

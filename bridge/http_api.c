@@ -17,6 +17,7 @@
 #include "bridge/clock.h"
 #include "bridge/http_body.h"
 #include "bridge/http_server.h"
+#include "bridge/http_store.h"
 #include "bridge/log.h"
 #include "bridge/metrics.h"
 #include "bridge/mqtt_link.h"
@@ -65,6 +66,23 @@ static const struct route routes[] = {
      handle_endpoints},
     {"base62ToBase16", "/v4/base62tobase16", M_GET, "GET", true, handle_base62_to_base16},
     {"base16ToBase62", "/v4/base16tobase62", M_GET, "GET", true, handle_base16_to_base62},
+    /* Key-value store and schedules (bridge/http_store.c). Several routes may
+     * share a path with different methods; the router picks by both. */
+    {"keyValueStore", "/v4/keyvaluesnamespaces", M_GET, "GET", true, http_store_kv_namespaces},
+    {"keyValueStore", "/v4/keyvalues/*", M_GET | M_POST | M_DELETE, "GET, POST, DELETE", true,
+     http_store_kv_namespace},
+    {"keyValueStore", "/v4/keyvalues/*/*", M_GET | M_DELETE, "GET, DELETE", true,
+     http_store_kv_key},
+    {"keyValueStore", "/v4/keylist/*", M_GET, "GET", true, http_store_kv_keylist},
+    {"getScheduleStatusAll", "/v4/schedules/status", M_GET, "GET", true,
+     http_store_schedules_status},
+    {"startSchedule", "/v4/schedules/startall", M_PUT, "PUT", true, http_store_schedules_start},
+    {"stopSchedule", "/v4/schedules/stopall", M_PUT, "PUT", true, http_store_schedules_stop},
+    {"getSchedule", "/v4/schedules", M_GET, "GET", true, http_store_schedules_get},
+    {"createNewSchedule", "/v4/schedules", M_POST, "POST", true, http_store_schedules_create},
+    {"deleteSchedule", "/v4/schedules/*", M_DELETE, "DELETE", true, http_store_schedules_delete},
+    {"startSchedule", "/v4/schedules/*/start", M_PUT, "PUT", true, http_store_schedules_start},
+    {"stopSchedule", "/v4/schedules/*/stop", M_PUT, "PUT", true, http_store_schedules_stop},
     {"health", "/health", M_GET, "GET", false, handle_health},
     {"metrics", "/metrics", M_GET, "GET", false, handle_metrics},
 };
@@ -79,16 +97,9 @@ static const char *const node_only_endpoints[] = {
     "fileDelete",
     "fileMove",
     "fileCopy",
-    "keyValueStore",
     "postNewRelicMetric",
     "postNewRelicEvent",
-    "createNewSchedule",
-    "getSchedule",
-    "getScheduleStatusAll",
     "updateSchedule",
-    "deleteSchedule",
-    "startSchedule",
-    "stopSchedule",
     "senseAppReload",
     "senseAppDump",
     "senseListApps",
@@ -175,9 +186,19 @@ void http_api_handle(struct http_exchange *exchange)
     const struct route *route = NULL;
     const char *wildcard = NULL;
     size_t wildcard_length = 0;
-    for (size_t i = 0; i < ROUTE_COUNT && route == NULL; i++)
-        if (path_matches(routes[i].pattern, exchange->path, &wildcard, &wildcard_length))
+    const struct route *path_route = NULL; /* first route of the path, for 404/405 */
+    unsigned path_methods = 0;
+    for (size_t i = 0; i < ROUTE_COUNT; i++) {
+        if (!path_matches(routes[i].pattern, exchange->path, &wildcard, &wildcard_length))
+            continue;
+        path_methods |= routes[i].methods;
+        if (path_route == NULL)
+            path_route = &routes[i];
+        if (route == NULL && (routes[i].methods & (1u << exchange->method)))
             route = &routes[i];
+    }
+    if (route == NULL)
+        route = path_route;
     if (route == NULL || (route->v4 && !endpoint_enabled(config, route->name)) ||
         (route->handler == handle_metrics && !config->health.metrics)) {
         http_exchange_reply_error(exchange, 404, "no such endpoint (or it is disabled)", NULL);
@@ -185,7 +206,17 @@ void http_api_handle(struct http_exchange *exchange)
     }
     exchange->endpoint = route->name;
     if ((route->methods & (1u << exchange->method)) == 0) {
-        const char *const allow[] = {"Allow", route->allow, NULL};
+        /* Every method some route of this path takes. */
+        static const struct {
+            unsigned bit;
+            const char *name;
+        } methods[] = {{M_GET, "GET"}, {M_POST, "POST"}, {M_PUT, "PUT"}, {M_DELETE, "DELETE"}};
+        char allowed[64] = "";
+        for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+            if (path_methods & methods[i].bit)
+                snprintf(allowed + strlen(allowed), sizeof allowed - strlen(allowed), "%s%s",
+                         allowed[0] ? ", " : "", methods[i].name);
+        const char *const allow[] = {"Allow", allowed[0] ? allowed : route->allow, NULL};
         http_exchange_reply_error(exchange, 405, "method not allowed on this endpoint", allow);
         return;
     }
@@ -307,9 +338,13 @@ static void handle_ping(struct http_exchange *exchange)
 static void handle_endpoints(struct http_exchange *exchange)
 {
     cJSON *names = cJSON_CreateArray();
-    for (size_t i = 0; names && i < ROUTE_COUNT; i++)
-        if (routes[i].v4 && endpoint_enabled(exchange->runtime->config, routes[i].name))
+    for (size_t i = 0; names && i < ROUTE_COUNT; i++) {
+        bool listed = false; /* several routes share a name (keyValueStore) */
+        for (size_t j = 0; j < i && !listed; j++)
+            listed = strcmp(routes[j].name, routes[i].name) == 0;
+        if (!listed && routes[i].v4 && endpoint_enabled(exchange->runtime->config, routes[i].name))
             cJSON_AddItemToArray(names, cJSON_CreateString(routes[i].name));
+    }
     reply_cjson(exchange, 200, names);
 }
 

@@ -12,11 +12,10 @@
 
 #define MODULE "http-out"
 
-enum { DEFAULT_MAX_RESPONSE = 4 * 1024 * 1024, RETRY_AFTER_CAP_S = 60 };
+enum { DEFAULT_MAX_RESPONSE = 4 * 1024 * 1024 };
 
 struct http_client {
     CURL *easy;
-    unsigned int random_state;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -37,7 +36,6 @@ enum butler_status http_client_create(struct http_client **out)
         free(client);
         return BUTLER_ERR_INTERNAL;
     }
-    client->random_state = (unsigned int)(clock_monotonic_ms() ^ (uintptr_t)client);
     *out = client;
     return BUTLER_OK;
 }
@@ -216,22 +214,21 @@ out:
     return status;
 }
 
-uint64_t retry_backoff_ms(const struct retry_policy *policy, int attempt, long retry_after_s,
-                          unsigned int *random_state)
+struct retry_context {
+    struct http_client *client;
+    const struct http_request *request;
+    struct http_response *response;
+};
+
+static enum butler_status attempt_once(void *context, int attempt, long *retry_after_s)
 {
-    uint64_t delay = (uint64_t)policy->initial_backoff_ms;
-    for (int i = 1; i < attempt && delay < (uint64_t)policy->max_backoff_ms; i++)
-        delay *= 2;
-    if (delay > (uint64_t)policy->max_backoff_ms)
-        delay = (uint64_t)policy->max_backoff_ms;
-    /* Full jitter keeps many workers from retrying a recovering server in step. */
-    uint64_t jittered = delay / 2 + (delay / 2 ? (uint64_t)rand_r(random_state) % (delay / 2 + 1) : 0);
-    if (retry_after_s >= 0) {
-        uint64_t asked = (uint64_t)(retry_after_s > RETRY_AFTER_CAP_S ? RETRY_AFTER_CAP_S : retry_after_s) * 1000u;
-        if (asked > jittered)
-            jittered = asked;
-    }
-    return jittered;
+    struct retry_context *retry = context;
+    enum butler_status status = http_client_perform(retry->client, retry->request, retry->response);
+    *retry_after_s = retry->response->retry_after_s;
+    if (status == BUTLER_ERR_RETRYABLE)
+        LOG_DEBUG(MODULE, "%s attempt %d failed: %s", retry->request->method, attempt,
+                  retry->response->error);
+    return status;
 }
 
 enum butler_status http_client_perform_with_retry(struct http_client *client,
@@ -241,28 +238,6 @@ enum butler_status http_client_perform_with_retry(struct http_client *client,
                                                   struct http_response *response,
                                                   int *attempts_out)
 {
-    enum butler_status status = BUTLER_ERR_INTERNAL;
-    int attempt = 0;
-    int max_attempts = policy->max_attempts > 0 ? policy->max_attempts : 1;
-    for (;;) {
-        attempt++;
-        status = http_client_perform(client, request, response);
-        if (status != BUTLER_ERR_RETRYABLE || attempt >= max_attempts)
-            break;
-        if (should_stop && should_stop())
-            break;
-        uint64_t delay = retry_backoff_ms(policy, attempt, response->retry_after_s,
-                                          &client->random_state);
-        LOG_DEBUG(MODULE, "%s attempt %d failed (%s); retrying in %llu ms", request->method,
-                  attempt, response->error, (unsigned long long)delay);
-        /* Sleep in slices so shutdown is not held up by a long Retry-After. */
-        for (uint64_t slept = 0; slept < delay; slept += 100) {
-            if (should_stop && should_stop())
-                break;
-            clock_sleep_ms(delay - slept < 100 ? delay - slept : 100);
-        }
-    }
-    if (attempts_out)
-        *attempts_out = attempt;
-    return status;
+    struct retry_context context = {client, request, response};
+    return retry_run(policy, should_stop, attempt_once, &context, attempts_out);
 }

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bridge/retry.h"
 #include "bridge/status.h"
 
 struct http_client;
@@ -42,12 +43,6 @@ struct http_response {
     char error[256];    /* transport error text, or "" */
 };
 
-struct retry_policy {
-    int max_attempts;
-    int initial_backoff_ms;
-    int max_backoff_ms;
-};
-
 enum butler_status http_client_create(struct http_client **out);
 void http_client_destroy(struct http_client *client);
 
@@ -69,10 +64,6 @@ enum butler_status http_client_perform_with_retry(struct http_client *client,
                                                   bool (*should_stop)(void),
                                                   struct http_response *response,
                                                   int *attempts_out);
-
-/* Delay before attempt number `attempt` (1 = the first retry). */
-uint64_t retry_backoff_ms(const struct retry_policy *policy, int attempt, long retry_after_s,
-                          unsigned int *random_state);
 
 void http_response_clear(struct http_response *response);
 

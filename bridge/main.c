@@ -160,7 +160,7 @@ int main(int argc, char **argv)
     /* Work left unfinished by the last run goes to the workers first. */
     topics_replay(&runtime);
     /* UDP events after the link: until CONNACK they wait in the ingress ring. */
-    struct udp_ingress_sink udp_sink = {events_deliver, events_idle, &runtime};
+    struct udp_ingress_sink udp_sink = {events_deliver, events_idle, events_spill, &runtime};
     if (config.udp.enable && (events_setup(&runtime) != BUTLER_OK ||
                               udp_ingress_start(&config, &udp_sink, &udp) != BUTLER_OK)) {
         LOG_ERROR(MODULE, "start-up failed: UDP ingress");

@@ -65,6 +65,8 @@ struct metric *metrics_get(const char *name, const char *labels, enum metric_kin
 
 void metrics_add(struct metric *metric, int64_t delta)
 {
+    if (metric == NULL) /* a module that never ran its setup */
+        return;
     if (metric == &metrics_overflow)
         delta = 1;
     atomic_fetch_add(&metric->value, delta);
@@ -72,6 +74,8 @@ void metrics_add(struct metric *metric, int64_t delta)
 
 void metrics_set(struct metric *metric, int64_t value)
 {
+    if (metric == NULL)
+        return;
     if (metric == &metrics_overflow)
         atomic_fetch_add(&metric->value, 1);
     else

@@ -28,6 +28,7 @@ struct metric;
 /* `name` and `labels` are copied. `help` must be a string literal (kept by pointer). */
 struct metric *metrics_get(const char *name, const char *labels, enum metric_kind kind,
                            const char *help);
+/* Both accept NULL (a metric of a module that was not set up) and do nothing. */
 void metrics_add(struct metric *metric, int64_t delta);
 void metrics_set(struct metric *metric, int64_t value);
 int64_t metrics_value(const struct metric *metric);

@@ -115,16 +115,22 @@ static void count_call(const char *route, long http_status, enum butler_status s
     metrics_count("butler_qrs_calls_total", labels, "QRS calls by route and HTTP status");
 }
 
-/*
- * One QRS call with retries. `path_and_query` is relative to /qrs/ and may
- * already carry a query; the xrfkey is appended here, fresh per attempt.
- * Thread: the owning worker.
- */
-static enum butler_status qrs_call(struct qrs_client *client, const char *method, const char *route,
-                                   const char *path_and_query, struct http_response *response,
-                                   struct qrs_result *result)
+struct qrs_attempt {
+    struct qrs_client *client;
+    const char *method;
+    const char *route;
+    const char *path_and_query;
+    struct http_response *response;
+    struct qrs_result *result;
+    const char *body; /* NULL: POSTs send "{}" */
+    size_t body_length;
+};
+
+/* One attempt: a fresh xrfkey in the query and the header every time. */
+static enum butler_status qrs_attempt_once(void *context, int attempt, long *retry_after_s)
 {
-    enum butler_status status = BUTLER_ERR_INTERNAL;
+    struct qrs_attempt *call = context;
+    struct qrs_client *client = call->client;
     char url[URL_MAX];
     char xrf_header[64];
     const char *headers[] = {xrf_header, client->user_header, "Content-Type: application/json",
@@ -133,53 +139,56 @@ static enum butler_status qrs_call(struct qrs_client *client, const char *method
     size_t base_length = strlen(base);
     while (base_length > 0 && base[base_length - 1] == '/')
         base_length--;
+    char xrfkey[17];
+    qrs_make_xrfkey(xrfkey);
+    snprintf(xrf_header, sizeof xrf_header, "X-Qlik-Xrfkey: %s", xrfkey);
+    int written = snprintf(url, sizeof url, "%.*s/qrs/%s%sxrfkey=%s", (int)base_length, base,
+                           call->path_and_query, strchr(call->path_and_query, '?') ? "&" : "?",
+                           xrfkey);
+    if (written < 0 || (size_t)written >= sizeof url) {
+        snprintf(call->response->error, sizeof call->response->error, "QRS URL too long");
+        return BUTLER_ERR_TOO_LARGE;
+    }
+    bool post = strcmp(call->method, "POST") == 0;
+    struct http_request request = {
+        .method = call->method,
+        .url = url,
+        .headers = headers,
+        .body = call->body ? call->body : post ? "{}" : NULL,
+        .body_length = call->body ? call->body_length : post ? 2 : 0,
+        .timeout_ms = client->config->qrs.timeout_ms,
+        .connect_timeout_ms = client->config->qrs.connect_timeout_ms,
+        .client_cert_file = client->config->qrs.cert_file,
+        .client_key_file = client->config->qrs.key_file,
+        .ca_file = client->config->qrs.ca_file,
+        .verify_peer = client->config->qrs.verify_peer,
+    };
+    enum butler_status status = http_client_perform(client->http, &request, call->response);
+    *retry_after_s = call->response->retry_after_s;
+    call->result->http_status = call->response->status;
+    count_call(call->route, call->response->status, status);
+    if (status == BUTLER_ERR_RETRYABLE)
+        LOG_DEBUG(MODULE, "%s %s attempt %d failed: %s", call->method, call->route, attempt,
+                  call->response->error);
+    return status;
+}
+
+/*
+ * One logical QRS call, retried per the `retry` section. `path_and_query` is
+ * relative to /qrs/ and may already carry a query. Thread: the owning worker.
+ */
+static enum butler_status qrs_call(struct qrs_client *client, const char *method, const char *route,
+                                   const char *path_and_query, struct http_response *response,
+                                   struct qrs_result *result)
+{
     memset(result, 0, sizeof *result);
     if (!qrs_enabled(client->config)) {
         snprintf(result->error, sizeof result->error, "QRS is not configured (qrs.url is empty)");
         return BUTLER_ERR_REMOTE;
     }
-    for (int attempt = 1;; attempt++) {
-        char xrfkey[17];
-        qrs_make_xrfkey(xrfkey);
-        snprintf(xrf_header, sizeof xrf_header, "X-Qlik-Xrfkey: %s", xrfkey);
-        int written = snprintf(url, sizeof url, "%.*s/qrs/%s%sxrfkey=%s", (int)base_length, base,
-                               path_and_query, strchr(path_and_query, '?') ? "&" : "?", xrfkey);
-        if (written < 0 || (size_t)written >= sizeof url) {
-            snprintf(result->error, sizeof result->error, "QRS URL too long");
-            status = BUTLER_ERR_TOO_LARGE;
-            break;
-        }
-        struct http_request request = {
-            .method = method,
-            .url = url,
-            .headers = headers,
-            .body = strcmp(method, "POST") == 0 ? "{}" : NULL,
-            .body_length = strcmp(method, "POST") == 0 ? 2 : 0,
-            .timeout_ms = client->config->qrs.timeout_ms,
-            .connect_timeout_ms = client->config->qrs.connect_timeout_ms,
-            .client_cert_file = client->config->qrs.cert_file,
-            .client_key_file = client->config->qrs.key_file,
-            .ca_file = client->config->qrs.ca_file,
-            .verify_peer = client->config->qrs.verify_peer,
-        };
-        status = http_client_perform(client->http, &request, response);
-        result->attempts = attempt;
-        result->http_status = response->status;
-        count_call(route, response->status, status);
-        if (status != BUTLER_ERR_RETRYABLE || attempt >= client->retry.max_attempts ||
-            (client->should_stop && client->should_stop()))
-            break;
-        unsigned int seed = (unsigned int)(uintptr_t)response ^ (unsigned int)attempt;
-        uint64_t delay = retry_backoff_ms(&client->retry, attempt, response->retry_after_s, &seed);
-        LOG_DEBUG(MODULE, "%s %s attempt %d failed (%s); retry in %llu ms", method, route, attempt,
-                  response->error, (unsigned long long)delay);
-        for (uint64_t slept = 0; slept < delay; slept += 100) {
-            if (client->should_stop && client->should_stop())
-                break;
-            struct timespec slice = {0, (long)((delay - slept < 100 ? delay - slept : 100) * 1000000)};
-            nanosleep(&slice, NULL);
-        }
-    }
+    struct qrs_attempt call = {client, method, route, path_and_query, response, result};
+    enum butler_status status =
+        retry_run(&client->retry, client->should_stop, qrs_attempt_once, &call, &result->attempts);
     if (status != BUTLER_OK) {
         if (response->error[0])
             snprintf(result->error, sizeof result->error, "QRS %s %s: %s%s%.120s", method, route,
@@ -251,6 +260,62 @@ enum butler_status qrs_task_start(struct qrs_client *client, const char *task_id
     struct http_response response = {.retry_after_s = -1};
     snprintf(path, sizeof path, "task/%s/start", task_id);
     enum butler_status status = qrs_call(client, "POST", "task/start", path, &response, result);
+    if (status == BUTLER_ERR_REMOTE && (response.status == 404 || response.status == 400))
+        status = BUTLER_ERR_NOT_FOUND;
+    http_response_clear(&response);
+    return status;
+}
+
+/* qrs_call with a request body (change subscriptions). */
+static enum butler_status qrs_call_body(struct qrs_client *client, const char *method,
+                                        const char *route, const char *path_and_query,
+                                        const char *body, struct http_response *response,
+                                        struct qrs_result *result)
+{
+    memset(result, 0, sizeof *result);
+    if (!qrs_enabled(client->config)) {
+        snprintf(result->error, sizeof result->error, "QRS is not configured (qrs.url is empty)");
+        return BUTLER_ERR_REMOTE;
+    }
+    struct qrs_attempt call = {client, method,   route, path_and_query, response,
+                               result, body, body ? strlen(body) : 0};
+    enum butler_status status =
+        retry_run(&client->retry, client->should_stop, qrs_attempt_once, &call, &result->attempts);
+    if (status != BUTLER_OK && response->error[0])
+        snprintf(result->error, sizeof result->error, "QRS %s %s: %s%s%.120s", method, route,
+                 response->error, response->body && response->body[0] ? ": " : "",
+                 response->body ? response->body : "");
+    return status;
+}
+
+enum butler_status qrs_post(struct qrs_client *client, const char *route,
+                            const char *path_and_query, const char *body, cJSON **json_out,
+                            struct qrs_result *result)
+{
+    struct http_response response = {.retry_after_s = -1};
+    *json_out = NULL;
+    enum butler_status status =
+        qrs_call_body(client, "POST", route, path_and_query, body, &response, result);
+    if (status == BUTLER_ERR_REMOTE && (response.status == 404 || response.status == 400))
+        status = BUTLER_ERR_NOT_FOUND;
+    if (status == BUTLER_OK && response.body_length > 0) {
+        *json_out = json_parse_exact(response.body, response.body_length, NULL);
+        if (*json_out == NULL) {
+            snprintf(result->error, sizeof result->error, "QRS POST %s: response is not JSON",
+                     route);
+            status = BUTLER_ERR_REMOTE;
+        }
+    }
+    http_response_clear(&response);
+    return status;
+}
+
+enum butler_status qrs_delete(struct qrs_client *client, const char *route,
+                              const char *path_and_query, struct qrs_result *result)
+{
+    struct http_response response = {.retry_after_s = -1};
+    enum butler_status status =
+        qrs_call_body(client, "DELETE", route, path_and_query, NULL, &response, result);
     if (status == BUTLER_ERR_REMOTE && (response.status == 404 || response.status == 400))
         status = BUTLER_ERR_NOT_FOUND;
     http_response_clear(&response);

@@ -47,6 +47,20 @@ enum butler_status qrs_get(struct qrs_client *client, const char *path, const ch
 enum butler_status qrs_task_start(struct qrs_client *client, const char *task_id,
                                   struct qrs_result *result);
 
+/*
+ * POST /qrs/<path_and_query> with `body` (sent as is, Content-Type JSON; NULL
+ * sends "{}"). `route` labels the call metric (no ids in it). A JSON answer
+ * is returned in *json_out (NULL for an empty body), owned by the caller.
+ * 404/400 -> BUTLER_ERR_NOT_FOUND. Retried per the `retry` section.
+ */
+enum butler_status qrs_post(struct qrs_client *client, const char *route,
+                            const char *path_and_query, const char *body, cJSON **json_out,
+                            struct qrs_result *result);
+
+/* DELETE /qrs/<path_and_query>. 2xx -> OK; 404/400 -> BUTLER_ERR_NOT_FOUND. */
+enum butler_status qrs_delete(struct qrs_client *client, const char *route,
+                              const char *path_and_query, struct qrs_result *result);
+
 /* GET /qrs/task/full?filter=...; *tasks_out is a JSON array owned by the caller. */
 enum butler_status qrs_find_tasks(struct qrs_client *client, const char *filter,
                                   cJSON **tasks_out, struct qrs_result *result);

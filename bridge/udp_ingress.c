@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "bridge/clock.h"
+#include "bridge/execution_ids.h"
 #include "bridge/expiring_map.h"
 #include "bridge/log.h"
 #include "bridge/metrics.h"
@@ -45,11 +46,12 @@ enum ingress_drop {
     DROP_QUEUE_FULL,
     DROP_SHUTDOWN,
     DROP_PUBLISH_FAILED,
+    DROP_SPOOL_FULL,
     DROP_KIND_COUNT
 };
 
-static const char *const extra_drop_names[] = {"source", "duplicate", "queue_full", "shutdown",
-                                               "publish_failed"};
+static const char *const extra_drop_names[] = {"source",   "duplicate",      "queue_full",
+                                               "shutdown", "publish_failed", "spool_full"};
 
 struct allow_entry {
     uint32_t network, mask;
@@ -206,9 +208,9 @@ static void handle_datagram(struct udp_ingress *ingress, const unsigned char *da
         return;
     }
     if (full) {
-        /* SPOOL HOOK: with the durable spool this is where an event that does
-         * not fit the ring is written to disk instead of being dropped. The
-         * ExecutionId is released so a resend is not taken for a duplicate. */
+        /* The publisher spills to the spool above UDP_SPILL_THRESHOLD, so a
+         * full ring means the disk cannot keep up either. The ExecutionId is
+         * released so a resend is not taken for a duplicate. */
         if (keyed)
             expiring_map_remove(ingress->dedup, execution_id);
         count_drop(ingress, DROP_QUEUE_FULL, source_text);
@@ -305,8 +307,27 @@ static void *publisher_main(void *argument)
             drop_rest ? BUTLER_ERR_SHUTDOWN
                       : ingress->sink.deliver(&slot->event, slot->received_wall_ms,
                                               ingress->sink.context);
-        if (status == BUTLER_ERR_NOT_CONNECTED || status == BUTLER_ERR_FULL ||
-            status == BUTLER_ERR_TIMEOUT) {
+        bool later = status == BUTLER_ERR_NOT_CONNECTED || status == BUTLER_ERR_FULL ||
+                     status == BUTLER_ERR_TIMEOUT;
+        /* Broker away, ring filling up, or stopping: to the spool, so the
+         * ring keeps draining and a crash loses nothing. */
+        if (ingress->sink.spill &&
+            (status == BUTLER_ERR_NOT_CONNECTED || status == BUTLER_ERR_SHUTDOWN ||
+             (later && count > UDP_SPILL_THRESHOLD))) {
+            enum butler_status spilled =
+                ingress->sink.spill(&slot->event, slot->received_wall_ms, ingress->sink.context);
+            if (spilled == BUTLER_ERR_FULL) {
+                count_drop(ingress, DROP_SPOOL_FULL, "queue");
+                status = BUTLER_OK; /* counted: take it off the ring */
+                later = false;
+            } else if (spilled == BUTLER_OK) {
+                status = BUTLER_OK;
+                later = false;
+            } else if (drop_rest) {
+                status = BUTLER_ERR_SHUTDOWN;
+            }
+        }
+        if (later) {
             /* Keep it at the head; the broker or the outbound window will come back. */
             if (ingress->sink.idle)
                 ingress->sink.idle(ingress->sink.context);
@@ -314,7 +335,6 @@ static void *publisher_main(void *argument)
             continue;
         }
         if (status == BUTLER_ERR_SHUTDOWN) {
-            /* SPOOL HOOK: at shutdown the remaining events belong in the spool. */
             count_drop(ingress, DROP_SHUTDOWN, "queue");
         } else if (status != BUTLER_OK) {
             count_drop(ingress, DROP_PUBLISH_FAILED, "queue");
@@ -430,7 +450,9 @@ enum butler_status udp_ingress_start(const struct butler_config *config,
     ingress->scratch = malloc(sizeof *ingress->scratch);
     if (ingress->slots == NULL || ingress->buffers == NULL || ingress->scratch == NULL)
         goto out;
-    status = expiring_map_create(UDP_DEDUP_MAX, &ingress->dedup);
+    /* The window is shared with the QRS notification source (one execution,
+     * one event, whichever source hears it first). */
+    status = execution_ids_open(&ingress->dedup);
     if (status != BUTLER_OK)
         goto out;
     status = load_allow_list(ingress);
@@ -474,7 +496,7 @@ void udp_ingress_stop(struct udp_ingress *ingress, int grace_ms)
         pthread_mutex_unlock(&ingress->mutex);
         pthread_join(ingress->publisher_thread, NULL);
     }
-    expiring_map_destroy(ingress->dedup);
+    /* ingress->dedup is the shared window: execution_ids_close() frees it. */
     pthread_mutex_destroy(&ingress->mutex);
     pthread_cond_destroy(&ingress->not_empty);
     free(ingress->slots);

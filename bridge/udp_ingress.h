@@ -8,10 +8,14 @@
  *     (udp_datagram.h), de-duplicates on ExecutionId and appends the event to
  *     a bounded ring; it never blocks on anything but the socket;
  *   - the publisher thread takes events off the ring and calls the sink.
- *     When the sink cannot take an event now (broker down, outbound window
- *     full) the event stays at the head of the ring and is offered again, so
- *     events wait in the ring while the broker is away. When the ring is full
- *     new events are dropped and counted (reason "queue_full").
+ *     When the sink cannot take an event now because the outbound window is
+ *     full, the event stays at the head of the ring and is offered again.
+ *     When the broker is down, the ring is above UDP_SPILL_THRESHOLD, or
+ *     Butler is stopping, the event is spilled instead: the sink records it
+ *     in the spool and publishes it later (contract 7), so the ring drains
+ *     to disk during a broker outage. When the spool is full the event is
+ *     dropped (reason "spool_full"); when the ring is full, new events are
+ *     dropped (reason "queue_full").
  *
  * Memory is bounded: the ring has UDP_QUEUE_MAX fixed slots allocated at
  * start, the receive batch is fixed, and the de-duplication map is capped.
@@ -31,6 +35,9 @@ enum {
     UDP_QUEUE_MAX = 8192,        /* events between socket and publisher */
     UDP_DEDUP_MAX = 200000,      /* ExecutionIds remembered */
     UDP_RCVBUF_BYTES = 16 << 20, /* asked for; the kernel may cap it (net.core.rmem_max) */
+    /* Above this depth the publisher spills to the spool rather than wait
+     * for the outbound window: the ring keeps room for bursts. */
+    UDP_SPILL_THRESHOLD = UDP_QUEUE_MAX / 2,
 };
 
 struct udp_ingress;
@@ -48,6 +55,11 @@ struct udp_ingress_sink {
     /* Called on the publisher thread when idle or waiting (about every 50 ms);
      * may be NULL. Lets the sink retry its own failed publishes. */
     void (*idle)(void *context);
+    /* Take the event durably for later (spool) instead of now; may be NULL.
+     * BUTLER_OK when taken, BUTLER_ERR_FULL when the spool is full (the event
+     * is dropped, reason "spool_full"); anything else: offered again. */
+    enum butler_status (*spill)(const struct udp_event *event, uint64_t received_wall_ms,
+                                void *context);
     void *context;
 };
 
@@ -64,8 +76,9 @@ size_t udp_ingress_depth(struct udp_ingress *ingress);
 
 /*
  * Stop hearing datagrams, give the publisher up to `grace_ms` to hand the
- * queued events to the sink, then drop (and count, reason "shutdown") what is
- * left, join both threads and free everything. NULL is a no-op.
+ * queued events to the sink, then spill what is left (or, without a spill
+ * callback or when spilling fails, drop and count it, reason "shutdown"),
+ * join both threads and free everything. NULL is a no-op.
  */
 void udp_ingress_stop(struct udp_ingress *ingress, int grace_ms);
 

@@ -18,6 +18,7 @@
 #include "config/config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -488,6 +489,13 @@ static const struct key_def config_keys[] = {
     {K_STR("qrs.user_id", CFG(qrs.user_id), "sa_repository", check_not_empty)},
     {K_INT("qrs.timeout_ms", CFG(qrs.timeout_ms), 1, 3600000, "30000")},
     {K_INT("qrs.connect_timeout_ms", CFG(qrs.connect_timeout_ms), 1, 600000, "5000")},
+    {K_BOOL("qrs.notifications.enable", CFG(qrs.notifications.enable), "false")},
+    {K_STR("qrs.notifications.callback_url", CFG(qrs.notifications.callback_url), NULL,
+           check_http_url)},
+    {K_SECRET("qrs.notifications.secret", CFG(qrs.notifications.secret), true)},
+    {K_STR("qrs.notifications.filter", CFG(qrs.notifications.filter), NULL, check_single_line)},
+    {K_INT("qrs.notifications.check_interval_s", CFG(qrs.notifications.check_interval_s), 1,
+           86400, "300")},
 
     {K_LIST("task_start.allow.task_ids", CFG(task_start.allow.task_ids), check_guid)},
     {K_LIST("task_start.allow.tags", CFG(task_start.allow.tags), check_not_empty)},
@@ -1926,6 +1934,37 @@ static bool listen_has_tls(const char *listen)
 }
 
 /* Rules that span keys, checked after every layer is applied. */
+/* The secret travels as a URL path segment (QRS cannot add headers to its
+ * callback), so it must need no escaping, and be long enough not to guess. */
+static bool secret_is_url_safe(const char *secret)
+{
+    size_t length = strlen(secret);
+    if (length < 16 || length > 256)
+        return false;
+    for (const char *p = secret; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.' && *p != '~')
+            return false;
+    return true;
+}
+
+static void validate_notifications(struct loader *ld, const struct butler_config *c)
+{
+    if (!c->qrs.notifications.enable)
+        return;
+    const struct origin *at = origin_of(ld, "qrs.notifications.enable");
+    if (!c->qrs.url[0])
+        report(ld, at, "qrs.notifications.enable", "needs qrs.url");
+    if (!c->http.enable)
+        report(ld, at, "qrs.notifications.enable", "needs http.enable (QRS calls Butler back)");
+    if (!c->qrs.notifications.callback_url[0])
+        report(ld, origin_of(ld, "qrs.notifications.callback_url"),
+               "qrs.notifications.callback_url",
+               "required when qrs.notifications.enable is true (the URL Sense reaches Butler at)");
+    if (!secret_is_url_safe(c->qrs.notifications.secret))
+        report(ld, origin_of(ld, "qrs.notifications.secret"), "qrs.notifications.secret",
+               "expected 16..256 characters of A-Z a-z 0-9 - _ . ~ (it is a URL path segment)");
+}
+
 static void validate_config(struct loader *ld, const struct butler_config *c)
 {
     const struct key_state *routes_state = &ld->state[find_key(&config_table, "routes")];
@@ -1948,6 +1987,8 @@ static void validate_config(struct loader *ld, const struct butler_config *c)
     if (c->http.enable && listen_has_tls(c->http.listen) && !c->http.tls.cert_file[0])
         report(ld, origin_of(ld, "http.listen"), "http.listen",
                "a TLS port (suffix 's') needs http.tls.cert_file and http.tls.key_file");
+
+    validate_notifications(ld, c);
 
     for (size_t i = 0; i < c->routes.count; i++) {
         const struct config_route *route = &c->routes.items[i];

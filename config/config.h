@@ -146,6 +146,14 @@ struct butler_config {
         char *user_id;
         int timeout_ms;
         int connect_timeout_ms; /* extension */
+        /* QRS change subscriptions as a second event source (docs/qrs-notifications.md). */
+        struct {
+            bool enable;
+            char *callback_url;   /* Butler's HTTP ingress as Sense reaches it */
+            char *secret;         /* secret; also secret_file; a path segment of the callback */
+            char *filter;         /* QRS filter on ExecutionResult; "" = every update */
+            int check_interval_s; /* re-register (and drop the old handle) this often */
+        } notifications;
     } qrs;
 
     struct {

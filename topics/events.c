@@ -3,16 +3,19 @@
  *
  * Fast path (qrs.url empty): the UDP publisher thread publishes with
  * mqtt_link_publish() and does not wait for the PUBACK, which is what lets it
- * keep up with tens of thousands of datagrams a second. A publish that the
- * link refuses up front leaves the event in the UDP ring (the ingress offers
- * it again); a publish that was sent but never acknowledged (the connection
- * dropped) comes back through outbound_done() onto a retry list that is
- * flushed before any new event, so nothing accepted is lost while Butler
- * runs. The retry list is bounded by the link's in-flight window plus the
- * legacy copies of one event, and by EVENTS_RETRY_MAX as a hard stop.
+ * keep up with tens of thousands of datagrams a second; nothing is spooled
+ * there. When the outbound window is full the event waits in the UDP ring
+ * (the ingress offers it again). When the broker is down, or the ring is
+ * above its threshold, the ingress spills the event here instead: it is
+ * recorded in the spool and queued on the backlog, which is sent, oldest
+ * first, before any new event. A publish that was sent but never
+ * acknowledged (the connection dropped) comes back through outbound_done()
+ * and is spooled and backlogged the same way.
  *
  * QRS path: the event is copied to a worker (bounded worker queue; when full
- * the event waits in the UDP ring). Every QRS call there has a short timeout
+ * the event waits in the UDP ring). The worker publishes without waiting for
+ * the broker, parking the event in spool and backlog while the broker is
+ * away. Every QRS call there has a short timeout
  * and one attempt, and a call starts only if it can finish within the
  * event's EVENTS_ENRICH_BUDGET_MS, so enrichment never holds an event long.
  */
@@ -33,8 +36,9 @@
 #include "bridge/metrics.h"
 #include "bridge/mqtt_link.h"
 #include "bridge/qrs.h"
+#include "bridge/spool.h"
 #include "bridge/worker_pool.h"
-#include "topics/publish.h"
+#include "topics/topics.h"
 
 #define MODULE "events"
 
@@ -125,6 +129,9 @@ struct outbound {
     char *topic;
     char *payload;
     size_t length;
+    uint64_t received_wall_ms; /* kept in the spool record */
+    uint64_t spool_id;         /* 0 = not recorded in the spool */
+    const char *count_type;    /* event type to count when published from the backlog */
 };
 
 static void outbound_free(struct outbound *message)
@@ -206,55 +213,165 @@ out:
 static const struct mqtt_publish_options event_options = {.qos = 1,
                                                           .content_type = "application/json"};
 
-/* ------------------------------------------------------------ fast path */
+/* ------------------------------------------------ fast path and backlog */
 
-static pthread_mutex_t retry_mutex = PTHREAD_MUTEX_INITIALIZER;
-static struct outbound *retry_head, *retry_tail;
-static size_t retry_count;
+/*
+ * The backlog: event messages that could not be handed to the broker at
+ * once, oldest first. Every message put here is recorded in the spool first
+ * (family EVENTS_SPOOL_FAMILY), so a broker outage followed by a SIGKILL
+ * loses nothing; the spool record is marked done on the broker's PUBACK.
+ * Messages that publish at once while the broker is up never touch the
+ * spool: that is what keeps the fast path at tens of thousands a second.
+ *
+ * One consumer (the UDP publisher thread) pops; producers (the publisher,
+ * the MQTT network thread when an unacknowledged publish comes back, the
+ * enrichment workers, start-up recovery) push under the mutex. Bounded by
+ * EVENTS_BACKLOG_MAX messages and EVENTS_BACKLOG_MAX_BYTES.
+ */
+static pthread_mutex_t backlog_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct outbound *backlog_head, *backlog_tail;
+static size_t backlog_count, backlog_bytes;
+static struct metric *backlog_gauge, *spooled_total;
 
-static void retry_push(struct outbound *message, bool front)
+static size_t outbound_bytes(const struct outbound *message)
 {
-    pthread_mutex_lock(&retry_mutex);
-    if (retry_count >= EVENTS_RETRY_MAX) {
-        pthread_mutex_unlock(&retry_mutex);
-        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "retry list full: dropping a message for %s",
-                        message->topic);
-        count_lost("retry_full");
-        outbound_free(message);
+    return sizeof *message + strlen(message->topic) + message->length;
+}
+
+static struct spool *current_spool(void)
+{
+    return butler_runtime_current ? butler_runtime_current->spool : NULL;
+}
+
+static void register_backlog_metrics(void)
+{
+    if (backlog_gauge)
         return;
+    backlog_gauge = metrics_get("butler_queue_depth", "queue=\"events_backlog\"", METRIC_GAUGE,
+                                "Items waiting in a bounded queue");
+    spooled_total = metrics_get("butler_events_spooled_total", "", METRIC_COUNTER,
+                                "Event messages recorded in the spool because they could not "
+                                "be published at once");
+}
+
+/* Record `message` in the spool unless it already is. BUTLER_ERR_FULL when
+ * the spool is at spool.max_bytes. Without a spool (unit tests) it is kept
+ * in memory only. */
+static enum butler_status spool_message(struct outbound *message)
+{
+    struct spool *spool = current_spool();
+    if (message->spool_id != 0 || spool == NULL)
+        return BUTLER_OK;
+    size_t length = 0;
+    unsigned char *record =
+        topics_spool_record(EVENTS_SPOOL_FAMILY, message->topic, message->payload, message->length,
+                            message->received_wall_ms, &length);
+    if (record == NULL)
+        return BUTLER_ERR_NOMEM;
+    enum butler_status status = spool_add(spool, record, length, &message->spool_id);
+    free(record);
+    if (status == BUTLER_OK)
+        metrics_add(spooled_total, 1);
+    return status;
+}
+
+/* The broker has the message for good (or refused it for good): the spool
+ * must not replay it. */
+static void spool_finish(struct outbound *message)
+{
+    struct spool *spool = current_spool();
+    if (message->spool_id == 0 || spool == NULL)
+        return;
+    enum butler_status status = spool_done(spool, message->spool_id, "", 0);
+    if (status != BUTLER_OK)
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot mark spooled event %llu done: %s",
+                        (unsigned long long)message->spool_id, butler_status_str(status));
+    message->spool_id = 0;
+}
+
+/* Append (or, for the consumer giving one back, prepend) to the backlog.
+ * BUTLER_ERR_FULL when the backlog is at its caps; the caller keeps the
+ * message. */
+static enum butler_status backlog_push(struct outbound *message, bool front)
+{
+    size_t bytes = outbound_bytes(message);
+    pthread_mutex_lock(&backlog_mutex);
+    if (!front && (backlog_count >= EVENTS_BACKLOG_MAX ||
+                   backlog_bytes + bytes > (size_t)EVENTS_BACKLOG_MAX_BYTES)) {
+        pthread_mutex_unlock(&backlog_mutex);
+        return BUTLER_ERR_FULL;
     }
     message->next = NULL;
     if (front) {
-        message->next = retry_head;
-        retry_head = message;
-        if (retry_tail == NULL)
-            retry_tail = message;
+        message->next = backlog_head;
+        backlog_head = message;
+        if (backlog_tail == NULL)
+            backlog_tail = message;
     } else {
-        if (retry_tail)
-            retry_tail->next = message;
+        if (backlog_tail)
+            backlog_tail->next = message;
         else
-            retry_head = message;
-        retry_tail = message;
+            backlog_head = message;
+        backlog_tail = message;
     }
-    retry_count++;
-    pthread_mutex_unlock(&retry_mutex);
+    backlog_count++;
+    backlog_bytes += bytes;
+    size_t depth = backlog_count;
+    pthread_mutex_unlock(&backlog_mutex);
+    metrics_set(backlog_gauge, (int64_t)depth);
+    return BUTLER_OK;
 }
 
-static struct outbound *retry_pop(void)
+static struct outbound *backlog_pop(void)
 {
-    pthread_mutex_lock(&retry_mutex);
-    struct outbound *message = retry_head;
+    pthread_mutex_lock(&backlog_mutex);
+    struct outbound *message = backlog_head;
     if (message) {
-        retry_head = message->next;
-        if (retry_head == NULL)
-            retry_tail = NULL;
-        retry_count--;
+        backlog_head = message->next;
+        if (backlog_head == NULL)
+            backlog_tail = NULL;
+        backlog_count--;
+        backlog_bytes -= outbound_bytes(message);
     }
-    pthread_mutex_unlock(&retry_mutex);
+    size_t depth = backlog_count;
+    pthread_mutex_unlock(&backlog_mutex);
+    metrics_set(backlog_gauge, (int64_t)depth);
     return message;
 }
 
-/* MQTT network thread (or shutdown): PUBACK or failure of a fast publish. */
+static bool backlog_empty(void)
+{
+    pthread_mutex_lock(&backlog_mutex);
+    bool empty = backlog_head == NULL;
+    pthread_mutex_unlock(&backlog_mutex);
+    return empty;
+}
+
+/*
+ * Make `message` durable and queue it behind older ones. On error the
+ * message is freed and the loss counted, except BUTLER_ERR_FULL for a new
+ * event (`refuse_when_full`): then the caller still owns it and counts the
+ * drop as "spool_full".
+ */
+static enum butler_status park(struct outbound *message, bool refuse_when_full)
+{
+    enum butler_status status = spool_message(message);
+    if (status == BUTLER_OK)
+        status = backlog_push(message, false);
+    if (status == BUTLER_OK)
+        return BUTLER_OK;
+    if (refuse_when_full && status == BUTLER_ERR_FULL)
+        return status;
+    /* Already accepted: if it is in the spool the next start publishes it. */
+    LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot hold the event message for %s: %s%s",
+                    message->topic, butler_status_str(status),
+                    message->spool_id ? " (kept in the spool for the next start)" : "");
+    count_lost(status == BUTLER_ERR_FULL ? "spool_full" : "nomem");
+    outbound_free(message);
+    return status;
+}
+
+/* MQTT network thread (or shutdown): PUBACK or failure of a publish. */
 static void outbound_done(void *context, enum butler_status status)
 {
     struct outbound *message = context;
@@ -263,16 +380,19 @@ static void outbound_done(void *context, enum butler_status status)
             LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "broker refused %s", message->topic);
             count_lost("broker_refused");
         }
+        spool_finish(message);
         outbound_free(message);
         return;
     }
     if (butler_runtime_stopping() || status == BUTLER_ERR_SHUTDOWN) {
-        /* SPOOL HOOK: unacknowledged event messages at shutdown. */
-        count_lost("shutdown");
+        /* Recorded in the spool, it is published after the next start. */
+        if (spool_message(message) != BUTLER_OK)
+            count_lost("shutdown");
         outbound_free(message);
         return;
     }
-    retry_push(message, false);
+    /* The connection dropped before the PUBACK: send it again after reconnect. */
+    park(message, false);
 }
 
 /* Hand one message to the link; on OK the link's callback owns it. */
@@ -288,22 +408,29 @@ static bool retryable(enum butler_status status)
            status == BUTLER_ERR_TIMEOUT || status == BUTLER_ERR_NOMEM;
 }
 
-/* Publisher thread: send what the broker did not acknowledge, oldest first.
- * Stops at the first refusal (it stays at the front) and returns it. */
-static enum butler_status flush_retries(void)
+/* Publisher thread: send the backlog, oldest first. Stops at the first
+ * refusal (the message goes back to the front) and returns it; BUTLER_OK
+ * once the backlog is empty. Popped before sending because once sent the
+ * network thread owns the message. */
+static enum butler_status drain_backlog(void)
 {
     struct outbound *message;
-    while ((message = retry_pop()) != NULL) {
+    while ((message = backlog_pop()) != NULL) {
+        const char *type = message->count_type;
         enum butler_status status = send_outbound(message);
-        if (status == BUTLER_OK)
+        if (status == BUTLER_OK) {
+            if (type)
+                count_published(type);
             continue;
+        }
         if (retryable(status)) {
-            retry_push(message, true);
+            backlog_push(message, true);
             return status;
         }
         LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot publish %s: %s", message->topic,
                         butler_status_str(status));
         count_lost("invalid");
+        spool_finish(message); /* it can never succeed: do not replay it */
         outbound_free(message);
     }
     return BUTLER_OK;
@@ -313,18 +440,66 @@ void events_idle(void *context)
 {
     (void)context;
     if (events_runtime && mqtt_link_connected(events_runtime->link))
-        flush_retries();
+        drain_backlog();
+}
+
+static const char *event_type_label(const struct udp_event *event)
+{
+    return event->type == UDP_EVENT_ENGINE_RELOAD_FAILED ? "engine-reload-failed"
+                                                         : udp_event_outcome(event->type);
+}
+
+/*
+ * Worker or publisher thread: send an event's messages now when nothing older
+ * waits and the broker takes them, otherwise park them. Consumes messages[].
+ * With `refuse_when_full`, BUTLER_ERR_FULL means the event itself did not fit
+ * the spool (nothing of it kept; the caller counts the drop).
+ */
+static enum butler_status send_or_park(struct outbound *messages[], size_t count, const char *type,
+                                       bool refuse_when_full)
+{
+    enum butler_status status = BUTLER_ERR_NOT_CONNECTED;
+    if (backlog_empty())
+        status = send_outbound(messages[0]);
+    if (status == BUTLER_OK) {
+        count_published(type);
+    } else {
+        messages[0]->count_type = type;
+        status = park(messages[0], refuse_when_full);
+        if (status != BUTLER_OK) {
+            for (size_t i = 1; i < count; i++)
+                outbound_free(messages[i]);
+            return status;
+        }
+    }
+    /* Legacy copies follow the event; one the link refuses now is parked so
+     * it cannot hold up the next event. */
+    for (size_t i = 1; i < count; i++)
+        if (send_outbound(messages[i]) != BUTLER_OK)
+            park(messages[i], false);
+    return BUTLER_OK;
+}
+
+/* The messages of one event without enrichment; 0 when out of memory. */
+static size_t plain_messages(const struct udp_event *event, uint64_t received_wall_ms,
+                             const char *enrich_error,
+                             struct outbound *messages[1 + 2 * LEGACY_MAX])
+{
+    cJSON *json = events_build_json(event, received_wall_ms, NULL, enrich_error);
+    size_t count = json ? build_messages(event, json, messages) : 0;
+    cJSON_Delete(json);
+    for (size_t i = 0; i < count; i++)
+        messages[i]->received_wall_ms = received_wall_ms;
+    return count;
 }
 
 static enum butler_status deliver_now(const struct udp_event *event, uint64_t received_wall_ms)
 {
     struct outbound *messages[1 + 2 * LEGACY_MAX] = {0};
-    enum butler_status status = flush_retries();
+    enum butler_status status = drain_backlog();
     if (status != BUTLER_OK)
-        return status; /* keep order: older messages first */
-    cJSON *json = events_build_json(event, received_wall_ms, NULL, NULL);
-    size_t count = json ? build_messages(event, json, messages) : 0;
-    cJSON_Delete(json);
+        return status; /* keep order: the ingress spills or offers it again */
+    size_t count = plain_messages(event, received_wall_ms, NULL, messages);
     if (count == 0)
         return BUTLER_ERR_NOMEM; /* offered again shortly */
     status = send_outbound(messages[0]);
@@ -333,20 +508,70 @@ static enum butler_status deliver_now(const struct udp_event *event, uint64_t re
             outbound_free(messages[i]);
         return status;
     }
-    /* The event itself is out; legacy copies that the link refuses now are
-     * sent by the retry list so they cannot hold up the next event. */
     for (size_t i = 1; i < count; i++)
         if (send_outbound(messages[i]) != BUTLER_OK)
-            retry_push(messages[i], false);
-    count_published(event->type == UDP_EVENT_ENGINE_RELOAD_FAILED ? "engine-reload-failed"
-                                                                  : udp_event_outcome(event->type));
+            park(messages[i], false);
+    count_published(event_type_label(event));
     return BUTLER_OK;
 }
 
+enum butler_status events_spill(const struct udp_event *event, uint64_t received_wall_ms,
+                                void *context)
+{
+    struct butler_runtime *runtime = context;
+    struct outbound *messages[1 + 2 * LEGACY_MAX] = {0};
+    /* With QRS, an event spilled here skips enrichment: it is held because
+     * Butler is overloaded or stopping, and enrichment would hold it longer. */
+    const char *skipped = qrs_enabled(runtime->config)
+                              ? "not enriched: held in the spool while Butler was busy or stopping"
+                              : NULL;
+    size_t count = plain_messages(event, received_wall_ms, skipped, messages);
+    if (count == 0)
+        return BUTLER_ERR_NOMEM;
+    messages[0]->count_type = event_type_label(event);
+    enum butler_status status = park(messages[0], true);
+    if (status != BUTLER_OK) {
+        for (size_t i = 0; i < count; i++)
+            outbound_free(messages[i]);
+        return status;
+    }
+    for (size_t i = 1; i < count; i++)
+        park(messages[i], false);
+    return BUTLER_OK;
+}
+
+enum butler_status events_recovered(const char *topic, const void *payload, size_t length,
+                                    uint64_t spool_id, uint64_t received_wall_ms)
+{
+    enum butler_status status = BUTLER_ERR_NOMEM;
+    register_backlog_metrics();
+    struct outbound *message = calloc(1, sizeof *message);
+    if (message == NULL)
+        goto out;
+    message->topic = strdup(topic);
+    message->payload = malloc(length + 1);
+    if (message->topic == NULL || message->payload == NULL)
+        goto out;
+    memcpy(message->payload, payload, length);
+    message->payload[length] = '\0';
+    message->length = length;
+    message->received_wall_ms = received_wall_ms;
+    message->count_type = "replayed";
+    /* The spool record is finished on PUBACK; if the backlog is full it
+     * stays unfinished and the next start tries again. */
+    message->spool_id = spool_id;
+    status = backlog_push(message, false);
+    if (status == BUTLER_OK)
+        message = NULL; /* owned by the backlog */
+out:
+    outbound_free(message);
+    return status;
+}
 /* ----------------------------------------------------------- QRS path */
 
 struct enrich_job {
     uint64_t received_wall_ms;
+    const char *source; /* "qrs" for QRS change notifications; NULL = UDP (no field) */
     struct udp_event event;
 };
 
@@ -725,20 +950,6 @@ out:
     return status;
 }
 
-/* Worker thread: publish one message, waiting for the broker if needed. */
-static void publish_one(struct outbound *message)
-{
-    enum butler_status status =
-        publish_reliably(message->topic, message->payload, message->length, &event_options);
-    if (status != BUTLER_OK) {
-        /* SPOOL HOOK: an enriched event not delivered at shutdown. */
-        LOG_WARN(MODULE, "event for %s not published: %s", message->topic,
-                 butler_status_str(status));
-        count_lost(status == BUTLER_ERR_SHUTDOWN ? "shutdown" : "invalid");
-    }
-    outbound_free(message);
-}
-
 /* Worker thread (worker_run_fn): enrich within the budget, then publish. */
 static void enrich_run(void *worker_state, void *item)
 {
@@ -759,16 +970,18 @@ static void enrich_run(void *worker_state, void *item)
     cJSON *json =
         events_build_json(&job->event, job->received_wall_ms, status == BUTLER_OK ? qrs : NULL,
                           status == BUTLER_OK ? NULL : error);
+    if (json && job->source)
+        cJSON_AddStringToObject(json, "source", job->source);
     struct outbound *messages[1 + 2 * LEGACY_MAX] = {0};
     size_t count = json ? build_messages(&job->event, json, messages) : 0;
     if (count == 0)
         count_lost("nomem");
     for (size_t i = 0; i < count; i++)
-        publish_one(messages[i]);
+        messages[i]->received_wall_ms = job->received_wall_ms;
+    /* Not waiting for the broker: while it is away the event goes to the
+     * spool and the publisher thread sends it after reconnect. */
     if (count > 0)
-        count_published(job->event.type == UDP_EVENT_ENGINE_RELOAD_FAILED
-                            ? "engine-reload-failed"
-                            : udp_event_outcome(job->event.type));
+        send_or_park(messages, count, event_type_label(&job->event), false);
     cJSON_Delete(json);
     cJSON_Delete(qrs);
     free(job);
@@ -776,9 +989,12 @@ static void enrich_run(void *worker_state, void *item)
 
 static void enrich_discard(void *item)
 {
-    /* SPOOL HOOK: queued for enrichment when the pool stopped. */
-    count_lost("shutdown");
-    free(item);
+    /* Queued for enrichment when the pool stopped: spooled unenriched, so the
+     * next start publishes it. */
+    struct enrich_job *job = item;
+    if (events_spill(&job->event, job->received_wall_ms, events_runtime) != BUTLER_OK)
+        count_lost("shutdown");
+    free(job);
 }
 
 /* Copy an event; fields[] are re-pointed into the copy's storage. */
@@ -799,6 +1015,7 @@ enum butler_status events_deliver(const struct udp_event *event, uint64_t receiv
     if (job == NULL)
         return BUTLER_ERR_NOMEM;
     job->received_wall_ms = received_wall_ms;
+    job->source = NULL;
     copy_event(&job->event, event);
     enum butler_status status =
         worker_pool_submit(runtime->pool, enrich_run, enrich_discard, job, 0);
@@ -807,6 +1024,20 @@ enum butler_status events_deliver(const struct udp_event *event, uint64_t receiv
         /* A full worker queue is backpressure: the event waits in the UDP ring. */
         return status == BUTLER_ERR_SHUTDOWN ? status : BUTLER_ERR_FULL;
     }
+    return BUTLER_OK;
+}
+
+/* QRS change notifications (topics/notifications.c) arrive on a worker
+ * already: enrich and publish right here, the same way as a UDP event. */
+enum butler_status events_deliver_qrs(const struct udp_event *event, uint64_t received_wall_ms)
+{
+    struct enrich_job *job = malloc(sizeof *job);
+    if (job == NULL)
+        return BUTLER_ERR_NOMEM;
+    job->received_wall_ms = received_wall_ms;
+    job->source = "qrs";
+    copy_event(&job->event, event);
+    enrich_run(NULL, job); /* frees job */
     return BUTLER_OK;
 }
 
@@ -819,15 +1050,26 @@ enum butler_status events_setup(struct butler_runtime *runtime)
     if (enrich_config.qrs.connect_timeout_ms > QRS_CONNECT_TIMEOUT_MS)
         enrich_config.qrs.connect_timeout_ms = QRS_CONNECT_TIMEOUT_MS;
     enrich_config.retry.max_attempts = 1;
+    register_backlog_metrics();
     return BUTLER_OK;
 }
 
 void events_teardown(void)
 {
     struct outbound *message;
-    while ((message = retry_pop()) != NULL) {
-        /* SPOOL HOOK: event messages the broker never acknowledged. */
-        count_lost("shutdown");
+    size_t kept = 0;
+    while ((message = backlog_pop()) != NULL) {
+        /* Everything in the backlog is in the spool (unless the spool was
+         * missing): the next start publishes it. */
+        if (message->spool_id)
+            kept++;
+        else
+            count_lost("shutdown");
         outbound_free(message);
     }
+    if (kept)
+        LOG_INFO(MODULE,
+                 "%zu event message(s) not yet published stay in the spool for the next "
+                 "start",
+                 kept);
 }

@@ -9,6 +9,12 @@
  * published again). With QRS the event goes to a worker, which enriches it
  * within EVENTS_ENRICH_BUDGET_MS and then publishes it with "qrs": {...}, or
  * with "qrs": null and "enrichError" when QRS did not answer in time.
+ *
+ * Broker outage (contract 7): an event that cannot be published at once
+ * (broker down, or the UDP ring above its threshold) is recorded in the
+ * spool and published after reconnect; the record is marked done on the
+ * PUBACK, and unfinished records are published after a restart. Events
+ * published at once with the broker up never touch the spool.
  */
 #ifndef BUTLER_TOPICS_EVENTS_H
 #define BUTLER_TOPICS_EVENTS_H
@@ -23,21 +29,47 @@
 
 enum {
     EVENTS_ENRICH_BUDGET_MS = 5000, /* QRS enrichment never delays an event longer */
-    EVENTS_RETRY_MAX = 65536,       /* fast-path publishes waiting to be sent again */
+    /* Event messages held for the broker (each also recorded in the spool). */
+    EVENTS_BACKLOG_MAX = 1000000,
+    EVENTS_BACKLOG_MAX_BYTES = 256 * 1024 * 1024,
     EVENTS_LOG_TAIL_LINES = 20,
     EVENTS_LOG_TAIL_MAX_BYTES = 8192,
 };
 
 /* Start-up: remember the runtime. Call before udp_ingress_start. */
 enum butler_status events_setup(struct butler_runtime *runtime);
-/* After the UDP ingress stopped: free fast-path publishes never acknowledged. */
+/* After the UDP ingress and the link stopped: free the backlog (its messages
+ * stay in the spool for the next start). */
 void events_teardown(void);
 
+/* Family name of event messages in the spool (see topics_spool_record). */
+#define EVENTS_SPOOL_FAMILY "udp_event"
+
 /* udp_ingress_sink callbacks; `context` is the struct butler_runtime. Run on
- * the UDP publisher thread. */
+ * the UDP publisher thread. events_spill records the event in the spool and
+ * queues it behind older ones (broker down, ring above its threshold, or
+ * shutdown); BUTLER_ERR_FULL when the spool is at spool.max_bytes. */
 enum butler_status events_deliver(const struct udp_event *event, uint64_t received_wall_ms,
                                   void *context);
+enum butler_status events_spill(const struct udp_event *event, uint64_t received_wall_ms,
+                                void *context);
 void events_idle(void *context);
+
+/*
+ * Start-up recovery (topics_recover, main thread): an event message found
+ * unfinished in the spool. It is published, before any new event, once the
+ * UDP ingress runs and the broker is up; the record is marked done on the
+ * PUBACK. Not BUTLER_OK: left unfinished for the next start.
+ */
+enum butler_status events_recovered(const char *topic, const void *payload, size_t length,
+                                    uint64_t spool_id, uint64_t received_wall_ms);
+
+/*
+ * A task event heard from a QRS change notification (topics/notifications.c),
+ * on a worker thread: enriched and published like a UDP event, with
+ * "source": "qrs". The caller has already claimed the ExecutionId.
+ */
+enum butler_status events_deliver_qrs(const struct udp_event *event, uint64_t received_wall_ms);
 
 /*
  * The event JSON (contract 3.2) as a cJSON object owned by the caller.

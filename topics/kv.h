@@ -115,7 +115,7 @@ void kv_on_message(const struct mqtt_message *message, void *context);
  * long (BUTLER_ERR_NOT_CONNECTED / TIMEOUT: answer 503); timeout_ms <= 0:
  * wait for the broker like every worker publish (publish_reliably).
  * BUTLER_ERR_INVALID bad names, BUTLER_ERR_TOO_LARGE value over
- * kv.max_value_bytes, BUTLER_ERR_FULL kv.max_namespaces reached; `error`
+ * kv.max_value_bytes, BUTLER_ERR_DENIED kv.max_namespaces reached; `error`
  * says which. Worker or HTTP threads, never the network thread.
  */
 enum butler_status kv_put(struct butler_runtime *runtime, const char *namespace_name,

@@ -422,6 +422,22 @@ out:
     return status;
 }
 
+struct smtp_attempt {
+    const struct butler_config *config;
+    const struct config_string_list *to;
+    const char *message;
+    char *error;
+    size_t error_size;
+};
+
+static enum butler_status smtp_attempt_once(void *context, int attempt, long *retry_after_s)
+{
+    struct smtp_attempt *smtp = context;
+    (void)attempt;
+    (void)retry_after_s;
+    return smtp_send_once(smtp->config, smtp->to, smtp->message, smtp->error, smtp->error_size);
+}
+
 /* SMTP with the `retry` policy. */
 static enum butler_status smtp_send(const struct butler_config *config,
                                     const struct config_string_list *to, const char *subject,
@@ -444,17 +460,8 @@ static enum butler_status smtp_send(const struct butler_config *config,
         return status;
     struct retry_policy policy = {config->retry.max_attempts, config->retry.initial_backoff_ms,
                                   config->retry.max_backoff_ms};
-    unsigned int seed = (unsigned int)clock_monotonic_ms();
-    for (int attempt = 1;; attempt++) {
-        *attempts_out = attempt;
-        status = smtp_send_once(config, to, message, error, error_size);
-        if (status != BUTLER_ERR_RETRYABLE || attempt >= policy.max_attempts ||
-            butler_runtime_stopping())
-            break;
-        uint64_t delay = retry_backoff_ms(&policy, attempt, -1, &seed);
-        for (uint64_t slept = 0; slept < delay && !butler_runtime_stopping(); slept += 100)
-            clock_sleep_ms(delay - slept < 100 ? delay - slept : 100);
-    }
+    struct smtp_attempt attempt = {config, to, message, error, error_size};
+    status = retry_run(&policy, butler_runtime_stopping, smtp_attempt_once, &attempt, attempts_out);
     free(message);
     return status;
 }

@@ -33,6 +33,7 @@
 #include "bridge/metrics.h"
 #include "bridge/mqtt_link.h"
 #include "bridge/qrs.h"
+#include "topics/kv.h"
 #include "topics/publish.h"
 
 #define MODULE "task-start"
@@ -349,45 +350,19 @@ static void resolve_selector(struct topic_worker *worker, struct task_start_stat
 
 /* ---- key-value items ---- */
 
-/* Stored as retained <root>/kv/<namespace>/<key> messages; the TTL becomes the
- * MQTT v5 message expiry, rounded up to whole seconds. */
-static enum butler_status store_kv(const struct butler_config *config,
-                                   const struct task_request *request, struct task_answer *answer)
+/* Stored through the key-value store (topics/kv.c): retained
+ * <root>/kv/<namespace>/<key>, the TTL as the MQTT v5 message expiry. Waits
+ * for the broker like every worker publish. */
+static enum butler_status store_kv(const struct task_request *request, struct task_answer *answer)
 {
+    struct butler_runtime *runtime = butler_runtime_current;
     for (size_t i = 0; i < request->kv_count; i++) {
         const struct task_kv_item *kv = &request->kv[i];
-        char topic[TASK_TEXT_MAX * 2 + 128];
-        snprintf(topic, sizeof topic, "%s/kv/%s/%s", config->mqtt.topic_root, kv->namespace_name,
-                 kv->key);
-        cJSON *record = cJSON_CreateObject();
-        if (record == NULL)
-            return BUTLER_ERR_NOMEM;
-        cJSON_AddStringToObject(record, "namespace", kv->namespace_name);
-        cJSON_AddStringToObject(record, "key", kv->key);
-        cJSON_AddStringToObject(record, "value", kv->value);
-        cJSON_AddNumberToObject(record, "ttl", (double)kv->ttl_ms);
-        char created[32];
-        uint64_t now = clock_wall_ms();
-        clock_format_iso8601(now, created, sizeof created);
-        cJSON_AddStringToObject(record, "createdAt", created);
-        if (kv->ttl_ms > 0) {
-            char expires[32];
-            clock_format_iso8601(now + (uint64_t)kv->ttl_ms, expires, sizeof expires);
-            cJSON_AddStringToObject(record, "expiresAt", expires);
-        }
-        char *payload = cJSON_PrintUnformatted(record);
-        cJSON_Delete(record);
-        if (payload == NULL)
-            return BUTLER_ERR_NOMEM;
-        struct mqtt_publish_options options = {
-            .qos = 1,
-            .retain = true,
-            .message_expiry_s = kv->ttl_ms > 0 ? (uint32_t)((kv->ttl_ms + 999) / 1000) : 0,
-        };
-        enum butler_status status = publish_reliably(topic, payload, strlen(payload), &options);
-        free(payload);
+        char error[256];
+        enum butler_status status = kv_put(runtime, kv->namespace_name, kv->key, kv->value,
+                                           kv->ttl_ms, 0, error, sizeof error);
         if (status != BUTLER_OK) {
-            note_error(answer, "storing key-values failed: %s", butler_status_str(status));
+            note_error(answer, "storing key-values failed: %s", error);
             return status;
         }
     }
@@ -646,7 +621,7 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
         }
     }
 
-    if (to_start > 0 && request.kv_count > 0 && store_kv(config, &request, &answer) != BUTLER_OK) {
+    if (to_start > 0 && request.kv_count > 0 && store_kv(&request, &answer) != BUTLER_OK) {
         for (size_t i = 0; i < to_start; i++)
             cJSON_AddItemToArray(answer.failed,
                                  task_json(startable[i]->id, startable[i]->name,

@@ -23,6 +23,7 @@
 #include "bridge/qrs.h"
 #include "bridge/spool.h"
 #include "bridge/worker_pool.h"
+#include "topics/events.h"
 #include "topics/routes.h"
 #include "topics/slack.h"
 #include "topics/task_result.h"
@@ -235,6 +236,20 @@ static char *take_string(struct reader *r, size_t length)
     return copy;
 }
 
+unsigned char *topics_spool_record(const char *family, const char *topic, const void *payload,
+                                   size_t payload_length, uint64_t received_wall_ms,
+                                   size_t *length_out)
+{
+    /* Only the fields encode_message reads; nothing is copied or freed. */
+    struct topic_message message = {
+        .topic = (char *)topic,
+        .payload = (unsigned char *)payload,
+        .payload_length = payload_length,
+        .received_wall_ms = received_wall_ms,
+    };
+    return encode_message(family, &message, length_out);
+}
+
 /* Inverse of encode_message; NULL on a malformed record. */
 static struct topic_message *decode_message(const unsigned char *data, size_t length,
                                             char family[256])
@@ -344,9 +359,9 @@ static void on_message(const struct mqtt_message *message, void *context)
         size_t record_length = 0;
         unsigned char *record = encode_message(family->name, queued->message, &record_length);
         for (;;) {
-            enum butler_status status =
-                record ? spool_add(runtime->spool, record, record_length, &queued->message->spool_id)
-                       : BUTLER_ERR_NOMEM;
+            enum butler_status status = record ? spool_add(runtime->spool, record, record_length,
+                                                           &queued->message->spool_id)
+                                               : BUTLER_ERR_NOMEM;
             if (status == BUTLER_OK)
                 break;
             metrics_count("butler_spool_refused_total", "",
@@ -424,6 +439,7 @@ struct recovery {
     struct queued_message **items;
     size_t count, capacity;
     size_t malformed;
+    size_t events; /* Sense event messages handed to topics/events.c */
 };
 
 static struct recovery recovered_work;
@@ -449,6 +465,17 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
     }
     char family[256];
     struct topic_message *message = decode_message(entry->data, entry->length, family);
+    if (message && strcmp(family, EVENTS_SPOOL_FAMILY) == 0) {
+        /* Sense events have their own path: they are published by the UDP
+         * publisher in order, not run by a worker. */
+        if (events_recovered(message->topic, message->payload, message->payload_length, entry->id,
+                             message->received_wall_ms) == BUTLER_OK)
+            recovery->events++;
+        else
+            recovery->malformed++;
+        topic_message_free(message); /* not spooled itself: marks nothing done */
+        return;
+    }
     topic_family_run run = message ? family_by_name(family) : NULL;
     struct queued_message *queued = run ? calloc(1, sizeof *queued) : NULL;
     if (queued && recovery->count == recovery->capacity) {
@@ -494,12 +521,16 @@ enum butler_status topics_recover(struct butler_runtime *runtime)
         .done_retention_ms = (uint64_t)config->task_start.dedup_ttl_s * 1000u,
     };
     recovered_work = (struct recovery){.runtime = runtime};
-    enum butler_status status = spool_open(&options, on_recovered, &recovered_work, &runtime->spool);
+    enum butler_status status =
+        spool_open(&options, on_recovered, &recovered_work, &runtime->spool);
     if (status != BUTLER_OK) {
         LOG_ERROR(MODULE, "cannot open the spool in %s: %s", config->spool.dir,
                   butler_status_str(status));
         return status;
     }
+    if (recovered_work.events)
+        LOG_INFO(MODULE, "%zu Sense event message(s) from the spool will be published",
+                 recovered_work.events);
     if (recovered_work.malformed)
         LOG_WARN(MODULE, "%zu spooled item(s) could not be replayed now; kept for the next start",
                  recovered_work.malformed);

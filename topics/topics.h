@@ -23,7 +23,7 @@ struct topic_message {
     char *topic;
     unsigned char *payload; /* NUL-terminated for convenience; payload_length excludes it */
     size_t payload_length;
-    char *response_topic;   /* NULL when absent */
+    char *response_topic; /* NULL when absent */
     unsigned char *correlation_data;
     size_t correlation_length;
     uint64_t received_wall_ms;
@@ -31,11 +31,11 @@ struct topic_message {
     /* Spool bookkeeping (contract section 7). A message recorded in the spool
      * is marked finished when it is freed, unless the handler called
      * topic_message_keep() (work cut short at shutdown: replay it on restart). */
-    uint64_t spool_id;    /* 0 = not spooled */
-    bool replay;          /* recovered from the spool after a restart */
+    uint64_t spool_id; /* 0 = not spooled */
+    bool replay;       /* recovered from the spool after a restart */
     bool keep_in_spool;
-    char *answer;         /* kept with the DONE record (e.g. the task result) */
-    char **notes;         /* PROGRESS notes recorded before a crash (replay only) */
+    char *answer; /* kept with the DONE record (e.g. the task result) */
+    char **notes; /* PROGRESS notes recorded before a crash (replay only) */
     size_t note_count;
 };
 
@@ -74,6 +74,13 @@ void topic_message_keep(struct topic_message *message);
 enum butler_status topic_message_note(struct topic_message *message, const char *note);
 /* Set the answer stored with the DONE record (copied). */
 void topic_message_set_answer(struct topic_message *message, const char *answer);
+
+/* A spool record in the format recovery decodes (family, topic, payload,
+ * receive time), for modules that spool outside on_message (topics/events.c).
+ * NULL when out of memory or the family name is over 255 bytes; free(). */
+unsigned char *topics_spool_record(const char *family, const char *topic, const void *payload,
+                                   size_t payload_length, uint64_t received_wall_ms,
+                                   size_t *length_out);
 
 /* Recovery: hand work found in the spool to the workers, and answers of
  * recently finished work to the families that de-duplicate. Start-up only,

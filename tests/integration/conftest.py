@@ -198,6 +198,20 @@ def yaml_quote(value):
     return json.dumps(value)
 
 
+# Every butler a test starts; killed at the end of the session so a failed
+# test never leaves daemons behind on the machine.
+STARTED_PROCESSES = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kill_leftover_butlers():
+    yield
+    for process in STARTED_PROCESSES:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
 class Butler:
     """The real butler binary with a config written for this test."""
 
@@ -245,7 +259,8 @@ class Butler:
         self.udp_port = None
         if not udp:
             return ["udp: { enable: false }"]
-        self.udp_port = free_udp_port()
+        # An int is a port chosen by the caller (e.g. a simulator's --udp-target).
+        self.udp_port = udp if type(udp) is int else free_udp_port()
         return ["udp:", "  enable: true", f"  listen: 127.0.0.1:{self.udp_port}"] + [
             f"  {line}" for line in udp_yaml]
 
@@ -271,6 +286,7 @@ class Butler:
         self.log_file = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT,
                                         env=self.env, cwd=self.directory)
+        STARTED_PROCESSES.append(self.process)
         if wait_online:
             wait_until(lambda: "connected to" in self.log() or self.process.poll() is not None,
                        30 if VALGRIND else 10, message="butler to connect")
