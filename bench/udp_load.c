@@ -59,6 +59,8 @@ int main(int argc, char **argv)
                                seed, sent);
             send(fd, buf, (size_t)len, 0);
         }
+        if (sent >= count)
+            break;
         double due = t0 + (double)sent / (double)per_slice * slice;
         double wait = due - now_s();
         if (wait > 0) {

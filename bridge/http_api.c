@@ -21,6 +21,7 @@
 #include "bridge/log.h"
 #include "bridge/metrics.h"
 #include "bridge/mqtt_link.h"
+#include "topics/notifications.h"
 #include "topics/task_result.h"
 #include "topics/task_start.h"
 
@@ -54,6 +55,7 @@ static void handle_endpoints(struct http_exchange *exchange);
 static void handle_base62_to_base16(struct http_exchange *exchange);
 static void handle_base16_to_base62(struct http_exchange *exchange);
 static void handle_health(struct http_exchange *exchange);
+static void handle_qrs_notification(struct http_exchange *exchange);
 static void handle_metrics(struct http_exchange *exchange);
 
 static const struct route routes[] = {
@@ -172,6 +174,14 @@ static bool path_matches(const char *pattern, const char *path, const char **wil
 void http_api_handle(struct http_exchange *exchange)
 {
     const struct butler_config *config = exchange->runtime->config;
+    /* QRS cannot send a bearer token: its callback is authenticated by the
+     * secret path segment instead, so it is routed before the /v4 check. */
+    size_t prefix_length = strlen(NOTIFICATIONS_PATH);
+    if (strncmp(exchange->path, NOTIFICATIONS_PATH, prefix_length) == 0 &&
+        (exchange->path[prefix_length] == '/' || exchange->path[prefix_length] == '\0')) {
+        handle_qrs_notification(exchange);
+        return;
+    }
     bool v4 = strncmp(exchange->path, "/v4/", 4) == 0;
     if (v4 && config->http.tokens.count > 0 &&
         !http_body_bearer_allowed(http_exchange_header(exchange, "Authorization"),
@@ -508,6 +518,46 @@ out:
     free(payload);
     free(result);
     free(node);
+}
+
+/*
+ * POST /qrs-notification/<secret>: QRS calling back for a change
+ * subscription (topics/notifications.h). What QRS sent is published to
+ * <root>/qrs/notification and answered 200 only after the PUBACK, so QRS
+ * never hears "OK" for a notice the broker does not hold. A wrong or
+ * missing secret looks like any unknown path (404) and is counted.
+ */
+static void handle_qrs_notification(struct http_exchange *exchange)
+{
+    const struct butler_config *config = exchange->runtime->config;
+    const char *segment = exchange->path + strlen(NOTIFICATIONS_PATH);
+    size_t length = 0;
+    if (*segment == '/') {
+        segment++;
+        length = strlen(segment);
+    }
+    if (length == 0 || memchr(segment, '/', length) != NULL ||
+        !notifications_secret_matches(config, segment, length)) {
+        exchange->endpoint = "qrsNotificationRefused";
+        metrics_count("butler_qrs_notification_refused_total", "",
+                      "QRS callbacks refused: wrong or missing secret, or notifications off");
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "refused a QRS callback without the secret");
+        http_exchange_reply_error(exchange, 404, "no such endpoint (or it is disabled)", NULL);
+        return;
+    }
+    exchange->endpoint = "qrsNotification";
+    if (exchange->method != HTTP_METHOD_POST) {
+        static const char *const allow[] = {"Allow", "POST", NULL};
+        http_exchange_reply_error(exchange, 405, "method not allowed on this endpoint", allow);
+        return;
+    }
+    if (!read_body(exchange))
+        return;
+    char topic[512];
+    snprintf(topic, sizeof topic, "%s/qrs/notification", config->mqtt.topic_root);
+    if (publish_acknowledged(exchange, topic, exchange->body, exchange->body_length, 1, false,
+                             config->http.task_start_timeout_ms))
+        http_exchange_reply_json(exchange, 200, "{\"status\":\"accepted\"}", NULL);
 }
 
 static void handle_health(struct http_exchange *exchange)

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "bridge/clock.h"
+#include "bridge/execution_ids.h"
 #include "bridge/http_server.h"
 #include "bridge/log.h"
 #include "bridge/metrics.h"
@@ -23,6 +24,9 @@
 #include "bridge/worker_pool.h"
 #include "config/config.h"
 #include "topics/events.h"
+#include "topics/notifications.h"
+#include "topics/kv.h"
+#include "topics/schedules.h"
 #include "topics/task_start.h"
 #include "topics/topics.h"
 
@@ -152,6 +156,7 @@ int main(int argc, char **argv)
     };
     if (worker_pool_create(config.task_start.workers, (size_t)config.task_start.queue_max,
                            &callbacks, &runtime.pool) != BUTLER_OK ||
+        kv_setup(&config) != BUTLER_OK || schedules_setup(&config) != BUTLER_OK ||
         topics_setup(&runtime) != BUTLER_OK || topics_recover(&runtime) != BUTLER_OK ||
         mqtt_link_start(runtime.link) != BUTLER_OK) {
         LOG_ERROR(MODULE, "start-up failed");
@@ -166,9 +171,25 @@ int main(int argc, char **argv)
         LOG_ERROR(MODULE, "start-up failed: UDP ingress");
         goto out;
     }
+    /* Schedules fire from their own thread once the link runs. */
+    if (schedules_start(&runtime) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: scheduler");
+        goto out;
+    }
+    /* QRS change notifications become events through the same path as UDP. */
+    if (config.qrs.notifications.enable && !config.udp.enable &&
+        events_setup(&runtime) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: events");
+        goto out;
+    }
     /* HTTP after the link: requests publish, and answer 503 until CONNACK. */
     if (http_server_start(&runtime, &http) != BUTLER_OK) {
         LOG_ERROR(MODULE, "start-up failed: HTTP API");
+        goto out;
+    }
+    /* After HTTP: QRS may call back as soon as the subscription exists. */
+    if (notifications_start(&runtime) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: QRS change notifications");
         goto out;
     }
     LOG_INFO(MODULE, "running: MQTT %s:%d, topic root \"%s\"", config.mqtt.host, config.mqtt.port,
@@ -187,11 +208,14 @@ int main(int argc, char **argv)
             goto out;
         }
         update_gauges(&runtime);
+        kv_housekeeping(&runtime);
     }
     LOG_INFO(MODULE, "%s: stopping intake, finishing in-flight work (up to %d s)",
              strsignal(signal_number), config.shutdown_grace_s);
     exit_code = 0;
 out:
+    /* Ask QRS to stop calling back before the HTTP ingress goes away. */
+    notifications_stop();
     /* HTTP first, while results can still arrive for requests in flight. */
     http_server_stop(http);
     http = NULL;
@@ -202,6 +226,7 @@ out:
     udp = NULL;
     if (runtime.pool)
         worker_pool_drain(runtime.pool, config.shutdown_grace_s * 1000);
+    schedules_stop(); /* no firings once in-flight work is done */
     /* Grace is over: retries and waits for the broker give up from here. */
     atomic_store(&runtime.stopping, true);
     topics_stop_replay();
@@ -212,7 +237,10 @@ out:
     worker_pool_destroy(runtime.pool);
     mqtt_link_destroy(runtime.link);
     topics_teardown();
+    schedules_teardown();
+    kv_teardown();
     events_teardown();
+    execution_ids_close(); /* the UDP ingress and the workers are gone */
     task_start_state_destroy(runtime.task_start);
     LOG_INFO(MODULE, "stopped");
     butler_runtime_current = NULL;

@@ -29,8 +29,7 @@ bool qrs_enabled(const struct butler_config *config)
 
 void qrs_make_xrfkey(char out[17])
 {
-    static const char alphabet[] =
-        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    static const char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     unsigned char random_bytes[16];
     if (getrandom(random_bytes, sizeof random_bytes, 0) != (ssize_t)sizeof random_bytes) {
         /* getrandom on Linux does not fail for 16 bytes once booted; keep a
@@ -62,8 +61,8 @@ enum butler_status qrs_filter_quote(const char *value, char *out, size_t out_siz
     return BUTLER_OK;
 }
 
-enum butler_status qrs_client_create(const struct butler_config *config,
-                                     bool (*should_stop)(void), struct qrs_client **out)
+enum butler_status qrs_client_create(const struct butler_config *config, bool (*should_stop)(void),
+                                     struct qrs_client **out)
 {
     enum butler_status status = BUTLER_ERR_NOMEM;
     struct qrs_client *client = calloc(1, sizeof *client);
@@ -142,9 +141,9 @@ static enum butler_status qrs_attempt_once(void *context, int attempt, long *ret
     char xrfkey[17];
     qrs_make_xrfkey(xrfkey);
     snprintf(xrf_header, sizeof xrf_header, "X-Qlik-Xrfkey: %s", xrfkey);
-    int written = snprintf(url, sizeof url, "%.*s/qrs/%s%sxrfkey=%s", (int)base_length, base,
-                           call->path_and_query, strchr(call->path_and_query, '?') ? "&" : "?",
-                           xrfkey);
+    int written =
+        snprintf(url, sizeof url, "%.*s/qrs/%s%sxrfkey=%s", (int)base_length, base,
+                 call->path_and_query, strchr(call->path_and_query, '?') ? "&" : "?", xrfkey);
     if (written < 0 || (size_t)written >= sizeof url) {
         snprintf(call->response->error, sizeof call->response->error, "QRS URL too long");
         return BUTLER_ERR_TOO_LARGE;
@@ -154,8 +153,12 @@ static enum butler_status qrs_attempt_once(void *context, int attempt, long *ret
         .method = call->method,
         .url = url,
         .headers = headers,
-        .body = call->body ? call->body : post ? "{}" : NULL,
-        .body_length = call->body ? call->body_length : post ? 2 : 0,
+        .body = call->body ? call->body
+                : post     ? "{}"
+                           : NULL,
+        .body_length = call->body ? call->body_length
+                       : post     ? 2
+                                  : 0,
         .timeout_ms = client->config->qrs.timeout_ms,
         .connect_timeout_ms = client->config->qrs.connect_timeout_ms,
         .client_cert_file = client->config->qrs.cert_file,
@@ -186,7 +189,7 @@ static enum butler_status qrs_call(struct qrs_client *client, const char *method
         snprintf(result->error, sizeof result->error, "QRS is not configured (qrs.url is empty)");
         return BUTLER_ERR_REMOTE;
     }
-    struct qrs_attempt call = {client, method, route, path_and_query, response, result};
+    struct qrs_attempt call = {client, method, route, path_and_query, response, result, NULL, 0};
     enum butler_status status =
         retry_run(&client->retry, client->should_stop, qrs_attempt_once, &call, &result->attempts);
     if (status != BUTLER_OK) {
@@ -212,7 +215,8 @@ enum butler_status qrs_get(struct qrs_client *client, const char *path, const ch
         encoded = curl_easy_escape(NULL, filter, 0);
         if (encoded == NULL)
             goto out;
-        int written = snprintf(path_and_query, sizeof path_and_query, "%s?filter=%s", path, encoded);
+        int written =
+            snprintf(path_and_query, sizeof path_and_query, "%s?filter=%s", path, encoded);
         if (written < 0 || (size_t)written >= sizeof path_and_query) {
             status = BUTLER_ERR_TOO_LARGE;
             goto out;
@@ -240,8 +244,8 @@ out:
     return status;
 }
 
-enum butler_status qrs_find_tasks(struct qrs_client *client, const char *filter,
-                                  cJSON **tasks_out, struct qrs_result *result)
+enum butler_status qrs_find_tasks(struct qrs_client *client, const char *filter, cJSON **tasks_out,
+                                  struct qrs_result *result)
 {
     enum butler_status status = qrs_get(client, "task/full", filter, tasks_out, result);
     if (status == BUTLER_OK && !cJSON_IsArray(*tasks_out)) {
@@ -277,8 +281,8 @@ static enum butler_status qrs_call_body(struct qrs_client *client, const char *m
         snprintf(result->error, sizeof result->error, "QRS is not configured (qrs.url is empty)");
         return BUTLER_ERR_REMOTE;
     }
-    struct qrs_attempt call = {client, method,   route, path_and_query, response,
-                               result, body, body ? strlen(body) : 0};
+    struct qrs_attempt call = {client,   method, route, path_and_query,
+                               response, result, body,  body ? strlen(body) : 0};
     enum butler_status status =
         retry_run(&client->retry, client->should_stop, qrs_attempt_once, &call, &result->attempts);
     if (status != BUTLER_OK && response->error[0])

@@ -494,8 +494,8 @@ static const struct key_def config_keys[] = {
            check_http_url)},
     {K_SECRET("qrs.notifications.secret", CFG(qrs.notifications.secret), true)},
     {K_STR("qrs.notifications.filter", CFG(qrs.notifications.filter), NULL, check_single_line)},
-    {K_INT("qrs.notifications.check_interval_s", CFG(qrs.notifications.check_interval_s), 1,
-           86400, "300")},
+    {K_INT("qrs.notifications.check_interval_s", CFG(qrs.notifications.check_interval_s), 1, 86400,
+           "300")},
 
     {K_LIST("task_start.allow.task_ids", CFG(task_start.allow.task_ids), check_guid)},
     {K_LIST("task_start.allow.tags", CFG(task_start.allow.tags), check_not_empty)},
@@ -535,8 +535,7 @@ static const struct key_def config_keys[] = {
 
     {K_BOOL("scheduler.enable", CFG(scheduler.enable), "true")},
     {K_INT("scheduler.max_schedules", CFG(scheduler.max_schedules), 1, 100000, "1000")},
-    {K_INT("scheduler.missed_max_reported", CFG(scheduler.missed_max_reported), 1, 10000,
-           "100")},
+    {K_INT("scheduler.missed_max_reported", CFG(scheduler.missed_max_reported), 1, 10000, "100")},
 };
 
 #define CONFIG_KEY_COUNT ARRAY_COUNT(config_keys)
@@ -1957,8 +1956,7 @@ static void validate_notifications(struct loader *ld, const struct butler_config
     if (!c->http.enable)
         report(ld, at, "qrs.notifications.enable", "needs http.enable (QRS calls Butler back)");
     if (!c->qrs.notifications.callback_url[0])
-        report(ld, origin_of(ld, "qrs.notifications.callback_url"),
-               "qrs.notifications.callback_url",
+        report(ld, at, "qrs.notifications.callback_url",
                "required when qrs.notifications.enable is true (the URL Sense reaches Butler at)");
     if (!secret_is_url_safe(c->qrs.notifications.secret))
         report(ld, origin_of(ld, "qrs.notifications.secret"), "qrs.notifications.secret",

@@ -12,6 +12,8 @@ packages=(
 if [[ "${1:-}" == "--test" ]]; then
   # Sanitizers, fuzzing (clang's libFuzzer), valgrind and load tools for the test suite.
   packages+=(clang libclang-rt-14-dev valgrind wrk)
+  # Packaging checks: the runtime image's package list in a chroot, shell lint.
+  packages+=(debootstrap shellcheck)
 fi
 missing=()
 for package in "${packages[@]}"; do

@@ -3,6 +3,8 @@
 #   build/       normal build: unit and integration tests
 #   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer: the whole suite again
 #   build-fuzz/  clang + libFuzzer: every fuzz target for a bounded time on its seed corpus
+# and checks the packaging: docker/Dockerfile (dockerfilelint), deploy/systemd/butler.service
+# (systemd-analyze) and the runtime image's package list (a debootstrap chroot, ~40 s).
 # Exits non-zero if anything fails. Target: well under 10 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +15,12 @@ status=0
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
 (cd build && ctest --output-on-failure -j2 -E '^fuzz/') || status=1
+
+# Packaging (no Docker engine needed). Each check skips, saying why, when what it
+# needs is out of reach (npm registry, Debian mirror, root) and fails otherwise.
+bash scripts/lint-docker.sh || status=1
+bash scripts/verify-systemd.sh build || status=1
+bash scripts/check-runtime-image.sh build || status=1
 
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBUTLER_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"

@@ -15,12 +15,20 @@
 #include <time.h>
 
 #include "bridge/clock.h"
+#include "bridge/json.h"
 #include "bridge/log.h"
 #include "bridge/metrics.h"
 #include "topics/publish.h"
 #include "topics/task_start.h"
 
 #define MODULE "kv"
+
+/* A whole JSON value, nesting bounded (JSON_DEPTH_MAX); NULL otherwise. */
+static cJSON *parse_json(const char *text, size_t length)
+{
+    return json_depth_within(text, length, JSON_DEPTH_MAX) ? json_parse_exact(text, length, NULL)
+                                                           : NULL;
+}
 
 enum {
     TOPIC_MAX = 2 * KV_NAME_MAX + 512,
@@ -109,7 +117,7 @@ enum butler_status kv_record_parse(const unsigned char *payload, size_t length,
 {
     enum butler_status status = BUTLER_ERR_INVALID;
     memset(record, 0, sizeof *record);
-    cJSON *json = cJSON_ParseWithLength((const char *)payload, length);
+    cJSON *json = parse_json((const char *)payload, length);
     if (!cJSON_IsObject(json))
         goto out;
     const cJSON *ns = cJSON_GetObjectItemCaseSensitive(json, "namespace");

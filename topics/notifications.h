@@ -31,7 +31,7 @@
 #include "topics/topics.h"
 
 enum {
-    NOTIFICATIONS_HANDLES_MAX = 8,   /* handles remembered for deletion, hard cap */
+    NOTIFICATIONS_HANDLES_MAX = 8,    /* handles remembered for deletion, hard cap */
     NOTIFICATIONS_CHANGES_MAX = 1000, /* changes read from one callback body */
     NOTIFICATIONS_RETRY_S = 5,        /* registration retry while QRS is away */
 };

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "bridge/clock.h"
+#include "bridge/json.h"
 #include "bridge/cron.h"
 #include "bridge/log.h"
 #include "bridge/metrics.h"
@@ -25,6 +26,13 @@
 #include "topics/task_start.h"
 
 #define MODULE "scheduler"
+
+/* A whole JSON value, nesting bounded (JSON_DEPTH_MAX); NULL otherwise. */
+static cJSON *parse_json(const char *text, size_t length)
+{
+    return json_depth_within(text, length, JSON_DEPTH_MAX) ? json_parse_exact(text, length, NULL)
+                                                           : NULL;
+}
 
 enum {
     ID_MAX = 64,
@@ -359,8 +367,7 @@ void schedules_on_message(const struct mqtt_message *message, void *context)
     }
     struct schedule *schedule = NULL;
     cJSON *json = message->payload_length <= RECORD_BYTES_MAX
-                      ? cJSON_ParseWithLength((const char *)message->payload,
-                                              message->payload_length)
+                      ? parse_json((const char *)message->payload, message->payload_length)
                       : NULL;
     enum butler_status status = json ? schedule_from_json(json, id, &schedule, error, sizeof error)
                                      : BUTLER_ERR_INVALID;
@@ -659,7 +666,7 @@ enum butler_status schedules_create(struct butler_runtime *runtime, const char *
 {
     enum butler_status status = BUTLER_ERR_INVALID;
     struct schedule *schedule = NULL;
-    cJSON *json = cJSON_ParseWithLength(body, body_length);
+    cJSON *json = parse_json(body, body_length);
     *created = NULL;
     if (!cJSON_IsObject(json)) {
         snprintf(error, error_size, "the body must be a JSON object");

@@ -24,7 +24,10 @@
 #include "bridge/spool.h"
 #include "bridge/worker_pool.h"
 #include "topics/events.h"
+#include "topics/kv.h"
+#include "topics/notifications.h"
 #include "topics/routes.h"
+#include "topics/schedules.h"
 #include "topics/slack.h"
 #include "topics/task_result.h"
 #include "topics/task_start.h"
@@ -43,20 +46,41 @@ struct topic_family {
      * (no copy, no worker): they must not block. Subscribed only with the
      * HTTP API enabled, which is their only consumer. */
     mqtt_message_handler direct;
+    /* Set for direct families every instance needs whatever http.enable
+     * says (the stores kept on the broker); NULL = the rule above. */
+    bool (*wanted)(const struct butler_config *config);
 };
 
+/* The key-value view answers HTTP reads and, on 3.1.1 brokers, drives key
+ * expiry; schedules are needed to serve the API or to fire them. */
+static bool kv_wanted(const struct butler_config *config)
+{
+    (void)config; /* always: task starts write keys, and 3.1.1 expiry needs the view */
+    return true;
+}
+
+static bool schedules_wanted(const struct butler_config *config)
+{
+    return config->http.enable || config->scheduler.enable;
+}
+
 static const struct topic_family families[] = {
-    {"task_start", "%s/task/start", true, false, task_start_run, NULL},
-    {"task_start", "%s/task/start/+", true, false, task_start_run, NULL},
-    {"legacy_start_task", "qliksense/start_task", true, true, task_start_run_legacy, NULL},
-    {"slack", "%s/slack/post", true, false, slack_run, NULL},
-    {"teams", "%s/teams/post", true, false, routes_teams_run, NULL},
-    {"email", "%s/email/send", true, false, routes_email_run, NULL},
-    {"webhook", "%s/webhook/+", true, false, routes_webhook_run, NULL},
+    {"task_start", "%s/task/start", true, false, task_start_run, NULL, NULL},
+    {"task_start", "%s/task/start/+", true, false, task_start_run, NULL, NULL},
+    {"legacy_start_task", "qliksense/start_task", true, true, task_start_run_legacy, NULL, NULL},
+    {"slack", "%s/slack/post", true, false, slack_run, NULL, NULL},
+    {"teams", "%s/teams/post", true, false, routes_teams_run, NULL, NULL},
+    {"email", "%s/email/send", true, false, routes_email_run, NULL, NULL},
+    {"webhook", "%s/webhook/+", true, false, routes_webhook_run, NULL, NULL},
+    /* QRS change notifications received by the HTTP ingress (topics/notifications.c). */
+    {"qrs_notification", "%s/qrs/notification", true, false, notifications_run, NULL, NULL},
     /* No filter: routes subscribe their configured `match` filters themselves. */
-    {"routes", NULL, true, false, routes_run, NULL},
+    {"routes", NULL, true, false, routes_run, NULL, NULL},
     /* Not shared: the HTTP request waiting for a result may be on any instance. */
-    {"task_result", "%s/task/result", false, false, NULL, task_result_on_message},
+    {"task_result", "%s/task/result", false, false, NULL, task_result_on_message, NULL},
+    /* Not shared: every instance keeps the whole store from the retained messages. */
+    {"kv", "%s/kv/#", false, false, NULL, kv_on_message, kv_wanted},
+    {"schedules", "%s/schedules/+", false, false, NULL, schedules_on_message, schedules_wanted},
 };
 
 enum { FAMILY_COUNT = sizeof families / sizeof families[0], SUBMIT_SLICE_MS = 1000 };
@@ -413,7 +437,8 @@ enum butler_status topics_setup(struct butler_runtime *runtime)
             continue;
         if (families[i].legacy && !config->mqtt.legacy_topics)
             continue;
-        if (families[i].direct != NULL && !config->http.enable)
+        if (families[i].wanted ? !families[i].wanted(config)
+                               : families[i].direct != NULL && !config->http.enable)
             continue;
         char filter[1024];
         snprintf(filter, sizeof filter, families[i].filter_format, config->mqtt.topic_root);

@@ -216,13 +216,15 @@ class Butler:
     """The real butler binary with a config written for this test."""
 
     def __init__(self, directory, broker, qrs=None, extra_yaml="", env=None, mqtt_extra=(),
-                 http_yaml=None, udp=False, udp_yaml=()):
+                 http_yaml=None, udp=False, udp_yaml=(), qrs_yaml=()):
         """http_yaml: None keeps the HTTP API off; a list of YAML lines (or a
         string of lines) turns it on with those lines inside `http:`. Without a
         `listen:` line it listens on 127.0.0.1:<free port>. self.http_port is
         that port (None when the caller chose its own listen line).
         udp: False keeps UDP ingress off; True turns it on at 127.0.0.1:<free
-        UDP port> (self.udp_port) with the extra `udp_yaml` lines inside `udp:`."""
+        UDP port> (self.udp_port) with the extra `udp_yaml` lines inside `udp:`.
+        qrs_yaml: extra YAML lines inside `qrs:` (with qrs given), e.g.
+        "notifications: {enable: true, ...}"."""
         self.directory = directory
         self.broker = broker
         self.config_path = os.path.join(directory, "butler.yaml")
@@ -250,7 +252,7 @@ class Butler:
                 f"  key_file: {yaml_quote(os.path.join(qrs.pki_dir, 'client_key.pem'))}",
                 f"  ca_file: {yaml_quote(os.path.join(qrs.pki_dir, 'root.pem'))}",
                 "  timeout_ms: 3000",
-            ]
+            ] + [f"  {line}" for line in qrs_yaml]
         text = "\n".join(lines) + "\n" + extra_yaml
         with open(self.config_path, "w") as f:
             f.write(text)
@@ -283,16 +285,19 @@ class Butler:
         if VALGRIND:
             command = ["valgrind", "--error-exitcode=99", "--leak-check=full",
                        "--errors-for-leak-kinds=definite", "--quiet"] + command
+        started_at = len(self.log())
         self.log_file = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT,
                                         env=self.env, cwd=self.directory)
         STARTED_PROCESSES.append(self.process)
         if wait_online:
-            wait_until(lambda: "connected to" in self.log() or self.process.poll() is not None,
+            # Only this run's lines: a restarted Butler appends to the same log.
+            wait_until(lambda: "connected to" in self.log()[started_at:]
+                       or self.process.poll() is not None,
                        30 if VALGRIND else 10, message="butler to connect")
             assert self.process.poll() is None, f"butler exited early:\n{self.log()}"
             if self.http_enabled:
-                wait_until(lambda: "HTTP API listening" in self.log()
+                wait_until(lambda: "HTTP API listening" in self.log()[started_at:]
                            or self.process.poll() is not None,
                            30 if VALGRIND else 10, message="butler's HTTP API to listen")
                 assert self.process.poll() is None, f"butler exited early:\n{self.log()}"

@@ -221,6 +221,66 @@ static void test_kv_and_scheduler(void)
     expect_errors("scheduler:\n  fire: true\n", "t.yaml:2:3: scheduler.fire: unknown key\n");
 }
 
+/* qrs.notifications: defaults, values, secret_file, masking and the cross-key checks. */
+static void test_qrs_notifications(void)
+{
+    static const char *const names[] = {"notify_secret"};
+    char secret_path[256], text[1024], printed[8192];
+    struct butler_config c;
+    char *errors = NULL;
+    UNIT_CHECK(load("", &c, NULL) == BUTLER_OK);
+    UNIT_CHECK(!c.qrs.notifications.enable && c.qrs.notifications.check_interval_s == 300);
+    UNIT_CHECK_STR(c.qrs.notifications.callback_url, "");
+    UNIT_CHECK_STR(c.qrs.notifications.secret, "");
+    UNIT_CHECK_STR(c.qrs.notifications.filter, "");
+    config_free(&c);
+
+    make_temp_dir();
+    write_file(secret_path, sizeof secret_path, names[0], "0123456789abcdef-XYZ\n");
+    snprintf(text, sizeof text,
+             "qrs:\n  url: https://sense:4242\n  notifications:\n    enable: true\n"
+             "    callback_url: https://butler.example:8443/\n    secret_file: %s\n"
+             "    filter: \"taskID eq 5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91\"\n"
+             "    check_interval_s: 30\n",
+             secret_path);
+    UNIT_CHECK(load_with_env(text, strlen(text), false, &c, &errors) == BUTLER_OK);
+    UNIT_CHECK_STR(errors, "");
+    free(errors);
+    UNIT_CHECK(c.qrs.notifications.enable && c.qrs.notifications.check_interval_s == 30);
+    UNIT_CHECK_STR(c.qrs.notifications.secret, "0123456789abcdef-XYZ");
+    UNIT_CHECK_STR(c.qrs.notifications.callback_url, "https://butler.example:8443/");
+    UNIT_CHECK_STR(c.qrs.notifications.filter, "taskID eq 5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91");
+    FILE *out = fmemopen(printed, sizeof printed, "w");
+    UNIT_CHECK(out != NULL);
+    if (out) {
+        config_print(&c, out);
+        fclose(out);
+        printed[sizeof printed - 1] = '\0';
+        UNIT_CHECK(strstr(printed, "0123456789abcdef-XYZ") == NULL);
+    }
+    config_free(&c);
+    remove_temp(names, 1);
+
+    expect_errors("qrs:\n  notifications: {enable: true, callback_url: \"http://b:8080\", "
+                  "secret: 0123456789abcdef}\n",
+                  "t.yaml:2:27: qrs.notifications.enable: needs qrs.url\n");
+    expect_errors(
+        "qrs:\n  url: https://s:4242\n  notifications: {enable: true, secret: "
+        "0123456789abcdef}\n",
+        "t.yaml:3:27: qrs.notifications.callback_url: required when qrs.notifications.enable is "
+        "true (the URL Sense reaches Butler at)\n");
+    expect_errors("qrs:\n  url: https://s:4242\n  notifications: {enable: true, callback_url: "
+                  "\"http://b:8080\", secret: short/x}\n",
+                  "t.yaml:3:72: qrs.notifications.secret: expected 16..256 characters of A-Z a-z "
+                  "0-9 - _ . ~ (it is a URL path segment)\n");
+    expect_errors("qrs:\n  notifications: {check_interval_s: 0}\n",
+                  "t.yaml:2:37: qrs.notifications.check_interval_s: expected an integer "
+                  "1..86400, got \"0\"\n");
+    expect_errors("qrs:\n  notifications: {callback_url: ftp://x}\n",
+                  "t.yaml:2:33: qrs.notifications.callback_url: expected an http:// or https:// "
+                  "URL, or \"\", got \"ftp://x\"\n");
+}
+
 static void test_defaults(void)
 {
     struct butler_config config;
@@ -970,5 +1030,6 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_file_errors),
     UNIT_TEST(test_hostile_inputs),
     UNIT_TEST(test_kv_and_scheduler),
+    UNIT_TEST(test_qrs_notifications),
     {0},
 };

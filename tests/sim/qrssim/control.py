@@ -40,6 +40,9 @@ class ControlApi:
             ("PATCH", r"/_sim/tasks/(?P<id>[^/]+)", self.patch_task),
             ("POST", r"/_sim/tasks/(?P<id>[^/]+)/complete", self.complete_task),
             ("GET", r"/_sim/udp", self.udp),
+            ("GET", r"/_sim/notifications", self.notifications),
+            ("POST", r"/_sim/notifications/forget", self.notifications_forget),
+            ("POST", r"/_sim/notifications/config", self.notifications_config),
         ]
         self._routes = [(m, re.compile(p + r"/?$"), h) for m, p, h in self._routes]
 
@@ -147,6 +150,19 @@ class ControlApi:
         if not self.sim.faults.remove(p["id"]):
             raise ControlError(404, f"no fault {p['id']}")
         return {"ok": True}
+
+    def notifications(self, p, body):
+        """Live change subscriptions and the callbacks made (since=<seq>)."""
+        return self.sim.notifier.state(int(p.get("since", 0)))
+
+    def notifications_forget(self, p, body):
+        """A QRS restart: subscriptions are gone (they live in memory only)."""
+        return {"forgotten": self.sim.notifier.forget()}
+
+    def notifications_config(self, p, body):
+        """{"delay_ms", "retries", "retry_delay_ms", "drop", "timeout_ms"}: slow callbacks,
+        retried callbacks (not documented for real QRS), and callbacks never sent."""
+        return self.sim.notifier.set_knobs(body)
 
     def udp(self, p, body):
         if self.sim.udp is None:

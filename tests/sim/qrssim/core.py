@@ -8,6 +8,7 @@ from . import config as knobs
 from .faults import FaultTable
 from .filters import Schema
 from .model import Model, prototype_objects
+from .notify import Notifier
 from .qrs_api import QrsApi
 from .recorder import Recorder
 from .runs import Clock, RunEngine, Scheduler, UdpEmitter
@@ -31,6 +32,7 @@ class Simulator:
         self.model = Model(fixture, GuidSource(seed))  # FixtureError refuses to start
         self.schemas = {kind: Schema(objs) for kind, objs in prototype_objects(GuidSource(0)).items()}
         self.engine = RunEngine(self)
+        self.notifier = Notifier(self)
         self.recorder = Recorder(CALL_RING, record_file)
         self.faults = FaultTable(seed)
         self.udp = UdpEmitter(udp_target) if udp_target else None
@@ -66,6 +68,7 @@ class Simulator:
             self.config = dict(self.startup_config)
         self.faults.clear()
         self.recorder.clear()
+        self.notifier.reset()
         if self.udp is not None:
             self.udp.sent.clear()
         self.clock.set_manual(False)

@@ -11,6 +11,7 @@ import time
 from urllib.parse import unquote
 
 from . import filters
+from .notify import NotifyError
 from .util import STATUS_NAMES, ZERO_GUID, is_guid
 
 XRF_TEXT = "XSRF prevention check failed. Possible XSRF discovered."
@@ -409,6 +410,22 @@ class QrsApi:
             return text_response(404, "Not Found")
         return text_response(200, text)
 
+    # ---- change subscriptions (notify.py) ----------------------------------------
+
+    def notification_create(self, req):
+        with self.sim.lock:
+            guid = self.sim.model.guids.new()
+        try:
+            handle = self.sim.notifier.subscribe(req, guid)
+        except NotifyError as e:
+            return text_response(e.status, str(e))
+        return json_response(self.sim.config.get("notification_create_status", 201), {"value": handle})
+
+    def notification_delete(self, req):
+        if self.sim.notifier.unsubscribe(req.param("handle")):
+            return Response(204)
+        return text_response(404, "Not Found")
+
     # ---- route table ----------------------------------------------------------
 
     def _routes(self):
@@ -460,6 +477,8 @@ class QrsApi:
             r.add(G, name, f"{name}.list", listing(name, attr, full_name, True))
             r.add(G, f"{name}/full", f"{name}.full", listing(name, attr, full_name, False))
             r.add(G, f"{name}/{{id}}", f"{name}.get", single(attr, full_name))
+        r.add(P, "notification", "notification.create", self.notification_create)
+        r.add("DELETE", "notification", "notification.delete", self.notification_delete)
         r.add(G, "about", "about", lambda req: self._locked_json(lambda mdl: mdl.about))
         r.add(G, "about/api/enums", "about.enums", lambda req: json_response(200, ENUMS))
         return r

@@ -186,6 +186,7 @@ class RunEngine:
         run.started_evt = threading.Event() if want_started else None
         r = run.result = model.new_result(task, run.sid, wall, SCHEDULER_USER)
         r["status"] = 1
+        self._changed(r, 1)
         self._detail(r, "Changing task state to Triggered", run.created)
         self._detail(r, "Trying to start task. Sending task to slave scheduler", run.created)
         model.sessions[run.sid] = run
@@ -247,6 +248,11 @@ class RunEngine:
         self._detail(r, f"Changing task state from {STATUS_NAMES[r['status']]} to {STATUS_NAMES[status]}", iso)
         if apply:
             r["status"] = status
+            self._changed(r)
+
+    def _changed(self, r, change_type=2):
+        """QRS change subscriptions (notify.py): an ExecutionResult was added (1) or updated (2)."""
+        self.sim.notifier.changed("executionresult", r, change_type, ["status"])
 
     def _begin_attempt(self, run):
         model, task, plan = self.sim.model, run.task, run.plan
@@ -254,6 +260,7 @@ class RunEngine:
         if run.attempt > 1:  # a retry is a new ExecutionResult in the same session
             run.result = model.new_result(task, run.sid, wall, SCHEDULER_USER)
             run.result["status"] = 1
+            self._changed(run.result, 1)
         r = run.result
         self._transition(run, 2, iso)
         r["startTime"] = iso
@@ -342,6 +349,7 @@ class RunEngine:
 
     def _apply_final(self, run, status):
         run.result["status"] = status
+        self._changed(run.result)
         self._close(run)
 
     def _abort(self, run):
