@@ -268,6 +268,8 @@ class Bench:
                            str(N_TASK), TASK, "64"])
         s1 = stats()
         log("   butler", result)
+        calls_seen = sim.control("GET", "/_sim/calls?method=POST")[1]["calls"]
+        peers = len({c["peer"] for c in calls_seen[-N_TASK:]})
         starts = s1["starts"] - s0["starts"]
         calls = s1["calls"] - s0["calls"]
         rate = starts / result["seconds"] if result["seconds"] else 0
@@ -279,7 +281,7 @@ class Bench:
                  f"steady state: {calls / max(starts, 1):.2f} QRS calls per start after a "
                  f"300-start warm-up (name cache); {result['answered']}/{N_TASK} answered, "
                  f"{result['started']} started; publish→result p50 {result['p50_ms']:.1f} ms, "
-                 f"p99 {result['p99_ms']:.1f} ms (window 64 in flight)")
+                 f"p99 {result['p99_ms']:.1f} ms (window 64 in flight); {peers} TLS connections")
         self.task_latency = result
         self.qrs_ceiling_rate = ceiling["rate"]
 

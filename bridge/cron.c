@@ -83,15 +83,14 @@ static const char *const month_names[] = {"JAN", "FEB", "MAR", "APR", "MAY", "JU
 static const char *const day_names[] = {"SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", NULL};
 
 static const struct field_spec field_specs[6] = {
-    {"second", 0, 59, NULL, 0},         {"minute", 0, 59, NULL, 0},
-    {"hour", 0, 23, NULL, 0},           {"day-of-month", 1, 31, NULL, 0},
-    {"month", 1, 12, month_names, 1},   {"day-of-week", 0, 7, day_names, 0},
+    {"second", 0, 59, NULL, 0},       {"minute", 0, 59, NULL, 0},
+    {"hour", 0, 23, NULL, 0},         {"day-of-month", 1, 31, NULL, 0},
+    {"month", 1, 12, month_names, 1}, {"day-of-week", 0, 7, day_names, 0},
 };
 
 /* A number or (for month/day-of-week) a three-letter name at *at; advances
  * *at. False when neither is there. */
-static bool parse_value(const char **at, const char *end, const struct field_spec *spec,
-                        int *value)
+static bool parse_value(const char **at, const char *end, const struct field_spec *spec, int *value)
 {
     const char *p = *at;
     if (p < end && isdigit((unsigned char)*p)) {
@@ -155,8 +154,7 @@ static enum butler_status parse_item(const char *p, const char *end, const struc
         goto bad;
     if (low < spec->min || low > spec->max || high < spec->min || high > spec->max) {
         snprintf(error, error_size, "field %d (%s): %d is out of range %d-%d", field_number,
-                 spec->name, low < spec->min || low > spec->max ? low : high, spec->min,
-                 spec->max);
+                 spec->name, low < spec->min || low > spec->max ? low : high, spec->min, spec->max);
         return BUTLER_ERR_INVALID;
     }
     if (low > high) {
@@ -187,8 +185,7 @@ static enum butler_status parse_field(const char *p, const char *end, const stru
         const char *comma = memchr(p, ',', (size_t)(end - p));
         const char *item_end = comma ? comma : end;
         if (item_end == p) {
-            snprintf(error, error_size, "field %d (%s): empty list item", field_number,
-                     spec->name);
+            snprintf(error, error_size, "field %d (%s): empty list item", field_number, spec->name);
             return BUTLER_ERR_INVALID;
         }
         enum butler_status status =
@@ -206,8 +203,8 @@ static const struct {
     const char *name;
     const char *expansion;
 } shortcuts[] = {
-    {"@yearly", "0 0 1 1 *"},  {"@annually", "0 0 1 1 *"}, {"@monthly", "0 0 1 * *"},
-    {"@weekly", "0 0 * * 0"},  {"@daily", "0 0 * * *"},    {"@midnight", "0 0 * * *"},
+    {"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"}, {"@monthly", "0 0 1 * *"},
+    {"@weekly", "0 0 * * 0"}, {"@daily", "0 0 * * *"},    {"@midnight", "0 0 * * *"},
     {"@hourly", "0 * * * *"},
 };
 
@@ -246,10 +243,12 @@ enum butler_status cron_parse(const char *text, struct cron_expr *expr, char *er
         size_t length = strcspn(text, " \t");
         for (size_t i = 0; i < sizeof shortcuts / sizeof shortcuts[0]; i++)
             if (strlen(shortcuts[i].name) == length &&
-                strncasecmp(text, shortcuts[i].name, length) == 0 && text[length + strspn(text + length, " \t")] == '\0')
+                strncasecmp(text, shortcuts[i].name, length) == 0 &&
+                text[length + strspn(text + length, " \t")] == '\0')
                 return cron_parse(shortcuts[i].expansion, expr, error, error_size);
-        snprintf(error, error_size, "unknown shortcut \"%.*s\" (use @yearly, @monthly, @weekly, "
-                                    "@daily or @hourly)",
+        snprintf(error, error_size,
+                 "unknown shortcut \"%.*s\" (use @yearly, @monthly, @weekly, "
+                 "@daily or @hourly)",
                  (int)(length > 32 ? 32 : length), text);
         goto out;
     }
@@ -365,7 +364,8 @@ static bool naive_next(const struct cron_expr *expr, int64_t from, int64_t max_d
         civil_from_days(days, &year, &month, &day);
         if (!(expr->months & (1u << month))) {
             /* Jump to the first of the next month. */
-            days = month == 12 ? days_from_civil(year + 1, 1, 1) : days_from_civil(year, month + 1, 1);
+            days =
+                month == 12 ? days_from_civil(year + 1, 1, 1) : days_from_civil(year, month + 1, 1);
             second = 0;
             continue;
         }
@@ -563,9 +563,9 @@ enum butler_status cron_next(const struct cron_expr *expr, const struct cron_zon
     return BUTLER_ERR_NOT_FOUND;
 }
 
-void cron_firings_between(const struct cron_expr *expr, const struct cron_zone *zone,
-                          int64_t after, int64_t before, int64_t *times, size_t list_max,
-                          size_t count_max, size_t *count)
+void cron_firings_between(const struct cron_expr *expr, const struct cron_zone *zone, int64_t after,
+                          int64_t before, int64_t *times, size_t list_max, size_t count_max,
+                          size_t *count)
 {
     *count = 0;
     int64_t t = after;
@@ -733,8 +733,7 @@ static bool read_header(const unsigned char *p, size_t left, struct tzif_header 
 static uint64_t data_size(const struct tzif_header *h, int time_size)
 {
     return (uint64_t)h->timecnt * (uint64_t)time_size + h->timecnt + (uint64_t)h->typecnt * 6 +
-           h->charcnt + (uint64_t)h->leapcnt * (uint64_t)(time_size + 4) + h->isstdcnt +
-           h->isutcnt;
+           h->charcnt + (uint64_t)h->leapcnt * (uint64_t)(time_size + 4) + h->isstdcnt + h->isutcnt;
 }
 
 /* Fill `zone` from a TZif image. BUTLER_ERR_INVALID on anything malformed. */
@@ -831,8 +830,7 @@ enum butler_status cron_zone_load(const char *name, const char *zoneinfo_dir,
         goto out;
     }
     char path[512];
-    snprintf(path, sizeof path, "%s/%s", zoneinfo_dir ? zoneinfo_dir : "/usr/share/zoneinfo",
-             name);
+    snprintf(path, sizeof path, "%s/%s", zoneinfo_dir ? zoneinfo_dir : "/usr/share/zoneinfo", name);
     file = fopen(path, "rb");
     if (file == NULL) {
         status = errno == ENOENT || errno == ENOTDIR ? BUTLER_ERR_NOT_FOUND : BUTLER_ERR_IO;

@@ -33,8 +33,8 @@
 #include "bridge/status.h"
 
 enum {
-    CRON_TEXT_MAX = 256,        /* longest expression accepted */
-    CRON_ZONE_NAME_MAX = 64,    /* longest IANA zone name accepted */
+    CRON_TEXT_MAX = 256,     /* longest expression accepted */
+    CRON_ZONE_NAME_MAX = 64, /* longest IANA zone name accepted */
     CRON_ZONE_TRANSITIONS_MAX = 2048,
     CRON_ZONE_TYPES_MAX = 64,
 };
@@ -43,8 +43,8 @@ struct cron_expr {
     uint64_t seconds; /* bit n = second n */
     uint64_t minutes;
     uint32_t hours;
-    uint32_t days;   /* bits 1..31 */
-    uint16_t months; /* bits 1..12 */
+    uint32_t days;    /* bits 1..31 */
+    uint16_t months;  /* bits 1..12 */
     uint8_t weekdays; /* bits 0..6, 0 = Sunday */
     bool days_star;
     bool weekdays_star;
@@ -117,9 +117,9 @@ enum butler_status cron_next(const struct cron_expr *expr, const struct cron_zon
  * `list_max` of them into `times` (may be NULL with list_max 0), the total in
  * *count, counting at most `count_max` (the search stops there). Pure.
  */
-void cron_firings_between(const struct cron_expr *expr, const struct cron_zone *zone,
-                          int64_t after, int64_t before, int64_t *times, size_t list_max,
-                          size_t count_max, size_t *count);
+void cron_firings_between(const struct cron_expr *expr, const struct cron_zone *zone, int64_t after,
+                          int64_t before, int64_t *times, size_t list_max, size_t count_max,
+                          size_t *count);
 
 /* Local broken-down time of `t` in `zone` (no libc time zone state). */
 struct cron_local_time {

@@ -103,7 +103,8 @@ static bool required_query(struct http_exchange *exchange, const char *name, cha
         return true;
     char message[128];
     snprintf(message, sizeof message,
-             length == -2 ? "query parameter %s is too long" : "required query parameter %s is missing",
+             length == -2 ? "query parameter %s is too long"
+                          : "required query parameter %s is missing",
              name);
     http_exchange_reply_error(exchange, 400, message, NULL);
     return false;
@@ -158,10 +159,10 @@ static void kv_get(struct http_exchange *exchange, const char *namespace_name)
     struct kv_record record;
     enum kv_lookup found = kv_lookup(namespace_name, key, &record);
     if (found != KV_FOUND) {
-        http_exchange_reply_error(
-            exchange, 400,
-            found == KV_NO_NAMESPACE ? "namespace not found" : "key not found in this namespace",
-            NULL);
+        http_exchange_reply_error(exchange, 400,
+                                  found == KV_NO_NAMESPACE ? "namespace not found"
+                                                           : "key not found in this namespace",
+                                  NULL);
         return;
     }
     reply_json(exchange, 200, kv_object(namespace_name, key, record.value));
@@ -192,16 +193,16 @@ static void kv_post(struct http_exchange *exchange, const char *namespace_name)
     /* The Node.js Butler stores the value as given; numbers and booleans are
      * kept in their JSON text, an absent value as "". */
     value_text = value == NULL || cJSON_IsNull(value) ? strdup("")
-                 : cJSON_IsString(value)               ? strdup(value->valuestring)
-                                                       : cJSON_PrintUnformatted(value);
+                 : cJSON_IsString(value)              ? strdup(value->valuestring)
+                                                      : cJSON_PrintUnformatted(value);
     if (value_text == NULL) {
         http_exchange_reply_error(exchange, 500, "out of memory", NULL);
         goto out;
     }
     long long ttl_ms = cJSON_IsNumber(ttl) ? (long long)ttl->valuedouble : 0;
-    enum butler_status status = kv_put(exchange->runtime, namespace_name, key->valuestring,
-                                       value_text, ttl_ms, timeout_ms(exchange), error,
-                                       sizeof error);
+    enum butler_status status =
+        kv_put(exchange->runtime, namespace_name, key->valuestring, value_text, ttl_ms,
+               timeout_ms(exchange), error, sizeof error);
     if (status != BUTLER_OK) {
         reply_store_error(exchange, status, error);
         goto out;
@@ -271,8 +272,8 @@ void http_store_kv_key(struct http_exchange *exchange)
         return;
     }
     cJSON *answer = cJSON_CreateObject();
-    cJSON *value = found == KV_FOUND ? kv_object(namespace_name, wanted, record.value)
-                                     : cJSON_CreateObject();
+    cJSON *value =
+        found == KV_FOUND ? kv_object(namespace_name, wanted, record.value) : cJSON_CreateObject();
     if (answer && value) {
         cJSON_AddBoolToObject(answer, "keyExists", found == KV_FOUND);
         cJSON_AddItemToObject(answer, "keyValue", value);
@@ -371,9 +372,8 @@ static void set_state(struct http_exchange *exchange, bool start)
         return;
     }
     cJSON *changed = NULL;
-    enum butler_status status =
-        schedules_set_state(exchange->runtime, all ? NULL : id, start, timeout_ms(exchange),
-                            &changed);
+    enum butler_status status = schedules_set_state(exchange->runtime, all ? NULL : id, start,
+                                                    timeout_ms(exchange), &changed);
     if (status != BUTLER_OK) {
         reply_store_error(exchange, status, "unknown schedule id");
         return;

@@ -14,8 +14,8 @@
 
 void http_store_kv_namespaces(struct http_exchange *exchange); /* GET /v4/keyvaluesnamespaces */
 void http_store_kv_namespace(struct http_exchange *exchange);  /* /v4/keyvalues/{ns} */
-void http_store_kv_key(struct http_exchange *exchange);        /* /v4/keyvalues/{ns}/{key|keyexists} */
-void http_store_kv_keylist(struct http_exchange *exchange);    /* GET /v4/keylist/{ns} */
+void http_store_kv_key(struct http_exchange *exchange);     /* /v4/keyvalues/{ns}/{key|keyexists} */
+void http_store_kv_keylist(struct http_exchange *exchange); /* GET /v4/keylist/{ns} */
 
 void http_store_schedules_get(struct http_exchange *exchange);    /* GET /v4/schedules */
 void http_store_schedules_create(struct http_exchange *exchange); /* POST /v4/schedules */

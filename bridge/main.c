@@ -214,6 +214,9 @@ int main(int argc, char **argv)
              strsignal(signal_number), config.shutdown_grace_s);
     exit_code = 0;
 out:
+    /* No new firings once stopping: a firing now would be work started
+     * after SIGTERM; one that falls during the restart is reported missed. */
+    schedules_stop();
     /* Ask QRS to stop calling back before the HTTP ingress goes away. */
     notifications_stop();
     /* HTTP first, while results can still arrive for requests in flight. */
@@ -226,7 +229,6 @@ out:
     udp = NULL;
     if (runtime.pool)
         worker_pool_drain(runtime.pool, config.shutdown_grace_s * 1000);
-    schedules_stop(); /* no firings once in-flight work is done */
     /* Grace is over: retries and waits for the broker give up from here. */
     atomic_store(&runtime.stopping, true);
     topics_stop_replay();

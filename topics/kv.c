@@ -48,9 +48,8 @@ bool kv_parse_iso8601(const char *text, uint64_t *wall_ms)
 {
     int year, month, day, hour, minute, second, consumed = 0;
     unsigned millis = 0;
-    if (text == NULL ||
-        sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &month, &day, &hour, &minute, &second,
-               &consumed) != 6)
+    if (text == NULL || sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &month, &day, &hour,
+                               &minute, &second, &consumed) != 6)
         return false;
     const char *rest = text + consumed;
     if (*rest == '.') {
@@ -66,8 +65,12 @@ bool kv_parse_iso8601(const char *text, uint64_t *wall_ms)
     if (strcmp(rest, "Z") != 0 || year < 1970 || month < 1 || month > 12 || day < 1 || day > 31 ||
         hour > 23 || minute > 59 || second > 60)
         return false;
-    struct tm tm = {.tm_year = year - 1900, .tm_mon = month - 1, .tm_mday = day,
-                    .tm_hour = hour, .tm_min = minute, .tm_sec = second};
+    struct tm tm = {.tm_year = year - 1900,
+                    .tm_mon = month - 1,
+                    .tm_mday = day,
+                    .tm_hour = hour,
+                    .tm_min = minute,
+                    .tm_sec = second};
     time_t seconds = timegm(&tm); /* UTC: touches no time zone state */
     if (seconds < 0)
         return false;
@@ -134,8 +137,8 @@ enum butler_status kv_record_parse(const unsigned char *payload, size_t length,
     record->ttl_ms = ttl ? (long long)ttl->valuedouble : 0;
     if (cJSON_IsString(created))
         kv_parse_iso8601(created->valuestring, &record->created_ms);
-    if (expires && !(cJSON_IsString(expires) &&
-                     kv_parse_iso8601(expires->valuestring, &record->expires_ms)))
+    if (expires &&
+        !(cJSON_IsString(expires) && kv_parse_iso8601(expires->valuestring, &record->expires_ms)))
         goto out;
     status = BUTLER_ERR_NOMEM;
     record->namespace_name = strdup(ns->valuestring);
@@ -538,8 +541,7 @@ static void kv_topic(char *out, size_t out_size, const char *namespace_name, con
 
 /* Publish retained and wait for the PUBACK (see kv_put for timeout_ms). */
 static enum butler_status publish_retained(struct butler_runtime *runtime, const char *topic,
-                                           const char *payload, uint32_t expiry_s,
-                                           int timeout_ms)
+                                           const char *payload, uint32_t expiry_s, int timeout_ms)
 {
     struct mqtt_publish_options options = {.qos = 1, .retain = true, .message_expiry_s = expiry_s};
     size_t length = payload ? strlen(payload) : 0;

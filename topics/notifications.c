@@ -335,7 +335,12 @@ enum butler_status notifications_start(struct butler_runtime *runtime)
     if (k->config.retry.max_attempts > CALL_ATTEMPTS_MAX)
         k->config.retry.max_attempts = CALL_ATTEMPTS_MAX;
     pthread_mutex_init(&k->mutex, NULL);
-    pthread_cond_init(&k->wake, NULL);
+    /* wait_or_stop() computes its deadline on the monotonic clock. */
+    pthread_condattr_t attributes;
+    pthread_condattr_init(&attributes);
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+    pthread_cond_init(&k->wake, &attributes);
+    pthread_condattr_destroy(&attributes);
     status = build_urls(k);
     if (status != BUTLER_OK) {
         LOG_ERROR(MODULE, "qrs.notifications.callback_url or filter is too long");

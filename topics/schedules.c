@@ -39,9 +39,9 @@ enum {
     NAME_MAX_BYTES = 1024,
     TAGS_MAX = 64,
     ZONES_MAX = 128,
-    TICK_MS = 100,               /* firing precision */
-    PUBLISH_TIMEOUT_MS = 5000,   /* scheduler thread: a firing waits this long for the broker */
-    MISSED_COUNT_MAX = 1000000,  /* counting missed firings stops here */
+    TICK_MS = 100,              /* firing precision */
+    PUBLISH_TIMEOUT_MS = 5000,  /* scheduler thread: a firing waits this long for the broker */
+    MISSED_COUNT_MAX = 1000000, /* counting missed firings stops here */
     RECORD_BYTES_MAX = 64 * 1024,
 };
 
@@ -52,7 +52,7 @@ struct schedule {
     char timezone[CRON_ZONE_NAME_MAX + 1];
     char task_id[40];
     char startup_state[16];
-    cJSON *tags; /* array of strings, owned */
+    cJSON *tags;  /* array of strings, owned */
     bool started; /* lastKnownState */
     char created[32];
     int64_t last_run_s; /* lastRunAt: the last firing time handled (0 = never) */
@@ -144,8 +144,7 @@ static bool state_is_started(const char *text)
  * is owned by the caller.
  */
 static enum butler_status schedule_from_json(const cJSON *json, const char *id,
-                                             struct schedule **out, char *error,
-                                             size_t error_size)
+                                             struct schedule **out, char *error, size_t error_size)
 {
     enum butler_status status = BUTLER_ERR_INVALID;
     struct schedule *schedule = calloc(1, sizeof *schedule);
@@ -161,8 +160,9 @@ static enum butler_status schedule_from_json(const cJSON *json, const char *id,
     const char *startup = string_field(json, "startupState");
     const cJSON *tags = cJSON_GetObjectItemCaseSensitive(json, "tags");
     if (!cJSON_IsObject(json) || !name || !cron_text || !zone || !task || !startup) {
-        snprintf(error, error_size, "required: name, cronSchedule, timezone, qlikSenseTaskId and "
-                                    "startupState (strings)");
+        snprintf(error, error_size,
+                 "required: name, cronSchedule, timezone, qlikSenseTaskId and "
+                 "startupState (strings)");
         goto out;
     }
     if (name[0] == '\0' || strlen(name) > NAME_MAX_BYTES) {
@@ -369,8 +369,8 @@ void schedules_on_message(const struct mqtt_message *message, void *context)
     cJSON *json = message->payload_length <= RECORD_BYTES_MAX
                       ? parse_json((const char *)message->payload, message->payload_length)
                       : NULL;
-    enum butler_status status = json ? schedule_from_json(json, id, &schedule, error, sizeof error)
-                                     : BUTLER_ERR_INVALID;
+    enum butler_status status =
+        json ? schedule_from_json(json, id, &schedule, error, sizeof error) : BUTLER_ERR_INVALID;
     cJSON_Delete(json);
     if (status != BUTLER_OK) {
         LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "ignoring schedule record %s: %s", message->topic,
@@ -460,8 +460,9 @@ static void report_missed(struct butler_runtime *runtime, const struct schedule 
     cJSON_AddStringToObject(event, "detectedAt", at);
     char *payload = event ? cJSON_PrintUnformatted(event) : NULL;
     cJSON_Delete(event);
-    LOG_WARN(MODULE, "schedule %s (\"%s\", task %s): %zu firing(s) missed while no Butler ran; "
-                     "reported, not replayed",
+    LOG_WARN(MODULE,
+             "schedule %s (\"%s\", task %s): %zu firing(s) missed while no Butler ran; "
+             "reported, not replayed",
              schedule->id, schedule->name, schedule->task_id, count);
     for (size_t i = 0; i < count; i++)
         count_firing("missed");
@@ -533,9 +534,8 @@ static size_t scan_locked(int64_t now, struct due *due, size_t due_max)
             int64_t after = schedule->last_run_s > 0 ? schedule->last_run_s : now;
             item.missed_times = calloc(list_max, sizeof *item.missed_times);
             if (item.missed_times)
-                cron_firings_between(&schedule->expr, schedule->zone, after, now,
-                                     item.missed_times, list_max, MISSED_COUNT_MAX,
-                                     &item.missed_count);
+                cron_firings_between(&schedule->expr, schedule->zone, after, now, item.missed_times,
+                                     list_max, MISSED_COUNT_MAX, &item.missed_count);
             item.missed_listed = item.missed_count < list_max ? item.missed_count : list_max;
         }
         if (schedule->next_s > 0 && schedule->next_s <= now) {
@@ -580,16 +580,15 @@ static void *scheduler_main(void *argument)
             pthread_mutex_unlock(&state.lock);
             for (size_t i = 0; i < count; i++) {
                 if (due[i].missed_count > 0)
-                    report_missed(runtime, due[i].copy, due[i].missed_times,
-                                  due[i].missed_listed, due[i].missed_count);
+                    report_missed(runtime, due[i].copy, due[i].missed_times, due[i].missed_listed,
+                                  due[i].missed_count);
                 if (due[i].fire_at > 0)
                     fire(runtime, due[i].copy, due[i].fire_at);
                 /* lastRunAt on the broker: what a restarted Butler compares
                  * against to find the firings it missed. */
                 if (persist(runtime, due[i].copy, PUBLISH_TIMEOUT_MS) != BUTLER_OK)
                     LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
-                                    "could not record lastRunAt of schedule %s",
-                                    due[i].copy->id);
+                                    "could not record lastRunAt of schedule %s", due[i].copy->id);
                 schedule_free(due[i].copy);
                 free(due[i].missed_times);
             }
@@ -710,8 +709,7 @@ out:
     return status;
 }
 
-enum butler_status schedules_delete(struct butler_runtime *runtime, const char *id,
-                                    int timeout_ms)
+enum butler_status schedules_delete(struct butler_runtime *runtime, const char *id, int timeout_ms)
 {
     char topic[512];
     pthread_mutex_lock(&state.lock);

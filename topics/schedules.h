@@ -47,14 +47,14 @@ void schedules_on_message(const struct mqtt_message *message, void *context);
  * HTTP API helpers (HTTP threads). Writes publish the retained record and
  * wait up to timeout_ms for the broker (BUTLER_ERR_NOT_CONNECTED/TIMEOUT ->
  * 503); BUTLER_ERR_NOT_FOUND for an unknown id; BUTLER_ERR_INVALID with
- * `error` set for a bad body, BUTLER_ERR_DENIED over scheduler.max_schedules. Returned JSON is owned by the caller.
+ * `error` set for a bad body, BUTLER_ERR_DENIED over scheduler.max_schedules. Returned JSON is
+ * owned by the caller.
  */
 cJSON *schedules_list(const char *id, bool *found);
 enum butler_status schedules_create(struct butler_runtime *runtime, const char *body,
                                     size_t body_length, int timeout_ms, cJSON **created,
                                     char *error, size_t error_size);
-enum butler_status schedules_delete(struct butler_runtime *runtime, const char *id,
-                                    int timeout_ms);
+enum butler_status schedules_delete(struct butler_runtime *runtime, const char *id, int timeout_ms);
 /* id NULL = every schedule. *out: the changed schedule(s) as an array. */
 enum butler_status schedules_set_state(struct butler_runtime *runtime, const char *id, bool start,
                                        int timeout_ms, cJSON **out);

@@ -39,7 +39,9 @@ SLACK_PATH = "/services/T000/B000/SLACKSECRET123"
 TOKENS = ("s3cret-token-A", "other-token-B")
 MAX_BODY = 65536
 IMPLEMENTED = {"butlerping", "senseStartTask", "mqttPublishMessage", "slackPostMessage",
-               "apiListEnabledEndpoints", "base62ToBase16", "base16ToBase62"}
+               "apiListEnabledEndpoints", "base62ToBase16", "base16ToBase62", "keyValueStore",
+               "getScheduleStatusAll", "startSchedule", "stopSchedule", "getSchedule",
+               "createNewSchedule", "deleteSchedule"}
 BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -968,7 +970,7 @@ def test_404_unknown_paths(api):
     for method, path in (("GET", "/v4/nope"), ("GET", "/"), ("GET", "/v4"), ("GET", "/v4/"),
                          ("PUT", "/v4/reloadtask//start"), ("PUT", "/v4/reloadtask/a/b/start"),
                          ("GET", "/v4/butlerping/extra"), ("GET", "/health/x"),
-                         ("DELETE", "/v4/keyvalues/ns"), ("GET", "/V4/BUTLERPING")):
+                         ("DELETE", "/v4/keyvaluez/ns"), ("GET", "/V4/BUTLERPING")):
         resp = api.call(method, path)
         assert resp.status == 404, (method, path, resp)
 

@@ -211,13 +211,15 @@ def test_schedule_fires_survives_restart_stops_and_reports_missed(workdir, broke
         # Butler down across firing times: reported as missed, not replayed.
         butler.stop()
         down_at = time.time()
-        wait_until(lambda: time.time() > down_at + 4.5, 10, message="firing times to pass")
+        wait_until(lambda: time.time() > down_at + 6.5, 10, message="firing times to pass")
         fired_before = len(schedule_results())
         butler.start()
         missed = client.wait_for(lambda m: m["topic"] == f"butler/events/schedule/missed/{sid}", 10)
         event = json.loads(missed[0]["payload"])
-        scheduler_log = [line for line in butler.log().splitlines() if "scheduler" in line]
-        assert event["count"] >= 2 and len(event["missed"]) == event["count"], (event, scheduler_log[-8:])
+        # At least 3 firing times fell while it was down; one due right at
+        # start-up may be fired instead of reported.
+        assert event["count"] >= 2 and len(event["missed"]) == event["count"], event
+        assert all(m.endswith("Z") for m in event["missed"])
         assert event["schedule"]["id"] == sid
         # Still there after the restart, and firing again.
         assert request(butler, "GET", f"/v4/schedules?id={sid}")[1][0]["lastKnownState"] == "started"

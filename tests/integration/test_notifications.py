@@ -193,12 +193,11 @@ def test_qrs_restart_re_registers(workdir, broker, client, qrs, http_sink):
     butler = make_butler(workdir, broker, qrs, http_sink).start()
     wait_subscriptions(qrs, 1, butler=butler)
     status, body = qrs.control("POST", "/_sim/notifications/forget")
-    assert status == 200 and body["forgotten"] == 1
+    assert status == 200 and body["forgotten"] >= 1  # 2 while a re-registration is under way
     wait_subscriptions(qrs, 1, butler=butler)  # within check_interval_s
     wait_until(lambda: metric(butler, "butler_qrs_notification_unsubscribe_total{outcome=\"gone\"}")
                >= 1, 10, message="Butler to notice QRS forgot the subscription")
     # Several checks later there is still exactly one, and it still works.
-    time.sleep(0)  # (no fixed sleep: the next wait polls)
     wait_until(lambda: metric(butler, "butler_qrs_notification_subscribe_total{outcome=\"ok\"}")
                >= 4, 15, message="more periodic checks")
     wait_subscriptions(qrs, 1)

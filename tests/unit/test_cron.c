@@ -136,8 +136,7 @@ static void test_day_or_rule(void)
      * that are Mondays: 2024-10-21. */
     UNIT_CHECK(next_of("0 0 */10 * MON", &utc_zone, t) == utc(2024, 10, 21, 0, 0, 0));
     /* Feb 30 never exists, but with a weekday the OR rule still fires. */
-    UNIT_CHECK(
-               next_of("0 0 30 2 MON", &utc_zone, t) == utc(2025, 2, 3, 0, 0, 0));
+    UNIT_CHECK(next_of("0 0 30 2 MON", &utc_zone, t) == utc(2025, 2, 3, 0, 0, 0));
 }
 
 static void test_zone_offsets(void)
@@ -165,8 +164,7 @@ static void test_zone_offsets(void)
     UNIT_CHECK(cron_zone_offset(zone, utc(2024, 7, 15, 0, 0, 0)) == 10 * 3600);
     UNIT_CHECK(cron_zone_load("Asia/Kolkata", NULL, zone) == BUTLER_OK);
     UNIT_CHECK(cron_zone_offset(zone, utc(2024, 7, 15, 0, 0, 0)) == 5 * 3600 + 1800);
-    UNIT_CHECK(next_of("0 9 * * *", zone, utc(2024, 7, 15, 0, 0, 0)) ==
-               utc(2024, 7, 15, 3, 30, 0));
+    UNIT_CHECK(next_of("0 9 * * *", zone, utc(2024, 7, 15, 0, 0, 0)) == utc(2024, 7, 15, 3, 30, 0));
     free(zone);
 }
 
