@@ -29,6 +29,18 @@ void clock_format_iso8601(uint64_t wall_ms, char *out, size_t out_size)
 
 void clock_sleep_ms(uint64_t ms)
 {
-    struct timespec delay = {.tv_sec = (time_t)(ms / 1000u), .tv_nsec = (long)(ms % 1000u) * 1000000L};
+    struct timespec delay = {.tv_sec = (time_t)(ms / 1000u),
+                             .tv_nsec = (long)(ms % 1000u) * 1000000L};
     nanosleep(&delay, NULL);
+}
+
+void clock_deadline_after(clockid_t clock_id, uint64_t ms, struct timespec *deadline)
+{
+    clock_gettime(clock_id, deadline);
+    deadline->tv_sec += (time_t)(ms / 1000u);
+    deadline->tv_nsec += (long)(ms % 1000u) * 1000000L;
+    if (deadline->tv_nsec >= 1000000000L) {
+        deadline->tv_sec++;
+        deadline->tv_nsec -= 1000000000L;
+    }
 }

@@ -4,11 +4,16 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 uint64_t clock_monotonic_ms(void);
 uint64_t clock_wall_ms(void);
 /* ISO-8601 UTC with milliseconds, e.g. 2026-03-14T01:16:07.482Z, into out (>= 25 bytes). */
 void clock_format_iso8601(uint64_t wall_ms, char *out, size_t out_size);
+/* Absolute time `ms` from now on `clock_id` (CLOCK_REALTIME for a default
+ * pthread_cond_timedwait), for timed waits. */
+void clock_deadline_after(clockid_t clock_id, uint64_t ms, struct timespec *deadline);
+
 /* Sleep up to `ms`; returns early only on a signal. */
 void clock_sleep_ms(uint64_t ms);
 

@@ -235,8 +235,7 @@ enum butler_status http_client_perform_with_retry(struct http_client *client,
                                                   const struct http_request *request,
                                                   const struct retry_policy *policy,
                                                   bool (*should_stop)(void),
-                                                  struct http_response *response,
-                                                  int *attempts_out)
+                                                  struct http_response *response, int *attempts_out)
 {
     struct retry_context context = {client, request, response};
     return retry_run(policy, should_stop, attempt_once, &context, attempts_out);

@@ -335,7 +335,10 @@ static int handle_request(struct mg_connection *connection, void *user_data)
     if (exchange.status == 0)
         http_exchange_reply_error(&exchange, 500, "no answer was produced", NULL);
     count_request(&exchange);
-    LOG_DEBUG(MODULE, "%s %s -> %d", info->request_method, exchange.path, exchange.status);
+    /* The QRS callback path carries its secret: never log it. */
+    bool secret_path = strncmp(exchange.path, "/qrs-notification/", 18) == 0;
+    LOG_DEBUG(MODULE, "%s %s -> %d", info->request_method,
+              secret_path ? "/qrs-notification/<secret>" : exchange.path, exchange.status);
     free(exchange.body);
     return exchange.status;
 }

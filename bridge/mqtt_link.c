@@ -147,7 +147,8 @@ static unsigned int next_random(struct mqtt_link *link)
 static uint64_t backoff_delay_ms(struct mqtt_link *link)
 {
     uint64_t delay = (uint64_t)link->config->mqtt.reconnect_min_ms;
-    for (unsigned int i = 0; i < link->backoff_attempt && delay < (uint64_t)link->config->mqtt.reconnect_max_ms; i++)
+    for (unsigned int i = 0;
+         i < link->backoff_attempt && delay < (uint64_t)link->config->mqtt.reconnect_max_ms; i++)
         delay *= 2;
     if (delay > (uint64_t)link->config->mqtt.reconnect_max_ms)
         delay = (uint64_t)link->config->mqtt.reconnect_max_ms;
@@ -161,13 +162,7 @@ static uint64_t backoff_delay_ms(struct mqtt_link *link)
 static void wait_unless_stopping(struct mqtt_link *link, uint64_t ms)
 {
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += (time_t)(ms / 1000);
-    deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    clock_deadline_after(CLOCK_REALTIME, ms, &deadline);
     pthread_mutex_lock(&link->mutex);
     while (!link->stopping) {
         if (pthread_cond_timedwait(&link->changed, &link->mutex, &deadline) != 0)
@@ -436,12 +431,11 @@ enum butler_status mqtt_link_create(const struct butler_config *config, uint64_t
         goto out;
     }
     if (config->mqtt.tls.enable) {
-        int rc = mosquitto_tls_set(link->mosq,
-                                   config->mqtt.tls.ca_file[0] ? config->mqtt.tls.ca_file : NULL,
-                                   config->mqtt.tls.ca_file[0] ? NULL : "/etc/ssl/certs",
-                                   config->mqtt.tls.cert_file[0] ? config->mqtt.tls.cert_file : NULL,
-                                   config->mqtt.tls.key_file[0] ? config->mqtt.tls.key_file : NULL,
-                                   NULL);
+        int rc = mosquitto_tls_set(
+            link->mosq, config->mqtt.tls.ca_file[0] ? config->mqtt.tls.ca_file : NULL,
+            config->mqtt.tls.ca_file[0] ? NULL : "/etc/ssl/certs",
+            config->mqtt.tls.cert_file[0] ? config->mqtt.tls.cert_file : NULL,
+            config->mqtt.tls.key_file[0] ? config->mqtt.tls.key_file : NULL, NULL);
         if (rc != MOSQ_ERR_SUCCESS) {
             LOG_ERROR(MODULE, "MQTT TLS setup failed: %s", rc_text(rc));
             goto out;
@@ -467,20 +461,21 @@ enum butler_status mqtt_link_create(const struct butler_config *config, uint64_t
         goto out;
     }
 
-    link->published_total = metrics_get("butler_mqtt_published_total", "", METRIC_COUNTER,
-                                        "Messages Butler published and the broker accepted for delivery");
+    link->published_total =
+        metrics_get("butler_mqtt_published_total", "", METRIC_COUNTER,
+                    "Messages Butler published and the broker accepted for delivery");
     link->publish_refused_not_connected =
         metrics_get("butler_mqtt_publish_refused_total", "reason=\"not_connected\"", METRIC_COUNTER,
                     "Publishes refused by the MQTT link");
-    link->publish_refused_full = metrics_get("butler_mqtt_publish_refused_total",
-                                             "reason=\"inflight_full\"", METRIC_COUNTER,
-                                             "Publishes refused by the MQTT link");
+    link->publish_refused_full =
+        metrics_get("butler_mqtt_publish_refused_total", "reason=\"inflight_full\"", METRIC_COUNTER,
+                    "Publishes refused by the MQTT link");
     link->received_total = metrics_get("butler_mqtt_received_total", "", METRIC_COUNTER,
                                        "Messages received from the broker");
     link->connects_total = metrics_get("butler_mqtt_connects_total", "", METRIC_COUNTER,
                                        "Successful connections to the broker");
-    link->disconnects_total = metrics_get("butler_mqtt_disconnects_total", "", METRIC_COUNTER,
-                                          "Lost broker connections");
+    link->disconnects_total =
+        metrics_get("butler_mqtt_disconnects_total", "", METRIC_COUNTER, "Lost broker connections");
     *out = link;
     link = NULL;
     status = BUTLER_OK;
@@ -551,8 +546,8 @@ enum butler_status mqtt_link_start(struct mqtt_link *link)
     return BUTLER_OK;
 }
 
-enum butler_status mqtt_link_publish(struct mqtt_link *link, const char *topic,
-                                     const void *payload, size_t payload_length,
+enum butler_status mqtt_link_publish(struct mqtt_link *link, const char *topic, const void *payload,
+                                     size_t payload_length,
                                      const struct mqtt_publish_options *options,
                                      mqtt_publish_done done, void *context)
 {
@@ -661,17 +656,6 @@ static void waiter_done(void *context, enum butler_status status)
     waiter_release(waiter);
 }
 
-static void deadline_after_ms(struct timespec *deadline, int timeout_ms)
-{
-    clock_gettime(CLOCK_REALTIME, deadline);
-    deadline->tv_sec += timeout_ms / 1000;
-    deadline->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline->tv_nsec >= 1000000000L) {
-        deadline->tv_sec++;
-        deadline->tv_nsec -= 1000000000L;
-    }
-}
-
 enum butler_status mqtt_link_publish_wait(struct mqtt_link *link, const char *topic,
                                           const void *payload, size_t payload_length,
                                           const struct mqtt_publish_options *options,
@@ -691,7 +675,7 @@ enum butler_status mqtt_link_publish_wait(struct mqtt_link *link, const char *to
         return status;
     }
     struct timespec deadline;
-    deadline_after_ms(&deadline, timeout_ms);
+    clock_deadline_after(CLOCK_REALTIME, (uint64_t)timeout_ms, &deadline);
     pthread_mutex_lock(&waiter->mutex);
     while (!waiter->finished)
         if (pthread_cond_timedwait(&waiter->done_cond, &waiter->mutex, &deadline) != 0)
@@ -734,12 +718,12 @@ size_t mqtt_link_inflight(const struct mqtt_link *link)
 enum butler_status mqtt_link_wait_connected(struct mqtt_link *link, int timeout_ms)
 {
     struct timespec deadline;
-    deadline_after_ms(&deadline, timeout_ms);
+    clock_deadline_after(CLOCK_REALTIME, (uint64_t)timeout_ms, &deadline);
     pthread_mutex_lock(&link->mutex);
     while (!link->connected && !link->stopping)
         if (pthread_cond_timedwait(&link->changed, &link->mutex, &deadline) != 0)
             break;
-    enum butler_status status = link->connected ? BUTLER_OK
+    enum butler_status status = link->connected  ? BUTLER_OK
                                 : link->stopping ? BUTLER_ERR_SHUTDOWN
                                                  : BUTLER_ERR_TIMEOUT;
     pthread_mutex_unlock(&link->mutex);
@@ -751,11 +735,9 @@ void mqtt_link_stop(struct mqtt_link *link, int timeout_ms)
     if (!link->thread_started)
         return;
     if (mqtt_link_connected(link)) {
-        enum butler_status status =
-            mqtt_link_publish_wait(link, link->status_topic, link->offline_payload,
-                                   strlen(link->offline_payload),
-                                   &(struct mqtt_publish_options){.qos = 1, .retain = true},
-                                   timeout_ms);
+        enum butler_status status = mqtt_link_publish_wait(
+            link, link->status_topic, link->offline_payload, strlen(link->offline_payload),
+            &(struct mqtt_publish_options){.qos = 1, .retain = true}, timeout_ms);
         if (status != BUTLER_OK)
             LOG_WARN(MODULE, "offline status not acknowledged: %s", butler_status_str(status));
     }

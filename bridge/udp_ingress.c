@@ -307,12 +307,7 @@ static void *publisher_main(void *argument)
         bool idle = false;
         if (ingress->count == 0 && !atomic_load(&ingress->stop_socket)) {
             struct timespec deadline;
-            clock_gettime(CLOCK_REALTIME, &deadline);
-            deadline.tv_nsec += IDLE_MS * 1000000L;
-            if (deadline.tv_nsec >= 1000000000L) {
-                deadline.tv_sec++;
-                deadline.tv_nsec -= 1000000000L;
-            }
+            clock_deadline_after(CLOCK_REALTIME, IDLE_MS, &deadline);
             pthread_cond_timedwait(&ingress->not_empty, &ingress->mutex, &deadline);
             idle = ingress->count == 0;
         }

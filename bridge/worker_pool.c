@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "bridge/clock.h"
 #include "bridge/log.h"
 
 #define MODULE "workers"
@@ -36,17 +37,6 @@ struct worker_pool {
     struct worker_thread *threads;
     int thread_count;
 };
-
-static void deadline_after(struct timespec *deadline, int timeout_ms)
-{
-    clock_gettime(CLOCK_REALTIME, deadline);
-    deadline->tv_sec += timeout_ms / 1000;
-    deadline->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline->tv_nsec >= 1000000000L) {
-        deadline->tv_sec++;
-        deadline->tv_nsec -= 1000000000L;
-    }
-}
 
 static void *worker_main(void *argument)
 {
@@ -124,7 +114,7 @@ enum butler_status worker_pool_submit(struct worker_pool *pool, worker_run_fn ru
     enum butler_status status = BUTLER_OK;
     struct timespec deadline;
     if (timeout_ms >= 0)
-        deadline_after(&deadline, timeout_ms);
+        clock_deadline_after(CLOCK_REALTIME, (uint64_t)timeout_ms, &deadline);
     pthread_mutex_lock(&pool->mutex);
     while (pool->accepting && pool->count >= pool->capacity) {
         if (timeout_ms < 0) {
@@ -169,7 +159,7 @@ size_t worker_pool_busy(struct worker_pool *pool)
 void worker_pool_drain(struct worker_pool *pool, int grace_ms)
 {
     struct timespec deadline;
-    deadline_after(&deadline, grace_ms);
+    clock_deadline_after(CLOCK_REALTIME, (uint64_t)(grace_ms > 0 ? grace_ms : 0), &deadline);
     pthread_mutex_lock(&pool->mutex);
     pool->accepting = false;
     pthread_cond_broadcast(&pool->has_room);

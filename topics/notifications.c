@@ -39,8 +39,8 @@ enum {
     GUID_TEXT = 37,
     URL_TEXT = 2048,
     PATH_TEXT = 4096,
-    STOP_BUDGET_MS = 5000,   /* clean shutdown: time allowed for the DELETEs */
-    CALL_TIMEOUT_MS = 10000, /* one keeper call, however long qrs.timeout_ms is */
+    STOP_BUDGET_MS = 5000,  /* clean shutdown: time allowed for the DELETEs */
+    CALL_TIMEOUT_MS = 5000, /* one keeper call, however long qrs.timeout_ms is */
     CALL_ATTEMPTS_MAX = 3,
 };
 
@@ -185,7 +185,10 @@ static enum butler_status unsubscribe(struct keeper *k, const char *handle)
     snprintf(path, sizeof path, "notification?handle=%s", handle);
     enum butler_status status = qrs_delete(k->qrs, "notification", path, &result);
     const char *outcome = "deleted";
-    if (status == BUTLER_ERR_NOT_FOUND || (status == BUTLER_ERR_REMOTE && result.http_status > 0)) {
+    long http = result.http_status;
+    bool refused_for_us = http == 401 || http == 403 || http == 408 || http == 429;
+    if (status == BUTLER_ERR_NOT_FOUND ||
+        (status == BUTLER_ERR_REMOTE && http >= 400 && http < 500 && !refused_for_us)) {
         /* QRS answered but does not know the handle: it restarted since (or
          * an operator removed it). Nothing is left to delete. */
         outcome = "gone";

@@ -314,41 +314,6 @@ enum butler_status route_http_send(struct http_client *http, const struct butler
     return status;
 }
 
-void route_deadletter(const struct butler_config *config, const char *topic, const char *payload,
-                      size_t payload_length, const char *error, int attempts,
-                      uint64_t first_attempt_wall_ms)
-{
-    char letter_topic[TOPIC_MAX];
-    char first[32];
-    char *text = NULL;
-    cJSON *letter = cJSON_CreateObject();
-    if (letter == NULL)
-        goto out;
-    snprintf(letter_topic, sizeof letter_topic, "%s/deadletter/%s", config->mqtt.topic_root, topic);
-    clock_format_iso8601(first_attempt_wall_ms, first, sizeof first);
-    cJSON_AddStringToObject(letter, "topic", topic);
-    /* Payloads arrive NUL-terminated; bytes that are not UTF-8 would make
-     * the letter invalid JSON, so such a payload is left out. */
-    bool printable = payload && task_valid_utf8((const unsigned char *)payload, payload_length) &&
-                     strlen(payload) == payload_length;
-    cJSON_AddStringToObject(letter, "payload", printable ? payload : "");
-    cJSON_AddStringToObject(letter, "error", error);
-    cJSON_AddNumberToObject(letter, "attempts", attempts);
-    cJSON_AddStringToObject(letter, "firstAttemptAt", first);
-    text = cJSON_PrintUnformatted(letter);
-    if (text == NULL)
-        goto out;
-    if (publish_reliably(letter_topic, text, strlen(text),
-                         &(struct mqtt_publish_options){.qos = 1}) == BUTLER_OK)
-        metrics_count("butler_deadletters_total", "family=\"routes\"",
-                      "Work that failed for good and went to <root>/deadletter/");
-    else
-        LOG_ERROR(MODULE, "could not publish the dead letter for %s", topic);
-out:
-    cJSON_Delete(letter);
-    free(text);
-}
-
 struct upload {
     const char *data;
     size_t left;
@@ -724,8 +689,8 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
     LOG_WARN(MODULE, "route %s: delivery failed for good after %d attempt(s): %s", route->name,
              attempts, error);
     count_route(route->name, "failed");
-    route_deadletter(config, message->topic, payload, message->payload_length, error, attempts,
-                     message->received_wall_ms);
+    publish_deadletter("routes", message->topic, (const unsigned char *)payload,
+                       message->payload_length, error, attempts, message->received_wall_ms);
 out:
     free(text);
     free(body);
@@ -797,8 +762,8 @@ static void finish_command(const char *family, const struct topic_message *messa
     }
     topics_count(family, "failed");
     LOG_WARN(MODULE, "%s: %s", message->topic, error);
-    route_deadletter(routes_runtime->config, message->topic, (const char *)message->payload,
-                     message->payload_length, error, attempts, message->received_wall_ms);
+    publish_deadletter("routes", message->topic, message->payload, message->payload_length, error,
+                       attempts, message->received_wall_ms);
 }
 
 void routes_teams_run(struct topic_worker *worker, struct topic_message *message)

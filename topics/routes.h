@@ -79,10 +79,4 @@ enum butler_status route_http_send(struct http_client *http, const struct butler
                                    const char *method, const char *url, const char *body,
                                    char *error, size_t error_size, int *attempts_out);
 
-/* Publish {"topic","payload","error","attempts","firstAttemptAt"} on
- * <root>/deadletter/<topic>. */
-void route_deadletter(const struct butler_config *config, const char *topic, const char *payload,
-                      size_t payload_length, const char *error, int attempts,
-                      uint64_t first_attempt_wall_ms);
-
 #endif

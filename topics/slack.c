@@ -2,6 +2,7 @@
  * The Slack consumer (see slack.h). Runs on a worker thread with that
  * worker's own HTTP client, so connections to hooks.slack.com are reused.
  */
+#include "topics/routes.h"
 #include "topics/slack.h"
 
 #include <stdio.h>
@@ -21,7 +22,6 @@
 
 #define MODULE "slack"
 
-enum { SLACK_TIMEOUT_MS = 15000, SLACK_CONNECT_TIMEOUT_MS = 5000 };
 
 /* The webhook a message asked for, resolved against configuration only. */
 static const char *choose_webhook(const struct butler_config *config, const char *wanted)
@@ -154,38 +154,10 @@ out:
     return status;
 }
 
-/* Publish the message that failed for good to <root>/deadletter/<topic>. */
-static void send_deadletter(const struct butler_config *config, const struct topic_message *message,
-                            const char *error, int attempts)
+static void send_deadletter(const struct topic_message *message, const char *error, int attempts)
 {
-    char topic[1024];
-    snprintf(topic, sizeof topic, "%s/deadletter/%s", config->mqtt.topic_root, message->topic);
-    char first_attempt[32];
-    clock_format_iso8601(message->received_wall_ms, first_attempt, sizeof first_attempt);
-    cJSON *letter = cJSON_CreateObject();
-    char *text = NULL;
-    if (letter == NULL)
-        goto out;
-    cJSON_AddStringToObject(letter, "topic", message->topic);
-    cJSON_AddStringToObject(letter, "payload",
-                            task_valid_utf8(message->payload, message->payload_length)
-                                ? (const char *)message->payload
-                                : "");
-    cJSON_AddStringToObject(letter, "error", error);
-    cJSON_AddNumberToObject(letter, "attempts", attempts);
-    cJSON_AddStringToObject(letter, "firstAttemptAt", first_attempt);
-    text = cJSON_PrintUnformatted(letter);
-    if (text == NULL)
-        goto out;
-    if (publish_reliably(topic, text, strlen(text), &(struct mqtt_publish_options){.qos = 1}) !=
-        BUTLER_OK)
-        LOG_ERROR(MODULE, "could not publish the dead letter for %s", message->topic);
-    else
-        metrics_count("butler_deadletters_total", "family=\"slack\"",
-                      "Work that failed for good and went to <root>/deadletter/");
-out:
-    cJSON_Delete(letter);
-    free(text);
+    publish_deadletter("slack", message->topic, message->payload, message->payload_length, error,
+                       attempts, message->received_wall_ms);
 }
 
 static void count_delivery(const char *outcome)
@@ -203,7 +175,6 @@ void slack_run(struct topic_worker *worker, struct topic_message *message)
     char error[512] = "";
     char *body = NULL;
     const char *url = NULL;
-    struct http_response response = {0};
     int attempts = 0;
     enum butler_status status = slack_build_request(
         config, message->payload, message->payload_length, &body, &url, error, sizeof error);
@@ -211,46 +182,19 @@ void slack_run(struct topic_worker *worker, struct topic_message *message)
         LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "not posting %s: %s", message->topic, error);
         topics_count("slack", "rejected");
         count_delivery("rejected");
-        send_deadletter(config, message, error, 0);
+        send_deadletter(message, error, 0);
         goto out;
     }
-    if (worker->http == NULL) {
-        snprintf(error, sizeof error, "this worker has no HTTP client (out of memory)");
-        count_delivery("failed");
-        send_deadletter(config, message, error, 0);
-        goto out;
-    }
-    static const char *const headers[] = {"Content-Type: application/json", NULL};
-    struct http_request request = {
-        .method = "POST",
-        .url = url,
-        .headers = headers,
-        .body = body,
-        .body_length = strlen(body),
-        .timeout_ms = SLACK_TIMEOUT_MS,
-        .connect_timeout_ms = SLACK_CONNECT_TIMEOUT_MS,
-        .verify_peer = true,
-        .max_response_bytes = 64 * 1024,
-    };
-    struct retry_policy policy = {config->retry.max_attempts, config->retry.initial_backoff_ms,
-                                  config->retry.max_backoff_ms};
-    status = http_client_perform_with_retry(worker->http, &request, &policy,
-                                            butler_runtime_stopping, &response, &attempts);
-    char redacted[256];
-    log_redact_url(url, redacted, sizeof redacted);
+    status = route_http_send(worker->http, config, "POST", url, body, error, sizeof error,
+                             &attempts);
     if (status == BUTLER_OK) {
         count_delivery("delivered");
-        LOG_DEBUG(MODULE, "posted to %s (%d attempt(s))", redacted, attempts);
         goto out;
     }
-    snprintf(error, sizeof error, "Slack webhook %s: %s (HTTP %ld%s%s)", redacted,
-             butler_status_str(status), response.status, response.error[0] ? ", " : "",
-             response.error);
     LOG_WARN(MODULE, "delivery failed for good after %d attempt(s): %s", attempts, error);
     count_delivery("failed");
-    send_deadletter(config, message, error, attempts);
+    send_deadletter(message, error, attempts);
 out:
-    http_response_clear(&response);
     free(body);
     topic_message_free(message);
 }

@@ -108,10 +108,14 @@ struct task_answer {
 static const char *selector_field(enum task_selector_kind kind)
 {
     switch (kind) {
-    case TASK_SELECT_ID: return "taskId";
-    case TASK_SELECT_NAME: return "taskName";
-    case TASK_SELECT_TAG: return "tag";
-    case TASK_SELECT_CUSTOM_PROPERTY: return "customProperty";
+    case TASK_SELECT_ID:
+        return "taskId";
+    case TASK_SELECT_NAME:
+        return "taskName";
+    case TASK_SELECT_TAG:
+        return "tag";
+    case TASK_SELECT_CUSTOM_PROPERTY:
+        return "customProperty";
     }
     return "taskId";
 }
@@ -166,7 +170,8 @@ static void note_error(struct task_answer *answer, const char *format, const cha
 
 static bool allow_list_empty(const struct butler_config *config)
 {
-    return config->task_start.allow.task_ids.count == 0 && config->task_start.allow.tags.count == 0 &&
+    return config->task_start.allow.task_ids.count == 0 &&
+           config->task_start.allow.tags.count == 0 &&
            config->task_start.allow.custom_properties.count == 0;
 }
 
@@ -177,8 +182,7 @@ static bool allow_needs_metadata(const struct butler_config *config)
 }
 
 /* `task` is the QRS task/full object, or NULL when only ids are allow-listed. */
-static bool task_allowed(const struct butler_config *config, const char *task_id,
-                         const cJSON *task)
+static bool task_allowed(const struct butler_config *config, const char *task_id, const cJSON *task)
 {
     if (allow_list_empty(config))
         return true;
@@ -437,34 +441,6 @@ static enum butler_status send_answer(const struct butler_config *config,
     return status;
 }
 
-static void send_deadletter(const struct butler_config *config, const struct topic_message *message,
-                            const struct task_answer *answer)
-{
-    char topic[1024];
-    snprintf(topic, sizeof topic, "%s/deadletter/%s", config->mqtt.topic_root, message->topic);
-    char first_attempt[32];
-    clock_format_iso8601(message->received_wall_ms, first_attempt, sizeof first_attempt);
-    cJSON *letter = cJSON_CreateObject();
-    if (letter == NULL)
-        return;
-    cJSON_AddStringToObject(letter, "topic", message->topic);
-    cJSON_AddStringToObject(letter, "payload", (const char *)message->payload);
-    cJSON_AddStringToObject(letter, "error", answer->error);
-    cJSON_AddNumberToObject(letter, "attempts", answer->attempts);
-    cJSON_AddStringToObject(letter, "firstAttemptAt", first_attempt);
-    char *text = cJSON_PrintUnformatted(letter);
-    cJSON_Delete(letter);
-    if (text == NULL)
-        return;
-    if (publish_reliably(topic, text, strlen(text), &(struct mqtt_publish_options){.qos = 1}) !=
-        BUTLER_OK)
-        LOG_ERROR(MODULE, "could not publish the dead letter for %s", message->topic);
-    else
-        metrics_count("butler_deadletters_total", "family=\"task_start\"",
-                      "Work that failed for good and went to <root>/deadletter/");
-    free(text);
-}
-
 /* ---- replay after a crash ---- */
 
 /* "2026-03-14T01:15:02.311Z" -> ms since the epoch; 0 if unreadable. */
@@ -509,8 +485,8 @@ static bool started_since(struct topic_worker *worker, const char *task_id, uint
     struct qrs_result result;
     if (worker->qrs == NULL || qrs_find_tasks(worker->qrs, filter, &tasks, &result) != BUTLER_OK)
         return false;
-    const cJSON *operational = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tasks, 0),
-                                                               "operational");
+    const cJSON *operational =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tasks, 0), "operational");
     const cJSON *last = cJSON_GetObjectItemCaseSensitive(operational, "lastExecutionResult");
     const cJSON *start = cJSON_GetObjectItemCaseSensitive(last, "startTime");
     const cJSON *status = cJSON_GetObjectItemCaseSensitive(last, "status");
@@ -609,8 +585,9 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
         struct chosen_task *task = &chosen->items[i];
         if (skip_ids && task->selector->kind == TASK_SELECT_ID) {
             cJSON_AddItemToArray(answer.skipped, task_json(task->id, task->name, task->selector));
-            note_error(&answer, "%s", "allTaskIdsMustExist: an invalid task id kept the others "
-                                      "from starting");
+            note_error(&answer, "%s",
+                       "allTaskIdsMustExist: an invalid task id kept the others "
+                       "from starting");
         } else if (!task_allowed(config, task->id, task->task)) {
             cJSON_AddItemToArray(answer.denied, task_json(task->id, task->name, task->selector));
             note_error(&answer, "task %s is not in task_start.allow", task->id);
@@ -623,9 +600,8 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
 
     if (to_start > 0 && request.kv_count > 0 && store_kv(&request, &answer) != BUTLER_OK) {
         for (size_t i = 0; i < to_start; i++)
-            cJSON_AddItemToArray(answer.failed,
-                                 task_json(startable[i]->id, startable[i]->name,
-                                           startable[i]->selector));
+            cJSON_AddItemToArray(answer.failed, task_json(startable[i]->id, startable[i]->name,
+                                                          startable[i]->selector));
         to_start = 0;
     }
 
@@ -633,15 +609,15 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
         struct chosen_task *task = startable[i];
         struct qrs_result result = {0};
         enum butler_status status;
-        if (message->replay &&
-            (noted_started(message, task->id) ||
-             started_since(worker, task->id, message->received_wall_ms))) {
-            LOG_INFO(MODULE, "replay: task %s already started for request %s; not starting it again",
+        if (message->replay && (noted_started(message, task->id) ||
+                                started_since(worker, task->id, message->received_wall_ms))) {
+            LOG_INFO(MODULE,
+                     "replay: task %s already started for request %s; not starting it again",
                      task->id, request.request_id);
             status = BUTLER_OK;
         } else {
-            status = worker->qrs ? qrs_task_start(worker->qrs, task->id, &result)
-                                 : BUTLER_ERR_REMOTE;
+            status =
+                worker->qrs ? qrs_task_start(worker->qrs, task->id, &result) : BUTLER_ERR_REMOTE;
             if (status == BUTLER_OK) {
                 char note[64];
                 snprintf(note, sizeof note, "started %s", task->id);
@@ -682,7 +658,8 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
                          (uint64_t)config->task_start.dedup_ttl_s * 1000u, NULL);
     }
     if (strcmp(status, "failed") == 0)
-        send_deadletter(config, message, &answer);
+        publish_deadletter("task_start", message->topic, message->payload, message->payload_length,
+                           answer.error, answer.attempts, message->received_wall_ms);
     char labels[48];
     snprintf(labels, sizeof labels, "status=\"%s\"", status);
     metrics_count("butler_task_start_requests_total", labels,
