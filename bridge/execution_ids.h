@@ -17,7 +17,9 @@
 #include "bridge/expiring_map.h"
 #include "bridge/status.h"
 
-enum { EXECUTION_IDS_MAX = 200000 }; /* ExecutionIds remembered, hard cap */
+enum {
+    EXECUTION_IDS_MAX = 20000
+}; /* ExecutionIds remembered, hard cap: ~33 executions/s for the default 10-minute window */
 
 /* The shared map, created on the first call. Start-up only (main thread).
  * The map stays owned by this module. */

@@ -30,8 +30,8 @@
 enum {
     EVENTS_ENRICH_BUDGET_MS = 5000, /* QRS enrichment never delays an event longer */
     /* Event messages held for the broker (each also recorded in the spool). */
-    EVENTS_BACKLOG_MAX = 1000000,
-    EVENTS_BACKLOG_MAX_BYTES = 256 * 1024 * 1024,
+    EVENTS_BACKLOG_MAX = 65536,
+    EVENTS_BACKLOG_MAX_BYTES = 48 * 1024 * 1024,
     EVENTS_LOG_TAIL_LINES = 20,
     EVENTS_LOG_TAIL_MAX_BYTES = 8192,
 };
