@@ -1,6 +1,7 @@
 #include "topics/publish.h"
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,4 +78,195 @@ void publish_deadletter(const char *family, const char *topic, const unsigned ch
 out:
     cJSON_Delete(letter);
     free(text);
+}
+
+/* ---- publishing without waiting ---- */
+
+struct publish_group {
+    pthread_mutex_t mutex;
+    size_t pending;
+    enum butler_status status; /* first failure, or BUTLER_OK */
+    void (*finished)(void *context, enum butler_status status);
+    void *context;
+};
+
+struct publish_part {
+    struct publish_group *group;
+    char *topic;
+    unsigned char *payload;
+    size_t payload_length;
+    struct mqtt_publish_options options;
+    char *response_topic;
+    unsigned char *correlation_data;
+    char *content_type;
+    struct publish_part *next_parked;
+};
+
+static pthread_mutex_t parked_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct publish_part *parked;
+
+static void part_free(struct publish_part *part)
+{
+    free(part->topic);
+    free(part->payload);
+    free(part->response_topic);
+    free(part->correlation_data);
+    free(part->content_type);
+    free(part);
+}
+
+/* Drop one count of the group; the last one calls `finished` and frees it. */
+static void group_release(struct publish_group *group, enum butler_status status)
+{
+    pthread_mutex_lock(&group->mutex);
+    if (status != BUTLER_OK && group->status == BUTLER_OK)
+        group->status = status;
+    bool last = --group->pending == 0;
+    pthread_mutex_unlock(&group->mutex);
+    if (!last)
+        return;
+    group->finished(group->context, group->status);
+    pthread_mutex_destroy(&group->mutex);
+    free(group);
+}
+
+/* A part is over (acknowledged or abandoned). */
+static void part_finish(struct publish_part *part, enum butler_status status)
+{
+    struct publish_group *group = part->group;
+    part_free(part);
+    group_release(group, status);
+}
+
+static void part_acknowledged(void *context, enum butler_status status);
+
+static enum butler_status part_send(struct publish_part *part)
+{
+    return mqtt_link_publish(butler_runtime_current->link, part->topic, part->payload,
+                             part->payload_length, &part->options, part_acknowledged, part);
+}
+
+static void park(struct publish_part *part)
+{
+    pthread_mutex_lock(&parked_mutex);
+    part->next_parked = parked;
+    parked = part;
+    pthread_mutex_unlock(&parked_mutex);
+}
+
+/* Network thread (or the caller at shutdown): the broker's answer, or the
+ * connection dropped first, in which case the part waits for the next CONNACK. */
+static void part_acknowledged(void *context, enum butler_status status)
+{
+    struct publish_part *part = context;
+    if (status == BUTLER_ERR_NOT_CONNECTED && !butler_runtime_stopping()) {
+        park(part);
+        return;
+    }
+    part_finish(part, status == BUTLER_OK ? BUTLER_OK : BUTLER_ERR_SHUTDOWN);
+}
+
+/* CONNACK hook (network thread): send what the last connection left unacknowledged. */
+static void resend_parked(void *context)
+{
+    (void)context;
+    pthread_mutex_lock(&parked_mutex);
+    struct publish_part *list = parked;
+    parked = NULL;
+    pthread_mutex_unlock(&parked_mutex);
+    while (list) {
+        struct publish_part *part = list;
+        list = list->next_parked;
+        enum butler_status status = part_send(part);
+        if (status == BUTLER_ERR_NOT_CONNECTED || status == BUTLER_ERR_FULL)
+            park(part);
+        else if (status != BUTLER_OK)
+            part_finish(part, status);
+    }
+}
+
+static struct publish_part *part_copy(struct publish_group *group, const struct publish_item *item)
+{
+    struct publish_part *part = calloc(1, sizeof *part);
+    if (part == NULL)
+        return NULL;
+    part->group = group;
+    part->topic = strdup(item->topic);
+    part->payload = malloc(item->payload_length ? item->payload_length : 1);
+    part->payload_length = item->payload_length;
+    part->options = item->options;
+    if (item->options.response_topic)
+        part->response_topic = strdup(item->options.response_topic);
+    if (item->options.correlation_length) {
+        part->correlation_data = malloc(item->options.correlation_length);
+        if (part->correlation_data)
+            memcpy(part->correlation_data, item->options.correlation_data,
+                   item->options.correlation_length);
+    }
+    if (item->options.content_type)
+        part->content_type = strdup(item->options.content_type);
+    if (part->topic == NULL || part->payload == NULL ||
+        (item->options.response_topic && part->response_topic == NULL) ||
+        (item->options.correlation_length && part->correlation_data == NULL) ||
+        (item->options.content_type && part->content_type == NULL)) {
+        part_free(part);
+        return NULL;
+    }
+    if (item->payload_length)
+        memcpy(part->payload, item->payload, item->payload_length);
+    part->options.response_topic = part->response_topic;
+    part->options.correlation_data = part->correlation_data;
+    part->options.content_type = part->content_type;
+    return part;
+}
+
+void publish_all(const struct publish_item *items, size_t count,
+                 void (*finished)(void *context, enum butler_status status), void *context)
+{
+    struct publish_group *group = calloc(1, sizeof *group);
+    if (group == NULL) {
+        finished(context, BUTLER_ERR_NOMEM);
+        return;
+    }
+    pthread_mutex_init(&group->mutex, NULL);
+    group->finished = finished;
+    group->context = context;
+    /* One extra count held by this function, so the group cannot finish
+     * while later items are still being handed out. */
+    group->pending = count + 1;
+    for (size_t i = 0; i < count; i++) {
+        struct publish_part *part = part_copy(group, &items[i]);
+        if (part == NULL) {
+            group_release(group, BUTLER_ERR_NOMEM);
+            continue;
+        }
+        enum butler_status status = part_send(part);
+        if (status == BUTLER_OK)
+            continue;
+        /* Broker away or the in-flight window full: wait for it here, on the
+         * worker, as every synchronous publish does. */
+        if (status == BUTLER_ERR_NOT_CONNECTED || status == BUTLER_ERR_FULL)
+            status =
+                publish_reliably(part->topic, part->payload, part->payload_length, &part->options);
+        part_finish(part, status);
+    }
+    group_release(group, BUTLER_OK); /* this function's own count */
+}
+
+void publish_setup(void)
+{
+    mqtt_link_set_connect_hook(butler_runtime_current->link, resend_parked, NULL);
+}
+
+void publish_teardown(void)
+{
+    pthread_mutex_lock(&parked_mutex);
+    struct publish_part *list = parked;
+    parked = NULL;
+    pthread_mutex_unlock(&parked_mutex);
+    while (list) {
+        struct publish_part *part = list;
+        list = list->next_parked;
+        part_finish(part, BUTLER_ERR_SHUTDOWN);
+    }
 }

@@ -17,6 +17,31 @@
 enum butler_status publish_reliably(const char *topic, const void *payload, size_t payload_length,
                                     const struct mqtt_publish_options *options);
 
+/* One message of a publish_all() batch; everything is copied. */
+struct publish_item {
+    const char *topic;
+    const void *payload;
+    size_t payload_length;
+    struct mqtt_publish_options options;
+};
+
+/*
+ * Publish every item at QoS 1 without blocking the worker on the PUBACKs:
+ * `finished(context, status)` runs once all were acknowledged (BUTLER_OK), or
+ * with BUTLER_ERR_SHUTDOWN when Butler stops first. A publish the broker never
+ * acknowledged because the connection dropped is parked and sent again after
+ * the next CONNACK; while the broker is unreachable at the start, the calling
+ * worker waits for it as publish_reliably does. `finished` may run on the
+ * network thread (must not block) or on the calling thread.
+ */
+void publish_all(const struct publish_item *items, size_t count,
+                 void (*finished)(void *context, enum butler_status status), void *context);
+
+/* Register the CONNACK hook that sends parked publishes again (start-up). */
+void publish_setup(void);
+/* Finish every parked publish with BUTLER_ERR_SHUTDOWN (after the link is gone). */
+void publish_teardown(void);
+
 /*
  * Work that failed for good: publish {"topic","payload","error","attempts",
  * "firstAttemptAt"} on <root>/deadletter/<topic> and count it by `family`.

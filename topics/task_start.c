@@ -414,31 +414,49 @@ static char *answer_json(const char *request_id, const char *status, struct task
     return text;
 }
 
-/* Publish the answer on <root>/task/result and the Response Topic.
- * Returns the status of the <root>/task/result publish. */
-static enum butler_status send_answer(const struct butler_config *config,
-                                      const struct topic_message *message, const char *text)
+/* The answer is out (or Butler is stopping first): only now is the request
+ * finished. Unanswered, it stays in the spool for the next start, whose
+ * PROGRESS notes keep its tasks from starting twice. Any thread. */
+static void answer_published(void *context, enum butler_status status)
+{
+    struct topic_message *message = context;
+    if (status != BUTLER_OK) {
+        LOG_WARN(MODULE, "task result for %s not acknowledged (%s); kept for the next start",
+                 message->topic, butler_status_str(status));
+        topic_message_keep(message);
+    }
+    topic_message_free(message);
+}
+
+/*
+ * Answer on <root>/task/result and, when the request had one, its Response
+ * Topic with the Correlation Data. Takes ownership of `message`: it is freed
+ * (and its spool record finished) once the broker acknowledged both, without
+ * holding the worker on the PUBACKs.
+ */
+static void send_answer(const struct butler_config *config, struct topic_message *message,
+                        const char *text)
 {
     char topic[512];
     snprintf(topic, sizeof topic, "%s/task/result", config->mqtt.topic_root);
-    enum butler_status status =
-        publish_reliably(topic, text, strlen(text), &(struct mqtt_publish_options){.qos = 1});
-    if (status != BUTLER_OK)
-        LOG_ERROR(MODULE, "could not publish the task result: %s", butler_status_str(status));
-    if (message->response_topic && message->response_topic[0]) {
-        struct mqtt_publish_options options = {
-            .qos = 1,
-            .correlation_data = message->correlation_data,
-            .correlation_length = message->correlation_length,
-            .content_type = "application/json",
+    struct publish_item items[2] = {
+        {.topic = topic, .payload = text, .payload_length = strlen(text), .options = {.qos = 1}},
+    };
+    size_t count = 1;
+    if (message->response_topic && message->response_topic[0])
+        items[count++] = (struct publish_item){
+            .topic = message->response_topic,
+            .payload = text,
+            .payload_length = strlen(text),
+            .options =
+                {
+                    .qos = 1,
+                    .correlation_data = message->correlation_data,
+                    .correlation_length = message->correlation_length,
+                    .content_type = "application/json",
+                },
         };
-        enum butler_status reply_status =
-            publish_reliably(message->response_topic, text, strlen(text), &options);
-        if (reply_status != BUTLER_OK)
-            LOG_WARN(MODULE, "could not answer on the response topic: %s",
-                     butler_status_str(reply_status));
-    }
-    return status;
+    publish_all(items, count, answer_published, message);
 }
 
 /* ---- replay after a crash ---- */
@@ -515,7 +533,6 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
     struct task_answer answer = {0};
     struct chosen_tasks *chosen = calloc(1, sizeof *chosen);
     char *text = NULL;
-    bool registered = false;
     answer.started = cJSON_CreateArray();
     answer.invalid = cJSON_CreateArray();
     answer.denied = cJSON_CreateArray();
@@ -538,8 +555,10 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
         metrics_count("butler_rejected_total", "family=\"task_start\",reason=\"payload\"",
                       "Messages rejected as malformed, by topic family and reason");
         text = answer_json(request.request_id, "invalid", &answer);
-        if (text)
+        if (text) {
             send_answer(config, message, text);
+            message = NULL;
+        }
         metrics_count("butler_task_start_requests_total", "status=\"invalid\"",
                       "Task-start requests answered, by status");
         goto out;
@@ -554,13 +573,14 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
                       "Task-start requests whose requestId was already seen");
         LOG_INFO(MODULE, "request %s already seen; not starting its tasks again",
                  request.request_id);
-        if (earlier && earlier[0])
+        if (earlier && earlier[0]) {
             send_answer(config, message, earlier);
+            message = NULL;
+        }
         free(earlier);
         task_request_clear(&request);
         goto out;
     }
-    registered = true;
 
     for (size_t i = 0; i < request.selector_count; i++)
         resolve_selector(worker, state, &request.selectors[i], chosen, &answer);
@@ -645,29 +665,24 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
 
     const char *status = answer_status(&answer, false);
     text = answer_json(request.request_id, status, &answer);
+    if (strcmp(status, "failed") == 0)
+        publish_deadletter("task_start", message->topic, message->payload, message->payload_length,
+                           answer.error, answer.attempts, message->received_wall_ms);
     if (text) {
-        if (send_answer(config, message, text) == BUTLER_ERR_SHUTDOWN) {
-            /* Not answered yet: leave it in the spool; the restart replays it
-             * and the notes keep its tasks from starting twice. */
-            topic_message_keep(message);
-        }
         topic_message_set_answer(message, text);
         /* Remember the answer so a redelivered request gets the same one. */
         expiring_map_put(state->requests, request.request_id,
                          strlen(text) <= RESULT_CACHE_BYTES_MAX ? text : "",
                          (uint64_t)config->task_start.dedup_ttl_s * 1000u, NULL);
+        send_answer(config, message, text);
+        message = NULL;
     }
-    if (strcmp(status, "failed") == 0)
-        publish_deadletter("task_start", message->topic, message->payload, message->payload_length,
-                           answer.error, answer.attempts, message->received_wall_ms);
     char labels[48];
     snprintf(labels, sizeof labels, "status=\"%s\"", status);
     metrics_count("butler_task_start_requests_total", labels,
                   "Task-start requests answered, by status");
     task_request_clear(&request);
-    registered = false;
 out:
-    (void)registered;
     if (chosen) {
         for (size_t i = 0; i < chosen->count; i++)
             free(chosen->items[i].name);

@@ -28,6 +28,7 @@
 #include "topics/notifications.h"
 #include "topics/routes.h"
 #include "topics/schedules.h"
+#include "topics/publish.h"
 #include "topics/slack.h"
 #include "topics/task_result.h"
 #include "topics/task_start.h"
@@ -454,6 +455,7 @@ enum butler_status topics_setup(struct butler_runtime *runtime)
     if (routes_status != BUTLER_OK)
         return routes_status;
     mqtt_link_set_handler(runtime->link, on_message, runtime);
+    publish_setup();
     return BUTLER_OK;
 }
 
@@ -617,6 +619,7 @@ void topics_stop_replay(void)
 void topics_teardown(void)
 {
     topics_stop_replay();
+    publish_teardown(); /* before the spool closes: unanswered work stays in it */
     if (butler_runtime_current && butler_runtime_current->spool) {
         spool_close(butler_runtime_current->spool);
         butler_runtime_current->spool = NULL;
