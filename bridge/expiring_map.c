@@ -7,12 +7,12 @@
 #include "bridge/clock.h"
 
 struct map_entry {
-    char *key;
     char *value;
     uint64_t expires_ms;
     struct map_entry *bucket_next;
     struct map_entry *older; /* insertion order: towards the oldest */
     struct map_entry *newer;
+    char key[]; /* in the same allocation: one malloc per entry, not two */
 };
 
 struct expiring_map {
@@ -67,7 +67,6 @@ static void unlink_entry(struct expiring_map *map, struct map_entry *entry)
     else
         map->newest = entry->older;
     map->count--;
-    free(entry->key);
     free(entry->value);
     free(entry);
 }
@@ -92,14 +91,13 @@ static void sweep_expired(struct expiring_map *map, uint64_t now)
 static enum butler_status insert(struct expiring_map *map, const char *key, const char *value,
                                  uint64_t ttl_ms, uint64_t now, bool *evicted_out)
 {
-    struct map_entry *entry = calloc(1, sizeof *entry);
+    size_t key_length = strlen(key);
+    struct map_entry *entry = calloc(1, sizeof *entry + key_length + 1);
     if (entry == NULL)
         return BUTLER_ERR_NOMEM;
-    entry->key = strdup(key);
+    memcpy(entry->key, key, key_length + 1);
     entry->value = value ? strdup(value) : NULL;
-    if (entry->key == NULL || (value && entry->value == NULL)) {
-        free(entry->key);
-        free(entry->value);
+    if (value && entry->value == NULL) {
         free(entry);
         return BUTLER_ERR_NOMEM;
     }

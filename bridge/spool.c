@@ -580,16 +580,14 @@ out:
     return status;
 }
 
-enum butler_status spool_add(struct spool *spool, const void *data, size_t length,
-                             uint64_t *id_out)
+enum butler_status spool_add(struct spool *spool, const void *data, size_t length, uint64_t *id_out)
 {
     if (length > SPOOL_RECORD_DATA_MAX)
         return BUTLER_ERR_TOO_LARGE;
     enum butler_status status;
     pthread_mutex_lock(&spool->mutex);
     uint64_t record_bytes = HEADER_BYTES + BODY_FIXED_BYTES + length;
-    if (spool->file_bytes + record_bytes > spool->options.max_bytes &&
-        compact(spool) != BUTLER_OK)
+    if (spool->file_bytes + record_bytes > spool->options.max_bytes && compact(spool) != BUTLER_OK)
         LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "compaction of a full spool failed");
     if (spool->file_bytes + record_bytes > spool->options.max_bytes ||
         spool->live_active >= LIVE_MAX) {
@@ -612,8 +610,7 @@ out:
     return status;
 }
 
-enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *data,
-                                  size_t length)
+enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *data, size_t length)
 {
     if (length > SPOOL_RECORD_DATA_MAX)
         return BUTLER_ERR_TOO_LARGE;
@@ -626,8 +623,8 @@ enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *
     if (entry->note_count >= NOTES_MAX)
         goto out;
     struct record_ref ref;
-    status = append_record(spool->fd, spool->options.fsync, &spool->file_bytes, SPOOL_PROGRESS,
-                           id, clock_wall_ms(), data, length, &ref);
+    status = append_record(spool->fd, spool->options.fsync, &spool->file_bytes, SPOOL_PROGRESS, id,
+                           clock_wall_ms(), data, length, &ref);
     if (status == BUTLER_OK)
         status = push_note(spool, entry, ref);
 out:
@@ -656,6 +653,38 @@ enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data
     maybe_compact(spool);
 out:
     pthread_mutex_unlock(&spool->mutex);
+    return status;
+}
+
+enum butler_status spool_read(struct spool *spool, uint64_t id, unsigned char **data_out,
+                              size_t *length_out)
+{
+    enum butler_status status = BUTLER_ERR_NOT_FOUND;
+    unsigned char *record = NULL;
+    *data_out = NULL;
+    pthread_mutex_lock(&spool->mutex);
+    struct live_entry *entry = find_live(spool, id);
+    if (entry == NULL)
+        goto out;
+    status = BUTLER_ERR_NOMEM;
+    record = malloc(entry->add.length);
+    if (record == NULL)
+        goto out;
+    status = BUTLER_ERR_IO;
+    if (pread(spool->fd, record, entry->add.length, (off_t)entry->add.offset) !=
+            (ssize_t)entry->add.length ||
+        spool_crc32(record + HEADER_BYTES, entry->add.length - HEADER_BYTES) != get32(record + 8))
+        goto out;
+    size_t length = entry->add.length - HEADER_BYTES - BODY_FIXED_BYTES;
+    /* Move the data to the front of the buffer the caller gets. */
+    memmove(record, record + HEADER_BYTES + BODY_FIXED_BYTES, length);
+    *data_out = record;
+    *length_out = length;
+    record = NULL;
+    status = BUTLER_OK;
+out:
+    pthread_mutex_unlock(&spool->mutex);
+    free(record);
     return status;
 }
 

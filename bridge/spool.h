@@ -85,6 +85,12 @@ enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *
 /* Mark `id` finished; `data` (may be empty) is kept for done_retention_ms. */
 enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data, size_t length);
 
+/* Read back the data of unfinished work `id` (what spool_add recorded), so a
+ * caller can keep only the id in memory. *data_out is malloc'd, owned by the
+ * caller. BUTLER_ERR_NOT_FOUND if `id` is finished or unknown. */
+enum butler_status spool_read(struct spool *spool, uint64_t id, unsigned char **data_out,
+                              size_t *length_out);
+
 void spool_get_stats(struct spool *spool, struct spool_stats *stats);
 void spool_close(struct spool *spool);
 

@@ -32,7 +32,7 @@
 #include "config/config.h"
 
 enum {
-    UDP_QUEUE_MAX = 8192,        /* events between socket and publisher */
+    UDP_QUEUE_MAX = 4096,        /* events between socket and publisher */
     UDP_DEDUP_MAX = 200000,      /* ExecutionIds remembered */
     UDP_RCVBUF_BYTES = 16 << 20, /* asked for; the kernel may cap it (net.core.rmem_max) */
     /* Above this depth the publisher spills to the spool rather than wait

@@ -233,15 +233,42 @@ static struct outbound *backlog_head, *backlog_tail;
 static size_t backlog_count, backlog_bytes;
 static struct metric *backlog_gauge, *spooled_total;
 
-static size_t outbound_bytes(const struct outbound *message)
-{
-    return sizeof *message + strlen(message->topic) + message->length;
-}
-
 static struct spool *current_spool(void)
 {
     return butler_runtime_current ? butler_runtime_current->spool : NULL;
 }
+
+/* Memory a backlog entry holds; an entry whose text lives only in the spool
+ * costs just its struct. */
+static size_t outbound_bytes(const struct outbound *message)
+{
+    return sizeof *message + (message->topic ? strlen(message->topic) + message->length : 0);
+}
+
+/* Load the topic and payload of an entry kept only in the spool. */
+static enum butler_status outbound_reload(struct outbound *message)
+{
+    struct spool *spool = current_spool();
+    unsigned char *record = NULL;
+    size_t length = 0;
+    enum butler_status status =
+        spool ? spool_read(spool, message->spool_id, &record, &length) : BUTLER_ERR_NOT_FOUND;
+    if (status != BUTLER_OK)
+        return status;
+    char family[256];
+    struct topic_message *decoded = topics_spool_decode(record, length, family);
+    free(record);
+    if (decoded == NULL)
+        return BUTLER_ERR_INVALID;
+    message->topic = decoded->topic;
+    message->payload = (char *)decoded->payload;
+    message->length = decoded->payload_length;
+    decoded->topic = NULL;
+    decoded->payload = NULL;
+    topic_message_free(decoded);
+    return BUTLER_OK;
+}
+
 
 static void register_backlog_metrics(void)
 {
@@ -296,10 +323,23 @@ static enum butler_status backlog_push(struct outbound *message, bool front)
 {
     size_t bytes = outbound_bytes(message);
     pthread_mutex_lock(&backlog_mutex);
-    if (!front && (backlog_count >= EVENTS_BACKLOG_MAX ||
-                   backlog_bytes + bytes > (size_t)EVENTS_BACKLOG_MAX_BYTES)) {
+    if (!front && backlog_count >= EVENTS_BACKLOG_MAX) {
         pthread_mutex_unlock(&backlog_mutex);
         return BUTLER_ERR_FULL;
+    }
+    if (backlog_bytes + bytes > (size_t)EVENTS_BACKLOG_MAX_BYTES && message->topic) {
+        if (message->spool_id == 0 && !front) {
+            pthread_mutex_unlock(&backlog_mutex);
+            return BUTLER_ERR_FULL;
+        }
+        if (message->spool_id != 0) {
+            /* Over the memory budget: the spool has the text; keep the id only. */
+            free(message->topic);
+            free(message->payload);
+            message->topic = NULL;
+            message->payload = NULL;
+            bytes = outbound_bytes(message);
+        }
     }
     message->next = NULL;
     if (front) {
@@ -322,7 +362,7 @@ static enum butler_status backlog_push(struct outbound *message, bool front)
     return BUTLER_OK;
 }
 
-static struct outbound *backlog_pop(void)
+static struct outbound *backlog_pop_entry(void)
 {
     pthread_mutex_lock(&backlog_mutex);
     struct outbound *message = backlog_head;
@@ -337,6 +377,27 @@ static struct outbound *backlog_pop(void)
     pthread_mutex_unlock(&backlog_mutex);
     metrics_set(backlog_gauge, (int64_t)depth);
     return message;
+}
+
+/* The oldest backlog entry with its text in memory; entries whose spool
+ * record cannot be read back any more are counted and dropped. */
+static struct outbound *backlog_pop(void)
+{
+    struct outbound *message;
+    while ((message = backlog_pop_entry()) != NULL) {
+        if (message->topic)
+            return message;
+        enum butler_status status = outbound_reload(message);
+        if (status == BUTLER_OK)
+            return message;
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "spooled event %llu cannot be read back: %s",
+                        (unsigned long long)message->spool_id, butler_status_str(status));
+        metrics_count("butler_udp_dropped_total", "reason=\"spool_read\"",
+                      "UDP datagrams dropped, by reason");
+        spool_finish(message);
+        outbound_free(message);
+    }
+    return NULL;
 }
 
 static bool backlog_empty(void)
@@ -1058,7 +1119,7 @@ void events_teardown(void)
 {
     struct outbound *message;
     size_t kept = 0;
-    while ((message = backlog_pop()) != NULL) {
+    while ((message = backlog_pop_entry()) != NULL) {
         /* Everything in the backlog is in the spool (unless the spool was
          * missing): the next start publishes it. */
         if (message->spool_id)

@@ -29,9 +29,11 @@
 
 enum {
     EVENTS_ENRICH_BUDGET_MS = 5000, /* QRS enrichment never delays an event longer */
-    /* Event messages held for the broker (each also recorded in the spool). */
+    /* Event messages held for the broker (each also recorded in the spool);
+     * past EVENTS_BACKLOG_MAX_BYTES of text in memory only their spool ids are
+     * kept and the text is read back from the spool when its turn comes. */
     EVENTS_BACKLOG_MAX = 65536,
-    EVENTS_BACKLOG_MAX_BYTES = 48 * 1024 * 1024,
+    EVENTS_BACKLOG_MAX_BYTES = 2 * 1024 * 1024,
     EVENTS_LOG_TAIL_LINES = 20,
     EVENTS_LOG_TAIL_MAX_BYTES = 8192,
 };

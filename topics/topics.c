@@ -276,8 +276,8 @@ unsigned char *topics_spool_record(const char *family, const char *topic, const 
 }
 
 /* Inverse of encode_message; NULL on a malformed record. */
-static struct topic_message *decode_message(const unsigned char *data, size_t length,
-                                            char family[256])
+struct topic_message *topics_spool_decode(const unsigned char *data, size_t length,
+                                          char family[256])
 {
     struct reader r = {data, length, true};
     const unsigned char *version = take(&r, 1);
@@ -491,7 +491,7 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
         return;
     }
     char family[256];
-    struct topic_message *message = decode_message(entry->data, entry->length, family);
+    struct topic_message *message = topics_spool_decode(entry->data, entry->length, family);
     if (message && strcmp(family, EVENTS_SPOOL_FAMILY) == 0) {
         /* Sense events have their own path: they are published by the UDP
          * publisher in order, not run by a worker. */

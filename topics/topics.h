@@ -82,6 +82,11 @@ unsigned char *topics_spool_record(const char *family, const char *topic, const 
                                    size_t payload_length, uint64_t received_wall_ms,
                                    size_t *length_out);
 
+/* Inverse of topics_spool_record: a message (owned by the caller,
+ * topic_message_free) and its family name, or NULL for a malformed record. */
+struct topic_message *topics_spool_decode(const unsigned char *record, size_t length,
+                                          char family[256]);
+
 /* Recovery: hand work found in the spool to the workers, and answers of
  * recently finished work to the families that de-duplicate. Start-up only,
  * after the worker pool exists. */
