@@ -57,6 +57,7 @@ struct mqtt_link {
     void *connect_hook_context;
     char *subscriptions[SUBSCRIPTIONS_MAX];
     size_t subscription_count;
+    size_t subscribe_pending; /* SUBSCRIBEs of this connection not yet acknowledged */
 
     char status_topic[512];
     char online_payload[STATUS_PAYLOAD_MAX];
@@ -184,10 +185,13 @@ static bool is_stopping(struct mqtt_link *link)
 static void subscribe_all(struct mqtt_link *link)
 {
     pthread_mutex_lock(&link->mutex);
+    link->subscribe_pending = link->subscription_count;
     for (size_t i = 0; i < link->subscription_count; i++) {
         int rc = mosquitto_subscribe_v5(link->mosq, NULL, link->subscriptions[i], 1, 0, NULL);
-        if (rc != MOSQ_ERR_SUCCESS)
+        if (rc != MOSQ_ERR_SUCCESS) {
+            link->subscribe_pending--;
             LOG_WARN(MODULE, "subscribe to %s failed: %s", link->subscriptions[i], rc_text(rc));
+        }
         else
             LOG_DEBUG(MODULE, "subscribed to %s", link->subscriptions[i]);
     }
@@ -236,6 +240,27 @@ static void on_connect(struct mosquitto *mosq, void *object, int reason, int fla
     pthread_mutex_unlock(&link->mutex);
     if (link->connect_hook)
         link->connect_hook(link->connect_hook_context);
+}
+
+/* Network thread. Once every subscription of this connection is acknowledged,
+ * say so: from then on nothing published to a command topic is missed (tests
+ * and operators wait for this line, not for the CONNACK). */
+static void on_subscribe(struct mosquitto *mosq, void *object, int mid, int qos_count,
+                         const int *granted_qos, const mosquitto_property *properties)
+{
+    (void)mosq;
+    (void)mid;
+    (void)properties;
+    struct mqtt_link *link = object;
+    for (int i = 0; i < qos_count; i++)
+        if (granted_qos[i] >= 0x80)
+            LOG_ERROR(MODULE, "the broker refused a subscription (reason %d)", granted_qos[i]);
+    pthread_mutex_lock(&link->mutex);
+    bool all = link->subscribe_pending > 0 && --link->subscribe_pending == 0;
+    size_t count = link->subscription_count;
+    pthread_mutex_unlock(&link->mutex);
+    if (all)
+        LOG_INFO(MODULE, "all %zu subscriptions acknowledged", count);
 }
 
 static void on_disconnect(struct mosquitto *mosq, void *object, int reason,
@@ -419,6 +444,7 @@ enum butler_status mqtt_link_create(const struct butler_config *config, uint64_t
     mosquitto_connect_v5_callback_set(link->mosq, on_connect);
     mosquitto_disconnect_v5_callback_set(link->mosq, on_disconnect);
     mosquitto_publish_v5_callback_set(link->mosq, on_publish);
+    mosquitto_subscribe_v5_callback_set(link->mosq, on_subscribe);
     mosquitto_message_v5_callback_set(link->mosq, on_message);
     mosquitto_log_callback_set(link->mosq, on_log);
 

@@ -220,7 +220,8 @@ def test_broker_restart_reconnects(butler, broker, qrs):
     wait_until(lambda: "lost the broker connection" in butler.log()
                or "broker connection closed" in butler.log(), message="butler to notice")
     broker.start()
-    wait_until(lambda: butler.log().count("connected to") >= 2, 15, message="reconnect")
+    wait_until(lambda: butler.log().count("subscriptions acknowledged") >= 2, 15,
+               message="reconnect and resubscribe")
     second = Client(broker)
     second.subscribe("butler/#")
     rid = request(second, {"taskId": TASK_SALES})
