@@ -25,7 +25,7 @@ bash scripts/check-runtime-image.sh build || status=1
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBUTLER_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --output-on-failure -j2 -E '^fuzz/') || status=1
+  ctest --output-on-failure -j2 -E '^(fuzz|simulator)/') || status=1
 
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DBUTLER_FUZZ=ON -DBUTLER_SANITIZE=ON >/dev/null
 cmake --build build-fuzz -j"$jobs"
