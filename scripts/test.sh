@@ -2,6 +2,7 @@
 # Installs what is needed, builds Butler three ways and runs every test:
 #   build/       normal build: unit and integration tests
 #   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer: the whole suite again
+#   valgrind     the task-start, crash and MQTT-link integration tests with butler under memcheck
 #   build-fuzz/  clang + libFuzzer: every fuzz target for a bounded time on its seed corpus
 # and checks the packaging: docker/Dockerfile (dockerfilelint), deploy/systemd/butler.service
 # (systemd-analyze) and the runtime image's package list (a debootstrap chroot, ~40 s).
@@ -26,6 +27,12 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBUTLER_SANITIZE=ON >/dev/nul
 cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --output-on-failure -j2 -E '^(fuzz|simulator)/') || status=1
+
+# The integration tests that drive the daemon hardest, again under valgrind:
+# any memory error or definite leak makes butler exit 99 and the test fail.
+(cd tests/integration && BUTLER_VALGRIND=1 BUTLER_BINARY="$PWD/../../build/butler" \
+  /usr/bin/python3 -m pytest -q -p no:cacheprovider test_task_start.py test_crash.py test_mqtt_link.py) \
+  || status=1
 
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DBUTLER_FUZZ=ON -DBUTLER_SANITIZE=ON >/dev/null
 cmake --build build-fuzz -j"$jobs"
