@@ -94,18 +94,9 @@ enum { ROUTE_COUNT = sizeof routes / sizeof routes[0] };
 /* Names the Node.js Butler knows but Butler does not serve (yet): accepted in
  * http.endpoints with a warning, so a migrated allow-list still loads. */
 static const char *const node_only_endpoints[] = {
-    "createDir",
-    "createDirQVD",
-    "fileDelete",
-    "fileMove",
-    "fileCopy",
-    "postNewRelicMetric",
-    "postNewRelicEvent",
-    "updateSchedule",
-    "senseAppReload",
-    "senseAppDump",
-    "senseListApps",
-    NULL,
+    "createDir",      "createDirQVD",       "fileDelete",        "fileMove",
+    "fileCopy",       "postNewRelicMetric", "postNewRelicEvent", "updateSchedule",
+    "senseAppReload", "senseAppDump",       "senseListApps",     NULL,
 };
 
 /* "scheduler.getSchedule" and "getSchedule" name the same switch. */
@@ -324,17 +315,6 @@ static bool query_flag(struct http_exchange *exchange, const char *name, bool *v
     return false;
 }
 
-static void reply_cjson(struct http_exchange *exchange, int status, cJSON *json)
-{
-    char *text = json ? cJSON_PrintUnformatted(json) : NULL;
-    if (text == NULL)
-        http_exchange_reply_error(exchange, 500, "out of memory", NULL);
-    else
-        http_exchange_reply_json(exchange, status, text, NULL);
-    free(text);
-    cJSON_Delete(json);
-}
-
 /* ---- endpoints ---- */
 
 static void handle_ping(struct http_exchange *exchange)
@@ -355,7 +335,7 @@ static void handle_endpoints(struct http_exchange *exchange)
         if (!listed && routes[i].v4 && endpoint_enabled(exchange->runtime->config, routes[i].name))
             cJSON_AddItemToArray(names, cJSON_CreateString(routes[i].name));
     }
-    reply_cjson(exchange, 200, names);
+    http_exchange_reply_cjson(exchange, 200, names);
 }
 
 static void convert(struct http_exchange *exchange, const char *from_name, int from_base,
@@ -387,7 +367,7 @@ static void convert(struct http_exchange *exchange, const char *from_name, int f
         cJSON_AddStringToObject(json, from_name, input);
         cJSON_AddStringToObject(json, to_name, output);
     }
-    reply_cjson(exchange, 200, json);
+    http_exchange_reply_cjson(exchange, 200, json);
 }
 
 static void handle_base62_to_base16(struct http_exchange *exchange)

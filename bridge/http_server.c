@@ -12,6 +12,8 @@
  */
 #include "bridge/http_server.h"
 
+#include <cjson/cJSON.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,6 +212,17 @@ void http_exchange_reply_json(struct http_exchange *exchange, int status, const 
 {
     http_exchange_reply(exchange, status, json ? "application/json; charset=utf-8" : NULL, json,
                         json ? strlen(json) : 0, extra_headers);
+}
+
+void http_exchange_reply_cjson(struct http_exchange *exchange, int status, struct cJSON *json)
+{
+    char *text = json ? cJSON_PrintUnformatted(json) : NULL;
+    if (text == NULL)
+        http_exchange_reply_error(exchange, 500, "out of memory", NULL);
+    else
+        http_exchange_reply_json(exchange, status, text, NULL);
+    free(text);
+    cJSON_Delete(json);
 }
 
 void http_exchange_reply_error(struct http_exchange *exchange, int status, const char *message,

@@ -23,6 +23,7 @@
 
 struct http_server;
 struct mg_connection;
+struct cJSON;
 
 /* One request being answered. Owned by http_server.c; valid during the
  * http_api_handle() call only. */
@@ -63,6 +64,9 @@ void http_exchange_reply(struct http_exchange *exchange, int status, const char 
                          const char *body, size_t body_length, const char *const *extra_headers);
 void http_exchange_reply_json(struct http_exchange *exchange, int status, const char *json,
                               const char *const *extra_headers);
+/* Answer with `json` printed compactly, then delete it (NULL or a failed
+ * print answers 500). Takes ownership of `json`. */
+void http_exchange_reply_cjson(struct http_exchange *exchange, int status, struct cJSON *json);
 /* {"statusCode", "error", "message"} */
 void http_exchange_reply_error(struct http_exchange *exchange, int status, const char *message,
                                const char *const *extra_headers);

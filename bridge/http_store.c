@@ -36,17 +36,6 @@ static int timeout_ms(const struct http_exchange *exchange)
     return exchange->runtime->config->http.task_start_timeout_ms;
 }
 
-static void reply_json(struct http_exchange *exchange, int status, cJSON *json)
-{
-    char *text = json ? cJSON_PrintUnformatted(json) : NULL;
-    if (text == NULL)
-        http_exchange_reply_error(exchange, 500, "out of memory", NULL);
-    else
-        http_exchange_reply_json(exchange, status, text, NULL);
-    free(text);
-    cJSON_Delete(json);
-}
-
 /* A store call failed: 400 for the request's fault, 503 for the broker's. */
 static void reply_store_error(struct http_exchange *exchange, enum butler_status status,
                               const char *message)
@@ -148,7 +137,7 @@ static cJSON *kv_object(const char *namespace_name, const char *key, const char 
 
 void http_store_kv_namespaces(struct http_exchange *exchange)
 {
-    reply_json(exchange, 200, kv_namespaces());
+    http_exchange_reply_cjson(exchange, 200, kv_namespaces());
 }
 
 static void kv_get(struct http_exchange *exchange, const char *namespace_name)
@@ -165,7 +154,7 @@ static void kv_get(struct http_exchange *exchange, const char *namespace_name)
                                   NULL);
         return;
     }
-    reply_json(exchange, 200, kv_object(namespace_name, key, record.value));
+    http_exchange_reply_cjson(exchange, 200, kv_object(namespace_name, key, record.value));
     kv_record_clear(&record);
 }
 
@@ -210,7 +199,7 @@ static void kv_post(struct http_exchange *exchange, const char *namespace_name)
     cJSON *answer = kv_object(namespace_name, key->valuestring, value_text);
     if (answer)
         cJSON_AddNumberToObject(answer, "ttl", (double)ttl_ms);
-    reply_json(exchange, 201, answer);
+    http_exchange_reply_cjson(exchange, 201, answer);
 out:
     free(value_text);
     cJSON_Delete(body);
@@ -282,7 +271,7 @@ void http_store_kv_key(struct http_exchange *exchange)
     cJSON_Delete(value);
     if (found == KV_FOUND)
         kv_record_clear(&record);
-    reply_json(exchange, 200, answer);
+    http_exchange_reply_cjson(exchange, 200, answer);
 }
 
 void http_store_kv_keylist(struct http_exchange *exchange)
@@ -307,7 +296,7 @@ void http_store_kv_keylist(struct http_exchange *exchange)
     }
     cJSON_AddStringToObject(answer, "namespace", namespace_name);
     cJSON_AddItemToObject(answer, "keys", keys);
-    reply_json(exchange, 200, answer);
+    http_exchange_reply_cjson(exchange, 200, answer);
 }
 
 /* ---- schedules ---- */
@@ -327,7 +316,7 @@ void http_store_schedules_get(struct http_exchange *exchange)
         http_exchange_reply_error(exchange, 400, "unknown schedule id", NULL);
         return;
     }
-    reply_json(exchange, 200, list);
+    http_exchange_reply_cjson(exchange, 200, list);
 }
 
 void http_store_schedules_create(struct http_exchange *exchange)
@@ -344,7 +333,7 @@ void http_store_schedules_create(struct http_exchange *exchange)
         return;
     }
     /* One schedule object (what the Node.js Butler answers), not an array. */
-    reply_json(exchange, 201, created);
+    http_exchange_reply_cjson(exchange, 201, created);
 }
 
 void http_store_schedules_delete(struct http_exchange *exchange)
@@ -384,7 +373,7 @@ static void set_state(struct http_exchange *exchange, bool start)
         bool found;
         changed = schedules_list(NULL, &found);
     }
-    reply_json(exchange, 200, changed);
+    http_exchange_reply_cjson(exchange, 200, changed);
 }
 
 void http_store_schedules_start(struct http_exchange *exchange)

@@ -166,14 +166,20 @@ static void part_acknowledged(void *context, enum butler_status status)
     part_finish(part, status == BUTLER_OK ? BUTLER_OK : BUTLER_ERR_SHUTDOWN);
 }
 
-/* CONNACK hook (network thread): send what the last connection left unacknowledged. */
-static void resend_parked(void *context)
+static struct publish_part *take_parked(void)
 {
-    (void)context;
     pthread_mutex_lock(&parked_mutex);
     struct publish_part *list = parked;
     parked = NULL;
     pthread_mutex_unlock(&parked_mutex);
+    return list;
+}
+
+/* CONNACK hook (network thread): send what the last connection left unacknowledged. */
+static void resend_parked(void *context)
+{
+    (void)context;
+    struct publish_part *list = take_parked();
     while (list) {
         struct publish_part *part = list;
         list = list->next_parked;
@@ -260,10 +266,7 @@ void publish_setup(void)
 
 void publish_teardown(void)
 {
-    pthread_mutex_lock(&parked_mutex);
-    struct publish_part *list = parked;
-    parked = NULL;
-    pthread_mutex_unlock(&parked_mutex);
+    struct publish_part *list = take_parked();
     while (list) {
         struct publish_part *part = list;
         list = list->next_parked;
