@@ -296,6 +296,14 @@ static int query_var(const struct http_exchange *exchange, const char *name, cha
     return length >= 0 ? -3 : length == -1 ? -1 : -2;
 }
 
+static bool printable_text(const char *text)
+{
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}
+
 /* Optional boolean query flag: absent = false. False on a bad value (answered 400). */
 static bool query_flag(struct http_exchange *exchange, const char *name, bool *value)
 {
@@ -437,7 +445,7 @@ static void handle_task_start(struct http_exchange *exchange)
     struct task_result_waiter *waiter = NULL;
     char *payload = NULL, *result = NULL, *node = NULL;
     char error[512];
-    char request_id[37];
+    char request_id[TASK_REQUEST_ID_MAX + 1];
     bool all_must_exist = false, asynchronous = false;
     /* "/v4/reloadtask/" is 15 bytes; the route guarantees "/start" follows. */
     const char *task_id_start = exchange->path + 15;
@@ -453,7 +461,18 @@ static void handle_task_start(struct http_exchange *exchange)
         goto out;
     if (exchange->body_length > 0 && !require_json(exchange))
         goto out;
-    task_make_uuid(request_id);
+    /* Butler extension: ?requestId= lets a caller retry after a 503 without
+     * starting the task twice (a requestId is started once within
+     * task_start.dedup_ttl_s); without it every call gets a fresh one. */
+    int found = query_var(exchange, "requestId", request_id, sizeof request_id);
+    if (found == -1 || (found == 0 && request_id[0] == '\0')) {
+        task_make_uuid(request_id);
+    } else if (found != 0 || !printable_text(request_id)) {
+        http_exchange_reply_error(exchange, 400,
+                                  "query parameter requestId must be 1 to 64 printable characters",
+                                  NULL);
+        goto out;
+    }
     enum butler_status status =
         http_body_task_start_payload(task_id, exchange->body, exchange->body_length, all_must_exist,
                                      request_id, &payload, error, sizeof error);

@@ -726,6 +726,20 @@ def test_task_start_async(api):
     assert started_in_qrs(api.qrs) == {TASK_FINANCE: [204]}
 
 
+def test_task_start_with_caller_request_id_is_idempotent(api):
+    """Butler extension: a caller that retries with the same ?requestId= starts the task once
+    and gets the same answer again."""
+    request_id = f"load-script-{uuid.uuid4().hex[:8]}"
+    first = api.call("PUT", f"/v4/reloadtask/{TASK_FINANCE}/start?requestId={request_id}")
+    assert first.status == 200 and first.json["requestId"] == request_id, first
+    again = api.call("PUT", f"/v4/reloadtask/{TASK_FINANCE}/start?requestId={request_id}")
+    assert again.status == 200 and again.json == first.json, again
+    assert started_in_qrs(api.qrs) == {TASK_FINANCE: [204]}
+    for bad in ("x" * 65, "a%00b", "tab%09id"):
+        resp = api.call("PUT", f"/v4/reloadtask/{TASK_FINANCE}/start?requestId={bad}")
+        assert resp.status == 400 and "requestId" in resp.json["message"], resp
+
+
 def test_concurrent_task_starts_get_their_own_answers(api):
     tasks = [TASK_SALES, TASK_FINANCE, TASK_HR, UNKNOWN_TASK, TASK_SALES, TASK_HR]
     answers = [None] * len(tasks)
