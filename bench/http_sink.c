@@ -29,16 +29,18 @@ static int handle(struct mg_connection *connection, void *data)
     if (strcmp(info->local_uri, "/_count") == 0 && strcmp(info->request_method, "GET") == 0) {
         char body[64];
         int n = snprintf(body, sizeof body, "{\"count\":%ld}", (long)atomic_load(&received));
-        mg_printf(connection,
-                  "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-                  n, body);
+        mg_printf(
+            connection,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", n,
+            body);
         return 200;
     }
     char buffer[8192];
     while (mg_read(connection, buffer, sizeof buffer) > 0)
         ;
     atomic_fetch_add(&received, 1);
-    mg_printf(connection, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok");
+    mg_printf(connection,
+              "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok");
     return 200;
 }
 
@@ -50,9 +52,17 @@ int main(int argc, char **argv)
     }
     char ports[64];
     snprintf(ports, sizeof ports, "127.0.0.1:%s", argv[1]);
-    const char *options[] = {"listening_ports", ports, "num_threads", argc > 2 ? argv[2] : "32",
-                             "tcp_nodelay", "1", "enable_keep_alive", "yes",
-                             "keep_alive_timeout_ms", "5000", NULL};
+    const char *options[] = {"listening_ports",
+                             ports,
+                             "num_threads",
+                             argc > 2 ? argv[2] : "32",
+                             "tcp_nodelay",
+                             "1",
+                             "enable_keep_alive",
+                             "yes",
+                             "keep_alive_timeout_ms",
+                             "5000",
+                             NULL};
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     mg_init_library(0);

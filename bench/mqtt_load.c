@@ -25,6 +25,18 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Command-line numbers: the whole argument must be a decimal integer. */
+static long number_argument(const char *text)
+{
+    char *end = NULL;
+    long value = strtol(text, &end, 10);
+    if (end == text || *end != '\0') {
+        fprintf(stderr, "not a number: %s\n", text);
+        exit(2);
+    }
+    return value;
+}
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t changed = PTHREAD_COND_INITIALIZER;
 static long n_total, n_published, n_done, n_started, n_other, n_subscribed;
@@ -63,7 +75,8 @@ static void on_result(struct mosquitto *m, void *u, const struct mosquitto_messa
 {
     (void)m, (void)u;
     char buf[4096];
-    size_t len = (size_t)msg->payloadlen < sizeof buf - 1 ? (size_t)msg->payloadlen : sizeof buf - 1;
+    size_t len =
+        (size_t)msg->payloadlen < sizeof buf - 1 ? (size_t)msg->payloadlen : sizeof buf - 1;
     memcpy(buf, msg->payload, len);
     buf[len] = 0;
     char key[64];
@@ -104,7 +117,8 @@ static void on_publish(struct mosquitto *m, void *u, int mid)
 }
 
 static struct mosquitto *client(const char *host, int port, const char *id,
-                                void (*msg)(struct mosquitto *, void *, const struct mosquitto_message *))
+                                void (*msg)(struct mosquitto *, void *,
+                                            const struct mosquitto_message *))
 {
     struct mosquitto *m = mosquitto_new(id, true, NULL);
     if (!m) {
@@ -302,16 +316,17 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     mosquitto_lib_init();
     if (argc >= 6 && strcmp(argv[1], "task") == 0)
-        return mode_task(argv[2], atoi(argv[3]), atol(argv[4]), argv[5],
-                         argc > 6 ? atol(argv[6]) : 64);
+        return mode_task(argv[2], (int)number_argument(argv[3]), number_argument(argv[4]), argv[5],
+                         argc > 6 ? number_argument(argv[6]) : 64);
     if (argc >= 5 && strcmp(argv[1], "broker") == 0)
-        return mode_broker(argv[2], atoi(argv[3]), atol(argv[4]), argc > 5 ? atol(argv[5]) : 1000);
+        return mode_broker(argv[2], (int)number_argument(argv[3]), number_argument(argv[4]),
+                           argc > 5 ? number_argument(argv[5]) : 1000);
     if (argc >= 7 && strcmp(argv[1], "pub") == 0)
-        return mode_pub(argv[2], atoi(argv[3]), atol(argv[4]), argv[5], argv[6],
-                        argc > 7 ? atol(argv[7]) : 1000);
+        return mode_pub(argv[2], (int)number_argument(argv[3]), number_argument(argv[4]), argv[5],
+                        argv[6], argc > 7 ? number_argument(argv[7]) : 1000);
     if (argc >= 8 && strcmp(argv[1], "count") == 0)
-        return mode_count(argv[2], atoi(argv[3]), argv[4], atol(argv[5]), atof(argv[6]),
-                          atof(argv[7]));
+        return mode_count(argv[2], (int)number_argument(argv[3]), argv[4], number_argument(argv[5]),
+                          atof(argv[6]), atof(argv[7]));
     fprintf(stderr, "usage: see the comment at the top of bench/mqtt_load.c\n");
     return 2;
 }

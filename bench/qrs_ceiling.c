@@ -19,6 +19,18 @@
 #include <string.h>
 #include <time.h>
 
+/* Command-line numbers: the whole argument must be a decimal integer. */
+static long number_argument(const char *text)
+{
+    char *end = NULL;
+    long value = strtol(text, &end, 10);
+    if (end == text || *end != '\0') {
+        fprintf(stderr, "not a number: %s\n", text);
+        exit(2);
+    }
+    return value;
+}
+
 static const char *base, *pki, *task;
 static atomic_long next_call, ok_calls;
 static long total;
@@ -80,8 +92,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s URL PKI_DIR TASK_ID N [THREADS]\n", argv[0]);
         return 2;
     }
-    base = argv[1], pki = argv[2], task = argv[3], total = atol(argv[4]);
-    int threads = argc > 5 ? atoi(argv[5]) : 4;
+    base = argv[1], pki = argv[2], task = argv[3], total = number_argument(argv[4]);
+    int threads = argc > 5 ? (int)number_argument(argv[5]) : 4;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     pthread_t tid[64];
     struct timespec t0, t1;

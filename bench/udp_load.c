@@ -18,6 +18,18 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Command-line numbers: the whole argument must be a decimal integer. */
+static long number_argument(const char *text)
+{
+    char *end = NULL;
+    long value = strtol(text, &end, 10);
+    if (end == text || *end != '\0') {
+        fprintf(stderr, "not a number: %s\n", text);
+        exit(2);
+    }
+    return value;
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -31,10 +43,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s HOST PORT COUNT RATE [SEED]\n", argv[0]);
         return 2;
     }
-    long count = atol(argv[3]);
+    long count = number_argument(argv[3]);
     double rate = atof(argv[4]);
-    unsigned seed = argc > 5 ? (unsigned)atol(argv[5]) : (unsigned)getpid();
-    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[2]))};
+    unsigned seed = argc > 5 ? (unsigned)number_argument(argv[5]) : (unsigned)getpid();
+    struct sockaddr_in to = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)(int)number_argument(argv[2]))};
     inet_pton(AF_INET, argv[1], &to.sin_addr);
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     int big = 4 << 20;

@@ -1,6 +1,8 @@
 #include "bridge/clock.h"
 
+#include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 uint64_t clock_monotonic_ms(void)
@@ -43,4 +45,38 @@ void clock_deadline_after(clockid_t clock_id, uint64_t ms, struct timespec *dead
         deadline->tv_sec++;
         deadline->tv_nsec -= 1000000000L;
     }
+}
+
+bool clock_parse_iso8601(const char *text, uint64_t *wall_ms)
+{
+    int year, month, day, hour, minute, second, consumed = 0;
+    unsigned millis = 0;
+    if (text == NULL || sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &month, &day, &hour,
+                               &minute, &second, &consumed) != 6)
+        return false;
+    const char *rest = text + consumed;
+    if (*rest == '.') {
+        int digits = 0;
+        for (rest++; *rest >= '0' && *rest <= '9'; rest++, digits++)
+            if (digits < 3)
+                millis = millis * 10 + (unsigned)(*rest - '0');
+        while (digits > 0 && digits < 3) {
+            millis *= 10;
+            digits++;
+        }
+    }
+    if (strcmp(rest, "Z") != 0 || year < 1970 || month < 1 || month > 12 || day < 1 || day > 31 ||
+        hour > 23 || minute > 59 || second > 60)
+        return false;
+    struct tm tm = {.tm_year = year - 1900,
+                    .tm_mon = month - 1,
+                    .tm_mday = day,
+                    .tm_hour = hour,
+                    .tm_min = minute,
+                    .tm_sec = second};
+    time_t seconds = timegm(&tm); /* UTC: touches no time zone state */
+    if (seconds < 0)
+        return false;
+    *wall_ms = (uint64_t)seconds * 1000u + millis;
+    return true;
 }

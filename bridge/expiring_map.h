@@ -34,8 +34,7 @@ enum butler_status expiring_map_put(struct expiring_map *map, const char *key, c
  * receives a copy of its value or NULL; the caller frees it).
  */
 enum butler_status expiring_map_insert_new(struct expiring_map *map, const char *key,
-                                           const char *value, uint64_t ttl_ms,
-                                           char **existing_out);
+                                           const char *value, uint64_t ttl_ms, char **existing_out);
 
 /* True when `key` is live; *value_out (may be NULL) gets a copy the caller frees. */
 bool expiring_map_get(struct expiring_map *map, const char *key, char **value_out);

@@ -468,9 +468,8 @@ static void handle_task_start(struct http_exchange *exchange)
     if (found == -1 || (found == 0 && request_id[0] == '\0')) {
         task_make_uuid(request_id);
     } else if (found != 0 || !printable_text(request_id)) {
-        http_exchange_reply_error(exchange, 400,
-                                  "query parameter requestId must be 1 to 64 printable characters",
-                                  NULL);
+        http_exchange_reply_error(
+            exchange, 400, "query parameter requestId must be 1 to 64 printable characters", NULL);
         goto out;
     }
     enum butler_status status =

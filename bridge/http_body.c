@@ -187,8 +187,7 @@ static cJSON *parse_object(const char *body, size_t length, char *error, size_t 
         return NULL;
     }
     if (!json_depth_within(body, length, JSON_DEPTH_MAX)) {
-        snprintf(error, error_size, "the body is nested deeper than %d levels",
-                 JSON_DEPTH_MAX);
+        snprintf(error, error_size, "the body is nested deeper than %d levels", JSON_DEPTH_MAX);
         return NULL;
     }
     size_t offset = 0;
@@ -353,8 +352,7 @@ enum butler_status http_body_task_start_payload(const char *path_task_id, const 
             goto out;
         }
         if (!json_depth_within(body, length, JSON_DEPTH_MAX)) {
-            snprintf(error, error_size, "the body is nested deeper than %d levels",
-                     JSON_DEPTH_MAX);
+            snprintf(error, error_size, "the body is nested deeper than %d levels", JSON_DEPTH_MAX);
             goto out;
         }
         size_t offset = 0;

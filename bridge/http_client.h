@@ -36,8 +36,8 @@ struct http_request {
 };
 
 struct http_response {
-    long status;       /* 0 when no HTTP answer arrived */
-    char *body;        /* NUL-terminated, owned by the response; free with http_response_clear */
+    long status; /* 0 when no HTTP answer arrived */
+    char *body;  /* NUL-terminated, owned by the response; free with http_response_clear */
     size_t body_length;
     long retry_after_s; /* from Retry-After (seconds form), -1 if absent */
     char error[256];    /* transport error text, or "" */
@@ -58,12 +58,10 @@ enum butler_status http_client_perform(struct http_client *client,
  * NULL) receives the number of attempts made. `should_stop` (may be NULL) is
  * polled between attempts to abort at shutdown.
  */
-enum butler_status http_client_perform_with_retry(struct http_client *client,
-                                                  const struct http_request *request,
-                                                  const struct retry_policy *policy,
-                                                  bool (*should_stop)(void),
-                                                  struct http_response *response,
-                                                  int *attempts_out);
+enum butler_status
+http_client_perform_with_retry(struct http_client *client, const struct http_request *request,
+                               const struct retry_policy *policy, bool (*should_stop)(void),
+                               struct http_response *response, int *attempts_out);
 
 void http_response_clear(struct http_response *response);
 

@@ -38,8 +38,8 @@ cJSON *json_parse_exact(const char *text, size_t length, size_t *error_offset)
         return NULL;
     }
     size_t offset = (size_t)(end - text);
-    while (offset < length && (text[offset] == ' ' || text[offset] == '\t' || text[offset] == '\n' ||
-                               text[offset] == '\r'))
+    while (offset < length && (text[offset] == ' ' || text[offset] == '\t' ||
+                               text[offset] == '\n' || text[offset] == '\r'))
         offset++;
     if (offset != length) {
         cJSON_Delete(json);

@@ -68,9 +68,9 @@ void log_write(enum log_level level, const char *module, const char *format, ...
 
     char line[LOG_LINE_MAX + 256];
     if (atomic_load(&log_json)) {
-        size_t used = (size_t)snprintf(line, sizeof line,
-                                       "{\"time\":\"%s\",\"level\":\"%s\",\"module\":\"", timestamp,
-                                       level_names[level]);
+        size_t used =
+            (size_t)snprintf(line, sizeof line, "{\"time\":\"%s\",\"level\":\"%s\",\"module\":\"",
+                             timestamp, level_names[level]);
         used = json_escape_into(line, used, sizeof line, module);
         used += (size_t)snprintf(line + used, sizeof line - used, "\",\"message\":\"");
         used = json_escape_into(line, used, sizeof line - 3, message);

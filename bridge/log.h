@@ -38,25 +38,25 @@ struct log_rate_limit {
  * suppression, *suppressed_out holds how many lines were dropped meanwhile. */
 bool log_rate_limit_allow(struct log_rate_limit *limit, uint32_t *suppressed_out);
 
-#define LOG_RATELIMITED(level, module, ...)                                                       \
-    do {                                                                                          \
-        static struct log_rate_limit log_site_limit_;                                             \
-        uint32_t log_suppressed_;                                                                 \
-        if (log_enabled(level) && log_rate_limit_allow(&log_site_limit_, &log_suppressed_)) {     \
-            if (log_suppressed_ > 0)                                                              \
-                log_write(level, module, "(%u similar messages suppressed)",                      \
-                          (unsigned)log_suppressed_);                                             \
-            log_write(level, module, __VA_ARGS__);                                                \
-        }                                                                                         \
+#define LOG_RATELIMITED(level, module, ...)                                                        \
+    do {                                                                                           \
+        static struct log_rate_limit log_site_limit_;                                              \
+        uint32_t log_suppressed_;                                                                  \
+        if (log_enabled(level) && log_rate_limit_allow(&log_site_limit_, &log_suppressed_)) {      \
+            if (log_suppressed_ > 0)                                                               \
+                log_write(level, module, "(%u similar messages suppressed)",                       \
+                          (unsigned)log_suppressed_);                                              \
+            log_write(level, module, __VA_ARGS__);                                                 \
+        }                                                                                          \
     } while (0)
 
 #define LOG_ERROR(module, ...) log_write(LOG_LEVEL_ERROR, module, __VA_ARGS__)
 #define LOG_WARN(module, ...) log_write(LOG_LEVEL_WARN, module, __VA_ARGS__)
 #define LOG_INFO(module, ...) log_write(LOG_LEVEL_INFO, module, __VA_ARGS__)
-#define LOG_DEBUG(module, ...)                                                                    \
-    do {                                                                                          \
-        if (log_enabled(LOG_LEVEL_DEBUG))                                                         \
-            log_write(LOG_LEVEL_DEBUG, module, __VA_ARGS__);                                      \
+#define LOG_DEBUG(module, ...)                                                                     \
+    do {                                                                                           \
+        if (log_enabled(LOG_LEVEL_DEBUG))                                                          \
+            log_write(LOG_LEVEL_DEBUG, module, __VA_ARGS__);                                       \
     } while (0)
 
 /* Copy `url` into `out` with everything after the host replaced by "/xxx" and

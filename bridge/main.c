@@ -36,15 +36,14 @@ enum { EXIT_RUNTIME_FAILURE = 1, EXIT_USAGE = 2 };
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: butler --config FILE        run the daemon (foreground; logs to stderr)\n"
-            "       butler --check-config FILE  validate FILE, print the effective config "
-            "(secrets masked)\n"
-            "       butler --version            print the version\n"
-            "       butler --help               this text\n"
-            "\n"
-            "Without --config Butler runs on the defaults: MQTT at 127.0.0.1:1883.\n"
-            "Environment variables BUTLER_<SECTION>_<KEY> override file values.\n");
+    fprintf(out, "usage: butler --config FILE        run the daemon (foreground; logs to stderr)\n"
+                 "       butler --check-config FILE  validate FILE, print the effective config "
+                 "(secrets masked)\n"
+                 "       butler --version            print the version\n"
+                 "       butler --help               this text\n"
+                 "\n"
+                 "Without --config Butler runs on the defaults: MQTT at 127.0.0.1:1883.\n"
+                 "Environment variables BUTLER_<SECTION>_<KEY> override file values.\n");
 }
 
 struct arguments {

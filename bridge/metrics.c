@@ -29,7 +29,8 @@ static struct metric metrics_overflow = {
 static struct metric *find_metric(const char *name, const char *labels, size_t used)
 {
     for (size_t i = 0; i < used; i++)
-        if (strcmp(metrics_table[i].name, name) == 0 && strcmp(metrics_table[i].labels, labels) == 0)
+        if (strcmp(metrics_table[i].name, name) == 0 &&
+            strcmp(metrics_table[i].labels, labels) == 0)
             return &metrics_table[i];
     return NULL;
 }

@@ -191,8 +191,7 @@ static void subscribe_all(struct mqtt_link *link)
         if (rc != MOSQ_ERR_SUCCESS) {
             link->subscribe_pending--;
             LOG_WARN(MODULE, "subscribe to %s failed: %s", link->subscriptions[i], rc_text(rc));
-        }
-        else
+        } else
             LOG_DEBUG(MODULE, "subscribed to %s", link->subscriptions[i]);
     }
     pthread_mutex_unlock(&link->mutex);

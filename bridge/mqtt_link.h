@@ -53,11 +53,11 @@ typedef void (*mqtt_publish_done)(void *context, enum butler_status status);
 struct mqtt_publish_options {
     int qos;
     bool retain;
-    const char *response_topic;             /* v5 only; NULL = none */
-    const unsigned char *correlation_data;  /* v5 only */
+    const char *response_topic;            /* v5 only; NULL = none */
+    const unsigned char *correlation_data; /* v5 only */
     size_t correlation_length;
-    uint32_t message_expiry_s;              /* v5 only; 0 = none */
-    const char *content_type;               /* v5 only; NULL = none */
+    uint32_t message_expiry_s; /* v5 only; 0 = none */
+    const char *content_type;  /* v5 only; NULL = none */
 };
 
 /* Create the link (no network activity yet). *out is owned by the caller and
@@ -83,8 +83,7 @@ void mqtt_link_abort_connection(struct mqtt_link *link);
 
 /* Called on the network thread after each successful CONNACK (after the
  * subscriptions were sent). Used to flush work that waited for the broker. */
-void mqtt_link_set_connect_hook(struct mqtt_link *link, void (*hook)(void *context),
-                                void *context);
+void mqtt_link_set_connect_hook(struct mqtt_link *link, void (*hook)(void *context), void *context);
 
 /* Start the network thread; it connects and keeps reconnecting until stopped. */
 enum butler_status mqtt_link_start(struct mqtt_link *link);
@@ -96,8 +95,8 @@ enum butler_status mqtt_link_start(struct mqtt_link *link);
  * broker is unreachable, BUTLER_ERR_FULL when max_inflight publishes are
  * waiting, BUTLER_ERR_INVALID for a bad topic or payload. Payload is copied.
  */
-enum butler_status mqtt_link_publish(struct mqtt_link *link, const char *topic,
-                                     const void *payload, size_t payload_length,
+enum butler_status mqtt_link_publish(struct mqtt_link *link, const char *topic, const void *payload,
+                                     size_t payload_length,
                                      const struct mqtt_publish_options *options,
                                      mqtt_publish_done done, void *context);
 

@@ -24,11 +24,11 @@ struct qrs_client;
 struct qrs_result {
     long http_status; /* last HTTP status, 0 if none arrived */
     int attempts;
-    char error[256];  /* human-readable reason when not BUTLER_OK */
+    char error[256]; /* human-readable reason when not BUTLER_OK */
 };
 
-enum butler_status qrs_client_create(const struct butler_config *config,
-                                     bool (*should_stop)(void), struct qrs_client **out);
+enum butler_status qrs_client_create(const struct butler_config *config, bool (*should_stop)(void),
+                                     struct qrs_client **out);
 void qrs_client_destroy(struct qrs_client *client);
 
 /* True when qrs.url is set. */
@@ -62,8 +62,8 @@ enum butler_status qrs_delete(struct qrs_client *client, const char *route,
                               const char *path_and_query, struct qrs_result *result);
 
 /* GET /qrs/task/full?filter=...; *tasks_out is a JSON array owned by the caller. */
-enum butler_status qrs_find_tasks(struct qrs_client *client, const char *filter,
-                                  cJSON **tasks_out, struct qrs_result *result);
+enum butler_status qrs_find_tasks(struct qrs_client *client, const char *filter, cJSON **tasks_out,
+                                  struct qrs_result *result);
 
 /*
  * Write `value` as a QRS filter string literal: single-quoted, with ' and \

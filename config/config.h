@@ -54,21 +54,21 @@ enum config_route_destination {
 
 /* One entry of `routes:` (contract 3.3). Empty strings mean "not set". */
 struct config_route {
-    char *name;               /* required, unique */
-    char *match;              /* required MQTT topic filter */
+    char *name;  /* required, unique */
+    char *match; /* required MQTT topic filter */
     enum config_route_destination to;
-    char *webhook_url;        /* secret; default: slack/teams webhook_url */
-    char *channel;            /* slack */
-    char *username;           /* slack */
-    char *icon_emoji;         /* slack */
-    char *title;              /* teams */
-    char *subject;            /* email subject template */
+    char *webhook_url;                    /* secret; default: slack/teams webhook_url */
+    char *channel;                        /* slack */
+    char *username;                       /* slack */
+    char *icon_emoji;                     /* slack */
+    char *title;                          /* teams */
+    char *subject;                        /* email subject template */
     struct config_string_list recipients; /* email */
-    char *topic;              /* mqtt destination topic */
-    char *template_text;      /* key `template` */
-    char *method;             /* webhook: POST (default) | PUT */
-    char *rate_limit_key;     /* rate_limit.key template; empty = one key per route */
-    int rate_limit_window_s;  /* rate_limit.window_s; 0 = no rate limit */
+    char *topic;                          /* mqtt destination topic */
+    char *template_text;                  /* key `template` */
+    char *method;                         /* webhook: POST (default) | PUT */
+    char *rate_limit_key;                 /* rate_limit.key template; empty = one key per route */
+    int rate_limit_window_s;              /* rate_limit.window_s; 0 = no rate limit */
     /* condition.custom_property: fire only for tasks whose QRS custom property
      * has this value (the Node.js Butler's per-task opt-in). Empty = always. */
     char *condition_custom_property_name;
@@ -108,9 +108,9 @@ struct butler_config {
         char *topic_root;
         char *share_group;
         bool legacy_topics;
-        int max_inflight;      /* extension: outbound publishes awaiting PUBACK, hard cap */
-        int reconnect_min_ms;  /* extension: first reconnect delay */
-        int reconnect_max_ms;  /* extension: reconnect delay cap */
+        int max_inflight;     /* extension: outbound publishes awaiting PUBACK, hard cap */
+        int reconnect_min_ms; /* extension: first reconnect delay */
+        int reconnect_max_ms; /* extension: reconnect delay cap */
     } mqtt;
 
     struct {

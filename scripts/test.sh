@@ -6,12 +6,15 @@
 #   build-fuzz/  clang + libFuzzer: every fuzz target for a bounded time on its seed corpus
 # and checks the packaging: docker/Dockerfile (dockerfilelint), deploy/systemd/butler.service
 # (systemd-analyze) and the runtime image's package list (a debootstrap chroot, ~40 s).
+# Source rules first (clang-format, banned calls: scripts/check-source.sh).
 # Exits non-zero if anything fails. Target: well under 10 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --test
 jobs=$(nproc)
 status=0
+
+bash scripts/check-source.sh || status=1
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"

@@ -269,7 +269,6 @@ static enum butler_status outbound_reload(struct outbound *message)
     return BUTLER_OK;
 }
 
-
 static void register_backlog_metrics(void)
 {
     if (backlog_gauge)

@@ -44,40 +44,6 @@ bool kv_name_valid(const char *name)
            task_valid_utf8((const unsigned char *)name, length);
 }
 
-bool kv_parse_iso8601(const char *text, uint64_t *wall_ms)
-{
-    int year, month, day, hour, minute, second, consumed = 0;
-    unsigned millis = 0;
-    if (text == NULL || sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &month, &day, &hour,
-                               &minute, &second, &consumed) != 6)
-        return false;
-    const char *rest = text + consumed;
-    if (*rest == '.') {
-        int digits = 0;
-        for (rest++; *rest >= '0' && *rest <= '9'; rest++, digits++)
-            if (digits < 3)
-                millis = millis * 10 + (unsigned)(*rest - '0');
-        while (digits > 0 && digits < 3) {
-            millis *= 10;
-            digits++;
-        }
-    }
-    if (strcmp(rest, "Z") != 0 || year < 1970 || month < 1 || month > 12 || day < 1 || day > 31 ||
-        hour > 23 || minute > 59 || second > 60)
-        return false;
-    struct tm tm = {.tm_year = year - 1900,
-                    .tm_mon = month - 1,
-                    .tm_mday = day,
-                    .tm_hour = hour,
-                    .tm_min = minute,
-                    .tm_sec = second};
-    time_t seconds = timegm(&tm); /* UTC: touches no time zone state */
-    if (seconds < 0)
-        return false;
-    *wall_ms = (uint64_t)seconds * 1000u + millis;
-    return true;
-}
-
 enum butler_status kv_record_build(const char *namespace_name, const char *key, const char *value,
                                    long long ttl_ms, uint64_t now_wall_ms, char **payload)
 {
@@ -136,9 +102,9 @@ enum butler_status kv_record_parse(const unsigned char *payload, size_t length,
         goto out;
     record->ttl_ms = ttl ? (long long)ttl->valuedouble : 0;
     if (cJSON_IsString(created))
-        kv_parse_iso8601(created->valuestring, &record->created_ms);
-    if (expires &&
-        !(cJSON_IsString(expires) && kv_parse_iso8601(expires->valuestring, &record->expires_ms)))
+        clock_parse_iso8601(created->valuestring, &record->created_ms);
+    if (expires && !(cJSON_IsString(expires) &&
+                     clock_parse_iso8601(expires->valuestring, &record->expires_ms)))
         goto out;
     status = BUTLER_ERR_NOMEM;
     record->namespace_name = strdup(ns->valuestring);

@@ -60,9 +60,6 @@ void kv_record_clear(struct kv_record *record);
 bool kv_topic_split(const char *root, const char *topic, const char **namespace_name,
                     size_t *namespace_length, const char **key, size_t *key_length);
 
-/* "2026-03-14T01:16:07.482Z" -> wall ms; false when unreadable. */
-bool kv_parse_iso8601(const char *text, uint64_t *wall_ms);
-
 /* The bounded view: namespaces of pairs. Not thread-safe by itself. */
 struct kv_view;
 

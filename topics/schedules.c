@@ -229,7 +229,7 @@ static enum butler_status schedule_from_json(const cJSON *json, const char *id,
         snprintf(schedule->id, sizeof schedule->id, "%s", id);
         snprintf(schedule->created, sizeof schedule->created, "%s", created ? created : "");
         schedule->started = last_state ? state_is_started(last_state) : state_is_started(startup);
-        if (last_run && kv_parse_iso8601(last_run, &last_run_ms))
+        if (last_run && clock_parse_iso8601(last_run, &last_run_ms))
             schedule->last_run_s = (int64_t)(last_run_ms / 1000);
     }
     *out = schedule;

@@ -22,7 +22,6 @@
 
 #define MODULE "slack"
 
-
 /* The webhook a message asked for, resolved against configuration only. */
 static const char *choose_webhook(const struct butler_config *config, const char *wanted)
 {
@@ -185,8 +184,8 @@ void slack_run(struct topic_worker *worker, struct topic_message *message)
         send_deadletter(message, error, 0);
         goto out;
     }
-    status = route_http_send(worker->http, config, "POST", url, body, error, sizeof error,
-                             &attempts);
+    status =
+        route_http_send(worker->http, config, "POST", url, body, error, sizeof error, &attempts);
     if (status == BUTLER_OK) {
         count_delivery("delivered");
         goto out;

@@ -461,25 +461,6 @@ static void send_answer(const struct butler_config *config, struct topic_message
 
 /* ---- replay after a crash ---- */
 
-/* "2026-03-14T01:15:02.311Z" -> ms since the epoch; 0 if unreadable. */
-static uint64_t parse_qrs_time(const char *text)
-{
-    struct tm parts = {0};
-    int year, month, day, hour, minute, second, millis = 0;
-    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d.%3d", &year, &month, &day, &hour, &minute, &second,
-               &millis) < 6 ||
-        year < 1970)
-        return 0;
-    parts.tm_year = year - 1900;
-    parts.tm_mon = month - 1;
-    parts.tm_mday = day;
-    parts.tm_hour = hour;
-    parts.tm_min = minute;
-    parts.tm_sec = second;
-    time_t seconds = timegm(&parts);
-    return seconds < 0 ? 0 : (uint64_t)seconds * 1000u + (uint64_t)millis;
-}
-
 static bool noted_started(const struct topic_message *message, const char *task_id)
 {
     for (size_t i = 0; i < message->note_count; i++)
@@ -508,7 +489,9 @@ static bool started_since(struct topic_worker *worker, const char *task_id, uint
     const cJSON *last = cJSON_GetObjectItemCaseSensitive(operational, "lastExecutionResult");
     const cJSON *start = cJSON_GetObjectItemCaseSensitive(last, "startTime");
     const cJSON *status = cJSON_GetObjectItemCaseSensitive(last, "status");
-    bool started = cJSON_IsString(start) && parse_qrs_time(start->valuestring) >= since_wall_ms;
+    uint64_t start_ms = 0;
+    bool started = cJSON_IsString(start) && clock_parse_iso8601(start->valuestring, &start_ms) &&
+                   start_ms >= since_wall_ms;
     /* Triggered, started, queued, aborting, retrying, distributing: a run is under way. */
     int code = cJSON_IsNumber(status) ? status->valueint : 0;
     bool running = code == 1 || code == 2 || code == 3 || code == 4 || code == 5 || code == 10 ||

@@ -67,8 +67,7 @@ struct task_request {
  */
 enum butler_status task_request_parse(const char *topic_task_id, bool bare_guid_only,
                                       const unsigned char *payload, size_t payload_length,
-                                      struct task_request *request, char *error,
-                                      size_t error_size);
+                                      struct task_request *request, char *error, size_t error_size);
 
 void task_request_clear(struct task_request *request);
 

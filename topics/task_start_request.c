@@ -46,10 +46,9 @@ void task_make_uuid(char out[37])
             bytes[i] = (unsigned char)random();
     bytes[6] = (unsigned char)((bytes[6] & 0x0f) | 0x40);
     bytes[8] = (unsigned char)((bytes[8] & 0x3f) | 0x80);
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", bytes[0],
-             bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7], bytes[8],
-             bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+             bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]);
 }
 
 bool task_valid_utf8(const unsigned char *text, size_t length)
@@ -144,13 +143,14 @@ static enum butler_status add_selector(struct task_request *request, enum task_s
                  TASK_SELECTORS_MAX);
         return BUTLER_ERR_TOO_LARGE;
     }
-    if (strlen(value) > TASK_TEXT_MAX || (property_value && strlen(property_value) > TASK_TEXT_MAX)) {
+    if (strlen(value) > TASK_TEXT_MAX ||
+        (property_value && strlen(property_value) > TASK_TEXT_MAX)) {
         snprintf(error, error_size, "a task selector is longer than %d bytes", TASK_TEXT_MAX);
         return BUTLER_ERR_TOO_LARGE;
     }
     if (request->selector_count % 8 == 0) {
-        struct task_selector *grown = realloc(
-            request->selectors, (request->selector_count + 8) * sizeof *request->selectors);
+        struct task_selector *grown =
+            realloc(request->selectors, (request->selector_count + 8) * sizeof *request->selectors);
         if (grown == NULL)
             return BUTLER_ERR_NOMEM;
         request->selectors = grown;
@@ -190,8 +190,8 @@ static enum butler_status add_kv(struct task_request *request, const cJSON *item
     const char *key = string_member(item, "key");
     const cJSON *value = cJSON_GetObjectItemCaseSensitive(item, "value");
     const cJSON *ttl = cJSON_GetObjectItemCaseSensitive(item, "ttl");
-    if (!cJSON_IsObject(item) || namespace_name == NULL || key == NULL || namespace_name[0] == '\0' ||
-        key[0] == '\0' || value == NULL) {
+    if (!cJSON_IsObject(item) || namespace_name == NULL || key == NULL ||
+        namespace_name[0] == '\0' || key[0] == '\0' || value == NULL) {
         snprintf(error, error_size,
                  "a key-value item needs string \"namespace\" and \"key\" and a \"value\"");
         return BUTLER_ERR_INVALID;
@@ -209,8 +209,9 @@ static enum butler_status add_kv(struct task_request *request, const cJSON *item
         snprintf(error, error_size, "more than %d key-value items", TASK_KV_MAX);
         return BUTLER_ERR_TOO_LARGE;
     }
-    char *value_text = cJSON_IsString(value) ? copy_text(value->valuestring, strlen(value->valuestring))
-                                             : cJSON_PrintUnformatted(value);
+    char *value_text = cJSON_IsString(value)
+                           ? copy_text(value->valuestring, strlen(value->valuestring))
+                           : cJSON_PrintUnformatted(value);
     if (value_text == NULL)
         return BUTLER_ERR_NOMEM;
     if (strlen(namespace_name) > TASK_TEXT_MAX || strlen(key) > TASK_TEXT_MAX ||
@@ -281,8 +282,8 @@ static enum butler_status parse_typed_items(const cJSON *array, struct task_requ
                          "payload.customPropertyValue (strings)");
                 return BUTLER_ERR_INVALID;
             }
-            status = add_selector(request, TASK_SELECT_CUSTOM_PROPERTY, name, value, error,
-                                  error_size);
+            status =
+                add_selector(request, TASK_SELECT_CUSTOM_PROPERTY, name, value, error, error_size);
         } else if (strcasecmp(type, "keyvaluestore") == 0) {
             status = add_kv(request, payload, error, error_size);
         } else {
@@ -298,8 +299,9 @@ static enum butler_status parse_typed_items(const cJSON *array, struct task_requ
 static enum butler_status parse_object(const cJSON *object, const char *topic_task_id,
                                        struct task_request *request, char *error, size_t error_size)
 {
-    static const char *const known[] = {"taskId", "taskName", "tag", "customProperty", "requestId",
-                                        "kv", "items", "allTaskIdsMustExist", NULL};
+    static const char *const known[] = {"taskId",    "taskName", "tag",   "customProperty",
+                                        "requestId", "kv",       "items", "allTaskIdsMustExist",
+                                        NULL};
     enum butler_status status = BUTLER_OK;
     const cJSON *member;
     int selectors = 0;
@@ -336,8 +338,9 @@ static enum butler_status parse_object(const cJSON *object, const char *topic_ta
         }
         status = add_selector(request, TASK_SELECT_ID, topic_task_id, NULL, error, error_size);
     } else if (selectors != 1) {
-        snprintf(error, error_size,
-                 "exactly one of \"taskId\", \"taskName\", \"tag\", \"customProperty\" is required");
+        snprintf(
+            error, error_size,
+            "exactly one of \"taskId\", \"taskName\", \"tag\", \"customProperty\" is required");
         return BUTLER_ERR_INVALID;
     } else if (task_id || task_name || tag) {
         const cJSON *selector = task_id ? task_id : task_name ? task_name : tag;

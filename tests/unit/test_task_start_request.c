@@ -71,7 +71,9 @@ static void test_object_errors(void)
 {
     struct task_request request;
     char error[256];
-    UNIT_CHECK(parse("{\"taskId\":\"" "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91" "\",\"tag\":\"x\"}",
+    UNIT_CHECK(parse("{\"taskId\":\""
+                     "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91"
+                     "\",\"tag\":\"x\"}",
                      NULL, false, &request, error) == BUTLER_ERR_INVALID);
     UNIT_CHECK(strstr(error, "exactly one") != NULL);
     UNIT_CHECK(parse("{}", NULL, false, &request, error) == BUTLER_ERR_INVALID);
@@ -101,11 +103,13 @@ static void test_typed_items(void)
     struct task_request request;
     char error[256];
     const char *payload =
-        "[{\"type\":\"starttaskid\",\"payload\":{\"taskId\":\"5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91\"}},"
+        "[{\"type\":\"starttaskid\",\"payload\":{\"taskId\":\"5e2f4c1a-8b7d-4a3e-9f10-"
+        "2c6d8e4b7a91\"}},"
         "{\"type\":\"starttasktag\",\"payload\":{\"tag\":\"nightly\"}},"
         "{\"type\":\"starttaskcustomproperty\",\"payload\":{\"customPropertyName\":\"Department\","
         "\"customPropertyValue\":\"HR\"}},"
-        "{\"type\":\"keyvaluestore\",\"payload\":{\"namespace\":\"ns\",\"key\":\"k\",\"value\":\"v\"}}]";
+        "{\"type\":\"keyvaluestore\",\"payload\":{\"namespace\":\"ns\",\"key\":\"k\",\"value\":"
+        "\"v\"}}]";
     UNIT_CHECK(parse(payload, NULL, false, &request, error) == BUTLER_OK);
     UNIT_CHECK(request.selector_count == 3);
     UNIT_CHECK(request.kv_count == 1);
@@ -194,7 +198,8 @@ static void test_utf8_and_guid(void)
 }
 
 const struct unit_test unit_tests[] = {
-    UNIT_TEST(test_bare_guid),      UNIT_TEST(test_object_selectors), UNIT_TEST(test_object_errors),
-    UNIT_TEST(test_typed_items),    UNIT_TEST(test_topic_task_id),    UNIT_TEST(test_hostile),
-    UNIT_TEST(test_utf8_and_guid),  {0},
+    UNIT_TEST(test_bare_guid),     UNIT_TEST(test_object_selectors),
+    UNIT_TEST(test_object_errors), UNIT_TEST(test_typed_items),
+    UNIT_TEST(test_topic_task_id), UNIT_TEST(test_hostile),
+    UNIT_TEST(test_utf8_and_guid), {0},
 };

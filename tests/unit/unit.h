@@ -16,24 +16,27 @@ struct unit_test {
     void (*run)(void);
 };
 
-#define UNIT_TEST(fn) {#fn, fn}
+#define UNIT_TEST(fn)                                                                              \
+    {                                                                                              \
+#fn, fn                                                                                    \
+    }
 
 extern const struct unit_test unit_tests[];
 
 void unit_fail(const char *file, int line, const char *expression);
 
-#define UNIT_CHECK(expression)                                                                    \
-    do {                                                                                          \
-        if (!(expression))                                                                        \
-            unit_fail(__FILE__, __LINE__, #expression);                                           \
+#define UNIT_CHECK(expression)                                                                     \
+    do {                                                                                           \
+        if (!(expression))                                                                         \
+            unit_fail(__FILE__, __LINE__, #expression);                                            \
     } while (0)
 
-#define UNIT_CHECK_STR(actual, expected)                                                          \
-    do {                                                                                          \
-        const char *unit_actual_ = (actual);                                                      \
-        const char *unit_expected_ = (expected);                                                  \
-        if (unit_actual_ == NULL || strcmp(unit_actual_, unit_expected_) != 0)                    \
-            unit_fail_str(__FILE__, __LINE__, #actual, unit_actual_, unit_expected_);             \
+#define UNIT_CHECK_STR(actual, expected)                                                           \
+    do {                                                                                           \
+        const char *unit_actual_ = (actual);                                                       \
+        const char *unit_expected_ = (expected);                                                   \
+        if (unit_actual_ == NULL || strcmp(unit_actual_, unit_expected_) != 0)                     \
+            unit_fail_str(__FILE__, __LINE__, #actual, unit_actual_, unit_expected_);              \
     } while (0)
 
 void unit_fail_str(const char *file, int line, const char *expression, const char *actual,
