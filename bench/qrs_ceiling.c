@@ -18,18 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* Command-line numbers: the whole argument must be a decimal integer. */
-static long number_argument(const char *text)
-{
-    char *end = NULL;
-    long value = strtol(text, &end, 10);
-    if (end == text || *end != '\0') {
-        fprintf(stderr, "not a number: %s\n", text);
-        exit(2);
-    }
-    return value;
-}
+#include "bench_common.h"
 
 static const char *base, *pki, *task;
 static atomic_long next_call, ok_calls;
