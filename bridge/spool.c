@@ -623,7 +623,10 @@ enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *
     if (entry->note_count >= NOTES_MAX)
         goto out;
     struct record_ref ref;
-    status = append_record(spool->fd, spool->options.fsync, &spool->file_bytes, SPOOL_PROGRESS, id,
+    /* Not flushed even with spool.fsync: a note lost to a power cut only
+     * makes the replay ask QRS whether the task started (the contract's
+     * check for exactly that window), and the next flush of an ADD carries it. */
+    status = append_record(spool->fd, false, &spool->file_bytes, SPOOL_PROGRESS, id,
                            clock_wall_ms(), data, length, &ref);
     if (status == BUTLER_OK)
         status = push_note(spool, entry, ref);
@@ -643,8 +646,10 @@ enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data
         goto out;
     struct record_ref ref;
     uint64_t wall_ms = clock_wall_ms();
-    status = append_record(spool->fd, spool->options.fsync, &spool->file_bytes, SPOOL_DONE, id,
-                           wall_ms, data, length, &ref);
+    /* Not flushed either: a DONE lost to a power cut replays finished work,
+     * which the notes, the QRS check and the requestId window make harmless. */
+    status = append_record(spool->fd, false, &spool->file_bytes, SPOOL_DONE, id, wall_ms, data,
+                           length, &ref);
     if (status != BUTLER_OK)
         goto out;
     finish_live(spool, entry);

@@ -40,7 +40,7 @@ enum { SPOOL_RECORD_DATA_MAX = 2 * 1024 * 1024 };
 
 struct spool_options {
     const char *directory;      /* created if missing */
-    bool fsync;                 /* fdatasync after every append */
+    bool fsync;                 /* fdatasync after every ADD (PROGRESS and DONE ride along) */
     uint64_t max_bytes;         /* hard cap of the file */
     uint64_t done_retention_ms; /* how long DONE records outlive compaction */
 };
