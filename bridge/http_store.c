@@ -20,13 +20,6 @@
 
 #define MODULE "http"
 
-/* A whole JSON value, nesting bounded (JSON_DEPTH_MAX); NULL otherwise. */
-static cJSON *parse_json(const char *text, size_t length)
-{
-    return json_depth_within(text, length, JSON_DEPTH_MAX) ? json_parse_exact(text, length, NULL)
-                                                           : NULL;
-}
-
 static const char *const retry_after[] = {"Retry-After", "5", NULL};
 
 /* ---- helpers ---- */
@@ -165,7 +158,7 @@ static void kv_post(struct http_exchange *exchange, const char *namespace_name)
     cJSON *body = NULL;
     if (!read_json_body(exchange))
         goto out;
-    body = parse_json(exchange->body, exchange->body_length);
+    body = json_parse_exact(exchange->body, exchange->body_length, NULL);
     const cJSON *key = cJSON_GetObjectItemCaseSensitive(body, "key");
     const cJSON *value = cJSON_GetObjectItemCaseSensitive(body, "value");
     const cJSON *ttl = cJSON_GetObjectItemCaseSensitive(body, "ttl");

@@ -49,3 +49,9 @@ cJSON *json_parse_exact(const char *text, size_t length, size_t *error_offset)
     }
     return json;
 }
+
+const char *json_string_member(const cJSON *object, const char *name)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, name);
+    return cJSON_IsString(item) ? item->valuestring : NULL;
+}

@@ -20,6 +20,10 @@ enum { JSON_DEPTH_MAX = 64 };
 
 cJSON *json_parse_exact(const char *text, size_t length, size_t *error_offset);
 
+/* The string value of member `name`, or NULL when absent or not a string.
+ * Borrowed from `object`. */
+const char *json_string_member(const cJSON *object, const char *name);
+
 /* True when arrays/objects nest at most `max_depth` levels (strings skipped).
  * Cheap enough to run before every parse. */
 bool json_depth_within(const char *text, size_t length, int max_depth);

@@ -23,13 +23,6 @@
 
 #define MODULE "kv"
 
-/* A whole JSON value, nesting bounded (JSON_DEPTH_MAX); NULL otherwise. */
-static cJSON *parse_json(const char *text, size_t length)
-{
-    return json_depth_within(text, length, JSON_DEPTH_MAX) ? json_parse_exact(text, length, NULL)
-                                                           : NULL;
-}
-
 enum {
     TOPIC_MAX = 2 * KV_NAME_MAX + 512,
     EXPIRED_PER_TICK_MAX = 256, /* broker deletes per housekeeping tick (3.1.1) */
@@ -86,7 +79,7 @@ enum butler_status kv_record_parse(const unsigned char *payload, size_t length,
 {
     enum butler_status status = BUTLER_ERR_INVALID;
     memset(record, 0, sizeof *record);
-    cJSON *json = parse_json((const char *)payload, length);
+    cJSON *json = json_parse_exact((const char *)payload, length, NULL);
     if (!cJSON_IsObject(json))
         goto out;
     const cJSON *ns = cJSON_GetObjectItemCaseSensitive(json, "namespace");

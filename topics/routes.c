@@ -123,10 +123,11 @@ static enum butler_status text_finish(struct text *text, char **out)
     return BUTLER_OK;
 }
 
+/* A member's string value, "" when absent: the senders print it as is. */
 static const char *json_string(const cJSON *object, const char *name)
 {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, name);
-    return cJSON_IsString(item) ? item->valuestring : "";
+    const char *value = json_string_member(object, name);
+    return value ? value : "";
 }
 
 /* "Label: value\n" when value is not empty. */

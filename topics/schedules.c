@@ -27,13 +27,6 @@
 
 #define MODULE "scheduler"
 
-/* A whole JSON value, nesting bounded (JSON_DEPTH_MAX); NULL otherwise. */
-static cJSON *parse_json(const char *text, size_t length)
-{
-    return json_depth_within(text, length, JSON_DEPTH_MAX) ? json_parse_exact(text, length, NULL)
-                                                           : NULL;
-}
-
 enum {
     ID_MAX = 64,
     NAME_MAX_BYTES = 1024,
@@ -126,12 +119,6 @@ fail:
     return NULL;
 }
 
-static const char *string_field(const cJSON *json, const char *name)
-{
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, name);
-    return cJSON_IsString(item) ? item->valuestring : NULL;
-}
-
 static bool state_is_started(const char *text)
 {
     return strcmp(text, "start") == 0 || strcmp(text, "started") == 0;
@@ -153,11 +140,11 @@ static enum butler_status schedule_from_json(const cJSON *json, const char *id,
         snprintf(error, error_size, "out of memory");
         return BUTLER_ERR_NOMEM;
     }
-    const char *name = string_field(json, "name");
-    const char *cron_text = string_field(json, "cronSchedule");
-    const char *zone = string_field(json, "timezone");
-    const char *task = string_field(json, "qlikSenseTaskId");
-    const char *startup = string_field(json, "startupState");
+    const char *name = json_string_member(json, "name");
+    const char *cron_text = json_string_member(json, "cronSchedule");
+    const char *zone = json_string_member(json, "timezone");
+    const char *task = json_string_member(json, "qlikSenseTaskId");
+    const char *startup = json_string_member(json, "startupState");
     const cJSON *tags = cJSON_GetObjectItemCaseSensitive(json, "tags");
     if (!cJSON_IsObject(json) || !name || !cron_text || !zone || !task || !startup) {
         snprintf(error, error_size,
@@ -222,9 +209,9 @@ static enum butler_status schedule_from_json(const cJSON *json, const char *id,
         schedule->started = state_is_started(startup);
         schedule->last_run_s = (int64_t)(now / 1000);
     } else {
-        const char *created = string_field(json, "created");
-        const char *last_state = string_field(json, "lastKnownState");
-        const char *last_run = string_field(json, "lastRunAt");
+        const char *created = json_string_member(json, "created");
+        const char *last_state = json_string_member(json, "lastKnownState");
+        const char *last_run = json_string_member(json, "lastRunAt");
         uint64_t last_run_ms = 0;
         snprintf(schedule->id, sizeof schedule->id, "%s", id);
         snprintf(schedule->created, sizeof schedule->created, "%s", created ? created : "");
@@ -366,9 +353,10 @@ void schedules_on_message(const struct mqtt_message *message, void *context)
         return;
     }
     struct schedule *schedule = NULL;
-    cJSON *json = message->payload_length <= RECORD_BYTES_MAX
-                      ? parse_json((const char *)message->payload, message->payload_length)
-                      : NULL;
+    cJSON *json =
+        message->payload_length <= RECORD_BYTES_MAX
+            ? json_parse_exact((const char *)message->payload, message->payload_length, NULL)
+            : NULL;
     enum butler_status status =
         json ? schedule_from_json(json, id, &schedule, error, sizeof error) : BUTLER_ERR_INVALID;
     cJSON_Delete(json);
@@ -665,7 +653,7 @@ enum butler_status schedules_create(struct butler_runtime *runtime, const char *
 {
     enum butler_status status = BUTLER_ERR_INVALID;
     struct schedule *schedule = NULL;
-    cJSON *json = parse_json(body, body_length);
+    cJSON *json = json_parse_exact(body, body_length, NULL);
     *created = NULL;
     if (!cJSON_IsObject(json)) {
         snprintf(error, error_size, "the body must be a JSON object");

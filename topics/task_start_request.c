@@ -172,13 +172,6 @@ static enum butler_status add_selector(struct task_request *request, enum task_s
     return BUTLER_OK;
 }
 
-/* A JSON value that must be a string; NULL when it is not. */
-static const char *string_member(const cJSON *object, const char *name)
-{
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, name);
-    return cJSON_IsString(item) ? item->valuestring : NULL;
-}
-
 /*
  * One kv item. The Node.js Butler takes the value as a string; numbers and
  * booleans are accepted and stored in their JSON text form.
@@ -186,8 +179,8 @@ static const char *string_member(const cJSON *object, const char *name)
 static enum butler_status add_kv(struct task_request *request, const cJSON *item, char *error,
                                  size_t error_size)
 {
-    const char *namespace_name = string_member(item, "namespace");
-    const char *key = string_member(item, "key");
+    const char *namespace_name = json_string_member(item, "namespace");
+    const char *key = json_string_member(item, "key");
     const cJSON *value = cJSON_GetObjectItemCaseSensitive(item, "value");
     const cJSON *ttl = cJSON_GetObjectItemCaseSensitive(item, "ttl");
     if (!cJSON_IsObject(item) || namespace_name == NULL || key == NULL ||
@@ -252,7 +245,7 @@ static enum butler_status parse_typed_items(const cJSON *array, struct task_requ
     const cJSON *item;
     cJSON_ArrayForEach(item, array)
     {
-        const char *type = string_member(item, "type");
+        const char *type = json_string_member(item, "type");
         const cJSON *payload = cJSON_GetObjectItemCaseSensitive(item, "payload");
         if (!cJSON_IsObject(item) || type == NULL || !cJSON_IsObject(payload)) {
             snprintf(error, error_size,
@@ -260,22 +253,22 @@ static enum butler_status parse_typed_items(const cJSON *array, struct task_requ
             return BUTLER_ERR_INVALID;
         }
         if (strcasecmp(type, "starttaskid") == 0) {
-            const char *task_id = string_member(payload, "taskId");
+            const char *task_id = json_string_member(payload, "taskId");
             if (task_id == NULL) {
                 snprintf(error, error_size, "starttaskid needs payload.taskId (string)");
                 return BUTLER_ERR_INVALID;
             }
             status = add_selector(request, TASK_SELECT_ID, task_id, NULL, error, error_size);
         } else if (strcasecmp(type, "starttasktag") == 0) {
-            const char *tag = string_member(payload, "tag");
+            const char *tag = json_string_member(payload, "tag");
             if (tag == NULL) {
                 snprintf(error, error_size, "starttasktag needs payload.tag (string)");
                 return BUTLER_ERR_INVALID;
             }
             status = add_selector(request, TASK_SELECT_TAG, tag, NULL, error, error_size);
         } else if (strcasecmp(type, "starttaskcustomproperty") == 0) {
-            const char *name = string_member(payload, "customPropertyName");
-            const char *value = string_member(payload, "customPropertyValue");
+            const char *name = json_string_member(payload, "customPropertyName");
+            const char *value = json_string_member(payload, "customPropertyValue");
             if (name == NULL || value == NULL) {
                 snprintf(error, error_size,
                          "starttaskcustomproperty needs payload.customPropertyName and "
@@ -354,8 +347,8 @@ static enum butler_status parse_object(const cJSON *object, const char *topic_ta
                                           : TASK_SELECT_TAG,
                               selector->valuestring, NULL, error, error_size);
     } else if (custom_property) {
-        const char *name = string_member(custom_property, "name");
-        const char *value = string_member(custom_property, "value");
+        const char *name = json_string_member(custom_property, "name");
+        const char *value = json_string_member(custom_property, "value");
         if (!cJSON_IsObject(custom_property) || name == NULL || value == NULL) {
             snprintf(error, error_size,
                      "\"customProperty\" must be {\"name\": string, \"value\": string}");
