@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "bridge/status.h"
+#include "bridge/core/status.h"
 
 struct config_string_list {
     char **items; /* owned; each item owned */

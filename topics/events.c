@@ -29,15 +29,15 @@
 #include <string.h>
 #include <time.h>
 
-#include "bridge/clock.h"
-#include "bridge/http_client.h"
-#include "bridge/json.h"
-#include "bridge/log.h"
-#include "bridge/metrics.h"
-#include "bridge/mqtt_link.h"
-#include "bridge/qrs.h"
-#include "bridge/spool.h"
-#include "bridge/worker_pool.h"
+#include "bridge/core/clock.h"
+#include "bridge/clients/http_client.h"
+#include "bridge/core/json.h"
+#include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
+#include "bridge/link/mqtt_link.h"
+#include "bridge/clients/qrs.h"
+#include "bridge/store/spool.h"
+#include "bridge/core/worker_pool.h"
 #include "topics/topics.h"
 
 #define MODULE "events"

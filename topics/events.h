@@ -23,9 +23,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bridge/runtime.h"
-#include "bridge/status.h"
-#include "bridge/udp_datagram.h"
+#include "bridge/core/runtime.h"
+#include "bridge/core/status.h"
+#include "bridge/ingress/udp_datagram.h"
 
 enum {
     EVENTS_ENRICH_BUDGET_MS = 5000, /* QRS enrichment never delays an event longer */

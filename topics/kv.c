@@ -14,10 +14,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "bridge/clock.h"
-#include "bridge/json.h"
-#include "bridge/log.h"
-#include "bridge/metrics.h"
+#include "bridge/core/clock.h"
+#include "bridge/core/json.h"
+#include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
 #include "topics/publish.h"
 #include "topics/task_start.h"
 

@@ -23,9 +23,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "bridge/mqtt_link.h"
-#include "bridge/runtime.h"
-#include "bridge/status.h"
+#include "bridge/link/mqtt_link.h"
+#include "bridge/core/runtime.h"
+#include "bridge/core/status.h"
 
 enum {
     KV_NAME_MAX = 1024, /* bytes in a namespace or key name */

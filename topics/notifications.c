@@ -23,12 +23,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bridge/clock.h"
-#include "bridge/execution_ids.h"
-#include "bridge/json.h"
-#include "bridge/log.h"
-#include "bridge/metrics.h"
-#include "bridge/qrs.h"
+#include "bridge/core/clock.h"
+#include "bridge/store/execution_ids.h"
+#include "bridge/core/json.h"
+#include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
+#include "bridge/clients/qrs.h"
 #include "topics/events.h"
 
 #define MODULE "notifications"

@@ -11,7 +11,7 @@
  *     restarted), deletes it on clean shutdown, and keeps the live handles in
  *     <spool.dir>/qrs-notification.handles so a crash-restart deletes the
  *     previous ones first;
- *   - the HTTP ingress (bridge/http_api.c) checks the secret path segment
+ *   - the HTTP ingress (bridge/ingress/http_api.c) checks the secret path segment
  *     with notifications_secret_matches() and publishes what QRS sent to
  *     <root>/qrs/notification;
  *   - the worker family notifications_run() reads each changed
@@ -25,9 +25,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "bridge/runtime.h"
-#include "bridge/status.h"
-#include "bridge/udp_datagram.h"
+#include "bridge/core/runtime.h"
+#include "bridge/core/status.h"
+#include "bridge/ingress/udp_datagram.h"
 #include "topics/topics.h"
 
 enum {

@@ -7,10 +7,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "bridge/clock.h"
-#include "bridge/log.h"
-#include "bridge/metrics.h"
-#include "bridge/runtime.h"
+#include "bridge/core/clock.h"
+#include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
+#include "bridge/core/runtime.h"
 #include "topics/task_start.h"
 
 #define MODULE "publish"

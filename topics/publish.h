@@ -11,8 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bridge/mqtt_link.h"
-#include "bridge/status.h"
+#include "bridge/link/mqtt_link.h"
+#include "bridge/core/status.h"
 
 enum butler_status publish_reliably(const char *topic, const void *payload, size_t payload_length,
                                     const struct mqtt_publish_options *options);

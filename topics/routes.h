@@ -21,8 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bridge/runtime.h"
-#include "bridge/status.h"
+#include "bridge/core/runtime.h"
+#include "bridge/core/status.h"
 #include "config/config.h"
 #include "topics/topics.h"
 

@@ -1,7 +1,7 @@
 /*
  * Cron schedules on the broker and the scheduler thread (see schedules.h).
  *
- * Time zones: firing times are computed by bridge/cron.c from TZif files it
+ * Time zones: firing times are computed by topics/cron.c from TZif files it
  * reads itself, never with setenv("TZ")/tzset()/localtime(), whose global
  * state other threads (libcurl, libmosquitto) would race with. Zones are
  * loaded once per name into a small cache and never freed before shutdown,
@@ -17,11 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/clock.h"
-#include "bridge/json.h"
-#include "bridge/cron.h"
-#include "bridge/log.h"
-#include "bridge/metrics.h"
+#include "bridge/core/clock.h"
+#include "bridge/core/json.h"
+#include "topics/cron.h"
+#include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
 #include "topics/kv.h"
 #include "topics/task_start.h"
 

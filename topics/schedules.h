@@ -28,9 +28,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "bridge/mqtt_link.h"
-#include "bridge/runtime.h"
-#include "bridge/status.h"
+#include "bridge/link/mqtt_link.h"
+#include "bridge/core/runtime.h"
+#include "bridge/core/status.h"
 
 /* Start-up (main thread): the in-memory list. */
 enum butler_status schedules_setup(const struct butler_config *config);

@@ -11,12 +11,12 @@
 
 #include <cjson/cJSON.h>
 
-#include "bridge/clock.h"
-#include "bridge/http_client.h"
-#include "bridge/json.h"
-#include "bridge/log.h"
-#include "bridge/metrics.h"
-#include "bridge/runtime.h"
+#include "bridge/core/clock.h"
+#include "bridge/clients/http_client.h"
+#include "bridge/core/json.h"
+#include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
+#include "bridge/core/runtime.h"
 #include "topics/publish.h"
 #include "topics/task_start.h"
 

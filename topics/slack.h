@@ -13,7 +13,7 @@
 
 #include <stddef.h>
 
-#include "bridge/status.h"
+#include "bridge/core/status.h"
 #include "config/config.h"
 #include "topics/topics.h"
 

@@ -15,8 +15,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "bridge/json.h"
-#include "bridge/metrics.h"
+#include "bridge/core/json.h"
+#include "bridge/core/metrics.h"
 #include "topics/task_start.h"
 #include "topics/topics.h"
 

@@ -14,8 +14,8 @@
 
 #include <stddef.h>
 
-#include "bridge/mqtt_link.h"
-#include "bridge/status.h"
+#include "bridge/link/mqtt_link.h"
+#include "bridge/core/status.h"
 
 enum {
     /* http.threads is at most 512 and each HTTP thread waits for at most one

@@ -26,13 +26,13 @@
 #include <strings.h>
 #include <time.h>
 
-#include "bridge/clock.h"
-#include "bridge/expiring_map.h"
-#include "bridge/json.h"
-#include "bridge/log.h"
-#include "bridge/metrics.h"
-#include "bridge/mqtt_link.h"
-#include "bridge/qrs.h"
+#include "bridge/core/clock.h"
+#include "bridge/store/expiring_map.h"
+#include "bridge/core/json.h"
+#include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
+#include "bridge/link/mqtt_link.h"
+#include "bridge/clients/qrs.h"
 #include "topics/kv.h"
 #include "topics/publish.h"
 

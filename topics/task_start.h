@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bridge/status.h"
+#include "bridge/core/status.h"
 #include "topics/topics.h"
 
 enum {

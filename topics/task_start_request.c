@@ -17,7 +17,7 @@
 
 #include "topics/task_start.h"
 
-#include "bridge/json.h"
+#include "bridge/core/json.h"
 
 #include <cjson/cJSON.h>
 

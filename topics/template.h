@@ -16,7 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "bridge/status.h"
+#include "bridge/core/status.h"
 
 enum {
     TEMPLATE_OUTPUT_MAX = 256 * 1024, /* default bound for callers */

@@ -16,13 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/clock.h"
-#include "bridge/http_client.h"
-#include "bridge/log.h"
-#include "bridge/metrics.h"
-#include "bridge/qrs.h"
-#include "bridge/spool.h"
-#include "bridge/worker_pool.h"
+#include "bridge/core/clock.h"
+#include "bridge/clients/http_client.h"
+#include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
+#include "bridge/clients/qrs.h"
+#include "bridge/store/spool.h"
+#include "bridge/core/worker_pool.h"
 #include "topics/events.h"
 #include "topics/kv.h"
 #include "topics/notifications.h"

@@ -11,9 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bridge/mqtt_link.h"
-#include "bridge/runtime.h"
-#include "bridge/status.h"
+#include "bridge/link/mqtt_link.h"
+#include "bridge/core/runtime.h"
+#include "bridge/core/status.h"
 
 struct qrs_client;
 struct http_client;

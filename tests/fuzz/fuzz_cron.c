@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/cron.h"
+#include "topics/cron.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,6 +1,6 @@
 /*
  * libFuzzer target for the HTTP API's request-body parsers and converters
- * (bridge/http_body.c). The first byte selects the parser; the rest is the
+ * (bridge/ingress/http_body.c). The first byte selects the parser; the rest is the
  * input. Every parser must return cleanly and leak nothing on any input.
  */
 #include <stddef.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/http_body.h"
+#include "bridge/ingress/http_body.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bridge/spool.h"
+#include "bridge/store/spool.h"
 #include "topics/topics.h"
 
 static char directory[64];

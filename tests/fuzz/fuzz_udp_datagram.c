@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/udp_datagram.h"
+#include "bridge/ingress/udp_datagram.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

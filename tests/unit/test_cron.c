@@ -1,10 +1,10 @@
-/* Unit tests: cron expressions, TZif zones and DST behaviour (bridge/cron.c). */
+/* Unit tests: cron expressions, TZif zones and DST behaviour (topics/cron.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "bridge/cron.h"
+#include "topics/cron.h"
 #include "tests/unit/unit.h"
 
 static struct cron_zone utc_zone, stockholm_zone;

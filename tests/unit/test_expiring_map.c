@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "bridge/expiring_map.h"
+#include "bridge/store/expiring_map.h"
 #include "tests/unit/unit.h"
 
 static uint64_t fake_now;

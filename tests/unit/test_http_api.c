@@ -1,11 +1,11 @@
-/* Unit tests: the pure parts of the HTTP API (bridge/http_body.c). */
+/* Unit tests: the pure parts of the HTTP API (bridge/ingress/http_body.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
-#include "bridge/http_body.h"
+#include "bridge/ingress/http_body.h"
 #include "tests/unit/unit.h"
 
 static void test_base62_to_base16_example(void)

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/clock.h"
+#include "bridge/core/clock.h"
 #include "tests/unit/unit.h"
 #include "topics/kv.h"
 

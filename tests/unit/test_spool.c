@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bridge/spool.h"
+#include "bridge/store/spool.h"
 #include "tests/unit/unit.h"
 
 struct collected {

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/udp_datagram.h"
-#include "bridge/udp_ingress.h"
+#include "bridge/ingress/udp_datagram.h"
+#include "bridge/ingress/udp_ingress.h"
 #include "unit.h"
 
 #define MAXB 65507

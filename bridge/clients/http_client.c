@@ -1,0 +1,242 @@
+#include "bridge/clients/http_client.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "bridge/core/clock.h"
+#include "bridge/core/log.h"
+
+#define MODULE "http-out"
+
+enum { DEFAULT_MAX_RESPONSE = 4 * 1024 * 1024 };
+
+struct http_client {
+    CURL *easy;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_global_setup(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+enum butler_status http_client_create(struct http_client **out)
+{
+    pthread_once(&curl_once, curl_global_setup);
+    struct http_client *client = calloc(1, sizeof *client);
+    if (client == NULL)
+        return BUTLER_ERR_NOMEM;
+    client->easy = curl_easy_init();
+    if (client->easy == NULL) {
+        free(client);
+        return BUTLER_ERR_INTERNAL;
+    }
+    *out = client;
+    return BUTLER_OK;
+}
+
+void http_client_destroy(struct http_client *client)
+{
+    if (client == NULL)
+        return;
+    curl_easy_cleanup(client->easy);
+    free(client);
+}
+
+void http_response_clear(struct http_response *response)
+{
+    free(response->body);
+    memset(response, 0, sizeof *response);
+    response->retry_after_s = -1;
+}
+
+struct body_sink {
+    struct http_response *response;
+    size_t capacity;
+    size_t limit;
+    bool overflow;
+};
+
+/* Grows the body buffer geometrically up to the cap; returning a short count
+ * makes curl abort the transfer when the cap is passed. */
+static size_t write_body(char *data, size_t size, size_t count, void *user)
+{
+    struct body_sink *sink = user;
+    size_t length = size * count;
+    struct http_response *response = sink->response;
+    if (response->body_length + length > sink->limit) {
+        sink->overflow = true;
+        return 0;
+    }
+    if (response->body_length + length + 1 > sink->capacity) {
+        size_t grown = sink->capacity ? sink->capacity * 2 : 1024;
+        while (grown < response->body_length + length + 1)
+            grown *= 2;
+        if (grown > sink->limit + 1)
+            grown = sink->limit + 1;
+        char *bigger = realloc(response->body, grown);
+        if (bigger == NULL)
+            return 0;
+        response->body = bigger;
+        sink->capacity = grown;
+    }
+    memcpy(response->body + response->body_length, data, length);
+    response->body_length += length;
+    response->body[response->body_length] = '\0';
+    return length;
+}
+
+static size_t read_header(char *data, size_t size, size_t count, void *user)
+{
+    struct http_response *response = user;
+    size_t length = size * count;
+    static const char name[] = "retry-after:";
+    if (length > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0) {
+        char value[32];
+        size_t value_length = length - (sizeof name - 1);
+        if (value_length >= sizeof value)
+            value_length = sizeof value - 1;
+        memcpy(value, data + sizeof name - 1, value_length);
+        value[value_length] = '\0';
+        char *end = NULL;
+        long seconds = strtol(value, &end, 10);
+        if (end != value && seconds >= 0)
+            response->retry_after_s = seconds;
+    }
+    return length;
+}
+
+enum butler_status http_client_perform(struct http_client *client,
+                                       const struct http_request *request,
+                                       struct http_response *response)
+{
+    enum butler_status status = BUTLER_ERR_INTERNAL;
+    CURL *easy = client->easy;
+    struct curl_slist *headers = NULL;
+    http_response_clear(response);
+    struct body_sink sink = {
+        .response = response,
+        .limit = request->max_response_bytes ? request->max_response_bytes : DEFAULT_MAX_RESPONSE,
+    };
+    char error_buffer[CURL_ERROR_SIZE] = "";
+
+    /* Reset keeps the connection cache; options from the last call are gone. */
+    curl_easy_reset(easy);
+    curl_easy_setopt(easy, CURLOPT_URL, request->url);
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, request->timeout_ms);
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, request->connect_timeout_ms);
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, error_buffer);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_body);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, &sink);
+    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, read_header);
+    curl_easy_setopt(easy, CURLOPT_HEADERDATA, response);
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, request->verify_peer ? 1L : 0L);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, request->verify_peer ? 2L : 0L);
+    if (request->ca_file && request->ca_file[0])
+        curl_easy_setopt(easy, CURLOPT_CAINFO, request->ca_file);
+    if (request->client_cert_file && request->client_cert_file[0])
+        curl_easy_setopt(easy, CURLOPT_SSLCERT, request->client_cert_file);
+    if (request->client_key_file && request->client_key_file[0])
+        curl_easy_setopt(easy, CURLOPT_SSLKEY, request->client_key_file);
+    for (const char *const *line = request->headers; line && *line; line++) {
+        struct curl_slist *grown = curl_slist_append(headers, *line);
+        if (grown == NULL) {
+            status = BUTLER_ERR_NOMEM;
+            goto out;
+        }
+        headers = grown;
+    }
+    /* An empty Expect stops curl waiting a second for "100 Continue". */
+    struct curl_slist *grown = curl_slist_append(headers, "Expect:");
+    if (grown == NULL) {
+        status = BUTLER_ERR_NOMEM;
+        goto out;
+    }
+    headers = grown;
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+    if (strcmp(request->method, "GET") == 0) {
+        curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, request->method);
+        if (request->body || strcmp(request->method, "POST") == 0 ||
+            strcmp(request->method, "PUT") == 0) {
+            curl_easy_setopt(easy, CURLOPT_POSTFIELDS, request->body ? request->body : "");
+            curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                             (curl_off_t)(request->body ? request->body_length : 0));
+        }
+    }
+
+    CURLcode rc = curl_easy_perform(easy);
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &response->status);
+    if (rc != CURLE_OK) {
+        snprintf(response->error, sizeof response->error, "%s",
+                 error_buffer[0] ? error_buffer : curl_easy_strerror(rc));
+        if (sink.overflow) {
+            status = BUTLER_ERR_TOO_LARGE;
+        } else if (rc == CURLE_OUT_OF_MEMORY) {
+            status = BUTLER_ERR_NOMEM;
+        } else if (rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_SSL_CACERT_BADFILE ||
+                   rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL ||
+                   rc == CURLE_PEER_FAILED_VERIFICATION) {
+            status = BUTLER_ERR_REMOTE; /* configuration problems: retrying will not help */
+        } else {
+            status = BUTLER_ERR_RETRYABLE;
+        }
+        goto out;
+    }
+    if (response->body == NULL) {
+        response->body = calloc(1, 1);
+        if (response->body == NULL) {
+            status = BUTLER_ERR_NOMEM;
+            goto out;
+        }
+    }
+    if (response->status >= 200 && response->status < 300)
+        status = BUTLER_OK;
+    else if (response->status == 429 || response->status >= 500)
+        status = BUTLER_ERR_RETRYABLE;
+    else
+        status = BUTLER_ERR_REMOTE;
+    if (status != BUTLER_OK)
+        snprintf(response->error, sizeof response->error, "HTTP %ld", response->status);
+out:
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(headers);
+    return status;
+}
+
+struct retry_context {
+    struct http_client *client;
+    const struct http_request *request;
+    struct http_response *response;
+};
+
+static enum butler_status attempt_once(void *context, int attempt, long *retry_after_s)
+{
+    struct retry_context *retry = context;
+    enum butler_status status = http_client_perform(retry->client, retry->request, retry->response);
+    *retry_after_s = retry->response->retry_after_s;
+    if (status == BUTLER_ERR_RETRYABLE)
+        LOG_DEBUG(MODULE, "%s attempt %d failed: %s", retry->request->method, attempt,
+                  retry->response->error);
+    return status;
+}
+
+enum butler_status http_client_perform_with_retry(struct http_client *client,
+                                                  const struct http_request *request,
+                                                  const struct retry_policy *policy,
+                                                  bool (*should_stop)(void),
+                                                  struct http_response *response, int *attempts_out)
+{
+    struct retry_context context = {client, request, response};
+    return retry_run(policy, should_stop, attempt_once, &context, attempts_out);
+}

@@ -1,0 +1,327 @@
+#include "bridge/clients/qrs.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "bridge/core/json.h"
+#include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
+
+#define MODULE "qrs"
+
+enum { URL_MAX = 8192, HEADER_MAX = 512 };
+
+struct qrs_client {
+    const struct butler_config *config;
+    struct http_client *http;
+    bool (*should_stop)(void);
+    char user_header[HEADER_MAX];
+    struct retry_policy retry;
+};
+
+bool qrs_enabled(const struct butler_config *config)
+{
+    return config->qrs.url && config->qrs.url[0];
+}
+
+void qrs_make_xrfkey(char out[17])
+{
+    static const char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    unsigned char random_bytes[16];
+    if (getrandom(random_bytes, sizeof random_bytes, 0) != (ssize_t)sizeof random_bytes) {
+        /* getrandom on Linux does not fail for 16 bytes once booted; keep a
+         * non-constant fallback anyway. */
+        for (size_t i = 0; i < sizeof random_bytes; i++)
+            random_bytes[i] = (unsigned char)random();
+    }
+    for (size_t i = 0; i < 16; i++)
+        out[i] = alphabet[random_bytes[i] % (sizeof alphabet - 1)];
+    out[16] = '\0';
+}
+
+enum butler_status qrs_filter_quote(const char *value, char *out, size_t out_size)
+{
+    size_t used = 0;
+    if (out_size < 3)
+        return BUTLER_ERR_TOO_LARGE;
+    out[used++] = '\'';
+    for (const char *p = value; *p; p++) {
+        bool escape = (*p == '\'' || *p == '\\');
+        if (used + (escape ? 2 : 1) + 2 > out_size)
+            return BUTLER_ERR_TOO_LARGE;
+        if (escape)
+            out[used++] = '\\';
+        out[used++] = *p;
+    }
+    out[used++] = '\'';
+    out[used] = '\0';
+    return BUTLER_OK;
+}
+
+enum butler_status qrs_client_create(const struct butler_config *config, bool (*should_stop)(void),
+                                     struct qrs_client **out)
+{
+    enum butler_status status = BUTLER_ERR_NOMEM;
+    struct qrs_client *client = calloc(1, sizeof *client);
+    if (client == NULL)
+        goto out;
+    client->config = config;
+    client->should_stop = should_stop;
+    client->retry = (struct retry_policy){
+        .max_attempts = config->retry.max_attempts,
+        .initial_backoff_ms = config->retry.initial_backoff_ms,
+        .max_backoff_ms = config->retry.max_backoff_ms,
+    };
+    /* QRS documents directory and id as URL-encoded UTF-8. */
+    char *directory = curl_easy_escape(NULL, config->qrs.user_directory, 0);
+    char *user = curl_easy_escape(NULL, config->qrs.user_id, 0);
+    if (directory && user)
+        snprintf(client->user_header, sizeof client->user_header,
+                 "X-Qlik-User: UserDirectory=%s; UserId=%s", directory, user);
+    curl_free(directory);
+    curl_free(user);
+    if (client->user_header[0] == '\0')
+        goto out;
+    status = http_client_create(&client->http);
+    if (status != BUTLER_OK)
+        goto out;
+    *out = client;
+    client = NULL;
+out:
+    qrs_client_destroy(client);
+    return status;
+}
+
+void qrs_client_destroy(struct qrs_client *client)
+{
+    if (client == NULL)
+        return;
+    http_client_destroy(client->http);
+    free(client);
+}
+
+static void count_call(const char *route, long http_status, enum butler_status status)
+{
+    char labels[96];
+    if (http_status > 0)
+        snprintf(labels, sizeof labels, "route=\"%s\",status=\"%ld\"", route, http_status);
+    else
+        snprintf(labels, sizeof labels, "route=\"%s\",status=\"%s\"", route,
+                 status == BUTLER_ERR_TIMEOUT ? "timeout" : "error");
+    metrics_count("butler_qrs_calls_total", labels, "QRS calls by route and HTTP status");
+}
+
+struct qrs_attempt {
+    struct qrs_client *client;
+    const char *method;
+    const char *route;
+    const char *path_and_query;
+    struct http_response *response;
+    struct qrs_result *result;
+    const char *body; /* NULL: POSTs send "{}" */
+    size_t body_length;
+};
+
+/* One attempt: a fresh xrfkey in the query and the header every time. */
+static enum butler_status qrs_attempt_once(void *context, int attempt, long *retry_after_s)
+{
+    struct qrs_attempt *call = context;
+    struct qrs_client *client = call->client;
+    char url[URL_MAX];
+    char xrf_header[64];
+    const char *headers[] = {xrf_header, client->user_header, "Content-Type: application/json",
+                             "Accept: application/json", NULL};
+    const char *base = client->config->qrs.url;
+    size_t base_length = strlen(base);
+    while (base_length > 0 && base[base_length - 1] == '/')
+        base_length--;
+    char xrfkey[17];
+    qrs_make_xrfkey(xrfkey);
+    snprintf(xrf_header, sizeof xrf_header, "X-Qlik-Xrfkey: %s", xrfkey);
+    int written =
+        snprintf(url, sizeof url, "%.*s/qrs/%s%sxrfkey=%s", (int)base_length, base,
+                 call->path_and_query, strchr(call->path_and_query, '?') ? "&" : "?", xrfkey);
+    if (written < 0 || (size_t)written >= sizeof url) {
+        snprintf(call->response->error, sizeof call->response->error, "QRS URL too long");
+        return BUTLER_ERR_TOO_LARGE;
+    }
+    bool post = strcmp(call->method, "POST") == 0;
+    struct http_request request = {
+        .method = call->method,
+        .url = url,
+        .headers = headers,
+        .body = call->body ? call->body
+                : post     ? "{}"
+                           : NULL,
+        .body_length = call->body ? call->body_length
+                       : post     ? 2
+                                  : 0,
+        .timeout_ms = client->config->qrs.timeout_ms,
+        .connect_timeout_ms = client->config->qrs.connect_timeout_ms,
+        .client_cert_file = client->config->qrs.cert_file,
+        .client_key_file = client->config->qrs.key_file,
+        .ca_file = client->config->qrs.ca_file,
+        .verify_peer = client->config->qrs.verify_peer,
+    };
+    enum butler_status status = http_client_perform(client->http, &request, call->response);
+    *retry_after_s = call->response->retry_after_s;
+    call->result->http_status = call->response->status;
+    count_call(call->route, call->response->status, status);
+    if (status == BUTLER_ERR_RETRYABLE)
+        LOG_DEBUG(MODULE, "%s %s attempt %d failed: %s", call->method, call->route, attempt,
+                  call->response->error);
+    return status;
+}
+
+/*
+ * One logical QRS call, retried per the `retry` section. `path_and_query` is
+ * relative to /qrs/ and may already carry a query. Thread: the owning worker.
+ */
+static enum butler_status qrs_call(struct qrs_client *client, const char *method, const char *route,
+                                   const char *path_and_query, struct http_response *response,
+                                   struct qrs_result *result)
+{
+    memset(result, 0, sizeof *result);
+    if (!qrs_enabled(client->config)) {
+        snprintf(result->error, sizeof result->error, "QRS is not configured (qrs.url is empty)");
+        return BUTLER_ERR_REMOTE;
+    }
+    struct qrs_attempt call = {client, method, route, path_and_query, response, result, NULL, 0};
+    enum butler_status status =
+        retry_run(&client->retry, client->should_stop, qrs_attempt_once, &call, &result->attempts);
+    if (status != BUTLER_OK) {
+        if (response->error[0])
+            snprintf(result->error, sizeof result->error, "QRS %s %s: %s%s%.120s", method, route,
+                     response->error, response->body && response->body[0] ? ": " : "",
+                     response->body ? response->body : "");
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "%s %s failed after %d attempt(s): %s", method,
+                        route, result->attempts, response->error);
+    }
+    return status;
+}
+
+enum butler_status qrs_get(struct qrs_client *client, const char *path, const char *filter,
+                           cJSON **json_out, struct qrs_result *result)
+{
+    enum butler_status status = BUTLER_ERR_NOMEM;
+    struct http_response response = {.retry_after_s = -1};
+    char path_and_query[URL_MAX];
+    char *encoded = NULL;
+    *json_out = NULL;
+    if (filter) {
+        encoded = curl_easy_escape(NULL, filter, 0);
+        if (encoded == NULL)
+            goto out;
+        int written =
+            snprintf(path_and_query, sizeof path_and_query, "%s?filter=%s", path, encoded);
+        if (written < 0 || (size_t)written >= sizeof path_and_query) {
+            status = BUTLER_ERR_TOO_LARGE;
+            goto out;
+        }
+    } else {
+        snprintf(path_and_query, sizeof path_and_query, "%s", path);
+    }
+    status = qrs_call(client, "GET", path, path_and_query, &response, result);
+    if (status == BUTLER_ERR_REMOTE && response.status == 404) {
+        status = BUTLER_ERR_NOT_FOUND;
+        goto out;
+    }
+    if (status != BUTLER_OK)
+        goto out;
+    cJSON *json = json_parse_exact(response.body, response.body_length, NULL);
+    if (json == NULL) {
+        snprintf(result->error, sizeof result->error, "QRS GET %s: response is not JSON", path);
+        status = BUTLER_ERR_REMOTE;
+        goto out;
+    }
+    *json_out = json;
+out:
+    curl_free(encoded);
+    http_response_clear(&response);
+    return status;
+}
+
+enum butler_status qrs_find_tasks(struct qrs_client *client, const char *filter, cJSON **tasks_out,
+                                  struct qrs_result *result)
+{
+    enum butler_status status = qrs_get(client, "task/full", filter, tasks_out, result);
+    if (status == BUTLER_OK && !cJSON_IsArray(*tasks_out)) {
+        cJSON_Delete(*tasks_out);
+        *tasks_out = NULL;
+        snprintf(result->error, sizeof result->error, "QRS task/full did not answer an array");
+        status = BUTLER_ERR_REMOTE;
+    }
+    return status;
+}
+
+enum butler_status qrs_task_start(struct qrs_client *client, const char *task_id,
+                                  struct qrs_result *result)
+{
+    char path[128];
+    struct http_response response = {.retry_after_s = -1};
+    snprintf(path, sizeof path, "task/%s/start", task_id);
+    enum butler_status status = qrs_call(client, "POST", "task/start", path, &response, result);
+    if (status == BUTLER_ERR_REMOTE && (response.status == 404 || response.status == 400))
+        status = BUTLER_ERR_NOT_FOUND;
+    http_response_clear(&response);
+    return status;
+}
+
+/* qrs_call with a request body (change subscriptions). */
+static enum butler_status qrs_call_body(struct qrs_client *client, const char *method,
+                                        const char *route, const char *path_and_query,
+                                        const char *body, struct http_response *response,
+                                        struct qrs_result *result)
+{
+    memset(result, 0, sizeof *result);
+    if (!qrs_enabled(client->config)) {
+        snprintf(result->error, sizeof result->error, "QRS is not configured (qrs.url is empty)");
+        return BUTLER_ERR_REMOTE;
+    }
+    struct qrs_attempt call = {client,   method, route, path_and_query,
+                               response, result, body,  body ? strlen(body) : 0};
+    enum butler_status status =
+        retry_run(&client->retry, client->should_stop, qrs_attempt_once, &call, &result->attempts);
+    if (status != BUTLER_OK && response->error[0])
+        snprintf(result->error, sizeof result->error, "QRS %s %s: %s%s%.120s", method, route,
+                 response->error, response->body && response->body[0] ? ": " : "",
+                 response->body ? response->body : "");
+    return status;
+}
+
+enum butler_status qrs_post(struct qrs_client *client, const char *route,
+                            const char *path_and_query, const char *body, cJSON **json_out,
+                            struct qrs_result *result)
+{
+    struct http_response response = {.retry_after_s = -1};
+    *json_out = NULL;
+    enum butler_status status =
+        qrs_call_body(client, "POST", route, path_and_query, body, &response, result);
+    if (status == BUTLER_ERR_REMOTE && (response.status == 404 || response.status == 400))
+        status = BUTLER_ERR_NOT_FOUND;
+    if (status == BUTLER_OK && response.body_length > 0) {
+        *json_out = json_parse_exact(response.body, response.body_length, NULL);
+        if (*json_out == NULL) {
+            snprintf(result->error, sizeof result->error, "QRS POST %s: response is not JSON",
+                     route);
+            status = BUTLER_ERR_REMOTE;
+        }
+    }
+    http_response_clear(&response);
+    return status;
+}
+
+enum butler_status qrs_delete(struct qrs_client *client, const char *route,
+                              const char *path_and_query, struct qrs_result *result)
+{
+    struct http_response response = {.retry_after_s = -1};
+    enum butler_status status =
+        qrs_call_body(client, "DELETE", route, path_and_query, NULL, &response, result);
+    if (status == BUTLER_ERR_REMOTE && (response.status == 404 || response.status == 400))
+        status = BUTLER_ERR_NOT_FOUND;
+    http_response_clear(&response);
+    return status;
+}

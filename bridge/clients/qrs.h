@@ -1,0 +1,78 @@
+/*
+ * Client for the Qlik Sense Repository Service (QRS) REST API.
+ *
+ * HTTPS with the client certificate, key and CA exported from the QMC; a
+ * fresh 16-character Xrfkey in both the query and X-Qlik-Xrfkey on every
+ * call; X-Qlik-User from config. One struct qrs_client per worker thread: it
+ * keeps its connection open, so a call costs no TLS handshake.
+ * Not thread-safe: a client belongs to one thread.
+ */
+#ifndef BUTLER_QRS_H
+#define BUTLER_QRS_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "bridge/clients/http_client.h"
+#include "bridge/core/status.h"
+#include "config/config.h"
+
+struct qrs_client;
+
+/* Outcome of one logical QRS call (after retries). */
+struct qrs_result {
+    long http_status; /* last HTTP status, 0 if none arrived */
+    int attempts;
+    char error[256]; /* human-readable reason when not BUTLER_OK */
+};
+
+enum butler_status qrs_client_create(const struct butler_config *config, bool (*should_stop)(void),
+                                     struct qrs_client **out);
+void qrs_client_destroy(struct qrs_client *client);
+
+/* True when qrs.url is set. */
+bool qrs_enabled(const struct butler_config *config);
+
+/*
+ * GET /qrs/<path>[?filter=<filter>]: `filter` (may be NULL) is URL-encoded
+ * here. On BUTLER_OK *json_out is the parsed body, owned by the caller
+ * (cJSON_Delete). 404 -> BUTLER_ERR_NOT_FOUND.
+ */
+enum butler_status qrs_get(struct qrs_client *client, const char *path, const char *filter,
+                           cJSON **json_out, struct qrs_result *result);
+
+/* POST /qrs/task/{id}/start. 204/2xx -> OK; 404 or 400 -> BUTLER_ERR_NOT_FOUND
+ * (no such task); retryable failures are retried per the `retry` section. */
+enum butler_status qrs_task_start(struct qrs_client *client, const char *task_id,
+                                  struct qrs_result *result);
+
+/*
+ * POST /qrs/<path_and_query> with `body` (sent as is, Content-Type JSON; NULL
+ * sends "{}"). `route` labels the call metric (no ids in it). A JSON answer
+ * is returned in *json_out (NULL for an empty body), owned by the caller.
+ * 404/400 -> BUTLER_ERR_NOT_FOUND. Retried per the `retry` section.
+ */
+enum butler_status qrs_post(struct qrs_client *client, const char *route,
+                            const char *path_and_query, const char *body, cJSON **json_out,
+                            struct qrs_result *result);
+
+/* DELETE /qrs/<path_and_query>. 2xx -> OK; 404/400 -> BUTLER_ERR_NOT_FOUND. */
+enum butler_status qrs_delete(struct qrs_client *client, const char *route,
+                              const char *path_and_query, struct qrs_result *result);
+
+/* GET /qrs/task/full?filter=...; *tasks_out is a JSON array owned by the caller. */
+enum butler_status qrs_find_tasks(struct qrs_client *client, const char *filter, cJSON **tasks_out,
+                                  struct qrs_result *result);
+
+/*
+ * Write `value` as a QRS filter string literal: single-quoted, with ' and \
+ * escaped by a backslash (QRS rejects the OData '' form). Returns
+ * BUTLER_ERR_TOO_LARGE if `out` is too small.
+ */
+enum butler_status qrs_filter_quote(const char *value, char *out, size_t out_size);
+
+/* 16 characters of [0-9A-Za-z] plus NUL into out[17]. */
+void qrs_make_xrfkey(char out[17]);
+
+#endif

@@ -1,0 +1,250 @@
+/*
+ * butler: process start-up, signals and orderly shutdown.
+ *
+ * Threads: main (this file: signals and housekeeping), the MQTT network
+ * thread (bridge/link/mqtt_link.c), the workers (bridge/core/worker_pool.c), and later
+ * the HTTP and UDP ingress threads. Signals are blocked in every thread and
+ * taken here with sigtimedwait(), so no handler runs in async-signal context.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/core/clock.h"
+#include "bridge/store/execution_ids.h"
+#include "bridge/ingress/http_server.h"
+#include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
+#include "bridge/link/mqtt_link.h"
+#include "bridge/clients/qrs.h"
+#include "bridge/core/runtime.h"
+#include "bridge/ingress/udp_ingress.h"
+#include "bridge/core/worker_pool.h"
+#include "config/config.h"
+#include "topics/events.h"
+#include "topics/notifications.h"
+#include "topics/kv.h"
+#include "topics/schedules.h"
+#include "topics/task_start.h"
+#include "topics/topics.h"
+
+#define MODULE "main"
+
+enum { EXIT_RUNTIME_FAILURE = 1, EXIT_USAGE = 2 };
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: butler --config FILE        run the daemon (foreground; logs to stderr)\n"
+                 "       butler --check-config FILE  validate FILE, print the effective config "
+                 "(secrets masked)\n"
+                 "       butler --version            print the version\n"
+                 "       butler --help               this text\n"
+                 "\n"
+                 "Without --config Butler runs on the defaults: MQTT at 127.0.0.1:1883.\n"
+                 "Environment variables BUTLER_<SECTION>_<KEY> override file values.\n");
+}
+
+struct arguments {
+    const char *config_path;
+    bool check_only;
+};
+
+/* Returns -1 to continue, or the exit code. */
+static int parse_arguments(int argc, char **argv, struct arguments *arguments)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *argument = argv[i];
+        if (strcmp(argument, "--help") == 0 || strcmp(argument, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strcmp(argument, "--version") == 0 || strcmp(argument, "-V") == 0) {
+            printf("butler %s\n", BUTLER_VERSION);
+            return 0;
+        }
+        if (strcmp(argument, "--config") == 0 || strcmp(argument, "-c") == 0 ||
+            strcmp(argument, "--check-config") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "butler: %s needs a file name\n", argument);
+                usage(stderr);
+                return EXIT_USAGE;
+            }
+            if (arguments->config_path) {
+                fprintf(stderr, "butler: only one configuration file may be given\n");
+                return EXIT_USAGE;
+            }
+            arguments->config_path = argv[++i];
+            if (strcmp(argument, "--check-config") == 0)
+                arguments->check_only = true;
+            continue;
+        }
+        fprintf(stderr, "butler: unknown argument \"%s\"\n", argument);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
+
+/* Gauges that are cheaper to sample than to maintain on every change. */
+static void update_gauges(struct butler_runtime *runtime)
+{
+    static struct metric *queue_depth, *inflight, *connected;
+    if (queue_depth == NULL) {
+        queue_depth = metrics_get("butler_queue_depth", "queue=\"workers\"", METRIC_GAUGE,
+                                  "Items waiting in a bounded queue");
+        inflight = metrics_get("butler_queue_depth", "queue=\"mqtt_inflight\"", METRIC_GAUGE,
+                               "Items waiting in a bounded queue");
+        connected = metrics_get("butler_mqtt_connected", "", METRIC_GAUGE,
+                                "1 while the broker connection is up");
+    }
+    metrics_set(queue_depth, (int64_t)worker_pool_depth(runtime->pool));
+    metrics_set(inflight, (int64_t)mqtt_link_inflight(runtime->link));
+    metrics_set(connected, mqtt_link_connected(runtime->link) ? 1 : 0);
+}
+
+int main(int argc, char **argv)
+{
+    struct arguments arguments = {0};
+    int exit_code = parse_arguments(argc, argv, &arguments);
+    if (exit_code >= 0)
+        return exit_code;
+
+    struct butler_config config;
+    if (config_load(arguments.config_path, &config, stderr) != BUTLER_OK)
+        return EXIT_USAGE;
+    if (arguments.check_only) {
+        config_print(&config, stdout);
+        config_free(&config);
+        return 0;
+    }
+    log_setup((enum log_level)config.log.level, config.log.format == CONFIG_LOG_JSON);
+
+    /* Block before any thread exists so every thread inherits the mask. */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    static struct butler_runtime runtime;
+    struct udp_ingress *udp = NULL;
+    struct http_server *http = NULL;
+    runtime.config = &config;
+    runtime.started_at_wall_ms = clock_wall_ms();
+    butler_runtime_current = &runtime;
+    exit_code = EXIT_RUNTIME_FAILURE;
+
+    LOG_INFO(MODULE, "butler %s starting (config: %s)", BUTLER_VERSION,
+             arguments.config_path ? arguments.config_path : "defaults");
+    if (!qrs_enabled(&config))
+        LOG_WARN(MODULE, "qrs.url is empty: task starts will be answered \"failed\"");
+
+    if (task_start_state_create(&config, &runtime.task_start) != BUTLER_OK ||
+        mqtt_link_create(&config, runtime.started_at_wall_ms, &runtime.link) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed");
+        goto out;
+    }
+    struct worker_pool_callbacks callbacks = {
+        .init_worker = topics_worker_init,
+        .cleanup_worker = topics_worker_cleanup,
+        .context = &runtime,
+    };
+    if (worker_pool_create(config.task_start.workers, (size_t)config.task_start.queue_max,
+                           &callbacks, &runtime.pool) != BUTLER_OK ||
+        kv_setup(&config) != BUTLER_OK || schedules_setup(&config) != BUTLER_OK ||
+        topics_setup(&runtime) != BUTLER_OK || topics_recover(&runtime) != BUTLER_OK ||
+        mqtt_link_start(runtime.link) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed");
+        goto out;
+    }
+    /* Work left unfinished by the last run goes to the workers first. */
+    topics_replay(&runtime);
+    /* UDP events after the link: until CONNACK they wait in the ingress ring. */
+    struct udp_ingress_sink udp_sink = {events_deliver, events_idle, events_spill, &runtime};
+    if (config.udp.enable && (events_setup(&runtime) != BUTLER_OK ||
+                              udp_ingress_start(&config, &udp_sink, &udp) != BUTLER_OK)) {
+        LOG_ERROR(MODULE, "start-up failed: UDP ingress");
+        goto out;
+    }
+    /* Schedules fire from their own thread once the link runs. */
+    if (schedules_start(&runtime) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: scheduler");
+        goto out;
+    }
+    /* QRS change notifications become events through the same path as UDP. */
+    if (config.qrs.notifications.enable && !config.udp.enable &&
+        events_setup(&runtime) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: events");
+        goto out;
+    }
+    /* HTTP after the link: requests publish, and answer 503 until CONNACK. */
+    if (http_server_start(&runtime, &http) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: HTTP API");
+        goto out;
+    }
+    /* After HTTP: QRS may call back as soon as the subscription exists. */
+    if (notifications_start(&runtime) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: QRS change notifications");
+        goto out;
+    }
+    LOG_INFO(MODULE, "running: MQTT %s:%d, topic root \"%s\"", config.mqtt.host, config.mqtt.port,
+             config.mqtt.topic_root);
+
+    int signal_number = 0;
+    while (signal_number == 0) {
+        struct timespec tick = {1, 0};
+        int received = sigtimedwait(&signals, NULL, &tick);
+        if (received == SIGHUP) {
+            LOG_INFO(MODULE, "SIGHUP ignored: restart Butler to apply a new configuration");
+        } else if (received > 0) {
+            signal_number = received;
+        } else if (received < 0 && errno != EAGAIN && errno != EINTR) {
+            LOG_ERROR(MODULE, "sigtimedwait failed");
+            goto out;
+        }
+        update_gauges(&runtime);
+        kv_housekeeping(&runtime);
+    }
+    LOG_INFO(MODULE, "%s: stopping intake, finishing in-flight work (up to %d s)",
+             strsignal(signal_number), config.shutdown_grace_s);
+    exit_code = 0;
+out:
+    /* No new firings once stopping: a firing now would be work started
+     * after SIGTERM; one that falls during the restart is reported missed. */
+    schedules_stop();
+    /* Ask QRS to stop calling back before the HTTP ingress goes away. */
+    notifications_stop();
+    /* HTTP first, while results can still arrive for requests in flight. */
+    http_server_stop(http);
+    http = NULL;
+    if (runtime.link)
+        topics_stop_intake(&runtime);
+    /* UDP first: its queued events still go to the workers that drain next. */
+    udp_ingress_stop(udp, config.shutdown_grace_s * 1000 / 2);
+    udp = NULL;
+    if (runtime.pool)
+        worker_pool_drain(runtime.pool, config.shutdown_grace_s * 1000);
+    /* Grace is over: retries and waits for the broker give up from here. */
+    atomic_store(&runtime.stopping, true);
+    topics_stop_replay();
+    if (runtime.pool)
+        worker_pool_stop(runtime.pool, 0);
+    if (runtime.link)
+        mqtt_link_stop(runtime.link, 2000);
+    worker_pool_destroy(runtime.pool);
+    mqtt_link_destroy(runtime.link);
+    topics_teardown();
+    schedules_teardown();
+    kv_teardown();
+    events_teardown();
+    execution_ids_close(); /* the UDP ingress and the workers are gone */
+    task_start_state_destroy(runtime.task_start);
+    LOG_INFO(MODULE, "stopped");
+    butler_runtime_current = NULL;
+    config_free(&config);
+    return exit_code;
+}

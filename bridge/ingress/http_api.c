@@ -1,0 +1,594 @@
+/*
+ * The HTTP API: routing, bearer-token authentication, the endpoint
+ * allow-list and the endpoints themselves (contract section 4). Each
+ * request that publishes answers 2xx only after the broker acknowledged the
+ * message, and 503 + Retry-After within http.task_start_timeout_ms when the
+ * broker cannot be reached. Runs on CivetWeb worker threads.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <civetweb.h>
+#include <cjson/cJSON.h>
+
+#include "bridge/core/clock.h"
+#include "bridge/ingress/http_body.h"
+#include "bridge/ingress/http_server.h"
+#include "bridge/ingress/http_store.h"
+#include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
+#include "bridge/link/mqtt_link.h"
+#include "topics/notifications.h"
+#include "topics/task_result.h"
+#include "topics/task_start.h"
+
+#define MODULE "http"
+
+enum {
+    M_GET = 1 << HTTP_METHOD_GET,
+    M_POST = 1 << HTTP_METHOD_POST,
+    M_PUT = 1 << HTTP_METHOD_PUT,
+    M_DELETE = 1 << HTTP_METHOD_DELETE,
+};
+
+static const char *const retry_after[] = {"Retry-After", "5", NULL};
+
+typedef void (*route_handler)(struct http_exchange *exchange);
+
+struct route {
+    const char *name;    /* allow-list key (the Node.js restServerEndpointsEnable name) */
+    const char *pattern; /* '*' matches one non-empty path segment */
+    unsigned methods;
+    const char *allow; /* Allow header for 405 */
+    bool v4;           /* under /v4: bearer token and allow-list apply */
+    route_handler handler;
+};
+
+static void handle_ping(struct http_exchange *exchange);
+static void handle_task_start(struct http_exchange *exchange);
+static void handle_mqtt_publish(struct http_exchange *exchange);
+static void handle_slack_post(struct http_exchange *exchange);
+static void handle_endpoints(struct http_exchange *exchange);
+static void handle_base62_to_base16(struct http_exchange *exchange);
+static void handle_base16_to_base62(struct http_exchange *exchange);
+static void handle_health(struct http_exchange *exchange);
+static void handle_qrs_notification(struct http_exchange *exchange);
+static void handle_metrics(struct http_exchange *exchange);
+
+static const struct route routes[] = {
+    {"butlerping", "/v4/butlerping", M_GET, "GET", true, handle_ping},
+    {"senseStartTask", "/v4/reloadtask/*/start", M_PUT | M_POST, "PUT, POST", true,
+     handle_task_start},
+    {"mqttPublishMessage", "/v4/mqttpublishmessage", M_PUT, "PUT", true, handle_mqtt_publish},
+    {"slackPostMessage", "/v4/slackpostmessage", M_PUT, "PUT", true, handle_slack_post},
+    {"apiListEnabledEndpoints", "/v4/configfile/endpointsenabled", M_GET, "GET", true,
+     handle_endpoints},
+    {"base62ToBase16", "/v4/base62tobase16", M_GET, "GET", true, handle_base62_to_base16},
+    {"base16ToBase62", "/v4/base16tobase62", M_GET, "GET", true, handle_base16_to_base62},
+    /* Key-value store and schedules (bridge/ingress/http_store.c). Several routes may
+     * share a path with different methods; the router picks by both. */
+    {"keyValueStore", "/v4/keyvaluesnamespaces", M_GET, "GET", true, http_store_kv_namespaces},
+    {"keyValueStore", "/v4/keyvalues/*", M_GET | M_POST | M_DELETE, "GET, POST, DELETE", true,
+     http_store_kv_namespace},
+    {"keyValueStore", "/v4/keyvalues/*/*", M_GET | M_DELETE, "GET, DELETE", true,
+     http_store_kv_key},
+    {"keyValueStore", "/v4/keylist/*", M_GET, "GET", true, http_store_kv_keylist},
+    {"getScheduleStatusAll", "/v4/schedules/status", M_GET, "GET", true,
+     http_store_schedules_status},
+    {"startSchedule", "/v4/schedules/startall", M_PUT, "PUT", true, http_store_schedules_start},
+    {"stopSchedule", "/v4/schedules/stopall", M_PUT, "PUT", true, http_store_schedules_stop},
+    {"getSchedule", "/v4/schedules", M_GET, "GET", true, http_store_schedules_get},
+    {"createNewSchedule", "/v4/schedules", M_POST, "POST", true, http_store_schedules_create},
+    {"deleteSchedule", "/v4/schedules/*", M_DELETE, "DELETE", true, http_store_schedules_delete},
+    {"startSchedule", "/v4/schedules/*/start", M_PUT, "PUT", true, http_store_schedules_start},
+    {"stopSchedule", "/v4/schedules/*/stop", M_PUT, "PUT", true, http_store_schedules_stop},
+    {"health", "/health", M_GET, "GET", false, handle_health},
+    {"metrics", "/metrics", M_GET, "GET", false, handle_metrics},
+};
+
+enum { ROUTE_COUNT = sizeof routes / sizeof routes[0] };
+
+/* Names the Node.js Butler knows but Butler does not serve (yet): accepted in
+ * http.endpoints with a warning, so a migrated allow-list still loads. */
+static const char *const node_only_endpoints[] = {
+    "createDir",      "createDirQVD",       "fileDelete",        "fileMove",
+    "fileCopy",       "postNewRelicMetric", "postNewRelicEvent", "updateSchedule",
+    "senseAppReload", "senseAppDump",       "senseListApps",     NULL,
+};
+
+/* "scheduler.getSchedule" and "getSchedule" name the same switch. */
+static const char *leaf_name(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return dot ? dot + 1 : name;
+}
+
+static bool endpoint_enabled(const struct butler_config *config, const char *name)
+{
+    if (config->http.endpoints.count == 0)
+        return true;
+    for (size_t i = 0; i < config->http.endpoints.count; i++)
+        if (strcasecmp(leaf_name(config->http.endpoints.items[i]), name) == 0)
+            return true;
+    return false;
+}
+
+enum butler_status http_api_check_config(const struct butler_config *config)
+{
+    enum butler_status status = BUTLER_OK;
+    for (size_t i = 0; i < config->http.endpoints.count; i++) {
+        const char *name = leaf_name(config->http.endpoints.items[i]);
+        bool known = false;
+        for (size_t r = 0; r < ROUTE_COUNT && !known; r++)
+            known = routes[r].v4 && strcasecmp(routes[r].name, name) == 0;
+        if (known)
+            continue;
+        for (size_t n = 0; node_only_endpoints[n] && !known; n++)
+            known = strcasecmp(node_only_endpoints[n], name) == 0;
+        if (known) {
+            LOG_WARN(MODULE, "http.endpoints: \"%s\" is not implemented by this Butler", name);
+        } else {
+            LOG_ERROR(MODULE, "http.endpoints: \"%s\" is not an endpoint name", name);
+            status = BUTLER_ERR_INVALID;
+        }
+    }
+    return status;
+}
+
+/* Match `path` against a pattern whose '*' is one non-empty segment; the
+ * segment is returned through *wildcard (pointer into path, length). */
+static bool path_matches(const char *pattern, const char *path, const char **wildcard,
+                         size_t *wildcard_length)
+{
+    while (*pattern && *path) {
+        if (*pattern == '*') {
+            size_t length = strcspn(path, "/");
+            if (length == 0)
+                return false;
+            *wildcard = path;
+            *wildcard_length = length;
+            path += length;
+            pattern++;
+            continue;
+        }
+        if (*pattern != *path)
+            return false;
+        pattern++;
+        path++;
+    }
+    return *pattern == '\0' && *path == '\0';
+}
+
+void http_api_handle(struct http_exchange *exchange)
+{
+    const struct butler_config *config = exchange->runtime->config;
+    /* QRS cannot send a bearer token: its callback is authenticated by the
+     * secret path segment instead, so it is routed before the /v4 check. */
+    size_t prefix_length = strlen(NOTIFICATIONS_PATH);
+    if (strncmp(exchange->path, NOTIFICATIONS_PATH, prefix_length) == 0 &&
+        (exchange->path[prefix_length] == '/' || exchange->path[prefix_length] == '\0')) {
+        handle_qrs_notification(exchange);
+        return;
+    }
+    bool v4 = strncmp(exchange->path, "/v4/", 4) == 0;
+    if (v4 && config->http.tokens.count > 0 &&
+        !http_body_bearer_allowed(http_exchange_header(exchange, "Authorization"),
+                                  &config->http.tokens)) {
+        exchange->endpoint = "unauthorized";
+        static const char *const challenge[] = {"WWW-Authenticate", "Bearer", NULL};
+        http_exchange_reply_error(exchange, 401,
+                                  "missing or wrong bearer token (Authorization: Bearer <token>)",
+                                  challenge);
+        return;
+    }
+    const struct route *route = NULL;
+    const char *wildcard = NULL;
+    size_t wildcard_length = 0;
+    const struct route *path_route = NULL; /* first route of the path, for 404/405 */
+    unsigned path_methods = 0;
+    for (size_t i = 0; i < ROUTE_COUNT; i++) {
+        if (!path_matches(routes[i].pattern, exchange->path, &wildcard, &wildcard_length))
+            continue;
+        path_methods |= routes[i].methods;
+        if (path_route == NULL)
+            path_route = &routes[i];
+        if (route == NULL && (routes[i].methods & (1u << exchange->method)))
+            route = &routes[i];
+    }
+    if (route == NULL)
+        route = path_route;
+    if (route == NULL || (route->v4 && !endpoint_enabled(config, route->name)) ||
+        (route->handler == handle_metrics && !config->health.metrics)) {
+        http_exchange_reply_error(exchange, 404, "no such endpoint (or it is disabled)", NULL);
+        return;
+    }
+    exchange->endpoint = route->name;
+    if ((route->methods & (1u << exchange->method)) == 0) {
+        /* Every method some route of this path takes. */
+        static const struct {
+            unsigned bit;
+            const char *name;
+        } methods[] = {{M_GET, "GET"}, {M_POST, "POST"}, {M_PUT, "PUT"}, {M_DELETE, "DELETE"}};
+        char allowed[64] = "";
+        for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+            if (path_methods & methods[i].bit)
+                snprintf(allowed + strlen(allowed), sizeof allowed - strlen(allowed), "%s%s",
+                         allowed[0] ? ", " : "", methods[i].name);
+        const char *const allow[] = {"Allow", allowed[0] ? allowed : route->allow, NULL};
+        http_exchange_reply_error(exchange, 405, "method not allowed on this endpoint", allow);
+        return;
+    }
+    route->handler(exchange);
+}
+
+/* ---- helpers ---- */
+
+/* Read the body; answers 413/400 itself and returns false on failure. */
+static bool read_body(struct http_exchange *exchange)
+{
+    enum butler_status status = http_exchange_read_body(exchange);
+    if (status == BUTLER_OK)
+        return true;
+    if (status == BUTLER_ERR_TOO_LARGE) {
+        char message[96];
+        snprintf(message, sizeof message, "the body is larger than http.max_body_bytes (%ld)",
+                 exchange->runtime->config->http.max_body_bytes);
+        http_exchange_reply_error(exchange, 413, message, NULL);
+    } else {
+        http_exchange_reply_error(exchange, 400, "the body could not be read", NULL);
+    }
+    return false;
+}
+
+/* 415 unless the request declares JSON (or declares nothing at all). */
+static bool require_json(struct http_exchange *exchange)
+{
+    const char *content_type = http_exchange_header(exchange, "Content-Type");
+    if (content_type == NULL || http_body_is_json_content_type(content_type))
+        return true;
+    http_exchange_reply_error(exchange, 415,
+                              "the body must be JSON (Content-Type: application/json)", NULL);
+    return false;
+}
+
+/* Publish and wait for the broker's acknowledgement within the HTTP timeout.
+ * Answers 503/400 itself and returns false on failure. */
+static bool publish_acknowledged(struct http_exchange *exchange, const char *topic,
+                                 const char *payload, size_t length, int qos, bool retain,
+                                 int timeout_ms)
+{
+    struct mqtt_link *link = exchange->runtime->link;
+    if (timeout_ms <= 0 || !mqtt_link_connected(link)) {
+        http_exchange_reply_error(exchange, 503, "the MQTT broker is unreachable; try again later",
+                                  retry_after);
+        return false;
+    }
+    struct mqtt_publish_options options = {.qos = qos, .retain = retain};
+    enum butler_status status =
+        mqtt_link_publish_wait(link, topic, payload, length, &options, timeout_ms);
+    if (status == BUTLER_OK)
+        return true;
+    if (status == BUTLER_ERR_INVALID) {
+        http_exchange_reply_error(exchange, 400, "the broker link refused this topic or payload",
+                                  NULL);
+        return false;
+    }
+    char message[160];
+    snprintf(message, sizeof message, "the MQTT broker did not acknowledge the message (%s)",
+             butler_status_str(status));
+    LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "publish to %s: %s", topic, butler_status_str(status));
+    http_exchange_reply_error(exchange, 503, message, retry_after);
+    return false;
+}
+
+/* A query variable into out; 0 found, -1 absent, -2 too long, -3 holds a
+ * NUL byte (%00: the C string would silently stop there). */
+static int query_var(const struct http_exchange *exchange, const char *name, char *out,
+                     size_t out_size)
+{
+    int length = mg_get_var(exchange->query, strlen(exchange->query), name, out, out_size);
+    if (length >= 0 && strlen(out) == (size_t)length)
+        return 0;
+    out[0] = '\0';
+    return length >= 0 ? -3 : length == -1 ? -1 : -2;
+}
+
+static bool printable_text(const char *text)
+{
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}
+
+/* Optional boolean query flag: absent = false. False on a bad value (answered 400). */
+static bool query_flag(struct http_exchange *exchange, const char *name, bool *value)
+{
+    char text[16];
+    int found = query_var(exchange, name, text, sizeof text);
+    *value = false;
+    if (found == -1 || (found == 0 && (strcasecmp(text, "false") == 0 || strcmp(text, "0") == 0 ||
+                                       text[0] == '\0')))
+        return true;
+    if (found == 0 && (strcasecmp(text, "true") == 0 || strcmp(text, "1") == 0)) {
+        *value = true;
+        return true;
+    }
+    char message[96];
+    snprintf(message, sizeof message, "query parameter %s must be true or false", name);
+    http_exchange_reply_error(exchange, 400, message, NULL);
+    return false;
+}
+
+/* ---- endpoints ---- */
+
+static void handle_ping(struct http_exchange *exchange)
+{
+    http_exchange_reply_json(
+        exchange, 200,
+        "{\"response\":\"Butler reporting for duty\",\"butlerVersion\":\"" BUTLER_VERSION "\"}",
+        NULL);
+}
+
+static void handle_endpoints(struct http_exchange *exchange)
+{
+    cJSON *names = cJSON_CreateArray();
+    for (size_t i = 0; names && i < ROUTE_COUNT; i++) {
+        bool listed = false; /* several routes share a name (keyValueStore) */
+        for (size_t j = 0; j < i && !listed; j++)
+            listed = strcmp(routes[j].name, routes[i].name) == 0;
+        if (!listed && routes[i].v4 && endpoint_enabled(exchange->runtime->config, routes[i].name))
+            cJSON_AddItemToArray(names, cJSON_CreateString(routes[i].name));
+    }
+    http_exchange_reply_cjson(exchange, 200, names);
+}
+
+static void convert(struct http_exchange *exchange, const char *from_name, int from_base,
+                    const char *to_name, int to_base)
+{
+    char input[HTTP_BASE_INPUT_MAX + 1];
+    char output[HTTP_BASE_INPUT_MAX * 3 / 2 + 8];
+    char message[128];
+    int found = query_var(exchange, from_name, input, sizeof input);
+    if (found == -1) {
+        snprintf(message, sizeof message, "required query parameter %s is missing", from_name);
+        http_exchange_reply_error(exchange, 400, message, NULL);
+        return;
+    }
+    enum butler_status status = found == -2
+                                    ? BUTLER_ERR_TOO_LARGE
+                                    : http_body_base_convert(input, strlen(input), from_base,
+                                                             to_base, output, sizeof output);
+    if (status != BUTLER_OK) {
+        snprintf(message, sizeof message,
+                 status == BUTLER_ERR_TOO_LARGE ? "%s is longer than %d characters"
+                                                : "%s must be a non-empty base%d number",
+                 from_name, status == BUTLER_ERR_TOO_LARGE ? HTTP_BASE_INPUT_MAX : from_base);
+        http_exchange_reply_error(exchange, 400, message, NULL);
+        return;
+    }
+    cJSON *json = cJSON_CreateObject();
+    if (json) {
+        cJSON_AddStringToObject(json, from_name, input);
+        cJSON_AddStringToObject(json, to_name, output);
+    }
+    http_exchange_reply_cjson(exchange, 200, json);
+}
+
+static void handle_base62_to_base16(struct http_exchange *exchange)
+{
+    convert(exchange, "base62", 62, "base16", 16);
+}
+
+static void handle_base16_to_base62(struct http_exchange *exchange)
+{
+    convert(exchange, "base16", 16, "base62", 62);
+}
+
+static void handle_mqtt_publish(struct http_exchange *exchange)
+{
+    const struct butler_config *config = exchange->runtime->config;
+    struct http_publish_body body;
+    char error[256];
+    if (!require_json(exchange) || !read_body(exchange))
+        return;
+    enum butler_status status =
+        http_body_parse_publish(exchange->body, exchange->body_length, &body, error, sizeof error);
+    if (status != BUTLER_OK) {
+        http_exchange_reply_error(exchange, status == BUTLER_ERR_NOMEM ? 500 : 400, error, NULL);
+        return;
+    }
+    if (publish_acknowledged(exchange, body.topic, body.message, strlen(body.message), body.qos,
+                             body.retain, config->http.task_start_timeout_ms))
+        http_exchange_reply_json(exchange, 201, body.echo, NULL);
+    http_publish_body_clear(&body);
+}
+
+static void handle_slack_post(struct http_exchange *exchange)
+{
+    const struct butler_config *config = exchange->runtime->config;
+    char *payload = NULL, *echo = NULL;
+    char error[256];
+    if (!require_json(exchange) || !read_body(exchange))
+        return;
+    enum butler_status status = http_body_parse_slack(exchange->body, exchange->body_length,
+                                                      &payload, &echo, error, sizeof error);
+    if (status != BUTLER_OK) {
+        http_exchange_reply_error(exchange, status == BUTLER_ERR_NOMEM ? 500 : 400, error, NULL);
+        return;
+    }
+    char topic[512];
+    snprintf(topic, sizeof topic, "%s/slack/post", config->mqtt.topic_root);
+    if (publish_acknowledged(exchange, topic, payload, strlen(payload), 1, false,
+                             config->http.task_start_timeout_ms))
+        http_exchange_reply_json(exchange, 201, echo, NULL);
+    free(payload);
+    free(echo);
+}
+
+/*
+ * PUT|POST /v4/reloadtask/{taskId|-}/start. The request is published to
+ * <root>/task/start; the answer is awaited on <root>/task/result (waiter
+ * registered before publishing so a quick answer cannot be missed).
+ * Within task_start_timeout_ms: 200 with the Node.js shape; broker down or
+ * not acknowledging: 503; acknowledged but not answered in time: 202
+ * {"requestId", "status": "pending"} -- the broker holds the request and it
+ * will run, so the caller must not retry it as if it had failed.
+ */
+static void handle_task_start(struct http_exchange *exchange)
+{
+    const struct butler_config *config = exchange->runtime->config;
+    const uint64_t deadline = clock_monotonic_ms() + (uint64_t)config->http.task_start_timeout_ms;
+    struct task_result_waiter *waiter = NULL;
+    char *payload = NULL, *result = NULL, *node = NULL;
+    char error[512];
+    char request_id[TASK_REQUEST_ID_MAX + 1];
+    bool all_must_exist = false, asynchronous = false;
+    /* "/v4/reloadtask/" is 15 bytes; the route guarantees "/start" follows. */
+    const char *task_id_start = exchange->path + 15;
+    char task_id[TASK_TEXT_MAX + 1];
+    size_t task_id_length = strcspn(task_id_start, "/");
+    if (task_id_length > TASK_TEXT_MAX) {
+        http_exchange_reply_error(exchange, 400, "the task id in the path is too long", NULL);
+        goto out;
+    }
+    snprintf(task_id, sizeof task_id, "%.*s", (int)task_id_length, task_id_start);
+    if (!query_flag(exchange, "allTaskIdsMustExist", &all_must_exist) ||
+        !query_flag(exchange, "async", &asynchronous) || !read_body(exchange))
+        goto out;
+    if (exchange->body_length > 0 && !require_json(exchange))
+        goto out;
+    /* Butler extension: ?requestId= lets a caller retry after a 503 without
+     * starting the task twice (a requestId is started once within
+     * task_start.dedup_ttl_s); without it every call gets a fresh one. */
+    int found = query_var(exchange, "requestId", request_id, sizeof request_id);
+    if (found == -1 || (found == 0 && request_id[0] == '\0')) {
+        task_make_uuid(request_id);
+    } else if (found != 0 || !printable_text(request_id)) {
+        http_exchange_reply_error(
+            exchange, 400, "query parameter requestId must be 1 to 64 printable characters", NULL);
+        goto out;
+    }
+    enum butler_status status =
+        http_body_task_start_payload(task_id, exchange->body, exchange->body_length, all_must_exist,
+                                     request_id, &payload, error, sizeof error);
+    if (status != BUTLER_OK) {
+        http_exchange_reply_error(exchange, status == BUTLER_ERR_NOMEM ? 500 : 400, error, NULL);
+        goto out;
+    }
+    if (!asynchronous && task_result_register(request_id, &waiter) != BUTLER_OK) {
+        http_exchange_reply_error(exchange, 503, "too many task starts waiting for their result",
+                                  retry_after);
+        goto out;
+    }
+    char topic[512];
+    snprintf(topic, sizeof topic, "%s/task/start", config->mqtt.topic_root);
+    if (!publish_acknowledged(exchange, topic, payload, strlen(payload), 1, false,
+                              (int)(deadline - clock_monotonic_ms())))
+        goto out;
+    if (asynchronous) {
+        char body[96];
+        snprintf(body, sizeof body, "{\"requestId\":\"%s\"}", request_id);
+        http_exchange_reply_json(exchange, 202, body, NULL);
+        goto out;
+    }
+    uint64_t now = clock_monotonic_ms();
+    size_t result_length = 0;
+    if (now >= deadline ||
+        task_result_wait(waiter, (int)(deadline - now), &result, &result_length) != BUTLER_OK) {
+        metrics_count("butler_http_task_start_pending_total", "",
+                      "Task starts accepted by the broker but not answered within the timeout");
+        char body[128];
+        snprintf(body, sizeof body, "{\"requestId\":\"%s\",\"status\":\"pending\"}", request_id);
+        http_exchange_reply_json(exchange, 202, body, NULL);
+        goto out;
+    }
+    if (http_body_task_result_to_node(result, result_length, &node) != BUTLER_OK) {
+        http_exchange_reply_error(exchange, 500, "the task-start answer could not be read", NULL);
+        goto out;
+    }
+    http_exchange_reply_json(exchange, 200, node, NULL);
+out:
+    task_result_release(waiter);
+    free(payload);
+    free(result);
+    free(node);
+}
+
+/*
+ * POST /qrs-notification/<secret>: QRS calling back for a change
+ * subscription (topics/notifications.h). What QRS sent is published to
+ * <root>/qrs/notification and answered 200 only after the PUBACK, so QRS
+ * never hears "OK" for a notice the broker does not hold. A wrong or
+ * missing secret looks like any unknown path (404) and is counted.
+ */
+static void handle_qrs_notification(struct http_exchange *exchange)
+{
+    const struct butler_config *config = exchange->runtime->config;
+    const char *segment = exchange->path + strlen(NOTIFICATIONS_PATH);
+    size_t length = 0;
+    if (*segment == '/') {
+        segment++;
+        length = strlen(segment);
+    }
+    if (length == 0 || memchr(segment, '/', length) != NULL ||
+        !notifications_secret_matches(config, segment, length)) {
+        exchange->endpoint = "qrsNotificationRefused";
+        metrics_count("butler_qrs_notification_refused_total", "",
+                      "QRS callbacks refused: wrong or missing secret, or notifications off");
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "refused a QRS callback without the secret");
+        http_exchange_reply_error(exchange, 404, "no such endpoint (or it is disabled)", NULL);
+        return;
+    }
+    exchange->endpoint = "qrsNotification";
+    if (exchange->method != HTTP_METHOD_POST) {
+        static const char *const allow[] = {"Allow", "POST", NULL};
+        http_exchange_reply_error(exchange, 405, "method not allowed on this endpoint", allow);
+        return;
+    }
+    if (!read_body(exchange))
+        return;
+    char topic[512];
+    snprintf(topic, sizeof topic, "%s/qrs/notification", config->mqtt.topic_root);
+    if (publish_acknowledged(exchange, topic, exchange->body, exchange->body_length, 1, false,
+                             config->http.task_start_timeout_ms))
+        http_exchange_reply_json(exchange, 200, "{\"status\":\"accepted\"}", NULL);
+}
+
+static void handle_health(struct http_exchange *exchange)
+{
+    const struct butler_runtime *runtime = exchange->runtime;
+    bool connected = mqtt_link_connected(runtime->link);
+    char started[32];
+    clock_format_iso8601(runtime->started_at_wall_ms, started, sizeof started);
+    uint64_t now = clock_wall_ms();
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"status\":\"%s\",\"mqtt\":\"%s\",\"version\":\"%s\",\"startedAt\":\"%s\","
+             "\"uptimeS\":%llu}",
+             connected ? "ok" : "unavailable", connected ? "connected" : "disconnected",
+             BUTLER_VERSION, started,
+             (unsigned long long)(now > runtime->started_at_wall_ms
+                                      ? (now - runtime->started_at_wall_ms) / 1000
+                                      : 0));
+    http_exchange_reply_json(exchange, connected ? 200 : 503, body, connected ? NULL : retry_after);
+}
+
+static void handle_metrics(struct http_exchange *exchange)
+{
+    char *text = NULL;
+    size_t length = 0;
+    metrics_set(metrics_get("butler_http_task_start_waiting", "", METRIC_GAUGE,
+                            "HTTP task starts waiting for their result"),
+                (int64_t)task_result_waiting());
+    if (metrics_render(&text, &length) != BUTLER_OK) {
+        http_exchange_reply_error(exchange, 500, "metrics could not be rendered", NULL);
+        return;
+    }
+    http_exchange_reply(exchange, 200, "text/plain; version=0.0.4; charset=utf-8", text, length,
+                        NULL);
+    free(text);
+}

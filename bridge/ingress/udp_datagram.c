@@ -1,0 +1,337 @@
+/*
+ * Datagram parser; see udp_datagram.h for the accepted layouts and policy.
+ *
+ * Differences from upstream Butler, on purpose:
+ *   - invalid UTF-8 is dropped (reason utf8) instead of being decoded with
+ *     U+FFFD replacements: a mis-encoded appender is a configuration error
+ *     that should show in /metrics, not as mojibake in alerts;
+ *   - "(null)" app ids are accepted as empty (upstream drops the datagram),
+ *     because log4net renders unset properties that way and dropping would
+ *     silently lose external-program and distribute events;
+ *   - the double-slash success prefix of the shipped appender file is accepted;
+ *   - a UTF-8 BOM before the prefix is still a prefix mismatch, as upstream:
+ *     log4net's UdpAppender never writes one, so it indicates another sender.
+ */
+#include "bridge/ingress/udp_datagram.h"
+
+#include <string.h>
+
+struct prefix_rule {
+    const char *prefix; /* lower case, exactly one trailing '/' */
+    enum udp_event_type type;
+};
+
+static const struct prefix_rule prefix_rules[] = {
+    {"/scheduler-task-failed/", UDP_EVENT_TASK_FAILED},
+    {"/scheduler-reload-failed/", UDP_EVENT_TASK_FAILED},
+    {"/scheduler-reloadtask-failed/", UDP_EVENT_TASK_FAILED},
+    {"/scheduler-task-aborted/", UDP_EVENT_TASK_ABORTED},
+    {"/scheduler-reload-aborted/", UDP_EVENT_TASK_ABORTED},
+    {"/scheduler-task-success/", UDP_EVENT_TASK_SUCCESS},
+    {"/scheduler-reloadtask-success/", UDP_EVENT_TASK_SUCCESS},
+    {"/scheduler-distribute/", UDP_EVENT_DISTRIBUTE},
+    {"/engine-reload-failed/", UDP_EVENT_ENGINE_RELOAD_FAILED},
+};
+
+enum {
+    PREFIX_RULE_COUNT = sizeof prefix_rules / sizeof prefix_rules[0],
+    PREFIX_MAX = 64,
+    SCHEDULER_FIELDS = 11,
+    ENGINE_FIELDS = 9,
+    /* Split positions kept; more fields only matter for distribute, whose
+     * message is everything after the 10th ';'. */
+    SPLIT_MAX = 12,
+};
+
+/* Field order of each layout (index 0 is the prefix, not stored). */
+static const enum udp_field scheduler_layout[SCHEDULER_FIELDS - 1] = {
+    UDP_FIELD_HOST,         UDP_FIELD_TASK_NAME, UDP_FIELD_APP_NAME,      UDP_FIELD_USER,
+    UDP_FIELD_TASK_ID,      UDP_FIELD_APP_ID,    UDP_FIELD_LOG_TIMESTAMP, UDP_FIELD_LEVEL,
+    UDP_FIELD_EXECUTION_ID, UDP_FIELD_MESSAGE,
+};
+static const enum udp_field engine_layout[ENGINE_FIELDS - 1] = {
+    UDP_FIELD_HOST,    UDP_FIELD_APP_ID,        UDP_FIELD_SESSION_ID, UDP_FIELD_USER_DIRECTORY,
+    UDP_FIELD_USER_ID, UDP_FIELD_LOG_TIMESTAMP, UDP_FIELD_LEVEL,      UDP_FIELD_MESSAGE,
+};
+
+const char *udp_drop_reason_name(enum udp_drop_reason reason)
+{
+    switch (reason) {
+    case UDP_DROP_NONE:
+        return "none";
+    case UDP_DROP_SIZE:
+        return "size";
+    case UDP_DROP_UTF8:
+        return "utf8";
+    case UDP_DROP_PREFIX:
+        return "prefix";
+    case UDP_DROP_FIELD_COUNT:
+        return "field_count";
+    case UDP_DROP_GUID:
+        return "guid";
+    case UDP_DROP_EMPTY:
+        return "empty";
+    case UDP_DROP_REASON_COUNT:
+        break;
+    }
+    return "unknown";
+}
+
+const char *udp_event_outcome(enum udp_event_type type)
+{
+    switch (type) {
+    case UDP_EVENT_TASK_FAILED:
+        return "failed";
+    case UDP_EVENT_TASK_ABORTED:
+        return "aborted";
+    case UDP_EVENT_TASK_SUCCESS:
+        return "success";
+    case UDP_EVENT_DISTRIBUTE:
+        return "distribute";
+    case UDP_EVENT_ENGINE_RELOAD_FAILED:
+        return "reload-failed";
+    }
+    return "unknown";
+}
+
+static bool is_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+bool udp_is_guid(const char *text, size_t length)
+{
+    if (length != 36)
+        return false;
+    for (size_t i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? text[i] != '-' : !is_hex((unsigned char)text[i]))
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Strict UTF-8 (RFC 3629): no overlongs, no surrogates, nothing above
+ * U+10FFFF. NUL bytes are valid here and removed later as control characters.
+ */
+static bool valid_utf8(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t need;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) {
+            need = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            if (c == 0xE0)
+                lo = 0xA0;
+            else if (c == 0xED)
+                hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            if (c == 0xF0)
+                lo = 0x90;
+            else if (c == 0xF4)
+                hi = 0x8F;
+        } else {
+            return false;
+        }
+        if (n - i <= need)
+            return false;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return false;
+        for (size_t k = 2; k <= need; k++)
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+        i += need + 1;
+    }
+    return true;
+}
+
+static bool is_control(unsigned char c)
+{
+    return c < 0x20 || c == 0x7F;
+}
+
+/* True when the datagram carries nothing: blanks, controls and ';' only. */
+static bool is_blank(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!is_control(s[i]) && s[i] != ' ' && s[i] != ';')
+            return false;
+    return true;
+}
+
+/*
+ * Copy [s, s+n) into storage without control characters, cut to
+ * UDP_FIELD_MAX_BYTES at a UTF-8 boundary (input is already valid UTF-8, so
+ * backing up over continuation bytes lands on a character start).
+ * Returns the stored string; storage always has room (UDP_EVENT_STORAGE_MAX).
+ */
+static const char *store_field(struct udp_event *event, const unsigned char *s, size_t n)
+{
+    char *start = event->storage + event->storage_used;
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (is_control(s[i])) {
+            event->sanitized = true;
+            continue;
+        }
+        if (used == UDP_FIELD_MAX_BYTES) {
+            event->sanitized = true;
+            /* Back up to the start of the character that did not fit whole. */
+            size_t cut = used;
+            if ((s[i] & 0xC0) == 0x80) {
+                while (cut > 0 && ((unsigned char)start[cut - 1] & 0xC0) == 0x80)
+                    cut--;
+                if (cut > 0)
+                    cut--; /* the lead byte of the split character */
+            }
+            used = cut;
+            break;
+        }
+        start[used++] = (char)s[i];
+    }
+    start[used] = '\0';
+    event->storage_used += used + 1;
+    return start;
+}
+
+/* Lower-case ASCII hex letters in place (GUIDs are canonical in topics). */
+static void lower_ascii(char *s)
+{
+    for (; *s; s++)
+        if (*s >= 'A' && *s <= 'Z')
+            *s = (char)(*s - 'A' + 'a');
+}
+
+/* Read log4net's NullText as "property not set". */
+static void null_text_to_empty(struct udp_event *event, enum udp_field field)
+{
+    if (strcmp(event->fields[field], "(null)") == 0)
+        event->fields[field] = event->storage; /* the shared "" */
+}
+
+/*
+ * Normalise field 0 into `out` (lower case, controls and surrounding blanks
+ * removed, trailing '/' run folded to one) and look it up.
+ */
+static bool match_prefix(const unsigned char *s, size_t n, enum udp_event_type *type)
+{
+    char prefix[PREFIX_MAX];
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (is_control(c))
+            continue;
+        if (used + 1 >= sizeof prefix)
+            return false; /* longer than any known prefix */
+        prefix[used++] = (char)((c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c);
+    }
+    while (used > 0 && prefix[used - 1] == ' ')
+        used--;
+    size_t start = 0;
+    while (start < used && prefix[start] == ' ')
+        start++;
+    while (used - start >= 2 && prefix[used - 1] == '/' && prefix[used - 2] == '/')
+        used--;
+    prefix[used] = '\0';
+    for (size_t i = 0; i < PREFIX_RULE_COUNT; i++) {
+        if (strcmp(prefix + start, prefix_rules[i].prefix) == 0) {
+            *type = prefix_rules[i].type;
+            return true;
+        }
+    }
+    return false;
+}
+
+enum udp_drop_reason udp_parse(const unsigned char *data, size_t length, size_t max_bytes,
+                               struct udp_event *out)
+{
+    if (length > max_bytes)
+        return UDP_DROP_SIZE;
+    if (length == 0 || is_blank(data, length))
+        return UDP_DROP_EMPTY;
+    if (!valid_utf8(data, length))
+        return UDP_DROP_UTF8;
+
+    /* Field boundaries: start offsets of the first SPLIT_MAX fields. */
+    size_t starts[SPLIT_MAX + 1];
+    size_t field_count = 1;
+    starts[0] = 0;
+    for (size_t i = 0; i < length; i++) {
+        if (data[i] != ';')
+            continue;
+        if (field_count < SPLIT_MAX)
+            starts[field_count] = i + 1;
+        field_count++;
+    }
+    size_t ends[SPLIT_MAX];
+    size_t known = field_count < SPLIT_MAX ? field_count : SPLIT_MAX;
+    for (size_t f = 0; f < known; f++)
+        ends[f] = (f + 1 < known) ? starts[f + 1] - 1 : length;
+    if (field_count > SPLIT_MAX) {
+        /* ends[SPLIT_MAX-1] must stop at the next ';', not the datagram end. */
+        const unsigned char *semi =
+            memchr(data + starts[SPLIT_MAX - 1], ';', length - starts[SPLIT_MAX - 1]);
+        ends[SPLIT_MAX - 1] = (size_t)(semi - data);
+    }
+
+    enum udp_event_type type;
+    if (!match_prefix(data, ends[0], &type))
+        return UDP_DROP_PREFIX;
+
+    memset(out, 0, offsetof(struct udp_event, storage));
+    out->type = type;
+    out->storage[0] = '\0';
+    out->storage_used = 1;
+    for (size_t f = 0; f < UDP_FIELD_COUNT; f++)
+        out->fields[f] = out->storage;
+
+    if (type == UDP_EVENT_ENGINE_RELOAD_FAILED) {
+        if (field_count != ENGINE_FIELDS)
+            return UDP_DROP_FIELD_COUNT;
+        for (size_t f = 1; f < ENGINE_FIELDS; f++)
+            out->fields[engine_layout[f - 1]] =
+                store_field(out, data + starts[f], ends[f] - starts[f]);
+        null_text_to_empty(out, UDP_FIELD_APP_ID);
+        const char *app_id = out->fields[UDP_FIELD_APP_ID];
+        if (app_id[0] != '\0' && !udp_is_guid(app_id, strlen(app_id)))
+            return UDP_DROP_GUID;
+        lower_ascii((char *)out->fields[UDP_FIELD_APP_ID]);
+        return UDP_DROP_NONE;
+    }
+
+    if (type == UDP_EVENT_DISTRIBUTE ? field_count < SCHEDULER_FIELDS
+                                     : field_count != SCHEDULER_FIELDS)
+        return UDP_DROP_FIELD_COUNT;
+    for (size_t f = 1; f < SCHEDULER_FIELDS - 1; f++)
+        out->fields[scheduler_layout[f - 1]] =
+            store_field(out, data + starts[f], ends[f] - starts[f]);
+    /* The message: for distribute, everything after the 10th ';' (re-joined
+     * by taking the raw bytes, so embedded ';' survive). */
+    out->fields[UDP_FIELD_MESSAGE] = store_field(out, data + starts[10], length - starts[10]);
+
+    null_text_to_empty(out, UDP_FIELD_APP_NAME);
+    null_text_to_empty(out, UDP_FIELD_APP_ID);
+    null_text_to_empty(out, UDP_FIELD_EXECUTION_ID);
+    const char *task_id = out->fields[UDP_FIELD_TASK_ID];
+    const char *app_id = out->fields[UDP_FIELD_APP_ID];
+    if (!udp_is_guid(task_id, strlen(task_id)))
+        return UDP_DROP_GUID;
+    if (app_id[0] != '\0' && !udp_is_guid(app_id, strlen(app_id)))
+        return UDP_DROP_GUID;
+    lower_ascii((char *)out->fields[UDP_FIELD_TASK_ID]);
+    lower_ascii((char *)out->fields[UDP_FIELD_APP_ID]);
+    if (udp_is_guid(out->fields[UDP_FIELD_EXECUTION_ID],
+                    strlen(out->fields[UDP_FIELD_EXECUTION_ID])))
+        lower_ascii((char *)out->fields[UDP_FIELD_EXECUTION_ID]);
+    return UDP_DROP_NONE;
+}

@@ -1,0 +1,805 @@
+#include "bridge/link/mqtt_link.h"
+
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "bridge/core/clock.h"
+#include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
+
+#define MODULE "mqtt"
+
+enum {
+    SUBSCRIPTIONS_MAX = 64,
+    TOPIC_MAX = 65535,
+    PENDING_BUCKETS = 1024,
+    LOOP_TIMEOUT_MS = 100,
+    STATUS_PAYLOAD_MAX = 256,
+};
+
+/* A publish waiting for its PUBACK; nodes come from a fixed pool. */
+struct pending_publish {
+    int mid;
+    mqtt_publish_done done;
+    void *context;
+    struct pending_publish *next;
+};
+
+struct mqtt_link {
+    const struct butler_config *config;
+    struct mosquitto *mosq;
+    pthread_t thread;
+    bool thread_started;
+
+    pthread_mutex_t mutex; /* guards everything below */
+    pthread_cond_t changed;
+    bool connected;
+    bool stopping;
+    bool stopped;
+    int protocol_version; /* MQTT_PROTOCOL_V5 or MQTT_PROTOCOL_V311 */
+    int connected_protocol;
+
+    struct pending_publish *pending_pool;
+    struct pending_publish *pending_free;
+    struct pending_publish *pending_buckets[PENDING_BUCKETS];
+    size_t pending_count;
+
+    mqtt_message_handler handler;
+    void *handler_context;
+    void (*connect_hook)(void *context);
+    void *connect_hook_context;
+    char *subscriptions[SUBSCRIPTIONS_MAX];
+    size_t subscription_count;
+    size_t subscribe_pending; /* SUBSCRIBEs of this connection not yet acknowledged */
+
+    char status_topic[512];
+    char online_payload[STATUS_PAYLOAD_MAX];
+    char offline_payload[STATUS_PAYLOAD_MAX];
+
+    unsigned int backoff_attempt;
+    unsigned int random_state;
+
+    struct metric *published_total;
+    struct metric *publish_refused_not_connected;
+    struct metric *publish_refused_full;
+    struct metric *received_total;
+    struct metric *connects_total;
+    struct metric *disconnects_total;
+};
+
+static atomic_int library_users;
+
+/* ---- pending publish table (callers hold link->mutex) ---- */
+
+static struct pending_publish *pending_take(struct mqtt_link *link, int mid)
+{
+    struct pending_publish **slot = &link->pending_buckets[(unsigned)mid % PENDING_BUCKETS];
+    for (; *slot; slot = &(*slot)->next) {
+        if ((*slot)->mid == mid) {
+            struct pending_publish *found = *slot;
+            *slot = found->next;
+            link->pending_count--;
+            return found;
+        }
+    }
+    return NULL;
+}
+
+static void pending_release(struct mqtt_link *link, struct pending_publish *node)
+{
+    node->next = link->pending_free;
+    link->pending_free = node;
+}
+
+/*
+ * Fail every publish still waiting for a PUBACK. Used when the connection
+ * drops: the caller decides whether to retry (at-least-once; libmosquitto may
+ * still resend the old copy after reconnect, whose late PUBACK is ignored).
+ * Callbacks run without the mutex held.
+ */
+static void fail_all_pending(struct mqtt_link *link, enum butler_status status)
+{
+    struct pending_publish *detached = NULL;
+    pthread_mutex_lock(&link->mutex);
+    for (size_t bucket = 0; bucket < PENDING_BUCKETS; bucket++) {
+        while (link->pending_buckets[bucket]) {
+            struct pending_publish *node = link->pending_buckets[bucket];
+            link->pending_buckets[bucket] = node->next;
+            node->next = detached;
+            detached = node;
+        }
+    }
+    link->pending_count = 0;
+    pthread_mutex_unlock(&link->mutex);
+    for (struct pending_publish *node = detached; node; node = node->next)
+        if (node->done)
+            node->done(node->context, status);
+    pthread_mutex_lock(&link->mutex);
+    while (detached) {
+        struct pending_publish *next = detached->next;
+        pending_release(link, detached);
+        detached = next;
+    }
+    pthread_cond_broadcast(&link->changed);
+    pthread_mutex_unlock(&link->mutex);
+}
+
+/* ---- helpers ---- */
+
+static const char *rc_text(int rc)
+{
+    return mosquitto_strerror(rc);
+}
+
+static unsigned int next_random(struct mqtt_link *link)
+{
+    return (unsigned int)rand_r(&link->random_state);
+}
+
+/* Capped exponential backoff with "equal jitter": half fixed, half random, so
+ * a fleet of Butlers does not reconnect to a restarted broker in lockstep. */
+static uint64_t backoff_delay_ms(struct mqtt_link *link)
+{
+    uint64_t delay = (uint64_t)link->config->mqtt.reconnect_min_ms;
+    for (unsigned int i = 0;
+         i < link->backoff_attempt && delay < (uint64_t)link->config->mqtt.reconnect_max_ms; i++)
+        delay *= 2;
+    if (delay > (uint64_t)link->config->mqtt.reconnect_max_ms)
+        delay = (uint64_t)link->config->mqtt.reconnect_max_ms;
+    if (link->backoff_attempt < 32)
+        link->backoff_attempt++;
+    uint64_t half = delay / 2;
+    return half + (half ? next_random(link) % (half + 1) : 0);
+}
+
+/* Sleep on the condition variable so mqtt_link_stop() can cut the wait short. */
+static void wait_unless_stopping(struct mqtt_link *link, uint64_t ms)
+{
+    struct timespec deadline;
+    clock_deadline_after(CLOCK_REALTIME, ms, &deadline);
+    pthread_mutex_lock(&link->mutex);
+    while (!link->stopping) {
+        if (pthread_cond_timedwait(&link->changed, &link->mutex, &deadline) != 0)
+            break;
+    }
+    pthread_mutex_unlock(&link->mutex);
+}
+
+static bool is_stopping(struct mqtt_link *link)
+{
+    pthread_mutex_lock(&link->mutex);
+    bool stopping = link->stopping;
+    pthread_mutex_unlock(&link->mutex);
+    return stopping;
+}
+
+/* ---- libmosquitto callbacks (network thread) ---- */
+
+static void subscribe_all(struct mqtt_link *link)
+{
+    pthread_mutex_lock(&link->mutex);
+    link->subscribe_pending = link->subscription_count;
+    for (size_t i = 0; i < link->subscription_count; i++) {
+        int rc = mosquitto_subscribe_v5(link->mosq, NULL, link->subscriptions[i], 1, 0, NULL);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            link->subscribe_pending--;
+            LOG_WARN(MODULE, "subscribe to %s failed: %s", link->subscriptions[i], rc_text(rc));
+        } else
+            LOG_DEBUG(MODULE, "subscribed to %s", link->subscriptions[i]);
+    }
+    pthread_mutex_unlock(&link->mutex);
+}
+
+static void on_connect(struct mosquitto *mosq, void *object, int reason, int flags,
+                       const mosquitto_property *properties)
+{
+    (void)mosq;
+    (void)properties;
+    struct mqtt_link *link = object;
+    if (reason != 0) {
+        bool protocol_refused = (link->protocol_version == MQTT_PROTOCOL_V5 &&
+                                 (reason == MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION ||
+                                  reason == CONNACK_REFUSED_PROTOCOL_VERSION));
+        if (protocol_refused) {
+            LOG_WARN(MODULE, "broker refused MQTT v5; falling back to MQTT 3.1.1");
+            link->protocol_version = MQTT_PROTOCOL_V311;
+            mosquitto_int_option(link->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+        } else {
+            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "broker refused the connection: %s (%d)",
+                            link->protocol_version == MQTT_PROTOCOL_V5
+                                ? mosquitto_reason_string(reason)
+                                : mosquitto_connack_string(reason),
+                            reason);
+        }
+        return; /* the loop sees the broker close the socket and reconnects */
+    }
+    LOG_INFO(MODULE, "connected to %s:%d as %s (MQTT %s, session %s)", link->config->mqtt.host,
+             link->config->mqtt.port, link->config->mqtt.client_id,
+             link->protocol_version == MQTT_PROTOCOL_V5 ? "5" : "3.1.1",
+             (flags & 1) ? "resumed" : "new");
+    metrics_add(link->connects_total, 1);
+    link->backoff_attempt = 0;
+    subscribe_all(link);
+    int rc = mosquitto_publish_v5(link->mosq, NULL, link->status_topic,
+                                  (int)strlen(link->online_payload), link->online_payload, 1, true,
+                                  NULL);
+    if (rc != MOSQ_ERR_SUCCESS)
+        LOG_WARN(MODULE, "publishing online status failed: %s", rc_text(rc));
+    pthread_mutex_lock(&link->mutex);
+    link->connected = true;
+    link->connected_protocol = link->protocol_version;
+    pthread_cond_broadcast(&link->changed);
+    pthread_mutex_unlock(&link->mutex);
+    if (link->connect_hook)
+        link->connect_hook(link->connect_hook_context);
+}
+
+/* Network thread. Once every subscription of this connection is acknowledged,
+ * say so: from then on nothing published to a command topic is missed (tests
+ * and operators wait for this line, not for the CONNACK). */
+static void on_subscribe(struct mosquitto *mosq, void *object, int mid, int qos_count,
+                         const int *granted_qos, const mosquitto_property *properties)
+{
+    (void)mosq;
+    (void)mid;
+    (void)properties;
+    struct mqtt_link *link = object;
+    for (int i = 0; i < qos_count; i++)
+        if (granted_qos[i] >= 0x80)
+            LOG_ERROR(MODULE, "the broker refused a subscription (reason %d)", granted_qos[i]);
+    pthread_mutex_lock(&link->mutex);
+    bool all = link->subscribe_pending > 0 && --link->subscribe_pending == 0;
+    size_t count = link->subscription_count;
+    pthread_mutex_unlock(&link->mutex);
+    if (all)
+        LOG_INFO(MODULE, "all %zu subscriptions acknowledged", count);
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *object, int reason,
+                          const mosquitto_property *properties)
+{
+    (void)mosq;
+    (void)properties;
+    struct mqtt_link *link = object;
+    pthread_mutex_lock(&link->mutex);
+    bool was_connected = link->connected;
+    link->connected = false;
+    bool stopping = link->stopping;
+    pthread_cond_broadcast(&link->changed);
+    pthread_mutex_unlock(&link->mutex);
+    fail_all_pending(link, BUTLER_ERR_NOT_CONNECTED);
+    if (was_connected) {
+        metrics_add(link->disconnects_total, 1);
+        if (stopping)
+            LOG_INFO(MODULE, "disconnected from broker");
+        else
+            LOG_WARN(MODULE, "lost the broker connection: %s", rc_text(reason));
+    }
+}
+
+static void on_publish(struct mosquitto *mosq, void *object, int mid, int reason,
+                       const mosquitto_property *properties)
+{
+    (void)mosq;
+    (void)properties;
+    struct mqtt_link *link = object;
+    pthread_mutex_lock(&link->mutex);
+    struct pending_publish *node = pending_take(link, mid);
+    mqtt_publish_done done = node ? node->done : NULL;
+    void *context = node ? node->context : NULL;
+    if (node)
+        pending_release(link, node);
+    pthread_cond_broadcast(&link->changed);
+    pthread_mutex_unlock(&link->mutex);
+    if (done)
+        done(context, reason < 0x80 ? BUTLER_OK : BUTLER_ERR_REMOTE);
+}
+
+static void on_message(struct mosquitto *mosq, void *object, const struct mosquitto_message *msg,
+                       const mosquitto_property *properties)
+{
+    (void)mosq;
+    struct mqtt_link *link = object;
+    metrics_add(link->received_total, 1);
+    if (link->handler == NULL)
+        return;
+    struct mqtt_message message = {
+        .topic = msg->topic,
+        .payload = msg->payload,
+        .payload_length = (size_t)msg->payloadlen,
+        .qos = msg->qos,
+        .retain = msg->retain,
+    };
+    char *response_topic = NULL;
+    void *correlation = NULL;
+    uint16_t correlation_length = 0;
+    if (properties) {
+        if (mosquitto_property_read_string(properties, MQTT_PROP_RESPONSE_TOPIC, &response_topic,
+                                           false))
+            message.response_topic = response_topic;
+        if (mosquitto_property_read_binary(properties, MQTT_PROP_CORRELATION_DATA, &correlation,
+                                           &correlation_length, false)) {
+            message.correlation_data = correlation;
+            message.correlation_length = correlation_length;
+        }
+    }
+    link->handler(&message, link->handler_context);
+    free(response_topic);
+    free(correlation);
+}
+
+static void on_log(struct mosquitto *mosq, void *object, int level, const char *text)
+{
+    (void)mosq;
+    (void)object;
+    if (level == MOSQ_LOG_ERR)
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "libmosquitto: %s", text);
+    else
+        LOG_DEBUG(MODULE, "libmosquitto: %s", text);
+}
+
+/* ---- network thread ---- */
+
+static int connect_once(struct mqtt_link *link)
+{
+    mosquitto_property *properties = NULL;
+    if (link->protocol_version == MQTT_PROTOCOL_V5)
+        mosquitto_property_add_int32(&properties, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
+                                     (uint32_t)link->config->mqtt.session_expiry_s);
+    int rc = mosquitto_connect_bind_v5(link->mosq, link->config->mqtt.host, link->config->mqtt.port,
+                                       link->config->mqtt.keepalive_s, NULL, properties);
+    mosquitto_property_free_all(&properties);
+    return rc;
+}
+
+/*
+ * Owns the socket: connects, runs mosquitto_loop() and reconnects with backoff.
+ * We run our own loop rather than mosquitto_loop_start() to control the
+ * backoff (jitter) and the v5 -> 3.1.1 fallback; mosquitto_threaded_set()
+ * keeps libmosquitto's "queue, do not write from the callback" behaviour, so
+ * a QoS 1 PUBACK still leaves only after on_message has returned.
+ */
+static void *network_thread(void *argument)
+{
+    struct mqtt_link *link = argument;
+    bool have_socket = false;
+    while (!is_stopping(link)) {
+        if (!have_socket) {
+            int rc = connect_once(link);
+            if (rc != MOSQ_ERR_SUCCESS) {
+                LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "cannot reach broker %s:%d: %s",
+                                link->config->mqtt.host, link->config->mqtt.port, rc_text(rc));
+                wait_unless_stopping(link, backoff_delay_ms(link));
+                continue;
+            }
+            have_socket = true;
+        }
+        int rc = mosquitto_loop(link->mosq, LOOP_TIMEOUT_MS, 1);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            have_socket = false;
+            pthread_mutex_lock(&link->mutex);
+            bool was_connected = link->connected;
+            link->connected = false;
+            pthread_cond_broadcast(&link->changed);
+            pthread_mutex_unlock(&link->mutex);
+            if (was_connected)
+                LOG_WARN(MODULE, "broker connection closed: %s", rc_text(rc));
+            fail_all_pending(link, BUTLER_ERR_NOT_CONNECTED);
+            mosquitto_disconnect(link->mosq);
+            wait_unless_stopping(link, backoff_delay_ms(link));
+        }
+    }
+    /* Drain the clean DISCONNECT written by mqtt_link_stop(). */
+    for (int i = 0; i < 10 && have_socket; i++)
+        if (mosquitto_loop(link->mosq, 50, 1) != MOSQ_ERR_SUCCESS)
+            break;
+    return NULL;
+}
+
+/* ---- public API ---- */
+
+enum butler_status mqtt_link_create(const struct butler_config *config, uint64_t started_at_wall_ms,
+                                    struct mqtt_link **out)
+{
+    enum butler_status status = BUTLER_ERR_NOMEM;
+    struct mqtt_link *link = calloc(1, sizeof *link);
+    if (link == NULL)
+        goto out;
+    link->config = config;
+    pthread_mutex_init(&link->mutex, NULL);
+    pthread_condattr_t attributes;
+    pthread_condattr_init(&attributes);
+    pthread_cond_init(&link->changed, &attributes);
+    pthread_condattr_destroy(&attributes);
+    link->protocol_version = MQTT_PROTOCOL_V5;
+    link->random_state = (unsigned int)(clock_monotonic_ms() ^ (uintptr_t)link);
+
+    size_t pool_size = (size_t)config->mqtt.max_inflight;
+    link->pending_pool = calloc(pool_size, sizeof *link->pending_pool);
+    if (link->pending_pool == NULL)
+        goto out;
+    for (size_t i = 0; i < pool_size; i++)
+        pending_release(link, &link->pending_pool[i]);
+
+    if (atomic_fetch_add(&library_users, 1) == 0)
+        mosquitto_lib_init();
+    link->mosq = mosquitto_new(config->mqtt.client_id, false, link);
+    if (link->mosq == NULL) {
+        status = BUTLER_ERR_INTERNAL;
+        goto out;
+    }
+    mosquitto_int_option(link->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    mosquitto_int_option(link->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_int_option(link->mosq, MOSQ_OPT_SEND_MAXIMUM, 1000);
+    mosquitto_int_option(link->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, 100);
+    mosquitto_threaded_set(link->mosq, true);
+    mosquitto_connect_v5_callback_set(link->mosq, on_connect);
+    mosquitto_disconnect_v5_callback_set(link->mosq, on_disconnect);
+    mosquitto_publish_v5_callback_set(link->mosq, on_publish);
+    mosquitto_subscribe_v5_callback_set(link->mosq, on_subscribe);
+    mosquitto_message_v5_callback_set(link->mosq, on_message);
+    mosquitto_log_callback_set(link->mosq, on_log);
+
+    status = BUTLER_ERR_INVALID;
+    if (config->mqtt.username[0] &&
+        mosquitto_username_pw_set(link->mosq, config->mqtt.username,
+                                  config->mqtt.password[0] ? config->mqtt.password : NULL) !=
+            MOSQ_ERR_SUCCESS) {
+        LOG_ERROR(MODULE, "cannot set the MQTT username");
+        goto out;
+    }
+    if (config->mqtt.tls.enable) {
+        int rc = mosquitto_tls_set(
+            link->mosq, config->mqtt.tls.ca_file[0] ? config->mqtt.tls.ca_file : NULL,
+            config->mqtt.tls.ca_file[0] ? NULL : "/etc/ssl/certs",
+            config->mqtt.tls.cert_file[0] ? config->mqtt.tls.cert_file : NULL,
+            config->mqtt.tls.key_file[0] ? config->mqtt.tls.key_file : NULL, NULL);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            LOG_ERROR(MODULE, "MQTT TLS setup failed: %s", rc_text(rc));
+            goto out;
+        }
+        if (!config->mqtt.tls.verify_peer) {
+            mosquitto_tls_opts_set(link->mosq, 0, NULL, NULL);
+            mosquitto_tls_insecure_set(link->mosq, true);
+        }
+    }
+
+    char started_at[32];
+    clock_format_iso8601(started_at_wall_ms, started_at, sizeof started_at);
+    snprintf(link->status_topic, sizeof link->status_topic, "%s/status", config->mqtt.topic_root);
+    snprintf(link->online_payload, sizeof link->online_payload,
+             "{\"state\":\"online\",\"version\":\"%s\",\"startedAt\":\"%s\"}", BUTLER_VERSION,
+             started_at);
+    snprintf(link->offline_payload, sizeof link->offline_payload,
+             "{\"state\":\"offline\",\"version\":\"%s\",\"startedAt\":\"%s\"}", BUTLER_VERSION,
+             started_at);
+    if (mosquitto_will_set_v5(link->mosq, link->status_topic, (int)strlen(link->offline_payload),
+                              link->offline_payload, 1, true, NULL) != MOSQ_ERR_SUCCESS) {
+        LOG_ERROR(MODULE, "cannot set the last will on %s", link->status_topic);
+        goto out;
+    }
+
+    link->published_total =
+        metrics_get("butler_mqtt_published_total", "", METRIC_COUNTER,
+                    "Messages Butler published and the broker accepted for delivery");
+    link->publish_refused_not_connected =
+        metrics_get("butler_mqtt_publish_refused_total", "reason=\"not_connected\"", METRIC_COUNTER,
+                    "Publishes refused by the MQTT link");
+    link->publish_refused_full =
+        metrics_get("butler_mqtt_publish_refused_total", "reason=\"inflight_full\"", METRIC_COUNTER,
+                    "Publishes refused by the MQTT link");
+    link->received_total = metrics_get("butler_mqtt_received_total", "", METRIC_COUNTER,
+                                       "Messages received from the broker");
+    link->connects_total = metrics_get("butler_mqtt_connects_total", "", METRIC_COUNTER,
+                                       "Successful connections to the broker");
+    link->disconnects_total =
+        metrics_get("butler_mqtt_disconnects_total", "", METRIC_COUNTER, "Lost broker connections");
+    *out = link;
+    link = NULL;
+    status = BUTLER_OK;
+out:
+    if (link)
+        mqtt_link_destroy(link);
+    return status;
+}
+
+void mqtt_link_set_handler(struct mqtt_link *link, mqtt_message_handler handler, void *context)
+{
+    link->handler = handler;
+    link->handler_context = context;
+}
+
+void mqtt_link_set_connect_hook(struct mqtt_link *link, void (*hook)(void *context), void *context)
+{
+    link->connect_hook = hook;
+    link->connect_hook_context = context;
+}
+
+enum butler_status mqtt_link_add_subscription(struct mqtt_link *link, const char *filter,
+                                              bool shared)
+{
+    if (link->subscription_count >= SUBSCRIPTIONS_MAX)
+        return BUTLER_ERR_FULL;
+    const char *group = link->config->mqtt.share_group;
+    size_t length = strlen(filter) + strlen(group) + 16;
+    char *full = malloc(length);
+    if (full == NULL)
+        return BUTLER_ERR_NOMEM;
+    if (shared && group[0])
+        snprintf(full, length, "$share/%s/%s", group, filter);
+    else
+        snprintf(full, length, "%s", filter);
+    link->subscriptions[link->subscription_count++] = full;
+    return BUTLER_OK;
+}
+
+void mqtt_link_abort_connection(struct mqtt_link *link)
+{
+    int fd = mosquitto_socket(link->mosq);
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
+    LOG_WARN(MODULE, "connection aborted so an unrecorded message is not acknowledged");
+}
+
+void mqtt_link_unsubscribe_all(struct mqtt_link *link)
+{
+    pthread_mutex_lock(&link->mutex);
+    size_t count = link->subscription_count;
+    link->subscription_count = 0; /* no resubscribe after a reconnect */
+    bool connected = link->connected;
+    pthread_mutex_unlock(&link->mutex);
+    for (size_t i = 0; i < count; i++) {
+        if (connected)
+            mosquitto_unsubscribe_v5(link->mosq, NULL, link->subscriptions[i], NULL);
+        free(link->subscriptions[i]);
+        link->subscriptions[i] = NULL;
+    }
+}
+
+enum butler_status mqtt_link_start(struct mqtt_link *link)
+{
+    if (pthread_create(&link->thread, NULL, network_thread, link) != 0)
+        return BUTLER_ERR_INTERNAL;
+    link->thread_started = true;
+    return BUTLER_OK;
+}
+
+enum butler_status mqtt_link_publish(struct mqtt_link *link, const char *topic, const void *payload,
+                                     size_t payload_length,
+                                     const struct mqtt_publish_options *options,
+                                     mqtt_publish_done done, void *context)
+{
+    static const struct mqtt_publish_options defaults = {.qos = 1};
+    if (options == NULL)
+        options = &defaults;
+    if (topic == NULL || topic[0] == '\0' || strlen(topic) > TOPIC_MAX ||
+        mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS || payload_length > 256u * 1024 * 1024)
+        return BUTLER_ERR_INVALID;
+
+    enum butler_status status = BUTLER_OK;
+    mosquitto_property *properties = NULL;
+    pthread_mutex_lock(&link->mutex);
+    if (!link->connected || link->stopped) {
+        status = BUTLER_ERR_NOT_CONNECTED;
+        metrics_add(link->publish_refused_not_connected, 1);
+        goto out;
+    }
+    struct pending_publish *node = NULL;
+    if (options->qos > 0) {
+        if (link->pending_free == NULL) {
+            status = BUTLER_ERR_FULL;
+            metrics_add(link->publish_refused_full, 1);
+            goto out;
+        }
+        node = link->pending_free;
+        link->pending_free = node->next;
+    }
+    if (link->connected_protocol == MQTT_PROTOCOL_V5) {
+        if (options->response_topic)
+            mosquitto_property_add_string(&properties, MQTT_PROP_RESPONSE_TOPIC,
+                                          options->response_topic);
+        if (options->correlation_data)
+            mosquitto_property_add_binary(&properties, MQTT_PROP_CORRELATION_DATA,
+                                          options->correlation_data,
+                                          (uint16_t)options->correlation_length);
+        if (options->message_expiry_s)
+            mosquitto_property_add_int32(&properties, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL,
+                                         options->message_expiry_s);
+        if (options->content_type)
+            mosquitto_property_add_string(&properties, MQTT_PROP_CONTENT_TYPE,
+                                          options->content_type);
+    }
+    /* The mutex is held across the call so that on_publish, which takes the
+     * same mutex, cannot look for this mid before it is registered. */
+    int mid = 0;
+    int rc = mosquitto_publish_v5(link->mosq, &mid, topic, (int)payload_length, payload,
+                                  options->qos, options->retain, properties);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        if (node)
+            pending_release(link, node);
+        status = (rc == MOSQ_ERR_NO_CONN) ? BUTLER_ERR_NOT_CONNECTED
+                 : (rc == MOSQ_ERR_NOMEM) ? BUTLER_ERR_NOMEM
+                                          : BUTLER_ERR_INVALID;
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "publish to %s failed: %s", topic, rc_text(rc));
+        goto out;
+    }
+    metrics_add(link->published_total, 1);
+    if (node) {
+        node->mid = mid;
+        node->done = done;
+        node->context = context;
+        struct pending_publish **bucket = &link->pending_buckets[(unsigned)mid % PENDING_BUCKETS];
+        node->next = *bucket;
+        *bucket = node;
+        link->pending_count++;
+        done = NULL;
+    }
+out:
+    pthread_mutex_unlock(&link->mutex);
+    mosquitto_property_free_all(&properties);
+    if (status == BUTLER_OK && done)
+        done(context, BUTLER_OK); /* QoS 0: nothing to wait for */
+    return status;
+}
+
+/* A waiter outlives a timed-out caller: whoever finishes last frees it. */
+struct publish_waiter {
+    pthread_mutex_t mutex;
+    pthread_cond_t done_cond;
+    bool finished;
+    enum butler_status status;
+    int references;
+};
+
+static void waiter_release(struct publish_waiter *waiter)
+{
+    pthread_mutex_lock(&waiter->mutex);
+    bool last = --waiter->references == 0;
+    pthread_mutex_unlock(&waiter->mutex);
+    if (last) {
+        pthread_mutex_destroy(&waiter->mutex);
+        pthread_cond_destroy(&waiter->done_cond);
+        free(waiter);
+    }
+}
+
+static void waiter_done(void *context, enum butler_status status)
+{
+    struct publish_waiter *waiter = context;
+    pthread_mutex_lock(&waiter->mutex);
+    waiter->finished = true;
+    waiter->status = status;
+    pthread_cond_signal(&waiter->done_cond);
+    pthread_mutex_unlock(&waiter->mutex);
+    waiter_release(waiter);
+}
+
+enum butler_status mqtt_link_publish_wait(struct mqtt_link *link, const char *topic,
+                                          const void *payload, size_t payload_length,
+                                          const struct mqtt_publish_options *options,
+                                          int timeout_ms)
+{
+    struct publish_waiter *waiter = calloc(1, sizeof *waiter);
+    if (waiter == NULL)
+        return BUTLER_ERR_NOMEM;
+    pthread_mutex_init(&waiter->mutex, NULL);
+    pthread_cond_init(&waiter->done_cond, NULL);
+    waiter->references = 2;
+    enum butler_status status =
+        mqtt_link_publish(link, topic, payload, payload_length, options, waiter_done, waiter);
+    if (status != BUTLER_OK) {
+        waiter->references = 1;
+        waiter_release(waiter);
+        return status;
+    }
+    struct timespec deadline;
+    clock_deadline_after(CLOCK_REALTIME, (uint64_t)timeout_ms, &deadline);
+    pthread_mutex_lock(&waiter->mutex);
+    while (!waiter->finished)
+        if (pthread_cond_timedwait(&waiter->done_cond, &waiter->mutex, &deadline) != 0)
+            break;
+    status = waiter->finished ? waiter->status : BUTLER_ERR_TIMEOUT;
+    pthread_mutex_unlock(&waiter->mutex);
+    waiter_release(waiter);
+    return status;
+}
+
+bool mqtt_link_connected(const struct mqtt_link *link)
+{
+    struct mqtt_link *mutable_link = (struct mqtt_link *)link;
+    pthread_mutex_lock(&mutable_link->mutex);
+    bool connected = link->connected;
+    pthread_mutex_unlock(&mutable_link->mutex);
+    return connected;
+}
+
+int mqtt_link_protocol_version(const struct mqtt_link *link)
+{
+    struct mqtt_link *mutable_link = (struct mqtt_link *)link;
+    pthread_mutex_lock(&mutable_link->mutex);
+    int version = link->connected_protocol == MQTT_PROTOCOL_V5     ? 5
+                  : link->connected_protocol == MQTT_PROTOCOL_V311 ? 4
+                                                                   : 0;
+    pthread_mutex_unlock(&mutable_link->mutex);
+    return version;
+}
+
+size_t mqtt_link_inflight(const struct mqtt_link *link)
+{
+    struct mqtt_link *mutable_link = (struct mqtt_link *)link;
+    pthread_mutex_lock(&mutable_link->mutex);
+    size_t count = link->pending_count;
+    pthread_mutex_unlock(&mutable_link->mutex);
+    return count;
+}
+
+enum butler_status mqtt_link_wait_connected(struct mqtt_link *link, int timeout_ms)
+{
+    struct timespec deadline;
+    clock_deadline_after(CLOCK_REALTIME, (uint64_t)timeout_ms, &deadline);
+    pthread_mutex_lock(&link->mutex);
+    while (!link->connected && !link->stopping)
+        if (pthread_cond_timedwait(&link->changed, &link->mutex, &deadline) != 0)
+            break;
+    enum butler_status status = link->connected  ? BUTLER_OK
+                                : link->stopping ? BUTLER_ERR_SHUTDOWN
+                                                 : BUTLER_ERR_TIMEOUT;
+    pthread_mutex_unlock(&link->mutex);
+    return status;
+}
+
+void mqtt_link_stop(struct mqtt_link *link, int timeout_ms)
+{
+    if (!link->thread_started)
+        return;
+    if (mqtt_link_connected(link)) {
+        enum butler_status status = mqtt_link_publish_wait(
+            link, link->status_topic, link->offline_payload, strlen(link->offline_payload),
+            &(struct mqtt_publish_options){.qos = 1, .retain = true}, timeout_ms);
+        if (status != BUTLER_OK)
+            LOG_WARN(MODULE, "offline status not acknowledged: %s", butler_status_str(status));
+    }
+    pthread_mutex_lock(&link->mutex);
+    link->stopping = true;
+    link->stopped = true;
+    pthread_cond_broadcast(&link->changed);
+    pthread_mutex_unlock(&link->mutex);
+    /* A normal DISCONNECT: the broker discards the will, which is right since
+     * "offline" was published above. */
+    mosquitto_disconnect_v5(link->mosq, MQTT_RC_NORMAL_DISCONNECTION, NULL);
+    pthread_join(link->thread, NULL);
+    link->thread_started = false;
+}
+
+void mqtt_link_destroy(struct mqtt_link *link)
+{
+    if (link == NULL)
+        return;
+    mqtt_link_stop(link, 1000);
+    /* Fail what never got a PUBACK so no caller waits forever. */
+    fail_all_pending(link, BUTLER_ERR_SHUTDOWN);
+    if (link->mosq) {
+        mosquitto_destroy(link->mosq);
+        if (atomic_fetch_sub(&library_users, 1) == 1)
+            mosquitto_lib_cleanup();
+    }
+    for (size_t i = 0; i < link->subscription_count; i++)
+        free(link->subscriptions[i]);
+    free(link->pending_pool);
+    pthread_mutex_destroy(&link->mutex);
+    pthread_cond_destroy(&link->changed);
+    free(link);
+}
+
+bool mqtt_topic_matches(const char *filter, const char *topic)
+{
+    bool result = false;
+    return mosquitto_topic_matches_sub(filter, topic, &result) == MOSQ_ERR_SUCCESS && result;
+}

@@ -1,0 +1,21 @@
+#include "bridge/store/execution_ids.h"
+
+#include <stddef.h>
+
+/* Written at start-up before any user thread exists, read-only afterwards. */
+static struct expiring_map *shared_map;
+
+enum butler_status execution_ids_open(struct expiring_map **out)
+{
+    enum butler_status status = BUTLER_OK;
+    if (shared_map == NULL)
+        status = expiring_map_create(EXECUTION_IDS_MAX, &shared_map);
+    *out = status == BUTLER_OK ? shared_map : NULL;
+    return status;
+}
+
+void execution_ids_close(void)
+{
+    expiring_map_destroy(shared_map);
+    shared_map = NULL;
+}

@@ -1,0 +1,205 @@
+#include "bridge/store/expiring_map.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge/core/clock.h"
+
+struct map_entry {
+    char *value;
+    uint64_t expires_ms;
+    struct map_entry *bucket_next;
+    struct map_entry *older; /* insertion order: towards the oldest */
+    struct map_entry *newer;
+    char key[]; /* in the same allocation: one malloc per entry, not two */
+};
+
+struct expiring_map {
+    pthread_mutex_t mutex;
+    struct map_entry **buckets;
+    size_t bucket_count; /* power of two */
+    size_t count, max_entries;
+    struct map_entry *oldest, *newest;
+};
+
+uint64_t (*expiring_map_clock)(void) = clock_monotonic_ms;
+
+static size_t hash_key(const char *key)
+{
+    uint64_t hash = 1469598103934665603ull; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        hash = (hash ^ *p) * 1099511628211ull;
+    return (size_t)hash;
+}
+
+enum butler_status expiring_map_create(size_t max_entries, struct expiring_map **out)
+{
+    struct expiring_map *map = calloc(1, sizeof *map);
+    if (map == NULL)
+        return BUTLER_ERR_NOMEM;
+    map->max_entries = max_entries ? max_entries : 1;
+    map->bucket_count = 16;
+    while (map->bucket_count < map->max_entries && map->bucket_count < (1u << 20))
+        map->bucket_count *= 2;
+    map->buckets = calloc(map->bucket_count, sizeof *map->buckets);
+    if (map->buckets == NULL) {
+        free(map);
+        return BUTLER_ERR_NOMEM;
+    }
+    pthread_mutex_init(&map->mutex, NULL);
+    *out = map;
+    return BUTLER_OK;
+}
+
+static void unlink_entry(struct expiring_map *map, struct map_entry *entry)
+{
+    struct map_entry **slot = &map->buckets[hash_key(entry->key) & (map->bucket_count - 1)];
+    while (*slot != entry)
+        slot = &(*slot)->bucket_next;
+    *slot = entry->bucket_next;
+    if (entry->older)
+        entry->older->newer = entry->newer;
+    else
+        map->oldest = entry->newer;
+    if (entry->newer)
+        entry->newer->older = entry->older;
+    else
+        map->newest = entry->older;
+    map->count--;
+    free(entry->value);
+    free(entry);
+}
+
+static struct map_entry *find(struct expiring_map *map, const char *key)
+{
+    struct map_entry *entry = map->buckets[hash_key(key) & (map->bucket_count - 1)];
+    while (entry && strcmp(entry->key, key) != 0)
+        entry = entry->bucket_next;
+    return entry;
+}
+
+/* Entries are kept in insertion order, so expired ones are found from the old end.
+ * Entries with a longer TTL than their neighbours may linger until evicted;
+ * lookups check expiry themselves. */
+static void sweep_expired(struct expiring_map *map, uint64_t now)
+{
+    while (map->oldest && map->oldest->expires_ms <= now)
+        unlink_entry(map, map->oldest);
+}
+
+static enum butler_status insert(struct expiring_map *map, const char *key, const char *value,
+                                 uint64_t ttl_ms, uint64_t now, bool *evicted_out)
+{
+    size_t key_length = strlen(key);
+    struct map_entry *entry = calloc(1, sizeof *entry + key_length + 1);
+    if (entry == NULL)
+        return BUTLER_ERR_NOMEM;
+    memcpy(entry->key, key, key_length + 1);
+    entry->value = value ? strdup(value) : NULL;
+    if (value && entry->value == NULL) {
+        free(entry);
+        return BUTLER_ERR_NOMEM;
+    }
+    sweep_expired(map, now);
+    if (map->count >= map->max_entries) {
+        unlink_entry(map, map->oldest);
+        if (evicted_out)
+            *evicted_out = true;
+    }
+    entry->expires_ms = now + ttl_ms;
+    size_t bucket = hash_key(key) & (map->bucket_count - 1);
+    entry->bucket_next = map->buckets[bucket];
+    map->buckets[bucket] = entry;
+    entry->older = map->newest;
+    if (map->newest)
+        map->newest->newer = entry;
+    else
+        map->oldest = entry;
+    map->newest = entry;
+    map->count++;
+    return BUTLER_OK;
+}
+
+enum butler_status expiring_map_put(struct expiring_map *map, const char *key, const char *value,
+                                    uint64_t ttl_ms, bool *evicted_out)
+{
+    uint64_t now = expiring_map_clock();
+    if (evicted_out)
+        *evicted_out = false;
+    pthread_mutex_lock(&map->mutex);
+    struct map_entry *existing = find(map, key);
+    if (existing)
+        unlink_entry(map, existing);
+    enum butler_status status = insert(map, key, value, ttl_ms, now, evicted_out);
+    pthread_mutex_unlock(&map->mutex);
+    return status;
+}
+
+enum butler_status expiring_map_insert_new(struct expiring_map *map, const char *key,
+                                           const char *value, uint64_t ttl_ms, char **existing_out)
+{
+    uint64_t now = expiring_map_clock();
+    enum butler_status status;
+    if (existing_out)
+        *existing_out = NULL;
+    pthread_mutex_lock(&map->mutex);
+    struct map_entry *existing = find(map, key);
+    if (existing && existing->expires_ms > now) {
+        if (existing_out && existing->value)
+            *existing_out = strdup(existing->value);
+        status = BUTLER_ERR_DENIED;
+        goto out;
+    }
+    if (existing)
+        unlink_entry(map, existing);
+    status = insert(map, key, value, ttl_ms, now, NULL);
+out:
+    pthread_mutex_unlock(&map->mutex);
+    return status;
+}
+
+bool expiring_map_get(struct expiring_map *map, const char *key, char **value_out)
+{
+    uint64_t now = expiring_map_clock();
+    bool live = false;
+    if (value_out)
+        *value_out = NULL;
+    pthread_mutex_lock(&map->mutex);
+    struct map_entry *entry = find(map, key);
+    if (entry && entry->expires_ms > now) {
+        live = true;
+        if (value_out && entry->value)
+            *value_out = strdup(entry->value);
+    }
+    pthread_mutex_unlock(&map->mutex);
+    return live;
+}
+
+void expiring_map_remove(struct expiring_map *map, const char *key)
+{
+    pthread_mutex_lock(&map->mutex);
+    struct map_entry *entry = find(map, key);
+    if (entry)
+        unlink_entry(map, entry);
+    pthread_mutex_unlock(&map->mutex);
+}
+
+size_t expiring_map_count(struct expiring_map *map)
+{
+    pthread_mutex_lock(&map->mutex);
+    size_t count = map->count;
+    pthread_mutex_unlock(&map->mutex);
+    return count;
+}
+
+void expiring_map_destroy(struct expiring_map *map)
+{
+    if (map == NULL)
+        return;
+    while (map->oldest)
+        unlink_entry(map, map->oldest);
+    free(map->buckets);
+    pthread_mutex_destroy(&map->mutex);
+    free(map);
+}

@@ -1,0 +1,100 @@
+/*
+ * The spool: work Butler has accepted but not finished, on disk, so that a
+ * crash (SIGKILL, power loss with spool.fsync) loses nothing acknowledged.
+ *
+ * One append-only file, spool.dir/spool.log, of checksummed records:
+ *   ADD      a unit of work (opaque bytes chosen by the caller) gets an id;
+ *   PROGRESS a note about that work (e.g. "task X started"), kept with it;
+ *   DONE     the work is finished; its bytes (e.g. the answer) are kept for
+ *            `done_retention_ms` so a redelivered request can be recognised.
+ * On open, every complete record is read back: a record cut short by a crash,
+ * or garbage, is skipped by scanning for the next valid record, so every
+ * complete record survives. Work with an ADD and no DONE is handed back for
+ * replay. When the file grows past twice what is live, it is compacted into a
+ * new file that replaces the old one atomically (rename).
+ *
+ * Bounded: the file never grows past spool.max_bytes; spool_add() then
+ * refuses with BUTLER_ERR_FULL (after trying to compact) and the caller makes
+ * the refusal visible. The in-memory index holds offsets, not data.
+ * Thread-safe: one mutex; appends are short writes (plus fdatasync with fsync on).
+ */
+#ifndef BUTLER_SPOOL_H
+#define BUTLER_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bridge/core/status.h"
+
+struct spool;
+
+enum spool_record_type {
+    SPOOL_ADD = 1,
+    SPOOL_PROGRESS = 2,
+    SPOOL_DONE = 3,
+};
+
+/* Largest data one record may carry. */
+enum { SPOOL_RECORD_DATA_MAX = 2 * 1024 * 1024 };
+
+struct spool_options {
+    const char *directory;      /* created if missing */
+    bool fsync;                 /* fdatasync after every ADD (PROGRESS and DONE ride along) */
+    uint64_t max_bytes;         /* hard cap of the file */
+    uint64_t done_retention_ms; /* how long DONE records outlive compaction */
+};
+
+/* What recovery hands back. Pointers are valid only during the callback. */
+struct spool_recovered {
+    enum spool_record_type type; /* SPOOL_ADD (unfinished work) or SPOOL_DONE (recent answer) */
+    uint64_t id;
+    uint64_t wall_ms; /* when the record was written */
+    const unsigned char *data;
+    size_t length;
+    /* For SPOOL_ADD: its PROGRESS notes, in order. */
+    size_t note_count;
+    const unsigned char *const *notes;
+    const size_t *note_lengths;
+};
+
+struct spool_stats {
+    uint64_t file_bytes;
+    uint64_t live_entries;
+    uint64_t recovered_entries;
+    uint64_t skipped_bytes; /* corrupt or truncated bytes skipped during recovery */
+    uint64_t compactions;
+};
+
+/*
+ * Open (creating) the spool and read it back: `recovered` is called for each
+ * unfinished ADD (in id order) and each DONE within retention. The spool is
+ * rewritten compactly before this returns. *out is owned by the caller
+ * (spool_close). Thread: start-up.
+ */
+enum butler_status spool_open(const struct spool_options *options,
+                              void (*recovered)(void *context, const struct spool_recovered *entry),
+                              void *context, struct spool **out);
+
+/* Record new work; *id_out identifies it. BUTLER_ERR_FULL when over max_bytes. */
+enum butler_status spool_add(struct spool *spool, const void *data, size_t length,
+                             uint64_t *id_out);
+/* Record a note about unfinished work `id`. */
+enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *data,
+                                  size_t length);
+/* Mark `id` finished; `data` (may be empty) is kept for done_retention_ms. */
+enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data, size_t length);
+
+/* Read back the data of unfinished work `id` (what spool_add recorded), so a
+ * caller can keep only the id in memory. *data_out is malloc'd, owned by the
+ * caller. BUTLER_ERR_NOT_FOUND if `id` is finished or unknown. */
+enum butler_status spool_read(struct spool *spool, uint64_t id, unsigned char **data_out,
+                              size_t *length_out);
+
+void spool_get_stats(struct spool *spool, struct spool_stats *stats);
+void spool_close(struct spool *spool);
+
+/* CRC-32 (IEEE 802.3), exposed for tests. */
+uint32_t spool_crc32(const void *data, size_t length);
+
+#endif
