@@ -17,6 +17,8 @@
  */
 #include "config/config.h"
 
+#include "bridge/clients/engine.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -112,6 +114,8 @@ static const char *const log_level_names[] = {"error", "warn", "info", "debug", 
 static const char *const log_format_names[] = {"text", "json", NULL};
 static const char *const route_to_names[] = {"slack", "teams", "email", "webhook", "mqtt", NULL};
 static const char *const http_method_names[] = {"POST", "PUT", NULL};
+/* "" = take qrs.verify_peer. */
+static const char *const inherit_bool_names[] = {"", "true", "false", NULL};
 
 /* ---- value checks ---- */
 
@@ -217,6 +221,19 @@ static const char *check_http_url(const char *value)
         !strchr(value, ' '))
         return NULL;
     return "expected an http:// or https:// URL, or \"\"";
+}
+
+static const char *check_engine_url(const char *value)
+{
+    char host[256];
+    int port = 0;
+    bool tls = false;
+    if (!*value)
+        return NULL;
+    if (!has_control(value) && !strchr(value, ' ') &&
+        engine_parse_url(value, host, sizeof host, &port, &tls) == BUTLER_OK)
+        return NULL;
+    return "expected a wss:// (or ws://, https://) URL with a host and an optional port, or \"\"";
 }
 
 static const char *check_smtp_url(const char *value)
@@ -532,6 +549,20 @@ static const struct key_def config_keys[] = {
     {K_INT("kv.max_keys_per_namespace", CFG(kv.max_keys_per_namespace), 1, 100000, "1000")},
     {K_INT("kv.max_namespaces", CFG(kv.max_namespaces), 1, 100000, "1000")},
     {K_INT("kv.max_value_bytes", CFG(kv.max_value_bytes), 1, 1048576, "65536")},
+
+    {K_STR("engine.url", CFG(engine.url), NULL, check_engine_url)},
+    {K_STR("engine.cert_file", CFG(engine.cert_file), NULL, check_single_line)},
+    {K_STR("engine.key_file", CFG(engine.key_file), NULL, check_single_line)},
+    {K_STR("engine.ca_file", CFG(engine.ca_file), NULL, check_single_line)},
+    {K_WORD("engine.verify_peer", CFG(engine.verify_peer), inherit_bool_names, "")},
+    {K_STR("engine.user_directory", CFG(engine.user_directory), NULL, check_single_line)},
+    {K_STR("engine.user_id", CFG(engine.user_id), NULL, check_single_line)},
+    {K_INT("engine.timeout_ms", CFG(engine.timeout_ms), 1, 3600000, "30000")},
+    {K_INT("engine.reload_timeout_s", CFG(engine.reload_timeout_s), 0, 604800, "0")},
+    {K_INT("engine.max_sessions", CFG(engine.max_sessions), 1, 256, "4")},
+    {K_LONG("engine.max_message_bytes", CFG(engine.max_message_bytes), 4096, 268435456LL,
+            "8388608")},
+    {K_INT("engine.queue_max", CFG(engine.queue_max), 1, 100000, "1000")},
 
     {K_BOOL("scheduler.enable", CFG(scheduler.enable), "true")},
     {K_INT("scheduler.max_schedules", CFG(scheduler.max_schedules), 1, 100000, "1000")},

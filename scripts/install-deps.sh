@@ -6,8 +6,8 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(
   build-essential cmake pkg-config git ca-certificates openssl curl
   libmosquitto-dev libcurl4-openssl-dev libssl-dev libcjson-dev libyaml-dev
-  libcivetweb-dev civetweb mosquitto mosquitto-clients
-  python3 python3-paho-mqtt python3-pytest
+  libcivetweb-dev civetweb libwebsockets-dev mosquitto mosquitto-clients
+  python3 python3-paho-mqtt python3-pytest python3-websockets
 )
 if [[ "${1:-}" == "--test" ]]; then
   # Sanitizers, fuzzing (clang's libFuzzer), valgrind and load tools for the test suite.
