@@ -217,7 +217,7 @@ struct butler_config {
         char *cert_file; /* "" = qrs.cert_file; likewise key_file, ca_file */
         char *key_file;
         char *ca_file;
-        char *verify_peer; /* "", "true" or "false"; "" = qrs.verify_peer */
+        char *verify_peer;    /* "", "true" or "false"; "" = qrs.verify_peer */
         char *user_directory; /* "" = qrs.user_directory (and user_id likewise) */
         char *user_id;
         int timeout_ms;         /* connect, upgrade and every call but the reload */

@@ -668,8 +668,7 @@ static bool append_segment(char *path, size_t path_size, const char *segment)
 }
 
 enum butler_status engine_session_open(struct engine_client *client, const char *app_id,
-                                       struct engine_session **out, char *error,
-                                       size_t error_size)
+                                       struct engine_session **out, char *error, size_t error_size)
 {
     enum butler_status status = BUTLER_OK;
     struct engine_session *session = calloc(1, sizeof *session);
@@ -729,9 +728,9 @@ enum butler_status engine_session_open(struct engine_client *client, const char 
     return BUTLER_OK;
 }
 
-enum butler_status engine_call_start(struct engine_session *session, int handle,
-                                     const char *method, const cJSON *params, int *call_id,
-                                     char *error, size_t error_size)
+enum butler_status engine_call_start(struct engine_session *session, int handle, const char *method,
+                                     const cJSON *params, int *call_id, char *error,
+                                     size_t error_size)
 {
     struct engine_client *client = session->client;
     enum butler_status status = BUTLER_OK;

@@ -69,8 +69,7 @@ int engine_client_open_sessions(struct engine_client *client);
  * the engine refused the upgrade, BUTLER_ERR_SHUTDOWN).
  */
 enum butler_status engine_session_open(struct engine_client *client, const char *app_id,
-                                       struct engine_session **out, char *error,
-                                       size_t error_size);
+                                       struct engine_session **out, char *error, size_t error_size);
 
 /*
  * Send {"jsonrpc":"2.0","id":N,"handle":handle,"method":method,"params":params}
@@ -79,9 +78,9 @@ enum butler_status engine_session_open(struct engine_client *client, const char 
  * engine (no id: OnConnected, OnAuthenticationInformation, ...) are not
  * answers and are skipped.
  */
-enum butler_status engine_call_start(struct engine_session *session, int handle,
-                                     const char *method, const cJSON *params, int *call_id,
-                                     char *error, size_t error_size);
+enum butler_status engine_call_start(struct engine_session *session, int handle, const char *method,
+                                     const cJSON *params, int *call_id, char *error,
+                                     size_t error_size);
 
 /*
  * Wait for the answer to call_id up to timeout_ms (< 0: until it comes or the

@@ -331,8 +331,8 @@ async def handler(websocket, path):
     except websockets.ConnectionClosed:
         pass
     finally:
-        for task in tasks:
-            task.cancel()
+        # Calls in progress are not cancelled: a real engine finishes a reload
+        # whose client went away (what Butler's replay check relies on).
         with STATE.lock:
             STATE.open -= 1
 
