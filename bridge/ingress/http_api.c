@@ -15,6 +15,8 @@
 #include <cjson/cJSON.h>
 
 #include "bridge/core/clock.h"
+#include "bridge/ingress/http_api.h"
+#include "bridge/ingress/http_app.h"
 #include "bridge/ingress/http_body.h"
 #include "bridge/ingress/http_server.h"
 #include "bridge/ingress/http_store.h"
@@ -85,6 +87,12 @@ static const struct route routes[] = {
     {"deleteSchedule", "/v4/schedules/*", M_DELETE, "DELETE", true, http_store_schedules_delete},
     {"startSchedule", "/v4/schedules/*/start", M_PUT, "PUT", true, http_store_schedules_start},
     {"stopSchedule", "/v4/schedules/*/stop", M_PUT, "PUT", true, http_store_schedules_stop},
+    /* Sense engine apps (bridge/ingress/http_app.c). */
+    {"senseAppReload", "/v4/app/*/reload", M_PUT, "PUT", true, http_app_reload},
+    {"senseAppDump", "/v4/app/*/dump", M_GET, "GET", true, http_app_dump},
+    {"senseAppDump", "/v4/senseappdump/*", M_GET, "GET", true, http_app_dump},
+    {"senseListApps", "/v4/apps/list", M_GET, "GET", true, http_app_list},
+    {"senseListApps", "/v4/senselistapps", M_GET, "GET", true, http_app_list},
     {"health", "/health", M_GET, "GET", false, handle_health},
     {"metrics", "/metrics", M_GET, "GET", false, handle_metrics},
 };
@@ -94,9 +102,8 @@ enum { ROUTE_COUNT = sizeof routes / sizeof routes[0] };
 /* Names the Node.js Butler knows but Butler does not serve (yet): accepted in
  * http.endpoints with a warning, so a migrated allow-list still loads. */
 static const char *const node_only_endpoints[] = {
-    "createDir",      "createDirQVD",       "fileDelete",        "fileMove",
-    "fileCopy",       "postNewRelicMetric", "postNewRelicEvent", "updateSchedule",
-    "senseAppReload", "senseAppDump",       "senseListApps",     NULL,
+    "createDir",          "createDirQVD",      "fileDelete",     "fileMove", "fileCopy",
+    "postNewRelicMetric", "postNewRelicEvent", "updateSchedule", NULL,
 };
 
 /* "scheduler.getSchedule" and "getSchedule" name the same switch. */
@@ -591,4 +598,27 @@ static void handle_metrics(struct http_exchange *exchange)
     http_exchange_reply(exchange, 200, "text/plain; version=0.0.4; charset=utf-8", text, length,
                         NULL);
     free(text);
+}
+
+/* ---- shared with the endpoint files (bridge/ingress/http_api.h) ---- */
+
+bool http_api_read_body(struct http_exchange *exchange)
+{
+    return read_body(exchange);
+}
+
+bool http_api_require_json(struct http_exchange *exchange)
+{
+    return require_json(exchange);
+}
+
+bool http_api_query_flag(struct http_exchange *exchange, const char *name, bool *value)
+{
+    return query_flag(exchange, name, value);
+}
+
+bool http_api_publish_acknowledged(struct http_exchange *exchange, const char *topic,
+                                   const char *payload, size_t length, int qos, int timeout_ms)
+{
+    return publish_acknowledged(exchange, topic, payload, length, qos, false, timeout_ms);
 }

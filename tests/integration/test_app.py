@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TASK_SALES, Butler, start_calls, wait_until
+from conftest import TASK_SALES, VALGRIND, Butler, start_calls, wait_until
 import simctl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -217,6 +217,12 @@ def test_engine_off_refuses(workdir, broker, client, qrs):
     assert butler.stop() == 0
 
 
+def instrumented(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        maps = f.read()
+    return VALGRIND or "libasan" in maps or "vgpreload" in maps
+
+
 def rss_anon_kb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -266,7 +272,9 @@ def test_fifty_concurrent_reloads_bounded(workdir, broker, client, qrs, engine):
     print(f"peak RssAnon {peak['rss']} kB, peak engine sockets {peak['sockets']} "
           f"(the simulator saw {stats['peak']} at once, counting closes it had not finished)")
     assert 1 <= peak["sockets"] <= 3, peak
-    assert peak["rss"] <= 16 * 1024, f"peak RssAnon {peak['rss']} kB"
+    # The memory bound is for the release build: ASan and valgrind add their own.
+    if not instrumented(butler.process.pid):
+        assert peak["rss"] <= 16 * 1024, f"peak RssAnon {peak['rss']} kB"
     assert butler.stop() == 0
 
 
@@ -286,4 +294,64 @@ def test_replay_after_sigkill_does_not_reload_twice(workdir, broker, client, qrs
     assert result["status"] == "done" and result.get("reloadedBeforeRestart") is True
     assert len(engine.calls("DoReloadEx")) == 1
     assert engine.calls("GetAppLayout")
+    assert butler.stop() == 0
+
+
+# ---- HTTP: the Node.js Butler's paths, answers checked against the OpenAPI description ----
+
+from test_http_api import EXTENSIONS, request  # noqa: E402
+
+# Butler's addition: ?wait=true that outlasts the wait answers 202 (contract 8.2).
+EXTENSIONS[("PUT", "/v4/app/{appId}/reload", 202)] = {
+    "type": "object", "required": ["appId", "requestId", "status"],
+    "properties": {"appId": {"type": "string"}, "requestId": {"type": "string"},
+                   "status": {"type": "string", "enum": ["pending"]}}}
+
+
+def test_http_reload_list_dump(workdir, broker, client, qrs, engine):
+    butler = start_butler(workdir, broker, qrs, engine, http=True)
+    port = butler.http_port
+    # As a Node.js load script calls it: 201 {appId} once accepted.
+    resp = request(port, "PUT", f"/v4/app/{APP_SALES}/reload",
+                   {"reloadMode": 0, "partialReload": True,
+                    "startQSEoWTaskOnSuccess": [TASK_SALES]})
+    assert resp.status == 201 and resp.json["appId"] == APP_SALES
+    result = app_result(client, resp.json["requestId"])
+    assert result["status"] == "done"
+    assert engine.calls("DoReloadEx")[0]["params"]["qParams"]["qPartial"] is True
+    wait_until(lambda: start_calls(qrs, TASK_SALES), message="chained task started")
+    # The Qlik REST connector can only POST: the method override reaches the same endpoint.
+    resp = request(port, "POST", f"/v4/app/{APP_SALES}/reload?wait=true", {},
+                   headers={"X-HTTP-Method-Override": "PUT"}, timeout=30)
+    assert resp.status == 201 and resp.json["status"] == "done"
+    assert engine.control("GET", "/stats")["saves"][APP_SALES] == 2
+    for path in ("/v4/apps/list", "/v4/senselistapps"):
+        resp = request(port, "GET", path)
+        assert resp.status == 200 and {"id": APP_SALES, "name": "Sales"} in resp.json
+    for path in (f"/v4/app/{APP_SALES}/dump", f"/v4/senseappdump/{APP_SALES}"):
+        resp = request(port, "GET", path, timeout=30)
+        assert resp.status == 200 and resp.json["appId"] == APP_SALES
+        assert set(resp.json) >= {"properties", "loadScript", "sheets", "stories", "masterobjects",
+                                  "appprops", "dimensions", "measures", "bookmarks", "embeddedmedia",
+                                  "snapshots", "fields", "dataconnections", "variables"}
+    assert butler.stop() == 0
+
+
+def test_http_errors(workdir, broker, client, qrs, engine):
+    butler = start_butler(workdir, broker, qrs, engine, http=True)
+    port = butler.http_port
+    resp = request(port, "GET", "/v4/app/no-such-app/dump", timeout=30)
+    assert resp.status == 422 and "App not found" in resp.json["message"]
+    resp = request(port, "PUT", f"/v4/app/{APP_SALES}/reload", {"reloadMode": 9})
+    assert resp.status == 400 and "reloadMode" in resp.json["message"]
+    resp = request(port, "PUT", f"/v4/app/{APP_SALES}/reload", "[1, 2]")
+    assert resp.status == 400
+    resp = request(port, "PUT", f"/v4/app/{APP_SALES}/reload", "{", headers={"Content-Type": "text/plain"})
+    assert resp.status == 415
+    engine.control("POST", "/fault", {"reload": "script_error"})
+    resp = request(port, "PUT", f"/v4/app/{APP_SALES}/reload?wait=true", {}, timeout=30)
+    assert resp.status == 500 and "Field 'Amount' not found" in resp.json["message"]
+    resp = request(port, "GET", f"/v4/app/{APP_SALES}/reload")
+    assert resp.status == 405
+    assert engine.calls("DoReloadEx") and len(engine.calls("DoReloadEx")) == 1
     assert butler.stop() == 0
