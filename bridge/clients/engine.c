@@ -224,78 +224,107 @@ static void reap_sessions(struct engine_client *client)
 
 /* ---- incoming messages (service thread) ---- */
 
-static void handle_notification(struct engine_session *session, const cJSON *message,
-                                const char *method)
+void engine_message_clear(struct engine_message *message)
 {
+    cJSON_Delete(message->result);
+    message->result = NULL;
+}
+
+enum butler_status engine_message_parse(const char *text, size_t length, struct engine_message *out)
+{
+    memset(out, 0, sizeof *out);
+    cJSON *message = json_parse_exact(text, length, NULL);
+    if (!cJSON_IsObject(message)) {
+        cJSON_Delete(message);
+        return BUTLER_ERR_INVALID;
+    }
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(message, "id");
+    const char *method = json_string_member(message, "method");
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(message, "params");
-    if (strcmp(method, "OnAuthenticationInformation") == 0) {
-        const cJSON *must = cJSON_GetObjectItemCaseSensitive(params, "mustAuthenticate");
-        if (cJSON_IsTrue(must))
+    if (cJSON_IsNumber(id) && id->valuedouble >= 0 && id->valuedouble <= 2147483647.0) {
+        out->kind = ENGINE_MESSAGE_ANSWER;
+        out->id = id->valueint;
+        const cJSON *error = cJSON_GetObjectItemCaseSensitive(message, "error");
+        if (error != NULL) {
+            const char *text_message = json_string_member(error, "message");
+            const char *parameter = json_string_member(error, "parameter");
+            const cJSON *code = cJSON_GetObjectItemCaseSensitive(error, "code");
+            out->is_error = true;
+            snprintf(out->error, sizeof out->error, "%.200s%s%.200s (engine error %d)",
+                     text_message ? text_message : "engine error",
+                     parameter && parameter[0] ? ": " : "", parameter ? parameter : "",
+                     cJSON_IsNumber(code) ? code->valueint : 0);
+        } else {
+            out->result = cJSON_DetachItemFromObjectCaseSensitive(message, "result");
+            if (out->result == NULL)
+                out->result = cJSON_CreateObject();
+        }
+    } else if (method != NULL) {
+        out->kind = ENGINE_MESSAGE_NOTIFICATION;
+        snprintf(out->method, sizeof out->method, "%s", method);
+        out->must_authenticate =
+            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(params, "mustAuthenticate"));
+        const char *state = json_string_member(params, "qSessionState");
+        snprintf(out->session_state, sizeof out->session_state, "%s", state ? state : "");
+    } else {
+        cJSON_Delete(message);
+        return BUTLER_ERR_INVALID;
+    }
+    cJSON_Delete(message);
+    return BUTLER_OK;
+}
+
+static void handle_notification(struct engine_session *session,
+                                const struct engine_message *message)
+{
+    if (strcmp(message->method, "OnAuthenticationInformation") == 0) {
+        if (message->must_authenticate)
             mark_dead(session, BUTLER_ERR_DENIED,
                       "the engine asks for authentication: the client certificate or "
                       "X-Qlik-User was not accepted");
         return;
     }
-    if (strcmp(method, "OnConnected") == 0) {
-        const char *state = json_string_member(params, "qSessionState");
-        if (state && strncmp(state, "SESSION_ERROR", 13) == 0) {
+    if (strcmp(message->method, "OnConnected") == 0) {
+        if (strncmp(message->session_state, "SESSION_ERROR", 13) == 0) {
             char why[160];
-            snprintf(why, sizeof why, "the engine refused the session: %.100s", state);
+            snprintf(why, sizeof why, "the engine refused the session: %.100s",
+                     message->session_state);
             mark_dead(session, BUTLER_ERR_REMOTE, why);
         }
         return;
     }
-    LOG_DEBUG(MODULE, "engine notification %.64s ignored", method);
+    LOG_DEBUG(MODULE, "engine notification %.64s ignored", message->method);
 }
 
 static void handle_message(struct engine_session *session, const char *text, size_t length)
 {
-    cJSON *message = json_parse_exact(text, length, NULL);
-    if (!cJSON_IsObject(message)) {
+    struct engine_message message;
+    if (engine_message_parse(text, length, &message) != BUTLER_OK) {
         metrics_count("butler_engine_errors_total", "reason=\"bad_message\"",
                       "Engine client failures by reason");
-        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "engine sent a message that is not a JSON object");
-        cJSON_Delete(message);
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
+                        "engine sent a message that is neither an answer nor a notification");
         return;
     }
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(message, "id");
-    const char *method = json_string_member(message, "method");
-    if (!cJSON_IsNumber(id)) {
-        if (method)
-            handle_notification(session, message, method);
-        cJSON_Delete(message);
+    if (message.kind == ENGINE_MESSAGE_NOTIFICATION) {
+        handle_notification(session, &message);
         return;
     }
     struct pending_call *call = NULL;
     for (int i = 0; i < ENGINE_CALLS_MAX && call == NULL; i++)
-        if (session->calls[i].used && !session->calls[i].done &&
-            session->calls[i].id == id->valueint)
+        if (session->calls[i].used && !session->calls[i].done && session->calls[i].id == message.id)
             call = &session->calls[i];
     if (call == NULL) {
         LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "engine answered id %d, which nobody waits for",
-                        id->valueint);
-        cJSON_Delete(message);
+                        message.id);
+        engine_message_clear(&message);
         return;
     }
-    const cJSON *error = cJSON_GetObjectItemCaseSensitive(message, "error");
-    if (error != NULL) {
-        const char *text_message = json_string_member(error, "message");
-        const char *parameter = json_string_member(error, "parameter");
-        const cJSON *code = cJSON_GetObjectItemCaseSensitive(error, "code");
-        call->status = BUTLER_ERR_REMOTE;
-        snprintf(call->error, sizeof call->error, "%s%s%s (engine error %d)",
-                 text_message ? text_message : "engine error",
-                 parameter && parameter[0] ? ": " : "", parameter ? parameter : "",
-                 cJSON_IsNumber(code) ? code->valueint : 0);
-    } else {
-        call->status = BUTLER_OK;
-        call->result = cJSON_DetachItemFromObjectCaseSensitive(message, "result");
-        if (call->result == NULL)
-            call->result = cJSON_CreateObject();
-    }
+    call->status = message.is_error ? BUTLER_ERR_REMOTE : BUTLER_OK;
+    snprintf(call->error, sizeof call->error, "%s", message.error);
+    call->result = message.result;
     call->done = true;
     pthread_cond_broadcast(&session->client->changed);
-    cJSON_Delete(message);
 }
 
 /* Append a fragment; a message over max_message_bytes kills the session. */
@@ -371,8 +400,14 @@ static int on_event(struct lws *wsi, enum lws_callback_reasons reason, void *use
                  client->port, in ? (const char *)in : "connection failed");
         metrics_count("butler_engine_errors_total", "reason=\"connect\"",
                       "Engine client failures by reason");
-        /* A refused upgrade (401/403) is the engine saying no to us. */
-        bool refused = in && (strstr((const char *)in, "401") || strstr((const char *)in, "403"));
+        /* A refused upgrade (401/403) is the engine (or its proxy) saying no to us. */
+        unsigned int http_status = lws_http_client_http_response(wsi);
+        bool refused = http_status == 401 || http_status == 403;
+        if (http_status >= 300)
+            snprintf(why, sizeof why,
+                     "the engine at %s:%d refused the WebSocket upgrade with HTTP %u%s",
+                     client->host, client->port, http_status,
+                     refused ? " (client certificate or X-Qlik-User not accepted)" : "");
         mark_dead(session, refused ? BUTLER_ERR_DENIED : BUTLER_ERR_IO, why);
         break;
     }

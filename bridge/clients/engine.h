@@ -100,6 +100,25 @@ enum butler_status engine_call(struct engine_session *session, int handle, const
 /* Close the socket (asynchronously) and release the caller's hold. NULL ok. */
 void engine_session_close(struct engine_session *session);
 
+/* One message from the engine, classified (pure; exposed for tests and fuzzing). */
+enum engine_message_kind { ENGINE_MESSAGE_ANSWER = 1, ENGINE_MESSAGE_NOTIFICATION };
+struct engine_message {
+    enum engine_message_kind kind;
+    int id;        /* answers */
+    bool is_error; /* answers: "error" instead of "result" */
+    char error[ENGINE_ERROR_MAX];
+    cJSON *result;          /* answers without error; owned (engine_message_clear) */
+    char method[64];        /* notifications (truncated) */
+    bool must_authenticate; /* OnAuthenticationInformation */
+    char session_state[64]; /* OnConnected's qSessionState */
+};
+
+/* BUTLER_ERR_INVALID for anything that is not a JSON object with a numeric
+ * id (0..INT_MAX) or a method. Any thread. */
+enum butler_status engine_message_parse(const char *text, size_t length,
+                                        struct engine_message *out);
+void engine_message_clear(struct engine_message *message);
+
 /* Parse "wss://host[:port][/...]" into host and port (default 4747) and
  * whether TLS is used. Pure; exposed for unit tests. */
 enum butler_status engine_parse_url(const char *url, char *host, size_t host_size, int *port,

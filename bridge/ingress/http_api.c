@@ -123,6 +123,17 @@ static bool endpoint_enabled(const struct butler_config *config, const char *nam
     return false;
 }
 
+/* Endpoints that need a configured back end: the engine ones are off (404,
+ * not listed) while engine.url is empty, as the Node.js Butler does not
+ * register an endpoint that is not enabled. */
+static bool route_available(const struct butler_config *config, const struct route *route)
+{
+    if (route->handler == http_app_reload || route->handler == http_app_dump ||
+        route->handler == http_app_list)
+        return config->engine.url[0] != '\0';
+    return true;
+}
+
 enum butler_status http_api_check_config(const struct butler_config *config)
 {
     enum butler_status status = BUTLER_OK;
@@ -208,6 +219,7 @@ void http_api_handle(struct http_exchange *exchange)
     if (route == NULL)
         route = path_route;
     if (route == NULL || (route->v4 && !endpoint_enabled(config, route->name)) ||
+        !route_available(config, route) ||
         (route->handler == handle_metrics && !config->health.metrics)) {
         http_exchange_reply_error(exchange, 404, "no such endpoint (or it is disabled)", NULL);
         return;
@@ -347,7 +359,9 @@ static void handle_endpoints(struct http_exchange *exchange)
         bool listed = false; /* several routes share a name (keyValueStore) */
         for (size_t j = 0; j < i && !listed; j++)
             listed = strcmp(routes[j].name, routes[i].name) == 0;
-        if (!listed && routes[i].v4 && endpoint_enabled(exchange->runtime->config, routes[i].name))
+        if (!listed && routes[i].v4 &&
+            endpoint_enabled(exchange->runtime->config, routes[i].name) &&
+            route_available(exchange->runtime->config, &routes[i]))
             cJSON_AddItemToArray(names, cJSON_CreateString(routes[i].name));
     }
     http_exchange_reply_cjson(exchange, 200, names);

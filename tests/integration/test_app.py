@@ -164,7 +164,8 @@ def test_refused_certificate_fails(workdir, broker, client, qrs, engine):
     butler.stop()
     butler = start_butler(workdir, broker, qrs, engine)
     client.publish("butler/app/list", json.dumps({"requestId": "l-refused"}))
-    assert app_result(client, "l-refused")["status"] == "failed"
+    result = app_result(client, "l-refused")
+    assert result["status"] == "failed" and "HTTP 403" in result["error"], result
     assert engine.calls() == []
     assert butler.stop() == 0
 
@@ -210,10 +211,16 @@ def test_invalid_requests_refused(workdir, broker, client, qrs, engine):
 
 
 def test_engine_off_refuses(workdir, broker, client, qrs):
-    butler = Butler(workdir, broker, qrs=qrs).start()
+    butler = Butler(workdir, broker, qrs=qrs, http_yaml=[]).start()
     client.publish("butler/app/list", json.dumps({"requestId": "off-1"}))
     result = app_result(client, "off-1")
     assert result["status"] == "refused" and "engine.url" in result["error"]
+    # Over HTTP the engine endpoints are off, as a disabled Node.js endpoint is.
+    from test_http_api import request
+    assert request(butler.http_port, "GET", "/v4/apps/list").status == 404
+    assert request(butler.http_port, "PUT", f"/v4/app/{APP_SALES}/reload", {}).status == 404
+    names = request(butler.http_port, "GET", "/v4/configfile/endpointsenabled").json
+    assert "senseListApps" not in names
     assert butler.stop() == 0
 
 
@@ -311,6 +318,8 @@ EXTENSIONS[("PUT", "/v4/app/{appId}/reload", 202)] = {
 def test_http_reload_list_dump(workdir, broker, client, qrs, engine):
     butler = start_butler(workdir, broker, qrs, engine, http=True)
     port = butler.http_port
+    names = request(port, "GET", "/v4/configfile/endpointsenabled").json
+    assert {"senseAppReload", "senseAppDump", "senseListApps"} <= set(names)
     # As a Node.js load script calls it: 201 {appId} once accepted.
     resp = request(port, "PUT", f"/v4/app/{APP_SALES}/reload",
                    {"reloadMode": 0, "partialReload": True,

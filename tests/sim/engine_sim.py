@@ -27,6 +27,7 @@ Python standard library plus python3-websockets (Debian 12: 10.4).
 import argparse
 import asyncio
 import datetime
+import http
 import http.server
 import json
 import signal
@@ -219,13 +220,19 @@ class Session:
             prop = param(params, "qProp", 0, {})
             return {"qReturn": {"qType": "GenericObject",
                                 "qHandle": self.new_handle(("list", prop)),
+                                "qGenericType": prop.get("qInfo", {}).get("qType", ""),
                                 "qGenericId": "session-list"}}
-        getters = {"GetObject": "object", "GetDimension": "dimension", "GetMeasure": "measure",
-                   "GetBookmark": "bookmark", "GetVariableById": "variable"}
+        getters = {"GetObject": ("object", "GenericObject"),
+                   "GetDimension": ("dimension", "GenericDimension"),
+                   "GetMeasure": ("measure", "GenericMeasure"),
+                   "GetBookmark": ("bookmark", "GenericBookmark"),
+                   "GetVariableById": ("variable", "GenericVariable")}
         if method in getters:
             object_id = param(params, "qId", 0)
-            return {"qReturn": {"qType": "GenericObject",
-                                "qHandle": self.new_handle(("object", getters[method], object_id)),
+            kind, qtype = getters[method]
+            generic = next((k for k, ids in LIST_ITEMS.items() if object_id in ids), kind)
+            return {"qReturn": {"qType": qtype, "qGenericType": generic,
+                                "qHandle": self.new_handle(("object", kind, object_id)),
                                 "qGenericId": object_id}}
         raise RpcError(-32601, "Method not found", method or "")
 
@@ -295,11 +302,11 @@ async def process_request(path, headers):
     with STATE.lock:
         refuse = STATE.fault["refuse_certificate"]
     if refuse:
-        return (403, [("Content-Type", "text/plain")], b"Certificate not accepted\n")
+        return (http.HTTPStatus.FORBIDDEN, [("Content-Type", "text/plain")], b"Certificate not accepted\n")
     if not path.startswith("/app/") or len(path) <= len("/app/"):
-        return (404, [("Content-Type", "text/plain")], b"Not found\n")
+        return (http.HTTPStatus.NOT_FOUND, [("Content-Type", "text/plain")], b"Not found\n")
     if user_of(headers) is None:
-        return (401, [("Content-Type", "text/plain")], b"X-Qlik-User header missing\n")
+        return (http.HTTPStatus.UNAUTHORIZED, [("Content-Type", "text/plain")], b"X-Qlik-User header missing\n")
     return None
 
 
