@@ -665,6 +665,43 @@ def test_task_start_magic_dash_takes_everything_from_the_body(api):
     assert started_in_qrs(api.qrs) == {TASK_HR: [204]}
 
 
+EMPTY_NODE_ANSWER = {"tasksId": {"started": [], "invalid": [], "denied": []}, "tasksTag": [],
+                     "tasksTagDenied": [], "tasksCP": [], "tasksCPDenied": []}
+
+
+def test_task_start_dash_without_items_answers_empty_lists(api):
+    """PUT|POST /v4/reloadtask/-/start naming nothing: 200 with empty lists in the Node.js shape
+    (as the Node.js Butler answers), at once, and nothing is published or started."""
+    answers = []
+    for method, query, body in (("PUT", "", None), ("POST", "", None), ("PUT", "", []),
+                                ("POST", "", " \n"), ("PUT", "?async=true", None),
+                                ("PUT", "?requestId=mine-1&allTaskIdsMustExist=true", None)):
+        resp = api.call(method, f"/v4/reloadtask/-/start{query}", body)
+        assert resp.status == 200, (method, query, body, resp)
+        assert resp.schema_source == "openapi"
+        answer = dict(resp.json)
+        request_id = answer.pop("requestId")
+        assert answer == EMPTY_NODE_ANSWER, resp.json
+        answers.append(request_id)
+    assert answers[-1] == "mine-1"  # a caller's requestId is echoed
+    for request_id in answers[:-1]:
+        uuid.UUID(request_id)
+    assert len(set(answers)) == len(answers)
+    # A malformed body is still refused, "-" or not.
+    resp = api.call("PUT", "/v4/reloadtask/-/start", "[", {"Content-Type": "application/json"})
+    assert resp.status == 400, resp
+    # Nothing went to the broker: by the time a real start published after them arrives
+    # (Butler's publishes reach the broker in order), none of their requestIds has.
+    resp = api.call("PUT", f"/v4/reloadtask/{TASK_SALES}/start")
+    assert resp.status == 200, resp
+    mqtt_task_start(api.observer, resp.json["requestId"])
+    with api.observer.lock:
+        published = [json.loads(m["payload"]).get("requestId") for m in api.observer.messages
+                     if m["topic"].startswith("butler/task/")]
+    assert not set(answers) & set(published), published
+    assert started_in_qrs(api.qrs) == {TASK_SALES: [204]}
+
+
 def test_task_start_all_task_ids_must_exist(api):
     items = [{"type": "starttaskid", "payload": {"taskId": UNKNOWN_TASK}},
              {"type": "starttaskcustomproperty",
