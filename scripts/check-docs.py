@@ -69,20 +69,31 @@ def strip_code_spans(line):
     return "".join(out)
 
 
-def prose_lines(text):
-    """(line number, line with code blanked) for every line outside fenced code."""
-    fence = None
-    for number, line in enumerate(text.splitlines(), 1):
+def prose_text(text):
+    """The page with fenced code blocks emptied and `code spans` blanked (lines and
+    columns kept, so offsets still give line numbers). Code spans are matched within a
+    paragraph, as Markdown does, so a span wrapped over two lines is still code."""
+    lines, fence = [], None
+    for line in text.splitlines():
         match = FENCE.match(line)
         if fence is None and match:
             fence = match.group(1)
+            lines.append("")
             continue
         if fence is not None:
             if match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence) \
                     and line.strip() == match.group(1):
                 fence = None
+            lines.append("")
             continue
-        yield number, strip_code_spans(line)
+        lines.append(line)
+    paragraphs = re.split(r"(\n[ \t]*\n)", "\n".join(lines))
+    return "".join(strip_code_spans(part) for part in paragraphs)
+
+
+def prose_lines(text):
+    """(line number, line) of prose_text(text)."""
+    return enumerate(prose_text(text).split("\n"), 1)
 
 
 def heading_ids(text):
@@ -137,23 +148,31 @@ def check_target(source, target, files, folders, root, anchors_cache):
 def check_file(source, root, files, folders, anchors_cache):
     """Problems in one page, as 'file:line: what' strings."""
     with open(os.path.join(root, source), encoding="utf-8") as f:
-        text = f.read()
+        text = prose_text(f.read())
     problems = []
-    for number, line in prose_lines(text):
-        targets = [m.group(2) for m in INLINE_LINK.finditer(line)]
+
+    def line_of(offset):
+        return text.count("\n", 0, offset) + 1
+
+    found = []  # (offset, target); link text may be wrapped over several lines
+    for pattern, group in ((INLINE_LINK, 2), (AUTOLINK, 1), (HTML_ATTRIBUTE, 1)):
+        found += [(m.start(), m.group(group)) for m in pattern.finditer(text)]
+    offset = 0
+    for line in text.split("\n"):
         match = REFERENCE_DEFINITION.match(line)
         if match:
-            targets.append(match.group(1))
-        targets += [m.group(1) for m in AUTOLINK.finditer(line)]
-        targets += [m.group(1) for m in HTML_ATTRIBUTE.finditer(line)]
-        for target in targets:
-            why = check_target(source, target, files, folders, root, anchors_cache)
-            if why:
-                problems.append(f"{source}:{number}: {why}")
-        without_links = INLINE_LINK.sub("", AUTOLINK.sub("", line))
-        if BARE_URL.search(without_links):
-            problems.append(f"{source}:{number}: a URL outside code (put values and examples "
-                            f"in `code`; links must be relative): {line.strip()[:100]}")
+            found.append((offset, match.group(1)))
+        offset += len(line) + 1
+    for at, target in sorted(found):
+        why = check_target(source, target, files, folders, root, anchors_cache)
+        if why:
+            problems.append(f"{source}:{line_of(at)}: {why}")
+    blank = lambda m: " " * len(m.group(0))  # noqa: E731 (keeps offsets)
+    without_links = INLINE_LINK.sub(blank, AUTOLINK.sub(blank, text))
+    for match in BARE_URL.finditer(without_links):
+        line = text.split("\n")[line_of(match.start()) - 1]
+        problems.append(f"{source}:{line_of(match.start())}: a URL outside code (put values and "
+                        f"examples in `code`; links must be relative): {line.strip()[:100]}")
     return problems
 
 
@@ -180,13 +199,14 @@ def self_test():
                          "```yaml\nurl: https://sense.example.com:4242\n```\n"
                          "Run `curl http://127.0.0.1:8080/health`.\n",
             "docs/topics.md": "# Topics\n\n## The `<root>/x` table\n\n## The table\n\n"
-                              "Back to [README](../README.md#title).\n",
+                              "Back to [README](../README.md#title). A `wrapped\ncode span "
+                              "with https://example.org` is text.\n",
             "docs/api/openapi.json": "{}\n",
             "docs/bad.md": "# Bad\n\n[out](https://example.org/page)\n[up](../../etc/passwd)\n"
                            "[gone](missing.md)\n[anchor](topics.md#nothing-here)\n"
                            "<https://example.org>\nsee https://example.org too\n"
                            "[ref]: http://example.org\n<a href=\"/abs\">x</a>\n"
-                           "[mail](mailto:a@example.org)\n",
+                           "[mail](mailto:a@example.org)\n[a wrapped\nlink](../nowhere.md)\n",
         }
         for name, text in pages.items():
             with open(os.path.join(root, name), "w", encoding="utf-8") as f:
@@ -196,7 +216,7 @@ def self_test():
         good = run(root, ["README.md", "docs/topics.md"])
         assert good == [], good
         bad = run(root, ["docs/bad.md"])
-        expected_lines = {3, 4, 5, 6, 7, 8, 9, 10, 11}
+        expected_lines = {3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
         found_lines = {int(p.split(":")[1]) for p in bad}
         assert found_lines == expected_lines, bad
         assert heading_ids("## The `<root>/x` table\n## A\n## A\n") == \
