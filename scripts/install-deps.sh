@@ -23,3 +23,11 @@ if ((${#missing[@]})); then
   apt-get update
   apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+if [[ "${1:-}" == "--test" ]]; then
+  # The engine simulator's fidelity check drives it with Qlik's enigma.js (tests/sim/enigma-check).
+  if command -v npm >/dev/null; then
+    (cd "$(dirname "$0")/../tests/sim/enigma-check" && npm install --no-audit --no-fund)
+  else
+    echo "install-deps: npm not found; the enigma.js check in tests/sim/test_engine_sim.py will skip" >&2
+  fi
+fi

@@ -221,7 +221,6 @@ void http_api_handle(struct http_exchange *exchange)
     if (route == NULL)
         route = path_route;
     if (route == NULL || (route->v4 && !endpoint_enabled(config, route->name)) ||
-        !route_available(config, route) ||
         (route->handler == handle_metrics && !config->health.metrics)) {
         http_exchange_reply_error(exchange, 404, "no such endpoint (or it is disabled)", NULL);
         return;
@@ -240,6 +239,10 @@ void http_api_handle(struct http_exchange *exchange)
                          allowed[0] ? ", " : "", methods[i].name);
         const char *const allow[] = {"Allow", allowed[0] ? allowed : route->allow, NULL};
         http_exchange_reply_error(exchange, 405, "method not allowed on this endpoint", allow);
+        return;
+    }
+    if (!route_available(config, route)) {
+        http_exchange_reply_error(exchange, 404, "no such endpoint (or it is disabled)", NULL);
         return;
     }
     route->handler(exchange);

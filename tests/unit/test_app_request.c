@@ -1,5 +1,6 @@
 /* App request parser (topics/app.c) and the engine client's pure parts
  * (bridge/clients/engine.c): URLs and incoming messages. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,10 +72,12 @@ static void test_reload_rejects(void)
         UNIT_CHECK(request.request_id[0] != '\0'); /* the answer can still carry one */
     }
     /* 65 chained ids: over the cap. */
-    char text[4096] = "{\"appId\":\"a\",\"startQSEoWTaskOnSuccess\":[";
+    char text[4096];
+    size_t used =
+        (size_t)snprintf(text, sizeof text, "{\"appId\":\"a\",\"startQSEoWTaskOnSuccess\":[");
     for (int i = 0; i < APP_CHAINED_TASKS_MAX + 1; i++)
-        strcat(text, i ? ",\"" TASK_A "\"" : "\"" TASK_A "\"");
-    strcat(text, "]}");
+        used += (size_t)snprintf(text + used, sizeof text - used, "%s\"" TASK_A "\"", i ? "," : "");
+    snprintf(text + used, sizeof text - used, "]}");
     UNIT_CHECK(parse(APP_OP_RELOAD, text, &request, error) == BUTLER_ERR_TOO_LARGE);
 }
 
