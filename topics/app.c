@@ -177,17 +177,6 @@ out:
 
 /* ---- answering ---- */
 
-static void answer_published(void *context, enum butler_status status)
-{
-    struct topic_message *message = context;
-    if (status != BUTLER_OK) {
-        LOG_WARN(MODULE, "app result for %s not acknowledged (%s); kept for the next start",
-                 message->topic, butler_status_str(status));
-        topic_message_keep(message);
-    }
-    topic_message_free(message);
-}
-
 /* Answer on <root>/app/result and the Response Topic; takes `message`. */
 static void send_answer(struct topic_message *message, cJSON *answer)
 {
@@ -210,21 +199,7 @@ static void send_answer(struct topic_message *message, cJSON *answer)
     }
     char topic[512];
     snprintf(topic, sizeof topic, "%s/app/result", config->mqtt.topic_root);
-    struct publish_item items[2] = {
-        {.topic = topic, .payload = text, .payload_length = strlen(text), .options = {.qos = 1}},
-    };
-    size_t count = 1;
-    if (message->response_topic && message->response_topic[0])
-        items[count++] = (struct publish_item){
-            .topic = message->response_topic,
-            .payload = text,
-            .payload_length = strlen(text),
-            .options = {.qos = 1,
-                        .correlation_data = message->correlation_data,
-                        .correlation_length = message->correlation_length,
-                        .content_type = "application/json"},
-        };
-    publish_all(items, count, answer_published, message);
+    publish_answer(topic, message, text);
     free(text);
 }
 

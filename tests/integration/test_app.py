@@ -73,15 +73,7 @@ def engine_yaml(engine, **keys):
 
 
 def app_result(client, request_id, timeout=15.0):
-    def match(m):
-        if not m["topic"].endswith("/app/result"):
-            return False
-        try:
-            return json.loads(m["payload"]).get("requestId") == request_id
-        except ValueError:
-            return False
-
-    return json.loads(client.wait_for(match, timeout, what=f"app result {request_id}")[0]["payload"])
+    return client.wait_result(request_id, timeout, topic_suffix="/app/result")
 
 
 def start_butler(workdir, broker, qrs, engine, http=False, **keys):
