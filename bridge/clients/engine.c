@@ -877,6 +877,15 @@ enum butler_status engine_call(struct engine_session *session, int handle, const
                               timeout_ms == 0 ? session->client->timeout_ms : timeout_ms, result,
                               error, error_size);
     if (status == BUTLER_ERR_TIMEOUT) {
+        /* Give the slot back: a late answer is then logged and dropped. */
+        struct engine_client *client = session->client;
+        pthread_mutex_lock(&client->mutex);
+        for (int i = 0; i < ENGINE_CALLS_MAX; i++)
+            if (session->calls[i].used && session->calls[i].id == call_id) {
+                cJSON_Delete(session->calls[i].result);
+                session->calls[i] = (struct pending_call){0};
+            }
+        pthread_mutex_unlock(&client->mutex);
         char why[ENGINE_ERROR_MAX];
         snprintf(why, sizeof why, "%s: %s", method, error ? error : "timed out");
         set_error(error, error_size, "%s", why);

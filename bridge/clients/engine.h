@@ -92,7 +92,8 @@ enum butler_status engine_call_start(struct engine_session *session, int handle,
 enum butler_status engine_call_wait(struct engine_session *session, int call_id, int timeout_ms,
                                     cJSON **result, char *error, size_t error_size);
 
-/* engine_call_start + engine_call_wait; timeout_ms 0 = the client's timeout_ms. */
+/* engine_call_start + engine_call_wait; timeout_ms 0 = the client's timeout_ms. On
+ * BUTLER_ERR_TIMEOUT the call is given up (a late answer is dropped). */
 enum butler_status engine_call(struct engine_session *session, int handle, const char *method,
                                const cJSON *params, int timeout_ms, cJSON **result, char *error,
                                size_t error_size);
