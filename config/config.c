@@ -502,6 +502,8 @@ static const struct key_def config_keys[] = {
     {K_OBJECTS("task_start.allow.custom_properties", CFG(task_start.allow.custom_properties),
                &custom_property_objects)},
     {K_INT("task_start.dedup_ttl_s", CFG(task_start.dedup_ttl_s), 0, 604800, "600")},
+    {K_INT("task_start.dedup_max_requests", CFG(task_start.dedup_max_requests), 100, 10000000,
+           "100000")},
     {K_INT("task_start.workers", CFG(task_start.workers), 1, 64, "4")},
     {K_INT("task_start.queue_max", CFG(task_start.queue_max), 1, 1000000, "4096")},
     {K_INT("task_start.name_cache_s", CFG(task_start.name_cache_s), 0, 86400, "60")},
