@@ -254,7 +254,7 @@ static const struct {
     {check_topic_root, "topic prefix without +, #, a leading $ or a leading or trailing /"},
     {check_share_group, "name without /, + or #"},
     {check_route_name, "non-empty name without /, + or #"},
-    {check_http_url, "http:// or https:// URL, or empty"},
+    {check_http_url, "URL starting with http or https, or empty"},
     {check_smtp_url, "smtp:// or smtps:// URL, or empty"},
     {check_email, "e-mail address"},
     {check_email_or_empty, "e-mail address, or empty"},
@@ -468,7 +468,7 @@ static const struct key_def config_keys[] = {
      .doc = "Events with the same ExecutionId within this window count as one."},
 
     {K_STR("qrs.url", CFG(qrs.url), NULL, check_http_url),
-     .doc = "Sense Repository Service URL (e.g. https://sense.example.com:4242); empty = QRS "
+     .doc = "Sense Repository Service URL (e.g. `https://sense.example.com:4242`); empty = QRS "
             "disabled."},
     {K_STR("qrs.cert_file", CFG(qrs.cert_file), "client.pem", check_single_line),
      .doc = "Client certificate exported from Sense."},
