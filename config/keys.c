@@ -510,6 +510,10 @@ static const struct key_def config_keys[] = {
      .doc = "Custom property name/value pairs whose tasks may be started."},
     {K_INT("task_start.dedup_ttl_s", CFG(task_start.dedup_ttl_s), 0, 604800, "600"),
      .doc = "A requestId seen within this window is not started again."},
+    {K_INT("task_start.dedup_max_requests", CFG(task_start.dedup_max_requests), 100, 10000000,
+           "100000"),
+     .doc = "requestIds remembered at once (and answers kept in the spool); past it the oldest "
+            "is forgotten early and counted."},
     {K_INT("task_start.workers", CFG(task_start.workers), 1, 64, "4"),
      .doc = "Task-start worker threads, each with its own QRS connection."},
     {K_INT("task_start.queue_max", CFG(task_start.queue_max), 1, 1000000, "4096"),
