@@ -468,7 +468,7 @@ static const struct key_def config_keys[] = {
      .doc = "Events with the same ExecutionId within this window count as one."},
 
     {K_STR("qrs.url", CFG(qrs.url), NULL, check_http_url),
-     .doc = "Sense Repository Service URL (e.g. `https://sense.example.com:4242`); empty = QRS "
+     .doc = "Sense Repository Service URL (e.g. https://sense.example.com:4242); empty = QRS "
             "disabled."},
     {K_STR("qrs.cert_file", CFG(qrs.cert_file), "client.pem", check_single_line),
      .doc = "Client certificate exported from Sense."},
