@@ -53,6 +53,7 @@
 _Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_route_destination) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum config_user_flag_rule) == sizeof(int), "enum size");
 
 /* ------------------------------------------------------------------------ */
 /* The key table                                                             */
@@ -112,6 +113,8 @@ static const char *const log_level_names[] = {"error", "warn", "info", "debug", 
 static const char *const log_format_names[] = {"text", "json", NULL};
 static const char *const route_to_names[] = {"slack", "teams", "email", "webhook", "mqtt", NULL};
 static const char *const http_method_names[] = {"POST", "PUT", NULL};
+static const char *const heartbeat_method_names[] = {"GET", "POST", NULL};
+static const char *const user_flag_rule_names[] = {"ignore", "yes", "no", NULL};
 
 /* ---- value checks ---- */
 
@@ -335,6 +338,7 @@ static const char *check_token(const char *value)
 #define CFG(field) offsetof(struct butler_config, field)
 #define ROUTE(field) offsetof(struct config_route, field)
 #define PROP(field) offsetof(struct config_custom_property, field)
+#define USER_REF(field) offsetof(struct config_user_ref, field)
 
 #define K_BOOL(p, o, d) .path = (p), .type = KEY_BOOL, .offset = (o), .def = (d)
 #define K_INT(p, o, lo, hi, d)                                                                     \
@@ -379,6 +383,11 @@ static const struct key_def route_keys[] = {
            check_single_line)},
 };
 
+static const struct key_def user_ref_keys[] = {
+    {K_STR("user_directory", USER_REF(user_directory), NULL, check_not_empty), .required = true},
+    {K_STR("user_id", USER_REF(user_id), NULL, check_not_empty), .required = true},
+};
+
 /* Object tables track which keys were given in a 64-bit mask. */
 _Static_assert(ARRAY_COUNT(route_keys) <= 64, "route table too large for the seen mask");
 _Static_assert(ARRAY_COUNT(custom_property_keys) <= 64, "table too large for the seen mask");
@@ -386,6 +395,31 @@ _Static_assert(ARRAY_COUNT(custom_property_keys) <= 64, "table too large for the
 static const struct key_table route_table = {route_keys, ARRAY_COUNT(route_keys)};
 static const struct key_table custom_property_table = {custom_property_keys,
                                                        ARRAY_COUNT(custom_property_keys)};
+
+static const struct key_table user_ref_table = {user_ref_keys, ARRAY_COUNT(user_ref_keys)};
+
+static void *user_ref_get(const void *list, size_t *count)
+{
+    const struct config_user_ref_list *users = list;
+    *count = users->count;
+    return users->items;
+}
+
+static void user_ref_set(void *list, void *items, size_t count)
+{
+    struct config_user_ref_list *users = list;
+    users->items = items;
+    users->count = count;
+}
+
+static const struct object_list user_ref_objects = {
+    .table = &user_ref_table,
+    .item_size = sizeof(struct config_user_ref),
+    .max_items = MAX_LIST_ITEMS,
+    .get = user_ref_get,
+    .set = user_ref_set,
+    .check_item = NULL,
+};
 
 static void *route_get(const void *list, size_t *count)
 {
@@ -508,6 +542,39 @@ static const struct key_def config_keys[] = {
 
     {K_STR("sense.qmc_url", CFG(sense.qmc_url), NULL, check_http_url)},
     {K_STR("sense.hub_url", CFG(sense.hub_url), NULL, check_http_url)},
+    {K_BOOL("sense.version.enable", CFG(sense.version.enable), "false")},
+    {K_INT("sense.version.interval_s", CFG(sense.version.interval_s), 1, INT_MAX, "3600")},
+
+    {K_BOOL("license.monitor.enable", CFG(license.monitor.enable), "false")},
+    {K_INT("license.monitor.interval_s", CFG(license.monitor.interval_s), 1, INT_MAX, "21600")},
+    {K_INT("license.monitor.warn_days", CFG(license.monitor.warn_days), 0, 36500, "30")},
+    {K_INT("license.monitor.available_below", CFG(license.monitor.available_below), 0, 10000000,
+           "0")},
+    {K_BOOL("license.release.enable", CFG(license.release.enable), "false")},
+    {K_BOOL("license.release.dry_run", CFG(license.release.dry_run), "true")},
+    {K_INT("license.release.interval_s", CFG(license.release.interval_s), 1, INT_MAX, "86400")},
+    {K_INT("license.release.professional_days", CFG(license.release.professional_days), 1, 36500,
+           "30")},
+    {K_INT("license.release.analyzer_days", CFG(license.release.analyzer_days), 1, 36500, "30")},
+    {K_OBJECTS("license.release.never_release.users", CFG(license.release.never_release.users),
+               &user_ref_objects)},
+    {K_LIST("license.release.never_release.user_directories",
+            CFG(license.release.never_release.user_directories), check_not_empty)},
+    {K_LIST("license.release.never_release.tags", CFG(license.release.never_release.tags),
+            check_not_empty)},
+    {K_OBJECTS("license.release.never_release.custom_properties",
+               CFG(license.release.never_release.custom_properties), &custom_property_objects)},
+    {K_ENUM("license.release.never_release.inactive", CFG(license.release.never_release.inactive),
+            user_flag_rule_names, "ignore")},
+    {K_ENUM("license.release.never_release.blocked", CFG(license.release.never_release.blocked),
+            user_flag_rule_names, "ignore")},
+    {K_ENUM("license.release.never_release.removed_externally",
+            CFG(license.release.never_release.removed_externally), user_flag_rule_names, "ignore")},
+
+    {K_BOOL("heartbeat.enable", CFG(heartbeat.enable), "false")},
+    {K_SECRET("heartbeat.url", CFG(heartbeat.url), true), .check = check_http_url},
+    {K_WORD("heartbeat.method", CFG(heartbeat.method), heartbeat_method_names, "GET")},
+    {K_INT("heartbeat.interval_s", CFG(heartbeat.interval_s), 1, INT_MAX, "300")},
 
     {K_SECRET("slack.webhook_url", CFG(slack.webhook_url), true)},
     {K_SECRET("teams.webhook_url", CFG(teams.webhook_url), true)},
@@ -1963,6 +2030,21 @@ static void validate_notifications(struct loader *ld, const struct butler_config
                "expected 16..256 characters of A-Z a-z 0-9 - _ . ~ (it is a URL path segment)");
 }
 
+/* The monitors all read QRS, except the heartbeat, which needs its URL. */
+static void validate_monitors(struct loader *ld, const struct butler_config *c)
+{
+    static const char *const qrs_users[] = {"license.monitor.enable", "license.release.enable",
+                                            "sense.version.enable"};
+    const bool enabled[] = {c->license.monitor.enable, c->license.release.enable,
+                            c->sense.version.enable};
+    for (size_t i = 0; i < ARRAY_COUNT(qrs_users); i++)
+        if (enabled[i] && !c->qrs.url[0])
+            report(ld, origin_of(ld, qrs_users[i]), qrs_users[i], "needs qrs.url");
+    if (c->heartbeat.enable && !c->heartbeat.url[0])
+        report(ld, origin_of(ld, "heartbeat.enable"), "heartbeat.url",
+               "required when heartbeat.enable is true");
+}
+
 static void validate_config(struct loader *ld, const struct butler_config *c)
 {
     const struct key_state *routes_state = &ld->state[find_key(&config_table, "routes")];
@@ -1987,6 +2069,7 @@ static void validate_config(struct loader *ld, const struct butler_config *c)
                "a TLS port (suffix 's') needs http.tls.cert_file and http.tls.key_file");
 
     validate_notifications(ld, c);
+    validate_monitors(ld, c);
 
     for (size_t i = 0; i < c->routes.count; i++) {
         const struct config_route *route = &c->routes.items[i];
