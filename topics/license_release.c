@@ -94,7 +94,8 @@ bool license_release_keep_reason(const struct butler_config *config, const cJSON
     } flags[] = {
         {offsetof(struct config_never_release, inactive), "inactive", "inactive"},
         {offsetof(struct config_never_release, blocked), "blacklisted", "blocked"},
-        {offsetof(struct config_never_release, removed_externally), "removedExternally", "removed_externally"},
+        {offsetof(struct config_never_release, removed_externally), "removedExternally",
+         "removed_externally"},
     };
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         enum config_user_flag_rule rule;
@@ -278,8 +279,8 @@ static enum butler_status settle_attempts(struct release_run *run)
             status = qrs_get(run->worker->qrs, path, NULL, &still, &result);
             cJSON_Delete(still);
             if (status == BUTLER_ERR_NOT_FOUND) {
-                LOG_INFO(MODULE, "replay: %s allocation %s was released before the restart",
-                         type, license_id);
+                LOG_INFO(MODULE, "replay: %s allocation %s was released before the restart", type,
+                         license_id);
                 status = note(run, "released", license_id, NULL);
                 if (status == BUTLER_OK)
                     status = report_noted(run, item, license_id);
@@ -302,8 +303,8 @@ static enum butler_status release_one(struct release_run *run, cJSON *item, cons
     if (run->dry_run)
         return report_release(run, item);
     char *item_text = cJSON_PrintUnformatted(item);
-    enum butler_status status = item_text ? note(run, "attempt", license_id, item_text)
-                                          : BUTLER_ERR_NOMEM;
+    enum butler_status status =
+        item_text ? note(run, "attempt", license_id, item_text) : BUTLER_ERR_NOMEM;
     free(item_text);
     if (status != BUTLER_OK) {
         /* Not noted: not released either, so a crash cannot hide a release. */
@@ -384,9 +385,8 @@ static enum butler_status consider(struct release_run *run, const char *type,
     cJSON_Delete(user);
     if (kept)
         return keep(run, type, directory, user_id, reason);
-    cJSON *item =
-        release_item(type, directory, user_id, license_id,
-                     days_since(json_string_member(allocation, "lastUsed"), run->now_ms));
+    cJSON *item = release_item(type, directory, user_id, license_id,
+                               days_since(json_string_member(allocation, "lastUsed"), run->now_ms));
     status = item ? release_one(run, item, type, license_id) : BUTLER_ERR_NOMEM;
     cJSON_Delete(item);
     return status;
@@ -423,7 +423,7 @@ static enum butler_status run_type(struct release_run *run, const char *type, in
 static bool type_days(const struct butler_config *config, const char *type, int *days)
 {
     *days = strcmp(type, "professional") == 0 ? config->license.release.professional_days
-                                               : config->license.release.analyzer_days;
+                                              : config->license.release.analyzer_days;
     return *days > 0;
 }
 
@@ -444,7 +444,8 @@ enum butler_status license_release_run(struct topic_worker *worker, struct topic
     };
     cJSON *summary = NULL;
     char *text = NULL;
-    cJSON *request = json_parse_exact((const char *)message->payload, message->payload_length, NULL);
+    cJSON *request =
+        json_parse_exact((const char *)message->payload, message->payload_length, NULL);
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(request, "dryRun")))
         run.dry_run = true;
     cJSON_Delete(request);

@@ -273,8 +273,8 @@ static enum butler_status run_license_server(struct topic_worker *worker,
     }
     const uint64_t now = clock_wall_ms();
     const long days_left = sense_license_days_left(valid_until, now);
-    const bool expired = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(license, "isExpired")) ||
-                         now >= valid_until;
+    const bool expired =
+        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(license, "isExpired")) || now >= valid_until;
     report = cJSON_CreateObject();
     if (report == NULL || !cJSON_AddBoolToObject(report, "expired", expired) ||
         !cJSON_AddStringToObject(report, "expiresAt", date) ||
@@ -304,8 +304,10 @@ static const struct {
     const char *member; /* in QRS's accesstypeoverview */
     const char *name;   /* in <root>/sense/license/access and the low event */
 } access_types[] = {
-    {"professionalAccessType", "professional"},  {"analyzerAccessType", "analyzer"},
-    {"userAccessType", "user"},                  {"loginAccessType", "login"},
+    {"professionalAccessType", "professional"},
+    {"analyzerAccessType", "analyzer"},
+    {"userAccessType", "user"},
+    {"loginAccessType", "login"},
     {"analyzerTimeAccessType", "analyzer_time"},
 };
 
@@ -325,9 +327,8 @@ static cJSON *access_numbers(const cJSON *type)
     return numbers;
 }
 
-static enum butler_status publish_access_low(const struct butler_config *config,
-                                             const char *name, const cJSON *numbers,
-                                             double available)
+static enum butler_status publish_access_low(const struct butler_config *config, const char *name,
+                                             const cJSON *numbers, double available)
 {
     char suffix[128];
     snprintf(suffix, sizeof suffix, "events/license/access/low/%s", name);
@@ -363,7 +364,8 @@ static enum butler_status run_license_access(struct topic_worker *worker,
     }
     for (size_t i = 0; i < sizeof access_types / sizeof access_types[0]; i++) {
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(overview, access_types[i].member);
-        if (!cJSON_IsObject(type) || !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(type, "enabled")))
+        if (!cJSON_IsObject(type) ||
+            !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(type, "enabled")))
             continue;
         cJSON *numbers = access_numbers(type);
         if (numbers == NULL || !cJSON_AddItemToObject(report, access_types[i].name, numbers)) {
@@ -374,8 +376,8 @@ static enum butler_status run_license_access(struct topic_worker *worker,
         const cJSON *available = cJSON_GetObjectItemCaseSensitive(numbers, "available");
         if (config->license.monitor.available_below > 0 && cJSON_IsNumber(available) &&
             available->valuedouble < config->license.monitor.available_below) {
-            status = publish_access_low(config, access_types[i].name, numbers,
-                                        available->valuedouble);
+            status =
+                publish_access_low(config, access_types[i].name, numbers, available->valuedouble);
             if (status != BUTLER_OK)
                 goto out;
         }

@@ -127,10 +127,7 @@ static void test_monitor_config_checks(void)
 }
 
 const struct unit_test unit_tests[] = {
-    UNIT_TEST(test_valid_to_line),
-    UNIT_TEST(test_days_left),
-    UNIT_TEST(test_never_release_rules),
-    UNIT_TEST(test_defaults_release_everyone_in_dry_run),
-    UNIT_TEST(test_monitor_config_checks),
-    {0},
+    UNIT_TEST(test_valid_to_line),         UNIT_TEST(test_days_left),
+    UNIT_TEST(test_never_release_rules),   UNIT_TEST(test_defaults_release_everyone_in_dry_run),
+    UNIT_TEST(test_monitor_config_checks), {0},
 };
