@@ -241,4 +241,22 @@ void config_print(const struct butler_config *config, FILE *out);
 
 void config_free(struct butler_config *config);
 
+/* The configuration reference, generated from the key table: every key with
+ * its path, type, range, default and one-line description.
+ *   MARKDOWN: docs/configuration.md (a ctest compares the committed file)
+ *   MAN:      butler.yaml(5) in man(7) roff
+ *   TEXT:     the compact key list at the end of `butler --help` */
+enum config_reference_format {
+    CONFIG_REFERENCE_MARKDOWN,
+    CONFIG_REFERENCE_MAN,
+    CONFIG_REFERENCE_TEXT,
+};
+
+/* "markdown", "man" or "text" -> *format; false when the name is unknown. */
+bool config_reference_format_from_name(const char *name, enum config_reference_format *format);
+
+/* Write the reference to `out`. BUTLER_ERR_INVALID when a key lacks its
+ * description (a programming error the docs test catches). Thread: any. */
+enum butler_status config_reference(FILE *out, enum config_reference_format format);
+
 #endif

@@ -95,8 +95,8 @@ static const char *check_topic_root(const char *value)
     size_t length = strlen(value);
     if (length == 0 || strpbrk(value, "+#") || value[0] == '$' || value[0] == '/' ||
         value[length - 1] == '/')
-        return "expected a topic prefix without '+', '#', a leading '$' or a leading or "
-               "trailing '/'";
+        return "expected a topic prefix without '+', '#', a leading '$' or a leading or trailing "
+               "'/'";
     return NULL;
 }
 
@@ -240,6 +240,39 @@ static const char *check_token(const char *value)
     return NULL;
 }
 
+/* What each check accepts, in the words of the reference (docs/configuration.md).
+ * A check missing here makes `butler --config-reference` fail, so a new check
+ * cannot reach the documentation undescribed. */
+static const struct {
+    value_check check;
+    const char *text;
+} check_texts[] = {
+    {check_not_empty, "non-empty, one line"},
+    {check_single_line, "one line"},
+    {check_topic_filter, "MQTT topic filter"},
+    {check_topic_or_empty, "MQTT topic without + or #"},
+    {check_topic_root, "topic prefix without +, #, a leading $ or a leading or trailing /"},
+    {check_share_group, "name without /, + or #"},
+    {check_route_name, "non-empty name without /, + or #"},
+    {check_http_url, "http:// or https:// URL, or empty"},
+    {check_smtp_url, "smtp:// or smtps:// URL, or empty"},
+    {check_email, "e-mail address"},
+    {check_email_or_empty, "e-mail address, or empty"},
+    {check_guid, "task id (GUID)"},
+    {check_ip_or_cidr, "IP address or CIDR block"},
+    {check_host_port, "host:port"},
+    {check_listen, "[host:]port[s], comma-separated"},
+    {check_token, "non-empty, no spaces"},
+};
+
+const char *config_check_text(value_check check)
+{
+    for (size_t i = 0; i < ARRAY_COUNT(check_texts); i++)
+        if (check_texts[i].check == check)
+            return check_texts[i].text;
+    return NULL;
+}
+
 /* ---- tables ---- */
 
 #define CFG(field) offsetof(struct butler_config, field)
@@ -275,8 +308,7 @@ static const struct key_def route_keys[] = {
     {K_ENUM("to", ROUTE(to), route_to_names, "slack"), .required = true,
      .doc = "Destination: slack, teams, email, webhook or mqtt."},
     {K_SECRET("webhook_url", ROUTE(webhook_url), false),
-     .doc =
-         "Webhook for slack, teams or webhook routes; default: slack/teams.webhook_url (secret)."},
+     .doc = "Webhook for slack, teams or webhook routes; default: slack/teams.webhook_url."},
     {K_STR("channel", ROUTE(channel), NULL, check_single_line), .doc = "Slack channel."},
     {K_STR("username", ROUTE(username), NULL, check_single_line),
      .doc = "Slack user name shown on the post."},
@@ -376,8 +408,7 @@ static const struct key_def config_keys[] = {
      .doc = "MQTT client id; keep it stable so the broker keeps the session (clean start is off)."},
     {K_STR("mqtt.username", CFG(mqtt.username), NULL, check_single_line),
      .doc = "MQTT user name; empty = connect without credentials."},
-    {K_SECRET("mqtt.password", CFG(mqtt.password), true),
-     .doc = "MQTT password (secret; or mqtt.password_file)."},
+    {K_SECRET("mqtt.password", CFG(mqtt.password), true), .doc = "MQTT password."},
     {K_BOOL("mqtt.tls.enable", CFG(mqtt.tls.enable), "false"),
      .doc = "Connect to the broker over TLS."},
     {K_STR("mqtt.tls.ca_file", CFG(mqtt.tls.ca_file), NULL, check_single_line),
@@ -415,8 +446,8 @@ static const struct key_def config_keys[] = {
     {K_STR("http.tls.ca_file", CFG(http.tls.ca_file), NULL, check_single_line),
      .doc = "Non-empty: clients must present a certificate signed by this CA."},
     {K_SECRET_LIST("http.tokens", CFG(http.tokens), check_token, true),
-     .doc = "Non-empty: /v4/* requires 'Authorization: Bearer <token>' with one of these (secret; "
-            "or http.tokens_file, one per line)."},
+     .doc = "Non-empty: /v4/* requires 'Authorization: Bearer <token>' with one of these (a tokens "
+            "file holds one per line)."},
     {K_LONG("http.max_body_bytes", CFG(http.max_body_bytes), 1, 1073741824LL, "1048576"),
      .doc = "Largest request body accepted; larger requests get 413."},
     {K_INT("http.task_start_timeout_ms", CFG(http.task_start_timeout_ms), 1, 600000, "10000"),
@@ -462,8 +493,8 @@ static const struct key_def config_keys[] = {
            check_http_url),
      .doc = "Butler's HTTP API as Sense reaches it; QRS calls back here."},
     {K_SECRET("qrs.notifications.secret", CFG(qrs.notifications.secret), true),
-     .doc = "Path segment of the callback that proves the call comes from QRS (secret; or "
-            "qrs.notifications.secret_file)."},
+     .doc = "Path segment of the callback that proves the call comes from QRS (16..256 of A-Z a-z "
+            "0-9 - _ . ~)."},
     {K_STR("qrs.notifications.filter", CFG(qrs.notifications.filter), NULL, check_single_line),
      .doc = "QRS filter on ExecutionResult; empty = every update."},
     {K_INT("qrs.notifications.check_interval_s", CFG(qrs.notifications.check_interval_s), 1, 86400,
@@ -492,10 +523,9 @@ static const struct key_def config_keys[] = {
      .doc = "Hub URL used for links in default alert texts."},
 
     {K_SECRET("slack.webhook_url", CFG(slack.webhook_url), true),
-     .doc = "Default Slack incoming webhook for slack posts and routes (secret; or "
-            "slack.webhook_url_file)."},
+     .doc = "Default Slack incoming webhook for slack posts and routes."},
     {K_SECRET("teams.webhook_url", CFG(teams.webhook_url), true),
-     .doc = "Default Teams webhook for routes (secret; or teams.webhook_url_file)."},
+     .doc = "Default Teams webhook for routes."},
 
     {K_STR("smtp.url", CFG(smtp.url), NULL, check_smtp_url),
      .doc = "Mail server: smtp://host:25 or smtps://host:465."},
@@ -503,8 +533,7 @@ static const struct key_def config_keys[] = {
      .doc = "Sender address of e-mail."},
     {K_STR("smtp.username", CFG(smtp.username), NULL, check_single_line),
      .doc = "SMTP user name; empty = no authentication."},
-    {K_SECRET("smtp.password", CFG(smtp.password), true),
-     .doc = "SMTP password (secret; or smtp.password_file)."},
+    {K_SECRET("smtp.password", CFG(smtp.password), true), .doc = "SMTP password."},
 
     {K_OBJECTS("routes", CFG(routes), &route_objects),
      .doc = "Rules that forward matching MQTT messages to Slack, Teams, e-mail, a webhook or "

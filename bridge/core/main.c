@@ -39,11 +39,26 @@ static void usage(FILE *out)
     fprintf(out, "usage: butler --config FILE        run the daemon (foreground; logs to stderr)\n"
                  "       butler --check-config FILE  validate FILE, print the effective config "
                  "(secrets masked)\n"
+                 "       butler --config-reference FORMAT  print every configuration key "
+                 "(FORMAT: markdown, man or text)\n"
                  "       butler --version            print the version\n"
                  "       butler --help               this text\n"
                  "\n"
                  "Without --config Butler runs on the defaults: MQTT at 127.0.0.1:1883.\n"
                  "Environment variables BUTLER_<SECTION>_<KEY> override file values.\n");
+}
+
+/* `--config-reference FORMAT`: docs/configuration.md is this output (markdown). */
+static int print_config_reference(const char *format_name)
+{
+    enum config_reference_format format;
+    if (!config_reference_format_from_name(format_name, &format)) {
+        fprintf(stderr, "butler: --config-reference takes markdown, man or text\n");
+        return EXIT_USAGE;
+    }
+    if (config_reference(stdout, format) != BUTLER_OK || fflush(stdout) != 0)
+        return EXIT_RUNTIME_FAILURE;
+    return 0;
 }
 
 struct arguments {
@@ -58,8 +73,11 @@ static int parse_arguments(int argc, char **argv, struct arguments *arguments)
         const char *argument = argv[i];
         if (strcmp(argument, "--help") == 0 || strcmp(argument, "-h") == 0) {
             usage(stdout);
-            return 0;
+            fputc('\n', stdout);
+            return print_config_reference("text");
         }
+        if (strcmp(argument, "--config-reference") == 0)
+            return print_config_reference(i + 1 < argc ? argv[i + 1] : NULL);
         if (strcmp(argument, "--version") == 0 || strcmp(argument, "-V") == 0) {
             printf("butler %s\n", BUTLER_VERSION);
             return 0;
