@@ -163,9 +163,10 @@ struct butler_config {
             struct config_custom_property_list custom_properties;
         } allow;
         int dedup_ttl_s;
-        int workers;      /* extension: worker threads, each with its own QRS connection */
-        int queue_max;    /* extension: jobs waiting for a worker, hard cap */
-        int name_cache_s; /* extension: how long a task id -> name lookup is reused */
+        int dedup_max_requests; /* requestIds (and answers) remembered at once */
+        int workers;            /* extension: worker threads, each with its own QRS connection */
+        int queue_max;          /* extension: jobs waiting for a worker, hard cap */
+        int name_cache_s;       /* extension: how long a task id -> name lookup is reused */
     } task_start;
 
     struct {

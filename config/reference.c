@@ -199,21 +199,40 @@ static enum butler_status write_table(FILE *out, const struct reference_writer *
 
 /* ---- Markdown: docs/configuration.md ---- */
 
+/* A word that contains "://" (a URL or a bare scheme): its length without
+ * trailing punctuation, else 0. */
+static size_t url_word_length(const char *word)
+{
+    size_t length = strcspn(word, " \n");
+    const char *scheme = strstr(word, "://");
+    if (!scheme || (size_t)(scheme - word) >= length)
+        return 0;
+    while (length > 0 && strchr(").,;", word[length - 1]))
+        length--;
+    return length;
+}
+
 /* Table cells: a '|' would end the cell, a newline the row, and "<group>"
- * would be read as an HTML tag. */
+ * would be read as an HTML tag. URLs go in code spans so no renderer turns
+ * them into links (the docs link check, scripts/check-docs.py, requires it). */
 static void markdown_cell(FILE *out, const char *text)
 {
     for (const char *p = text; *p; p++) {
-        if (*p == '|')
+        size_t url = p == text || p[-1] == ' ' || p[-1] == '(' ? url_word_length(p) : 0;
+        if (url > 0) {
+            fprintf(out, "`%.*s`", (int)url, p);
+            p += url - 1;
+        } else if (*p == '|') {
             fputs("\\|", out);
-        else if (*p == '<')
+        } else if (*p == '<') {
             fputs("&lt;", out);
-        else if (*p == '>')
+        } else if (*p == '>') {
             fputs("&gt;", out);
-        else if (*p == '\n')
+        } else if (*p == '\n') {
             fputc(' ', out);
-        else
+        } else {
             fputc(*p, out);
+        }
     }
 }
 

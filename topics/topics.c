@@ -487,7 +487,7 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
     struct recovery *recovery = context;
     if (entry->type == SPOOL_DONE) {
         task_start_remember_answer(recovery->runtime->task_start, (const char *)entry->data,
-                                   entry->length, entry->wall_ms);
+                                   entry->length, entry->wall_ms, entry->id);
         return;
     }
     char family[256];
@@ -546,6 +546,7 @@ enum butler_status topics_recover(struct butler_runtime *runtime)
         .fsync = config->spool.fsync,
         .max_bytes = (uint64_t)config->spool.max_bytes,
         .done_retention_ms = (uint64_t)config->task_start.dedup_ttl_s * 1000u,
+        .max_done_entries = (uint64_t)config->task_start.dedup_max_requests,
     };
     recovered_work = (struct recovery){.runtime = runtime};
     enum butler_status status =

@@ -17,6 +17,7 @@
 #include "bridge/ingress/http_server.h"
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
+#include "bridge/store/spool.h"
 #include "bridge/link/mqtt_link.h"
 #include "bridge/clients/qrs.h"
 #include "bridge/core/runtime.h"
@@ -120,6 +121,7 @@ static void update_gauges(struct butler_runtime *runtime)
     metrics_set(queue_depth, (int64_t)worker_pool_depth(runtime->pool));
     metrics_set(inflight, (int64_t)mqtt_link_inflight(runtime->link));
     metrics_set(connected, mqtt_link_connected(runtime->link) ? 1 : 0);
+    spool_update_metrics(runtime->spool);
 }
 
 int main(int argc, char **argv)

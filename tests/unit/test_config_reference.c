@@ -54,7 +54,8 @@ static void test_markdown_rows(void)
     UNIT_CHECK(strstr(text, "Also as `mqtt.password_file`."));
     UNIT_CHECK(strstr(text, "| `routes[].name` | string |"));
     UNIT_CHECK(strstr(text, "| required |"));
-    UNIT_CHECK(strstr(text, "$share/&lt;group&gt;/")); /* not an HTML tag */
+    UNIT_CHECK(strstr(text, "$share/&lt;group&gt;/"));                    /* not an HTML tag */
+    UNIT_CHECK(strstr(text, "(e.g. `https://sense.example.com:4242`);")); /* not a link */
     free(text);
 }
 
