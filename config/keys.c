@@ -256,7 +256,7 @@ static const struct {
     {check_topic_root, "topic prefix without +, #, a leading $ or a leading or trailing /"},
     {check_share_group, "name without /, + or #"},
     {check_route_name, "non-empty name without /, + or #"},
-    {check_http_url, "http:// or https:// URL, or empty"},
+    {check_http_url, "URL starting with http or https, or empty"},
     {check_smtp_url, "smtp:// or smtps:// URL, or empty"},
     {check_email, "e-mail address"},
     {check_email_or_empty, "e-mail address, or empty"},
