@@ -274,6 +274,7 @@ static const struct {
     {check_share_group, "name without /, + or #"},
     {check_route_name, "non-empty name without /, + or #"},
     {check_http_url, "URL starting with http or https, or empty"},
+    {check_engine_url, "wss://, ws:// or https:// URL with a host and optional port, or empty"},
     {check_smtp_url, "smtp:// or smtps:// URL, or empty"},
     {check_email, "e-mail address"},
     {check_email_or_empty, "e-mail address, or empty"},
