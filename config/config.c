@@ -52,6 +52,7 @@
  * compiler gives the enums int's size (GCC and Clang do for these). */
 _Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_log_format) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum config_metrics_auth) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_route_destination) == sizeof(int), "enum size");
 
 /* ------------------------------------------------------------------------ */
@@ -110,6 +111,7 @@ struct object_list {
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_format_names[] = {"text", "json", NULL};
+static const char *const metrics_auth_names[] = {"token", "open", NULL};
 static const char *const route_to_names[] = {"slack", "teams", "email", "webhook", "mqtt", NULL};
 static const char *const http_method_names[] = {"POST", "PUT", NULL};
 
@@ -528,6 +530,7 @@ static const struct key_def config_keys[] = {
     {K_LONG("spool.max_bytes", CFG(spool.max_bytes), 65536, 1099511627776LL, "268435456")},
 
     {K_BOOL("health.metrics", CFG(health.metrics), "true")},
+    {K_ENUM("health.metrics_auth", CFG(health.metrics_auth), metrics_auth_names, "token")},
 
     {K_INT("kv.max_keys_per_namespace", CFG(kv.max_keys_per_namespace), 1, 100000, "1000")},
     {K_INT("kv.max_namespaces", CFG(kv.max_namespaces), 1, 100000, "1000")},
