@@ -16,6 +16,7 @@
 
 #include "bridge/core/clock.h"
 #include "bridge/ingress/http_body.h"
+#include "bridge/ingress/http_openapi.h"
 #include "bridge/ingress/http_server.h"
 #include "bridge/ingress/http_store.h"
 #include "bridge/core/log.h"
@@ -87,6 +88,7 @@ static const struct route routes[] = {
     {"stopSchedule", "/v4/schedules/*/stop", M_PUT, "PUT", true, http_store_schedules_stop},
     {"health", "/health", M_GET, "GET", false, handle_health},
     {"metrics", "/metrics", M_GET, "GET", false, handle_metrics},
+    {"openapi", "/openapi.json", M_GET, "GET", false, http_openapi_serve},
 };
 
 enum { ROUTE_COUNT = sizeof routes / sizeof routes[0] };
