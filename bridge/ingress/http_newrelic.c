@@ -56,10 +56,11 @@ static void post(struct http_exchange *exchange, const char *kind)
     uint64_t now = clock_monotonic_ms();
     if (now >= deadline ||
         task_result_wait(waiter, (int)(deadline - now), &result, &result_length) != BUTLER_OK) {
+        /* The broker holds it and it will be posted: 202, in the same text form. */
         char pending[128];
-        snprintf(pending, sizeof pending, "{\"requestId\":\"%s\",\"status\":\"pending\"}",
-                 request_id);
-        http_exchange_reply_json(exchange, 202, pending, NULL);
+        int length = snprintf(pending, sizeof pending, "Pending %s", request_id);
+        http_exchange_reply(exchange, 202, "text/plain; charset=utf-8", pending, (size_t)length,
+                            NULL);
         goto out;
     }
     answer = json_parse_exact(result, result_length, NULL);

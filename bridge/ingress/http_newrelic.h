@@ -4,7 +4,7 @@
  * is published to <root>/newrelic/event|metric and the answer awaited on
  * <root>/newrelic/result (topics/newrelic.c). 202 "Accepted" once New Relic
  * accepted it for every account; 400 for a body New Relic would refuse; 502
- * when New Relic kept failing; 202 {"requestId","status":"pending"} when the
+ * when New Relic kept failing; 202 "Pending <requestId>" when the
  * broker holds the request but no answer came within
  * http.task_start_timeout_ms (it will still be posted, so do not retry).
  * CivetWeb worker threads.
