@@ -195,6 +195,50 @@ static const char *check_share_group(const char *value)
     return strpbrk(value, "/+#") ? "expected a share group name without '/', '+' or '#'" : NULL;
 }
 
+/* file.* directories: absolute, without "." or ".." components or Windows
+ * forms, so the lexical checks in topics/file.c compare like with like. */
+static const char *check_directory(const char *value)
+{
+    static const char message[] =
+        "expected an absolute directory (starting with /) without \\, control characters, "
+        "\".\" or \"..\" components, at most 4095 bytes";
+    size_t length = strlen(value);
+    if (length == 0 || length > 4095 || value[0] != '/' || has_control(value) ||
+        strchr(value, '\\'))
+        return message;
+    for (const char *p = value; *p;) {
+        while (*p == '/')
+            p++;
+        size_t n = strcspn(p, "/");
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return message;
+        p += n;
+    }
+    return NULL;
+}
+
+static const char *check_directory_or_empty(const char *value)
+{
+    return *value ? check_directory(value) : NULL;
+}
+
+/* file.node is a topic level (<root>/file/<node>/<op>) next to the operation
+ * names, so it must not be one of them. */
+static const char *check_file_node(const char *value)
+{
+    static const char *const reserved[] = {"copy", "move", "delete", "mkdir", "result", NULL};
+    size_t length = strlen(value);
+    if (length > 64)
+        return "expected at most 64 characters of A-Z a-z 0-9 - _";
+    for (const char *p = value; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+            return "expected at most 64 characters of A-Z a-z 0-9 - _";
+    for (size_t i = 0; reserved[i]; i++)
+        if (strcmp(value, reserved[i]) == 0)
+            return "must not be copy, move, delete, mkdir or result (those are topic levels)";
+    return NULL;
+}
+
 /* Route names become topic levels (<root>/webhook/<name>). */
 static const char *check_route_name(const char *value)
 {
@@ -335,6 +379,7 @@ static const char *check_token(const char *value)
 #define CFG(field) offsetof(struct butler_config, field)
 #define ROUTE(field) offsetof(struct config_route, field)
 #define PROP(field) offsetof(struct config_custom_property, field)
+#define PAIR(field) offsetof(struct config_file_pair, field)
 
 #define K_BOOL(p, o, d) .path = (p), .type = KEY_BOOL, .offset = (o), .def = (d)
 #define K_INT(p, o, lo, hi, d)                                                                     \
@@ -379,6 +424,11 @@ static const struct key_def route_keys[] = {
            check_single_line)},
 };
 
+static const struct key_def file_pair_keys[] = {
+    {K_STR("from", PAIR(from), NULL, check_directory), .required = true},
+    {K_STR("to", PAIR(to), NULL, check_directory), .required = true},
+};
+
 /* Object tables track which keys were given in a 64-bit mask. */
 _Static_assert(ARRAY_COUNT(route_keys) <= 64, "route table too large for the seen mask");
 _Static_assert(ARRAY_COUNT(custom_property_keys) <= 64, "table too large for the seen mask");
@@ -386,6 +436,30 @@ _Static_assert(ARRAY_COUNT(custom_property_keys) <= 64, "table too large for the
 static const struct key_table route_table = {route_keys, ARRAY_COUNT(route_keys)};
 static const struct key_table custom_property_table = {custom_property_keys,
                                                        ARRAY_COUNT(custom_property_keys)};
+static const struct key_table file_pair_table = {file_pair_keys, ARRAY_COUNT(file_pair_keys)};
+
+static void *file_pair_get(const void *list, size_t *count)
+{
+    const struct config_file_pair_list *pairs = list;
+    *count = pairs->count;
+    return pairs->items;
+}
+
+static void file_pair_set(void *list, void *items, size_t count)
+{
+    struct config_file_pair_list *pairs = list;
+    pairs->items = items;
+    pairs->count = count;
+}
+
+static const struct object_list file_pair_objects = {
+    .table = &file_pair_table,
+    .item_size = sizeof(struct config_file_pair),
+    .max_items = MAX_ROUTES,
+    .get = file_pair_get,
+    .set = file_pair_set,
+    .check_item = NULL,
+};
 
 static void *route_get(const void *list, size_t *count)
 {
@@ -536,6 +610,14 @@ static const struct key_def config_keys[] = {
     {K_BOOL("scheduler.enable", CFG(scheduler.enable), "true")},
     {K_INT("scheduler.max_schedules", CFG(scheduler.max_schedules), 1, 100000, "1000")},
     {K_INT("scheduler.missed_max_reported", CFG(scheduler.missed_max_reported), 1, 10000, "100")},
+
+    {K_BOOL("file.enable", CFG(file.enable), "false")},
+    {K_STR("file.node", CFG(file.node), NULL, check_file_node)},
+    {K_OBJECTS("file.copy", CFG(file.copy), &file_pair_objects)},
+    {K_OBJECTS("file.move", CFG(file.move), &file_pair_objects)},
+    {K_LIST("file.delete", CFG(file.delete_roots), check_directory)},
+    {K_LIST("file.mkdir", CFG(file.mkdir_roots), check_directory)},
+    {K_STR("file.qvd_path", CFG(file.qvd_path), NULL, check_directory_or_empty)},
 };
 
 #define CONFIG_KEY_COUNT ARRAY_COUNT(config_keys)

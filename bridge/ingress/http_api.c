@@ -16,6 +16,7 @@
 
 #include "bridge/core/clock.h"
 #include "bridge/ingress/http_body.h"
+#include "bridge/ingress/http_file.h"
 #include "bridge/ingress/http_server.h"
 #include "bridge/ingress/http_store.h"
 #include "bridge/core/log.h"
@@ -85,6 +86,12 @@ static const struct route routes[] = {
     {"deleteSchedule", "/v4/schedules/*", M_DELETE, "DELETE", true, http_store_schedules_delete},
     {"startSchedule", "/v4/schedules/*/start", M_PUT, "PUT", true, http_store_schedules_start},
     {"stopSchedule", "/v4/schedules/*/stop", M_PUT, "PUT", true, http_store_schedules_stop},
+    /* File operations (bridge/ingress/http_file.c). */
+    {"fileCopy", "/v4/filecopy", M_PUT, "PUT", true, http_file_copy},
+    {"fileMove", "/v4/filemove", M_PUT, "PUT", true, http_file_move},
+    {"fileDelete", "/v4/filedelete", M_DELETE, "DELETE", true, http_file_delete},
+    {"createDir", "/v4/createdir", M_POST, "POST", true, http_file_create_dir},
+    {"createDirQVD", "/v4/createdirqvd", M_POST, "POST", true, http_file_create_dir_qvd},
     {"health", "/health", M_GET, "GET", false, handle_health},
     {"metrics", "/metrics", M_GET, "GET", false, handle_metrics},
 };
@@ -94,9 +101,8 @@ enum { ROUTE_COUNT = sizeof routes / sizeof routes[0] };
 /* Names the Node.js Butler knows but Butler does not serve (yet): accepted in
  * http.endpoints with a warning, so a migrated allow-list still loads. */
 static const char *const node_only_endpoints[] = {
-    "createDir",      "createDirQVD",       "fileDelete",        "fileMove",
-    "fileCopy",       "postNewRelicMetric", "postNewRelicEvent", "updateSchedule",
-    "senseAppReload", "senseAppDump",       "senseListApps",     NULL,
+    "postNewRelicMetric", "postNewRelicEvent", "updateSchedule", "senseAppReload",
+    "senseAppDump",       "senseListApps",     NULL,
 };
 
 /* "scheduler.getSchedule" and "getSchedule" name the same switch. */
@@ -321,6 +327,24 @@ static bool query_flag(struct http_exchange *exchange, const char *name, bool *v
     snprintf(message, sizeof message, "query parameter %s must be true or false", name);
     http_exchange_reply_error(exchange, 400, message, NULL);
     return false;
+}
+
+/* For the endpoint files (http_file.c): the same helpers, see http_server.h. */
+bool http_api_read_json_body(struct http_exchange *exchange)
+{
+    return read_body(exchange) && (exchange->body_length == 0 || require_json(exchange));
+}
+
+bool http_api_publish(struct http_exchange *exchange, const char *topic, const char *payload,
+                      size_t length, int timeout_ms)
+{
+    return publish_acknowledged(exchange, topic, payload, length, 1, false, timeout_ms);
+}
+
+int http_api_query_var(const struct http_exchange *exchange, const char *name, char *out,
+                       size_t out_size)
+{
+    return query_var(exchange, name, out, out_size);
 }
 
 /* ---- endpoints ---- */

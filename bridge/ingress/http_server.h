@@ -73,6 +73,16 @@ void http_exchange_reply_error(struct http_exchange *exchange, int status, const
 
 /* Implemented by http_api.c: route and answer one request. */
 void http_api_handle(struct http_exchange *exchange);
+/* Implemented by http_api.c for the endpoint files. Each answers the error
+ * itself (400/413/415, or 503 + Retry-After when the broker is unreachable or
+ * does not acknowledge within timeout_ms) and returns false. */
+bool http_api_read_json_body(struct http_exchange *exchange);
+bool http_api_publish(struct http_exchange *exchange, const char *topic, const char *payload,
+                      size_t length, int timeout_ms); /* QoS 1, waits for the PUBACK */
+/* A query variable into out: 0 found, -1 absent, -2 too long, -3 holds a NUL. */
+int http_api_query_var(const struct http_exchange *exchange, const char *name, char *out,
+                       size_t out_size);
+
 /* Implemented by http_api.c: check http.endpoints at start-up; logs unknown
  * names. BUTLER_ERR_INVALID when a name is not an endpoint at all. */
 enum butler_status http_api_check_config(const struct butler_config *config);
