@@ -239,6 +239,12 @@ static int walk_beneath(int root_fd, const char *relative, int flags)
                           last ? flags | O_NOFOLLOW | O_CLOEXEC
                                : O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         int saved = errno;
+        struct stat entry;
+        /* O_NOFOLLOW|O_DIRECTORY on a symlink says ENOTDIR: report it as the
+         * symlink refusal it is. */
+        if (next < 0 && saved == ENOTDIR &&
+            fstatat(current, name, &entry, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(entry.st_mode))
+            saved = ELOOP;
         if (current != root_fd)
             close(current);
         if (next < 0) {
