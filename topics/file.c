@@ -364,20 +364,23 @@ static enum butler_status run_operation(const struct file_request *request,
                                         size_t error_size)
 {
     enum butler_status status;
+    char token[17];
+    temp_token(request->request_id, token);
+    const struct file_copy_options options = {
+        .overwrite = request->overwrite,
+        .preserve_timestamp = request->preserve_timestamp,
+        .temp_token = token,
+    };
+    /* A crash may have left this request's temporary file: the re-run uses
+     * a fresh name, so remove the old one first. */
+    if (replay &&
+        (request->operation == FILE_OPERATION_COPY || request->operation == FILE_OPERATION_MOVE))
+        file_remove_temporaries(&places->target, token);
     switch (request->operation) {
-    case FILE_OPERATION_COPY: {
-        char token[17];
-        temp_token(request->request_id, token);
-        const struct file_copy_options options = {
-            .overwrite = request->overwrite,
-            .preserve_timestamp = request->preserve_timestamp,
-            .temp_token = token,
-            .clean_stale = replay,
-        };
+    case FILE_OPERATION_COPY:
         return file_copy(&places->source, &places->target, &options, error, error_size);
-    }
     case FILE_OPERATION_MOVE:
-        status = file_move(&places->source, &places->target, request->overwrite, error, error_size);
+        status = file_move(&places->source, &places->target, &options, error, error_size);
         /* Killed after the rename but before the note: the move happened. */
         if (replay && status == BUTLER_ERR_NOT_FOUND && file_exists(&places->target))
             status = BUTLER_OK;

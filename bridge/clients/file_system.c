@@ -492,8 +492,6 @@ static enum butler_status copy_into(int src, const struct stat *source_stat, int
     char token[TEMP_TOKEN_MAX + 1], temp[FILE_NAME_MAX + 1];
     int temp_fd = -1;
     clean_token(options->temp_token, token);
-    if (options->clean_stale)
-        remove_stale_temporaries(directory_fd, token);
     for (int attempt = 0; attempt < 8 && temp_fd < 0; attempt++) {
         uint64_t random_value = 0;
         if (getrandom(&random_value, sizeof random_value, 0) != (ssize_t)sizeof random_value)
@@ -640,8 +638,10 @@ out:
 }
 
 enum butler_status file_move(const struct file_place *source, const struct file_place *target,
-                             bool overwrite, char *error, size_t error_size)
+                             const struct file_copy_options *options, char *error,
+                             size_t error_size)
 {
+    const bool overwrite = options->overwrite;
     enum { FROM_ROOT, SOURCE_DIRECTORY, TO_ROOT, TARGET_DIRECTORY, SOURCE, FD_COUNT };
     int fds[FD_COUNT] = {-1, -1, -1, -1, -1};
     enum butler_status status = BUTLER_ERR_IO;
@@ -711,11 +711,8 @@ enum butler_status file_move(const struct file_place *source, const struct file_
         goto out;
     }
     fcntl(fds[SOURCE], F_SETFL, fcntl(fds[SOURCE], F_GETFL) & ~O_NONBLOCK);
-    const struct file_copy_options copy_options = {
-        .overwrite = overwrite,
-        .preserve_timestamp = true, /* a move keeps the file as it was */
-        .temp_token = "move",
-    };
+    struct file_copy_options copy_options = *options;
+    copy_options.preserve_timestamp = true; /* a move keeps the file as it was */
     status = copy_into(fds[SOURCE], &opened, fds[TARGET_DIRECTORY], target_name, &copy_options,
                        error, error_size);
     if (status == BUTLER_OK && unlinkat(fds[SOURCE_DIRECTORY], source_name, 0) != 0) {
@@ -787,6 +784,23 @@ enum butler_status file_mkdir(const struct file_place *place, char *error, size_
         close(directory_fd);
     close(root_fd);
     return status;
+}
+
+void file_remove_temporaries(const struct file_place *target, const char *temp_token)
+{
+    char directory[FILE_PATH_MAX + 1], token[TEMP_TOKEN_MAX + 1];
+    enum butler_status status;
+    int directory_fd = -1;
+    int root_fd = open_root(target->root, NULL, 0, &status);
+    if (root_fd < 0)
+        return;
+    split_last(target->relative, directory);
+    clean_token(temp_token, token);
+    if (open_directory(root_fd, directory, false, &directory_fd, "", NULL, 0) == BUTLER_OK) {
+        remove_stale_temporaries(directory_fd, token);
+        close(directory_fd);
+    }
+    close(root_fd);
 }
 
 bool file_exists(const struct file_place *place)

@@ -72,11 +72,8 @@ struct file_place {
 struct file_copy_options {
     bool overwrite;          /* replace an existing target */
     bool preserve_timestamp; /* target gets the source's atime and mtime */
-    /* Per-request token in the temporary name; with clean_stale, temporary
-     * files of this token left by a crash are removed from the target
-     * directory first (a replay re-runs into a fresh temporary name). */
+    /* Per-request token in the temporary name (see file_remove_temporaries). */
     const char *temp_token;
-    bool clean_stale;
 };
 
 /* Copy a regular file; missing directories beneath the target root are
@@ -86,9 +83,12 @@ enum butler_status file_copy(const struct file_place *source, const struct file_
                              size_t error_size);
 
 /* Move a file or directory (rename; across file systems a regular file is
- * copied and the source removed). Missing target directories are created. */
+ * copied as file_copy does, keeping its timestamps, and the source removed).
+ * Missing target directories are created. Of `options`, preserve_timestamp
+ * is ignored (always kept). */
 enum butler_status file_move(const struct file_place *source, const struct file_place *target,
-                             bool overwrite, char *error, size_t error_size);
+                             const struct file_copy_options *options, char *error,
+                             size_t error_size);
 
 /* Delete a file (or a symlink itself, never what it points to). Directories
  * are refused. */
@@ -97,6 +97,11 @@ enum butler_status file_delete(const struct file_place *place, char *error, size
 /* Create `relative` and every missing parent beneath root; an existing
  * directory is fine. */
 enum butler_status file_mkdir(const struct file_place *place, char *error, size_t error_size);
+
+/* Remove temporary files of `temp_token` that a crash left in the directory
+ * of `target` (a replay calls this, then re-runs into a fresh temporary
+ * name). A missing directory is fine. */
+void file_remove_temporaries(const struct file_place *target, const char *temp_token);
 
 /* Does the entry exist (not following a final symlink)? Resolution beneath
  * the root as above; false on any error. */

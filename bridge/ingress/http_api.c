@@ -101,8 +101,13 @@ enum { ROUTE_COUNT = sizeof routes / sizeof routes[0] };
 /* Names the Node.js Butler knows but Butler does not serve (yet): accepted in
  * http.endpoints with a warning, so a migrated allow-list still loads. */
 static const char *const node_only_endpoints[] = {
-    "postNewRelicMetric", "postNewRelicEvent", "updateSchedule", "senseAppReload",
-    "senseAppDump",       "senseListApps",     NULL,
+    "postNewRelicMetric",
+    "postNewRelicEvent",
+    "updateSchedule",
+    "senseAppReload",
+    "senseAppDump",
+    "senseListApps",
+    NULL,
 };
 
 /* "scheduler.getSchedule" and "getSchedule" name the same switch. */

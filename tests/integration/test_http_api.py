@@ -41,7 +41,8 @@ MAX_BODY = 65536
 IMPLEMENTED = {"butlerping", "senseStartTask", "mqttPublishMessage", "slackPostMessage",
                "apiListEnabledEndpoints", "base62ToBase16", "base16ToBase62", "keyValueStore",
                "getScheduleStatusAll", "startSchedule", "stopSchedule", "getSchedule",
-               "createNewSchedule", "deleteSchedule"}
+               "createNewSchedule", "deleteSchedule", "fileCopy", "fileMove", "fileDelete",
+               "createDir", "createDirQVD"}
 BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 

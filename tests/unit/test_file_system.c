@@ -105,8 +105,7 @@ static void load_config(void)
                                "  delete: [/data/archive]\n"
                                "  mkdir: [/data]\n"
                                "  qvd_path: /data/qvd\n";
-    UNIT_CHECK(config_load_buffer("test", yaml, strlen(yaml), false, &config, stderr) ==
-               BUTLER_OK);
+    UNIT_CHECK(config_load_buffer("test", yaml, strlen(yaml), false, &config, stderr) == BUTLER_OK);
 }
 
 static enum butler_status places_of(enum file_operation operation, const char *payload,
@@ -166,8 +165,8 @@ static void test_request_places(void)
                          &places) == BUTLER_OK);
     UNIT_CHECK(places_of(FILE_OPERATION_DELETE, "{\"deleteFile\":\"/data/archive/old/a.qvd\"}",
                          &places) == BUTLER_OK);
-    UNIT_CHECK(places_of(FILE_OPERATION_DELETE, "{\"deleteFile\":\"/data/prod/a.qvd\"}",
-                         &places) == BUTLER_ERR_DENIED);
+    UNIT_CHECK(places_of(FILE_OPERATION_DELETE, "{\"deleteFile\":\"/data/prod/a.qvd\"}", &places) ==
+               BUTLER_ERR_DENIED);
     UNIT_CHECK(places_of(FILE_OPERATION_MKDIR, "{\"directory\":\"/data/new/dir\"}", &places) ==
                BUTLER_OK);
     UNIT_CHECK(places_of(FILE_OPERATION_MKDIR, "{\"directory\":\"/tmp/new\"}", &places) ==
@@ -314,8 +313,7 @@ static void run_operations(bool walk)
     /* Missing source, directory source. */
     source.relative = "missing.qvd";
     target.relative = "m.qvd";
-    UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) ==
-               BUTLER_ERR_NOT_FOUND);
+    UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) == BUTLER_ERR_NOT_FOUND);
     source.relative = "sub";
     UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) == BUTLER_ERR_INVALID);
     source.relative = "";
@@ -326,24 +324,25 @@ static void run_operations(bool walk)
     write_file("prod/" FILE_TEMP_PREFIX "t2-0000000000000001.tmp", "other request");
     source.relative = "a.qvd";
     target.relative = "b.qvd";
-    options.clean_stale = true;
+    file_remove_temporaries(&target, "t1");
     UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) == BUTLER_OK);
     UNIT_CHECK(!exists("prod/" FILE_TEMP_PREFIX "t1-0000000000000001.tmp"));
     UNIT_CHECK(exists("prod/" FILE_TEMP_PREFIX "t2-0000000000000001.tmp"));
 
     /* Move, no overwrite onto an existing file, then delete. */
     struct file_place move_source = {prod, "b.qvd"}, move_target = {prod, "archive/b.qvd"};
-    UNIT_CHECK(file_move(&move_source, &move_target, false, error, sizeof error) == BUTLER_OK);
+    const struct file_copy_options keep = {.temp_token = "m"};
+    UNIT_CHECK(file_move(&move_source, &move_target, &keep, error, sizeof error) == BUTLER_OK);
     UNIT_CHECK(!exists("prod/b.qvd") && content_is("prod/archive/b.qvd", "alpha"));
-    UNIT_CHECK(file_move(&move_source, &move_target, false, error, sizeof error) ==
+    UNIT_CHECK(file_move(&move_source, &move_target, &keep, error, sizeof error) ==
                BUTLER_ERR_NOT_FOUND);
     write_file("prod/c.qvd", "gamma");
     move_source.relative = "c.qvd";
-    UNIT_CHECK(file_move(&move_source, &move_target, false, error, sizeof error) ==
+    UNIT_CHECK(file_move(&move_source, &move_target, &keep, error, sizeof error) ==
                BUTLER_ERR_INVALID);
     UNIT_CHECK(content_is("prod/archive/b.qvd", "alpha") && content_is("prod/c.qvd", "gamma"));
     move_target.relative = "out/c.qvd";
-    UNIT_CHECK(file_move(&move_source, &move_target, true, error, sizeof error) ==
+    UNIT_CHECK(file_move(&move_source, &move_target, &options, error, sizeof error) ==
                BUTLER_ERR_DENIED);
     UNIT_CHECK(exists("prod/c.qvd") && count_entries("outside") == 1);
 
