@@ -1,5 +1,5 @@
 /*
- * Butler's configuration: one table of keys (config/config.c) with type, range
+ * Butler's configuration: one table of keys (config/keys.c) with type, range
  * and default, loaded from YAML with libyaml, then overridden from the
  * environment (BUTLER_<PATH> with dots as underscores, upper case, e.g.
  * BUTLER_MQTT_PASSWORD, BUTLER_MQTT_TLS_CA_FILE).

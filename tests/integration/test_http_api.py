@@ -666,6 +666,43 @@ def test_task_start_magic_dash_takes_everything_from_the_body(api):
     assert started_in_qrs(api.qrs) == {TASK_HR: [204]}
 
 
+EMPTY_NODE_ANSWER = {"tasksId": {"started": [], "invalid": [], "denied": []}, "tasksTag": [],
+                     "tasksTagDenied": [], "tasksCP": [], "tasksCPDenied": []}
+
+
+def test_task_start_dash_without_items_answers_empty_lists(api):
+    """PUT|POST /v4/reloadtask/-/start naming nothing: 200 with empty lists in the Node.js shape
+    (as the Node.js Butler answers), at once, and nothing is published or started."""
+    answers = []
+    for method, query, body in (("PUT", "", None), ("POST", "", None), ("PUT", "", []),
+                                ("POST", "", " \n"), ("PUT", "?async=true", None),
+                                ("PUT", "?requestId=mine-1&allTaskIdsMustExist=true", None)):
+        resp = api.call(method, f"/v4/reloadtask/-/start{query}", body)
+        assert resp.status == 200, (method, query, body, resp)
+        assert resp.schema_source == "openapi"
+        answer = dict(resp.json)
+        request_id = answer.pop("requestId")
+        assert answer == EMPTY_NODE_ANSWER, resp.json
+        answers.append(request_id)
+    assert answers[-1] == "mine-1"  # a caller's requestId is echoed
+    for request_id in answers[:-1]:
+        uuid.UUID(request_id)
+    assert len(set(answers)) == len(answers)
+    # A malformed body is still refused, "-" or not.
+    resp = api.call("PUT", "/v4/reloadtask/-/start", "[", {"Content-Type": "application/json"})
+    assert resp.status == 400, resp
+    # Nothing went to the broker: by the time a real start published after them arrives
+    # (Butler's publishes reach the broker in order), none of their requestIds has.
+    resp = api.call("PUT", f"/v4/reloadtask/{TASK_SALES}/start")
+    assert resp.status == 200, resp
+    mqtt_task_start(api.observer, resp.json["requestId"])
+    with api.observer.lock:
+        published = [json.loads(m["payload"]).get("requestId") for m in api.observer.messages
+                     if m["topic"].startswith("butler/task/")]
+    assert not set(answers) & set(published), published
+    assert started_in_qrs(api.qrs) == {TASK_SALES: [204]}
+
+
 def test_task_start_all_task_ids_must_exist(api):
     items = [{"type": "starttaskid", "payload": {"taskId": UNKNOWN_TASK}},
              {"type": "starttaskcustomproperty",
@@ -1259,18 +1296,46 @@ def test_client_certificate_listener(mtls_env):
 # Hostile requests
 # =============================================================================
 
+HEADER_LIMIT = 16384  # request line + headers (README, "HTTP API")
+
+
 def test_huge_headers_and_url(api):
-    cases = [
+    """Request line and headers over 16 KiB, or 64 header fields and more: 431 in the JSON error
+    shape (not CivetWeb's 400); what cannot be parsed at all stays 400."""
+    auth_free = [  # /metrics and /v4 alike: the check comes before routing
         b"GET /v4/butlerping HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+        b"PUT /v4/reloadtask/-/start HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nCookie: "
+        + b"c" * (HEADER_LIMIT + 1) + b"\r\n\r\n",
         b"GET /v4/butlerping HTTP/1.1\r\nHost: t\r\n"
         + b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 100) for i in range(300)) + b"\r\n",
+        b"GET /v4/butlerping HTTP/1.1\r\nHost: t\r\n"
+        + b"".join(b"X-H%d: b\r\n" % i for i in range(70)) + b"\r\n",
         b"GET /v4/base62tobase16?base62=" + b"a" * 20000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
-        b"GARBAGE\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 60000 + b"\r\n\r\n",
     ]
-    for data in cases:
+    before = parse_metrics(api.call("GET", "/metrics").body.decode("utf-8"))
+    for data in auth_free:
         resp = parse_raw_response(raw_exchange(api.port, data))
-        assert 400 <= resp.status < 500, (data[:60], resp)
-        check_response("GET", "/v4/butlerping", resp)  # still the JSON error shape
+        assert resp.status == 431, (data[:60], resp)
+        check_response("GET", "/v4/butlerping", resp)  # the JSON error shape
+        assert resp.json["error"] == "Request Header Fields Too Large", resp.json
+        assert resp.headers.get("connection") == "close", resp.headers
+    after = parse_metrics(api.call("GET", "/metrics").body.decode("utf-8"))
+    name = "butler_http_requests_total"
+    assert metric(after, name, endpoint="headersTooLarge", status="431") - \
+        metric(before, name, endpoint="headersTooLarge", status="431") == len(auth_free)
+    # Just under the limits is served.
+    data = (b"GET /v4/butlerping HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Big: "
+            + b"a" * (HEADER_LIMIT - 1000) + b"\r\n"
+            + b"".join(b"X-H%d: b\r\n" % i for i in range(60)) + b"\r\n")
+    assert parse_raw_response(raw_exchange(api.port, data)).status == 200
+    # Not a header block at all, a control character in a header, and a header block past
+    # CivetWeb's 64 KiB read buffer (where CivetWeb cannot tell us why): 400, same JSON shape.
+    for data in (b"GARBAGE\r\n\r\n", b"GET /v4/butlerping HTTP/1.1\r\nHost: t\r\nX: a\x01b\r\n\r\n",
+                 b"GET /v4/butlerping HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"):
+        resp = parse_raw_response(raw_exchange(api.port, data))
+        assert resp.status == 400, (data[:60], resp)
+        check_response("GET", "/v4/butlerping", resp)
     assert api.call("GET", "/v4/butlerping").status == 200
 
 
