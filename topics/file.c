@@ -337,7 +337,8 @@ static void answer(struct topic_message *message, const struct file_request *req
     }
     char topic[512];
     snprintf(topic, sizeof topic, "%s/file/result", config->mqtt.topic_root);
-    topic_message_set_answer(message, text);
+    /* No answer kept with the DONE record: recovery hands those to task
+     * start's requestId window, where a file answer does not belong. */
     publish_answer(topic, message, text);
     free(text);
 }

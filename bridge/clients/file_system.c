@@ -359,6 +359,32 @@ static enum butler_status open_directory(int root_fd, const char *relative, bool
     return status;
 }
 
+/*
+ * Open the approved root of `place` and, beneath it, the directory holding
+ * the last component of place->relative (created when `create`); *name is
+ * that component. `role` names the path in errors ("source", "target", ...).
+ */
+static enum butler_status open_parent(const struct file_place *place, const char *role, bool create,
+                                      int *root_fd, int *directory_fd,
+                                      char directory[FILE_PATH_MAX + 1], const char **name,
+                                      char *error, size_t error_size)
+{
+    enum butler_status status = BUTLER_ERR_IO;
+    *root_fd = *directory_fd = -1;
+    if (place->relative[0] == '\0') {
+        set_error(error, error_size, "the %s names an approved directory itself", role);
+        return BUTLER_ERR_INVALID;
+    }
+    *root_fd = open_root(place->root, error, error_size, &status);
+    if (*root_fd < 0)
+        return status;
+    *name = split_last(place->relative, directory);
+    status = open_directory(*root_fd, directory, create, directory_fd, role, error, error_size);
+    if (status == BUTLER_ERR_NOT_FOUND)
+        set_error(error, error_size, "the %s does not exist", role);
+    return status;
+}
+
 /* ---- copying ---- */
 
 /* Copy [offset, offset + length) of src to the same offsets of dst. */
@@ -554,16 +580,8 @@ static enum butler_status prepare_target(const struct file_place *target, bool o
                                          char directory[FILE_PATH_MAX + 1], char *error,
                                          size_t error_size)
 {
-    enum butler_status status = BUTLER_ERR_IO;
-    if (target->relative[0] == '\0') {
-        set_error(error, error_size, "the target names an approved directory itself");
-        return BUTLER_ERR_INVALID;
-    }
-    *root_fd = open_root(target->root, error, error_size, &status);
-    if (*root_fd < 0)
-        return status;
-    *name = split_last(target->relative, directory);
-    status = open_directory(*root_fd, directory, true, directory_fd, "target", error, error_size);
+    enum butler_status status = open_parent(target, "target", true, root_fd, directory_fd,
+                                            directory, name, error, error_size);
     if (status != BUTLER_OK)
         return status;
     struct stat existing;
@@ -646,26 +664,15 @@ enum butler_status file_move(const struct file_place *source, const struct file_
     int fds[FD_COUNT] = {-1, -1, -1, -1, -1};
     enum butler_status status = BUTLER_ERR_IO;
     char source_directory[FILE_PATH_MAX + 1], target_directory[FILE_PATH_MAX + 1];
-    const char *source_name, *target_name = NULL;
+    const char *source_name = NULL, *target_name = NULL;
     struct stat source_stat;
-    if (source->relative[0] == '\0') {
-        set_error(error, error_size, "the source names an approved directory itself");
-        status = BUTLER_ERR_INVALID;
-        goto out;
-    }
-    fds[FROM_ROOT] = open_root(source->root, error, error_size, &status);
-    if (fds[FROM_ROOT] < 0)
-        goto out;
-    source_name = split_last(source->relative, source_directory);
-    status = open_directory(fds[FROM_ROOT], source_directory, false, &fds[SOURCE_DIRECTORY],
-                            "source", error, error_size);
-    if (status == BUTLER_ERR_NOT_FOUND)
-        set_error(error, error_size, "the source file does not exist");
+    status = open_parent(source, "source", false, &fds[FROM_ROOT], &fds[SOURCE_DIRECTORY],
+                         source_directory, &source_name, error, error_size);
     if (status != BUTLER_OK)
         goto out;
     if (fstatat(fds[SOURCE_DIRECTORY], source_name, &source_stat, AT_SYMLINK_NOFOLLOW) != 0) {
         status = errno == ENOENT ? BUTLER_ERR_NOT_FOUND : BUTLER_ERR_IO;
-        set_error(error, error_size, "the source file does not exist");
+        set_error(error, error_size, "the source does not exist");
         goto out;
     }
     if (!S_ISREG(source_stat.st_mode) && !S_ISDIR(source_stat.st_mode) &&
@@ -728,21 +735,11 @@ out:
 enum butler_status file_delete(const struct file_place *place, char *error, size_t error_size)
 {
     int root_fd = -1, directory_fd = -1;
-    enum butler_status status = BUTLER_ERR_IO;
     char directory[FILE_PATH_MAX + 1];
+    const char *name = NULL;
     struct stat entry;
-    if (place->relative[0] == '\0') {
-        set_error(error, error_size, "the path names an approved directory itself");
-        status = BUTLER_ERR_INVALID;
-        goto out;
-    }
-    root_fd = open_root(place->root, error, error_size, &status);
-    if (root_fd < 0)
-        goto out;
-    const char *name = split_last(place->relative, directory);
-    status = open_directory(root_fd, directory, false, &directory_fd, "file's", error, error_size);
-    if (status == BUTLER_ERR_NOT_FOUND)
-        set_error(error, error_size, "the file does not exist");
+    enum butler_status status = open_parent(place, "file", false, &root_fd, &directory_fd,
+                                            directory, &name, error, error_size);
     if (status != BUTLER_OK)
         goto out;
     if (fstatat(directory_fd, name, &entry, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -789,35 +786,26 @@ enum butler_status file_mkdir(const struct file_place *place, char *error, size_
 void file_remove_temporaries(const struct file_place *target, const char *temp_token)
 {
     char directory[FILE_PATH_MAX + 1], token[TEMP_TOKEN_MAX + 1];
-    enum butler_status status;
-    int directory_fd = -1;
-    int root_fd = open_root(target->root, NULL, 0, &status);
-    if (root_fd < 0)
-        return;
-    split_last(target->relative, directory);
+    const char *name = NULL;
+    int root_fd, directory_fd;
     clean_token(temp_token, token);
-    if (open_directory(root_fd, directory, false, &directory_fd, "", NULL, 0) == BUTLER_OK) {
+    if (open_parent(target, "target", false, &root_fd, &directory_fd, directory, &name, NULL, 0) ==
+        BUTLER_OK)
         remove_stale_temporaries(directory_fd, token);
-        close(directory_fd);
-    }
-    close(root_fd);
+    int fds[] = {root_fd, directory_fd};
+    close_all(fds, 2);
 }
 
 bool file_exists(const struct file_place *place)
 {
     char directory[FILE_PATH_MAX + 1];
-    enum butler_status status;
-    int directory_fd = -1;
+    const char *name = NULL;
+    int root_fd, directory_fd;
     struct stat entry;
-    bool exists = false;
-    int root_fd = open_root(place->root, NULL, 0, &status);
-    if (root_fd < 0)
-        return false;
-    const char *name = split_last(place->relative, directory);
-    if (open_directory(root_fd, directory, false, &directory_fd, "", NULL, 0) == BUTLER_OK)
-        exists = name[0] == '\0' || fstatat(directory_fd, name, &entry, AT_SYMLINK_NOFOLLOW) == 0;
-    if (directory_fd >= 0)
-        close(directory_fd);
-    close(root_fd);
+    bool exists = open_parent(place, "path", false, &root_fd, &directory_fd, directory, &name, NULL,
+                              0) == BUTLER_OK &&
+                  fstatat(directory_fd, name, &entry, AT_SYMLINK_NOFOLLOW) == 0;
+    int fds[] = {root_fd, directory_fd};
+    close_all(fds, 2);
     return exists;
 }
