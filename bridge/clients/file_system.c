@@ -695,6 +695,11 @@ enum butler_status file_move(const struct file_place *source, const struct file_
         status = BUTLER_ERR_INVALID;
         goto out;
     }
+    if (errno == EINVAL) { /* a directory into itself */
+        set_error(error, error_size, "cannot move a directory beneath itself");
+        status = BUTLER_ERR_INVALID;
+        goto out;
+    }
     if (errno != EXDEV) {
         set_error(error, error_size, "cannot move: %s", strerror(errno));
         status = BUTLER_ERR_IO;

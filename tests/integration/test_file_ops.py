@@ -469,7 +469,14 @@ def test_sparse_2gib_copy_memory(site):
     assert digest(copied) == digest(path)
     assert os.stat(copied).st_blocks * 512 < 256 << 20, "holes were filled in"
     print(f"RssAnon baseline {baseline} kB, peak during the 2 GiB copy {peak[0]} kB")
-    assert peak[0] < 16 * 1024, f"peak RssAnon {peak[0]} kB"
+    with open(f"/proc/{pid}/maps") as f:
+        sanitized = "libasan" in f.read()
+    if sanitized:
+        # AddressSanitizer's own shadow and quarantine put the daemon itself
+        # far above 16 MB: there the copy may add at most that much.
+        assert peak[0] - baseline < 16 * 1024, f"RssAnon grew {peak[0] - baseline} kB"
+    else:
+        assert peak[0] < 16 * 1024, f"peak RssAnon {peak[0]} kB"
     os.unlink(copied)
     os.unlink(path)
 
@@ -515,9 +522,10 @@ def test_move_replay_after_crash_counts_done(site):
     wait_until(lambda: temporaries(site.shm), 30, interval=0.001,
                message="the move's temporary file")
     site.butler.stop(signal.SIGKILL)
-    if not os.path.exists(target):
-        shutil.copyfile(source, target)
-    os.unlink(source)
+    if os.path.exists(source):  # else the move had finished before the kill
+        if not os.path.exists(target):
+            shutil.copyfile(source, target)
+        os.unlink(source)
     site.butler.start()
     result = site.wait_result(rid, 60)
     assert result["status"] == "done", result
