@@ -40,6 +40,7 @@
 _Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_route_destination) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum config_user_flag_rule) == sizeof(int), "enum size");
 
 #define ARRAY_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -98,6 +99,10 @@ struct object_list {
 
 /* The top-level table: every key of struct butler_config, in print order. */
 extern const struct key_table config_key_table;
+
+/* What a value check accepts, for the reference ("MQTT topic filter");
+ * NULL when the check has no description. Static text. */
+const char *config_check_text(value_check check);
 
 /* ---- Loader state and error reporting (diagnostics.c) ---- */
 
@@ -202,6 +207,14 @@ enum config_read_result config_read_bounded(const char *path, size_t cap, bool r
                                             char **text, size_t *length, int *error_number);
 void config_apply_environment(struct loader *ld, struct butler_config *config);
 void config_read_secret_files(struct loader *ld, struct butler_config *config);
+
+/* ---- The reference (reference.c) ---- */
+
+/* config_reference() for any table (unit tests use small tables of their own).
+ * Returns BUTLER_ERR_INVALID, after writing what it could, when a key has no
+ * `.doc` or a check has no description. */
+enum butler_status config_reference_table(FILE *out, enum config_reference_format format,
+                                          const struct key_table *table);
 
 /* ---- Cross-key checks (validate.c) ---- */
 

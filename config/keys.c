@@ -23,6 +23,8 @@ static const char *const log_level_names[] = {"error", "warn", "info", "debug", 
 static const char *const log_format_names[] = {"text", "json", NULL};
 static const char *const route_to_names[] = {"slack", "teams", "email", "webhook", "mqtt", NULL};
 static const char *const http_method_names[] = {"POST", "PUT", NULL};
+static const char *const heartbeat_method_names[] = {"GET", "POST", NULL};
+static const char *const user_flag_rule_names[] = {"ignore", "yes", "no", NULL};
 
 /* ---- value checks ---- */
 
@@ -96,8 +98,8 @@ static const char *check_topic_root(const char *value)
     size_t length = strlen(value);
     if (length == 0 || strpbrk(value, "+#") || value[0] == '$' || value[0] == '/' ||
         value[length - 1] == '/')
-        return "expected a topic prefix without '+', '#', a leading '$' or a leading or "
-               "trailing '/'";
+        return "expected a topic prefix without '+', '#', a leading '$' or a leading or trailing "
+               "'/'";
     return NULL;
 }
 
@@ -284,12 +286,46 @@ static const char *check_token(const char *value)
     return NULL;
 }
 
+/* What each check accepts, in the words of the reference (docs/configuration.md).
+ * A check missing here makes `butler --config-reference` fail, so a new check
+ * cannot reach the documentation undescribed. */
+static const struct {
+    value_check check;
+    const char *text;
+} check_texts[] = {
+    {check_not_empty, "non-empty, one line"},
+    {check_single_line, "one line"},
+    {check_topic_filter, "MQTT topic filter"},
+    {check_topic_or_empty, "MQTT topic without + or #"},
+    {check_topic_root, "topic prefix without +, #, a leading $ or a leading or trailing /"},
+    {check_share_group, "name without /, + or #"},
+    {check_route_name, "non-empty name without /, + or #"},
+    {check_http_url, "URL starting with http or https, or empty"},
+    {check_smtp_url, "smtp:// or smtps:// URL, or empty"},
+    {check_email, "e-mail address"},
+    {check_email_or_empty, "e-mail address, or empty"},
+    {check_guid, "task id (GUID)"},
+    {check_ip_or_cidr, "IP address or CIDR block"},
+    {check_host_port, "host:port"},
+    {check_listen, "[host:]port[s], comma-separated"},
+    {check_token, "non-empty, no spaces"},
+};
+
+const char *config_check_text(value_check check)
+{
+    for (size_t i = 0; i < ARRAY_COUNT(check_texts); i++)
+        if (check_texts[i].check == check)
+            return check_texts[i].text;
+    return NULL;
+}
+
 /* ---- tables ---- */
 
 #define CFG(field) offsetof(struct butler_config, field)
 #define ROUTE(field) offsetof(struct config_route, field)
 #define PROP(field) offsetof(struct config_custom_property, field)
 #define PAIR(field) offsetof(struct config_file_pair, field)
+#define USER_REF(field) offsetof(struct config_user_ref, field)
 
 #define K_BOOL(p, o, d) .path = (p), .type = KEY_BOOL, .offset = (o), .def = (d)
 #define K_INT(p, o, lo, hi, d)                                                                     \
@@ -327,8 +363,7 @@ static const struct key_def route_keys[] = {
     {K_ENUM("to", ROUTE(to), route_to_names, "slack"), .required = true,
      .doc = "Destination: slack, teams, email, webhook or mqtt."},
     {K_SECRET("webhook_url", ROUTE(webhook_url), false),
-     .doc =
-         "Webhook for slack, teams or webhook routes; default: slack/teams.webhook_url (secret)."},
+     .doc = "Webhook for slack, teams or webhook routes; default: slack/teams.webhook_url."},
     {K_STR("channel", ROUTE(channel), NULL, check_single_line), .doc = "Slack channel."},
     {K_STR("username", ROUTE(username), NULL, check_single_line),
      .doc = "Slack user name shown on the post."},
@@ -356,6 +391,13 @@ static const struct key_def route_keys[] = {
      .doc = "The value the custom property must have."},
 };
 
+static const struct key_def user_ref_keys[] = {
+    {K_STR("user_directory", USER_REF(user_directory), NULL, check_not_empty), .required = true,
+     .doc = "User directory (matched without regard to case)."},
+    {K_STR("user_id", USER_REF(user_id), NULL, check_not_empty), .required = true,
+     .doc = "User id (matched without regard to case)."},
+};
+
 /* Object tables track which keys were given in a 64-bit mask. */
 _Static_assert(ARRAY_COUNT(route_keys) <= 64, "route table too large for the seen mask");
 _Static_assert(ARRAY_COUNT(custom_property_keys) <= 64, "table too large for the seen mask");
@@ -363,6 +405,31 @@ _Static_assert(ARRAY_COUNT(custom_property_keys) <= 64, "table too large for the
 static const struct key_table route_table = {route_keys, ARRAY_COUNT(route_keys)};
 static const struct key_table custom_property_table = {custom_property_keys,
                                                        ARRAY_COUNT(custom_property_keys)};
+
+static const struct key_table user_ref_table = {user_ref_keys, ARRAY_COUNT(user_ref_keys)};
+
+static void *user_ref_get(const void *list, size_t *count)
+{
+    const struct config_user_ref_list *users = list;
+    *count = users->count;
+    return users->items;
+}
+
+static void user_ref_set(void *list, void *items, size_t count)
+{
+    struct config_user_ref_list *users = list;
+    users->items = items;
+    users->count = count;
+}
+
+static const struct object_list user_ref_objects = {
+    .table = &user_ref_table,
+    .item_size = sizeof(struct config_user_ref),
+    .max_items = MAX_LIST_ITEMS,
+    .get = user_ref_get,
+    .set = user_ref_set,
+    .check_item = NULL,
+};
 
 static void *route_get(const void *list, size_t *count)
 {
@@ -453,8 +520,7 @@ static const struct key_def config_keys[] = {
      .doc = "MQTT client id; keep it stable so the broker keeps the session (clean start is off)."},
     {K_STR("mqtt.username", CFG(mqtt.username), NULL, check_single_line),
      .doc = "MQTT user name; empty = connect without credentials."},
-    {K_SECRET("mqtt.password", CFG(mqtt.password), true),
-     .doc = "MQTT password (secret; or mqtt.password_file)."},
+    {K_SECRET("mqtt.password", CFG(mqtt.password), true), .doc = "MQTT password."},
     {K_BOOL("mqtt.tls.enable", CFG(mqtt.tls.enable), "false"),
      .doc = "Connect to the broker over TLS."},
     {K_STR("mqtt.tls.ca_file", CFG(mqtt.tls.ca_file), NULL, check_single_line),
@@ -492,8 +558,8 @@ static const struct key_def config_keys[] = {
     {K_STR("http.tls.ca_file", CFG(http.tls.ca_file), NULL, check_single_line),
      .doc = "Non-empty: clients must present a certificate signed by this CA."},
     {K_SECRET_LIST("http.tokens", CFG(http.tokens), check_token, true),
-     .doc = "Non-empty: /v4/* requires 'Authorization: Bearer <token>' with one of these (secret; "
-            "or http.tokens_file, one per line)."},
+     .doc = "Non-empty: /v4/* requires 'Authorization: Bearer <token>' with one of these (a tokens "
+            "file holds one per line)."},
     {K_LONG("http.max_body_bytes", CFG(http.max_body_bytes), 1, 1073741824LL, "1048576"),
      .doc = "Largest request body accepted; larger requests get 413."},
     {K_INT("http.task_start_timeout_ms", CFG(http.task_start_timeout_ms), 1, 600000, "10000"),
@@ -539,8 +605,8 @@ static const struct key_def config_keys[] = {
            check_http_url),
      .doc = "Butler's HTTP API as Sense reaches it; QRS calls back here."},
     {K_SECRET("qrs.notifications.secret", CFG(qrs.notifications.secret), true),
-     .doc = "Path segment of the callback that proves the call comes from QRS (secret; or "
-            "qrs.notifications.secret_file)."},
+     .doc = "Path segment of the callback that proves the call comes from QRS (16..256 of A-Z a-z "
+            "0-9 - _ . ~)."},
     {K_STR("qrs.notifications.filter", CFG(qrs.notifications.filter), NULL, check_single_line),
      .doc = "QRS filter on ExecutionResult; empty = every update."},
     {K_INT("qrs.notifications.check_interval_s", CFG(qrs.notifications.check_interval_s), 1, 86400,
@@ -556,6 +622,10 @@ static const struct key_def config_keys[] = {
      .doc = "Custom property name/value pairs whose tasks may be started."},
     {K_INT("task_start.dedup_ttl_s", CFG(task_start.dedup_ttl_s), 0, 604800, "600"),
      .doc = "A requestId seen within this window is not started again."},
+    {K_INT("task_start.dedup_max_requests", CFG(task_start.dedup_max_requests), 100, 10000000,
+           "100000"),
+     .doc = "requestIds remembered at once (and answers kept in the spool); past it the oldest "
+            "is forgotten early and counted."},
     {K_INT("task_start.workers", CFG(task_start.workers), 1, 64, "4"),
      .doc = "Task-start worker threads, each with its own QRS connection."},
     {K_INT("task_start.queue_max", CFG(task_start.queue_max), 1, 1000000, "4096"),
@@ -567,12 +637,68 @@ static const struct key_def config_keys[] = {
      .doc = "QMC URL used for links in default alert texts."},
     {K_STR("sense.hub_url", CFG(sense.hub_url), NULL, check_http_url),
      .doc = "Hub URL used for links in default alert texts."},
+    {K_BOOL("sense.version.enable", CFG(sense.version.enable), "false"),
+     .doc = "Read /qrs/about at start and every interval: retained <root>/sense/version and "
+            "<root>/events/sense/version/changed (needs qrs.url)."},
+    {K_INT("sense.version.interval_s", CFG(sense.version.interval_s), 1, INT_MAX, "3600"),
+     .doc = "Seconds between version checks."},
+
+    {K_BOOL("license.monitor.enable", CFG(license.monitor.enable), "false"),
+     .doc = "Watch the server licence and access licences at start and every interval (needs "
+            "qrs.url)."},
+    {K_INT("license.monitor.interval_s", CFG(license.monitor.interval_s), 1, INT_MAX, "21600"),
+     .doc = "Seconds between licence checks."},
+    {K_INT("license.monitor.warn_days", CFG(license.monitor.warn_days), 0, 36500, "30"),
+     .doc = "The expiring event fires when the server licence has this many days left or fewer."},
+    {K_INT("license.monitor.available_below", CFG(license.monitor.available_below), 0, 10000000,
+           "0"),
+     .doc = "An access type's low event fires when fewer are available; 0 = never."},
+    {K_BOOL("license.release.enable", CFG(license.release.enable), "false"),
+     .doc = "Release professional and analyzer allocations unused for too long (needs qrs.url)."},
+    {K_BOOL("license.release.dry_run", CFG(license.release.dry_run), "true"),
+     .doc = "Report what would be released, release nothing."},
+    {K_INT("license.release.interval_s", CFG(license.release.interval_s), 1, INT_MAX, "86400"),
+     .doc = "Seconds between release runs (the first at start)."},
+    {K_INT("license.release.professional_days", CFG(license.release.professional_days), 1, 36500,
+           "30"),
+     .doc = "Release professional allocations not used for more than this many days."},
+    {K_INT("license.release.analyzer_days", CFG(license.release.analyzer_days), 1, 36500, "30"),
+     .doc = "Release analyzer allocations not used for more than this many days."},
+    {K_OBJECTS("license.release.never_release.users", CFG(license.release.never_release.users),
+               &user_ref_objects),
+     .doc = "Users whose allocation is never released."},
+    {K_LIST("license.release.never_release.user_directories",
+            CFG(license.release.never_release.user_directories), check_not_empty),
+     .doc = "User directories whose users' allocations are never released."},
+    {K_LIST("license.release.never_release.tags", CFG(license.release.never_release.tags),
+            check_not_empty),
+     .doc = "User tags that keep a user's allocation."},
+    {K_OBJECTS("license.release.never_release.custom_properties",
+               CFG(license.release.never_release.custom_properties), &custom_property_objects),
+     .doc = "User custom property name/value pairs that keep a user's allocation."},
+    {K_ENUM("license.release.never_release.inactive", CFG(license.release.never_release.inactive),
+            user_flag_rule_names, "ignore"),
+     .doc = "yes: keep inactive users' allocations; no: keep active users'; ignore."},
+    {K_ENUM("license.release.never_release.blocked", CFG(license.release.never_release.blocked),
+            user_flag_rule_names, "ignore"),
+     .doc = "yes: keep blocked users' allocations; no: keep unblocked users'; ignore."},
+    {K_ENUM("license.release.never_release.removed_externally",
+            CFG(license.release.never_release.removed_externally), user_flag_rule_names, "ignore"),
+     .doc = "yes: keep allocations of users removed externally; no: of the others; ignore."},
+
+    {K_BOOL("heartbeat.enable", CFG(heartbeat.enable), "false"),
+     .doc = "Call heartbeat.url at start and every interval."},
+    {K_SECRET("heartbeat.url", CFG(heartbeat.url), true), .check = check_http_url,
+     .doc = "Heartbeat URL (secret: it carries the check's token; or heartbeat.url_file)."},
+    {K_WORD("heartbeat.method", CFG(heartbeat.method), heartbeat_method_names, "GET"),
+     .doc = "HTTP method of the heartbeat."},
+    {K_INT("heartbeat.interval_s", CFG(heartbeat.interval_s), 1, INT_MAX, "300"),
+     .doc = "Seconds between heartbeats."},
 
     {K_SECRET("slack.webhook_url", CFG(slack.webhook_url), true),
-     .doc = "Default Slack incoming webhook for slack posts and routes (secret; or "
-            "slack.webhook_url_file)."},
+     .doc = "Default Slack incoming webhook for slack posts and routes."},
     {K_SECRET("teams.webhook_url", CFG(teams.webhook_url), true),
-     .doc = "Default Teams webhook for routes (secret; or teams.webhook_url_file)."},
+     .doc = "Default Teams webhook for routes."},
 
     {K_STR("smtp.url", CFG(smtp.url), NULL, check_smtp_url),
      .doc = "Mail server: smtp://host:25 or smtps://host:465."},
@@ -580,8 +706,7 @@ static const struct key_def config_keys[] = {
      .doc = "Sender address of e-mail."},
     {K_STR("smtp.username", CFG(smtp.username), NULL, check_single_line),
      .doc = "SMTP user name; empty = no authentication."},
-    {K_SECRET("smtp.password", CFG(smtp.password), true),
-     .doc = "SMTP password (secret; or smtp.password_file)."},
+    {K_SECRET("smtp.password", CFG(smtp.password), true), .doc = "SMTP password."},
 
     {K_OBJECTS("routes", CFG(routes), &route_objects),
      .doc = "Rules that forward matching MQTT messages to Slack, Teams, e-mail, a webhook or "

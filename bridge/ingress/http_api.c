@@ -17,6 +17,7 @@
 #include "bridge/core/clock.h"
 #include "bridge/ingress/http_body.h"
 #include "bridge/ingress/http_file.h"
+#include "bridge/ingress/http_openapi.h"
 #include "bridge/ingress/http_server.h"
 #include "bridge/ingress/http_store.h"
 #include "bridge/core/log.h"
@@ -94,6 +95,7 @@ static const struct route routes[] = {
     {"createDirQVD", "/v4/createdirqvd", M_POST, "POST", true, http_file_create_dir_qvd},
     {"health", "/health", M_GET, "GET", false, handle_health},
     {"metrics", "/metrics", M_GET, "GET", false, handle_metrics},
+    {"openapi", "/openapi.json", M_GET, "GET", false, http_openapi_serve},
 };
 
 enum { ROUTE_COUNT = sizeof routes / sizeof routes[0] };
