@@ -309,6 +309,9 @@ static const struct {
     {check_host_port, "host:port"},
     {check_listen, "[host:]port[s], comma-separated"},
     {check_token, "non-empty, no spaces"},
+    {check_directory, "absolute directory without . or .. components"},
+    {check_directory_or_empty, "absolute directory, or empty"},
+    {check_file_node, "up to 64 of A-Z a-z 0-9 - _, not an operation name"},
 };
 
 const char *config_check_text(value_check check)
