@@ -39,6 +39,13 @@ enum config_log_level {
     CONFIG_LOG_DEBUG = 3,
 };
 
+/* health.metrics_auth: "token" = /metrics takes the same bearer tokens as
+ * /v4 (when http.tokens is set); "open" = anyone who reaches the listener. */
+enum config_metrics_auth {
+    CONFIG_METRICS_AUTH_TOKEN = 0,
+    CONFIG_METRICS_AUTH_OPEN,
+};
+
 enum config_log_format {
     CONFIG_LOG_TEXT = 0,
     CONFIG_LOG_JSON = 1,
@@ -273,6 +280,7 @@ struct butler_config {
 
     struct {
         bool metrics;
+        enum config_metrics_auth metrics_auth; /* who may read /metrics when http.tokens is set */
     } health;
 
     /* Key-value store on the broker (retained <root>/kv/<ns>/<key>). */

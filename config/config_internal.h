@@ -39,6 +39,7 @@
  * compiler gives the enums int's size (GCC and Clang do for these). */
 _Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_log_format) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum config_metrics_auth) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_route_destination) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_user_flag_rule) == sizeof(int), "enum size");
 

@@ -21,6 +21,7 @@
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_format_names[] = {"text", "json", NULL};
+static const char *const metrics_auth_names[] = {"token", "open", NULL};
 static const char *const route_to_names[] = {"slack", "teams", "email", "webhook", "mqtt", NULL};
 static const char *const http_method_names[] = {"POST", "PUT", NULL};
 static const char *const heartbeat_method_names[] = {"GET", "POST", NULL};
@@ -731,6 +732,9 @@ static const struct key_def config_keys[] = {
 
     {K_BOOL("health.metrics", CFG(health.metrics), "true"),
      .doc = "Serve GET /metrics (Prometheus text format)."},
+    {K_ENUM("health.metrics_auth", CFG(health.metrics_auth), metrics_auth_names, "token"),
+     .doc = "Who may read /metrics when http.tokens is set: token (the API's bearer tokens) or "
+            "open (anyone who reaches the listener). /health is always open."},
 
     {K_INT("kv.max_keys_per_namespace", CFG(kv.max_keys_per_namespace), 1, 100000, "1000"),
      .doc = "Keys per key-value namespace; over it the oldest-written key is evicted."},

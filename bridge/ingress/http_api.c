@@ -186,8 +186,12 @@ void http_api_handle(struct http_exchange *exchange)
         handle_qrs_notification(exchange);
         return;
     }
-    bool v4 = strncmp(exchange->path, "/v4/", 4) == 0;
-    if (v4 && config->http.tokens.count > 0 &&
+    /* /health stays open (liveness probes); /metrics takes the API tokens
+     * unless health.metrics_auth is "open". */
+    bool needs_token = strncmp(exchange->path, "/v4/", 4) == 0 ||
+                       (strcmp(exchange->path, "/metrics") == 0 &&
+                        config->health.metrics_auth == CONFIG_METRICS_AUTH_TOKEN);
+    if (needs_token && config->http.tokens.count > 0 &&
         !http_body_bearer_allowed(http_exchange_header(exchange, "Authorization"),
                                   &config->http.tokens)) {
         exchange->endpoint = "unauthorized";

@@ -1370,11 +1370,49 @@ def test_bearer_tokens(secure_env):
     assert [m["payload"] for m in env.observer.wait_for(lambda m: m["topic"] == "sec/t")] == [b"x"]
     # Unknown /v4 paths do not reveal themselves without a token.
     assert env.call("GET", "/v4/nope").status == 401
-    # /health and /metrics need no token.
+    # /health needs no token; /metrics takes the API tokens (health.metrics_auth: token, the
+    # default) and reveals nothing without one.
     assert env.call("GET", "/health").status == 200
-    assert env.call("GET", "/metrics").status == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        resp = env.call("GET", "/metrics", headers=headers)
+        assert resp.status == 401 and b"butler_" not in resp.body, resp
+        assert resp.headers.get("www-authenticate", "").startswith("Bearer")
+    resp = env.call("GET", "/metrics", headers={"Authorization": f"Bearer {TOKENS[1]}"})
+    assert resp.status == 200 and b"butler_http_requests_total" in resp.body, resp
     log = env.butler.log()
     assert TOKENS[0] not in log and TOKENS[1] not in log, "a bearer token leaked into the log"
+
+
+@pytest.mark.parametrize("metrics_auth", ["open", "token"])
+def test_metrics_auth_choice(module_dir, module_broker, metrics_auth):
+    """health.metrics_auth: "open" serves /metrics without a token even with http.tokens set;
+    "token" (the default) asks for one. /v4 needs its token and /health is open either way."""
+    directory = tempfile.mkdtemp(prefix=f"metrics-{metrics_auth}-", dir=module_dir)
+    butler = Butler(directory, module_broker, http_yaml=[f"tokens: [{TOKENS[0]}]"],
+                    extra_yaml=f"health: {{ metrics_auth: {metrics_auth} }}\n").start()
+    try:
+        port = butler.http_port
+        assert request(port, "GET", "/health").status == 200
+        assert request(port, "GET", "/v4/butlerping").status == 401
+        resp = request(port, "GET", "/metrics")
+        if metrics_auth == "open":
+            assert resp.status == 200 and b"butler_http_requests_total" in resp.body, resp
+        else:
+            assert resp.status == 401, resp
+        resp = request(port, "GET", "/metrics", headers={"Authorization": f"Bearer {TOKENS[0]}"})
+        assert resp.status == 200, resp
+    finally:
+        assert butler.stop() == 0
+
+
+def test_metrics_auth_rejects_other_values(module_dir, module_broker):
+    directory = tempfile.mkdtemp(prefix="metrics-bad-", dir=module_dir)
+    butler = Butler(directory, module_broker, http_yaml=[],
+                    extra_yaml="health: { metrics_auth: public }\n").start(wait_online=False)
+    code = butler.process.wait(30)
+    butler.stop()
+    assert code != 0
+    assert "health.metrics_auth" in butler.log() and "open" in butler.log(), butler.log()[-2000:]
 
 
 def test_endpoint_allow_list(secure_env):
