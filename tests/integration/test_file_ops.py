@@ -154,7 +154,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site():
-    directory = tempfile.mkdtemp(prefix="butler-it-file-")
+    directory = tempfile.mkdtemp(prefix="butler-fileops-")
     broker = Broker(directory).start()
     s = Site(directory, broker)
     yield s
