@@ -79,6 +79,29 @@ enum config_route_destination {
     CONFIG_ROUTE_MQTT,
 };
 
+/* One New Relic account (newrelic.accounts); every event and metric goes to each. */
+struct config_newrelic_account {
+    char *name;
+    char *account_id;
+    char *api_key; /* secret: sent as the Api-Key header */
+};
+
+struct config_newrelic_account_list {
+    struct config_newrelic_account *items;
+    size_t count;
+};
+
+/* One extra HTTP header of a route (`headers: {Name: value}`). */
+struct config_header {
+    char *name;
+    char *value; /* treated as a secret: API keys travel here */
+};
+
+struct config_header_list {
+    struct config_header *items;
+    size_t count;
+};
+
 /* One entry of `routes:` (contract 3.3). Empty strings mean "not set". */
 struct config_route {
     char *name;  /* required, unique */
@@ -100,6 +123,8 @@ struct config_route {
      * has this value (the Node.js Butler's per-task opt-in). Empty = always. */
     char *condition_custom_property_name;
     char *condition_custom_property_value;
+    /* Sent with each webhook delivery; a Content-Type here replaces the JSON default. */
+    struct config_header_list headers;
 };
 
 struct config_route_list {
@@ -242,6 +267,14 @@ struct butler_config {
             } never_release;
         } release;
     } license;
+
+    /* POST /v4/newrelic/event|metric -> <root>/newrelic/event|metric -> New Relic. */
+    struct {
+        struct config_newrelic_account_list accounts;
+        char *event_url;  /* events go to <event_url>/v1/accounts/<account_id>/events */
+        char *metric_url; /* the metric API endpoint itself */
+        struct config_custom_property_list attributes; /* added to every event and metric */
+    } newrelic;
 
     /* GET or POST a URL every interval (uptime services). */
     struct {

@@ -290,6 +290,13 @@ static const char *check_token(const char *value)
 /* What each check accepts, in the words of the reference (docs/configuration.md).
  * A check missing here makes `butler --config-reference` fail, so a new check
  * cannot reach the documentation undescribed. */
+static const char *check_account_id(const char *value)
+{
+    if (strlen(value) <= 20 && is_digits(value, strlen(value)))
+        return NULL;
+    return "expected a New Relic account id (digits)";
+}
+
 static const struct {
     value_check check;
     const char *text;
@@ -313,6 +320,7 @@ static const struct {
     {check_directory, "absolute directory without . or .. components"},
     {check_directory_or_empty, "absolute directory, or empty"},
     {check_file_node, "up to 64 of A-Z a-z 0-9 - _, not an operation name"},
+    {check_account_id, "digits"},
 };
 
 const char *config_check_text(value_check check)
@@ -330,6 +338,7 @@ const char *config_check_text(value_check check)
 #define PROP(field) offsetof(struct config_custom_property, field)
 #define PAIR(field) offsetof(struct config_file_pair, field)
 #define USER_REF(field) offsetof(struct config_user_ref, field)
+#define NR_ACCOUNT(field) offsetof(struct config_newrelic_account, field)
 
 #define K_BOOL(p, o, d) .path = (p), .type = KEY_BOOL, .offset = (o), .def = (d)
 #define K_INT(p, o, lo, hi, d)                                                                     \
@@ -344,6 +353,7 @@ const char *config_check_text(value_check check)
 #define K_SECRET_LIST(p, o, c, f)                                                                  \
     .path = (p), .type = KEY_SECRET_LIST, .offset = (o), .check = (c), .has_file = (f)
 #define K_OBJECTS(p, o, l) .path = (p), .type = KEY_OBJECTS, .offset = (o), .objects = (l)
+#define K_HEADERS(p, o) .path = (p), .type = KEY_HEADERS, .offset = (o)
 
 static const struct key_def custom_property_keys[] = {
     {K_STR("name", PROP(name), NULL, check_not_empty), .required = true,
@@ -393,6 +403,9 @@ static const struct key_def route_keys[] = {
     {K_STR("condition.custom_property.value", ROUTE(condition_custom_property_value), NULL,
            check_single_line),
      .doc = "The value the custom property must have."},
+    {K_HEADERS("headers", ROUTE(headers)),
+     .doc = "Extra HTTP headers {Name: value} sent with each delivery; a Content-Type replaces "
+            "the JSON default (values are secret)."},
 };
 
 static const struct key_def user_ref_keys[] = {
@@ -411,6 +424,41 @@ static const struct key_table custom_property_table = {custom_property_keys,
                                                        ARRAY_COUNT(custom_property_keys)};
 
 static const struct key_table user_ref_table = {user_ref_keys, ARRAY_COUNT(user_ref_keys)};
+
+static const struct key_def newrelic_account_keys[] = {
+    {K_STR("name", NR_ACCOUNT(name), NULL, check_not_empty), .required = true,
+     .doc = "Account name (labels metrics and errors)."},
+    {K_STR("account_id", NR_ACCOUNT(account_id), NULL, check_account_id), .required = true,
+     .doc = "New Relic account id."},
+    {K_SECRET("api_key", NR_ACCOUNT(api_key), false), .check = check_token, .required = true,
+     .doc = "Insert/ingest API key, sent as the Api-Key header (secret)."},
+};
+
+static const struct key_table newrelic_account_table = {newrelic_account_keys,
+                                                        ARRAY_COUNT(newrelic_account_keys)};
+
+static void *newrelic_account_get(const void *list, size_t *count)
+{
+    const struct config_newrelic_account_list *accounts = list;
+    *count = accounts->count;
+    return accounts->items;
+}
+
+static void newrelic_account_set(void *list, void *items, size_t count)
+{
+    struct config_newrelic_account_list *accounts = list;
+    accounts->items = items;
+    accounts->count = count;
+}
+
+static const struct object_list newrelic_account_objects = {
+    .table = &newrelic_account_table,
+    .item_size = sizeof(struct config_newrelic_account),
+    .max_items = 100,
+    .get = newrelic_account_get,
+    .set = newrelic_account_set,
+    .check_item = NULL,
+};
 
 static void *user_ref_get(const void *list, size_t *count)
 {
@@ -689,6 +737,17 @@ static const struct key_def config_keys[] = {
     {K_ENUM("license.release.never_release.removed_externally",
             CFG(license.release.never_release.removed_externally), user_flag_rule_names, "ignore"),
      .doc = "yes: keep allocations of users removed externally; no: of the others; ignore."},
+
+    {K_OBJECTS("newrelic.accounts", CFG(newrelic.accounts), &newrelic_account_objects),
+     .doc = "New Relic accounts; every event and metric goes to each."},
+    {K_STR("newrelic.event_url", CFG(newrelic.event_url), "https://insights-collector.newrelic.com",
+           check_http_url),
+     .doc = "Event API base; events go to <event_url>/v1/accounts/<account_id>/events."},
+    {K_STR("newrelic.metric_url", CFG(newrelic.metric_url),
+           "https://metric-api.newrelic.com/metric/v1", check_http_url),
+     .doc = "Metric API endpoint."},
+    {K_OBJECTS("newrelic.attributes", CFG(newrelic.attributes), &custom_property_objects),
+     .doc = "Attributes {name, value} added to every event and metric."},
 
     {K_BOOL("heartbeat.enable", CFG(heartbeat.enable), "false"),
      .doc = "Call heartbeat.url at start and every interval."},

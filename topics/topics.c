@@ -26,6 +26,7 @@
 #include "topics/events.h"
 #include "topics/file.h"
 #include "topics/kv.h"
+#include "topics/newrelic.h"
 #include "topics/notifications.h"
 #include "topics/routes.h"
 #include "topics/schedules.h"
@@ -96,6 +97,11 @@ static const struct topic_family families[] = {
     {"monitor", "%s/monitor/run/+", true, false, sense_monitors_run, NULL, sense_monitors_wanted},
     {"sense_version", "%s/sense/version", false, false, NULL, sense_version_on_message,
      sense_version_wanted},
+    /* New Relic posts (topics/newrelic.c); answers reuse the task-result waiters. */
+    {"newrelic", "%s/newrelic/event", true, false, newrelic_run, NULL, newrelic_wanted},
+    {"newrelic", "%s/newrelic/metric", true, false, newrelic_run, NULL, newrelic_wanted},
+    {"newrelic_result", "%s/newrelic/result", false, false, NULL, task_result_on_message,
+     newrelic_wanted},
 };
 
 enum { FAMILY_COUNT = sizeof families / sizeof families[0], SUBMIT_SLICE_MS = 1000 };

@@ -166,8 +166,8 @@ static void handle(struct http_exchange *exchange, enum file_operation operation
     else
         snprintf(topic, sizeof topic, "%s/file/%s", config->mqtt.topic_root,
                  file_operation_name(operation));
-    if (!http_api_publish(exchange, topic, payload, strlen(payload),
-                          (int)(deadline - clock_monotonic_ms())))
+    if (!http_api_publish_acknowledged(exchange, topic, payload, strlen(payload),
+                                       (int)(deadline - clock_monotonic_ms())))
         goto out;
     uint64_t now = clock_monotonic_ms();
     size_t result_length = 0;

@@ -73,12 +73,12 @@ void http_exchange_reply_error(struct http_exchange *exchange, int status, const
 
 /* Implemented by http_api.c: route and answer one request. */
 void http_api_handle(struct http_exchange *exchange);
-/* Implemented by http_api.c for the endpoint files. Each answers the error
- * itself (400/413/415, or 503 + Retry-After when the broker is unreachable or
- * does not acknowledge within timeout_ms) and returns false. */
+/* Implemented by http_api.c for endpoints in other files: read a JSON body
+ * (answers 415/413/400 itself and returns false), and publish waiting for the
+ * broker's PUBACK within timeout_ms (answers 503/400 itself, returns false). */
 bool http_api_read_json_body(struct http_exchange *exchange);
-bool http_api_publish(struct http_exchange *exchange, const char *topic, const char *payload,
-                      size_t length, int timeout_ms); /* QoS 1, waits for the PUBACK */
+bool http_api_publish_acknowledged(struct http_exchange *exchange, const char *topic,
+                                   const char *payload, size_t length, int timeout_ms);
 /* A query variable into out: 0 found, -1 absent, -2 too long, -3 holds a NUL. */
 int http_api_query_var(const struct http_exchange *exchange, const char *name, char *out,
                        size_t out_size);
