@@ -275,21 +275,25 @@ void publish_teardown(void)
     }
 }
 
+/* Only now is the request finished; unanswered, it stays in the spool. */
 static void answer_published(void *context, enum butler_status status)
 {
     struct topic_message *message = context;
     if (status != BUTLER_OK) {
-        LOG_WARN("publish", "answer to %s not acknowledged (%s); kept for the next start",
+        LOG_WARN(MODULE, "answer to %s not acknowledged (%s); kept for the next start",
                  message->topic, butler_status_str(status));
         topic_message_keep(message);
     }
     topic_message_free(message);
 }
 
-void publish_answer(const char *topic, struct topic_message *message, const char *text)
+void publish_answer(const char *result_topic, struct topic_message *message, const char *text)
 {
     struct publish_item items[2] = {
-        {.topic = topic, .payload = text, .payload_length = strlen(text), .options = {.qos = 1}},
+        {.topic = result_topic,
+         .payload = text,
+         .payload_length = strlen(text),
+         .options = {.qos = 1}},
     };
     size_t count = 1;
     if (message->response_topic && message->response_topic[0])
@@ -297,10 +301,13 @@ void publish_answer(const char *topic, struct topic_message *message, const char
             .topic = message->response_topic,
             .payload = text,
             .payload_length = strlen(text),
-            .options = {.qos = 1,
-                        .correlation_data = message->correlation_data,
-                        .correlation_length = message->correlation_length,
-                        .content_type = "application/json"},
+            .options =
+                {
+                    .qos = 1,
+                    .correlation_data = message->correlation_data,
+                    .correlation_length = message->correlation_length,
+                    .content_type = "application/json",
+                },
         };
     publish_all(items, count, answer_published, message);
 }

@@ -40,13 +40,13 @@ void publish_all(const struct publish_item *items, size_t count,
 struct topic_message;
 
 /*
- * The one answer to a command: `text` on `topic` and, when the request carried
- * an MQTT v5 Response Topic, there too with its Correlation Data. Takes
- * ownership of `message`: it is freed (its spool record finished) once the
- * broker acknowledged both, or kept in the spool for the next start when
- * Butler stops first. Worker threads; `text` is copied.
+ * Answer a consumed request: publish `text` on `result_topic` and, when the
+ * request carried an MQTT v5 Response Topic, there too with its Correlation
+ * Data. Takes ownership of `message`: it is freed (its spool record finished)
+ * once the broker acknowledged every answer, or kept in the spool for the
+ * next start when Butler stops first. Worker threads; `text` is copied.
  */
-void publish_answer(const char *topic, struct topic_message *message, const char *text);
+void publish_answer(const char *result_topic, struct topic_message *message, const char *text);
 
 /* Register the CONNACK hook that sends parked publishes again (start-up). */
 void publish_setup(void);

@@ -14,7 +14,6 @@
 #include "bridge/core/clock.h"
 #include "bridge/core/json.h"
 #include "bridge/core/metrics.h"
-#include "bridge/ingress/http_api.h"
 #include "topics/app.h"
 #include "topics/task_result.h"
 #include "topics/task_start.h"
@@ -61,7 +60,7 @@ static cJSON *publish_and_wait(struct http_exchange *exchange, const char *op,
     }
     char topic[512];
     snprintf(topic, sizeof topic, "%s/app/%s", config->mqtt.topic_root, op);
-    if (!http_api_publish_acknowledged(exchange, topic, payload, strlen(payload), 1,
+    if (!http_api_publish_acknowledged(exchange, topic, payload, strlen(payload),
                                        config->http.task_start_timeout_ms))
         goto out;
     if (task_result_wait(waiter, wait_ms, &text, &length) != BUTLER_OK) {
@@ -112,9 +111,7 @@ void http_app_reload(struct http_exchange *exchange)
         return;
     }
     if (!path_app_id(exchange, "/v4/app/", app_id, sizeof app_id) ||
-        !http_api_query_flag(exchange, "wait", &wait) || !http_api_read_body(exchange))
-        goto out;
-    if (exchange->body_length > 0 && !http_api_require_json(exchange))
+        !http_api_query_flag(exchange, "wait", &wait) || !http_api_read_json_body(exchange))
         goto out;
     body = exchange->body_length > 0 ? json_parse_exact(exchange->body, exchange->body_length, NULL)
                                      : cJSON_CreateObject();
@@ -142,7 +139,7 @@ void http_app_reload(struct http_exchange *exchange)
     if (!wait) {
         char topic[512];
         snprintf(topic, sizeof topic, "%s/app/reload", config->mqtt.topic_root);
-        if (!http_api_publish_acknowledged(exchange, topic, payload, strlen(payload), 1,
+        if (!http_api_publish_acknowledged(exchange, topic, payload, strlen(payload),
                                            config->http.task_start_timeout_ms))
             goto out;
         cJSON *reply = cJSON_CreateObject();
