@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TASK_SALES, VALGRIND, Butler, start_calls, wait_until
+from conftest import TASK_SALES, VALGRIND, Butler, rss_anon_kb, start_calls, wait_until
 import simctl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -220,14 +220,6 @@ def instrumented(pid):
     with open(f"/proc/{pid}/maps") as f:
         maps = f.read()
     return VALGRIND or "libasan" in maps or "vgpreload" in maps
-
-
-def rss_anon_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    return 0
 
 
 def engine_sockets(port):
