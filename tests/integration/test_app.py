@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TASK_SALES, VALGRIND, Butler, rss_anon_kb, start_calls, wait_until
+from conftest import TASK_SALES, TIMEOUT_SCALE, VALGRIND, Butler, rss_anon_kb, start_calls, wait_until
 import simctl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,7 +67,8 @@ def engine(engine_module):
 
 def engine_yaml(engine, **keys):
     lines = ["engine:", f"  url: wss://localhost:{engine.port}"]
-    keys.setdefault("timeout_ms", 3000)
+    # Connect + TLS + upgrade take far longer under valgrind.
+    keys.setdefault("timeout_ms", 3000 * TIMEOUT_SCALE)
     lines += [f"  {k}: {v}" for k, v in keys.items()]
     return "\n".join(lines) + "\n"
 
