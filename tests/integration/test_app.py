@@ -343,3 +343,19 @@ def test_http_errors(workdir, broker, client, qrs, engine):
     assert resp.status == 405
     assert engine.calls("DoReloadEx") and len(engine.calls("DoReloadEx")) == 1
     assert butler.stop() == 0
+
+
+def test_repeated_request_id_reloads_once(workdir, broker, client, qrs, engine):
+    engine.control("POST", "/fault", {"reload_ms": 600})
+    butler = start_butler(workdir, broker, qrs, engine)
+    payload = json.dumps({"appId": APP_SALES, "requestId": "dup-1"})
+    client.publish("butler/app/reload", payload)
+    client.publish("butler/app/reload", payload)  # while the first one runs: no second reload
+    assert app_result(client, "dup-1")["status"] == "done"
+    client.publish("butler/app/reload", payload)  # after it: the first answer again
+    answers = client.wait_for(lambda m: m["topic"] == "butler/app/result"
+                              and json.loads(m["payload"])["requestId"] == "dup-1", count=2)
+    assert json.loads(answers[1]["payload"]) == json.loads(answers[0]["payload"])
+    assert len(engine.calls("DoReloadEx")) == 1
+    assert engine.control("GET", "/stats")["saves"] == {APP_SALES: 1}
+    assert butler.stop() == 0
