@@ -221,7 +221,7 @@ task_start_reaches_simulator() {
   stdbuf -oL mosquitto_sub -d -h 127.0.0.1 -p "$port" -q 1 -t butler/task/result -C 1 -W 60 >"$work/result-$request_id.txt" &
   result_pid=$!
   pids+=("$result_pid")
-  wait_for 10 "the subscription to butler/task/result" grep -q SUBACK "$work/result-$request_id.txt"
+  wait_for 10 "the subscription to butler/task/result" grep -qs SUBACK "$work/result-$request_id.txt"
   mosquitto_pub -h 127.0.0.1 -p "$port" -q 1 -t butler/task/start \
     -m "{\"taskId\": \"$task\", \"requestId\": \"$request_id\"}"
   if ((delay_ms)); then
@@ -235,7 +235,7 @@ task_start_finished() { # request id: the simulator recorded the start and Butle
   sim GET "/_sim/calls/wait?method=POST&path_re=/task/$task/start&count=1&timeout_ms=20000" >"$work/calls-$request_id.json" \
     || die "no task start reached the simulator ($request_id)"
   wait "$result_pid" || die "no answer on butler/task/result ($request_id)"
-  grep "\"requestId\":\"$request_id\"" "$work/result-$request_id.txt" | grep -q '"status":"started"' \
+  grep "\"requestId\":\"$request_id\"" "$work/result-$request_id.txt" | grep '"status":"started"' >/dev/null \
     || die "unexpected result: $(cat "$work/result-$request_id.txt")"
 }
 
@@ -283,7 +283,7 @@ podman_steps() {
   if grep -E -- '-dev$|^(gcc|g\+\+|cpp)(-[0-9]+)?$|^(cmake|make|binutils|pkg-config|pkgconf|build-essential)$' "$work/image-packages.txt" >"$work/image-build-packages.txt"; then
     die "build packages in the runtime image: $(tr '\n' ' ' <"$work/image-build-packages.txt")"
   fi
-  podman run --rm --entrypoint id "$image" -u 2>>"$work/podman/run.log" | grep -qx 10001 || die "the image's user is not uid 10001"
+  podman run --rm --entrypoint id "$image" -u 2>>"$work/podman/run.log" | grep -x 10001 >/dev/null || die "the image's user is not uid 10001"
   say "image: $(wc -l <"$work/image-packages.txt") packages, none for building; runs as uid 10001"
   phase "image checks"
 
@@ -323,7 +323,8 @@ EOF
   task_start_reaches_simulator "$mqtt_port" podman-drain 3000
   stop_exits_zero butler-check
   task_start_finished podman-drain
-  podman logs butler-check 2>&1 | grep -q 'finishing in-flight work' || die "no drain in the log"
+  podman logs butler-check >"$work/podman/butler-check.log" 2>&1
+  grep -q 'finishing in-flight work' "$work/podman/butler-check.log" || die "no drain in the log"
   say "podman stop with a task start in flight: drained (started, answered), exit code 0"
   phase "podman run: task start over MQTT, podman stop drains, exit 0"
 
@@ -403,7 +404,7 @@ deb_steps() {
     [[ ", $depends," == *", $package "* || ", $depends," == *", $package,"* ]] \
       || die "Depends lacks $package (docker/runtime-packages.txt)"
   done
-  dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -qx /etc/butler/butler.yaml \
+  dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -x /etc/butler/butler.yaml >/dev/null \
     || die "/etc/butler/butler.yaml is not a conffile"
 
   command -v lintian >/dev/null || die "lintian is not installed: bash scripts/install-deps.sh --test"
@@ -437,6 +438,8 @@ deb_steps() {
   [[ $(owner /var/lib/butler) == "butler:butler 750" ]] || die "/var/lib/butler: $(owner /var/lib/butler)"
   [[ $(owner /etc/butler) == "root:butler 750" ]] || die "/etc/butler: $(owner /etc/butler)"
   [[ -s "$chroot_dir/usr/share/man/man1/butler.1.gz" ]] || die "no butler(1) man page in the package"
+  zgrep -q '^\.B mqtt\.host$' "$chroot_dir/usr/share/man/man5/butler.yaml.5.gz" \
+    || die "no butler.yaml(5) with the key table in the package"
   [[ -L "$chroot_dir/etc/systemd/system/multi-user.target.wants/butler.service" ]] \
     || die "butler.service is not enabled"
   grep -q '^ExecStart=/usr/bin/butler --config /etc/butler/butler.yaml$' "$chroot_dir/lib/systemd/system/butler.service" \
@@ -449,7 +452,7 @@ deb_steps() {
   version=$(as_butler butler --version) || die "butler --version failed in the chroot"
   as_butler butler --check-config /etc/butler/butler.yaml >"$work/deb-check-config.txt" 2>&1 \
     || { cat "$work/deb-check-config.txt" >&2; die "butler --check-config /etc/butler/butler.yaml failed"; }
-  say "installed: user butler (uid $uid), /var/lib/butler ($(owner /var/lib/butler)), /etc/butler ($(owner /etc/butler)), service enabled, butler(1)"
+  say "installed: user butler (uid $uid), /var/lib/butler ($(owner /var/lib/butler)), /etc/butler ($(owner /etc/butler)), service enabled, butler(1), butler.yaml(5)"
   say "in the chroot, as user butler: '$version'; --check-config /etc/butler/butler.yaml: ok"
 
   # The packaged configuration really runs: as the service would (user butler,
