@@ -34,6 +34,8 @@ root_dir="$PWD"
 build_dir="$(cd "${1:-build}" && pwd)"
 # shellcheck source=scripts/lib/debian-rootfs.sh
 source scripts/lib/debian-rootfs.sh
+# shellcheck source=scripts/lib/poll.sh
+source scripts/lib/poll.sh
 work="$root_dir/build/packages"
 t0=$(date +%s.%N)
 phase_start=$t0
@@ -76,18 +78,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  /usr/bin/python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET,getattr(socket,sys.argv[1])); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"
-}
-wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...: poll until COMMAND succeeds
-  local deadline=$((SECONDS + $1)) what=$2
-  shift 2
-  until "$@"; do
-    ((SECONDS < deadline)) || die "timed out waiting for $what"
-    sleep 0.2
-  done
-}
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # ---- podman: private storage and configuration ----------------------------------
 # What makes rootful podman work on this kind of machine (a VM sandbox, cgroups v1

@@ -25,6 +25,8 @@ root_dir="$PWD"
 build_dir="$(cd "${1:-build}" && pwd)"
 # shellcheck source=scripts/lib/debian-rootfs.sh
 source scripts/lib/debian-rootfs.sh
+# shellcheck source=scripts/lib/poll.sh
+source scripts/lib/poll.sh
 work="$root_dir/build/runtime-image"
 rootfs="$work/rootfs"
 t0=$(date +%s.%N)
@@ -110,19 +112,7 @@ in_chroot butler --check-config /etc/butler/butler.yaml >"$work/check-config.txt
 say "butler --check-config /etc/butler/butler.yaml: ok"
 
 # ---- 4. real starts ---------------------------------------------------------------
-free_port() {
-  /usr/bin/python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET,getattr(socket,sys.argv[1])); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"
-}
-wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...: poll until COMMAND succeeds
-  local deadline=$((SECONDS + $1)) what=$2
-  shift 2
-  until "$@"; do
-    ((SECONDS < deadline)) || die "timed out waiting for $what"
-    sleep 0.1
-  done
-}
 alive() { kill -0 "$1" 2>/dev/null; }
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Certificates for an HTTPS listener (what CivetWeb loads through the shims).
 bash tests/pki/make_pki.sh "$work/pki" >/dev/null
