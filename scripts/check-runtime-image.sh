@@ -70,8 +70,9 @@ mount -t proc proc "$rootfs/proc" && mounted+=("$rootfs/proc")
 packages=($(sed -e 's/#.*//' docker/runtime-packages.txt))
 say "runtime packages: ${packages[*]}"
 debian_rootfs_seed_debs "$rootfs"
+# --force-unsafe-io: no fsync per unpacked file in a throw-away chroot (as in Debian's images).
 chroot "$rootfs" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c \
-  'apt-get update -q && apt-get install -y -q --no-install-recommends "$@"' apt "${packages[@]}" \
+  'apt-get update -q && apt-get install -y -q -o Dpkg::Options::=--force-unsafe-io --no-install-recommends "$@"' apt "${packages[@]}" \
   >"$work/apt.log" 2>&1 || { tail -30 "$work/apt.log" >&2; die "apt-get install in the chroot failed"; }
 debian_rootfs_harvest_debs "$rootfs"
 rm -rf --one-file-system "$rootfs"/var/lib/apt/lists/*
