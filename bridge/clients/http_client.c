@@ -64,7 +64,6 @@ void http_client_destroy(struct http_client *client)
     free(client);
 }
 
-
 void http_response_clear(struct http_response *response)
 {
     free(response->body);
