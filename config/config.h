@@ -1,5 +1,5 @@
 /*
- * Butler's configuration: one table of keys (config/config.c) with type, range
+ * Butler's configuration: one table of keys (config/keys.c) with type, range
  * and default, loaded from YAML with libyaml, then overridden from the
  * environment (BUTLER_<PATH> with dots as underscores, upper case, e.g.
  * BUTLER_MQTT_PASSWORD, BUTLER_MQTT_TLS_CA_FILE).
@@ -42,6 +42,26 @@ enum config_log_level {
 enum config_log_format {
     CONFIG_LOG_TEXT = 0,
     CONFIG_LOG_JSON = 1,
+};
+
+/* never_release.inactive / blocked / removed_externally (the Node.js Butler's
+ * neverRelease flags): yes = keep the licence of users with the flag set,
+ * no = keep the licence of users without it, ignore = the flag does not matter. */
+enum config_user_flag_rule {
+    CONFIG_FLAG_IGNORE = 0,
+    CONFIG_FLAG_YES,
+    CONFIG_FLAG_NO,
+};
+
+/* A user by directory and id (license.release.never_release.users). */
+struct config_user_ref {
+    char *user_directory;
+    char *user_id;
+};
+
+struct config_user_ref_list {
+    struct config_user_ref *items;
+    size_t count;
 };
 
 enum config_route_destination {
@@ -163,15 +183,54 @@ struct butler_config {
             struct config_custom_property_list custom_properties;
         } allow;
         int dedup_ttl_s;
-        int workers;      /* extension: worker threads, each with its own QRS connection */
-        int queue_max;    /* extension: jobs waiting for a worker, hard cap */
-        int name_cache_s; /* extension: how long a task id -> name lookup is reused */
+        int dedup_max_requests; /* requestIds (and answers) remembered at once */
+        int workers;            /* extension: worker threads, each with its own QRS connection */
+        int queue_max;          /* extension: jobs waiting for a worker, hard cap */
+        int name_cache_s;       /* extension: how long a task id -> name lookup is reused */
     } task_start;
 
     struct {
         char *qmc_url;
         char *hub_url;
+        struct {
+            bool enable; /* GET /qrs/about at start, then every interval */
+            int interval_s;
+        } version;
     } sense;
+
+    /* Sense licence monitors and release of unused allocations (contract 8.3). */
+    struct {
+        struct {
+            bool enable;
+            int interval_s;
+            int warn_days;       /* expiring event when daysLeft <= warn_days */
+            int available_below; /* access "low" event under this; 0 = never */
+        } monitor;
+        struct {
+            bool enable;
+            bool dry_run; /* true: report what would be released, release nothing */
+            int interval_s;
+            int professional_days;
+            int analyzer_days;
+            struct config_never_release {
+                struct config_user_ref_list users;
+                struct config_string_list user_directories;
+                struct config_string_list tags;
+                struct config_custom_property_list custom_properties;
+                enum config_user_flag_rule inactive;
+                enum config_user_flag_rule blocked;
+                enum config_user_flag_rule removed_externally;
+            } never_release;
+        } release;
+    } license;
+
+    /* GET or POST a URL every interval (uptime services). */
+    struct {
+        bool enable;
+        char *url; /* secret: healthcheck URLs carry their token */
+        char *method;
+        int interval_s;
+    } heartbeat;
 
     struct {
         char *webhook_url; /* secret */
@@ -240,5 +299,23 @@ enum butler_status config_load_buffer(const char *name, const char *text, size_t
 void config_print(const struct butler_config *config, FILE *out);
 
 void config_free(struct butler_config *config);
+
+/* The configuration reference, generated from the key table: every key with
+ * its path, type, range, default and one-line description.
+ *   MARKDOWN: docs/configuration.md (a ctest compares the committed file)
+ *   MAN:      butler.yaml(5) in man(7) roff
+ *   TEXT:     the compact key list at the end of `butler --help` */
+enum config_reference_format {
+    CONFIG_REFERENCE_MARKDOWN,
+    CONFIG_REFERENCE_MAN,
+    CONFIG_REFERENCE_TEXT,
+};
+
+/* "markdown", "man" or "text" -> *format; false when the name is unknown. */
+bool config_reference_format_from_name(const char *name, enum config_reference_format *format);
+
+/* Write the reference to `out`. BUTLER_ERR_INVALID when a key lacks its
+ * description (a programming error the docs test catches). Thread: any. */
+enum butler_status config_reference(FILE *out, enum config_reference_format format);
 
 #endif

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Source rules CI enforces: every C file clang-formatted with the committed .clang-format,
-# and none of the banned calls (strcpy, sprintf, strtok, atoi, gets, strcat, unbounded %s scanf).
+# none of the banned calls (strcpy, sprintf, strtok, atoi, gets, strcat, unbounded %s scanf),
+# and docs that stay inside the repository (scripts/check-docs.py: every link in README.md and
+# docs/**/*.md resolves to a tracked file, no URL to a real host outside code).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 status=0
@@ -20,5 +22,7 @@ if grep -nE 'scanf[[:space:]]*\([^;]*%s' $files; then
   echo "unbounded %s scanf above"
   status=1
 fi
-((status == 0)) && echo "source checks: formatted, no banned calls"
+python3 scripts/check-docs.py --self-test >/dev/null || status=1
+python3 scripts/check-docs.py || status=1
+((status == 0)) && echo "source checks: formatted, no banned calls, docs links inside the repository"
 exit $status

@@ -32,6 +32,7 @@
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "bridge/link/mqtt_link.h"
+#include "bridge/store/spool.h"
 #include "bridge/clients/qrs.h"
 #include "topics/kv.h"
 #include "topics/publish.h"
@@ -39,10 +40,10 @@
 #define MODULE "task-start"
 
 enum {
-    REQUEST_CACHE_MAX = 8192,
     NAME_CACHE_MAX = 4096,
     RESULT_CACHE_BYTES_MAX = 4096,
     FILTER_MAX = 4096,
+    TASK_CHOSEN_MAX = TASK_SELECTORS_MAX * 4, /* tasks one request may start */
 };
 
 struct task_start_state {
@@ -59,7 +60,7 @@ enum butler_status task_start_state_create(const struct butler_config *config,
     if (state == NULL)
         goto out;
     state->config = config;
-    status = expiring_map_create(REQUEST_CACHE_MAX, &state->requests);
+    status = expiring_map_create((size_t)config->task_start.dedup_max_requests, &state->requests);
     if (status != BUTLER_OK)
         goto out;
     status = expiring_map_create(NAME_CACHE_MAX, &state->task_names);
@@ -81,18 +82,57 @@ void task_start_state_destroy(struct task_start_state *state)
     free(state);
 }
 
+/*
+ * What the requestId window keeps for an answered request: a reference to
+ * the answer's DONE record in the spool ("#<id>") when it was spooled, so
+ * that memory per remembered request stays small (the answer is read back
+ * only when a request repeats); the answer itself otherwise. *text_out is
+ * malloc'd, owned by the caller.
+ */
+static char *remembered_value(uint64_t spool_id, const char *answer, size_t length)
+{
+    char reference[32];
+    if (spool_id != 0) {
+        snprintf(reference, sizeof reference, "#%llu", (unsigned long long)spool_id);
+        return strdup(reference);
+    }
+    return strndup(length <= RESULT_CACHE_BYTES_MAX ? answer : "",
+                   length <= RESULT_CACHE_BYTES_MAX ? length : 0);
+}
+
+/* The earlier answer for a repeated request: NULL while the first is still
+ * running (its own answer is on the way). Returns malloc'd text. */
+static char *earlier_answer(const char *remembered)
+{
+    if (remembered == NULL || remembered[0] == '\0')
+        return NULL;
+    if (remembered[0] != '#')
+        return strdup(remembered);
+    char *end = NULL;
+    unsigned long long spool_id = strtoull(remembered + 1, &end, 10);
+    unsigned char *data = NULL;
+    size_t length = 0;
+    struct spool *spool = butler_runtime_current ? butler_runtime_current->spool : NULL;
+    if (spool == NULL || end == NULL || *end != '\0' ||
+        spool_read_answer(spool, spool_id, &data, &length) != BUTLER_OK)
+        return NULL; /* answered, but not yet recorded done: its answer is on the way */
+    char *text = strndup((const char *)data, length);
+    free(data);
+    return text;
+}
+
 void task_start_remember_answer(struct task_start_state *state, const char *answer, size_t length,
-                                uint64_t answered_wall_ms)
+                                uint64_t answered_wall_ms, uint64_t spool_id)
 {
     cJSON *json = json_parse_exact(answer, length, NULL);
     const cJSON *request_id = cJSON_GetObjectItemCaseSensitive(json, "requestId");
     uint64_t ttl = (uint64_t)state->config->task_start.dedup_ttl_s * 1000u;
     uint64_t age = clock_wall_ms() - answered_wall_ms;
-    if (cJSON_IsString(request_id) && age < ttl && length <= RESULT_CACHE_BYTES_MAX) {
-        char *text = cJSON_PrintUnformatted(json);
-        if (text)
-            expiring_map_put(state->requests, request_id->valuestring, text, ttl - age, NULL);
-        free(text);
+    if (cJSON_IsString(request_id) && age < ttl) {
+        char *value = remembered_value(spool_id, answer, length);
+        if (value)
+            expiring_map_put(state->requests, request_id->valuestring, value, ttl - age, NULL);
+        free(value);
     }
     cJSON_Delete(json);
 }
@@ -230,7 +270,7 @@ struct chosen_task {
 };
 
 struct chosen_tasks {
-    struct chosen_task items[TASK_SELECTORS_MAX * 4];
+    struct chosen_task items[TASK_CHOSEN_MAX];
     size_t count;
     cJSON *lookups; /* array owning every QRS answer */
 };
@@ -461,18 +501,31 @@ static void send_answer(const struct butler_config *config, struct topic_message
 
 /* ---- replay after a crash ---- */
 
-static bool noted_started(const struct topic_message *message, const char *task_id)
+/* What the spool's notes say this request did for one task before a crash. */
+enum replay_noted {
+    REPLAY_NOTHING_NOTED, /* never tried: start it like any request */
+    REPLAY_ATTEMPT_NOTED, /* a QRS start call may or may not have reached QRS */
+    REPLAY_STARTED_NOTED, /* QRS accepted the start */
+};
+
+/* Notes are "attempt <taskId>" (written just before the QRS start call) and
+ * "started <taskId>" (just after QRS accepted it). */
+static enum replay_noted replay_noted_for(const struct topic_message *message, const char *task_id)
 {
-    for (size_t i = 0; i < message->note_count; i++)
-        if (strncmp(message->notes[i], "started ", 8) == 0 &&
-            strcasecmp(message->notes[i] + 8, task_id) == 0)
-            return true;
-    return false;
+    enum replay_noted noted = REPLAY_NOTHING_NOTED;
+    for (size_t i = 0; i < message->note_count; i++) {
+        const char *note = message->notes[i];
+        if (strncmp(note, "started ", 8) == 0 && strcasecmp(note + 8, task_id) == 0)
+            return REPLAY_STARTED_NOTED;
+        if (strncmp(note, "attempt ", 8) == 0 && strcasecmp(note + 8, task_id) == 0)
+            noted = REPLAY_ATTEMPT_NOTED;
+    }
+    return noted;
 }
 
 /*
  * The one window recording cannot close: Butler killed after QRS accepted a
- * start but before the PROGRESS note was written. Ask QRS whether the task
+ * start but before the "started" note was written. Ask QRS whether the task
  * started (or is running) since the request arrived. On any doubt (QRS
  * unreachable) answer false: a rare double start beats a lost one.
  */
@@ -500,7 +553,215 @@ static bool started_since(struct topic_worker *worker, const char *task_id, uint
     return started || running;
 }
 
+/* How one task's start came about, for the answer entry. */
+enum start_outcome_source {
+    START_CALLED,          /* this request's own QRS start call */
+    START_NOTED_BEFORE,    /* replay: this request's start was noted before the crash */
+    START_REPLAY_VERIFIED, /* replay: attempt noted, QRS says the task started since */
+};
+
+/*
+ * Start one task for `message`, noting the attempt before the QRS call and
+ * the start after it, so that a replay after a crash can tell (contract
+ * section 7). A replayed request uses only its own notes: what other requests
+ * did to the same task never counts. Worker thread.
+ */
+static enum butler_status start_task_once(struct topic_worker *worker,
+                                          struct topic_message *message, const char *task_id,
+                                          struct qrs_result *result,
+                                          enum start_outcome_source *source)
+{
+    char note[64];
+    *source = START_CALLED;
+    if (message->replay) {
+        enum replay_noted noted = replay_noted_for(message, task_id);
+        if (noted == REPLAY_STARTED_NOTED) {
+            *source = START_NOTED_BEFORE;
+            return BUTLER_OK;
+        }
+        if (noted == REPLAY_ATTEMPT_NOTED &&
+            started_since(worker, task_id, message->received_wall_ms)) {
+            *source = START_REPLAY_VERIFIED;
+            return BUTLER_OK;
+        }
+    }
+    if (worker->qrs == NULL)
+        return BUTLER_ERR_REMOTE;
+    snprintf(note, sizeof note, "attempt %s", task_id);
+    if (topic_message_note(message, note) != BUTLER_OK)
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
+                        "cannot note the start attempt of task %s; a crash now could start it "
+                        "twice",
+                        task_id);
+    enum butler_status status = qrs_task_start(worker->qrs, task_id, result);
+    if (status == BUTLER_OK) {
+        snprintf(note, sizeof note, "started %s", task_id);
+        topic_message_note(message, note);
+    }
+    return status;
+}
+
 /* ---- the worker entry points ---- */
+
+/* The tasks chosen for a request, split into skipped, denied and startable. */
+static size_t sort_chosen(const struct butler_config *config, const struct task_request *request,
+                          struct chosen_tasks *chosen, struct task_answer *answer,
+                          struct chosen_task **startable)
+{
+    /* allTaskIdsMustExist: one missing id keeps every id-selected task from starting. */
+    bool skip_ids = false;
+    if (request->all_task_ids_must_exist)
+        for (size_t i = 0; i < request->selector_count && !skip_ids; i++)
+            if (request->selectors[i].kind == TASK_SELECT_ID) {
+                const cJSON *entry;
+                cJSON_ArrayForEach(entry, answer->invalid)
+                {
+                    const cJSON *id = cJSON_GetObjectItemCaseSensitive(entry, "taskId");
+                    if (cJSON_IsString(id))
+                        skip_ids = true;
+                }
+            }
+    size_t to_start = 0;
+    for (size_t i = 0; i < chosen->count; i++) {
+        struct chosen_task *task = &chosen->items[i];
+        if (skip_ids && task->selector->kind == TASK_SELECT_ID) {
+            cJSON_AddItemToArray(answer->skipped, task_json(task->id, task->name, task->selector));
+            note_error(answer, "%s",
+                       "allTaskIdsMustExist: an invalid task id kept the others "
+                       "from starting");
+        } else if (!task_allowed(config, task->id, task->task)) {
+            cJSON_AddItemToArray(answer->denied, task_json(task->id, task->name, task->selector));
+            note_error(answer, "task %s is not in task_start.allow", task->id);
+            metrics_count("butler_task_start_denied_total", "",
+                          "Tasks refused by task_start.allow");
+        } else {
+            startable[to_start++] = task;
+        }
+    }
+    return to_start;
+}
+
+/* Start each startable task and file it under started, invalid or failed. Worker thread. */
+static void start_tasks(struct topic_worker *worker, struct task_start_state *state,
+                        struct topic_message *message, const char *request_id,
+                        struct chosen_task **startable, size_t to_start, struct task_answer *answer)
+{
+    for (size_t i = 0; i < to_start; i++) {
+        struct chosen_task *task = startable[i];
+        struct qrs_result result = {0};
+        enum start_outcome_source source;
+        enum butler_status status = start_task_once(worker, message, task->id, &result, &source);
+        if (result.attempts > answer->attempts)
+            answer->attempts = result.attempts;
+        cJSON *entry = task_json(task->id, task->name, task->selector);
+        if (status == BUTLER_OK) {
+            if (source == START_REPLAY_VERIFIED)
+                cJSON_AddStringToObject(entry, "replay", "verified");
+            cJSON_AddItemToArray(answer->started, entry);
+            if (source == START_CALLED) {
+                metrics_count("butler_tasks_started_total", "", "Tasks QRS accepted for starting");
+                LOG_INFO(MODULE, "started task %s (%s) for request %s", task->id, task->name,
+                         request_id);
+            } else {
+                metrics_count("butler_task_start_replay_answered_total",
+                              source == START_NOTED_BEFORE ? "evidence=\"noted\""
+                                                           : "evidence=\"qrs\"",
+                              "Replayed task starts answered without a new start, by evidence");
+                LOG_INFO(MODULE,
+                         "replay: task %s already started for request %s (%s); not starting it "
+                         "again",
+                         task->id, request_id,
+                         source == START_NOTED_BEFORE ? "noted before the restart"
+                                                      : "attempt noted, QRS confirms a run");
+            }
+        } else if (status == BUTLER_ERR_NOT_FOUND) {
+            cJSON_AddItemToArray(answer->invalid, entry);
+            expiring_map_remove(state->task_names, task->id);
+            note_error(answer, "QRS does not know task %s", task->id);
+        } else {
+            cJSON_AddItemToArray(answer->failed, entry);
+            note_error(answer, "%s",
+                       result.error[0] ? result.error : "QRS is not configured (qrs.url is empty)");
+        }
+    }
+}
+
+/* A payload that could not be read: answered "invalid" at once. Takes `message`. */
+static void answer_unreadable(const struct butler_config *config, struct topic_message *message,
+                              const struct task_request *request, struct task_answer *answer)
+{
+    LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "rejected task start on %s: %s", message->topic,
+                    answer->error);
+    metrics_count("butler_rejected_total", "family=\"task_start\",reason=\"payload\"",
+                  "Messages rejected as malformed, by topic family and reason");
+    char *text = answer_json(request->request_id, "invalid", answer);
+    if (text)
+        send_answer(config, message, text);
+    else
+        topic_message_free(message);
+    free(text);
+    metrics_count("butler_task_start_requests_total", "status=\"invalid\"",
+                  "Task-start requests answered, by status");
+}
+
+/*
+ * Idempotency: a requestId seen within the window is answered with the earlier
+ * answer, not run again. True when `message` was a repeat (and was taken).
+ */
+static bool answer_repeat(const struct butler_config *config, struct task_start_state *state,
+                          struct topic_message *message, const struct task_request *request)
+{
+    char *remembered = NULL;
+    if (expiring_map_insert_new(state->requests, request->request_id, "",
+                                (uint64_t)config->task_start.dedup_ttl_s * 1000u,
+                                &remembered) == BUTLER_OK)
+        return false;
+    char *earlier = earlier_answer(remembered);
+    free(remembered);
+    metrics_count("butler_task_start_duplicates_total", "",
+                  "Task-start requests whose requestId was already seen");
+    LOG_INFO(MODULE, "request %s already seen; not starting its tasks again", request->request_id);
+    if (earlier)
+        send_answer(config, message, earlier);
+    else
+        topic_message_free(message);
+    free(earlier);
+    return true;
+}
+
+/* Publish the final answer (and dead-letter a failure). Takes `message`. */
+static void finish_request(const struct butler_config *config, struct task_start_state *state,
+                           struct topic_message *message, const struct task_request *request,
+                           struct task_answer *answer)
+{
+    const char *status = answer_status(answer, false);
+    char *text = answer_json(request->request_id, status, answer);
+    if (strcmp(status, "failed") == 0)
+        publish_deadletter("task_start", message->topic, message->payload, message->payload_length,
+                           answer->error, answer->attempts, message->received_wall_ms);
+    if (text) {
+        topic_message_set_answer(message, text);
+        /* Remember the answer so a redelivered request gets the same one. */
+        char *value = remembered_value(message->spool_id, text, strlen(text));
+        bool evicted = false;
+        if (value)
+            expiring_map_put(state->requests, request->request_id, value,
+                             (uint64_t)config->task_start.dedup_ttl_s * 1000u, &evicted);
+        if (evicted)
+            metrics_count("butler_task_start_dedup_evicted_total", "",
+                          "Remembered requestIds forgotten before task_start.dedup_ttl_s "
+                          "because task_start.dedup_max_requests was reached");
+        free(value);
+        send_answer(config, message, text);
+    } else {
+        topic_message_free(message);
+    }
+    free(text);
+    char labels[48];
+    snprintf(labels, sizeof labels, "status=\"%s\"", status);
+    metrics_count("butler_task_start_requests_total", labels,
+                  "Task-start requests answered, by status");
+}
 
 /*
  * Handle one task-start message end to end. Runs on a worker thread; owns
@@ -513,10 +774,12 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
     struct task_start_state *state = runtime->task_start;
     const struct butler_config *config = runtime->config;
     struct task_request request;
+    bool request_parsed = false;
     struct task_answer answer = {0};
-    /* ~64 kB of slots, filled in order up to `count`: not zeroed per request. */
+    /* ~64 kB of slots, filled in order up to `count` (startable up to
+     * to_start): not zeroed per request. */
     struct chosen_tasks *chosen = malloc(sizeof *chosen);
-    char *text = NULL;
+    struct chosen_task **startable = malloc(TASK_CHOSEN_MAX * sizeof *startable);
     answer.started = cJSON_CreateArray();
     answer.invalid = cJSON_CreateArray();
     answer.denied = cJSON_CreateArray();
@@ -526,164 +789,53 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
         chosen->count = 0;
         chosen->lookups = cJSON_CreateArray();
     }
-    if (!chosen || !chosen->lookups || !answer.started || !answer.invalid || !answer.denied ||
-        !answer.failed || !answer.skipped) {
-        LOG_ERROR(MODULE, "out of memory handling a task start");
+    if (!chosen || !chosen->lookups || !startable || !answer.started || !answer.invalid ||
+        !answer.denied || !answer.failed || !answer.skipped) {
+        /* Left in the spool: the next start replays it. */
+        LOG_ERROR(MODULE, "out of memory handling a task start; kept for the next start");
+        topic_message_keep(message);
         goto out;
     }
-
-    enum butler_status parsed =
-        task_request_parse(topic_task_id, legacy, message->payload, message->payload_length,
-                           &request, answer.error, sizeof answer.error);
-    if (parsed != BUTLER_OK) {
-        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "rejected task start on %s: %s", message->topic,
-                        answer.error);
-        metrics_count("butler_rejected_total", "family=\"task_start\",reason=\"payload\"",
-                      "Messages rejected as malformed, by topic family and reason");
-        text = answer_json(request.request_id, "invalid", &answer);
-        if (text) {
-            send_answer(config, message, text);
-            message = NULL;
-        }
-        metrics_count("butler_task_start_requests_total", "status=\"invalid\"",
-                      "Task-start requests answered, by status");
+    if (task_request_parse(topic_task_id, legacy, message->payload, message->payload_length,
+                           &request, answer.error, sizeof answer.error) != BUTLER_OK) {
+        answer_unreadable(config, message, &request, &answer);
+        message = NULL;
         goto out;
     }
-
-    /* Idempotency: a requestId seen within the window is answered, not re-run. */
-    char *earlier = NULL;
-    if (expiring_map_insert_new(state->requests, request.request_id, "",
-                                (uint64_t)config->task_start.dedup_ttl_s * 1000u,
-                                &earlier) != BUTLER_OK) {
-        metrics_count("butler_task_start_duplicates_total", "",
-                      "Task-start requests whose requestId was already seen");
-        LOG_INFO(MODULE, "request %s already seen; not starting its tasks again",
-                 request.request_id);
-        if (earlier && earlier[0]) {
-            send_answer(config, message, earlier);
-            message = NULL;
-        }
-        free(earlier);
-        task_request_clear(&request);
+    request_parsed = true;
+    if (answer_repeat(config, state, message, &request)) {
+        message = NULL;
         goto out;
     }
-
     for (size_t i = 0; i < request.selector_count; i++)
         resolve_selector(worker, state, &request.selectors[i], chosen, &answer);
-
-    /* allTaskIdsMustExist: one missing id keeps every id-selected task from starting. */
-    bool skip_ids = false;
-    if (request.all_task_ids_must_exist)
-        for (size_t i = 0; i < request.selector_count && !skip_ids; i++)
-            if (request.selectors[i].kind == TASK_SELECT_ID) {
-                const cJSON *entry;
-                cJSON_ArrayForEach(entry, answer.invalid)
-                {
-                    const cJSON *id = cJSON_GetObjectItemCaseSensitive(entry, "taskId");
-                    if (cJSON_IsString(id))
-                        skip_ids = true;
-                }
-            }
-
-    size_t to_start = 0;
-    struct chosen_task *startable[sizeof chosen->items / sizeof *chosen->items];
-    for (size_t i = 0; i < chosen->count; i++) {
-        struct chosen_task *task = &chosen->items[i];
-        if (skip_ids && task->selector->kind == TASK_SELECT_ID) {
-            cJSON_AddItemToArray(answer.skipped, task_json(task->id, task->name, task->selector));
-            note_error(&answer, "%s",
-                       "allTaskIdsMustExist: an invalid task id kept the others "
-                       "from starting");
-        } else if (!task_allowed(config, task->id, task->task)) {
-            cJSON_AddItemToArray(answer.denied, task_json(task->id, task->name, task->selector));
-            note_error(&answer, "task %s is not in task_start.allow", task->id);
-            metrics_count("butler_task_start_denied_total", "",
-                          "Tasks refused by task_start.allow");
-        } else {
-            startable[to_start++] = task;
-        }
-    }
-
+    size_t to_start = sort_chosen(config, &request, chosen, &answer, startable);
     if (to_start > 0 && request.kv_count > 0 && store_kv(&request, &answer) != BUTLER_OK) {
         for (size_t i = 0; i < to_start; i++)
             cJSON_AddItemToArray(answer.failed, task_json(startable[i]->id, startable[i]->name,
                                                           startable[i]->selector));
         to_start = 0;
     }
-
-    for (size_t i = 0; i < to_start; i++) {
-        struct chosen_task *task = startable[i];
-        struct qrs_result result = {0};
-        enum butler_status status;
-        if (message->replay && (noted_started(message, task->id) ||
-                                started_since(worker, task->id, message->received_wall_ms))) {
-            LOG_INFO(MODULE,
-                     "replay: task %s already started for request %s; not starting it again",
-                     task->id, request.request_id);
-            status = BUTLER_OK;
-        } else {
-            status =
-                worker->qrs ? qrs_task_start(worker->qrs, task->id, &result) : BUTLER_ERR_REMOTE;
-            if (status == BUTLER_OK) {
-                char note[64];
-                snprintf(note, sizeof note, "started %s", task->id);
-                topic_message_note(message, note);
-            }
-        }
-        if (result.attempts > answer.attempts)
-            answer.attempts = result.attempts;
-        cJSON *entry = task_json(task->id, task->name, task->selector);
-        if (status == BUTLER_OK) {
-            cJSON_AddItemToArray(answer.started, entry);
-            metrics_count("butler_tasks_started_total", "", "Tasks QRS accepted for starting");
-            LOG_INFO(MODULE, "started task %s (%s) for request %s", task->id, task->name,
-                     request.request_id);
-        } else if (status == BUTLER_ERR_NOT_FOUND) {
-            cJSON_AddItemToArray(answer.invalid, entry);
-            expiring_map_remove(state->task_names, task->id);
-            note_error(&answer, "QRS does not know task %s", task->id);
-        } else {
-            cJSON_AddItemToArray(answer.failed, entry);
-            note_error(&answer, "%s",
-                       result.error[0] ? result.error : "QRS is not configured (qrs.url is empty)");
-        }
-    }
-
-    const char *status = answer_status(&answer, false);
-    text = answer_json(request.request_id, status, &answer);
-    if (strcmp(status, "failed") == 0)
-        publish_deadletter("task_start", message->topic, message->payload, message->payload_length,
-                           answer.error, answer.attempts, message->received_wall_ms);
-    if (text) {
-        topic_message_set_answer(message, text);
-        /* Remember the answer so a redelivered request gets the same one. */
-        expiring_map_put(state->requests, request.request_id,
-                         strlen(text) <= RESULT_CACHE_BYTES_MAX ? text : "",
-                         (uint64_t)config->task_start.dedup_ttl_s * 1000u, NULL);
-        send_answer(config, message, text);
-        message = NULL;
-    }
-    char labels[48];
-    snprintf(labels, sizeof labels, "status=\"%s\"", status);
-    metrics_count("butler_task_start_requests_total", labels,
-                  "Task-start requests answered, by status");
-    task_request_clear(&request);
+    start_tasks(worker, state, message, request.request_id, startable, to_start, &answer);
+    finish_request(config, state, message, &request, &answer);
+    message = NULL;
 out:
+    if (request_parsed)
+        task_request_clear(&request);
     if (chosen) {
         for (size_t i = 0; i < chosen->count; i++)
             free(chosen->items[i].name);
         cJSON_Delete(chosen->lookups);
         free(chosen);
     }
+    free(startable);
     cJSON_Delete(answer.started);
     cJSON_Delete(answer.invalid);
     cJSON_Delete(answer.denied);
     cJSON_Delete(answer.failed);
     cJSON_Delete(answer.skipped);
-    free(text);
     topic_message_free(message);
 }
-
 void task_start_run(struct topic_worker *worker, struct topic_message *message)
 {
     /* <root>/task/start/<taskId>: the id is the last topic level. */

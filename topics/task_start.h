@@ -88,10 +88,11 @@ enum butler_status task_start_state_create(const struct butler_config *config,
                                            struct task_start_state **out);
 void task_start_state_destroy(struct task_start_state *state);
 
-/* Recovery: an answer from the spool (a DONE record) re-enters the requestId
- * window, so a request redelivered after a restart is not started again. */
+/* Recovery: an answer from the spool (the DONE record `spool_id`) re-enters
+ * the requestId window, so a request redelivered after a restart is not
+ * started again. Start-up thread. */
 void task_start_remember_answer(struct task_start_state *state, const char *answer, size_t length,
-                                uint64_t answered_wall_ms);
+                                uint64_t answered_wall_ms, uint64_t spool_id);
 
 /* Worker entry point: owns and frees `message`. */
 void task_start_run(struct topic_worker *worker, struct topic_message *message);

@@ -28,6 +28,7 @@
 #include "topics/notifications.h"
 #include "topics/routes.h"
 #include "topics/schedules.h"
+#include "topics/sense_monitors.h"
 #include "topics/publish.h"
 #include "topics/slack.h"
 #include "topics/task_result.h"
@@ -82,6 +83,10 @@ static const struct topic_family families[] = {
     /* Not shared: every instance keeps the whole store from the retained messages. */
     {"kv", "%s/kv/#", false, false, NULL, kv_on_message, kv_wanted},
     {"schedules", "%s/schedules/+", false, false, NULL, schedules_on_message, schedules_wanted},
+    /* Sense monitors and licence release (topics/sense_monitors.c). */
+    {"monitor", "%s/monitor/run/+", true, false, sense_monitors_run, NULL, sense_monitors_wanted},
+    {"sense_version", "%s/sense/version", false, false, NULL, sense_version_on_message,
+     sense_version_wanted},
 };
 
 enum { FAMILY_COUNT = sizeof families / sizeof families[0], SUBMIT_SLICE_MS = 1000 };
@@ -487,7 +492,7 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
     struct recovery *recovery = context;
     if (entry->type == SPOOL_DONE) {
         task_start_remember_answer(recovery->runtime->task_start, (const char *)entry->data,
-                                   entry->length, entry->wall_ms);
+                                   entry->length, entry->wall_ms, entry->id);
         return;
     }
     char family[256];
@@ -546,6 +551,7 @@ enum butler_status topics_recover(struct butler_runtime *runtime)
         .fsync = config->spool.fsync,
         .max_bytes = (uint64_t)config->spool.max_bytes,
         .done_retention_ms = (uint64_t)config->task_start.dedup_ttl_s * 1000u,
+        .max_done_entries = (uint64_t)config->task_start.dedup_max_requests,
     };
     recovered_work = (struct recovery){.runtime = runtime};
     enum butler_status status =

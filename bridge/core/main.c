@@ -18,6 +18,7 @@
 #include "bridge/ingress/http_server.h"
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
+#include "bridge/store/spool.h"
 #include "bridge/link/mqtt_link.h"
 #include "bridge/clients/qrs.h"
 #include "bridge/core/runtime.h"
@@ -28,6 +29,7 @@
 #include "topics/notifications.h"
 #include "topics/kv.h"
 #include "topics/schedules.h"
+#include "topics/sense_monitors.h"
 #include "topics/task_start.h"
 #include "topics/topics.h"
 
@@ -40,11 +42,26 @@ static void usage(FILE *out)
     fprintf(out, "usage: butler --config FILE        run the daemon (foreground; logs to stderr)\n"
                  "       butler --check-config FILE  validate FILE, print the effective config "
                  "(secrets masked)\n"
+                 "       butler --config-reference FORMAT  print every configuration key "
+                 "(FORMAT: markdown, man or text)\n"
                  "       butler --version            print the version\n"
                  "       butler --help               this text\n"
                  "\n"
                  "Without --config Butler runs on the defaults: MQTT at 127.0.0.1:1883.\n"
                  "Environment variables BUTLER_<SECTION>_<KEY> override file values.\n");
+}
+
+/* `--config-reference FORMAT`: docs/configuration.md is this output (markdown). */
+static int print_config_reference(const char *format_name)
+{
+    enum config_reference_format format;
+    if (!config_reference_format_from_name(format_name, &format)) {
+        fprintf(stderr, "butler: --config-reference takes markdown, man or text\n");
+        return EXIT_USAGE;
+    }
+    if (config_reference(stdout, format) != BUTLER_OK || fflush(stdout) != 0)
+        return EXIT_RUNTIME_FAILURE;
+    return 0;
 }
 
 struct arguments {
@@ -59,8 +76,11 @@ static int parse_arguments(int argc, char **argv, struct arguments *arguments)
         const char *argument = argv[i];
         if (strcmp(argument, "--help") == 0 || strcmp(argument, "-h") == 0) {
             usage(stdout);
-            return 0;
+            fputc('\n', stdout);
+            return print_config_reference("text");
         }
+        if (strcmp(argument, "--config-reference") == 0)
+            return print_config_reference(i + 1 < argc ? argv[i + 1] : NULL);
         if (strcmp(argument, "--version") == 0 || strcmp(argument, "-V") == 0) {
             printf("butler %s\n", BUTLER_VERSION);
             return 0;
@@ -103,6 +123,7 @@ static void update_gauges(struct butler_runtime *runtime)
     metrics_set(queue_depth, (int64_t)worker_pool_depth(runtime->pool));
     metrics_set(inflight, (int64_t)mqtt_link_inflight(runtime->link));
     metrics_set(connected, mqtt_link_connected(runtime->link) ? 1 : 0);
+    spool_update_metrics(runtime->spool);
 }
 
 /*
@@ -186,6 +207,11 @@ int main(int argc, char **argv)
         LOG_ERROR(MODULE, "start-up failed: scheduler");
         goto out;
     }
+    /* Sense monitors fire as <root>/monitor/run/<name> messages once the link runs. */
+    if (sense_monitors_start(&runtime) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: Sense monitors");
+        goto out;
+    }
     /* QRS change notifications become events through the same path as UDP. */
     if (config.qrs.notifications.enable && !config.udp.enable &&
         events_setup(&runtime) != BUTLER_OK) {
@@ -227,6 +253,7 @@ out:
     /* No new firings once stopping: a firing now would be work started
      * after SIGTERM; one that falls during the restart is reported missed. */
     schedules_stop();
+    sense_monitors_stop();
     /* Ask QRS to stop calling back before the HTTP ingress goes away. */
     notifications_stop();
     /* HTTP first, while results can still arrive for requests in flight. */

@@ -16,6 +16,7 @@
 
 #include "bridge/core/clock.h"
 #include "bridge/ingress/http_body.h"
+#include "bridge/ingress/http_openapi.h"
 #include "bridge/ingress/http_server.h"
 #include "bridge/ingress/http_store.h"
 #include "bridge/core/log.h"
@@ -87,6 +88,7 @@ static const struct route routes[] = {
     {"stopSchedule", "/v4/schedules/*/stop", M_PUT, "PUT", true, http_store_schedules_stop},
     {"health", "/health", M_GET, "GET", false, handle_health},
     {"metrics", "/metrics", M_GET, "GET", false, handle_metrics},
+    {"openapi", "/openapi.json", M_GET, "GET", false, http_openapi_serve},
 };
 
 enum { ROUTE_COUNT = sizeof routes / sizeof routes[0] };
@@ -433,7 +435,8 @@ static void handle_slack_post(struct http_exchange *exchange)
  * PUT|POST /v4/reloadtask/{taskId|-}/start. The request is published to
  * <root>/task/start; the answer is awaited on <root>/task/result (waiter
  * registered before publishing so a quick answer cannot be missed).
- * Within task_start_timeout_ms: 200 with the Node.js shape; broker down or
+ * "-" with no items (no body, blank, "[]"): 200 with empty lists at once,
+ * nothing published. Within task_start_timeout_ms: 200 with the Node.js shape; broker down or
  * not acknowledging: 503; acknowledged but not answered in time: 202
  * {"requestId", "status": "pending"} -- the broker holds the request and it
  * will run, so the caller must not retry it as if it had failed.
@@ -477,6 +480,16 @@ static void handle_task_start(struct http_exchange *exchange)
                                      request_id, &payload, error, sizeof error);
     if (status != BUTLER_OK) {
         http_exchange_reply_error(exchange, status == BUTLER_ERR_NOMEM ? 500 : 400, error, NULL);
+        goto out;
+    }
+    if (payload == NULL) {
+        /* "-" without items names no task: the Node.js Butler answers 200
+         * with empty lists. Nothing is published (no task/result will
+         * follow), so ?async=true gets this final answer too, not a 202. */
+        if (http_body_task_start_nothing(request_id, &node) != BUTLER_OK)
+            http_exchange_reply_error(exchange, 500, "out of memory", NULL);
+        else
+            http_exchange_reply_json(exchange, 200, node, NULL);
         goto out;
     }
     if (!asynchronous && task_result_register(request_id, &waiter) != BUTLER_OK) {

@@ -371,6 +371,13 @@ enum butler_status http_body_task_start_payload(const char *path_task_id, const 
         snprintf(error, error_size, "the task id in the path is missing or too long");
         goto out;
     }
+    /* "-" and no items: the Node.js Butler answers 200 with empty lists;
+     * there is nothing to publish (no payload). */
+    if (strcmp(path_task_id, "-") == 0 && cJSON_GetArraySize(body_items) == 0) {
+        status = BUTLER_OK;
+        error[0] = '\0';
+        goto out;
+    }
     snprintf(error, error_size, "out of memory");
     status = BUTLER_ERR_NOMEM;
     root = cJSON_CreateObject();
@@ -492,15 +499,11 @@ static bool copy_tasks(cJSON *out, const char *name, const cJSON *list)
     return true;
 }
 
-enum butler_status http_body_task_result_to_node(const char *result, size_t length, char **out)
+/* The Node.js shape of a parsed result object (see http_body_task_result_to_node). */
+static enum butler_status node_from_result(const cJSON *root, char **out)
 {
-    enum butler_status status = BUTLER_ERR_INVALID;
+    enum butler_status status = BUTLER_ERR_NOMEM;
     cJSON *node = NULL;
-    *out = NULL;
-    cJSON *root = result ? json_parse_exact(result, length, NULL) : NULL;
-    if (!cJSON_IsObject(root))
-        goto out;
-    status = BUTLER_ERR_NOMEM;
     node = cJSON_CreateObject();
     cJSON *tasks_id = node ? cJSON_AddObjectToObject(node, "tasksId") : NULL;
     cJSON *id_started = tasks_id ? cJSON_AddArrayToObject(tasks_id, "started") : NULL;
@@ -568,6 +571,27 @@ enum butler_status http_body_task_result_to_node(const char *result, size_t leng
     status = BUTLER_OK;
 out:
     cJSON_Delete(node);
+    return status;
+}
+
+enum butler_status http_body_task_result_to_node(const char *result, size_t length, char **out)
+{
+    enum butler_status status = BUTLER_ERR_INVALID;
+    *out = NULL;
+    cJSON *root = result ? json_parse_exact(result, length, NULL) : NULL;
+    if (cJSON_IsObject(root))
+        status = node_from_result(root, out);
+    cJSON_Delete(root);
+    return status;
+}
+
+enum butler_status http_body_task_start_nothing(const char *request_id, char **out)
+{
+    enum butler_status status = BUTLER_ERR_NOMEM;
+    *out = NULL;
+    cJSON *root = cJSON_CreateObject();
+    if (root != NULL && cJSON_AddStringToObject(root, "requestId", request_id) != NULL)
+        status = node_from_result(root, out);
     cJSON_Delete(root);
     return status;
 }

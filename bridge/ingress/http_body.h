@@ -94,6 +94,9 @@ enum butler_status http_body_parse_slack(const char *body, size_t length, char *
  * items>...], "allTaskIdsMustExist"}. `body` (may be empty) must be a JSON
  * array of typed items. The result is checked with the task-start parser so
  * that a bad request is a 400 here, not an "invalid" answer later.
+ * BUTLER_OK with *payload_out == NULL: the path is "-" and the body is absent,
+ * blank or "[]": the request names nothing, so nothing is to be published
+ * (answer it with http_body_task_start_nothing).
  */
 enum butler_status http_body_task_start_payload(const char *path_task_id, const char *body,
                                                 size_t length, bool all_task_ids_must_exist,
@@ -110,5 +113,10 @@ enum butler_status http_body_task_start_payload(const char *path_task_id, const 
  * BUTLER_ERR_INVALID when `result` is not a JSON object.
  */
 enum butler_status http_body_task_result_to_node(const char *result, size_t length, char **out);
+
+/* The answer to a task start that names nothing (see
+ * http_body_task_start_payload): the Node.js Butler's shape with every list
+ * empty, and Butler's "requestId". */
+enum butler_status http_body_task_start_nothing(const char *request_id, char **out);
 
 #endif

@@ -30,7 +30,15 @@
 
 enum {
     BODY_INITIAL_CHUNK = 16 * 1024,
-    HEADER_BYTES_MAX = 16 * 1024, /* CivetWeb's max_request_size: request line + headers */
+    /* Request line + headers Butler accepts; larger is 431. */
+    HEADER_BYTES_MAX = 16 * 1024,
+    /* CivetWeb's max_request_size: its read buffer for the request line and
+     * headers (one per connection). Larger than HEADER_BYTES_MAX so that an
+     * oversized header block still reaches handle_request and gets its 431:
+     * past this buffer CivetWeb 1.15 reports "Malformed message" (400), the
+     * same words it uses for a control character in a header, so the two
+     * cannot be told apart there. */
+    HEADER_READ_BUFFER = 4 * HEADER_BYTES_MAX,
     KEEP_ALIVE_MS = 5000,
 };
 
@@ -157,6 +165,8 @@ static const char *reason_phrase(int status)
         return "Payload Too Large";
     case 415:
         return "Unsupported Media Type";
+    case 431:
+        return "Request Header Fields Too Large";
     case 500:
         return "Internal Server Error";
     case 503:
@@ -330,6 +340,38 @@ static void count_request(const struct http_exchange *exchange)
                   "HTTP API requests answered, by endpoint and status");
 }
 
+/* The request line and headers as sent, near enough: CivetWeb keeps them
+ * parsed, with the URI decoded (so this never counts more than was sent). */
+static size_t header_block_bytes(const struct mg_request_info *info)
+{
+    size_t bytes = 4; /* the request line's two spaces, CRLF, and the final CRLF */
+    const char *const parts[] = {info->request_method, info->request_uri, info->query_string,
+                                 info->http_version};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        bytes += parts[i] ? strlen(parts[i]) + 1 : 0; /* '?', "HTTP/" are near the +1 */
+    for (int i = 0; i < info->num_headers; i++)
+        bytes += strlen(info->http_headers[i].name) + strlen(info->http_headers[i].value) + 4;
+    return bytes;
+}
+
+/* 431 when the request line and headers are over HEADER_BYTES_MAX, or fill
+ * every one of CivetWeb's MG_MAX_HEADERS slots (it drops the fields past
+ * them without a word, so a request that reaches the limit is refused rather
+ * than served without some of its headers). True = answered. */
+static bool refuse_large_headers(struct http_exchange *exchange, const struct mg_request_info *info)
+{
+    if (info->num_headers < MG_MAX_HEADERS && header_block_bytes(info) <= HEADER_BYTES_MAX)
+        return false;
+    char message[160];
+    snprintf(message, sizeof message,
+             "the request line and headers must be at most %d bytes in fewer than %d fields",
+             HEADER_BYTES_MAX, MG_MAX_HEADERS);
+    exchange->endpoint = "headersTooLarge";
+    mg_disable_connection_keep_alive(exchange->connection);
+    http_exchange_reply_error(exchange, 431, message, NULL);
+    return true;
+}
+
 /* CivetWeb worker thread: one call per request. */
 static int handle_request(struct mg_connection *connection, void *user_data)
 {
@@ -344,7 +386,8 @@ static int handle_request(struct mg_connection *connection, void *user_data)
         .query = info->query_string ? info->query_string : "",
         .endpoint = "unknown",
     };
-    http_api_handle(&exchange);
+    if (!refuse_large_headers(&exchange, info))
+        http_api_handle(&exchange);
     if (exchange.status == 0)
         http_exchange_reply_error(&exchange, 500, "no answer was produced", NULL);
     count_request(&exchange);
@@ -356,9 +399,11 @@ static int handle_request(struct mg_connection *connection, void *user_data)
     return exchange.status;
 }
 
-/* CivetWeb's own errors (a malformed request, headers over max_request_size)
- * in the API's JSON error shape; 0 = answered here. The connection is closed
- * afterwards: where the next request would start is unknown. */
+/* CivetWeb's own errors (a malformed request, a header block past
+ * HEADER_READ_BUFFER) in the API's JSON error shape; 0 = answered here. The
+ * connection is closed afterwards: where the next request would start is
+ * unknown. CivetWeb's "too large" (413) is about the header block here, never
+ * a body (bodies are read by Butler), so it is answered 431. */
 static int http_error(struct mg_connection *connection, int status, const char *message)
 {
     struct http_exchange exchange = {
@@ -366,7 +411,17 @@ static int http_error(struct mg_connection *connection, int status, const char *
         .endpoint = "malformed",
         .body_read = true,
     };
+    char detail[160];
     mg_disable_connection_keep_alive(connection);
+    if (status == 413) {
+        status = 431;
+        message = "the request line and headers are too large";
+    } else if (status == 400 && message && strcmp(message, "Malformed message") == 0) {
+        snprintf(detail, sizeof detail,
+                 "malformed request line or headers (a control character, or over %d bytes)",
+                 HEADER_READ_BUFFER);
+        message = detail;
+    }
     http_exchange_reply_error(&exchange, status, message && message[0] ? message : "bad request",
                               NULL);
     count_request(&exchange);
@@ -407,7 +462,7 @@ enum butler_status http_server_start(struct butler_runtime *runtime, struct http
      * own wait is bounded separately by task_start_timeout_ms. */
     snprintf(request_timeout, sizeof request_timeout, "%d", 30000);
     snprintf(keep_alive, sizeof keep_alive, "%d", KEEP_ALIVE_MS);
-    snprintf(header_max, sizeof header_max, "%d", HEADER_BYTES_MAX);
+    snprintf(header_max, sizeof header_max, "%d", HEADER_READ_BUFFER);
     const char *options[] = {
         "listening_ports",
         config->http.listen,

@@ -8,10 +8,12 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bridge/core/clock.h"
 #include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
 
 #define MODULE "spool"
 
@@ -19,11 +21,11 @@ enum {
     RECORD_MAGIC = 0x524c5442u, /* "BTLR" little-endian */
     HEADER_BYTES = 12,          /* magic, body length, crc32 */
     BODY_FIXED_BYTES = 20,      /* type, 3 reserved, id, wall_ms */
-    NOTES_MAX = 64,
-    LIVE_MAX = 100000,
-    DONE_MAX = 100000,
-    COMPACT_MIN_BYTES = 4 * 1024 * 1024,
     PATH_MAX_BYTES = 4096,
+    /* Records up to this size are built on the stack: most are. */
+    STACK_RECORD_BYTES = 1024,
+    /* Compaction writes the new file through a buffer of this size. */
+    COMPACT_BUFFER_BYTES = 1024 * 1024,
 };
 
 struct record_ref {
@@ -34,10 +36,10 @@ struct record_ref {
 struct live_entry {
     uint64_t id;
     uint64_t wall_ms;
-    bool finished; /* tombstone until the next compaction squeezes it out */
+    bool finished; /* tombstone until it reaches the front or the next compaction */
     struct record_ref add;
     struct record_ref *notes;
-    size_t note_count;
+    size_t note_count, note_capacity;
 };
 
 struct done_entry {
@@ -56,10 +58,15 @@ struct spool {
     uint64_t file_bytes;
     uint64_t live_bytes; /* bytes compaction would keep */
     uint64_t next_id;
-    struct live_entry *live; /* sorted by id (ids only grow) */
-    size_t live_count, live_capacity, live_active;
-    struct done_entry *done; /* oldest first */
-    size_t done_count, done_capacity;
+    /* Unfinished work, sorted by id (ids only grow): entries [live_head,
+     * live_count) are the window; finished ones at the front are dropped at
+     * once, so the array follows what is in flight, not what was done. */
+    struct live_entry *live;
+    size_t live_head, live_count, live_capacity, live_active;
+    /* Retained answers, oldest first, as a ring: entry i is
+     * done[(done_head + i) % done_capacity]. Expired ones leave from the front. */
+    struct done_entry *done;
+    size_t done_head, done_count, done_capacity;
     struct spool_stats stats;
 };
 
@@ -137,16 +144,19 @@ static enum butler_status write_all(int fd, const unsigned char *data, size_t le
 
 /*
  * Append one record to `fd` (whose size is *file_bytes) and report where it
- * went. The record is built in one buffer and written with one write() so a
- * crash leaves at most one partial record at the end.
+ * went. The record is built in one buffer (on the stack when small, as most
+ * are) and written with one write() so a crash leaves at most one partial
+ * record at the end.
  */
 static enum butler_status append_record(int fd, bool sync, uint64_t *file_bytes,
                                         enum spool_record_type type, uint64_t id, uint64_t wall_ms,
                                         const void *data, size_t length, struct record_ref *where)
 {
     enum butler_status status = BUTLER_ERR_NOMEM;
+    unsigned char small[STACK_RECORD_BYTES];
     size_t body = BODY_FIXED_BYTES + length;
-    unsigned char *buffer = malloc(HEADER_BYTES + body);
+    unsigned char *buffer =
+        HEADER_BYTES + body <= sizeof small ? small : malloc(HEADER_BYTES + body);
     if (buffer == NULL)
         goto out;
     unsigned char *p = buffer + HEADER_BYTES;
@@ -176,7 +186,8 @@ static enum butler_status append_record(int fd, bool sync, uint64_t *file_bytes,
     }
     *file_bytes += HEADER_BYTES + body;
 out:
-    free(buffer);
+    if (buffer != small)
+        free(buffer);
     return status;
 }
 
@@ -184,9 +195,9 @@ out:
 
 static struct live_entry *find_live(struct spool *spool, uint64_t id)
 {
-    size_t low = 0, high = spool->live_count;
+    size_t low = spool->live_head, high = spool->live_count;
     while (low < high) {
-        size_t middle = (low + high) / 2;
+        size_t middle = low + (high - low) / 2;
         if (spool->live[middle].id < id)
             low = middle + 1;
         else
@@ -200,8 +211,15 @@ static struct live_entry *find_live(struct spool *spool, uint64_t id)
 static enum butler_status push_live(struct spool *spool, uint64_t id, uint64_t wall_ms,
                                     struct record_ref add)
 {
-    if (spool->live_active >= LIVE_MAX)
+    if (spool->live_active >= SPOOL_LIVE_MAX)
         return BUTLER_ERR_FULL;
+    if (spool->live_count == spool->live_capacity && spool->live_head > 0) {
+        /* Slide the window to the front before growing. */
+        memmove(spool->live, spool->live + spool->live_head,
+                (spool->live_count - spool->live_head) * sizeof *spool->live);
+        spool->live_count -= spool->live_head;
+        spool->live_head = 0;
+    }
     if (spool->live_count == spool->live_capacity) {
         size_t grown = spool->live_capacity ? spool->live_capacity * 2 : 64;
         struct live_entry *bigger = realloc(spool->live, grown * sizeof *bigger);
@@ -220,12 +238,18 @@ static enum butler_status push_live(struct spool *spool, uint64_t id, uint64_t w
 static enum butler_status push_note(struct spool *spool, struct live_entry *entry,
                                     struct record_ref note)
 {
-    if (entry->note_count >= NOTES_MAX)
+    if (entry->note_count >= SPOOL_NOTES_MAX)
         return BUTLER_ERR_FULL;
-    struct record_ref *bigger = realloc(entry->notes, (entry->note_count + 1) * sizeof *bigger);
-    if (bigger == NULL)
-        return BUTLER_ERR_NOMEM;
-    entry->notes = bigger;
+    if (entry->note_count == entry->note_capacity) {
+        size_t grown = entry->note_capacity ? entry->note_capacity * 2 : 4;
+        if (grown > SPOOL_NOTES_MAX)
+            grown = SPOOL_NOTES_MAX;
+        struct record_ref *bigger = realloc(entry->notes, grown * sizeof *bigger);
+        if (bigger == NULL)
+            return BUTLER_ERR_NOMEM;
+        entry->notes = bigger;
+        entry->note_capacity = grown;
+    }
     entry->notes[entry->note_count++] = note;
     spool->live_bytes += note.length;
     return BUTLER_OK;
@@ -238,49 +262,114 @@ static void finish_live(struct spool *spool, struct live_entry *entry)
         spool->live_bytes -= entry->notes[i].length;
     free(entry->notes);
     entry->notes = NULL;
-    entry->note_count = 0;
+    entry->note_count = entry->note_capacity = 0;
     entry->finished = true;
     spool->live_active--;
+    /* Work mostly finishes in the order it came: drop finished entries from
+     * the front so the index holds what is in flight, not what was done. */
+    while (spool->live_head < spool->live_count && spool->live[spool->live_head].finished)
+        spool->live_head++;
+    if (spool->live_head == spool->live_count)
+        spool->live_head = spool->live_count = 0;
 }
 
+static struct done_entry *done_at(struct spool *spool, size_t index)
+{
+    return &spool->done[(spool->done_head + index) % spool->done_capacity];
+}
+
+/* Forget retained answers older than done_retention_ms, oldest first. */
+static void expire_done(struct spool *spool, uint64_t now_wall_ms)
+{
+    while (spool->done_count > 0) {
+        struct done_entry *oldest = done_at(spool, 0);
+        if (oldest->wall_ms + spool->options.done_retention_ms > now_wall_ms)
+            break;
+        spool->live_bytes -= oldest->record.length;
+        spool->done_head = (spool->done_head + 1) % spool->done_capacity;
+        spool->done_count--;
+    }
+}
+
+/*
+ * Retain an answer for done_retention_ms. At max_done_entries the oldest is
+ * forgotten early (counted): that only shortens de-duplication for it.
+ */
 static void push_done(struct spool *spool, uint64_t id, uint64_t wall_ms, struct record_ref record)
 {
-    if (spool->done_count == DONE_MAX) {
-        spool->live_bytes -= spool->done[0].record.length;
-        memmove(spool->done, spool->done + 1, (spool->done_count - 1) * sizeof *spool->done);
+    expire_done(spool, clock_wall_ms());
+    if (spool->done_count > 0 && spool->done_count >= spool->options.max_done_entries) {
+        spool->live_bytes -= done_at(spool, 0)->record.length;
+        spool->done_head = (spool->done_head + 1) % spool->done_capacity;
         spool->done_count--;
+        spool->stats.done_evicted++;
     }
     if (spool->done_count == spool->done_capacity) {
         size_t grown = spool->done_capacity ? spool->done_capacity * 2 : 64;
-        struct done_entry *bigger = realloc(spool->done, grown * sizeof *bigger);
+        if (grown > spool->options.max_done_entries)
+            grown = spool->options.max_done_entries;
+        struct done_entry *bigger = malloc(grown * sizeof *bigger);
         if (bigger == NULL)
             return; /* forgetting an old answer only weakens de-duplication */
+        for (size_t i = 0; i < spool->done_count; i++)
+            bigger[i] = *done_at(spool, i);
+        free(spool->done);
         spool->done = bigger;
+        spool->done_head = 0;
         spool->done_capacity = grown;
     }
-    spool->done[spool->done_count++] = (struct done_entry){id, wall_ms, record};
+    spool->done_count++;
+    *done_at(spool, spool->done_count - 1) = (struct done_entry){id, wall_ms, record};
     spool->live_bytes += record.length;
 }
 
 /* ---- compaction ---- */
 
-static enum butler_status copy_record(int from, int to, uint64_t *to_bytes, struct record_ref *ref)
+static uint64_t monotonic_us(void)
 {
-    enum butler_status status = BUTLER_ERR_NOMEM;
-    unsigned char *buffer = malloc(ref->length);
-    if (buffer == NULL)
-        goto out;
-    status = BUTLER_ERR_IO;
-    if (pread(from, buffer, ref->length, (off_t)ref->offset) != (ssize_t)ref->length)
-        goto out;
-    status = write_all(to, buffer, ref->length);
-    if (status != BUTLER_OK)
-        goto out;
-    ref->offset = *to_bytes;
-    *to_bytes += ref->length;
-out:
-    free(buffer);
-    return status;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+}
+
+/* The compacted file being written: records gathered in a buffer, written in
+ * large pieces, so a compaction costs a few system calls, not two a record. */
+struct compact_writer {
+    int fd;
+    unsigned char *buffer;
+    size_t buffered;
+    uint64_t written; /* bytes in the new file, buffered ones included */
+    enum butler_status status;
+};
+
+static void compact_flush(struct compact_writer *writer)
+{
+    if (writer->status == BUTLER_OK && writer->buffered > 0)
+        writer->status = write_all(writer->fd, writer->buffer, writer->buffered);
+    writer->buffered = 0;
+}
+
+/* Copy the record at `ref` from the mapped old file; `ref` then points into the new one. */
+static void compact_copy(struct compact_writer *writer, const unsigned char *map, size_t map_size,
+                         struct record_ref *ref)
+{
+    if (writer->status != BUTLER_OK)
+        return;
+    if (ref->offset + ref->length > map_size) {
+        writer->status = BUTLER_ERR_IO;
+        return;
+    }
+    if (writer->buffered + ref->length > COMPACT_BUFFER_BYTES)
+        compact_flush(writer);
+    if (ref->length > COMPACT_BUFFER_BYTES) {
+        if (writer->status == BUTLER_OK)
+            writer->status = write_all(writer->fd, map + ref->offset, ref->length);
+    } else {
+        memcpy(writer->buffer + writer->buffered, map + ref->offset, ref->length);
+        writer->buffered += ref->length;
+    }
+    ref->offset = writer->written;
+    writer->written += ref->length;
 }
 
 static void fsync_directory(const char *directory)
@@ -296,63 +385,79 @@ static void fsync_directory(const char *directory)
  * Rewrite the file with only live work and retained answers, then rename it
  * over the old one. The index's offsets are updated only once the new file is
  * in place, so a failure leaves the old file and index as they were.
- * Caller holds the mutex.
+ * The new file is flushed to disk before the rename only with spool.fsync:
+ * without it a power cut may lose recent work anyway, while a SIGKILL never
+ * loses what the page cache holds. Caller holds the mutex.
  */
 static enum butler_status compact(struct spool *spool)
 {
     enum butler_status status = BUTLER_ERR_IO;
-    uint64_t now = clock_wall_ms();
-    int to = open(spool->temporary_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    uint64_t start_us = monotonic_us();
+    struct compact_writer writer = {.fd = -1, .status = BUTLER_OK};
+    unsigned char *map = MAP_FAILED;
+    size_t map_size = (size_t)spool->file_bytes;
     struct live_entry *live = NULL;
     struct done_entry *done = NULL;
     size_t live_count = 0, done_count = 0;
-    uint64_t to_bytes = 0, kept_bytes = 0;
-    if (to < 0) {
+    uint64_t kept_bytes = 0;
+    expire_done(spool, clock_wall_ms());
+    writer.fd = open(spool->temporary_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (writer.fd < 0) {
         LOG_ERROR(MODULE, "cannot create %s: %s", spool->temporary_path, strerror(errno));
         goto out;
     }
+    if (map_size > 0) {
+        map = mmap(NULL, map_size, PROT_READ, MAP_SHARED, spool->fd, 0);
+        if (map == MAP_FAILED) {
+            LOG_ERROR(MODULE, "cannot map %s: %s", spool->path, strerror(errno));
+            goto out;
+        }
+    }
     status = BUTLER_ERR_NOMEM;
+    writer.buffer = malloc(COMPACT_BUFFER_BYTES);
     live = calloc(spool->live_active ? spool->live_active : 1, sizeof *live);
     done = calloc(spool->done_count ? spool->done_count : 1, sizeof *done);
-    if (live == NULL || done == NULL)
+    if (writer.buffer == NULL || live == NULL || done == NULL)
         goto out;
-    for (size_t i = 0; i < spool->live_count; i++) {
+    for (size_t i = spool->live_head; i < spool->live_count; i++) {
         if (spool->live[i].finished)
             continue;
-        struct live_entry copy = spool->live[i];
-        copy.notes = copy.note_count ? malloc(copy.note_count * sizeof *copy.notes) : NULL;
-        if (copy.note_count && copy.notes == NULL)
-            goto out;
-        if (copy.note_count)
-            memcpy(copy.notes, spool->live[i].notes, copy.note_count * sizeof *copy.notes);
-        live[live_count++] = copy;
-        status = copy_record(spool->fd, to, &to_bytes, &live[live_count - 1].add);
-        for (size_t n = 0; status == BUTLER_OK && n < copy.note_count; n++)
-            status = copy_record(spool->fd, to, &to_bytes, &live[live_count - 1].notes[n]);
-        if (status != BUTLER_OK)
-            goto out;
-        status = BUTLER_ERR_NOMEM;
+        struct live_entry *copy = &live[live_count++];
+        *copy = spool->live[i];
+        copy->notes = NULL;
+        copy->note_capacity = copy->note_count;
+        if (copy->note_count) {
+            copy->notes = malloc(copy->note_count * sizeof *copy->notes);
+            if (copy->notes == NULL)
+                goto out;
+            memcpy(copy->notes, spool->live[i].notes, copy->note_count * sizeof *copy->notes);
+        }
+        compact_copy(&writer, map, map_size, &copy->add);
+        for (size_t n = 0; n < copy->note_count; n++)
+            compact_copy(&writer, map, map_size, &copy->notes[n]);
     }
     for (size_t i = 0; i < spool->done_count; i++) {
-        if (spool->done[i].wall_ms + spool->options.done_retention_ms <= now)
-            continue;
-        done[done_count] = spool->done[i];
-        status = copy_record(spool->fd, to, &to_bytes, &done[done_count].record);
-        if (status != BUTLER_OK)
-            goto out;
+        done[done_count] = *done_at(spool, i);
+        compact_copy(&writer, map, map_size, &done[done_count].record);
         done_count++;
     }
-    status = BUTLER_ERR_IO;
-    if (fsync(to) != 0 || close(to) != 0) {
-        to = -1;
+    compact_flush(&writer);
+    status = writer.status;
+    if (status != BUTLER_OK)
         goto out;
-    }
-    to = -1;
+    status = BUTLER_ERR_IO;
+    if (spool->options.fsync && fsync(writer.fd) != 0)
+        goto out;
+    int closed = close(writer.fd);
+    writer.fd = -1;
+    if (closed != 0)
+        goto out;
     if (rename(spool->temporary_path, spool->path) != 0) {
         LOG_ERROR(MODULE, "cannot replace %s: %s", spool->path, strerror(errno));
         goto out;
     }
-    fsync_directory(spool->directory);
+    if (spool->options.fsync)
+        fsync_directory(spool->directory);
     int fd = open(spool->path, O_RDWR | O_APPEND | O_CLOEXEC);
     if (fd < 0) {
         LOG_ERROR(MODULE, "cannot reopen %s: %s", spool->path, strerror(errno));
@@ -360,7 +465,7 @@ static enum butler_status compact(struct spool *spool)
     }
     close(spool->fd);
     spool->fd = fd;
-    for (size_t i = 0; i < spool->live_count; i++)
+    for (size_t i = spool->live_head; i < spool->live_count; i++)
         free(spool->live[i].notes);
     free(spool->live);
     free(spool->done);
@@ -372,22 +477,30 @@ static enum butler_status compact(struct spool *spool)
     for (size_t i = 0; i < done_count; i++)
         kept_bytes += done[i].record.length;
     spool->live = live;
+    spool->live_head = 0;
     spool->live_count = spool->live_active = live_count;
-    spool->live_capacity = spool->live_active ? spool->live_active : 1;
+    spool->live_capacity = live_count ? live_count : 1;
     spool->done = done;
+    spool->done_head = 0;
     spool->done_count = done_count;
-    spool->done_capacity = spool->done_count ? spool->done_count : 1;
-    spool->file_bytes = to_bytes;
+    spool->done_capacity = done_count ? done_count : 1;
+    spool->file_bytes = writer.written;
     spool->live_bytes = kept_bytes;
     spool->stats.compactions++;
+    spool->stats.last_compaction_us = monotonic_us() - start_us;
+    if (spool->stats.last_compaction_us > spool->stats.max_compaction_us)
+        spool->stats.max_compaction_us = spool->stats.last_compaction_us;
     live = NULL;
     done = NULL;
     status = BUTLER_OK;
 out:
-    if (to >= 0) {
-        close(to);
+    if (map != MAP_FAILED)
+        munmap(map, map_size);
+    if (writer.fd >= 0) {
+        close(writer.fd);
         unlink(spool->temporary_path);
     }
+    free(writer.buffer);
     if (live) {
         for (size_t i = 0; i < live_count; i++)
             free(live[i].notes);
@@ -397,9 +510,14 @@ out:
     return status;
 }
 
+/*
+ * Compact once the file is more than twice what is live (and past a small
+ * floor, so a nearly idle spool is not rewritten for every few records): the
+ * file then stays within about twice the live records, whatever max_bytes is.
+ */
 static void maybe_compact(struct spool *spool)
 {
-    if (spool->file_bytes >= COMPACT_MIN_BYTES && spool->file_bytes > 2 * spool->live_bytes)
+    if (spool->file_bytes >= SPOOL_COMPACT_MIN_BYTES && spool->file_bytes > 2 * spool->live_bytes)
         if (compact(spool) != BUTLER_OK)
             LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "compaction failed; the spool keeps growing");
 }
@@ -459,7 +577,8 @@ static void scan_file(struct spool *spool, const unsigned char *map, size_t size
             struct live_entry *entry = find_live(spool, id);
             if (entry)
                 finish_live(spool, entry);
-            push_done(spool, id, wall_ms, ref);
+            if (body > BODY_FIXED_BYTES) /* an empty answer is nothing to remember */
+                push_done(spool, id, wall_ms, ref);
         }
         offset += ref.length;
     }
@@ -467,13 +586,16 @@ static void scan_file(struct spool *spool, const unsigned char *map, size_t size
         spool->stats.skipped_bytes += size - offset;
 }
 
-static void report_recovered(struct spool *spool, const unsigned char *map,
-                             void (*recovered)(void *, const struct spool_recovered *),
-                             void *context)
+static enum butler_status
+report_recovered(struct spool *spool, const unsigned char *map,
+                 void (*recovered)(void *, const struct spool_recovered *), void *context)
 {
+    enum butler_status status = BUTLER_OK;
     uint64_t now = clock_wall_ms();
+    const unsigned char **notes = NULL;
+    size_t *note_lengths = NULL;
     for (size_t i = 0; i < spool->done_count && recovered; i++) {
-        const struct done_entry *done = &spool->done[i];
+        const struct done_entry *done = done_at(spool, i);
         if (done->wall_ms + spool->options.done_retention_ms <= now)
             continue;
         struct spool_recovered entry = {
@@ -485,12 +607,16 @@ static void report_recovered(struct spool *spool, const unsigned char *map,
         };
         recovered(context, &entry);
     }
-    for (size_t i = 0; i < spool->live_count; i++) {
+    notes = malloc(SPOOL_NOTES_MAX * sizeof *notes);
+    note_lengths = malloc(SPOOL_NOTES_MAX * sizeof *note_lengths);
+    for (size_t i = spool->live_head; i < spool->live_count; i++) {
         const struct live_entry *live = &spool->live[i];
         if (live->finished)
             continue;
-        const unsigned char *notes[NOTES_MAX];
-        size_t note_lengths[NOTES_MAX];
+        if (notes == NULL || note_lengths == NULL) {
+            status = BUTLER_ERR_NOMEM; /* start-up: Butler does not start */
+            break;
+        }
         for (size_t n = 0; n < live->note_count; n++) {
             notes[n] = map + live->notes[n].offset + HEADER_BYTES + BODY_FIXED_BYTES;
             note_lengths[n] = live->notes[n].length - HEADER_BYTES - BODY_FIXED_BYTES;
@@ -509,6 +635,9 @@ static void report_recovered(struct spool *spool, const unsigned char *map,
         if (recovered)
             recovered(context, &entry);
     }
+    free(notes);
+    free(note_lengths);
+    return status;
 }
 
 enum butler_status spool_open(const struct spool_options *options,
@@ -524,6 +653,8 @@ enum butler_status spool_open(const struct spool_options *options,
     pthread_mutex_init(&spool->mutex, NULL);
     spool->fd = -1;
     spool->options = *options;
+    if (spool->options.max_done_entries == 0)
+        spool->options.max_done_entries = SPOOL_DONE_MAX_DEFAULT;
     spool->next_id = 1;
     status = BUTLER_ERR_INVALID;
     if (snprintf(spool->directory, sizeof spool->directory, "%s", options->directory) >=
@@ -559,7 +690,9 @@ enum butler_status spool_open(const struct spool_options *options,
         scan_file(spool, map, map_size);
     }
     spool->file_bytes = map_size;
-    report_recovered(spool, map, recovered, context);
+    status = report_recovered(spool, map, recovered, context);
+    if (status != BUTLER_OK)
+        goto out;
     if (spool->stats.skipped_bytes)
         LOG_WARN(MODULE, "skipped %llu corrupt or truncated bytes in %s",
                  (unsigned long long)spool->stats.skipped_bytes, spool->path);
@@ -590,7 +723,7 @@ enum butler_status spool_add(struct spool *spool, const void *data, size_t lengt
     if (spool->file_bytes + record_bytes > spool->options.max_bytes && compact(spool) != BUTLER_OK)
         LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "compaction of a full spool failed");
     if (spool->file_bytes + record_bytes > spool->options.max_bytes ||
-        spool->live_active >= LIVE_MAX) {
+        spool->live_active >= SPOOL_LIVE_MAX) {
         status = BUTLER_ERR_FULL;
         goto out;
     }
@@ -620,7 +753,7 @@ enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *
     if (entry == NULL)
         goto out;
     status = BUTLER_ERR_FULL;
-    if (entry->note_count >= NOTES_MAX)
+    if (entry->note_count >= SPOOL_NOTES_MAX)
         goto out;
     struct record_ref ref;
     /* Not flushed even with spool.fsync: a note lost to a power cut only
@@ -653,7 +786,8 @@ enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data
     if (status != BUTLER_OK)
         goto out;
     finish_live(spool, entry);
-    if (spool->options.done_retention_ms > 0)
+    /* An empty answer is nothing to remember: the DONE only retires the ADD. */
+    if (spool->options.done_retention_ms > 0 && length > 0)
         push_done(spool, id, wall_ms, ref);
     maybe_compact(spool);
 out:
@@ -661,26 +795,20 @@ out:
     return status;
 }
 
-enum butler_status spool_read(struct spool *spool, uint64_t id, unsigned char **data_out,
-                              size_t *length_out)
+/* Copy the data of the record at `ref` into a malloc'd buffer, checking its
+ * checksum. Caller holds the mutex. */
+static enum butler_status read_record_data(struct spool *spool, const struct record_ref *ref,
+                                           unsigned char **data_out, size_t *length_out)
 {
-    enum butler_status status = BUTLER_ERR_NOT_FOUND;
-    unsigned char *record = NULL;
-    *data_out = NULL;
-    pthread_mutex_lock(&spool->mutex);
-    struct live_entry *entry = find_live(spool, id);
-    if (entry == NULL)
-        goto out;
-    status = BUTLER_ERR_NOMEM;
-    record = malloc(entry->add.length);
+    enum butler_status status = BUTLER_ERR_NOMEM;
+    unsigned char *record = malloc(ref->length);
     if (record == NULL)
         goto out;
     status = BUTLER_ERR_IO;
-    if (pread(spool->fd, record, entry->add.length, (off_t)entry->add.offset) !=
-            (ssize_t)entry->add.length ||
-        spool_crc32(record + HEADER_BYTES, entry->add.length - HEADER_BYTES) != get32(record + 8))
+    if (pread(spool->fd, record, ref->length, (off_t)ref->offset) != (ssize_t)ref->length ||
+        spool_crc32(record + HEADER_BYTES, ref->length - HEADER_BYTES) != get32(record + 8))
         goto out;
-    size_t length = entry->add.length - HEADER_BYTES - BODY_FIXED_BYTES;
+    size_t length = ref->length - HEADER_BYTES - BODY_FIXED_BYTES;
     /* Move the data to the front of the buffer the caller gets. */
     memmove(record, record + HEADER_BYTES + BODY_FIXED_BYTES, length);
     *data_out = record;
@@ -688,8 +816,41 @@ enum butler_status spool_read(struct spool *spool, uint64_t id, unsigned char **
     record = NULL;
     status = BUTLER_OK;
 out:
-    pthread_mutex_unlock(&spool->mutex);
     free(record);
+    return status;
+}
+
+enum butler_status spool_read(struct spool *spool, uint64_t id, unsigned char **data_out,
+                              size_t *length_out)
+{
+    enum butler_status status = BUTLER_ERR_NOT_FOUND;
+    *data_out = NULL;
+    pthread_mutex_lock(&spool->mutex);
+    struct live_entry *entry = find_live(spool, id);
+    if (entry != NULL)
+        status = read_record_data(spool, &entry->add, data_out, length_out);
+    pthread_mutex_unlock(&spool->mutex);
+    return status;
+}
+
+enum butler_status spool_read_answer(struct spool *spool, uint64_t id, unsigned char **data_out,
+                                     size_t *length_out)
+{
+    enum butler_status status = BUTLER_ERR_NOT_FOUND;
+    *data_out = NULL;
+    pthread_mutex_lock(&spool->mutex);
+    expire_done(spool, clock_wall_ms());
+    /* Newest first: a repeated request usually follows its first soon. The
+     * ring is in order of finishing, not of id, so this is a scan; it runs
+     * only for repeated requests. */
+    for (size_t i = spool->done_count; i > 0; i--) {
+        const struct done_entry *done = done_at(spool, i - 1);
+        if (done->id == id) {
+            status = read_record_data(spool, &done->record, data_out, length_out);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&spool->mutex);
     return status;
 }
 
@@ -698,8 +859,43 @@ void spool_get_stats(struct spool *spool, struct spool_stats *stats)
     pthread_mutex_lock(&spool->mutex);
     *stats = spool->stats;
     stats->file_bytes = spool->file_bytes;
+    stats->live_bytes = spool->live_bytes;
     stats->live_entries = spool->live_active;
+    stats->done_entries = spool->done_count;
     pthread_mutex_unlock(&spool->mutex);
+}
+
+void spool_update_metrics(struct spool *spool)
+{
+    static struct metric *file_bytes, *live_bytes, *unfinished, *answers, *evicted, *compactions,
+        *compaction_max_us;
+    if (spool == NULL)
+        return;
+    if (file_bytes == NULL) {
+        file_bytes = metrics_get("butler_spool_bytes", "part=\"file\"", METRIC_GAUGE,
+                                 "Spool file size, and the part of it a compaction would keep");
+        live_bytes = metrics_get("butler_spool_bytes", "part=\"live\"", METRIC_GAUGE,
+                                 "Spool file size, and the part of it a compaction would keep");
+        unfinished = metrics_get("butler_spool_entries", "kind=\"unfinished\"", METRIC_GAUGE,
+                                 "Unfinished work and retained answers in the spool");
+        answers = metrics_get("butler_spool_entries", "kind=\"answers\"", METRIC_GAUGE,
+                              "Unfinished work and retained answers in the spool");
+        evicted = metrics_get("butler_spool_answers_evicted_total", "", METRIC_COUNTER,
+                              "Answers forgotten before their retention ended (cap reached)");
+        compactions = metrics_get("butler_spool_compactions_total", "", METRIC_COUNTER,
+                                  "Spool compactions since start");
+        compaction_max_us = metrics_get("butler_spool_compaction_max_microseconds", "",
+                                        METRIC_GAUGE, "Longest spool compaction since start");
+    }
+    struct spool_stats stats;
+    spool_get_stats(spool, &stats);
+    metrics_set(file_bytes, (int64_t)stats.file_bytes);
+    metrics_set(live_bytes, (int64_t)stats.live_bytes);
+    metrics_set(unfinished, (int64_t)stats.live_entries);
+    metrics_set(answers, (int64_t)stats.done_entries);
+    metrics_set(evicted, (int64_t)stats.done_evicted);
+    metrics_set(compactions, (int64_t)stats.compactions);
+    metrics_set(compaction_max_us, (int64_t)stats.max_compaction_us);
 }
 
 void spool_close(struct spool *spool)
@@ -708,7 +904,7 @@ void spool_close(struct spool *spool)
         return;
     if (spool->fd >= 0)
         close(spool->fd);
-    for (size_t i = 0; i < spool->live_count; i++)
+    for (size_t i = spool->live_head; i < spool->live_count; i++)
         free(spool->live[i].notes);
     free(spool->live);
     free(spool->done);

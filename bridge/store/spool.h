@@ -10,12 +10,16 @@
  * On open, every complete record is read back: a record cut short by a crash,
  * or garbage, is skipped by scanning for the next valid record, so every
  * complete record survives. Work with an ADD and no DONE is handed back for
- * replay. When the file grows past twice what is live, it is compacted into a
- * new file that replaces the old one atomically (rename).
+ * replay. When the file grows past twice what is live (live: unfinished work
+ * with its notes, and answers still within retention), and past
+ * SPOOL_COMPACT_MIN_BYTES, it is compacted into a new file that replaces the
+ * old one atomically (rename). So the file follows what is live, not max_bytes.
  *
  * Bounded: the file never grows past spool.max_bytes; spool_add() then
  * refuses with BUTLER_ERR_FULL (after trying to compact) and the caller makes
- * the refusal visible. The in-memory index holds offsets, not data.
+ * the refusal visible. The in-memory index holds offsets, not data: about
+ * 64 bytes per unfinished item (plus 12 per note) and 24 per retained answer;
+ * finished work leaves the index at once, retained answers when they expire.
  * Thread-safe: one mutex; appends are short writes (plus fdatasync with fsync on).
  */
 #ifndef BUTLER_SPOOL_H
@@ -35,14 +39,28 @@ enum spool_record_type {
     SPOOL_DONE = 3,
 };
 
-/* Largest data one record may carry. */
-enum { SPOOL_RECORD_DATA_MAX = 2 * 1024 * 1024 };
+enum {
+    /* Largest data one record may carry. */
+    SPOOL_RECORD_DATA_MAX = 2 * 1024 * 1024,
+    /* Unfinished items at once; spool_add() refuses beyond (BUTLER_ERR_FULL). */
+    SPOOL_LIVE_MAX = 100000,
+    /* Notes one item may carry (a task start notes two per task it starts). */
+    SPOOL_NOTES_MAX = 4096,
+    /* Retained answers when spool_options.max_done_entries is 0. */
+    SPOOL_DONE_MAX_DEFAULT = 100000,
+    /* Below this size the file is not compacted (rewriting a tiny file often
+     * would cost more than it saves). */
+    SPOOL_COMPACT_MIN_BYTES = 1024 * 1024,
+};
 
 struct spool_options {
     const char *directory;      /* created if missing */
     bool fsync;                 /* fdatasync after every ADD (PROGRESS and DONE ride along) */
     uint64_t max_bytes;         /* hard cap of the file */
-    uint64_t done_retention_ms; /* how long DONE records outlive compaction */
+    uint64_t done_retention_ms; /* how long a non-empty DONE (an answer) is kept */
+    /* Most answers kept at once (0 = SPOOL_DONE_MAX_DEFAULT); past it the
+     * oldest is forgotten early and counted in spool_stats.done_evicted. */
+    uint64_t max_done_entries;
 };
 
 /* What recovery hands back. Pointers are valid only during the callback. */
@@ -60,7 +78,11 @@ struct spool_recovered {
 
 struct spool_stats {
     uint64_t file_bytes;
+    uint64_t live_bytes; /* what a compaction would keep */
     uint64_t live_entries;
+    uint64_t done_entries; /* answers retained for de-duplication */
+    uint64_t done_evicted; /* answers forgotten before their retention ended */
+    uint64_t last_compaction_us, max_compaction_us;
     uint64_t recovered_entries;
     uint64_t skipped_bytes; /* corrupt or truncated bytes skipped during recovery */
     uint64_t compactions;
@@ -82,7 +104,8 @@ enum butler_status spool_add(struct spool *spool, const void *data, size_t lengt
 /* Record a note about unfinished work `id`. */
 enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *data,
                                   size_t length);
-/* Mark `id` finished; `data` (may be empty) is kept for done_retention_ms. */
+/* Mark `id` finished; non-empty `data` (the answer) is kept for
+ * done_retention_ms and handed back by spool_open's recovery. */
 enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data, size_t length);
 
 /* Read back the data of unfinished work `id` (what spool_add recorded), so a
@@ -91,7 +114,16 @@ enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data
 enum butler_status spool_read(struct spool *spool, uint64_t id, unsigned char **data_out,
                               size_t *length_out);
 
+/* Read back the answer retained for finished work `id` (what spool_done
+ * recorded), so a caller can keep only the id in memory. *data_out is
+ * malloc'd, owned by the caller. BUTLER_ERR_NOT_FOUND if `id` is unfinished,
+ * its answer was empty, or its retention ended. Any thread. */
+enum butler_status spool_read_answer(struct spool *spool, uint64_t id, unsigned char **data_out,
+                                     size_t *length_out);
+
 void spool_get_stats(struct spool *spool, struct spool_stats *stats);
+/* Copy the stats into the /metrics gauges (butler_spool_*). NULL-safe. Any thread. */
+void spool_update_metrics(struct spool *spool);
 void spool_close(struct spool *spool);
 
 /* CRC-32 (IEEE 802.3), exposed for tests. */

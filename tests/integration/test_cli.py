@@ -17,6 +17,17 @@ def test_version_and_help():
     assert help_run.returncode == 0 and "--check-config" in help_run.stdout
 
 
+def test_help_lists_every_key_and_reference_formats():
+    help_text = run("--help").stdout
+    assert "mqtt.port" in help_text and "routes[].name" in help_text
+    reference = run("--config-reference", "markdown")
+    assert reference.returncode == 0 and reference.stdout.startswith("<!-- Generated")
+    man = run("--config-reference", "man")
+    assert man.returncode == 0 and man.stdout.startswith(".TH BUTLER.YAML 5")
+    assert run("--config-reference", "html").returncode == 2
+    assert run("--config-reference").returncode == 2
+
+
 def test_usage_errors_exit_2():
     assert run("--bogus").returncode == 2
     assert run("--config").returncode == 2

@@ -5,6 +5,11 @@
     a fifth of the starts and restarted. Every request must start its task
     exactly once.
 (b) The same with the broker stopped and restarted mid-stream.
+(c) 300 requests for only six tasks (50 each): after a SIGKILL mid-stream, every
+    request the workers had not begun is started by its own QRS call, even
+    though other requests started the same task meanwhile. Only the few under
+    way at the kill (at most one per worker) may be answered from QRS's state,
+    and their answers say so ("replay": "verified").
 (f) A spool file with a torn record and garbage is recovered at start.
 Each run prints: sent, started, duplicates, lost. Lost and duplicates must be 0.
 """
@@ -151,6 +156,70 @@ def test_broker_restart_mid_stream_loses_nothing(workdir, broker, crash_qrs):
     publisher.close()
     results.close()
     assert lost == 0 and duplicates == 0 and started == REQUESTS
+
+
+WORKERS = 4
+SHARED_TASKS = 6
+
+
+@pytest.fixture
+def shared_task_qrs(qrs):
+    """Six tasks, 50 requests each: starts of one task cannot be told apart by task."""
+    fixture = crash_fixture()
+    fixture["tasks"] = fixture["tasks"][:SHARED_TASKS]
+    status, _ = qrs.control("POST", "/_sim/fixture", fixture)
+    assert status in (200, 204)
+    qrs.control("POST", "/_sim/faults", {
+        "id": "latency", "match": {"method": "POST", "path_re": "/start$", "times": -1},
+        "action": {"type": "delay", "ms": 10}})
+    yield qrs, fixture["tasks"]
+    qrs.control("POST", "/_sim/reset")
+
+
+def latest_answers(client):
+    """requestId -> its answer (a redelivered answer repeats the same one)."""
+    return {r["requestId"]: r for r in client.results()}
+
+
+def test_sigkill_replay_starts_what_no_worker_began(workdir, broker, shared_task_qrs):
+    qrs, tasks = shared_task_qrs
+    results = Client(broker)
+    results.subscribe("butler/task/result")
+    butler = Butler(workdir, broker, qrs,
+                    extra_yaml=f"task_start: {{ workers: {WORKERS} }}\n").start()
+    publisher = PersistentPublisher(broker)
+    for i in range(REQUESTS):
+        task = tasks[i % SHARED_TASKS]
+        publisher.client.publish("butler/task/start", json.dumps(
+            {"taskId": task["id"], "requestId": f"shared-{i}"}), qos=1)
+    wait_until(lambda: len(latest_answers(results)) >= REQUESTS // 4, 60,
+               message="a quarter of the answers")
+    butler.process.send_signal(signal.SIGKILL)
+    butler.process.wait(10)
+    butler.process = None
+    butler.log_file.close()
+    answered_before = len(latest_answers(results))
+    starts_before = sum(start_counts(qrs).values())
+    butler.start()
+    wait_until(lambda: all(f"shared-{i}" in latest_answers(results) for i in range(REQUESTS)),
+               120, interval=0.2, message="every request answered")
+    answers = latest_answers(results)
+    assert all(answers[f"shared-{i}"]["status"] == "started" for i in range(REQUESTS))
+    verified = [rid for rid, a in answers.items()
+                if any(entry.get("replay") == "verified" for entry in a["started"])]
+    starts = sum(start_counts(qrs).values())
+    print(f"\nshared tasks: answered before the kill={answered_before} "
+          f"starts before={starts_before} starts total={starts} verified={len(verified)}")
+    assert answered_before < REQUESTS, "the kill landed after the stream: nothing was tested"
+    assert "recovered" in butler.log()
+    # Only what a worker had begun (an attempt noted, no start noted) may be
+    # answered from QRS's state: at most one request per worker.
+    assert len(verified) <= WORKERS
+    # Every other request was started by its own call: no start was shared.
+    assert REQUESTS - len(verified) <= starts <= REQUESTS
+    assert butler.stop() == 0
+    publisher.close()
+    results.close()
 
 
 def test_corrupt_spool_is_recovered(workdir, broker, qrs):

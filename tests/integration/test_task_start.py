@@ -129,6 +129,37 @@ def test_duplicate_request_id_starts_once(butler, client, qrs):
     assert all(a == answers[0] for a in answers)
 
 
+def test_repeat_after_answer_and_restart_gets_the_same_answer(workdir, broker, qrs, client):
+    """The requestId window keeps only a reference to the answer, which is read
+    back from the spool when a request repeats: after the answer, and after a
+    restart."""
+    butler = Butler(workdir, broker, qrs).start()
+    rid = str(uuid.uuid4())
+    request(client, {"taskId": TASK_SALES}, request_id=rid)
+    first = client.wait_result(rid)
+    assert first["status"] == "started"
+    def repeated(count):
+        # A repeat that overtakes the broker's acknowledgement of the first
+        # answer finds it not yet recorded and is not answered (the first
+        # answer is on its way): repeat until one is.
+        for _ in range(10):
+            request(client, {"taskId": TASK_SALES}, request_id=rid)
+            try:
+                return wait_until(lambda: len(client.results(rid)) >= count and client.results(rid),
+                                  timeout=2, message=f"answer {count}")
+            except AssertionError:
+                continue
+        raise AssertionError("a repeated request was never answered")
+    answers = repeated(2)
+    assert answers[-1] == first
+    assert butler.stop() == 0
+    butler.start()
+    answers = repeated(3)
+    assert answers[-1] == first
+    assert len(start_calls(qrs, TASK_SALES)) == 1
+    assert butler.stop() == 0
+
+
 @pytest.mark.parametrize("payload,needle", [
     (b"{not json", "not valid JSON"),
     (b"\xc0\xaf\xff", "UTF-8"),

@@ -541,3 +541,88 @@ def test_bad_fixture_refuses_to_start(tmp_path):
         with start_qrs_sim(tmp_path, fixture={"tasks": [{"name": "T", "taskType": 2,
                                                          "customProperties": [{"name": "Nope", "value": "x"}]}]}):
             pass
+
+
+# ---- licences (E16), users for the release rules, version changes ----------------
+
+def _iso_days_ago(days):
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - days * 86400))
+
+
+def _unused_since(sim, kind, days):
+    flt = quote(f"lastUsed le '{_iso_days_ago(days)}'", safe="")
+    status, body = sim.qrs_json("GET", f"/qrs/license/{kind}accesstype/full?filter={flt}")
+    assert status == 200, body
+    return body
+
+
+def test_server_license_has_a_valid_to_line(sim):
+    status, body = sim.qrs_json("GET", "/qrs/license")
+    assert status == 200 and body["isExpired"] is False and body["schemaPath"] == "License"
+    assert "\nValid To: 2027-06-30\n" in body["keyDetails"]
+
+
+def test_access_type_overview_counts_the_allocations(sim):
+    status, body = sim.qrs_json("GET", "/qrs/license/accesstypeoverview")
+    assert status == 200
+    pro, analyzer = body["professionalAccessType"], body["analyzerAccessType"]
+    assert (pro["total"], pro["allocated"], pro["used"], pro["quarantined"], pro["available"]) == (10, 8, 7, 1, 2)
+    assert (analyzer["total"], analyzer["allocated"], analyzer["available"], analyzer["excess"]) == (5, 4, 1, 0)
+    assert body["loginAccessType"]["enabled"] is True and body["loginAccessType"]["usedTokens"] == 3
+
+
+def test_allocations_filtered_by_last_use(sim):
+    old_pro = _unused_since(sim, "professional", 30)
+    assert sorted(a["id"][-2:] for a in old_pro) == ["02", "03", "04", "05", "06", "07", "08"]
+    quarantined = [a for a in old_pro if a["quarantined"]]
+    assert [a["user"]["userId"] for a in quarantined] == ["quarantined_pro"]
+    assert old_pro[0]["schemaPath"] == "License.ProfessionalAccessType"
+    assert sorted(a["user"]["userId"] for a in _unused_since(sim, "analyzer", 30)) == \
+        ["asmith", "ext_viewer", "old_analyzer"]
+    status, _, body = sim.qrs("GET", "/qrs/license/analyzeraccesstype/full?filter="
+                              + quote("lastSeen le '2020-01-01'", safe=""))
+    assert status == 400 and body.decode().startswith("Cannot parse the expression")
+
+
+def test_license_endpoints_check_the_xrfkey(sim):
+    status, _, body = sim.qrs("GET", "/qrs/license/accesstypeoverview", xrfkey=None)
+    assert status == 403 and body == XRF_TEXT
+
+
+def test_allocation_delete_is_recorded_and_removes_it(sim):
+    alloc = "f2000000-0000-4000-8000-000000000002"
+    status, _, _ = sim.qrs("DELETE", f"/qrs/license/professionalaccesstype/{alloc}")
+    assert status == 204
+    call = sim.wait_calls("^/qrs/license/professionalaccesstype/", method="DELETE")[0]
+    assert call["route"] == "license.professional.delete" and call["response"]["status"] == 204
+    assert sim.qrs("DELETE", f"/qrs/license/professionalaccesstype/{alloc}")[0] == 404
+    assert sim.qrs("DELETE", "/qrs/license/professionalaccesstype/not-a-guid")[0] == 400
+    assert sim.qrs("GET", f"/qrs/license/professionalaccesstype/{alloc}")[0] == 404
+    _, left = sim.control("GET", "/_sim/licenses")
+    assert alloc not in [a["id"] for a in left["professional"]] and len(left["professional"]) == 7
+    _, body = sim.qrs_json("GET", "/qrs/license/accesstypeoverview")
+    assert body["professionalAccessType"]["allocated"] == 7
+    sim.control("POST", "/_sim/reset")
+    assert sim.qrs("GET", f"/qrs/license/professionalaccesstype/{alloc}")[0] == 200
+
+
+def test_users_carry_tags_custom_properties_and_flags(sim):
+    _, users = sim.qrs_json("GET", "/qrs/user/full?filter=" + quote("tags.name eq 'LicenseKeep'", safe=""))
+    assert [u["userId"] for u in users] == ["tagged_keep"]
+    _, users = sim.qrs_json("GET", "/qrs/user/full?filter=" + quote(
+        "customProperties.definition.name eq 'LicenseKeep' and customProperties.value eq 'Yes'", safe=""))
+    assert [u["userId"] for u in users] == ["cp_keep"]
+    _, user = sim.qrs_json("GET", "/qrs/user/e1000000-0000-4000-8000-000000000005")
+    assert user["inactive"] is True and user["blacklisted"] is False
+    _, user = sim.qrs_json("GET", "/qrs/user/e1000000-0000-4000-8000-000000000009")
+    assert user["blacklisted"] is True and user["removedExternally"] is False
+
+
+def test_version_changes_through_the_control_api(sim):
+    assert sim.qrs_json("GET", "/qrs/about")[1]["buildVersion"] == "14.187.4"
+    status, about = sim.control("POST", "/_sim/about", {"buildVersion": "14.195.2"})
+    assert status == 200 and about["buildVersion"] == "14.195.2"
+    assert sim.qrs_json("GET", "/qrs/about")[1]["buildVersion"] == "14.195.2"
+    assert sim.control("POST", "/_sim/about", [])[0] == 400
+    sim.control("POST", "/_sim/reset")
+    assert sim.qrs_json("GET", "/qrs/about")[1]["buildVersion"] == "14.187.4"

@@ -1,5 +1,5 @@
 /*
- * Unit tests for config/config.c: defaults, every key type, exact error
+ * Unit tests for the configuration (the files in config/): defaults, every key type, exact error
  * texts with file:line:column and key path, environment and *_file layers,
  * masked printing that round-trips, the shipped example file, and hostile
  * input that must fail cleanly.

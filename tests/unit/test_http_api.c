@@ -178,6 +178,22 @@ static void test_task_start_payload(void)
     UNIT_CHECK(http_body_task_start_payload("5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91", "", 0, false,
                                             "req-3", &payload, error, sizeof error) == BUTLER_OK);
     free(payload);
+    /* "-" naming nothing (no body, blank, an empty array): OK, nothing to publish. */
+    const char *const nothing[] = {"", " \n", "[]", " [ ]\r\n"};
+    for (size_t i = 0; i < sizeof nothing / sizeof nothing[0]; i++) {
+        payload = (char *)"sentinel";
+        UNIT_CHECK(http_body_task_start_payload("-", nothing[i], strlen(nothing[i]), false, "r",
+                                                &payload, error, sizeof error) == BUTLER_OK);
+        UNIT_CHECK(payload == NULL);
+    }
+    /* ... but a malformed body is still a 400, even with "-". */
+    UNIT_CHECK(http_body_task_start_payload("-", "[", 1, false, "r", &payload, error,
+                                            sizeof error) == BUTLER_ERR_INVALID);
+    /* A task id in the path with an empty array starts that task. */
+    UNIT_CHECK(http_body_task_start_payload("5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91", "[]", 2, false,
+                                            "r", &payload, error, sizeof error) == BUTLER_OK);
+    UNIT_CHECK(payload != NULL && strstr(payload, "starttaskid") != NULL);
+    free(payload);
     const char *not_array = "{\"type\":\"starttaskid\"}";
     UNIT_CHECK(http_body_task_start_payload("-", not_array, strlen(not_array), false, "r", &payload,
                                             error, sizeof error) == BUTLER_ERR_INVALID);
@@ -185,6 +201,16 @@ static void test_task_start_payload(void)
     const char *bad_item = "[{\"type\":\"starttasktag\",\"payload\":{}}]";
     UNIT_CHECK(http_body_task_start_payload("-", bad_item, strlen(bad_item), false, "r", &payload,
                                             error, sizeof error) == BUTLER_ERR_INVALID);
+}
+
+static void test_task_start_nothing_shape(void)
+{
+    char *node = NULL;
+    UNIT_CHECK(http_body_task_start_nothing("req \"q\"", &node) == BUTLER_OK);
+    UNIT_CHECK_STR(node, "{\"tasksId\":{\"started\":[],\"invalid\":[],\"denied\":[]},"
+                         "\"tasksTag\":[],\"tasksTagDenied\":[],\"tasksCP\":[],"
+                         "\"tasksCPDenied\":[],\"requestId\":\"req \\\"q\\\"\"}");
+    free(node);
 }
 
 static void test_result_to_node_shape(void)
@@ -226,6 +252,7 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_publish_body),
     UNIT_TEST(test_slack_body),
     UNIT_TEST(test_task_start_payload),
+    UNIT_TEST(test_task_start_nothing_shape),
     UNIT_TEST(test_result_to_node_shape),
     {0},
 };

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bridge/store/spool.h"
@@ -15,11 +16,16 @@ struct collected {
     uint64_t add_ids[64];
     int notes[64];
     char done_data[64][64];
+    size_t all_dones, most_notes;
 };
 
 static void collect(void *context, const struct spool_recovered *entry)
 {
     struct collected *c = context;
+    if (entry->type == SPOOL_DONE)
+        c->all_dones++;
+    if (entry->type == SPOOL_ADD && entry->note_count > c->most_notes)
+        c->most_notes = entry->note_count;
     if (entry->type == SPOOL_ADD && c->adds < 64) {
         snprintf(c->add_data[c->adds], 64, "%.*s", (int)entry->length, entry->data);
         c->add_ids[c->adds] = entry->id;
@@ -33,18 +39,25 @@ static void collect(void *context, const struct spool_recovered *entry)
 
 static char directory[64];
 
-static struct spool *open_spool(struct collected *c, uint64_t max_bytes)
+static struct spool *open_spool_with(struct collected *c, uint64_t max_bytes, uint64_t retention_ms,
+                                     uint64_t max_done_entries)
 {
     struct spool_options options = {
         .directory = directory,
         .fsync = false,
         .max_bytes = max_bytes,
-        .done_retention_ms = 600000,
+        .done_retention_ms = retention_ms,
+        .max_done_entries = max_done_entries,
     };
     struct spool *spool = NULL;
     memset(c, 0, sizeof *c);
     UNIT_CHECK(spool_open(&options, collect, c, &spool) == BUTLER_OK);
     return spool;
+}
+
+static struct spool *open_spool(struct collected *c, uint64_t max_bytes)
+{
+    return open_spool_with(c, max_bytes, 600000, 0);
 }
 
 static void fresh_directory(void)
@@ -169,7 +182,104 @@ static void test_cap_and_compaction(void)
     remove_directory();
 }
 
+/*
+ * A steady stream of work, each item with two notes and an answer: the index
+ * and the file follow what is live (unfinished work and answers within
+ * retention, capped), not how much work went through.
+ */
+static void test_steady_state_follows_live(void)
+{
+    fresh_directory();
+    struct collected c;
+    struct spool *spool = open_spool_with(&c, 256u * 1024 * 1024, 600000, 1000);
+    char request[300], answer[300];
+    memset(request, 'r', sizeof request);
+    memset(answer, 'a', sizeof answer);
+    uint64_t largest_file = 0;
+    for (int i = 0; i < 20000; i++) {
+        uint64_t id = 0;
+        UNIT_CHECK(spool_add(spool, request, sizeof request, &id) == BUTLER_OK);
+        UNIT_CHECK(spool_progress(spool, id, "attempt x", 9) == BUTLER_OK);
+        UNIT_CHECK(spool_progress(spool, id, "started x", 9) == BUTLER_OK);
+        UNIT_CHECK(spool_done(spool, id, answer, sizeof answer) == BUTLER_OK);
+        struct spool_stats stats;
+        spool_get_stats(spool, &stats);
+        if (stats.file_bytes > largest_file)
+            largest_file = stats.file_bytes;
+        UNIT_CHECK(stats.done_entries <= 1000);
+        UNIT_CHECK(stats.live_entries == 0);
+    }
+    struct spool_stats stats;
+    spool_get_stats(spool, &stats);
+    UNIT_CHECK(stats.done_entries == 1000);
+    UNIT_CHECK(stats.done_evicted == 19000);
+    UNIT_CHECK(stats.compactions > 10);
+    /* 1000 answers of ~330 bytes are live: the file never held much more than
+     * the compaction floor or twice that, however many items went through. */
+    uint64_t bound = SPOOL_COMPACT_MIN_BYTES > 2 * stats.live_bytes ? SPOOL_COMPACT_MIN_BYTES
+                                                                    : 2 * stats.live_bytes;
+    UNIT_CHECK(largest_file <= bound + 1024);
+    spool_close(spool);
+    /* The retained answers come back after a restart, and only those. */
+    spool = open_spool_with(&c, 256u * 1024 * 1024, 600000, 1000);
+    UNIT_CHECK(c.all_dones == 1000);
+    UNIT_CHECK(c.adds == 0);
+    spool_close(spool);
+    remove_directory();
+}
+
+/* Answers leave when their retention ends, and empty answers are not kept at all. */
+static void test_done_retention(void)
+{
+    fresh_directory();
+    struct collected c;
+    struct spool *spool = open_spool_with(&c, 1024 * 1024, 50, 0);
+    uint64_t id = 0;
+    for (int i = 0; i < 10; i++) {
+        UNIT_CHECK(spool_add(spool, "work", 4, &id) == BUTLER_OK);
+        UNIT_CHECK(spool_done(spool, id, "answer", 6) == BUTLER_OK);
+    }
+    UNIT_CHECK(spool_add(spool, "work", 4, &id) == BUTLER_OK);
+    UNIT_CHECK(spool_done(spool, id, NULL, 0) == BUTLER_OK);
+    struct spool_stats stats;
+    spool_get_stats(spool, &stats);
+    UNIT_CHECK(stats.done_entries == 10);
+    struct timespec pause = {0, 120 * 1000000L};
+    nanosleep(&pause, NULL);
+    UNIT_CHECK(spool_add(spool, "work", 4, &id) == BUTLER_OK);
+    UNIT_CHECK(spool_done(spool, id, "answer", 6) == BUTLER_OK);
+    spool_get_stats(spool, &stats);
+    UNIT_CHECK(stats.done_entries == 1);
+    UNIT_CHECK(stats.done_evicted == 0);
+    spool_close(spool);
+    remove_directory();
+}
+
+/* A request that starts many tasks notes two lines per task; all come back. */
+static void test_many_notes(void)
+{
+    fresh_directory();
+    struct collected c;
+    struct spool *spool = open_spool(&c, 16 * 1024 * 1024);
+    uint64_t id = 0;
+    UNIT_CHECK(spool_add(spool, "request", 7, &id) == BUTLER_OK);
+    for (int i = 0; i < 2048; i++)
+        UNIT_CHECK(spool_progress(spool, id, "attempt 5e2f4c1a", 16) == BUTLER_OK);
+    spool_close(spool);
+    spool = open_spool(&c, 16 * 1024 * 1024);
+    UNIT_CHECK(c.adds == 1);
+    UNIT_CHECK(c.most_notes == 2048);
+    for (int i = 2048; i < SPOOL_NOTES_MAX; i++)
+        UNIT_CHECK(spool_progress(spool, c.add_ids[0], "n", 1) == BUTLER_OK);
+    UNIT_CHECK(spool_progress(spool, c.add_ids[0], "n", 1) == BUTLER_ERR_FULL);
+    spool_close(spool);
+    remove_directory();
+}
+
 const struct unit_test unit_tests[] = {
+    UNIT_TEST(test_steady_state_follows_live),
+    UNIT_TEST(test_done_retention),
+    UNIT_TEST(test_many_notes),
     UNIT_TEST(test_replay_unfinished),
     UNIT_TEST(test_torn_write_and_garbage),
     UNIT_TEST(test_cap_and_compaction),

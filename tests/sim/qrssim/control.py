@@ -40,6 +40,9 @@ class ControlApi:
             ("PATCH", r"/_sim/tasks/(?P<id>[^/]+)", self.patch_task),
             ("POST", r"/_sim/tasks/(?P<id>[^/]+)/complete", self.complete_task),
             ("GET", r"/_sim/udp", self.udp),
+            ("GET", r"/_sim/about", lambda p, b: dict(self.sim.model.about)),
+            ("POST", r"/_sim/about", self.set_about),
+            ("GET", r"/_sim/licenses", self.licenses),
             ("GET", r"/_sim/notifications", self.notifications),
             ("POST", r"/_sim/notifications/forget", self.notifications_forget),
             ("POST", r"/_sim/notifications/config", self.notifications_config),
@@ -136,6 +139,21 @@ class ControlApi:
         if not count:
             raise ControlError(409, "the task has no Started run")
         return {"completed": count}
+
+    def set_about(self, p, body):
+        """Change /qrs/about (an upgrade): the given fields replace the current ones."""
+        if not isinstance(body, dict) or not body:
+            raise ControlError(400, 'expected an object such as {"buildVersion": "14.195.2"}')
+        with self.sim.lock:
+            self.sim.model.about = {**self.sim.model.about, **body}
+            return dict(self.sim.model.about)
+
+    def licenses(self, p, body):
+        """The allocations left, per access type (what DELETEs removed is gone)."""
+        with self.sim.lock:
+            mdl = self.sim.model
+            return {kind: [mdl.allocation_full(kind, a) for a in table.values()]
+                    for kind, table in mdl.licenses.allocations.items()}
 
     # ---- faults and datagrams ----------------------------------------------
 

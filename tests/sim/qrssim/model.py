@@ -9,6 +9,7 @@ them verbatim. All access happens under the simulator's model lock.
 
 from collections import OrderedDict
 
+from . import licenses
 from .util import NEVER, TASK_SCHEMA, ZERO_GUID, is_guid, iso_ms
 
 DEFAULT_CREATED = "2025-11-02T08:14:55.120Z"
@@ -106,6 +107,9 @@ class User:
     def __init__(self, user_id, directory, userid, name, email, attr_id):
         self.id, self.directory, self.userid, self.name = user_id, directory, userid, name
         self.email, self.attr_id = email, attr_id
+        # Read by the licence release rules (neverRelease in the Node.js Butler).
+        self.tags, self.cps = [], []
+        self.inactive = self.blocked = self.removed_externally = False
 
 
 class App:
@@ -152,7 +156,7 @@ class Model:
         self.sessions = {}               # execution session id -> Run (active runs only)
         self._load(_obj(doc, "fixture", (
             "about", "executingNodeName", "users", "tags", "customPropertyDefinitions",
-            "apps", "tasks", "executionResults")))
+            "apps", "tasks", "executionResults", "licenses")))
 
     # ---- fixture loading -------------------------------------------------
 
@@ -165,10 +169,15 @@ class Model:
         self.users = OrderedDict()
         for i, u in enumerate(_list(doc.get("users", []), "users")):
             where = f"users[{i}]"
-            _obj(u, where, ("id", "userDirectory", "userId", "name", "email"), ("userDirectory", "userId"))
+            _obj(u, where, ("id", "userDirectory", "userId", "name", "email", "tags",
+                            "customProperties", "inactive", "blocked", "removedExternally"),
+                 ("userDirectory", "userId"))
             uid = _guid(u.get("id"), where + ".id", g)
-            self.users[uid] = User(uid, u["userDirectory"], u["userId"], u.get("name", u["userId"]),
-                                   u.get("email"), g.new())
+            user = self.users[uid] = User(uid, u["userDirectory"], u["userId"],
+                                          u.get("name", u["userId"]), u.get("email"), g.new())
+            user.inactive = bool(u.get("inactive", False))
+            user.blocked = bool(u.get("blocked", False))
+            user.removed_externally = bool(u.get("removedExternally", False))
 
         self.tags = OrderedDict()   # id -> Tag
         self.tag_names = {}         # lower-case name -> Tag
@@ -186,6 +195,20 @@ class Model:
                       list(c.get("choiceValues", [])), list(c.get("objectTypes", ["ReloadTask"])),
                       c.get("description", ""))
             self.cpdefs[d.id] = self.cpdef_names[d.name.lower()] = d
+
+        # User tags and custom properties once tags and definitions exist.
+        for i, u in enumerate(doc.get("users", [])):
+            user = self.users[_guid(u.get("id"), f"users[{i}].id", g)] if u.get("id") else None
+            if user is None:
+                if u.get("tags") or u.get("customProperties"):
+                    raise FixtureError(f"users[{i}]: tags and customProperties need an explicit id")
+                continue
+            user.tags = self._tag_refs(u.get("tags", []), f"users[{i}].tags")
+            user.cps = self._cp_values(u.get("customProperties", []), f"users[{i}].customProperties",
+                                       "User")
+
+        self.licenses = licenses.Licenses(doc.get("licenses", {}), self.users, g, _obj, _list, _guid,
+                                          FixtureError)
 
         self.streams = {}  # name -> stream condensed
         self.apps = OrderedDict()
@@ -487,9 +510,14 @@ class Model:
         return {"id": u.id, "createdDate": DEFAULT_CREATED, "modifiedDate": DEFAULT_MODIFIED,
                 "modifiedByUserName": DEFAULT_MODIFIER, "userId": u.userid,
                 "userDirectory": u.directory, "name": u.name, "roles": [], "attributes": attributes,
-                "inactive": False, "removedExternally": False, "blacklisted": False,
-                "deleteProhibited": False, "tags": [], "customProperties": [], "privileges": None,
+                "inactive": u.inactive, "removedExternally": u.removed_externally,
+                "blacklisted": u.blocked, "deleteProhibited": False,
+                "tags": [self.tag_ref(t) for t in u.tags],
+                "customProperties": [self.cp_value(v) for v in u.cps], "privileges": None,
                 "schemaPath": "User"}
+
+    def allocation_full(self, kind, a):
+        return self.licenses.allocation_json(kind, a, self.user_condensed)
 
     @staticmethod
     def app_condensed(a):
@@ -566,9 +594,12 @@ def _log_stamp(iso):
 # property path (including those through arrays) of each entity kind.
 PROTOTYPE_FIXTURE = {
     "users": [{"id": "00000000-0000-4000-8000-000000000001", "userDirectory": "D", "userId": "u",
-               "email": "u@example.com"}],
+               "email": "u@example.com", "tags": ["t"], "customProperties": [{"name": "P", "value": "a"}]}],
     "customPropertyDefinitions": [{"name": "P", "choiceValues": ["a"],
-                                   "objectTypes": ["App", *TASK_SCHEMA.values()]}],
+                                   "objectTypes": ["App", "User", *TASK_SCHEMA.values()]}],
+    "licenses": {kind: {"total": 1, "allocations": [{"userId": "00000000-0000-4000-8000-000000000001",
+                                                     "lastUsedDaysAgo": 1}]}
+                 for kind in licenses.ACCESS_KINDS},
     "apps": [{"id": "00000000-0000-4000-8000-000000000002", "name": "A", "streamName": "S",
               "ownerUserId": "00000000-0000-4000-8000-000000000001", "tags": ["t"],
               "customProperties": [{"name": "P", "value": "a"}]}],
@@ -591,4 +622,6 @@ def prototype_objects(guids):
         "custompropertydefinition": [m.cpdef_full(d) for d in m.cpdefs.values()],
         "tag": [m.tag_full(t) for t in m.tags.values()],
         "executionresult": list(m.results.values()),
+        **{f"{kind}accesstype": [m.allocation_full(kind, a) for a in m.licenses.allocations[kind].values()]
+           for kind in licenses.ACCESS_KINDS},
     }

@@ -479,9 +479,48 @@ class QrsApi:
             r.add(G, f"{name}/{{id}}", f"{name}.get", single(attr, full_name))
         r.add(P, "notification", "notification.create", self.notification_create)
         r.add("DELETE", "notification", "notification.delete", self.notification_delete)
+        r.add(G, "license", "license.get", lambda req: self._locked_json(lambda mdl: mdl.licenses.server_json()))
+        r.add(G, "license/accesstypeoverview", "license.overview",
+              lambda req: self._locked_json(lambda mdl: mdl.licenses.overview_json()))
+        for kind in ("professional", "analyzer"):
+            self._license_routes(r, kind)
         r.add(G, "about", "about", lambda req: self._locked_json(lambda mdl: mdl.about))
         r.add(G, "about/api/enums", "about.enums", lambda req: json_response(200, ENUMS))
         return r
+
+    def _license_routes(self, r, kind):
+        """Allocations of one access type: list, full list (filterable), one, DELETE."""
+        name = f"{kind}accesstype"
+
+        def table(mdl):
+            return mdl.licenses.allocations[kind]
+
+        def full(mdl, a):
+            return mdl.allocation_full(kind, a)
+
+        def listing(req, condensed):
+            with self.sim.lock:
+                mdl = self.sim.model
+                resp = self._list(req, name, table(mdl), lambda a: full(mdl, a))
+            if condensed and resp.status == 200:
+                objs = json.loads(resp.body)
+                resp = json_response(200, [{k: o[k] for k in ("id", "user", "lastUsed", "excess",
+                                                               "quarantined", "privileges")}
+                                           for o in objs])
+            return resp
+
+        def delete(req, ident):
+            if not is_guid(ident):
+                return self._malformed()
+            with self.sim.lock:
+                gone = self.sim.model.licenses.delete(kind, ident)
+            return Response(204) if gone else text_response(404, "Not Found")
+
+        r.add("GET", f"license/{name}", f"license.{kind}.list", lambda req: listing(req, True))
+        r.add("GET", f"license/{name}/full", f"license.{kind}.full", lambda req: listing(req, False))
+        r.add("GET", f"license/{name}/{{id}}", f"license.{kind}.get",
+              lambda req, i: self._one(i, table, full))
+        r.add("DELETE", f"license/{name}/{{id}}", f"license.{kind}.delete", delete)
 
     def _locked_json(self, get):
         with self.sim.lock:

@@ -1,0 +1,670 @@
+/*
+ * The key table: every configuration key Butler reads, with its type, range,
+ * default, the check its values must pass and a one-line description. The
+ * loader (load.c), the environment layer (overrides.c), the printer (print.c)
+ * and the generated reference (reference.c, docs/configuration.md) are all
+ * driven by these tables, so a key added here is loadable, overridable,
+ * printable, documented and released without touching any other file.
+ *
+ * To add a key: a field in struct butler_config (config.h), one line in
+ * config_keys below (in its section, sections contiguous) with a `.doc`, then
+ * regenerate docs/configuration.md (`butler --config-reference markdown`).
+ */
+#include "config/config_internal.h"
+
+#include <arpa/inet.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_format_names[] = {"text", "json", NULL};
+static const char *const route_to_names[] = {"slack", "teams", "email", "webhook", "mqtt", NULL};
+static const char *const http_method_names[] = {"POST", "PUT", NULL};
+static const char *const heartbeat_method_names[] = {"GET", "POST", NULL};
+static const char *const user_flag_rule_names[] = {"ignore", "yes", "no", NULL};
+
+/* ---- value checks ---- */
+
+static bool has_control(const char *value)
+{
+    for (const unsigned char *p = (const unsigned char *)value; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return true;
+    return false;
+}
+
+static bool is_digits(const char *text, size_t length)
+{
+    if (length == 0)
+        return false;
+    for (size_t i = 0; i < length; i++)
+        if (text[i] < '0' || text[i] > '9')
+            return false;
+    return true;
+}
+
+static bool is_port(const char *text, size_t length)
+{
+    if (length > 5 || !is_digits(text, length))
+        return false;
+    long port = 0;
+    for (size_t i = 0; i < length; i++)
+        port = port * 10 + (text[i] - '0');
+    return port >= 1 && port <= 65535;
+}
+
+static const char *check_not_empty(const char *value)
+{
+    return *value && !has_control(value) ? NULL
+                                         : "expected a non-empty string without control characters";
+}
+
+static const char *check_single_line(const char *value)
+{
+    return has_control(value) ? "expected a single line without control characters" : NULL;
+}
+
+/* '#' only as the whole last level, '+' only as a whole level (MQTT 4.7.1). */
+static const char *check_topic_filter(const char *value)
+{
+    static const char message[] =
+        "expected an MQTT topic filter ('+' alone in a level, '#' alone in the last level)";
+    if (!*value)
+        return message;
+    const char *level = value;
+    for (;;) {
+        const char *slash = strchr(level, '/');
+        size_t length = slash ? (size_t)(slash - level) : strlen(level);
+        if (memchr(level, '#', length) && (length != 1 || slash))
+            return message;
+        if (memchr(level, '+', length) && length != 1)
+            return message;
+        if (!slash)
+            return NULL;
+        level = slash + 1;
+    }
+}
+
+static const char *check_topic_or_empty(const char *value)
+{
+    return strpbrk(value, "+#") ? "expected an MQTT topic without '+' or '#'" : NULL;
+}
+
+static const char *check_topic_root(const char *value)
+{
+    size_t length = strlen(value);
+    if (length == 0 || strpbrk(value, "+#") || value[0] == '$' || value[0] == '/' ||
+        value[length - 1] == '/')
+        return "expected a topic prefix without '+', '#', a leading '$' or a leading or trailing "
+               "'/'";
+    return NULL;
+}
+
+static const char *check_share_group(const char *value)
+{
+    return strpbrk(value, "/+#") ? "expected a share group name without '/', '+' or '#'" : NULL;
+}
+
+/* Route names become topic levels (<root>/webhook/<name>). */
+static const char *check_route_name(const char *value)
+{
+    if (!*value || strpbrk(value, "/+#") || has_control(value))
+        return "expected a non-empty name without '/', '+', '#' or control characters";
+    return NULL;
+}
+
+static bool has_scheme(const char *value, const char *scheme)
+{
+    size_t length = strlen(scheme);
+    return strncasecmp(value, scheme, length) == 0 && value[length] != '\0';
+}
+
+static const char *check_http_url(const char *value)
+{
+    if (!*value)
+        return NULL;
+    if ((has_scheme(value, "http://") || has_scheme(value, "https://")) && !has_control(value) &&
+        !strchr(value, ' '))
+        return NULL;
+    return "expected an http:// or https:// URL, or \"\"";
+}
+
+static const char *check_smtp_url(const char *value)
+{
+    if (!*value)
+        return NULL;
+    if ((has_scheme(value, "smtp://") || has_scheme(value, "smtps://")) && !has_control(value) &&
+        !strchr(value, ' '))
+        return NULL;
+    return "expected an smtp:// or smtps:// URL, or \"\"";
+}
+
+/* Deliberately loose: only what keeps an address from breaking SMTP framing. */
+static const char *check_email(const char *value)
+{
+    const char *at = strchr(value, '@');
+    if (!at || at == value || at[1] == '\0' || strchr(at + 1, '@') || has_control(value) ||
+        strpbrk(value, " <>,;\""))
+        return "expected an e-mail address (name@example.com)";
+    return NULL;
+}
+
+static const char *check_email_or_empty(const char *value)
+{
+    return *value ? check_email(value) : NULL;
+}
+
+static const char *check_guid(const char *value)
+{
+    static const char message[] = "expected a task id (GUID, 8-4-4-4-12 hex digits)";
+    if (strlen(value) != 36)
+        return message;
+    for (size_t i = 0; i < 36; i++) {
+        char c = value[i];
+        bool hyphen = i == 8 || i == 13 || i == 18 || i == 23;
+        bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        if (hyphen ? c != '-' : !hex)
+            return message;
+    }
+    return NULL;
+}
+
+static const char *check_ip_or_cidr(const char *value)
+{
+    static const char message[] = "expected an IP address or CIDR block (e.g. 10.0.0.0/8)";
+    char address[INET6_ADDRSTRLEN + 1];
+    unsigned char binary[16];
+    const char *slash = strchr(value, '/');
+    size_t length = slash ? (size_t)(slash - value) : strlen(value);
+    int bits;
+    if (length == 0 || length >= sizeof address)
+        return message;
+    memcpy(address, value, length);
+    address[length] = '\0';
+    if (inet_pton(AF_INET, address, binary) == 1)
+        bits = 32;
+    else if (inet_pton(AF_INET6, address, binary) == 1)
+        bits = 128;
+    else
+        return message;
+    if (slash) {
+        size_t prefix_length = strlen(slash + 1);
+        if (prefix_length > 3 || !is_digits(slash + 1, prefix_length))
+            return message;
+        long prefix = strtol(slash + 1, NULL, 10);
+        if (prefix > bits)
+            return message;
+    }
+    return NULL;
+}
+
+static const char *check_host_port(const char *value)
+{
+    const char *colon = strrchr(value, ':');
+    if (!colon || colon == value || has_control(value) || !is_port(colon + 1, strlen(colon + 1)))
+        return "expected host:port with a port 1..65535";
+    return NULL;
+}
+
+/* CivetWeb listening_ports: comma-separated [host:]port with an optional s/r suffix. */
+static const char *check_listen(const char *value)
+{
+    static const char message[] =
+        "expected [host:]port entries (port 1..65535, suffix 's' for TLS) separated by commas";
+    const char *part = value;
+    if (has_control(value))
+        return message;
+    for (;;) {
+        const char *comma = strchr(part, ',');
+        size_t length = comma ? (size_t)(comma - part) : strlen(part);
+        if (length > 0 && (part[length - 1] == 's' || part[length - 1] == 'r'))
+            length--;
+        const char *port = part;
+        for (size_t i = 0; i < length; i++)
+            if (part[i] == ':')
+                port = part + i + 1;
+        if (port != part && port - 1 == part)
+            return message; /* ":8080" */
+        if (!is_port(port, length - (size_t)(port - part)))
+            return message;
+        if (!comma)
+            return NULL;
+        part = comma + 1;
+    }
+}
+
+static const char *check_token(const char *value)
+{
+    if (!*value || has_control(value) || strchr(value, ' '))
+        return "expected a non-empty token without spaces or control characters";
+    return NULL;
+}
+
+/* What each check accepts, in the words of the reference (docs/configuration.md).
+ * A check missing here makes `butler --config-reference` fail, so a new check
+ * cannot reach the documentation undescribed. */
+static const struct {
+    value_check check;
+    const char *text;
+} check_texts[] = {
+    {check_not_empty, "non-empty, one line"},
+    {check_single_line, "one line"},
+    {check_topic_filter, "MQTT topic filter"},
+    {check_topic_or_empty, "MQTT topic without + or #"},
+    {check_topic_root, "topic prefix without +, #, a leading $ or a leading or trailing /"},
+    {check_share_group, "name without /, + or #"},
+    {check_route_name, "non-empty name without /, + or #"},
+    {check_http_url, "URL starting with http or https, or empty"},
+    {check_smtp_url, "smtp:// or smtps:// URL, or empty"},
+    {check_email, "e-mail address"},
+    {check_email_or_empty, "e-mail address, or empty"},
+    {check_guid, "task id (GUID)"},
+    {check_ip_or_cidr, "IP address or CIDR block"},
+    {check_host_port, "host:port"},
+    {check_listen, "[host:]port[s], comma-separated"},
+    {check_token, "non-empty, no spaces"},
+};
+
+const char *config_check_text(value_check check)
+{
+    for (size_t i = 0; i < ARRAY_COUNT(check_texts); i++)
+        if (check_texts[i].check == check)
+            return check_texts[i].text;
+    return NULL;
+}
+
+/* ---- tables ---- */
+
+#define CFG(field) offsetof(struct butler_config, field)
+#define ROUTE(field) offsetof(struct config_route, field)
+#define PROP(field) offsetof(struct config_custom_property, field)
+#define USER_REF(field) offsetof(struct config_user_ref, field)
+
+#define K_BOOL(p, o, d) .path = (p), .type = KEY_BOOL, .offset = (o), .def = (d)
+#define K_INT(p, o, lo, hi, d)                                                                     \
+    .path = (p), .type = KEY_INT, .offset = (o), .min = (lo), .max = (hi), .def = (d)
+#define K_LONG(p, o, lo, hi, d)                                                                    \
+    .path = (p), .type = KEY_LONG, .offset = (o), .min = (lo), .max = (hi), .def = (d)
+#define K_STR(p, o, d, c) .path = (p), .type = KEY_STRING, .offset = (o), .def = (d), .check = (c)
+#define K_SECRET(p, o, f) .path = (p), .type = KEY_SECRET, .offset = (o), .has_file = (f)
+#define K_ENUM(p, o, n, d) .path = (p), .type = KEY_ENUM, .offset = (o), .names = (n), .def = (d)
+#define K_WORD(p, o, n, d) .path = (p), .type = KEY_WORD, .offset = (o), .names = (n), .def = (d)
+#define K_LIST(p, o, c) .path = (p), .type = KEY_LIST, .offset = (o), .check = (c)
+#define K_SECRET_LIST(p, o, c, f)                                                                  \
+    .path = (p), .type = KEY_SECRET_LIST, .offset = (o), .check = (c), .has_file = (f)
+#define K_OBJECTS(p, o, l) .path = (p), .type = KEY_OBJECTS, .offset = (o), .objects = (l)
+
+static const struct key_def custom_property_keys[] = {
+    {K_STR("name", PROP(name), NULL, check_not_empty), .required = true,
+     .doc = "Custom property name."},
+    {K_STR("value", PROP(value), NULL, check_not_empty), .required = true,
+     .doc = "Custom property value."},
+};
+
+static const struct key_def route_keys[] = {
+    {K_STR("name", ROUTE(name), NULL, check_route_name), .required = true,
+     .doc = "Unique route name; also a topic level, so no '/', '+' or '#'."},
+    {K_STR("match", ROUTE(match), NULL, check_topic_filter), .required = true,
+     .doc = "MQTT topic filter whose messages the route forwards."},
+    {K_ENUM("to", ROUTE(to), route_to_names, "slack"), .required = true,
+     .doc = "Destination: slack, teams, email, webhook or mqtt."},
+    {K_SECRET("webhook_url", ROUTE(webhook_url), false),
+     .doc = "Webhook for slack, teams or webhook routes; default: slack/teams.webhook_url."},
+    {K_STR("channel", ROUTE(channel), NULL, check_single_line), .doc = "Slack channel."},
+    {K_STR("username", ROUTE(username), NULL, check_single_line),
+     .doc = "Slack user name shown on the post."},
+    {K_STR("icon_emoji", ROUTE(icon_emoji), NULL, check_single_line), .doc = "Slack icon emoji."},
+    {K_STR("title", ROUTE(title), NULL, check_single_line), .doc = "Teams card title."},
+    {K_STR("subject", ROUTE(subject), NULL, check_single_line), .doc = "E-mail subject template."},
+    {K_LIST("recipients", ROUTE(recipients), check_email),
+     .doc = "E-mail recipients (required for email routes)."},
+    {K_STR("topic", ROUTE(topic), NULL, check_topic_or_empty),
+     .doc = "Destination topic (required for mqtt routes)."},
+    {K_STR("template", ROUTE(template_text), NULL, NULL),
+     .doc = "Message text template; empty = the default text (webhook and mqtt: the message as "
+            "received)."},
+    {K_WORD("method", ROUTE(method), http_method_names, "POST"),
+     .doc = "HTTP method of webhook routes."},
+    {K_STR("rate_limit.key", ROUTE(rate_limit_key), NULL, NULL),
+     .doc = "Template whose value names a rate-limit bucket; empty = one bucket per route."},
+    {K_INT("rate_limit.window_s", ROUTE(rate_limit_window_s), 0, 86400, "0"),
+     .doc = "At most one message per bucket within this window; 0 = no limit."},
+    {K_STR("condition.custom_property.name", ROUTE(condition_custom_property_name), NULL,
+           check_single_line),
+     .doc = "Fire only for tasks with this custom property (with .value)."},
+    {K_STR("condition.custom_property.value", ROUTE(condition_custom_property_value), NULL,
+           check_single_line),
+     .doc = "The value the custom property must have."},
+};
+
+static const struct key_def user_ref_keys[] = {
+    {K_STR("user_directory", USER_REF(user_directory), NULL, check_not_empty), .required = true,
+     .doc = "User directory (matched without regard to case)."},
+    {K_STR("user_id", USER_REF(user_id), NULL, check_not_empty), .required = true,
+     .doc = "User id (matched without regard to case)."},
+};
+
+/* Object tables track which keys were given in a 64-bit mask. */
+_Static_assert(ARRAY_COUNT(route_keys) <= 64, "route table too large for the seen mask");
+_Static_assert(ARRAY_COUNT(custom_property_keys) <= 64, "table too large for the seen mask");
+
+static const struct key_table route_table = {route_keys, ARRAY_COUNT(route_keys)};
+static const struct key_table custom_property_table = {custom_property_keys,
+                                                       ARRAY_COUNT(custom_property_keys)};
+
+static const struct key_table user_ref_table = {user_ref_keys, ARRAY_COUNT(user_ref_keys)};
+
+static void *user_ref_get(const void *list, size_t *count)
+{
+    const struct config_user_ref_list *users = list;
+    *count = users->count;
+    return users->items;
+}
+
+static void user_ref_set(void *list, void *items, size_t count)
+{
+    struct config_user_ref_list *users = list;
+    users->items = items;
+    users->count = count;
+}
+
+static const struct object_list user_ref_objects = {
+    .table = &user_ref_table,
+    .item_size = sizeof(struct config_user_ref),
+    .max_items = MAX_LIST_ITEMS,
+    .get = user_ref_get,
+    .set = user_ref_set,
+    .check_item = NULL,
+};
+
+static void *route_get(const void *list, size_t *count)
+{
+    const struct config_route_list *routes = list;
+    *count = routes->count;
+    return routes->items;
+}
+
+static void route_set(void *list, void *items, size_t count)
+{
+    struct config_route_list *routes = list;
+    routes->items = items;
+    routes->count = count;
+}
+
+static void *custom_property_get(const void *list, size_t *count)
+{
+    const struct config_custom_property_list *properties = list;
+    *count = properties->count;
+    return properties->items;
+}
+
+static void custom_property_set(void *list, void *items, size_t count)
+{
+    struct config_custom_property_list *properties = list;
+    properties->items = items;
+    properties->count = count;
+}
+
+static const struct object_list route_objects = {
+    .table = &route_table,
+    .item_size = sizeof(struct config_route),
+    .max_items = MAX_ROUTES,
+    .get = route_get,
+    .set = route_set,
+    .check_item = config_check_route,
+};
+
+static const struct object_list custom_property_objects = {
+    .table = &custom_property_table,
+    .item_size = sizeof(struct config_custom_property),
+    .max_items = MAX_LIST_ITEMS,
+    .get = custom_property_get,
+    .set = custom_property_set,
+    .check_item = NULL,
+};
+
+/* Order matters twice: config_print emits keys in this order (so every section
+ * must be contiguous), and it is the order of the contract's example file. */
+static const struct key_def config_keys[] = {
+    {K_INT("shutdown_grace_s", CFG(shutdown_grace_s), 0, 3600, "10"),
+     .doc = "On SIGTERM, how long in-flight work may finish or be spooled before Butler exits."},
+
+    {K_ENUM("log.level", CFG(log.level), log_level_names, "info"),
+     .doc = "Least severe log level written to stderr."},
+    {K_ENUM("log.format", CFG(log.format), log_format_names, "text"),
+     .doc = "Log line format: plain text or one JSON object per line."},
+
+    {K_STR("mqtt.host", CFG(mqtt.host), "127.0.0.1", check_not_empty),
+     .doc = "MQTT broker host name or address."},
+    {K_INT("mqtt.port", CFG(mqtt.port), 1, 65535, "1883"), .doc = "MQTT broker port."},
+    {K_STR("mqtt.client_id", CFG(mqtt.client_id), "butler", check_not_empty),
+     .doc = "MQTT client id; keep it stable so the broker keeps the session (clean start is off)."},
+    {K_STR("mqtt.username", CFG(mqtt.username), NULL, check_single_line),
+     .doc = "MQTT user name; empty = connect without credentials."},
+    {K_SECRET("mqtt.password", CFG(mqtt.password), true), .doc = "MQTT password."},
+    {K_BOOL("mqtt.tls.enable", CFG(mqtt.tls.enable), "false"),
+     .doc = "Connect to the broker over TLS."},
+    {K_STR("mqtt.tls.ca_file", CFG(mqtt.tls.ca_file), NULL, check_single_line),
+     .doc = "CA bundle that verifies the broker's certificate; empty = system store."},
+    {K_STR("mqtt.tls.cert_file", CFG(mqtt.tls.cert_file), NULL, check_single_line),
+     .doc = "Client certificate for the broker (goes with mqtt.tls.key_file)."},
+    {K_STR("mqtt.tls.key_file", CFG(mqtt.tls.key_file), NULL, check_single_line),
+     .doc = "Private key of mqtt.tls.cert_file."},
+    {K_BOOL("mqtt.tls.verify_peer", CFG(mqtt.tls.verify_peer), "true"),
+     .doc = "Verify the broker's certificate and host name."},
+    {K_INT("mqtt.keepalive_s", CFG(mqtt.keepalive_s), 5, 65535, "30"),
+     .doc = "MQTT keep-alive interval."},
+    {K_INT("mqtt.session_expiry_s", CFG(mqtt.session_expiry_s), 0, INT_MAX, "3600"),
+     .doc = "How long the broker keeps Butler's session (and queued messages) after a disconnect."},
+    {K_STR("mqtt.topic_root", CFG(mqtt.topic_root), "butler", check_topic_root),
+     .doc = "Prefix of every topic Butler subscribes and publishes to."},
+    {K_STR("mqtt.share_group", CFG(mqtt.share_group), NULL, check_share_group),
+     .doc = "Non-empty: subscribe through $share/<group>/... so several Butlers split the work."},
+    {K_BOOL("mqtt.legacy_topics", CFG(mqtt.legacy_topics), "false"),
+     .doc = "Also serve the Node.js Butler's topic names."},
+    {K_INT("mqtt.max_inflight", CFG(mqtt.max_inflight), 1, 100000, "1000"),
+     .doc = "Outbound publishes waiting for their PUBACK, hard cap."},
+    {K_INT("mqtt.reconnect_min_ms", CFG(mqtt.reconnect_min_ms), 1, 3600000, "200"),
+     .doc = "First delay before reconnecting to the broker."},
+    {K_INT("mqtt.reconnect_max_ms", CFG(mqtt.reconnect_max_ms), 1, 3600000, "30000"),
+     .doc = "Longest delay between reconnect attempts (the delay doubles up to it)."},
+
+    {K_BOOL("http.enable", CFG(http.enable), "true"), .doc = "Serve the HTTP API."},
+    {K_STR("http.listen", CFG(http.listen), "127.0.0.1:8080", check_listen),
+     .doc = "Listening ports: [host:]port, comma-separated; suffix 's' for TLS."},
+    {K_STR("http.tls.cert_file", CFG(http.tls.cert_file), NULL, check_single_line),
+     .doc = "Server certificate for TLS ports (goes with http.tls.key_file)."},
+    {K_STR("http.tls.key_file", CFG(http.tls.key_file), NULL, check_single_line),
+     .doc = "Private key of http.tls.cert_file."},
+    {K_STR("http.tls.ca_file", CFG(http.tls.ca_file), NULL, check_single_line),
+     .doc = "Non-empty: clients must present a certificate signed by this CA."},
+    {K_SECRET_LIST("http.tokens", CFG(http.tokens), check_token, true),
+     .doc = "Non-empty: /v4/* requires 'Authorization: Bearer <token>' with one of these (a tokens "
+            "file holds one per line)."},
+    {K_LONG("http.max_body_bytes", CFG(http.max_body_bytes), 1, 1073741824LL, "1048576"),
+     .doc = "Largest request body accepted; larger requests get 413."},
+    {K_INT("http.task_start_timeout_ms", CFG(http.task_start_timeout_ms), 1, 600000, "10000"),
+     .doc = "How long a synchronous task start waits for its result before answering."},
+    {K_LIST("http.endpoints", CFG(http.endpoints), check_not_empty),
+     .doc = "Empty = every implemented endpoint; else the allow-list of endpoint names."},
+    {K_INT("http.threads", CFG(http.threads), 2, 512, "32"), .doc = "HTTP worker threads."},
+
+    {K_BOOL("udp.enable", CFG(udp.enable), "true"),
+     .doc = "Listen for Sense log-appender events over UDP."},
+    {K_STR("udp.listen", CFG(udp.listen), "127.0.0.1:9998", check_host_port),
+     .doc = "UDP host:port; 0.0.0.0:9998 to hear remote Sense nodes."},
+    {K_LIST("udp.allowed_sources", CFG(udp.allowed_sources), check_ip_or_cidr),
+     .doc = "Empty = any source; else the IP addresses and CIDR blocks allowed to send."},
+    {K_INT("udp.max_message_bytes", CFG(udp.max_message_bytes), 64, 65507, "65507"),
+     .doc = "Largest datagram accepted; longer ones are dropped and counted."},
+    {K_INT("udp.dedup_ttl_s", CFG(udp.dedup_ttl_s), 0, 604800, "600"),
+     .doc = "Events with the same ExecutionId within this window count as one."},
+
+    {K_STR("qrs.url", CFG(qrs.url), NULL, check_http_url),
+     .doc = "Sense Repository Service URL (e.g. https://sense.example.com:4242); empty = QRS "
+            "disabled."},
+    {K_STR("qrs.cert_file", CFG(qrs.cert_file), "client.pem", check_single_line),
+     .doc = "Client certificate exported from Sense."},
+    {K_STR("qrs.key_file", CFG(qrs.key_file), "client_key.pem", check_single_line),
+     .doc = "Private key of qrs.cert_file."},
+    {K_STR("qrs.ca_file", CFG(qrs.ca_file), "root.pem", check_single_line),
+     .doc = "CA that verifies the Sense server certificate."},
+    {K_BOOL("qrs.verify_peer", CFG(qrs.verify_peer), "true"),
+     .doc = "Verify the Sense server certificate."},
+    {K_STR("qrs.user_directory", CFG(qrs.user_directory), "INTERNAL", check_not_empty),
+     .doc = "User directory sent in the X-Qlik-User header."},
+    {K_STR("qrs.user_id", CFG(qrs.user_id), "sa_repository", check_not_empty),
+     .doc = "User id sent in the X-Qlik-User header."},
+    {K_INT("qrs.timeout_ms", CFG(qrs.timeout_ms), 1, 3600000, "30000"),
+     .doc = "Whole-request timeout for one QRS call."},
+    {K_INT("qrs.connect_timeout_ms", CFG(qrs.connect_timeout_ms), 1, 600000, "5000"),
+     .doc = "Connect timeout for one QRS call."},
+    {K_BOOL("qrs.notifications.enable", CFG(qrs.notifications.enable), "false"),
+     .doc =
+         "Register for QRS change notifications on task results (needs qrs.url and http.enable)."},
+    {K_STR("qrs.notifications.callback_url", CFG(qrs.notifications.callback_url), NULL,
+           check_http_url),
+     .doc = "Butler's HTTP API as Sense reaches it; QRS calls back here."},
+    {K_SECRET("qrs.notifications.secret", CFG(qrs.notifications.secret), true),
+     .doc = "Path segment of the callback that proves the call comes from QRS (16..256 of A-Z a-z "
+            "0-9 - _ . ~)."},
+    {K_STR("qrs.notifications.filter", CFG(qrs.notifications.filter), NULL, check_single_line),
+     .doc = "QRS filter on ExecutionResult; empty = every update."},
+    {K_INT("qrs.notifications.check_interval_s", CFG(qrs.notifications.check_interval_s), 1, 86400,
+           "300"),
+     .doc = "How often the registration is renewed (the old handle dropped)."},
+
+    {K_LIST("task_start.allow.task_ids", CFG(task_start.allow.task_ids), check_guid),
+     .doc = "Task ids that may be started; all allow lists empty = every task."},
+    {K_LIST("task_start.allow.tags", CFG(task_start.allow.tags), check_not_empty),
+     .doc = "Tags whose tasks may be started."},
+    {K_OBJECTS("task_start.allow.custom_properties", CFG(task_start.allow.custom_properties),
+               &custom_property_objects),
+     .doc = "Custom property name/value pairs whose tasks may be started."},
+    {K_INT("task_start.dedup_ttl_s", CFG(task_start.dedup_ttl_s), 0, 604800, "600"),
+     .doc = "A requestId seen within this window is not started again."},
+    {K_INT("task_start.dedup_max_requests", CFG(task_start.dedup_max_requests), 100, 10000000,
+           "100000"),
+     .doc = "requestIds remembered at once (and answers kept in the spool); past it the oldest "
+            "is forgotten early and counted."},
+    {K_INT("task_start.workers", CFG(task_start.workers), 1, 64, "4"),
+     .doc = "Task-start worker threads, each with its own QRS connection."},
+    {K_INT("task_start.queue_max", CFG(task_start.queue_max), 1, 1000000, "4096"),
+     .doc = "Task starts waiting for a worker, hard cap."},
+    {K_INT("task_start.name_cache_s", CFG(task_start.name_cache_s), 0, 86400, "60"),
+     .doc = "How long a task id -> name lookup is reused."},
+
+    {K_STR("sense.qmc_url", CFG(sense.qmc_url), NULL, check_http_url),
+     .doc = "QMC URL used for links in default alert texts."},
+    {K_STR("sense.hub_url", CFG(sense.hub_url), NULL, check_http_url),
+     .doc = "Hub URL used for links in default alert texts."},
+    {K_BOOL("sense.version.enable", CFG(sense.version.enable), "false"),
+     .doc = "Read /qrs/about at start and every interval: retained <root>/sense/version and "
+            "<root>/events/sense/version/changed (needs qrs.url)."},
+    {K_INT("sense.version.interval_s", CFG(sense.version.interval_s), 1, INT_MAX, "3600"),
+     .doc = "Seconds between version checks."},
+
+    {K_BOOL("license.monitor.enable", CFG(license.monitor.enable), "false"),
+     .doc = "Watch the server licence and access licences at start and every interval (needs "
+            "qrs.url)."},
+    {K_INT("license.monitor.interval_s", CFG(license.monitor.interval_s), 1, INT_MAX, "21600"),
+     .doc = "Seconds between licence checks."},
+    {K_INT("license.monitor.warn_days", CFG(license.monitor.warn_days), 0, 36500, "30"),
+     .doc = "The expiring event fires when the server licence has this many days left or fewer."},
+    {K_INT("license.monitor.available_below", CFG(license.monitor.available_below), 0, 10000000,
+           "0"),
+     .doc = "An access type's low event fires when fewer are available; 0 = never."},
+    {K_BOOL("license.release.enable", CFG(license.release.enable), "false"),
+     .doc = "Release professional and analyzer allocations unused for too long (needs qrs.url)."},
+    {K_BOOL("license.release.dry_run", CFG(license.release.dry_run), "true"),
+     .doc = "Report what would be released, release nothing."},
+    {K_INT("license.release.interval_s", CFG(license.release.interval_s), 1, INT_MAX, "86400"),
+     .doc = "Seconds between release runs (the first at start)."},
+    {K_INT("license.release.professional_days", CFG(license.release.professional_days), 1, 36500,
+           "30"),
+     .doc = "Release professional allocations not used for more than this many days."},
+    {K_INT("license.release.analyzer_days", CFG(license.release.analyzer_days), 1, 36500, "30"),
+     .doc = "Release analyzer allocations not used for more than this many days."},
+    {K_OBJECTS("license.release.never_release.users", CFG(license.release.never_release.users),
+               &user_ref_objects),
+     .doc = "Users whose allocation is never released."},
+    {K_LIST("license.release.never_release.user_directories",
+            CFG(license.release.never_release.user_directories), check_not_empty),
+     .doc = "User directories whose users' allocations are never released."},
+    {K_LIST("license.release.never_release.tags", CFG(license.release.never_release.tags),
+            check_not_empty),
+     .doc = "User tags that keep a user's allocation."},
+    {K_OBJECTS("license.release.never_release.custom_properties",
+               CFG(license.release.never_release.custom_properties), &custom_property_objects),
+     .doc = "User custom property name/value pairs that keep a user's allocation."},
+    {K_ENUM("license.release.never_release.inactive", CFG(license.release.never_release.inactive),
+            user_flag_rule_names, "ignore"),
+     .doc = "yes: keep inactive users' allocations; no: keep active users'; ignore."},
+    {K_ENUM("license.release.never_release.blocked", CFG(license.release.never_release.blocked),
+            user_flag_rule_names, "ignore"),
+     .doc = "yes: keep blocked users' allocations; no: keep unblocked users'; ignore."},
+    {K_ENUM("license.release.never_release.removed_externally",
+            CFG(license.release.never_release.removed_externally), user_flag_rule_names, "ignore"),
+     .doc = "yes: keep allocations of users removed externally; no: of the others; ignore."},
+
+    {K_BOOL("heartbeat.enable", CFG(heartbeat.enable), "false"),
+     .doc = "Call heartbeat.url at start and every interval."},
+    {K_SECRET("heartbeat.url", CFG(heartbeat.url), true), .check = check_http_url,
+     .doc = "Heartbeat URL (secret: it carries the check's token; or heartbeat.url_file)."},
+    {K_WORD("heartbeat.method", CFG(heartbeat.method), heartbeat_method_names, "GET"),
+     .doc = "HTTP method of the heartbeat."},
+    {K_INT("heartbeat.interval_s", CFG(heartbeat.interval_s), 1, INT_MAX, "300"),
+     .doc = "Seconds between heartbeats."},
+
+    {K_SECRET("slack.webhook_url", CFG(slack.webhook_url), true),
+     .doc = "Default Slack incoming webhook for slack posts and routes."},
+    {K_SECRET("teams.webhook_url", CFG(teams.webhook_url), true),
+     .doc = "Default Teams webhook for routes."},
+
+    {K_STR("smtp.url", CFG(smtp.url), NULL, check_smtp_url),
+     .doc = "Mail server: smtp://host:25 or smtps://host:465."},
+    {K_STR("smtp.from", CFG(smtp.from), NULL, check_email_or_empty),
+     .doc = "Sender address of e-mail."},
+    {K_STR("smtp.username", CFG(smtp.username), NULL, check_single_line),
+     .doc = "SMTP user name; empty = no authentication."},
+    {K_SECRET("smtp.password", CFG(smtp.password), true), .doc = "SMTP password."},
+
+    {K_OBJECTS("routes", CFG(routes), &route_objects),
+     .doc = "Rules that forward matching MQTT messages to Slack, Teams, e-mail, a webhook or "
+            "another topic."},
+
+    {K_INT("retry.max_attempts", CFG(retry.max_attempts), 1, 100, "5"),
+     .doc = "Attempts per outbound call (QRS, HTTP, SMTP), the first included."},
+    {K_INT("retry.initial_backoff_ms", CFG(retry.initial_backoff_ms), 1, 3600000, "200"),
+     .doc = "Delay before the first retry; it doubles each time."},
+    {K_INT("retry.max_backoff_ms", CFG(retry.max_backoff_ms), 1, 3600000, "10000"),
+     .doc = "Longest delay between retries."},
+
+    {K_STR("spool.dir", CFG(spool.dir), "state", check_not_empty),
+     .doc = "Directory where unfinished work survives a crash; relative to the working directory."},
+    {K_BOOL("spool.fsync", CFG(spool.fsync), "false"),
+     .doc = "fsync spool writes: survive power loss too, at the cost of latency."},
+    {K_LONG("spool.max_bytes", CFG(spool.max_bytes), 65536, 1099511627776LL, "268435456"),
+     .doc = "Spool size cap; work is refused beyond it."},
+
+    {K_BOOL("health.metrics", CFG(health.metrics), "true"),
+     .doc = "Serve GET /metrics (Prometheus text format)."},
+
+    {K_INT("kv.max_keys_per_namespace", CFG(kv.max_keys_per_namespace), 1, 100000, "1000"),
+     .doc = "Keys per key-value namespace; over it the oldest-written key is evicted."},
+    {K_INT("kv.max_namespaces", CFG(kv.max_namespaces), 1, 100000, "1000"),
+     .doc = "Key-value namespaces, hard cap."},
+    {K_INT("kv.max_value_bytes", CFG(kv.max_value_bytes), 1, 1048576, "65536"),
+     .doc = "Largest key-value value."},
+
+    {K_BOOL("scheduler.enable", CFG(scheduler.enable), "true"),
+     .doc = "Fire cron schedules; false serves the schedule API but never fires."},
+    {K_INT("scheduler.max_schedules", CFG(scheduler.max_schedules), 1, 100000, "1000"),
+     .doc = "Schedules, hard cap."},
+    {K_INT("scheduler.missed_max_reported", CFG(scheduler.missed_max_reported), 1, 10000, "100"),
+     .doc = "Missed firing times listed in one missed-schedule event."},
+};
+
+const struct key_table config_key_table = {config_keys, ARRAY_COUNT(config_keys)};
