@@ -191,6 +191,17 @@ static double percentile(double *sorted, long n, double p)
     return sorted[i];
 }
 
+/* The latencies of answered requests, sorted, into `sorted` (n_total slots); returns how many. */
+static long answered_latencies(double *sorted)
+{
+    long k = 0;
+    for (long i = 0; i < n_total; i++)
+        if (latency[i] >= 0)
+            sorted[k++] = latency[i];
+    qsort(sorted, (size_t)k, sizeof *sorted, cmp_double);
+    return k;
+}
+
 static int mode_task(const char *host, int port, long n, const char *task_id, long window)
 {
     n_total = n;
@@ -218,11 +229,7 @@ static int mode_task(const char *host, int port, long n, const char *task_id, lo
     long done = wait_done(n, 15000, 600000);
     double seconds = (t_last_done - t0) / 1e3;
     double *sorted = malloc((size_t)n * sizeof *sorted);
-    long k = 0;
-    for (long i = 0; i < n; i++)
-        if (latency[i] >= 0)
-            sorted[k++] = latency[i];
-    qsort(sorted, (size_t)k, sizeof *sorted, cmp_double);
+    long k = answered_latencies(sorted);
     printf("{\"mode\":\"task\",\"sent\":%ld,\"answered\":%ld,\"started\":%ld,\"window\":%ld,"
            "\"seconds\":%.3f,\"rate\":%.0f,\"p50_ms\":%.2f,\"p99_ms\":%.2f,\"max_ms\":%.2f}\n",
            n, done, n_started, window, seconds, seconds > 0 ? done / seconds : 0,
@@ -302,11 +309,7 @@ static int mode_steady(const char *host, int port, long rate, long seconds, char
     double publish_seconds = (now_ms() - t0) / 1e3;
     long done = wait_done(n, 15000, 600000);
     pthread_mutex_lock(&lock); /* latency[] is written by the network thread */
-    long k = 0;
-    for (long i = 0; i < n; i++)
-        if (latency[i] >= 0)
-            sorted[k++] = latency[i];
-    qsort(sorted, (size_t)k, sizeof *sorted, cmp_double);
+    long k = answered_latencies(sorted);
     printf("{\"mode\":\"steady\",\"rate_asked\":%ld,\"sent\":%ld,\"answered\":%ld,\"started\":%ld,"
            "\"publish_seconds\":%.3f,\"rate_held\":%.0f,\"throttled_ms\":%.0f,"
            "\"p50_ms\":%.2f,\"p99_ms\":%.2f,\"max_ms\":%.2f,\"p99_by_slice_ms\":[",
