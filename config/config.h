@@ -132,6 +132,18 @@ struct config_route_list {
     size_t count;
 };
 
+/* One approved pair of file.copy or file.move (contract 8.1): a file beneath
+ * `from` may go beneath `to`. Both absolute directories. */
+struct config_file_pair {
+    char *from;
+    char *to;
+};
+
+struct config_file_pair_list {
+    struct config_file_pair *items;
+    size_t count;
+};
+
 struct butler_config {
     char *source_file; /* path given with --config, or "" for defaults */
 
@@ -317,6 +329,17 @@ struct butler_config {
         int max_schedules;
         int missed_max_reported; /* missed firing times listed per event */
     } scheduler;
+
+    /* File operations (contract 8.1, topics/file.c). Directories are absolute. */
+    struct {
+        bool enable;
+        char *node; /* "" = only <root>/file/<op>; else also <root>/file/<node>/<op> */
+        struct config_file_pair_list copy;
+        struct config_file_pair_list move;
+        struct config_string_list delete_roots; /* key file.delete */
+        struct config_string_list mkdir_roots;  /* key file.mkdir */
+        char *qvd_path;                         /* base of createdirqvd; "" = off */
+    } file;
 };
 
 /*

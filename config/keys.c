@@ -13,6 +13,7 @@
 #include "config/config_internal.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,49 @@ static const char *check_topic_root(const char *value)
 static const char *check_share_group(const char *value)
 {
     return strpbrk(value, "/+#") ? "expected a share group name without '/', '+' or '#'" : NULL;
+}
+
+/* file.* directories: absolute, without "." or ".." components or Windows
+ * forms, so the lexical checks in topics/file.c compare like with like. */
+static const char *check_directory(const char *value)
+{
+    static const char message[] =
+        "expected an absolute directory (starting with /) without \\, control characters, "
+        "\".\" or \"..\" components, at most 4095 bytes";
+    size_t length = strlen(value);
+    if (length == 0 || length > 4095 || value[0] != '/' || has_control(value) ||
+        strchr(value, '\\'))
+        return message;
+    for (const char *p = value; *p;) {
+        while (*p == '/')
+            p++;
+        size_t n = strcspn(p, "/");
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return message;
+        p += n;
+    }
+    return NULL;
+}
+
+static const char *check_directory_or_empty(const char *value)
+{
+    return *value ? check_directory(value) : NULL;
+}
+
+/* file.node is a topic level (<root>/file/<node>/<op>) next to the operation
+ * names, so it must not be one of them. */
+static const char *check_file_node(const char *value)
+{
+    static const char *const reserved[] = {"copy", "move", "delete", "mkdir", "result", NULL};
+    if (strlen(value) > 64)
+        return "expected at most 64 characters of A-Z a-z 0-9 - _";
+    for (const char *p = value; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+            return "expected at most 64 characters of A-Z a-z 0-9 - _";
+    for (size_t i = 0; reserved[i]; i++)
+        if (strcmp(value, reserved[i]) == 0)
+            return "must not be copy, move, delete, mkdir or result (those are topic levels)";
+    return NULL;
 }
 
 /* Route names become topic levels (<root>/webhook/<name>). */
@@ -273,6 +317,9 @@ static const struct {
     {check_host_port, "host:port"},
     {check_listen, "[host:]port[s], comma-separated"},
     {check_token, "non-empty, no spaces"},
+    {check_directory, "absolute directory without . or .. components"},
+    {check_directory_or_empty, "absolute directory, or empty"},
+    {check_file_node, "up to 64 of A-Z a-z 0-9 - _, not an operation name"},
     {check_account_id, "digits"},
 };
 
@@ -289,6 +336,7 @@ const char *config_check_text(value_check check)
 #define CFG(field) offsetof(struct butler_config, field)
 #define ROUTE(field) offsetof(struct config_route, field)
 #define PROP(field) offsetof(struct config_custom_property, field)
+#define PAIR(field) offsetof(struct config_file_pair, field)
 #define USER_REF(field) offsetof(struct config_user_ref, field)
 #define NR_ACCOUNT(field) offsetof(struct config_newrelic_account, field)
 
@@ -312,6 +360,13 @@ static const struct key_def custom_property_keys[] = {
      .doc = "Custom property name."},
     {K_STR("value", PROP(value), NULL, check_not_empty), .required = true,
      .doc = "Custom property value."},
+};
+
+static const struct key_def file_pair_keys[] = {
+    {K_STR("from", PAIR(from), NULL, check_directory), .required = true,
+     .doc = "Approved source directory (absolute)."},
+    {K_STR("to", PAIR(to), NULL, check_directory), .required = true,
+     .doc = "Approved target directory (absolute) for files from `from`."},
 };
 
 static const struct key_def route_keys[] = {
@@ -463,6 +518,31 @@ static const struct object_list route_objects = {
     .get = route_get,
     .set = route_set,
     .check_item = config_check_route,
+};
+
+static const struct key_table file_pair_table = {file_pair_keys, ARRAY_COUNT(file_pair_keys)};
+
+static void *file_pair_get(const void *list, size_t *count)
+{
+    const struct config_file_pair_list *pairs = list;
+    *count = pairs->count;
+    return pairs->items;
+}
+
+static void file_pair_set(void *list, void *items, size_t count)
+{
+    struct config_file_pair_list *pairs = list;
+    pairs->items = items;
+    pairs->count = count;
+}
+
+static const struct object_list file_pair_objects = {
+    .table = &file_pair_table,
+    .item_size = sizeof(struct config_file_pair),
+    .max_items = MAX_ROUTES,
+    .get = file_pair_get,
+    .set = file_pair_set,
+    .check_item = NULL,
 };
 
 static const struct object_list custom_property_objects = {
@@ -728,6 +808,21 @@ static const struct key_def config_keys[] = {
      .doc = "Schedules, hard cap."},
     {K_INT("scheduler.missed_max_reported", CFG(scheduler.missed_max_reported), 1, 10000, "100"),
      .doc = "Missed firing times listed in one missed-schedule event."},
+
+    {K_BOOL("file.enable", CFG(file.enable), "false"),
+     .doc = "Consume the file commands <root>/file/copy|move|delete|mkdir on this host."},
+    {K_STR("file.node", CFG(file.node), NULL, check_file_node),
+     .doc = "Also consume <root>/file/<node>/<op>: names this file server (A-Z a-z 0-9 - _)."},
+    {K_OBJECTS("file.copy", CFG(file.copy), &file_pair_objects),
+     .doc = "Approved copy pairs [{from, to}]: a file beneath from may be copied beneath to."},
+    {K_OBJECTS("file.move", CFG(file.move), &file_pair_objects),
+     .doc = "Approved move pairs [{from, to}]."},
+    {K_LIST("file.delete", CFG(file.delete_roots), check_directory),
+     .doc = "Directories beneath which files may be deleted."},
+    {K_LIST("file.mkdir", CFG(file.mkdir_roots), check_directory),
+     .doc = "Directories beneath which createdir may create directories."},
+    {K_STR("file.qvd_path", CFG(file.qvd_path), NULL, check_directory_or_empty),
+     .doc = "Base directory of createdirqvd; empty = createdirqvd refused."},
 };
 
 const struct key_table config_key_table = {config_keys, ARRAY_COUNT(config_keys)};

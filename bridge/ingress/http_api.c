@@ -16,6 +16,7 @@
 
 #include "bridge/core/clock.h"
 #include "bridge/ingress/http_body.h"
+#include "bridge/ingress/http_file.h"
 #include "bridge/ingress/http_newrelic.h"
 #include "bridge/ingress/http_openapi.h"
 #include "bridge/ingress/http_server.h"
@@ -90,6 +91,12 @@ static const struct route routes[] = {
     {"deleteSchedule", "/v4/schedules/*", M_DELETE, "DELETE", true, http_store_schedules_delete},
     {"startSchedule", "/v4/schedules/*/start", M_PUT, "PUT", true, http_store_schedules_start},
     {"stopSchedule", "/v4/schedules/*/stop", M_PUT, "PUT", true, http_store_schedules_stop},
+    /* File operations (bridge/ingress/http_file.c). */
+    {"fileCopy", "/v4/filecopy", M_PUT, "PUT", true, http_file_copy},
+    {"fileMove", "/v4/filemove", M_PUT, "PUT", true, http_file_move},
+    {"fileDelete", "/v4/filedelete", M_DELETE, "DELETE", true, http_file_delete},
+    {"createDir", "/v4/createdir", M_POST, "POST", true, http_file_create_dir},
+    {"createDirQVD", "/v4/createdirqvd", M_POST, "POST", true, http_file_create_dir_qvd},
     {"health", "/health", M_GET, "GET", false, handle_health},
     {"metrics", "/metrics", M_GET, "GET", false, handle_metrics},
     {"openapi", "/openapi.json", M_GET, "GET", false, http_openapi_serve},
@@ -100,7 +107,6 @@ enum { ROUTE_COUNT = sizeof routes / sizeof routes[0] };
 /* Names the Node.js Butler knows but Butler does not serve (yet): accepted in
  * http.endpoints with a warning, so a migrated allow-list still loads. */
 static const char *const node_only_endpoints[] = {
-    "createDir",      "createDirQVD",   "fileDelete",   "fileMove",      "fileCopy",
     "updateSchedule", "senseAppReload", "senseAppDump", "senseListApps", NULL,
 };
 
@@ -330,6 +336,13 @@ static bool query_flag(struct http_exchange *exchange, const char *name, bool *v
     snprintf(message, sizeof message, "query parameter %s must be true or false", name);
     http_exchange_reply_error(exchange, 400, message, NULL);
     return false;
+}
+
+/* For the endpoint files (http_file.c): the same helpers, see http_server.h. */
+int http_api_query_var(const struct http_exchange *exchange, const char *name, char *out,
+                       size_t out_size)
+{
+    return query_var(exchange, name, out, out_size);
 }
 
 /* ---- endpoints ---- */

@@ -16,7 +16,9 @@
  *   /engine-reload-failed/       -> ENGINE_RELOAD_FAILED, exactly 9
  *
  * Policy choices (where upstream Butler differs, see udp_datagram.c):
- *   - invalid UTF-8 is rejected (reason utf8) rather than decoded with U+FFFD;
+ *   - invalid UTF-8 is decoded, as upstream: each maximal invalid subpart
+ *     becomes U+FFFD (the event's utf8_replaced says so); the field caps
+ *     apply to the decoded text;
  *   - the task id must be a GUID (scheduler types); the app id must be a GUID
  *     or empty; "(null)" (log4net's NullText for an unset property) in the app
  *     name, app id and execution id is read as empty, so external-program,
@@ -44,7 +46,6 @@ enum udp_event_type {
 enum udp_drop_reason {
     UDP_DROP_NONE = 0,
     UDP_DROP_SIZE,        /* over the configured byte cap */
-    UDP_DROP_UTF8,        /* not valid UTF-8 */
     UDP_DROP_PREFIX,      /* field 0 is not a known message type */
     UDP_DROP_FIELD_COUNT, /* wrong number of ';'-separated fields */
     UDP_DROP_GUID,        /* task id not a GUID, or app id neither GUID nor empty */
@@ -81,7 +82,8 @@ enum {
  */
 struct udp_event {
     enum udp_event_type type;
-    bool sanitized; /* a control character was stripped or a field truncated */
+    bool sanitized;     /* a control character was stripped or a field truncated */
+    bool utf8_replaced; /* invalid UTF-8 was stored as U+FFFD in some field */
     const char *fields[UDP_FIELD_COUNT];
     size_t storage_used;
     char storage[UDP_EVENT_STORAGE_MAX];
@@ -95,7 +97,7 @@ struct udp_event {
 enum udp_drop_reason udp_parse(const unsigned char *data, size_t length, size_t max_bytes,
                                struct udp_event *out);
 
-/* Metric label for a reason: "size", "utf8", ... ("none" for UDP_DROP_NONE). */
+/* Metric label for a reason: "size", "prefix", ... ("none" for UDP_DROP_NONE). */
 const char *udp_drop_reason_name(enum udp_drop_reason reason);
 
 /* Outcome word used in topics and JSON: "failed", "aborted", "success",
