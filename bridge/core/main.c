@@ -7,6 +7,7 @@
  * taken here with sigtimedwait(), so no handler runs in async-signal context.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include "bridge/ingress/udp_ingress.h"
 #include "bridge/core/worker_pool.h"
 #include "config/config.h"
+#include "topics/app.h"
 #include "topics/events.h"
 #include "topics/notifications.h"
 #include "topics/kv.h"
@@ -125,8 +127,18 @@ static void update_gauges(struct butler_runtime *runtime)
     spool_update_metrics(runtime->spool);
 }
 
+/*
+ * glibc gives each thread that allocates its own arena (up to 8 per core), and
+ * freed memory stays resident per arena: with ~40 threads (HTTP, workers, UDP,
+ * MQTT) a burst leaves a peak in several arenas at once. Two arenas hold the
+ * UDP overload peak ~15 % lower at the same CPU per task start (bench/soak,
+ * BENCHMARKS.md); Butler's few busy threads barely contend on them.
+ */
+enum { MALLOC_ARENAS_MAX = 2 };
+
 int main(int argc, char **argv)
 {
+    mallopt(M_ARENA_MAX, MALLOC_ARENAS_MAX); /* before any thread exists */
     struct arguments arguments = {0};
     int exit_code = parse_arguments(argc, argv, &arguments);
     if (exit_code >= 0)
@@ -177,8 +189,8 @@ int main(int argc, char **argv)
     if (worker_pool_create(config.task_start.workers, (size_t)config.task_start.queue_max,
                            &callbacks, &runtime.pool) != BUTLER_OK ||
         kv_setup(&config) != BUTLER_OK || schedules_setup(&config) != BUTLER_OK ||
-        topics_setup(&runtime) != BUTLER_OK || topics_recover(&runtime) != BUTLER_OK ||
-        mqtt_link_start(runtime.link) != BUTLER_OK) {
+        app_setup(&runtime) != BUTLER_OK || topics_setup(&runtime) != BUTLER_OK ||
+        topics_recover(&runtime) != BUTLER_OK || mqtt_link_start(runtime.link) != BUTLER_OK) {
         LOG_ERROR(MODULE, "start-up failed");
         goto out;
     }
@@ -253,8 +265,14 @@ out:
     /* UDP first: its queued events still go to the workers that drain next. */
     udp_ingress_stop(udp, config.shutdown_grace_s * 1000 / 2);
     udp = NULL;
+    uint64_t drain_started_ms = clock_monotonic_ms();
     if (runtime.pool)
         worker_pool_drain(runtime.pool, config.shutdown_grace_s * 1000);
+    /* Engine work in what is left of the grace; reloads still running then
+     * are cancelled and stay in the spool. */
+    uint64_t drained_ms = clock_monotonic_ms() - drain_started_ms;
+    uint64_t grace_ms = (uint64_t)config.shutdown_grace_s * 1000u;
+    app_stop(drained_ms >= grace_ms ? 0 : (int)(grace_ms - drained_ms));
     /* Grace is over: retries and waits for the broker give up from here. */
     atomic_store(&runtime.stopping, true);
     topics_stop_replay();
@@ -263,6 +281,7 @@ out:
     if (runtime.link)
         mqtt_link_stop(runtime.link, 2000);
     worker_pool_destroy(runtime.pool);
+    app_teardown();
     mqtt_link_destroy(runtime.link);
     topics_teardown();
     schedules_teardown();
