@@ -359,3 +359,22 @@ def test_repeated_request_id_reloads_once(workdir, broker, client, qrs, engine):
     assert len(engine.calls("DoReloadEx")) == 1
     assert engine.control("GET", "/stats")["saves"] == {APP_SALES: 1}
     assert butler.stop() == 0
+
+
+def test_shutdown_cancels_a_hanging_reload_and_replays_it(workdir, broker, client, qrs, engine):
+    # No reload_timeout_s: only the shutdown can end the wait. SIGTERM must not hang on it
+    # (shutdown_grace_s is 5 in the harness), and the request is done after the restart.
+    engine.control("POST", "/fault", {"reload": "hang"})
+    butler = start_butler(workdir, broker, qrs, engine)
+    client.publish("butler/app/reload", json.dumps({"appId": APP_FINANCE, "requestId": "term-1"}))
+    wait_until(lambda: engine.calls("DoReloadEx"), message="the reload to start")
+    assert butler.stop(timeout=30) == 0
+    # Cut short, not answered: it stayed in the spool.
+    assert not [m for m in client.messages
+                if m["topic"] == "butler/app/result" and b"term-1" in m["payload"]]
+    engine.control("POST", "/fault", {"reload": None})
+    butler.start()
+    result = app_result(client, "term-1")
+    assert result["status"] == "done"
+    assert engine.control("GET", "/stats")["saves"] == {APP_FINANCE: 1}
+    assert butler.stop() == 0
