@@ -44,6 +44,26 @@ enum config_log_format {
     CONFIG_LOG_JSON = 1,
 };
 
+/* never_release.inactive / blocked / removed_externally (the Node.js Butler's
+ * neverRelease flags): yes = keep the licence of users with the flag set,
+ * no = keep the licence of users without it, ignore = the flag does not matter. */
+enum config_user_flag_rule {
+    CONFIG_FLAG_IGNORE = 0,
+    CONFIG_FLAG_YES,
+    CONFIG_FLAG_NO,
+};
+
+/* A user by directory and id (license.release.never_release.users). */
+struct config_user_ref {
+    char *user_directory;
+    char *user_id;
+};
+
+struct config_user_ref_list {
+    struct config_user_ref *items;
+    size_t count;
+};
+
 enum config_route_destination {
     CONFIG_ROUTE_SLACK = 0,
     CONFIG_ROUTE_TEAMS,
@@ -172,7 +192,45 @@ struct butler_config {
     struct {
         char *qmc_url;
         char *hub_url;
+        struct {
+            bool enable; /* GET /qrs/about at start, then every interval */
+            int interval_s;
+        } version;
     } sense;
+
+    /* Sense licence monitors and release of unused allocations (contract 8.3). */
+    struct {
+        struct {
+            bool enable;
+            int interval_s;
+            int warn_days;       /* expiring event when daysLeft <= warn_days */
+            int available_below; /* access "low" event under this; 0 = never */
+        } monitor;
+        struct {
+            bool enable;
+            bool dry_run; /* true: report what would be released, release nothing */
+            int interval_s;
+            int professional_days;
+            int analyzer_days;
+            struct config_never_release {
+                struct config_user_ref_list users;
+                struct config_string_list user_directories;
+                struct config_string_list tags;
+                struct config_custom_property_list custom_properties;
+                enum config_user_flag_rule inactive;
+                enum config_user_flag_rule blocked;
+                enum config_user_flag_rule removed_externally;
+            } never_release;
+        } release;
+    } license;
+
+    /* GET or POST a URL every interval (uptime services). */
+    struct {
+        bool enable;
+        char *url; /* secret: healthcheck URLs carry their token */
+        char *method;
+        int interval_s;
+    } heartbeat;
 
     struct {
         char *webhook_url; /* secret */

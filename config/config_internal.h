@@ -40,6 +40,7 @@
 _Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_route_destination) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum config_user_flag_rule) == sizeof(int), "enum size");
 
 #define ARRAY_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -22,6 +22,8 @@ static const char *const log_level_names[] = {"error", "warn", "info", "debug", 
 static const char *const log_format_names[] = {"text", "json", NULL};
 static const char *const route_to_names[] = {"slack", "teams", "email", "webhook", "mqtt", NULL};
 static const char *const http_method_names[] = {"POST", "PUT", NULL};
+static const char *const heartbeat_method_names[] = {"GET", "POST", NULL};
+static const char *const user_flag_rule_names[] = {"ignore", "yes", "no", NULL};
 
 /* ---- value checks ---- */
 
@@ -254,7 +256,7 @@ static const struct {
     {check_topic_root, "topic prefix without +, #, a leading $ or a leading or trailing /"},
     {check_share_group, "name without /, + or #"},
     {check_route_name, "non-empty name without /, + or #"},
-    {check_http_url, "http:// or https:// URL, or empty"},
+    {check_http_url, "URL starting with http or https, or empty"},
     {check_smtp_url, "smtp:// or smtps:// URL, or empty"},
     {check_email, "e-mail address"},
     {check_email_or_empty, "e-mail address, or empty"},
@@ -278,6 +280,7 @@ const char *config_check_text(value_check check)
 #define CFG(field) offsetof(struct butler_config, field)
 #define ROUTE(field) offsetof(struct config_route, field)
 #define PROP(field) offsetof(struct config_custom_property, field)
+#define USER_REF(field) offsetof(struct config_user_ref, field)
 
 #define K_BOOL(p, o, d) .path = (p), .type = KEY_BOOL, .offset = (o), .def = (d)
 #define K_INT(p, o, lo, hi, d)                                                                     \
@@ -336,6 +339,13 @@ static const struct key_def route_keys[] = {
      .doc = "The value the custom property must have."},
 };
 
+static const struct key_def user_ref_keys[] = {
+    {K_STR("user_directory", USER_REF(user_directory), NULL, check_not_empty), .required = true,
+     .doc = "User directory (matched without regard to case)."},
+    {K_STR("user_id", USER_REF(user_id), NULL, check_not_empty), .required = true,
+     .doc = "User id (matched without regard to case)."},
+};
+
 /* Object tables track which keys were given in a 64-bit mask. */
 _Static_assert(ARRAY_COUNT(route_keys) <= 64, "route table too large for the seen mask");
 _Static_assert(ARRAY_COUNT(custom_property_keys) <= 64, "table too large for the seen mask");
@@ -343,6 +353,31 @@ _Static_assert(ARRAY_COUNT(custom_property_keys) <= 64, "table too large for the
 static const struct key_table route_table = {route_keys, ARRAY_COUNT(route_keys)};
 static const struct key_table custom_property_table = {custom_property_keys,
                                                        ARRAY_COUNT(custom_property_keys)};
+
+static const struct key_table user_ref_table = {user_ref_keys, ARRAY_COUNT(user_ref_keys)};
+
+static void *user_ref_get(const void *list, size_t *count)
+{
+    const struct config_user_ref_list *users = list;
+    *count = users->count;
+    return users->items;
+}
+
+static void user_ref_set(void *list, void *items, size_t count)
+{
+    struct config_user_ref_list *users = list;
+    users->items = items;
+    users->count = count;
+}
+
+static const struct object_list user_ref_objects = {
+    .table = &user_ref_table,
+    .item_size = sizeof(struct config_user_ref),
+    .max_items = MAX_LIST_ITEMS,
+    .get = user_ref_get,
+    .set = user_ref_set,
+    .check_item = NULL,
+};
 
 static void *route_get(const void *list, size_t *count)
 {
@@ -525,6 +560,63 @@ static const struct key_def config_keys[] = {
      .doc = "QMC URL used for links in default alert texts."},
     {K_STR("sense.hub_url", CFG(sense.hub_url), NULL, check_http_url),
      .doc = "Hub URL used for links in default alert texts."},
+    {K_BOOL("sense.version.enable", CFG(sense.version.enable), "false"),
+     .doc = "Read /qrs/about at start and every interval: retained <root>/sense/version and "
+            "<root>/events/sense/version/changed (needs qrs.url)."},
+    {K_INT("sense.version.interval_s", CFG(sense.version.interval_s), 1, INT_MAX, "3600"),
+     .doc = "Seconds between version checks."},
+
+    {K_BOOL("license.monitor.enable", CFG(license.monitor.enable), "false"),
+     .doc = "Watch the server licence and access licences at start and every interval (needs "
+            "qrs.url)."},
+    {K_INT("license.monitor.interval_s", CFG(license.monitor.interval_s), 1, INT_MAX, "21600"),
+     .doc = "Seconds between licence checks."},
+    {K_INT("license.monitor.warn_days", CFG(license.monitor.warn_days), 0, 36500, "30"),
+     .doc = "The expiring event fires when the server licence has this many days left or fewer."},
+    {K_INT("license.monitor.available_below", CFG(license.monitor.available_below), 0, 10000000,
+           "0"),
+     .doc = "An access type's low event fires when fewer are available; 0 = never."},
+    {K_BOOL("license.release.enable", CFG(license.release.enable), "false"),
+     .doc = "Release professional and analyzer allocations unused for too long (needs qrs.url)."},
+    {K_BOOL("license.release.dry_run", CFG(license.release.dry_run), "true"),
+     .doc = "Report what would be released, release nothing."},
+    {K_INT("license.release.interval_s", CFG(license.release.interval_s), 1, INT_MAX, "86400"),
+     .doc = "Seconds between release runs (the first at start)."},
+    {K_INT("license.release.professional_days", CFG(license.release.professional_days), 1, 36500,
+           "30"),
+     .doc = "Release professional allocations not used for more than this many days."},
+    {K_INT("license.release.analyzer_days", CFG(license.release.analyzer_days), 1, 36500, "30"),
+     .doc = "Release analyzer allocations not used for more than this many days."},
+    {K_OBJECTS("license.release.never_release.users", CFG(license.release.never_release.users),
+               &user_ref_objects),
+     .doc = "Users whose allocation is never released."},
+    {K_LIST("license.release.never_release.user_directories",
+            CFG(license.release.never_release.user_directories), check_not_empty),
+     .doc = "User directories whose users' allocations are never released."},
+    {K_LIST("license.release.never_release.tags", CFG(license.release.never_release.tags),
+            check_not_empty),
+     .doc = "User tags that keep a user's allocation."},
+    {K_OBJECTS("license.release.never_release.custom_properties",
+               CFG(license.release.never_release.custom_properties), &custom_property_objects),
+     .doc = "User custom property name/value pairs that keep a user's allocation."},
+    {K_ENUM("license.release.never_release.inactive", CFG(license.release.never_release.inactive),
+            user_flag_rule_names, "ignore"),
+     .doc = "yes: keep inactive users' allocations; no: keep active users'; ignore."},
+    {K_ENUM("license.release.never_release.blocked", CFG(license.release.never_release.blocked),
+            user_flag_rule_names, "ignore"),
+     .doc = "yes: keep blocked users' allocations; no: keep unblocked users'; ignore."},
+    {K_ENUM("license.release.never_release.removed_externally",
+            CFG(license.release.never_release.removed_externally), user_flag_rule_names, "ignore"),
+     .doc = "yes: keep allocations of users removed externally; no: of the others; ignore."},
+
+    {K_BOOL("heartbeat.enable", CFG(heartbeat.enable), "false"),
+     .doc = "Call heartbeat.url at start and every interval."},
+    {K_SECRET("heartbeat.url", CFG(heartbeat.url), true), .check = check_http_url,
+     .doc = "Heartbeat URL (secret: it carries the check's token; or heartbeat.url_file)."},
+    {K_WORD("heartbeat.method", CFG(heartbeat.method), heartbeat_method_names, "GET"),
+     .doc = "HTTP method of the heartbeat."},
+    {K_INT("heartbeat.interval_s", CFG(heartbeat.interval_s), 1, INT_MAX, "300"),
+     .doc = "Seconds between heartbeats."},
 
     {K_SECRET("slack.webhook_url", CFG(slack.webhook_url), true),
      .doc = "Default Slack incoming webhook for slack posts and routes."},

@@ -107,6 +107,21 @@ static void validate_notifications(struct loader *ld, const struct butler_config
             "expected 16..256 characters of A-Z a-z 0-9 - _ . ~ (it is a URL path segment)");
 }
 
+/* The monitors all read QRS, except the heartbeat, which needs its URL. */
+static void validate_monitors(struct loader *ld, const struct butler_config *c)
+{
+    static const char *const qrs_users[] = {"license.monitor.enable", "license.release.enable",
+                                            "sense.version.enable"};
+    const bool enabled[] = {c->license.monitor.enable, c->license.release.enable,
+                            c->sense.version.enable};
+    for (size_t i = 0; i < sizeof qrs_users / sizeof qrs_users[0]; i++)
+        if (enabled[i] && !c->qrs.url[0])
+            config_report(ld, origin_of(ld, qrs_users[i]), qrs_users[i], "needs qrs.url");
+    if (c->heartbeat.enable && !c->heartbeat.url[0])
+        config_report(ld, origin_of(ld, "heartbeat.enable"), "heartbeat.url",
+                      "required when heartbeat.enable is true");
+}
+
 void config_validate(struct loader *ld, const struct butler_config *c)
 {
     const struct key_state *routes_state = &ld->state[config_find_key(&config_key_table, "routes")];
@@ -131,6 +146,7 @@ void config_validate(struct loader *ld, const struct butler_config *c)
                       "a TLS port (suffix 's') needs http.tls.cert_file and http.tls.key_file");
 
     validate_notifications(ld, c);
+    validate_monitors(ld, c);
 
     for (size_t i = 0; i < c->routes.count; i++) {
         const struct config_route *route = &c->routes.items[i];

@@ -5,9 +5,12 @@
    definitions, <autolinks>, HTML href/src) is a relative path to a file or folder
    tracked in the repository; a #fragment must name a heading of the target page
    (GitHub's heading ids). No http(s), mailto or absolute links.
-2. Outside code, no http:// or https:// text at all: renderers turn bare URLs into
-   links. A URL that is a configuration value or an example goes in code (`...` or a
-   fenced block), where it is text, not a link.
+2. Outside code, no http:// or https:// URL to a real host: renderers turn bare URLs
+   into links. Allowed are only hosts that lead nowhere: the names reserved for
+   examples (example.com, .net, .org and their subdomains, *.example, *.test,
+   *.invalid) and loopback (localhost, 127.x.x.x, [::1]). Any other URL, a
+   configuration value or an example, goes in code (`...` or a fenced block), where
+   it is text, not a link.
 
 Usage: check-docs.py [FILE.md ...]   (default: README.md and every docs/**/*.md in git)
        check-docs.py --self-test     (proves the checks fail on bad input)
@@ -25,7 +28,10 @@ INLINE_LINK = re.compile(r"!?\[((?:[^\[\]]|\[[^\]]*\])*)\]\(\s*(<[^>]*>|[^)\s]*)
 REFERENCE_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*(\S+)")
 AUTOLINK = re.compile(r"<([a-zA-Z][a-zA-Z0-9+.-]{1,31}:[^<>\s]*)>")
 HTML_ATTRIBUTE = re.compile(r"\b(?:href|src)\s*=\s*[\"']([^\"']*)[\"']", re.IGNORECASE)
-BARE_URL = re.compile(r"https?://", re.IGNORECASE)
+BARE_URL = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)", re.IGNORECASE)
+HARMLESS_HOST = re.compile(r"^(localhost|127(\.\d{1,3}){3}|\[::1\]|example\.(com|net|org)"
+                           r"|.+\.example\.(com|net|org)|.+\.(example|test|invalid|localhost))$",
+                           re.IGNORECASE)
 HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
@@ -170,9 +176,12 @@ def check_file(source, root, files, folders, anchors_cache):
     blank = lambda m: " " * len(m.group(0))  # noqa: E731 (keeps offsets)
     without_links = INLINE_LINK.sub(blank, AUTOLINK.sub(blank, text))
     for match in BARE_URL.finditer(without_links):
+        if HARMLESS_HOST.match(match.group(1).rstrip(".")):
+            continue
         line = text.split("\n")[line_of(match.start()) - 1]
-        problems.append(f"{source}:{line_of(match.start())}: a URL outside code (put values and "
-                        f"examples in `code`; links must be relative): {line.strip()[:100]}")
+        problems.append(f"{source}:{line_of(match.start())}: a URL to a real host outside code "
+                        f"(put values and examples in `code`; links must be relative): "
+                        f"{line.strip()[:100]}")
     return problems
 
 
@@ -196,6 +205,8 @@ def self_test():
         os.makedirs(os.path.join(root, "docs", "api"))
         pages = {
             "README.md": "# Title\n\nSee [topics](docs/topics.md#the-table) and [api](docs/api/).\n"
+                         "An http:// or https:// URL, e.g. https://sense.example.com:4242 or "
+                         "http://127.0.0.1:8080/health.\n"
                          "```yaml\nurl: https://sense.example.com:4242\n```\n"
                          "Run `curl http://127.0.0.1:8080/health`.\n",
             "docs/topics.md": "# Topics\n\n## The `<root>/x` table\n\n## The table\n\n"
@@ -204,9 +215,10 @@ def self_test():
             "docs/api/openapi.json": "{}\n",
             "docs/bad.md": "# Bad\n\n[out](https://example.org/page)\n[up](../../etc/passwd)\n"
                            "[gone](missing.md)\n[anchor](topics.md#nothing-here)\n"
-                           "<https://example.org>\nsee https://example.org too\n"
+                           "<https://example.org>\nsee https://qlik.com too\n"
                            "[ref]: http://example.org\n<a href=\"/abs\">x</a>\n"
-                           "[mail](mailto:a@example.org)\n[a wrapped\nlink](../nowhere.md)\n",
+                           "[mail](mailto:a@example.org)\n[a wrapped\nlink](../nowhere.md)\n"
+                           "bare https://github.com/x and http://notexample.com\n",
         }
         for name, text in pages.items():
             with open(os.path.join(root, name), "w", encoding="utf-8") as f:
@@ -216,7 +228,7 @@ def self_test():
         good = run(root, ["README.md", "docs/topics.md"])
         assert good == [], good
         bad = run(root, ["docs/bad.md"])
-        expected_lines = {3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+        expected_lines = {3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14}
         found_lines = {int(p.split(":")[1]) for p in bad}
         assert found_lines == expected_lines, bad
         assert heading_ids("## The `<root>/x` table\n## A\n## A\n") == \
@@ -235,7 +247,7 @@ def main():
     if problems:
         print(f"docs links: {len(problems)} problem(s); see the rule in scripts/check-docs.py")
         return 1
-    print("docs links: every link resolves inside the repository, no URL outside code")
+    print("docs links: every link resolves inside the repository, no URL to a real host outside code")
     return 0
 
 

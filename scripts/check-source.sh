@@ -2,7 +2,7 @@
 # Source rules CI enforces: every C file clang-formatted with the committed .clang-format,
 # none of the banned calls (strcpy, sprintf, strtok, atoi, gets, strcat, unbounded %s scanf),
 # and docs that stay inside the repository (scripts/check-docs.py: every link in README.md and
-# docs/**/*.md resolves to a tracked file, no URL outside code).
+# docs/**/*.md resolves to a tracked file, no URL to a real host outside code).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 status=0

@@ -28,6 +28,7 @@
 #include "topics/notifications.h"
 #include "topics/routes.h"
 #include "topics/schedules.h"
+#include "topics/sense_monitors.h"
 #include "topics/publish.h"
 #include "topics/slack.h"
 #include "bridge/model/task_result.h"
@@ -82,6 +83,10 @@ static const struct topic_family families[] = {
     /* Not shared: every instance keeps the whole store from the retained messages. */
     {"kv", "%s/kv/#", false, false, NULL, kv_on_message, kv_wanted},
     {"schedules", "%s/schedules/+", false, false, NULL, schedules_on_message, schedules_wanted},
+    /* Sense monitors and licence release (topics/sense_monitors.c). */
+    {"monitor", "%s/monitor/run/+", true, false, sense_monitors_run, NULL, sense_monitors_wanted},
+    {"sense_version", "%s/sense/version", false, false, NULL, sense_version_on_message,
+     sense_version_wanted},
 };
 
 enum { FAMILY_COUNT = sizeof families / sizeof families[0], SUBMIT_SLICE_MS = 1000 };

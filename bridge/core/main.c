@@ -28,6 +28,7 @@
 #include "topics/notifications.h"
 #include "topics/kv.h"
 #include "topics/schedules.h"
+#include "topics/sense_monitors.h"
 #include "topics/task_start.h"
 #include "topics/topics.h"
 
@@ -171,6 +172,11 @@ static enum butler_status start_daemon(struct butler_runtime *runtime, struct da
         LOG_ERROR(MODULE, "start-up failed: scheduler");
         return BUTLER_ERR_INVALID;
     }
+    /* Sense monitors fire as <root>/monitor/run/<name> messages once the link runs. */
+    if (sense_monitors_start(runtime) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: Sense monitors");
+        return BUTLER_ERR_INVALID;
+    }
     /* QRS change notifications become events through the same path as UDP. */
     if (config->qrs.notifications.enable && !config->udp.enable &&
         events_setup(runtime) != BUTLER_OK) {
@@ -218,6 +224,7 @@ static void stop_daemon(struct butler_runtime *runtime, struct daemon_parts *par
     /* No new firings once stopping: a firing now would be work started
      * after SIGTERM; one that falls during the restart is reported missed. */
     schedules_stop();
+    sense_monitors_stop();
     /* Ask QRS to stop calling back before the HTTP ingress goes away. */
     notifications_stop();
     /* HTTP first, while results can still arrive for requests in flight. */

@@ -7,12 +7,14 @@
 #include "bridge/core/clock.h"
 
 struct map_entry {
-    char *value;
+    char *value; /* NULL, or after the key in the same allocation */
     uint64_t expires_ms;
     struct map_entry *bucket_next;
     struct map_entry *older; /* insertion order: towards the oldest */
     struct map_entry *newer;
-    char key[]; /* in the same allocation: one malloc per entry, not two */
+    /* Key and value in the same allocation: one malloc per entry, not two.
+     * The de-duplication windows hold hundreds of thousands of entries. */
+    char key[];
 };
 
 struct expiring_map {
@@ -67,7 +69,6 @@ static void unlink_entry(struct expiring_map *map, struct map_entry *entry)
     else
         map->newest = entry->older;
     map->count--;
-    free(entry->value);
     free(entry);
 }
 
@@ -92,14 +93,15 @@ static enum butler_status insert(struct expiring_map *map, const char *key, cons
                                  uint64_t ttl_ms, uint64_t now, bool *evicted_out)
 {
     size_t key_length = strlen(key);
-    struct map_entry *entry = calloc(1, sizeof *entry + key_length + 1);
+    size_t value_length = value ? strlen(value) : 0;
+    struct map_entry *entry =
+        calloc(1, sizeof *entry + key_length + 1 + (value ? value_length + 1 : 0));
     if (entry == NULL)
         return BUTLER_ERR_NOMEM;
     memcpy(entry->key, key, key_length + 1);
-    entry->value = value ? strdup(value) : NULL;
-    if (value && entry->value == NULL) {
-        free(entry);
-        return BUTLER_ERR_NOMEM;
+    if (value) {
+        entry->value = entry->key + key_length + 1;
+        memcpy(entry->value, value, value_length + 1);
     }
     sweep_expired(map, now);
     if (map->count >= map->max_entries) {

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import TASK_SALES, Butler, free_udp_port, wait_until
 import simctl
+from test_http_api import request as http_request
 
 SECRET = "s3cret-0123456789abcdef"
 CHECK_INTERVAL_S = 1
@@ -222,12 +223,15 @@ def test_forged_callback_is_refused_and_counted(workdir, broker, client, qrs, ht
         assert refused.value.code == 404, url
     assert metric(butler, "butler_qrs_notification_refused_total") == 6
     assert not any(m["topic"] == "butler/qrs/notification" for m in client.messages)
-    # The real secret is accepted (and published), but only with POST.
-    request = urllib.request.Request(f"{base}/{SECRET}", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        assert answer.status == 200
+    # The real secret is accepted (and published), but only with POST; the answers are
+    # checked against docs/api/openapi.json.
+    answer = http_request(butler.http_port, "POST", f"/qrs-notification/{SECRET}", body,
+                          {"Content-Type": "application/json"})
+    assert answer.status == 200 and answer.json == {"status": "accepted"}, answer
     client.wait_for(lambda m: m["topic"] == "butler/qrs/notification", what="the raw notice")
+    answer = http_request(butler.http_port, "GET", f"/qrs-notification/{SECRET}")
+    assert answer.status == 405 and answer.headers["allow"] == "POST", answer
+    assert http_request(butler.http_port, "POST", "/qrs-notification/wrong", body).status == 404
     butler.stop()
 
 
