@@ -615,6 +615,7 @@ out:
     outbound_free(message);
     return status;
 }
+
 /* ---------------------------------------------- QRS path (enrichment) */
 
 struct enrich_job {
