@@ -39,6 +39,13 @@ enum config_log_level {
     CONFIG_LOG_DEBUG = 3,
 };
 
+/* health.metrics_auth: "token" = /metrics takes the same bearer tokens as
+ * /v4 (when http.tokens is set); "open" = anyone who reaches the listener. */
+enum config_metrics_auth {
+    CONFIG_METRICS_AUTH_TOKEN = 0,
+    CONFIG_METRICS_AUTH_OPEN,
+};
+
 enum config_log_format {
     CONFIG_LOG_TEXT = 0,
     CONFIG_LOG_JSON = 1,
@@ -72,6 +79,29 @@ enum config_route_destination {
     CONFIG_ROUTE_MQTT,
 };
 
+/* One New Relic account (newrelic.accounts); every event and metric goes to each. */
+struct config_newrelic_account {
+    char *name;
+    char *account_id;
+    char *api_key; /* secret: sent as the Api-Key header */
+};
+
+struct config_newrelic_account_list {
+    struct config_newrelic_account *items;
+    size_t count;
+};
+
+/* One extra HTTP header of a route (`headers: {Name: value}`). */
+struct config_header {
+    char *name;
+    char *value; /* treated as a secret: API keys travel here */
+};
+
+struct config_header_list {
+    struct config_header *items;
+    size_t count;
+};
+
 /* One entry of `routes:` (contract 3.3). Empty strings mean "not set". */
 struct config_route {
     char *name;  /* required, unique */
@@ -93,10 +123,24 @@ struct config_route {
      * has this value (the Node.js Butler's per-task opt-in). Empty = always. */
     char *condition_custom_property_name;
     char *condition_custom_property_value;
+    /* Sent with each webhook delivery; a Content-Type here replaces the JSON default. */
+    struct config_header_list headers;
 };
 
 struct config_route_list {
     struct config_route *items;
+    size_t count;
+};
+
+/* One approved pair of file.copy or file.move (contract 8.1): a file beneath
+ * `from` may go beneath `to`. Both absolute directories. */
+struct config_file_pair {
+    char *from;
+    char *to;
+};
+
+struct config_file_pair_list {
+    struct config_file_pair *items;
     size_t count;
 };
 
@@ -224,6 +268,14 @@ struct butler_config {
         } release;
     } license;
 
+    /* POST /v4/newrelic/event|metric -> <root>/newrelic/event|metric -> New Relic. */
+    struct {
+        struct config_newrelic_account_list accounts;
+        char *event_url;  /* events go to <event_url>/v1/accounts/<account_id>/events */
+        char *metric_url; /* the metric API endpoint itself */
+        struct config_custom_property_list attributes; /* added to every event and metric */
+    } newrelic;
+
     /* GET or POST a URL every interval (uptime services). */
     struct {
         bool enable;
@@ -261,6 +313,7 @@ struct butler_config {
 
     struct {
         bool metrics;
+        enum config_metrics_auth metrics_auth; /* who may read /metrics when http.tokens is set */
     } health;
 
     /* Key-value store on the broker (retained <root>/kv/<ns>/<key>). */
@@ -276,6 +329,17 @@ struct butler_config {
         int max_schedules;
         int missed_max_reported; /* missed firing times listed per event */
     } scheduler;
+
+    /* File operations (contract 8.1, topics/file.c). Directories are absolute. */
+    struct {
+        bool enable;
+        char *node; /* "" = only <root>/file/<op>; else also <root>/file/<node>/<op> */
+        struct config_file_pair_list copy;
+        struct config_file_pair_list move;
+        struct config_string_list delete_roots; /* key file.delete */
+        struct config_string_list mkdir_roots;  /* key file.mkdir */
+        char *qvd_path;                         /* base of createdirqvd; "" = off */
+    } file;
 };
 
 /*

@@ -34,11 +34,13 @@
 #define ECHO_TEXT 96u     /* how much of a bad value an error message quotes */
 #define ENV_NAME_TEXT 80u /* "BUTLER_" + longest path + "_FILE" fits easily */
 #define MAX_SEGMENTS 8u   /* dots in a table path, plus one */
+#define MAX_HEADERS 32u   /* extra HTTP headers of one route */
 
 /* Enum fields are written through int pointers; that is only sound when the
  * compiler gives the enums int's size (GCC and Clang do for these). */
 _Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_log_format) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum config_metrics_auth) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_route_destination) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_user_flag_rule) == sizeof(int), "enum size");
 
@@ -57,6 +59,7 @@ enum key_type {
     KEY_LIST,        /* struct config_string_list */
     KEY_SECRET_LIST, /* struct config_string_list, never echoed or printed */
     KEY_OBJECTS,     /* a list of mappings described by its own table */
+    KEY_HEADERS,     /* struct config_header_list from a mapping {Name: value}; values secret */
 };
 
 struct loader;
@@ -151,6 +154,8 @@ size_t config_utf8_decode(const unsigned char *s, uint32_t *out);
 bool config_utf8_valid(const char *text);
 bool config_replace_string(struct loader *ld, char **field, const char *text, size_t length);
 void config_free_string_list(struct config_string_list *list);
+/* Free a route's headers (values wiped first) and leave the list empty. */
+void config_free_headers(struct config_header_list *headers);
 void config_install_list(struct config_string_list *field, struct config_string_list *list);
 bool config_set_scalar(struct loader *ld, const struct key_def *key, void *base, const char *text,
                        const struct origin *at, const char *path, bool is_default);

@@ -13,6 +13,7 @@
 #include "config/config_internal.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_format_names[] = {"text", "json", NULL};
+static const char *const metrics_auth_names[] = {"token", "open", NULL};
 static const char *const route_to_names[] = {"slack", "teams", "email", "webhook", "mqtt", NULL};
 static const char *const http_method_names[] = {"POST", "PUT", NULL};
 static const char *const heartbeat_method_names[] = {"GET", "POST", NULL};
@@ -105,6 +107,49 @@ static const char *check_topic_root(const char *value)
 static const char *check_share_group(const char *value)
 {
     return strpbrk(value, "/+#") ? "expected a share group name without '/', '+' or '#'" : NULL;
+}
+
+/* file.* directories: absolute, without "." or ".." components or Windows
+ * forms, so the lexical checks in topics/file.c compare like with like. */
+static const char *check_directory(const char *value)
+{
+    static const char message[] =
+        "expected an absolute directory (starting with /) without \\, control characters, "
+        "\".\" or \"..\" components, at most 4095 bytes";
+    size_t length = strlen(value);
+    if (length == 0 || length > 4095 || value[0] != '/' || has_control(value) ||
+        strchr(value, '\\'))
+        return message;
+    for (const char *p = value; *p;) {
+        while (*p == '/')
+            p++;
+        size_t n = strcspn(p, "/");
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return message;
+        p += n;
+    }
+    return NULL;
+}
+
+static const char *check_directory_or_empty(const char *value)
+{
+    return *value ? check_directory(value) : NULL;
+}
+
+/* file.node is a topic level (<root>/file/<node>/<op>) next to the operation
+ * names, so it must not be one of them. */
+static const char *check_file_node(const char *value)
+{
+    static const char *const reserved[] = {"copy", "move", "delete", "mkdir", "result", NULL};
+    if (strlen(value) > 64)
+        return "expected at most 64 characters of A-Z a-z 0-9 - _";
+    for (const char *p = value; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+            return "expected at most 64 characters of A-Z a-z 0-9 - _";
+    for (size_t i = 0; reserved[i]; i++)
+        if (strcmp(value, reserved[i]) == 0)
+            return "must not be copy, move, delete, mkdir or result (those are topic levels)";
+    return NULL;
 }
 
 /* Route names become topic levels (<root>/webhook/<name>). */
@@ -245,6 +290,13 @@ static const char *check_token(const char *value)
 /* What each check accepts, in the words of the reference (docs/configuration.md).
  * A check missing here makes `butler --config-reference` fail, so a new check
  * cannot reach the documentation undescribed. */
+static const char *check_account_id(const char *value)
+{
+    if (strlen(value) <= 20 && is_digits(value, strlen(value)))
+        return NULL;
+    return "expected a New Relic account id (digits)";
+}
+
 static const struct {
     value_check check;
     const char *text;
@@ -265,6 +317,10 @@ static const struct {
     {check_host_port, "host:port"},
     {check_listen, "[host:]port[s], comma-separated"},
     {check_token, "non-empty, no spaces"},
+    {check_directory, "absolute directory without . or .. components"},
+    {check_directory_or_empty, "absolute directory, or empty"},
+    {check_file_node, "up to 64 of A-Z a-z 0-9 - _, not an operation name"},
+    {check_account_id, "digits"},
 };
 
 const char *config_check_text(value_check check)
@@ -280,7 +336,9 @@ const char *config_check_text(value_check check)
 #define CFG(field) offsetof(struct butler_config, field)
 #define ROUTE(field) offsetof(struct config_route, field)
 #define PROP(field) offsetof(struct config_custom_property, field)
+#define PAIR(field) offsetof(struct config_file_pair, field)
 #define USER_REF(field) offsetof(struct config_user_ref, field)
+#define NR_ACCOUNT(field) offsetof(struct config_newrelic_account, field)
 
 #define K_BOOL(p, o, d) .path = (p), .type = KEY_BOOL, .offset = (o), .def = (d)
 #define K_INT(p, o, lo, hi, d)                                                                     \
@@ -295,12 +353,20 @@ const char *config_check_text(value_check check)
 #define K_SECRET_LIST(p, o, c, f)                                                                  \
     .path = (p), .type = KEY_SECRET_LIST, .offset = (o), .check = (c), .has_file = (f)
 #define K_OBJECTS(p, o, l) .path = (p), .type = KEY_OBJECTS, .offset = (o), .objects = (l)
+#define K_HEADERS(p, o) .path = (p), .type = KEY_HEADERS, .offset = (o)
 
 static const struct key_def custom_property_keys[] = {
     {K_STR("name", PROP(name), NULL, check_not_empty), .required = true,
      .doc = "Custom property name."},
     {K_STR("value", PROP(value), NULL, check_not_empty), .required = true,
      .doc = "Custom property value."},
+};
+
+static const struct key_def file_pair_keys[] = {
+    {K_STR("from", PAIR(from), NULL, check_directory), .required = true,
+     .doc = "Approved source directory (absolute)."},
+    {K_STR("to", PAIR(to), NULL, check_directory), .required = true,
+     .doc = "Approved target directory (absolute) for files from `from`."},
 };
 
 static const struct key_def route_keys[] = {
@@ -337,6 +403,9 @@ static const struct key_def route_keys[] = {
     {K_STR("condition.custom_property.value", ROUTE(condition_custom_property_value), NULL,
            check_single_line),
      .doc = "The value the custom property must have."},
+    {K_HEADERS("headers", ROUTE(headers)),
+     .doc = "Extra HTTP headers {Name: value} sent with each delivery; a Content-Type replaces "
+            "the JSON default (values are secret)."},
 };
 
 static const struct key_def user_ref_keys[] = {
@@ -355,6 +424,41 @@ static const struct key_table custom_property_table = {custom_property_keys,
                                                        ARRAY_COUNT(custom_property_keys)};
 
 static const struct key_table user_ref_table = {user_ref_keys, ARRAY_COUNT(user_ref_keys)};
+
+static const struct key_def newrelic_account_keys[] = {
+    {K_STR("name", NR_ACCOUNT(name), NULL, check_not_empty), .required = true,
+     .doc = "Account name (labels metrics and errors)."},
+    {K_STR("account_id", NR_ACCOUNT(account_id), NULL, check_account_id), .required = true,
+     .doc = "New Relic account id."},
+    {K_SECRET("api_key", NR_ACCOUNT(api_key), false), .check = check_token, .required = true,
+     .doc = "Insert/ingest API key, sent as the Api-Key header (secret)."},
+};
+
+static const struct key_table newrelic_account_table = {newrelic_account_keys,
+                                                        ARRAY_COUNT(newrelic_account_keys)};
+
+static void *newrelic_account_get(const void *list, size_t *count)
+{
+    const struct config_newrelic_account_list *accounts = list;
+    *count = accounts->count;
+    return accounts->items;
+}
+
+static void newrelic_account_set(void *list, void *items, size_t count)
+{
+    struct config_newrelic_account_list *accounts = list;
+    accounts->items = items;
+    accounts->count = count;
+}
+
+static const struct object_list newrelic_account_objects = {
+    .table = &newrelic_account_table,
+    .item_size = sizeof(struct config_newrelic_account),
+    .max_items = 100,
+    .get = newrelic_account_get,
+    .set = newrelic_account_set,
+    .check_item = NULL,
+};
 
 static void *user_ref_get(const void *list, size_t *count)
 {
@@ -414,6 +518,31 @@ static const struct object_list route_objects = {
     .get = route_get,
     .set = route_set,
     .check_item = config_check_route,
+};
+
+static const struct key_table file_pair_table = {file_pair_keys, ARRAY_COUNT(file_pair_keys)};
+
+static void *file_pair_get(const void *list, size_t *count)
+{
+    const struct config_file_pair_list *pairs = list;
+    *count = pairs->count;
+    return pairs->items;
+}
+
+static void file_pair_set(void *list, void *items, size_t count)
+{
+    struct config_file_pair_list *pairs = list;
+    pairs->items = items;
+    pairs->count = count;
+}
+
+static const struct object_list file_pair_objects = {
+    .table = &file_pair_table,
+    .item_size = sizeof(struct config_file_pair),
+    .max_items = MAX_ROUTES,
+    .get = file_pair_get,
+    .set = file_pair_set,
+    .check_item = NULL,
 };
 
 static const struct object_list custom_property_objects = {
@@ -609,6 +738,17 @@ static const struct key_def config_keys[] = {
             CFG(license.release.never_release.removed_externally), user_flag_rule_names, "ignore"),
      .doc = "yes: keep allocations of users removed externally; no: of the others; ignore."},
 
+    {K_OBJECTS("newrelic.accounts", CFG(newrelic.accounts), &newrelic_account_objects),
+     .doc = "New Relic accounts; every event and metric goes to each."},
+    {K_STR("newrelic.event_url", CFG(newrelic.event_url), "https://insights-collector.newrelic.com",
+           check_http_url),
+     .doc = "Event API base; events go to <event_url>/v1/accounts/<account_id>/events."},
+    {K_STR("newrelic.metric_url", CFG(newrelic.metric_url),
+           "https://metric-api.newrelic.com/metric/v1", check_http_url),
+     .doc = "Metric API endpoint."},
+    {K_OBJECTS("newrelic.attributes", CFG(newrelic.attributes), &custom_property_objects),
+     .doc = "Attributes {name, value} added to every event and metric."},
+
     {K_BOOL("heartbeat.enable", CFG(heartbeat.enable), "false"),
      .doc = "Call heartbeat.url at start and every interval."},
     {K_SECRET("heartbeat.url", CFG(heartbeat.url), true), .check = check_http_url,
@@ -651,6 +791,9 @@ static const struct key_def config_keys[] = {
 
     {K_BOOL("health.metrics", CFG(health.metrics), "true"),
      .doc = "Serve GET /metrics (Prometheus text format)."},
+    {K_ENUM("health.metrics_auth", CFG(health.metrics_auth), metrics_auth_names, "token"),
+     .doc = "Who may read /metrics when http.tokens is set: token (the API's bearer tokens) or "
+            "open (anyone who reaches the listener). /health is always open."},
 
     {K_INT("kv.max_keys_per_namespace", CFG(kv.max_keys_per_namespace), 1, 100000, "1000"),
      .doc = "Keys per key-value namespace; over it the oldest-written key is evicted."},
@@ -665,6 +808,21 @@ static const struct key_def config_keys[] = {
      .doc = "Schedules, hard cap."},
     {K_INT("scheduler.missed_max_reported", CFG(scheduler.missed_max_reported), 1, 10000, "100"),
      .doc = "Missed firing times listed in one missed-schedule event."},
+
+    {K_BOOL("file.enable", CFG(file.enable), "false"),
+     .doc = "Consume the file commands <root>/file/copy|move|delete|mkdir on this host."},
+    {K_STR("file.node", CFG(file.node), NULL, check_file_node),
+     .doc = "Also consume <root>/file/<node>/<op>: names this file server (A-Z a-z 0-9 - _)."},
+    {K_OBJECTS("file.copy", CFG(file.copy), &file_pair_objects),
+     .doc = "Approved copy pairs [{from, to}]: a file beneath from may be copied beneath to."},
+    {K_OBJECTS("file.move", CFG(file.move), &file_pair_objects),
+     .doc = "Approved move pairs [{from, to}]."},
+    {K_LIST("file.delete", CFG(file.delete_roots), check_directory),
+     .doc = "Directories beneath which files may be deleted."},
+    {K_LIST("file.mkdir", CFG(file.mkdir_roots), check_directory),
+     .doc = "Directories beneath which createdir may create directories."},
+    {K_STR("file.qvd_path", CFG(file.qvd_path), NULL, check_directory_or_empty),
+     .doc = "Base directory of createdirqvd; empty = createdirqvd refused."},
 };
 
 const struct key_table config_key_table = {config_keys, ARRAY_COUNT(config_keys)};

@@ -9,7 +9,10 @@
  */
 #include "config/config_internal.h"
 
+#include <ctype.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -213,6 +216,84 @@ out:
     free(origins);
 }
 
+/* An HTTP header name is an RFC 9110 token. */
+static bool is_header_name(const char *name)
+{
+    if (!*name)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (!isalnum(*p) && !strchr("!#$%&'*+-.^_`|~", *p))
+            return false;
+    return true;
+}
+
+static bool is_single_line(const char *text)
+{
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}
+
+/* `headers: {Name: value}`: names are tokens, values single lines (no header
+ * injection), each name once, at most MAX_HEADERS. */
+static void apply_headers(struct loader *ld, const struct key_def *key, void *base,
+                          const struct node *node, const char *path)
+{
+    struct config_header_list headers = {0};
+    struct origin at = config_origin_at(node->line, node->column);
+    char got[ECHO_TEXT], item_path[PATH_TEXT];
+    if (node->kind != NODE_MAPPING) {
+        config_report(ld, &at, path, "expected a mapping of HTTP header names to values, got %s",
+                      describe_node(node, true, got, sizeof got));
+        return;
+    }
+    if (node->count > MAX_HEADERS) {
+        config_report(ld, &at, path, "at most %u headers are allowed, got %zu", MAX_HEADERS,
+                      node->count);
+        return;
+    }
+    if (node->count == 0)
+        return;
+    headers.items = calloc(node->count, sizeof *headers.items);
+    if (!headers.items) {
+        config_out_of_memory(ld);
+        return;
+    }
+    for (size_t i = 0; i < node->count; i++) {
+        const struct map_entry *entry = &node->entries[i];
+        const struct node *value = entry->value;
+        struct origin entry_at = config_origin_at(entry->line, entry->column);
+        snprintf(item_path, sizeof item_path, "%s.%s", path, entry->key);
+        if (!is_header_name(entry->key)) {
+            config_report(ld, &entry_at, item_path,
+                          "expected an HTTP header name (letters, digits, -)");
+            continue;
+        }
+        if (value->kind != NODE_SCALAR || !is_single_line(value->text ? value->text : "")) {
+            config_report(ld, &entry_at, item_path, "expected a single-line header value");
+            continue;
+        }
+        bool duplicate = false;
+        for (size_t j = 0; j < headers.count && !duplicate; j++)
+            duplicate = strcasecmp(headers.items[j].name, entry->key) == 0;
+        if (duplicate) {
+            config_report(ld, &entry_at, item_path, "header given twice");
+            continue;
+        }
+        struct config_header *header = &headers.items[headers.count++];
+        header->name = strdup(entry->key);
+        header->value = strdup(value->is_null || !value->text ? "" : value->text);
+        if (!header->name || !header->value) {
+            config_out_of_memory(ld);
+            break;
+        }
+    }
+    struct config_header_list *field = (struct config_header_list *)((char *)base + key->offset);
+    config_free_headers(field);
+    *field = headers;
+}
+
 static void apply_node(struct loader *ld, const struct key_table *table, size_t index, void *base,
                        const struct node *node, const char *path, uint64_t *seen,
                        struct key_state *states)
@@ -235,6 +316,9 @@ static void apply_node(struct loader *ld, const struct key_table *table, size_t 
         break;
     case KEY_OBJECTS:
         walk_objects(ld, key, base, node, path, states ? &states[index] : NULL);
+        break;
+    case KEY_HEADERS:
+        apply_headers(ld, key, base, node, path);
         break;
     default:
         if (node->kind != NODE_SCALAR) {

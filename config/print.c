@@ -113,6 +113,20 @@ static void print_value(FILE *out, const struct key_def *key, const void *base, 
         }
         return;
     }
+    case KEY_HEADERS: {
+        const struct config_header_list *headers = field;
+        if (headers->count == 0) {
+            fputs(" {}\n", out);
+            return;
+        }
+        fputc('\n', out);
+        for (size_t i = 0; i < headers->count; i++) {
+            print_indent(out, indent + 2, &no_dash);
+            print_quoted(out, headers->items[i].name);
+            fputs(": \"***\"\n", out); /* values carry API keys */
+        }
+        return;
+    }
     case KEY_OBJECTS: {
         size_t count = 0;
         const char *items = key->objects->get(field, &count);

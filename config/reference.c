@@ -55,9 +55,11 @@ static void fill_type(struct reference_row *row, const struct key_def *key)
         [KEY_LIST] = "list of strings",
         [KEY_SECRET_LIST] = "list of strings",
         [KEY_OBJECTS] = "list of mappings",
+        [KEY_HEADERS] = "mapping of header names to values",
     };
     snprintf(row->type, sizeof row->type, "%s", type_names[key->type]);
-    row->secret = key->type == KEY_SECRET || key->type == KEY_SECRET_LIST;
+    row->secret =
+        key->type == KEY_SECRET || key->type == KEY_SECRET_LIST || key->type == KEY_HEADERS;
 }
 
 /* Returns false when a check has no description in keys.c. */
@@ -78,6 +80,9 @@ static bool fill_range(struct reference_row *row, const struct key_def *key)
         return true;
     case KEY_OBJECTS:
         snprintf(row->range, sizeof row->range, "at most %zu items", key->objects->max_items);
+        return true;
+    case KEY_HEADERS:
+        snprintf(row->range, sizeof row->range, "at most %u headers", MAX_HEADERS);
         return true;
     case KEY_STRING:
     case KEY_SECRET:
@@ -105,6 +110,9 @@ static void fill_default(struct reference_row *row, const struct key_def *key)
     case KEY_SECRET_LIST:
     case KEY_OBJECTS:
         text = "[]";
+        break;
+    case KEY_HEADERS:
+        text = "{}";
         break;
     case KEY_SECRET:
         break;

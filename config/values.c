@@ -200,6 +200,7 @@ bool config_set_scalar(struct loader *ld, const struct key_def *key, void *base,
     case KEY_LIST:
     case KEY_SECRET_LIST:
     case KEY_OBJECTS:
+    case KEY_HEADERS:
         config_report(ld, at, path, "internal error: not a scalar key");
         return false;
     }
@@ -296,6 +297,19 @@ static void free_objects(const struct key_def *key, void *base)
 }
 
 /* Release every owned field of one table's struct and leave them NULL/empty. */
+void config_free_headers(struct config_header_list *headers)
+{
+    for (size_t i = 0; i < headers->count; i++) {
+        free(headers->items[i].name);
+        if (headers->items[i].value) /* API keys: do not leave them in freed heap */
+            memset(headers->items[i].value, 0, strlen(headers->items[i].value));
+        free(headers->items[i].value);
+    }
+    free(headers->items);
+    headers->items = NULL;
+    headers->count = 0;
+}
+
 void config_free_table(const struct key_table *table, void *base)
 {
     for (size_t i = 0; i < table->count; i++) {
@@ -315,6 +329,9 @@ void config_free_table(const struct key_table *table, void *base)
         case KEY_OBJECTS:
             free_objects(key, base);
             break;
+        case KEY_HEADERS:
+            config_free_headers(field);
+            break;
         case KEY_BOOL:
         case KEY_INT:
         case KEY_LONG:
@@ -330,7 +347,8 @@ void config_apply_defaults(struct loader *ld, const struct key_table *table, voi
 {
     for (size_t i = 0; i < table->count && ld->status == BUTLER_OK; i++) {
         const struct key_def *key = &table->keys[i];
-        if (key->type == KEY_LIST || key->type == KEY_SECRET_LIST || key->type == KEY_OBJECTS)
+        if (key->type == KEY_LIST || key->type == KEY_SECRET_LIST || key->type == KEY_OBJECTS ||
+            key->type == KEY_HEADERS)
             continue;
         config_set_scalar(ld, key, base, key->def ? key->def : "", NULL, key->path, true);
     }

@@ -12,6 +12,7 @@
 #include "bridge/core/metrics.h"
 #include "bridge/core/runtime.h"
 #include "bridge/model/task_request.h"
+#include "topics/topics.h"
 
 #define MODULE "publish"
 
@@ -272,4 +273,41 @@ void publish_teardown(void)
         list = list->next_parked;
         part_finish(part, BUTLER_ERR_SHUTDOWN);
     }
+}
+
+/* Only now is the request finished; unanswered, it stays in the spool. */
+static void answer_published(void *context, enum butler_status status)
+{
+    struct topic_message *message = context;
+    if (status != BUTLER_OK) {
+        LOG_WARN(MODULE, "answer to %s not acknowledged (%s); kept for the next start",
+                 message->topic, butler_status_str(status));
+        topic_message_keep(message);
+    }
+    topic_message_free(message);
+}
+
+void publish_answer(const char *result_topic, struct topic_message *message, const char *text)
+{
+    struct publish_item items[2] = {
+        {.topic = result_topic,
+         .payload = text,
+         .payload_length = strlen(text),
+         .options = {.qos = 1}},
+    };
+    size_t count = 1;
+    if (message->response_topic && message->response_topic[0])
+        items[count++] = (struct publish_item){
+            .topic = message->response_topic,
+            .payload = text,
+            .payload_length = strlen(text),
+            .options =
+                {
+                    .qos = 1,
+                    .correlation_data = message->correlation_data,
+                    .correlation_length = message->correlation_length,
+                    .content_type = "application/json",
+                },
+        };
+    publish_all(items, count, answer_published, message);
 }

@@ -37,6 +37,17 @@ struct publish_item {
 void publish_all(const struct publish_item *items, size_t count,
                  void (*finished)(void *context, enum butler_status status), void *context);
 
+struct topic_message;
+
+/*
+ * Answer a consumed request: publish `text` on `result_topic` and, when the
+ * request carried an MQTT v5 Response Topic, there too with its Correlation
+ * Data. Takes ownership of `message`: it is freed (its spool record finished)
+ * once the broker acknowledged every answer, or kept in the spool for the
+ * next start when Butler stops first. Worker threads; `text` is copied.
+ */
+void publish_answer(const char *result_topic, struct topic_message *message, const char *text);
+
 /* Register the CONNACK hook that sends parked publishes again (start-up). */
 void publish_setup(void);
 /* Finish every parked publish with BUTLER_ERR_SHUTDOWN (after the link is gone). */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "bridge/core/clock.h"
@@ -276,11 +277,69 @@ static void count_route(const char *route, const char *outcome)
 
 /* ----------------------------------------------------- delivery helpers */
 
+static enum butler_status http_send_lines(struct http_client *http,
+                                          const struct butler_config *config, const char *method,
+                                          const char *url, const char *body,
+                                          const char *const *headers, char *error,
+                                          size_t error_size, int *attempts_out);
+
 enum butler_status route_http_send(struct http_client *http, const struct butler_config *config,
                                    const char *method, const char *url, const char *body,
                                    char *error, size_t error_size, int *attempts_out)
 {
-    static const char *const headers[] = {"Content-Type: application/json", NULL};
+    return route_http_send_with_headers(http, config, method, url, body, NULL, error, error_size,
+                                        attempts_out);
+}
+
+enum butler_status route_http_send_with_headers(struct http_client *http,
+                                                const struct butler_config *config,
+                                                const char *method, const char *url,
+                                                const char *body,
+                                                const struct config_header_list *extra, char *error,
+                                                size_t error_size, int *attempts_out)
+{
+    /* "Content-Type: application/json" unless the route sets its own, the
+     * route's headers, NULL. Values were checked single-line at load. */
+    char *lines[ROUTE_HEADERS_MAX + 2] = {0};
+    size_t line_count = 0;
+    bool own_content_type = false;
+    enum butler_status status = BUTLER_OK;
+    for (size_t i = 0; extra && i < extra->count && i < ROUTE_HEADERS_MAX; i++) {
+        size_t length = strlen(extra->items[i].name) + strlen(extra->items[i].value) + 3;
+        lines[line_count] = malloc(length);
+        if (lines[line_count] == NULL) {
+            snprintf(error, error_size, "out of memory");
+            status = BUTLER_ERR_NOMEM;
+            goto out;
+        }
+        snprintf(lines[line_count++], length, "%s: %s", extra->items[i].name,
+                 extra->items[i].value);
+        own_content_type =
+            own_content_type || strcasecmp(extra->items[i].name, "Content-Type") == 0;
+    }
+    if (!own_content_type &&
+        (lines[line_count] = strdup("Content-Type: application/json")) == NULL) {
+        snprintf(error, error_size, "out of memory");
+        status = BUTLER_ERR_NOMEM;
+        goto out;
+    }
+    status = http_send_lines(http, config, method, url, body, (const char *const *)lines, error,
+                             error_size, attempts_out);
+out:
+    for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
+        if (lines[i])
+            memset(lines[i], 0, strlen(lines[i])); /* API keys */
+        free(lines[i]);
+    }
+    return status;
+}
+
+static enum butler_status http_send_lines(struct http_client *http,
+                                          const struct butler_config *config, const char *method,
+                                          const char *url, const char *body,
+                                          const char *const *headers, char *error,
+                                          size_t error_size, int *attempts_out)
+{
     struct http_response response = {.retry_after_s = -1};
     char redacted[256];
     *attempts_out = 0;
@@ -586,8 +645,8 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
     } else {
         const char *method =
             route->to == CONFIG_ROUTE_WEBHOOK && has_text(route->method) ? route->method : "POST";
-        status = route_http_send(worker->http, config, method, url, body, error, sizeof error,
-                                 &attempts);
+        status = route_http_send_with_headers(worker->http, config, method, url, body,
+                                              &route->headers, error, sizeof error, &attempts);
     }
     if (status == BUTLER_OK) {
         count_route(route->name, "delivered");
@@ -772,9 +831,9 @@ void routes_webhook_run(struct topic_worker *worker, struct topic_message *messa
         snprintf(error, sizeof error, "payload is not JSON");
         goto out;
     }
-    status = route_http_send(worker->http, config, has_text(route->method) ? route->method : "POST",
-                             route->webhook_url, (const char *)message->payload, error,
-                             sizeof error, &attempts);
+    status = route_http_send_with_headers(
+        worker->http, config, has_text(route->method) ? route->method : "POST", route->webhook_url,
+        (const char *)message->payload, &route->headers, error, sizeof error, &attempts);
 out:
     finish_command("webhook", message, status, error, attempts);
     cJSON_Delete(json);

@@ -31,6 +31,7 @@ enum {
     ROUTE_KEY_MAX = 512,          /* rendered rate-limit key */
     ROUTE_RATE_KEYS_MAX = 100000, /* keys remembered across all routes */
     ROUTE_SUBSCRIPTIONS_MAX = 256,
+    ROUTE_HEADERS_MAX = 32, /* extra headers of one route (the config allows no more) */
 };
 
 /* Start-up: subscribe every route filter on runtime->link. Needs config only. */
@@ -78,5 +79,14 @@ enum butler_status route_build_email(const char *from, const struct config_strin
 enum butler_status route_http_send(struct http_client *http, const struct butler_config *config,
                                    const char *method, const char *url, const char *body,
                                    char *error, size_t error_size, int *attempts_out);
+
+/* The same with a route's extra `headers` (may be NULL); a Content-Type among
+ * them replaces the JSON default. */
+enum butler_status route_http_send_with_headers(struct http_client *http,
+                                                const struct butler_config *config,
+                                                const char *method, const char *url,
+                                                const char *body,
+                                                const struct config_header_list *extra, char *error,
+                                                size_t error_size, int *attempts_out);
 
 #endif

@@ -454,49 +454,14 @@ static char *answer_json(const char *request_id, const char *status, struct task
     return text;
 }
 
-/* The answer is out (or Butler is stopping first): only now is the request
- * finished. Unanswered, it stays in the spool for the next start, whose
- * PROGRESS notes keep its tasks from starting twice. Any thread. */
-static void answer_published(void *context, enum butler_status status)
-{
-    struct topic_message *message = context;
-    if (status != BUTLER_OK) {
-        LOG_WARN(MODULE, "task result for %s not acknowledged (%s); kept for the next start",
-                 message->topic, butler_status_str(status));
-        topic_message_keep(message);
-    }
-    topic_message_free(message);
-}
-
-/*
- * Answer on <root>/task/result and, when the request had one, its Response
- * Topic with the Correlation Data. Takes ownership of `message`: it is freed
- * (and its spool record finished) once the broker acknowledged both, without
- * holding the worker on the PUBACKs.
- */
+/* Answer on <root>/task/result and the request's Response Topic; takes
+ * ownership of `message` (see publish_answer). */
 static void send_answer(const struct butler_config *config, struct topic_message *message,
                         const char *text)
 {
     char topic[512];
     snprintf(topic, sizeof topic, "%s/task/result", config->mqtt.topic_root);
-    struct publish_item items[2] = {
-        {.topic = topic, .payload = text, .payload_length = strlen(text), .options = {.qos = 1}},
-    };
-    size_t count = 1;
-    if (message->response_topic && message->response_topic[0])
-        items[count++] = (struct publish_item){
-            .topic = message->response_topic,
-            .payload = text,
-            .payload_length = strlen(text),
-            .options =
-                {
-                    .qos = 1,
-                    .correlation_data = message->correlation_data,
-                    .correlation_length = message->correlation_length,
-                    .content_type = "application/json",
-                },
-        };
-    publish_all(items, count, answer_published, message);
+    publish_answer(topic, message, text);
 }
 
 /* ---- replay after a crash ---- */

@@ -24,7 +24,9 @@
 #include "bridge/store/spool.h"
 #include "bridge/core/worker_pool.h"
 #include "topics/events.h"
+#include "topics/file.h"
 #include "topics/kv.h"
+#include "topics/newrelic.h"
 #include "topics/notifications.h"
 #include "topics/routes.h"
 #include "topics/schedules.h"
@@ -83,10 +85,23 @@ static const struct topic_family families[] = {
     /* Not shared: every instance keeps the whole store from the retained messages. */
     {"kv", "%s/kv/#", false, false, NULL, kv_on_message, kv_wanted},
     {"schedules", "%s/schedules/+", false, false, NULL, schedules_on_message, schedules_wanted},
+    /* File commands (topics/file.c); the second %s of the node filter is file.node. */
+    {"file", "%s/file/copy", true, false, file_run, NULL, file_wanted},
+    {"file", "%s/file/move", true, false, file_run, NULL, file_wanted},
+    {"file", "%s/file/delete", true, false, file_run, NULL, file_wanted},
+    {"file", "%s/file/mkdir", true, false, file_run, NULL, file_wanted},
+    {"file", "%s/file/%s/+", true, false, file_run, NULL, file_node_wanted},
+    /* Not shared, like task results; the same requestId waiters serve both. */
+    {"file_result", "%s/file/result", false, false, NULL, task_result_on_message, NULL},
     /* Sense monitors and licence release (topics/sense_monitors.c). */
     {"monitor", "%s/monitor/run/+", true, false, sense_monitors_run, NULL, sense_monitors_wanted},
     {"sense_version", "%s/sense/version", false, false, NULL, sense_version_on_message,
      sense_version_wanted},
+    /* New Relic posts (topics/newrelic.c); answers reuse the task-result waiters. */
+    {"newrelic", "%s/newrelic/event", true, false, newrelic_run, NULL, newrelic_wanted},
+    {"newrelic", "%s/newrelic/metric", true, false, newrelic_run, NULL, newrelic_wanted},
+    {"newrelic_result", "%s/newrelic/result", false, false, NULL, task_result_on_message,
+     newrelic_wanted},
 };
 
 enum { FAMILY_COUNT = sizeof families / sizeof families[0], SUBMIT_SLICE_MS = 1000 };
@@ -447,7 +462,8 @@ enum butler_status topics_setup(struct butler_runtime *runtime)
                                : families[i].direct != NULL && !config->http.enable)
             continue;
         char filter[1024];
-        snprintf(filter, sizeof filter, families[i].filter_format, config->mqtt.topic_root);
+        snprintf(filter, sizeof filter, families[i].filter_format, config->mqtt.topic_root,
+                 config->file.node);
         family_filters[i] = strdup(filter);
         if (family_filters[i] == NULL)
             return BUTLER_ERR_NOMEM;

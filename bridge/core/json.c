@@ -1,5 +1,7 @@
 #include "bridge/core/json.h"
 
+#include <string.h>
+
 bool json_depth_within(const char *text, size_t length, int max_depth)
 {
     int depth = 0;
@@ -54,4 +56,19 @@ const char *json_string_member(const cJSON *object, const char *name)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, name);
     return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+bool json_has_nul_escape(const char *text, size_t length)
+{
+    /* A backslash appears only inside strings in valid JSON; each escape is
+     * skipped whole so "\\u0000" (an escaped backslash) is not mistaken. */
+    for (size_t i = 0; i + 1 < length; i++) {
+        if (text[i] != '\\')
+            continue;
+        if (text[i + 1] == 'u' && i + 5 < length && text[i + 2] == '0' && text[i + 3] == '0' &&
+            text[i + 4] == '0' && text[i + 5] == '0')
+            return true;
+        i++;
+    }
+    return memchr(text, '\0', length) != NULL;
 }

@@ -28,4 +28,9 @@ const char *json_string_member(const cJSON *object, const char *name);
  * Cheap enough to run before every parse. */
 bool json_depth_within(const char *text, size_t length, int max_depth);
 
+/* True when the JSON text holds a NUL character, raw or as the \u0000
+ * escape. cJSON ends its C strings there, so a string value would be cut
+ * short silently; callers for which that matters (file paths) refuse it. */
+bool json_has_nul_escape(const char *text, size_t length);
+
 #endif

@@ -16,6 +16,8 @@
 
 #include "bridge/core/clock.h"
 #include "bridge/ingress/http_body.h"
+#include "bridge/ingress/http_file.h"
+#include "bridge/ingress/http_newrelic.h"
 #include "bridge/ingress/http_openapi.h"
 #include "bridge/ingress/http_server.h"
 #include "bridge/ingress/http_store.h"
@@ -65,6 +67,9 @@ static const struct route routes[] = {
      handle_task_start},
     {"mqttPublishMessage", "/v4/mqttpublishmessage", M_PUT, "PUT", true, handle_mqtt_publish},
     {"slackPostMessage", "/v4/slackpostmessage", M_PUT, "PUT", true, handle_slack_post},
+    /* New Relic (bridge/ingress/http_newrelic.c). */
+    {"postNewRelicEvent", "/v4/newrelic/event", M_POST, "POST", true, http_newrelic_event},
+    {"postNewRelicMetric", "/v4/newrelic/metric", M_POST, "POST", true, http_newrelic_metric},
     {"apiListEnabledEndpoints", "/v4/configfile/endpointsenabled", M_GET, "GET", true,
      handle_endpoints},
     {"base62ToBase16", "/v4/base62tobase16", M_GET, "GET", true, handle_base62_to_base16},
@@ -86,6 +91,12 @@ static const struct route routes[] = {
     {"deleteSchedule", "/v4/schedules/*", M_DELETE, "DELETE", true, http_store_schedules_delete},
     {"startSchedule", "/v4/schedules/*/start", M_PUT, "PUT", true, http_store_schedules_start},
     {"stopSchedule", "/v4/schedules/*/stop", M_PUT, "PUT", true, http_store_schedules_stop},
+    /* File operations (bridge/ingress/http_file.c). */
+    {"fileCopy", "/v4/filecopy", M_PUT, "PUT", true, http_file_copy},
+    {"fileMove", "/v4/filemove", M_PUT, "PUT", true, http_file_move},
+    {"fileDelete", "/v4/filedelete", M_DELETE, "DELETE", true, http_file_delete},
+    {"createDir", "/v4/createdir", M_POST, "POST", true, http_file_create_dir},
+    {"createDirQVD", "/v4/createdirqvd", M_POST, "POST", true, http_file_create_dir_qvd},
     {"health", "/health", M_GET, "GET", false, handle_health},
     {"metrics", "/metrics", M_GET, "GET", false, handle_metrics},
     {"openapi", "/openapi.json", M_GET, "GET", false, http_openapi_serve},
@@ -96,9 +107,7 @@ enum { ROUTE_COUNT = sizeof routes / sizeof routes[0] };
 /* Names the Node.js Butler knows but Butler does not serve (yet): accepted in
  * http.endpoints with a warning, so a migrated allow-list still loads. */
 static const char *const node_only_endpoints[] = {
-    "createDir",      "createDirQVD",       "fileDelete",        "fileMove",
-    "fileCopy",       "postNewRelicMetric", "postNewRelicEvent", "updateSchedule",
-    "senseAppReload", "senseAppDump",       "senseListApps",     NULL,
+    "updateSchedule", "senseAppReload", "senseAppDump", "senseListApps", NULL,
 };
 
 /* "scheduler.getSchedule" and "getSchedule" name the same switch. */
@@ -175,8 +184,12 @@ void http_api_handle(struct http_exchange *exchange)
         handle_qrs_notification(exchange);
         return;
     }
-    bool v4 = strncmp(exchange->path, "/v4/", 4) == 0;
-    if (v4 && config->http.tokens.count > 0 &&
+    /* /health stays open (liveness probes); /metrics takes the API tokens
+     * unless health.metrics_auth is "open". */
+    bool needs_token = strncmp(exchange->path, "/v4/", 4) == 0 ||
+                       (strcmp(exchange->path, "/metrics") == 0 &&
+                        config->health.metrics_auth == CONFIG_METRICS_AUTH_TOKEN);
+    if (needs_token && config->http.tokens.count > 0 &&
         !http_body_bearer_allowed(http_exchange_header(exchange, "Authorization"),
                                   &config->http.tokens)) {
         exchange->endpoint = "unauthorized";
@@ -323,6 +336,13 @@ static bool query_flag(struct http_exchange *exchange, const char *name, bool *v
     snprintf(message, sizeof message, "query parameter %s must be true or false", name);
     http_exchange_reply_error(exchange, 400, message, NULL);
     return false;
+}
+
+/* For the endpoint files (http_file.c): the same helpers, see http_server.h. */
+int http_api_query_var(const struct http_exchange *exchange, const char *name, char *out,
+                       size_t out_size)
+{
+    return query_var(exchange, name, out, out_size);
 }
 
 /* ---- endpoints ---- */
@@ -604,4 +624,15 @@ static void handle_metrics(struct http_exchange *exchange)
     http_exchange_reply(exchange, 200, "text/plain; version=0.0.4; charset=utf-8", text, length,
                         NULL);
     free(text);
+}
+
+bool http_api_read_json_body(struct http_exchange *exchange)
+{
+    return require_json(exchange) && read_body(exchange);
+}
+
+bool http_api_publish_acknowledged(struct http_exchange *exchange, const char *topic,
+                                   const char *payload, size_t length, int timeout_ms)
+{
+    return publish_acknowledged(exchange, topic, payload, length, 1, false, timeout_ms);
 }

@@ -498,6 +498,9 @@ enum butler_status http_server_start(struct butler_runtime *runtime, struct http
     }
     mg_set_request_handler(server->context, "/", handle_request, server);
     warn_if_exposed(config);
+    if (config->http.tokens.count > 0 && config->health.metrics &&
+        config->health.metrics_auth == CONFIG_METRICS_AUTH_OPEN)
+        LOG_INFO(MODULE, "/metrics is readable without a token (health.metrics_auth: open)");
     LOG_INFO(MODULE, "HTTP API listening on %s (%d threads%s%s)", config->http.listen,
              config->http.threads, config->http.tokens.count ? ", bearer tokens" : "",
              config->http.tls.ca_file[0] ? ", client certificates required" : "");

@@ -73,6 +73,16 @@ void http_exchange_reply_error(struct http_exchange *exchange, int status, const
 
 /* Implemented by http_api.c: route and answer one request. */
 void http_api_handle(struct http_exchange *exchange);
+/* Implemented by http_api.c for endpoints in other files: read a JSON body
+ * (answers 415/413/400 itself and returns false), and publish waiting for the
+ * broker's PUBACK within timeout_ms (answers 503/400 itself, returns false). */
+bool http_api_read_json_body(struct http_exchange *exchange);
+bool http_api_publish_acknowledged(struct http_exchange *exchange, const char *topic,
+                                   const char *payload, size_t length, int timeout_ms);
+/* A query variable into out: 0 found, -1 absent, -2 too long, -3 holds a NUL. */
+int http_api_query_var(const struct http_exchange *exchange, const char *name, char *out,
+                       size_t out_size);
+
 /* Implemented by http_api.c: check http.endpoints at start-up; logs unknown
  * names. BUTLER_ERR_INVALID when a name is not an endpoint at all. */
 enum butler_status http_api_check_config(const struct butler_config *config);

@@ -1,10 +1,13 @@
 /*
  * Datagram parser; see udp_datagram.h for the accepted layouts and policy.
  *
+ * Invalid UTF-8 is decoded as upstream Butler does (one U+FFFD per maximal
+ * invalid subpart, see utf8_sequence), so the alert still goes out; the event
+ * says so (utf8_replaced) and the ingress counts it, so a mis-encoded
+ * appender shows in /metrics. A replacement in a GUID field or the prefix
+ * still drops the datagram (guid, prefix).
+ *
  * Differences from upstream Butler, on purpose:
- *   - invalid UTF-8 is dropped (reason utf8) instead of being decoded with
- *     U+FFFD replacements: a mis-encoded appender is a configuration error
- *     that should show in /metrics, not as mojibake in alerts;
  *   - "(null)" app ids are accepted as empty (upstream drops the datagram),
  *     because log4net renders unset properties that way and dropping would
  *     silently lose external-program and distribute events;
@@ -62,8 +65,6 @@ const char *udp_drop_reason_name(enum udp_drop_reason reason)
         return "none";
     case UDP_DROP_SIZE:
         return "size";
-    case UDP_DROP_UTF8:
-        return "utf8";
     case UDP_DROP_PREFIX:
         return "prefix";
     case UDP_DROP_FIELD_COUNT:
@@ -79,47 +80,47 @@ const char *udp_drop_reason_name(enum udp_drop_reason reason)
 }
 
 /*
- * Strict UTF-8 (RFC 3629): no overlongs, no surrogates, nothing above
- * U+10FFFF. NUL bytes are valid here and removed later as control characters.
+ * The UTF-8 sequence at s[0..n): its length (1..4) when it is one character
+ * of strict UTF-8 (RFC 3629: no overlongs, no surrogates, nothing above
+ * U+10FFFF), else 0 with *invalid_length set to the bytes one U+FFFD
+ * replaces: the "maximal subpart" of the Unicode standard (chapter 3, U+FFFD
+ * substitution), which is what WHATWG decoders, and so the Node.js Butler,
+ * do: the lead byte plus the continuation bytes that could still have
+ * completed it, or 1 for a byte that starts nothing. An ASCII byte is never
+ * part of an invalid subpart, so ';' splits decoded and raw text alike.
  */
-static bool valid_utf8(const unsigned char *s, size_t n)
+static size_t utf8_sequence(const unsigned char *s, size_t n, size_t *invalid_length)
 {
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need;
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) {
-            need = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2;
-            if (c == 0xE0)
-                lo = 0xA0;
-            else if (c == 0xED)
-                hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3;
-            if (c == 0xF0)
-                lo = 0x90;
-            else if (c == 0xF4)
-                hi = 0x8F;
-        } else {
-            return false;
-        }
-        if (n - i <= need)
-            return false;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return false;
-        for (size_t k = 2; k <= need; k++)
-            if ((s[i + k] & 0xC0) != 0x80)
-                return false;
-        i += need + 1;
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t need;
+    unsigned char lo = 0x80, hi = 0xBF; /* range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF) {
+        need = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        need = 2;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 3;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else {
+        *invalid_length = 1; /* 80..BF alone, C0, C1, F5..FF */
+        return 0;
     }
-    return true;
+    size_t k = 1;
+    while (k <= need && k < n && s[k] >= (k == 1 ? lo : 0x80) && s[k] <= (k == 1 ? hi : 0xBF))
+        k++;
+    if (k == need + 1)
+        return k;
+    *invalid_length = k;
+    return 0;
 }
 
 static bool is_control(unsigned char c)
@@ -137,34 +138,36 @@ static bool is_blank(const unsigned char *s, size_t n)
 }
 
 /*
- * Copy [s, s+n) into storage without control characters, cut to
- * SENSE_FIELD_MAX_BYTES at a UTF-8 boundary (input is already valid UTF-8, so
- * backing up over continuation bytes lands on a character start).
- * Returns the stored string; storage always has room (SENSE_EVENT_STORAGE_MAX).
+ * Decode [s, s+n) into storage: control characters removed, each invalid
+ * UTF-8 subpart replaced by U+FFFD (3 bytes, so the text may grow), and the
+ * result cut to SENSE_FIELD_MAX_BYTES before the first character that does not
+ * fit whole. Returns the stored string; storage always has room
+ * (SENSE_EVENT_STORAGE_MAX), whatever the input, because the cut is on the
+ * output.
  */
 static const char *store_field(struct sense_event *event, const unsigned char *s, size_t n)
 {
+    static const unsigned char replacement[] = {0xEF, 0xBF, 0xBD}; /* U+FFFD */
     char *start = event->storage + event->storage_used;
     size_t used = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (is_control(s[i])) {
+    for (size_t i = 0; i < n;) {
+        size_t invalid_length = 0;
+        size_t length = utf8_sequence(s + i, n - i, &invalid_length);
+        const unsigned char *bytes = length ? s + i : replacement;
+        size_t out = length ? length : sizeof replacement;
+        i += length ? length : invalid_length;
+        if (length == 1 && is_control(*bytes)) {
             event->sanitized = true;
             continue;
         }
-        if (used == SENSE_FIELD_MAX_BYTES) {
+        if (used + out > SENSE_FIELD_MAX_BYTES) {
             event->sanitized = true;
-            /* Back up to the start of the character that did not fit whole. */
-            size_t cut = used;
-            if ((s[i] & 0xC0) == 0x80) {
-                while (cut > 0 && ((unsigned char)start[cut - 1] & 0xC0) == 0x80)
-                    cut--;
-                if (cut > 0)
-                    cut--; /* the lead byte of the split character */
-            }
-            used = cut;
             break;
         }
-        start[used++] = (char)s[i];
+        memcpy(start + used, bytes, out);
+        used += out;
+        if (length == 0)
+            event->utf8_replaced = true;
     }
     start[used] = '\0';
     event->storage_used += used + 1;
@@ -226,8 +229,6 @@ enum udp_drop_reason udp_parse(const unsigned char *data, size_t length, size_t 
         return UDP_DROP_SIZE;
     if (length == 0 || is_blank(data, length))
         return UDP_DROP_EMPTY;
-    if (!valid_utf8(data, length))
-        return UDP_DROP_UTF8;
 
     /* Field boundaries: start offsets of the first SPLIT_MAX fields. */
     size_t starts[SPLIT_MAX + 1];

@@ -16,7 +16,9 @@
  *   /engine-reload-failed/       -> ENGINE_RELOAD_FAILED, exactly 9
  *
  * Policy choices (where upstream Butler differs, see udp_datagram.c):
- *   - invalid UTF-8 is rejected (reason utf8) rather than decoded with U+FFFD;
+ *   - invalid UTF-8 is decoded, as upstream: each maximal invalid subpart
+ *     becomes U+FFFD (the event's utf8_replaced says so); the field caps
+ *     apply to the decoded text;
  *   - the task id must be a GUID (scheduler types); the app id must be a GUID
  *     or empty; "(null)" (log4net's NullText for an unset property) in the app
  *     name, app id and execution id is read as empty, so external-program,
@@ -38,7 +40,6 @@
 enum udp_drop_reason {
     UDP_DROP_NONE = 0,
     UDP_DROP_SIZE,        /* over the configured byte cap */
-    UDP_DROP_UTF8,        /* not valid UTF-8 */
     UDP_DROP_PREFIX,      /* field 0 is not a known message type */
     UDP_DROP_FIELD_COUNT, /* wrong number of ';'-separated fields */
     UDP_DROP_GUID,        /* task id not a GUID, or app id neither GUID nor empty */
@@ -54,7 +55,7 @@ enum udp_drop_reason {
 enum udp_drop_reason udp_parse(const unsigned char *data, size_t length, size_t max_bytes,
                                struct sense_event *out);
 
-/* Metric label for a reason: "size", "utf8", ... ("none" for UDP_DROP_NONE). */
+/* Metric label for a reason: "size", "prefix", ... ("none" for UDP_DROP_NONE). */
 const char *udp_drop_reason_name(enum udp_drop_reason reason);
 
 #endif

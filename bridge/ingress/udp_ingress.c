@@ -94,7 +94,7 @@ struct udp_ingress {
     struct sockaddr_in sources[RECV_BATCH];
     struct sense_event *scratch; /* parse target; queued as a compact copy */
 
-    struct metric *received_total, *accepted_total, *depth_gauge;
+    struct metric *received_total, *accepted_total, *utf8_replaced_total, *depth_gauge;
     struct metric *dropped[DROP_KIND_COUNT];
 };
 
@@ -218,6 +218,11 @@ static void handle_datagram(struct udp_ingress *ingress, const unsigned char *da
         LOG_RATELIMITED(LOG_LEVEL_INFO, MODULE,
                         "datagram from %s sanitised (control characters or over-long fields)",
                         source_text);
+    if (event->utf8_replaced)
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
+                        "datagram from %s is not valid UTF-8: decoded with U+FFFD (is the "
+                        "appender's encoding utf-8?)",
+                        source_text);
     const char *execution_id = event->fields[SENSE_FIELD_EXECUTION_ID];
     bool keyed = execution_id[0] != '\0' && ingress->dedup_ttl_ms > 0;
     if (keyed && expiring_map_insert_new(ingress->dedup, execution_id, NULL, ingress->dedup_ttl_ms,
@@ -242,6 +247,8 @@ static void handle_datagram(struct udp_ingress *ingress, const unsigned char *da
         return;
     }
     metrics_add(ingress->accepted_total, 1);
+    if (event->utf8_replaced)
+        metrics_add(ingress->utf8_replaced_total, 1);
     pthread_mutex_lock(&ingress->mutex);
     ingress->slots[tail] = copy;
     ingress->count++;
@@ -383,6 +390,9 @@ static void register_metrics(struct udp_ingress *ingress)
                                           "UDP datagrams received from log appenders");
     ingress->accepted_total = metrics_get("butler_udp_accepted_total", "", METRIC_COUNTER,
                                           "UDP datagrams accepted as events");
+    ingress->utf8_replaced_total = metrics_get(
+        "butler_udp_utf8_replaced_total", "", METRIC_COUNTER,
+        "UDP datagrams accepted although not valid UTF-8 (bad bytes decoded as U+FFFD)");
     ingress->depth_gauge = metrics_get("butler_queue_depth", "queue=\"udp\"", METRIC_GAUGE,
                                        "Items waiting in a bounded queue");
     for (int kind = UDP_DROP_SIZE; kind < DROP_KIND_COUNT; kind++) {

@@ -50,7 +50,8 @@ enum {
  */
 struct sense_event {
     enum sense_event_type type;
-    bool sanitized; /* a control character was stripped or a field truncated */
+    bool sanitized;     /* a control character was stripped or a field truncated */
+    bool utf8_replaced; /* invalid UTF-8 was stored as U+FFFD in some field */
     const char *fields[SENSE_FIELD_COUNT];
     size_t storage_used;
     char storage[SENSE_EVENT_STORAGE_MAX];

@@ -336,7 +336,7 @@ static uint64_t monotonic_us(void)
  * large pieces, so a compaction costs a few system calls, not two a record. */
 struct compact_writer {
     int fd;
-    unsigned char *buffer;
+    unsigned char *buffer; /* COMPACT_BUFFER_BYTES, mapped for this compaction only */
     size_t buffered;
     uint64_t written; /* bytes in the new file, buffered ones included */
     enum butler_status status;
@@ -349,9 +349,9 @@ static void compact_flush(struct compact_writer *writer)
     writer->buffered = 0;
 }
 
-/* Copy the record at `ref` from the mapped old file; `ref` then points into the new one. */
+/* Append the record at `ref` of the mapped old file to the new one. */
 static void compact_copy(struct compact_writer *writer, const unsigned char *map, size_t map_size,
-                         struct record_ref *ref)
+                         const struct record_ref *ref)
 {
     if (writer->status != BUTLER_OK)
         return;
@@ -368,8 +368,48 @@ static void compact_copy(struct compact_writer *writer, const unsigned char *map
         memcpy(writer->buffer + writer->buffered, map + ref->offset, ref->length);
         writer->buffered += ref->length;
     }
-    ref->offset = writer->written;
     writer->written += ref->length;
+}
+
+/*
+ * Visit every record a compaction keeps, in the order it writes them: each
+ * unfinished item (its ADD, then its notes), then the retained answers,
+ * oldest first. Writing and re-pointing the index use the same walk, so the
+ * new offsets are a running sum and need no array of their own.
+ */
+static void for_each_kept_record(struct spool *spool,
+                                 void (*visit)(void *context, struct record_ref *ref),
+                                 void *context)
+{
+    for (size_t i = spool->live_head; i < spool->live_count; i++) {
+        struct live_entry *entry = &spool->live[i];
+        if (entry->finished)
+            continue;
+        visit(context, &entry->add);
+        for (size_t n = 0; n < entry->note_count; n++)
+            visit(context, &entry->notes[n]);
+    }
+    for (size_t i = 0; i < spool->done_count; i++)
+        visit(context, &done_at(spool, i)->record);
+}
+
+struct compact_copy_context {
+    struct compact_writer *writer;
+    const unsigned char *map;
+    size_t map_size;
+};
+
+static void visit_copy(void *context, struct record_ref *ref)
+{
+    struct compact_copy_context *copy = context;
+    compact_copy(copy->writer, copy->map, copy->map_size, ref);
+}
+
+static void visit_repoint(void *context, struct record_ref *ref)
+{
+    uint64_t *offset = context;
+    ref->offset = *offset;
+    *offset += ref->length;
 }
 
 static void fsync_directory(const char *directory)
@@ -381,27 +421,39 @@ static void fsync_directory(const char *directory)
     }
 }
 
+/* Squeeze finished entries out of the live window, in place. */
+static void drop_finished_entries(struct spool *spool)
+{
+    size_t kept = 0;
+    for (size_t i = spool->live_head; i < spool->live_count; i++)
+        if (!spool->live[i].finished)
+            spool->live[kept++] = spool->live[i];
+    spool->live_head = 0;
+    spool->live_count = kept;
+}
+
 /*
  * Rewrite the file with only live work and retained answers, then rename it
- * over the old one. The index's offsets are updated only once the new file is
- * in place, so a failure leaves the old file and index as they were.
- * The new file is flushed to disk before the rename only with spool.fsync:
- * without it a power cut may lose recent work anyway, while a SIGKILL never
- * loses what the page cache holds. Caller holds the mutex.
+ * over the old one. The index is re-pointed only once the new file is in
+ * place, so a failure leaves the old file and index as they were. Nothing is
+ * allocated from the heap: the copy buffer is mapped for the compaction and
+ * unmapped after it, so compactions leave no holes behind in a long-running
+ * process. The new file is flushed to disk before the rename only with
+ * spool.fsync: without it a power cut may lose recent work anyway, while a
+ * SIGKILL never loses what the page cache holds. Caller holds the mutex.
  */
 static enum butler_status compact(struct spool *spool)
 {
     enum butler_status status = BUTLER_ERR_IO;
     uint64_t start_us = monotonic_us();
-    struct compact_writer writer = {.fd = -1, .status = BUTLER_OK};
+    struct compact_writer writer = {.fd = -1, .buffer = MAP_FAILED, .status = BUTLER_OK};
     unsigned char *map = MAP_FAILED;
     size_t map_size = (size_t)spool->file_bytes;
-    struct live_entry *live = NULL;
-    struct done_entry *done = NULL;
-    size_t live_count = 0, done_count = 0;
-    uint64_t kept_bytes = 0;
     expire_done(spool, clock_wall_ms());
-    writer.fd = open(spool->temporary_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* Opened for appending: once renamed, this descriptor is the spool's, so
+     * no reopen can fail after the old file is gone. */
+    writer.fd =
+        open(spool->temporary_path, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
     if (writer.fd < 0) {
         LOG_ERROR(MODULE, "cannot create %s: %s", spool->temporary_path, strerror(errno));
         goto out;
@@ -414,33 +466,12 @@ static enum butler_status compact(struct spool *spool)
         }
     }
     status = BUTLER_ERR_NOMEM;
-    writer.buffer = malloc(COMPACT_BUFFER_BYTES);
-    live = calloc(spool->live_active ? spool->live_active : 1, sizeof *live);
-    done = calloc(spool->done_count ? spool->done_count : 1, sizeof *done);
-    if (writer.buffer == NULL || live == NULL || done == NULL)
+    writer.buffer = mmap(NULL, COMPACT_BUFFER_BYTES, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (writer.buffer == MAP_FAILED)
         goto out;
-    for (size_t i = spool->live_head; i < spool->live_count; i++) {
-        if (spool->live[i].finished)
-            continue;
-        struct live_entry *copy = &live[live_count++];
-        *copy = spool->live[i];
-        copy->notes = NULL;
-        copy->note_capacity = copy->note_count;
-        if (copy->note_count) {
-            copy->notes = malloc(copy->note_count * sizeof *copy->notes);
-            if (copy->notes == NULL)
-                goto out;
-            memcpy(copy->notes, spool->live[i].notes, copy->note_count * sizeof *copy->notes);
-        }
-        compact_copy(&writer, map, map_size, &copy->add);
-        for (size_t n = 0; n < copy->note_count; n++)
-            compact_copy(&writer, map, map_size, &copy->notes[n]);
-    }
-    for (size_t i = 0; i < spool->done_count; i++) {
-        done[done_count] = *done_at(spool, i);
-        compact_copy(&writer, map, map_size, &done[done_count].record);
-        done_count++;
-    }
+    struct compact_copy_context copy = {&writer, map, map_size};
+    for_each_kept_record(spool, visit_copy, &copy);
     compact_flush(&writer);
     status = writer.status;
     if (status != BUTLER_OK)
@@ -448,65 +479,34 @@ static enum butler_status compact(struct spool *spool)
     status = BUTLER_ERR_IO;
     if (spool->options.fsync && fsync(writer.fd) != 0)
         goto out;
-    int closed = close(writer.fd);
-    writer.fd = -1;
-    if (closed != 0)
-        goto out;
     if (rename(spool->temporary_path, spool->path) != 0) {
         LOG_ERROR(MODULE, "cannot replace %s: %s", spool->path, strerror(errno));
         goto out;
     }
     if (spool->options.fsync)
         fsync_directory(spool->directory);
-    int fd = open(spool->path, O_RDWR | O_APPEND | O_CLOEXEC);
-    if (fd < 0) {
-        LOG_ERROR(MODULE, "cannot reopen %s: %s", spool->path, strerror(errno));
-        goto out;
-    }
     close(spool->fd);
-    spool->fd = fd;
-    for (size_t i = spool->live_head; i < spool->live_count; i++)
-        free(spool->live[i].notes);
-    free(spool->live);
-    free(spool->done);
-    for (size_t i = 0; i < live_count; i++) {
-        kept_bytes += live[i].add.length;
-        for (size_t n = 0; n < live[i].note_count; n++)
-            kept_bytes += live[i].notes[n].length;
-    }
-    for (size_t i = 0; i < done_count; i++)
-        kept_bytes += done[i].record.length;
-    spool->live = live;
-    spool->live_head = 0;
-    spool->live_count = spool->live_active = live_count;
-    spool->live_capacity = live_count ? live_count : 1;
-    spool->done = done;
-    spool->done_head = 0;
-    spool->done_count = done_count;
-    spool->done_capacity = done_count ? done_count : 1;
+    spool->fd = writer.fd;
+    writer.fd = -1;
+    uint64_t offset = 0;
+    for_each_kept_record(spool, visit_repoint, &offset);
+    drop_finished_entries(spool);
     spool->file_bytes = writer.written;
-    spool->live_bytes = kept_bytes;
+    spool->live_bytes = writer.written;
     spool->stats.compactions++;
     spool->stats.last_compaction_us = monotonic_us() - start_us;
     if (spool->stats.last_compaction_us > spool->stats.max_compaction_us)
         spool->stats.max_compaction_us = spool->stats.last_compaction_us;
-    live = NULL;
-    done = NULL;
     status = BUTLER_OK;
 out:
     if (map != MAP_FAILED)
         munmap(map, map_size);
+    if (writer.buffer != MAP_FAILED)
+        munmap(writer.buffer, COMPACT_BUFFER_BYTES);
     if (writer.fd >= 0) {
         close(writer.fd);
         unlink(spool->temporary_path);
     }
-    free(writer.buffer);
-    if (live) {
-        for (size_t i = 0; i < live_count; i++)
-            free(live[i].notes);
-        free(live);
-    }
-    free(done);
     return status;
 }
 

@@ -68,7 +68,7 @@ def metric(butler, name, labels=None, text=None):
     text = text if text is not None else metrics(butler)
     total = 0.0
     for line in text.splitlines():
-        m = re.match(r"^([a-zA-Z_:]+)(\{[^}]*\})? (\S+)$", line)
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$", line)
         if not m or m.group(1) != name:
             continue
         sample = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
@@ -166,7 +166,10 @@ def test_every_layout_becomes_its_event(butlers, events):
 # of 127.0.0.1: a drop reason, or "event" for the variants Butler accepts.
 VARIANT_EXPECT = {
     "M01": {"field_count": 1}, "M02": {"field_count": 1}, "M03": {"prefix": 3},
-    "M06": {"prefix": 3}, "M07": {"empty": 3}, "M08": {"size": 2}, "M09": {"utf8": 14},
+    "M06": {"prefix": 3}, "M07": {"empty": 3}, "M08": {"size": 2},
+    # 14 variants of one datagram (one ExecutionId): the first is decoded with U+FFFD and
+    # goes out, the other 13 are its duplicates.
+    "M09": {"duplicate": 13},
     "M10": {"prefix": 1}, "M13": {"guid": 2}, "M22": {"source": 1}, "M23": {"prefix": 1},
     "M04": "event", "M05": "event", "M11": "event", "M14": "event",
     "M15": "event", "M20": "event",
@@ -195,6 +198,71 @@ def test_rejected_variants_are_counted_by_reason(butlers, events):
             wait_until(lambda: dropped(butler, reason) - base >= count, 5,
                        message=f"{variant}: {count} drop(s) with reason {reason}")
             assert dropped(butler, reason) - base == count, variant
+    assert butler.process.poll() is None
+
+
+def expected_text(raw):
+    """What Butler makes of a field's bytes: decoded as Python (a standard decoder) does, one
+    U+FFFD per invalid sequence, control characters removed."""
+    return "".join(c for c in raw.decode("utf-8", "replace") if ord(c) >= 0x20 and c != "\x7f")
+
+
+def test_invalid_utf8_is_decoded_and_the_alert_goes_out(butlers, events, http_sink):
+    """Contract 5: bytes that are not valid UTF-8 are decoded as U+FFFD and counted; the event
+    and its alert go out as in the Node.js Butler. Anything else malformed stays dropped."""
+    butler = butlers(extra_yaml=f"""
+slack: {{ webhook_url: "{http_sink.url}/slack" }}
+routes:
+  - name: to-slack
+    match: butler/events/task/failed/#
+    to: slack
+    template: "{{{{taskName}}}} | {{{{appName}}}} | {{{{message}}}}"
+""")
+    udp = Udp(butler.udp_port)
+    before = metrics(butler)
+    cases = [  # (task name, app name, message) as bytes
+        (b"F\xf6rs\xe4ljning", b"Sales", b"Max retries reached"),  # windows-1252
+        (b"Reload \xe2\x82", b"\xc0\xaf App", b"surrogate \xed\xa0\x80 and \xf4\x90\x80\x80"),
+        (b"\xff" * 400, b"A\xc3", b"end \xf0\x9f\x98"),  # 400 bad bytes: 1200 decoded
+    ]
+    sent = []
+    for task_name, app_name, message in cases:
+        task_id, execution_id = guid(), guid()
+        data = b";".join([b"/scheduler-task-failed/", b"sense-node-01", task_name, app_name,
+                          b"INTERNAL\\sa_scheduler", task_id.encode(), APP_SALES.encode(),
+                          b"2026-03-14 02:16:07,482", b"ERROR", execution_id.encode(), message])
+        udp.send(data)
+        sent.append((task_id, task_name, app_name, message))
+    for task_id, task_name, app_name, message in sent:
+        body = wait_event(events, f"butler/events/task/failed/{task_id}")  # strict JSON, UTF-8
+        name = expected_text(task_name)
+        if len(name.encode()) > 500:  # cut on a character boundary at 500 bytes
+            name = name.encode()[:498].decode()
+        assert body["taskName"] == name, body
+        assert body["appName"] == expected_text(app_name), body
+        assert body["message"] == expected_text(message), body
+        assert "\ufffd" in body["taskName"] + body["appName"] + body["message"]
+        text = f"{body['taskName']} | {body['appName']} | {body['message']}"
+        alerts = http_sink.wait_for(1, 10, lambda r, text=text: r["path"] == "/slack"
+                                    and r["json"]["text"] == text)
+        assert alerts, text
+    wait_until(lambda: metric(butler, "butler_udp_utf8_replaced_total") -
+               metric(butler, "butler_udp_utf8_replaced_total", text=before) == len(cases), 5,
+               message="utf8_replaced counted")
+    # Valid UTF-8 is not counted; a bad byte where a GUID or the prefix belongs still drops.
+    udp.send(datagram("butler-v15", "task-failed", task_name="Försäljning €"))
+    base_guid, base_prefix = dropped(butler, "guid"), dropped(butler, "prefix")
+    task_id = guid()
+    good = datagram("butler-v15", "task-failed", task_id=task_id)
+    udp.send(good.replace(task_id.encode(), task_id[:-1].encode() + b"\xff"))
+    udp.send(good.replace(b"/scheduler-task-failed/", b"/scheduler-task-\xe4iled/"))
+    wait_until(lambda: dropped(butler, "guid") - base_guid == 1 and
+               dropped(butler, "prefix") - base_prefix == 1, 5, message="guid and prefix drops")
+    text = metrics(butler)
+    assert metric(butler, "butler_udp_utf8_replaced_total", text=text) - \
+        metric(butler, "butler_udp_utf8_replaced_total", text=before) == len(cases)
+    assert 'reason="utf8"' not in text
+    assert "not valid UTF-8: decoded with U+FFFD" in butler.log()
     assert butler.process.poll() is None
 
 

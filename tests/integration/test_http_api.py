@@ -42,7 +42,8 @@ MAX_BODY = 65536
 IMPLEMENTED = {"butlerping", "senseStartTask", "mqttPublishMessage", "slackPostMessage",
                "apiListEnabledEndpoints", "base62ToBase16", "base16ToBase62", "keyValueStore",
                "getScheduleStatusAll", "startSchedule", "stopSchedule", "getSchedule",
-               "createNewSchedule", "deleteSchedule"}
+               "createNewSchedule", "deleteSchedule", "postNewRelicEvent", "postNewRelicMetric",
+               "fileCopy", "fileMove", "fileDelete", "createDir", "createDirQVD"}
 BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -929,12 +930,23 @@ def test_openapi_operation(api, operation):
         "POST /v4/reloadtask/{taskId}/start": (f"/v4/reloadtask/{TASK_HR}/start", [], 200),
         "PUT /v4/slackpostmessage": ("/v4/slackpostmessage",
                                      {"channel": "#c", "from_user": "u", "msg": "m"}, 201),
+        # This instance has no newrelic.accounts: the post fails for good (502); the 202
+        # path is covered by test_newrelic.py.
+        "POST /v4/newrelic/event": ("/v4/newrelic/event", {"eventType": "qs_op"}, 502),
+        "POST /v4/newrelic/metric": ("/v4/newrelic/metric", {"name": "m", "value": 1}, 502),
         "GET /health": ("/health", None, 200),
         "GET /metrics": ("/metrics", None, 200),
         "GET /openapi.json": ("/openapi.json", None, 200),
         # The api instance has no notification secret: the callback is refused as 404
         # (its 200 is covered by test_notifications.py).
         "POST /qrs-notification/{secret}": ("/qrs-notification/not-the-secret", [], 404),
+        # The api instance runs no file worker: the missing-parameter answer here, the
+        # rest in a scratch tree by test_file_ops.py.
+        "PUT /v4/filecopy": ("/v4/filecopy", {"toFile": "/data/a"}, 400),
+        "PUT /v4/filemove": ("/v4/filemove", {"fromFile": "/data/a"}, 400),
+        "DELETE /v4/filedelete": ("/v4/filedelete", {}, 400),
+        "POST /v4/createdir": ("/v4/createdir", {}, 400),
+        "POST /v4/createdirqvd": ("/v4/createdirqvd", {"directory": 5}, 400),
     }
     if operation in representative:
         path, body, expected = representative[operation]
@@ -1362,11 +1374,49 @@ def test_bearer_tokens(secure_env):
     assert [m["payload"] for m in env.observer.wait_for(lambda m: m["topic"] == "sec/t")] == [b"x"]
     # Unknown /v4 paths do not reveal themselves without a token.
     assert env.call("GET", "/v4/nope").status == 401
-    # /health and /metrics need no token.
+    # /health needs no token; /metrics takes the API tokens (health.metrics_auth: token, the
+    # default) and reveals nothing without one.
     assert env.call("GET", "/health").status == 200
-    assert env.call("GET", "/metrics").status == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        resp = env.call("GET", "/metrics", headers=headers)
+        assert resp.status == 401 and b"butler_" not in resp.body, resp
+        assert resp.headers.get("www-authenticate", "").startswith("Bearer")
+    resp = env.call("GET", "/metrics", headers={"Authorization": f"Bearer {TOKENS[1]}"})
+    assert resp.status == 200 and b"butler_http_requests_total" in resp.body, resp
     log = env.butler.log()
     assert TOKENS[0] not in log and TOKENS[1] not in log, "a bearer token leaked into the log"
+
+
+@pytest.mark.parametrize("metrics_auth", ["open", "token"])
+def test_metrics_auth_choice(module_dir, module_broker, metrics_auth):
+    """health.metrics_auth: "open" serves /metrics without a token even with http.tokens set;
+    "token" (the default) asks for one. /v4 needs its token and /health is open either way."""
+    directory = tempfile.mkdtemp(prefix=f"metrics-{metrics_auth}-", dir=module_dir)
+    butler = Butler(directory, module_broker, http_yaml=[f"tokens: [{TOKENS[0]}]"],
+                    extra_yaml=f"health: {{ metrics_auth: {metrics_auth} }}\n").start()
+    try:
+        port = butler.http_port
+        assert request(port, "GET", "/health").status == 200
+        assert request(port, "GET", "/v4/butlerping").status == 401
+        resp = request(port, "GET", "/metrics")
+        if metrics_auth == "open":
+            assert resp.status == 200 and b"butler_http_requests_total" in resp.body, resp
+        else:
+            assert resp.status == 401, resp
+        resp = request(port, "GET", "/metrics", headers={"Authorization": f"Bearer {TOKENS[0]}"})
+        assert resp.status == 200, resp
+    finally:
+        assert butler.stop() == 0
+
+
+def test_metrics_auth_rejects_other_values(module_dir, module_broker):
+    directory = tempfile.mkdtemp(prefix="metrics-bad-", dir=module_dir)
+    butler = Butler(directory, module_broker, http_yaml=[],
+                    extra_yaml="health: { metrics_auth: public }\n").start(wait_online=False)
+    code = butler.process.wait(30)
+    butler.stop()
+    assert code != 0
+    assert "health.metrics_auth" in butler.log() and "open" in butler.log(), butler.log()[-2000:]
 
 
 def test_endpoint_allow_list(secure_env):

@@ -189,6 +189,7 @@ static void check_defaults(const struct butler_config *c)
     UNIT_CHECK(!c->spool.fsync);
     UNIT_CHECK(c->spool.max_bytes == 268435456L);
     UNIT_CHECK(c->health.metrics);
+    UNIT_CHECK(c->health.metrics_auth == CONFIG_METRICS_AUTH_TOKEN);
     UNIT_CHECK(c->kv.max_keys_per_namespace == 1000);
     UNIT_CHECK(c->kv.max_namespaces == 1000);
     UNIT_CHECK(c->kv.max_value_bytes == 65536);
@@ -367,6 +368,7 @@ static void test_every_type(void)
         "  workers: 64\n"
         "qrs: {url: \"https://sense:4242\", verify_peer: false}\n"
         "spool: {max_bytes: 1099511627776, fsync: on}\n"
+        "health: {metrics_auth: Open}\n"
         "smtp: {url: \"smtp://mail:25\", from: butler@example.com, password: sp}\n"
         "routes:\n"
         "  - name: w\n"
@@ -392,6 +394,7 @@ static void test_every_type(void)
     UNIT_CHECK(c.shutdown_grace_s == 0);
     UNIT_CHECK(c.log.level == CONFIG_LOG_DEBUG);
     UNIT_CHECK(c.log.format == CONFIG_LOG_JSON);
+    UNIT_CHECK(c.health.metrics_auth == CONFIG_METRICS_AUTH_OPEN);
     UNIT_CHECK_STR(c.mqtt.host, "broker.example.com");
     UNIT_CHECK(c.mqtt.port == 1884);
     UNIT_CHECK_STR(c.mqtt.password, "pw");

@@ -126,8 +126,41 @@ static void test_monitor_config_checks(void)
     }
 }
 
+static void test_route_headers(void)
+{
+    struct butler_config config =
+        load("routes:\n  - {name: r, match: a/#, to: webhook, webhook_url: \"https://x/y\",\n"
+             "     headers: {Api-Key: k1, Content-Type: \"text/plain\"}}\n");
+    UNIT_CHECK(config.routes.count == 1 && config.routes.items[0].headers.count == 2);
+    UNIT_CHECK_STR(config.routes.items[0].headers.items[0].name, "Api-Key");
+    UNIT_CHECK_STR(config.routes.items[0].headers.items[0].value, "k1");
+    config_free(&config);
+    static const char *const bad[] = {
+        "routes: [{name: r, match: a, to: webhook, webhook_url: \"https://x\", headers: [a]}]\n",
+        "routes: [{name: r, match: a, to: webhook, webhook_url: \"https://x\", "
+        "headers: {\"A B\": x}}]\n",
+        "routes: [{name: r, match: a, to: webhook, webhook_url: \"https://x\", "
+        "headers: {A: x, a: y}}]\n",
+        "routes: [{name: r, match: a, to: webhook, webhook_url: \"https://x\", "
+        "headers: {A: \"x\\r\\nB: y\"}}]\n",
+        "newrelic: {accounts: [{name: a, account_id: \"12x\", api_key: k}]}\n",
+        "newrelic: {accounts: [{name: a, account_id: \"12\"}]}\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct butler_config refused;
+        FILE *sink = fopen("/dev/null", "w");
+        UNIT_CHECK(config_load_buffer("t.yaml", bad[i], strlen(bad[i]), false, &refused, sink) ==
+                   BUTLER_ERR_INVALID);
+        fclose(sink);
+    }
+}
+
 const struct unit_test unit_tests[] = {
-    UNIT_TEST(test_valid_to_line),         UNIT_TEST(test_days_left),
-    UNIT_TEST(test_never_release_rules),   UNIT_TEST(test_defaults_release_everyone_in_dry_run),
-    UNIT_TEST(test_monitor_config_checks), {0},
+    UNIT_TEST(test_route_headers),
+    UNIT_TEST(test_valid_to_line),
+    UNIT_TEST(test_days_left),
+    UNIT_TEST(test_never_release_rules),
+    UNIT_TEST(test_defaults_release_everyone_in_dry_run),
+    UNIT_TEST(test_monitor_config_checks),
+    {0},
 };

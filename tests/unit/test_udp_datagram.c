@@ -187,31 +187,118 @@ static void test_size(void)
     free(big);
 }
 
-static void test_utf8(void)
+#define FFFD "\xEF\xBF\xBD"
+
+static void test_utf8_decoded_with_replacement(void)
 {
-    /* M09: each invalid sequence in the task name and in the message. */
-    static const char *const bad[] = {"\x80", "\xE2\x82", "\xC0\xAF",          "\xED\xA0\x80",
-                                      "\xFE", "\xFF",     "F\xF6rs\xE4ljning", "\xF4\x90\x80\x80"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char text[512];
+    /* M09 and more: each invalid sequence in the task name and in the message
+     * is decoded as a standard decoder does (one U+FFFD per maximal invalid
+     * subpart; the expectations are what Python's and WHATWG's decoders give),
+     * and the event still goes out. */
+    static const struct {
+        const char *bad, *decoded;
+    } cases[] = {
+        {"\x80", FFFD},
+        {"\xE2\x82", FFFD},               /* truncated 3-byte sequence: one */
+        {"\xC0\xAF", FFFD FFFD},          /* overlong: C0 starts nothing */
+        {"\xED\xA0\x80", FFFD FFFD FFFD}, /* surrogate: A0 not after ED */
+        {"\xE0\x80\xAF", FFFD FFFD FFFD}, /* overlong 3-byte */
+        {"\xFE", FFFD},
+        {"\xFF", FFFD},
+        {"F\xF6rs\xE4ljning", "F" FFFD "rs" FFFD "ljning"}, /* Latin-1 */
+        {"\xF4\x90\x80\x80", FFFD FFFD FFFD FFFD},          /* above U+10FFFF */
+        {"\xF0\x9F\x98", FFFD},                             /* truncated 4-byte */
+        {"\xE2(\xA1", FFFD "(" FFFD},
+        {"\xF0\x9F\x98\x80\x80", "\xF0\x9F\x98\x80" FFFD},
+        {"\xF1\x80\x80\xC2\xB0", FFFD "\xC2\xB0"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[512], expected[64];
         snprintf(text, sizeof text,
                  "/scheduler-task-failed/;h;T%s;a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m",
-                 bad[i]);
-        UNIT_CHECK(parse(text) == UDP_DROP_UTF8);
+                 cases[i].bad);
+        UNIT_CHECK(parse(text) == UDP_DROP_NONE);
+        snprintf(expected, sizeof expected, "T%s", cases[i].decoded);
+        UNIT_CHECK_STR(event->fields[SENSE_FIELD_TASK_NAME], expected);
+        UNIT_CHECK(event->utf8_replaced && !event->sanitized);
         snprintf(text, sizeof text,
                  "/scheduler-task-failed/;h;T;a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m%s",
-                 bad[i]);
-        UNIT_CHECK(parse(text) == UDP_DROP_UTF8);
+                 cases[i].bad);
+        UNIT_CHECK(parse(text) == UDP_DROP_NONE);
+        snprintf(expected, sizeof expected, "m%s", cases[i].decoded);
+        UNIT_CHECK_STR(event->fields[SENSE_FIELD_MESSAGE], expected);
+        UNIT_CHECK(event->utf8_replaced);
     }
-    /* Valid multi-byte text is kept as is. */
+    /* An invalid byte never swallows the ';' after it: the fields stay where they are. */
+    UNIT_CHECK(parse("/scheduler-task-failed/;h;T\xE2\x82;A\xC3;u;"
+                     "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m\xF0") == UDP_DROP_NONE);
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_TASK_NAME], "T" FFFD);
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_APP_NAME], "A" FFFD);
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_USER], "u");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_MESSAGE], "m" FFFD);
+    /* Valid multi-byte text is kept as is, and not reported as replaced. */
     UNIT_CHECK(parse("/scheduler-task-failed/;h;F\xC3\xB6rs\xC3\xA4ljning \xE2\x82\xAC "
                      "\xF0\x9F\x98\x80;a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m") ==
                UDP_DROP_NONE);
     UNIT_CHECK_STR(event->fields[SENSE_FIELD_TASK_NAME],
                    "F\xC3\xB6rs\xC3\xA4ljning \xE2\x82\xAC \xF0\x9F\x98\x80");
+    UNIT_CHECK(!event->utf8_replaced);
+    /* Everything else malformed is still dropped: a replaced byte in a GUID or
+     * in the prefix makes it no GUID or no prefix. */
+    UNIT_CHECK(parse("/scheduler-task-failed/;h;t;a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a9\xFF;;d;"
+                     "E;x;m") == UDP_DROP_GUID);
+    UNIT_CHECK(parse("/scheduler-task-failed/;h;t;a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;"
+                     "\xC3\xA3"
+                     "c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34;d;E;x;m") == UDP_DROP_GUID);
+    UNIT_CHECK(parse("/scheduler-task-failed/\xFF;h;t;a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;"
+                     "E;x;m") == UDP_DROP_PREFIX);
     /* M19: UTF-16LE has NULs and a garbled prefix. */
     const char utf16[] = "/\0s\0c\0h\0;\0";
     UNIT_CHECK(parse_len(utf16, sizeof utf16 - 1) == UDP_DROP_PREFIX);
+}
+
+static void test_replacement_respects_the_field_cap(void)
+{
+    /* Each bad byte grows to 3 bytes: 400 of them would be 1200. The field is
+     * cut at 500 bytes before the first replacement that does not fit whole. */
+    char text[1024];
+    int head = snprintf(text, 200, "/scheduler-task-failed/;h;");
+    memset(text + head, 0xFF, 400);
+    snprintf(text + head + 400, 200, ";a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m");
+    UNIT_CHECK(parse(text) == UDP_DROP_NONE);
+    const char *name = event->fields[SENSE_FIELD_TASK_NAME];
+    UNIT_CHECK(strlen(name) == 498); /* 166 replacements */
+    for (size_t i = 0; i < 498; i += 3)
+        UNIT_CHECK(memcmp(name + i, FFFD, 3) == 0);
+    UNIT_CHECK(event->utf8_replaced && event->sanitized);
+    /* 499 ASCII bytes and then a bad byte: the replacement does not fit. */
+    head = snprintf(text, 200, "/scheduler-task-failed/;h;");
+    memset(text + head, 'a', 499);
+    text[head + 499] = '\x80';
+    snprintf(text + head + 500, 200, ";a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m");
+    UNIT_CHECK(parse(text) == UDP_DROP_NONE);
+    UNIT_CHECK(strlen(event->fields[SENSE_FIELD_TASK_NAME]) == 499);
+    UNIT_CHECK(!event->utf8_replaced && event->sanitized);
+    /* Every field at its worst at once still fits the event's storage. */
+    char *big = malloc(MAXB);
+    size_t used = (size_t)snprintf(big, MAXB, "/scheduler-distribute/");
+    for (int f = 1; f <= 10; f++) {
+        big[used++] = ';';
+        if (f == 5) {
+            used +=
+                (size_t)snprintf(big + used, MAXB - used, "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91");
+            continue;
+        }
+        if (f == 6)
+            continue;
+        memset(big + used, 0xC3, 1000); /* lone lead bytes */
+        used += 1000;
+    }
+    UNIT_CHECK(parse_len(big, used) == UDP_DROP_NONE);
+    for (size_t f = 0; f < SENSE_FIELD_COUNT; f++)
+        UNIT_CHECK(strlen(event->fields[f]) <= SENSE_FIELD_MAX_BYTES);
+    UNIT_CHECK(event->storage_used <= SENSE_EVENT_STORAGE_MAX);
+    free(big);
 }
 
 static void test_control_characters(void)
@@ -307,7 +394,6 @@ static void test_null_text(void)
 static void test_reason_names(void)
 {
     UNIT_CHECK_STR(udp_drop_reason_name(UDP_DROP_SIZE), "size");
-    UNIT_CHECK_STR(udp_drop_reason_name(UDP_DROP_UTF8), "utf8");
     UNIT_CHECK_STR(udp_drop_reason_name(UDP_DROP_PREFIX), "prefix");
     UNIT_CHECK_STR(udp_drop_reason_name(UDP_DROP_FIELD_COUNT), "field_count");
     UNIT_CHECK_STR(udp_drop_reason_name(UDP_DROP_GUID), "guid");
@@ -338,7 +424,8 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_prefix),
     UNIT_TEST(test_empty),
     UNIT_TEST(test_size),
-    UNIT_TEST(test_utf8),
+    UNIT_TEST(test_utf8_decoded_with_replacement),
+    UNIT_TEST(test_replacement_respects_the_field_cap),
     UNIT_TEST(test_control_characters),
     UNIT_TEST(test_truncation_on_utf8_boundary),
     UNIT_TEST(test_guids),

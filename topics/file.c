@@ -1,0 +1,442 @@
+/*
+ * File commands (see file.h): parse, check the paths against the approved
+ * directories of file.*, run the operation through file_system.c, answer.
+ */
+#include "topics/file.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+
+#include "bridge/core/json.h"
+#include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
+#include "bridge/core/runtime.h"
+#include "topics/publish.h"
+
+#define MODULE "file"
+
+/* PROGRESS note written once an operation succeeded: a replay answers it
+ * without running it again (the crash came between the work and the answer). */
+static const char done_note[] = "done";
+
+static const char *const operation_names[] = {"copy", "move", "delete", "mkdir"};
+
+bool file_operation_from_name(const char *name, enum file_operation *out)
+{
+    for (size_t i = 0; i < sizeof operation_names / sizeof operation_names[0]; i++)
+        if (strcmp(name, operation_names[i]) == 0) {
+            *out = (enum file_operation)i;
+            return true;
+        }
+    return false;
+}
+
+const char *file_operation_name(enum file_operation operation)
+{
+    return operation_names[operation];
+}
+
+bool file_wanted(const struct butler_config *config)
+{
+    return config->file.enable;
+}
+
+bool file_node_wanted(const struct butler_config *config)
+{
+    return config->file.enable && config->file.node[0] != '\0';
+}
+
+/* ---- parsing ---- */
+
+/* The Node.js Butler takes true/false and the strings "true"/"false". */
+static bool read_flag(const cJSON *json, const char *name, bool *value, char *error,
+                      size_t error_size)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, name);
+    *value = false;
+    if (item == NULL || cJSON_IsNull(item))
+        return true;
+    if (cJSON_IsBool(item)) {
+        *value = cJSON_IsTrue(item);
+        return true;
+    }
+    if (cJSON_IsString(item) && (strcasecmp(item->valuestring, "true") == 0 ||
+                                 strcasecmp(item->valuestring, "false") == 0)) {
+        *value = strcasecmp(item->valuestring, "true") == 0;
+        return true;
+    }
+    snprintf(error, error_size, "%s must be true or false", name);
+    return false;
+}
+
+static const char *required_string(const cJSON *json, const char *name, char *error,
+                                   size_t error_size)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, name);
+    if (item == NULL || cJSON_IsNull(item) || (cJSON_IsString(item) && !item->valuestring[0])) {
+        snprintf(error, error_size, "required parameter %s is missing", name);
+        return NULL;
+    }
+    if (!cJSON_IsString(item)) {
+        snprintf(error, error_size, "%s must be a string", name);
+        return NULL;
+    }
+    return item->valuestring;
+}
+
+enum butler_status file_request_parse(enum file_operation operation, const unsigned char *payload,
+                                      size_t length, struct file_request *request, char *error,
+                                      size_t error_size)
+{
+    memset(request, 0, sizeof *request);
+    request->operation = operation;
+    task_make_uuid(request->request_id);
+    if (length > TOPIC_PAYLOAD_MAX) {
+        snprintf(error, error_size, "the payload is larger than %d bytes", TOPIC_PAYLOAD_MAX);
+        return BUTLER_ERR_TOO_LARGE;
+    }
+    request->json = json_parse_exact((const char *)payload, length, NULL);
+    if (!cJSON_IsObject(request->json)) {
+        snprintf(error, error_size, "the payload must be a JSON object");
+        return BUTLER_ERR_INVALID;
+    }
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(request->json, "requestId");
+    if (cJSON_IsString(id) && id->valuestring[0] &&
+        strlen(id->valuestring) <= TASK_REQUEST_ID_MAX &&
+        task_valid_utf8((const unsigned char *)id->valuestring, strlen(id->valuestring)))
+        snprintf(request->request_id, sizeof request->request_id, "%s", id->valuestring);
+    else if (id != NULL) {
+        snprintf(error, error_size, "requestId must be a string of 1 to %d characters",
+                 TASK_REQUEST_ID_MAX);
+        return BUTLER_ERR_INVALID;
+    }
+    /* cJSON would end a path at an embedded \u0000 without a word. */
+    if (json_has_nul_escape((const char *)payload, length)) {
+        snprintf(error, error_size, "the payload contains a NUL character (\\u0000)");
+        return BUTLER_ERR_INVALID;
+    }
+    const cJSON *json = request->json;
+    switch (operation) {
+    case FILE_OPERATION_COPY:
+    case FILE_OPERATION_MOVE:
+        request->from_file = required_string(json, "fromFile", error, error_size);
+        if (request->from_file == NULL)
+            return BUTLER_ERR_INVALID;
+        request->to_file = required_string(json, "toFile", error, error_size);
+        if (request->to_file == NULL)
+            return BUTLER_ERR_INVALID;
+        if (!read_flag(json, "overwrite", &request->overwrite, error, error_size) ||
+            !read_flag(json, "preserveTimestamp", &request->preserve_timestamp, error, error_size))
+            return BUTLER_ERR_INVALID;
+        break;
+    case FILE_OPERATION_DELETE:
+        request->delete_file = required_string(json, "deleteFile", error, error_size);
+        if (request->delete_file == NULL)
+            return BUTLER_ERR_INVALID;
+        break;
+    case FILE_OPERATION_MKDIR:
+        request->directory = required_string(json, "directory", error, error_size);
+        if (request->directory == NULL || !read_flag(json, "qvd", &request->qvd, error, error_size))
+            return BUTLER_ERR_INVALID;
+        break;
+    }
+    return BUTLER_OK;
+}
+
+void file_request_clear(struct file_request *request)
+{
+    cJSON_Delete(request->json);
+    request->json = NULL;
+}
+
+/* ---- approved directories ---- */
+
+/* Gate 1 and normalization of one request path into `out`. */
+static enum butler_status normalize_field(const char *field, const char *path, char *out,
+                                          char *error, size_t error_size)
+{
+    char reason[FILE_ERROR_MAX];
+    enum butler_status status = file_path_check(path, strlen(path), true, reason, sizeof reason);
+    if (status != BUTLER_OK) {
+        snprintf(error, error_size, "%s: %s", field, reason);
+        return status;
+    }
+    status = file_path_normalize(path, out, FILE_PATH_MAX + 1);
+    if (status == BUTLER_ERR_DENIED)
+        snprintf(error, error_size, "%s: \"..\" leads above /", field);
+    else if (status != BUTLER_OK)
+        snprintf(error, error_size, "%s: the path is too long", field);
+    return status;
+}
+
+/* Is normalized `path` beneath configured directory `root`? Fills root_out
+ * (normalized) and *rest. */
+static bool beneath_root(const char *root, const char *path, char *root_out, const char **rest)
+{
+    return file_path_normalize(root, root_out, FILE_PATH_MAX + 1) == BUTLER_OK &&
+           file_path_beneath(root_out, path, rest);
+}
+
+/* The first approved pair with the source beneath `from` and the target
+ * beneath `to`. */
+static bool find_pair(const struct config_file_pair_list *pairs, struct file_places *places)
+{
+    for (size_t i = 0; i < pairs->count; i++)
+        if (beneath_root(pairs->items[i].from, places->source_path, places->source_root,
+                         &places->source.relative) &&
+            beneath_root(pairs->items[i].to, places->target_path, places->target_root,
+                         &places->target.relative))
+            return true;
+    return false;
+}
+
+static bool find_root(const struct config_string_list *roots, struct file_places *places)
+{
+    for (size_t i = 0; i < roots->count; i++)
+        if (beneath_root(roots->items[i], places->source_path, places->source_root,
+                         &places->source.relative))
+            return true;
+    return false;
+}
+
+enum butler_status file_request_places(const struct butler_config *config,
+                                       const struct file_request *request,
+                                       struct file_places *places, char *error, size_t error_size)
+{
+    enum butler_status status;
+    memset(places, 0, sizeof *places);
+    places->source.root = places->source_root;
+    places->target.root = places->target_root;
+    switch (request->operation) {
+    case FILE_OPERATION_COPY:
+    case FILE_OPERATION_MOVE: {
+        bool copy = request->operation == FILE_OPERATION_COPY;
+        status =
+            normalize_field("fromFile", request->from_file, places->source_path, error, error_size);
+        if (status == BUTLER_OK)
+            status =
+                normalize_field("toFile", request->to_file, places->target_path, error, error_size);
+        if (status != BUTLER_OK)
+            return status;
+        if (!find_pair(copy ? &config->file.copy : &config->file.move, places)) {
+            snprintf(error, error_size,
+                     "fromFile and toFile are not beneath an approved pair of directories "
+                     "(file.%s)",
+                     copy ? "copy" : "move");
+            return BUTLER_ERR_DENIED;
+        }
+        return BUTLER_OK;
+    }
+    case FILE_OPERATION_DELETE:
+        status = normalize_field("deleteFile", request->delete_file, places->source_path, error,
+                                 error_size);
+        if (status != BUTLER_OK)
+            return status;
+        if (!find_root(&config->file.delete_roots, places)) {
+            snprintf(error, error_size,
+                     "deleteFile is not beneath an approved directory (file.delete)");
+            return BUTLER_ERR_DENIED;
+        }
+        return BUTLER_OK;
+    case FILE_OPERATION_MKDIR:
+        break;
+    }
+    if (!request->qvd) {
+        status = normalize_field("directory", request->directory, places->source_path, error,
+                                 error_size);
+        if (status != BUTLER_OK)
+            return status;
+        if (!find_root(&config->file.mkdir_roots, places)) {
+            snprintf(error, error_size,
+                     "directory is not beneath an approved directory (file.mkdir)");
+            return BUTLER_ERR_DENIED;
+        }
+        return BUTLER_OK;
+    }
+    /* createdirqvd: directory is relative to file.qvd_path. */
+    char reason[FILE_ERROR_MAX];
+    status = file_path_check(request->directory, strlen(request->directory), false, reason,
+                             sizeof reason);
+    if (status != BUTLER_OK) {
+        snprintf(error, error_size, "directory: %s", reason);
+        return status;
+    }
+    if (config->file.qvd_path[0] == '\0') {
+        snprintf(error, error_size, "file.qvd_path is not set on this Butler");
+        return BUTLER_ERR_DENIED;
+    }
+    char joined[2 * (FILE_PATH_MAX + 1)];
+    snprintf(joined, sizeof joined, "%s/%s", config->file.qvd_path, request->directory);
+    status = normalize_field("directory", joined, places->source_path, error, error_size);
+    if (status != BUTLER_OK)
+        return status;
+    if (!beneath_root(config->file.qvd_path, places->source_path, places->source_root,
+                      &places->source.relative)) {
+        snprintf(error, error_size, "directory leads out of file.qvd_path");
+        return BUTLER_ERR_DENIED;
+    }
+    return BUTLER_OK;
+}
+
+/* ---- the worker ---- */
+
+static const char *reason_of(enum butler_status status)
+{
+    switch (status) {
+    case BUTLER_ERR_DENIED:
+        return "denied";
+    case BUTLER_ERR_NOT_FOUND:
+        return "not_found";
+    case BUTLER_ERR_INVALID:
+    case BUTLER_ERR_TOO_LARGE:
+        return "invalid";
+    default:
+        return "io";
+    }
+}
+
+static void answer(struct topic_message *message, const struct file_request *request,
+                   enum butler_status status, const char *error)
+{
+    const struct butler_config *config = butler_runtime_current->config;
+    const char *operation = file_operation_name(request->operation);
+    bool refused = status == BUTLER_ERR_DENIED || status == BUTLER_ERR_NOT_FOUND ||
+                   status == BUTLER_ERR_INVALID || status == BUTLER_ERR_TOO_LARGE;
+    const char *outcome = status == BUTLER_OK ? "done" : refused ? "refused" : "failed";
+    cJSON *root = cJSON_CreateObject();
+    if (root) {
+        cJSON_AddStringToObject(root, "requestId", request->request_id);
+        cJSON_AddStringToObject(root, "operation", operation);
+        cJSON_AddStringToObject(root, "status", outcome);
+        if (status != BUTLER_OK) {
+            cJSON_AddStringToObject(root, "reason", reason_of(status));
+            cJSON_AddStringToObject(root, "error", error);
+        }
+    }
+    char *text = root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    char labels[96];
+    snprintf(labels, sizeof labels, "operation=\"%s\",status=\"%s\"", operation, outcome);
+    metrics_count("butler_file_operations_total", labels,
+                  "File commands answered, by operation and status");
+    if (status == BUTLER_OK)
+        LOG_INFO(MODULE, "%s %s done", operation, request->request_id);
+    else
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "%s %s %s: %s", operation, request->request_id,
+                        outcome, error);
+    if (text == NULL) {
+        LOG_ERROR(MODULE, "out of memory answering %s; kept for the next start",
+                  request->request_id);
+        topic_message_keep(message);
+        topic_message_free(message);
+        return;
+    }
+    char topic[512];
+    snprintf(topic, sizeof topic, "%s/file/result", config->mqtt.topic_root);
+    /* No answer kept with the DONE record: recovery hands those to task
+     * start's requestId window, where a file answer does not belong. */
+    publish_answer(topic, message, text);
+    free(text);
+}
+
+static bool noted_done(const struct topic_message *message)
+{
+    for (size_t i = 0; i < message->note_count; i++)
+        if (strcmp(message->notes[i], done_note) == 0)
+            return true;
+    return false;
+}
+
+/* A token for temporary names that is the same for a request and its replay. */
+static void temp_token(const char *request_id, char out[17])
+{
+    uint64_t hash = 1469598103934665603ull; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)request_id; *p; p++)
+        hash = (hash ^ *p) * 1099511628211ull;
+    snprintf(out, 17, "%016llx", (unsigned long long)hash);
+}
+
+static enum butler_status run_operation(const struct file_request *request,
+                                        const struct file_places *places, bool replay, char *error,
+                                        size_t error_size)
+{
+    enum butler_status status;
+    char token[17];
+    temp_token(request->request_id, token);
+    const struct file_copy_options options = {
+        .overwrite = request->overwrite,
+        .preserve_timestamp = request->preserve_timestamp,
+        .temp_token = token,
+    };
+    /* A crash may have left this request's temporary file: the re-run uses
+     * a fresh name, so remove the old one first. */
+    if (replay &&
+        (request->operation == FILE_OPERATION_COPY || request->operation == FILE_OPERATION_MOVE))
+        file_remove_temporaries(&places->target, token);
+    switch (request->operation) {
+    case FILE_OPERATION_COPY:
+        return file_copy(&places->source, &places->target, &options, error, error_size);
+    case FILE_OPERATION_MOVE:
+        status = file_move(&places->source, &places->target, &options, error, error_size);
+        /* Killed after the rename but before the note: the move happened. */
+        if (replay && status == BUTLER_ERR_NOT_FOUND && file_exists(&places->target))
+            status = BUTLER_OK;
+        return status;
+    case FILE_OPERATION_DELETE:
+        status = file_delete(&places->source, error, error_size);
+        if (replay && status == BUTLER_ERR_NOT_FOUND)
+            status = BUTLER_OK;
+        return status;
+    case FILE_OPERATION_MKDIR:
+        return file_mkdir(&places->source, error, error_size);
+    }
+    return BUTLER_ERR_INTERNAL;
+}
+
+void file_run(struct topic_worker *worker, struct topic_message *message)
+{
+    (void)worker;
+    const struct butler_config *config = butler_runtime_current->config;
+    struct file_request request;
+    struct file_places *places = calloc(1, sizeof *places); /* 16 KiB: not on the stack */
+    char error[512] = "";
+    enum butler_status status;
+    enum file_operation operation = FILE_OPERATION_COPY;
+    const char *last = strrchr(message->topic, '/');
+    bool known = last && file_operation_from_name(last + 1, &operation);
+    status = file_request_parse(operation, message->payload, message->payload_length, &request,
+                                error, sizeof error);
+    if (!known) {
+        snprintf(error, sizeof error, "unknown file operation in topic %s", message->topic);
+        status = BUTLER_ERR_INVALID;
+    }
+    if (status != BUTLER_OK) {
+        metrics_count("butler_rejected_total", "family=\"file\",reason=\"payload\"",
+                      "Messages rejected as malformed, by topic family and reason");
+        goto answer;
+    }
+    if (places == NULL) {
+        snprintf(error, sizeof error, "out of memory");
+        status = BUTLER_ERR_NOMEM;
+        goto answer;
+    }
+    status = file_request_places(config, &request, places, error, sizeof error);
+    if (status != BUTLER_OK)
+        goto answer;
+    if (message->replay && noted_done(message)) {
+        LOG_INFO(MODULE, "replay: %s %s was done before the restart",
+                 file_operation_name(operation), request.request_id);
+        goto answer;
+    }
+    status = run_operation(&request, places, message->replay, error, sizeof error);
+    if (status == BUTLER_OK)
+        topic_message_note(message, done_note);
+answer:
+    answer(message, &request, status, error);
+    file_request_clear(&request);
+    free(places);
+}

@@ -1,0 +1,85 @@
+/*
+ * File operations as commands (contract 8.1): <root>/file/copy, move, delete
+ * and mkdir (and <root>/file/<file.node>/<op> when file.node is set), with
+ * the Node.js Butler's body keys (fromFile, toFile, overwrite,
+ * preserveTimestamp, deleteFile, directory) plus requestId, and for mkdir
+ * "qvd": true meaning directory is relative to file.qvd_path (createdirqvd).
+ *
+ * Each request gets exactly one answer on <root>/file/result (and on the
+ * MQTT v5 Response Topic with its Correlation Data):
+ *   {"requestId", "operation", "status": "done"|"refused"|"failed",
+ *    "reason"?: "invalid"|"denied"|"not_found"|"io", "error"?}
+ * "denied" means outside the approved directories (HTTP 403); the other
+ * refusals are the request's fault (HTTP 400); "failed" is the file system's.
+ *
+ * The work is done by bridge/clients/file_system.c beneath the approved
+ * directory that file.* names for the operation. Replay after a crash: an
+ * operation noted done is answered without running; a move whose source is
+ * gone and whose target is present is done; a delete whose file is gone is
+ * done; a copy removes its own stale temporary files and runs again.
+ */
+#ifndef BUTLER_TOPICS_FILE_H
+#define BUTLER_TOPICS_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "config/config.h"
+#include "bridge/clients/file_system.h"
+#include "topics/task_start.h"
+#include "topics/topics.h"
+
+enum file_operation {
+    FILE_OPERATION_COPY,
+    FILE_OPERATION_MOVE,
+    FILE_OPERATION_DELETE,
+    FILE_OPERATION_MKDIR,
+};
+
+/* A parsed request; the strings are borrowed from `json`. */
+struct file_request {
+    enum file_operation operation;
+    char request_id[TASK_REQUEST_ID_MAX + 1];
+    const char *from_file, *to_file, *delete_file, *directory;
+    bool overwrite, preserve_timestamp, qvd;
+    cJSON *json; /* owned; file_request_clear() */
+};
+
+/* Operation name ("copy", ...) of a topic's last level; false if none. */
+bool file_operation_from_name(const char *name, enum file_operation *out);
+const char *file_operation_name(enum file_operation operation);
+
+/* Parse a payload for `operation`. On failure `error` says why and
+ * request->request_id is still set (from the payload when readable).
+ * Pure, any thread. */
+enum butler_status file_request_parse(enum file_operation operation, const unsigned char *payload,
+                                      size_t length, struct file_request *request, char *error,
+                                      size_t error_size);
+void file_request_clear(struct file_request *request);
+
+/* Resolved places of a request under `config`'s approved directories. The
+ * normalized paths live in the struct. */
+struct file_places {
+    char source_root[FILE_PATH_MAX + 1], source_path[FILE_PATH_MAX + 1];
+    char target_root[FILE_PATH_MAX + 1], target_path[FILE_PATH_MAX + 1];
+    struct file_place source, target; /* source only: delete, mkdir */
+};
+
+/* Gates 1 and 2 of file_system.h against the approved lists: BUTLER_OK,
+ * BUTLER_ERR_INVALID (bad path text) or BUTLER_ERR_DENIED (outside the
+ * approved directories), with `error` naming the field and the reason.
+ * Pure (no file system access), any thread. */
+enum butler_status file_request_places(const struct butler_config *config,
+                                       const struct file_request *request,
+                                       struct file_places *places, char *error, size_t error_size);
+
+/* The worker entry point for every file command topic. */
+void file_run(struct topic_worker *worker, struct topic_message *message);
+
+/* topics.c: which instances subscribe (file.enable; and file.node set). */
+bool file_wanted(const struct butler_config *config);
+bool file_node_wanted(const struct butler_config *config);
+
+#endif
