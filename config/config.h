@@ -323,6 +323,22 @@ struct butler_config {
         int max_value_bytes;        /* hard cap on one value */
     } kv;
 
+    /* Sense engine (QIX) for app reload, list and dump (contract 8.2). */
+    struct {
+        char *url;       /* "" = engine operations off */
+        char *cert_file; /* "" = qrs.cert_file; likewise key_file, ca_file */
+        char *key_file;
+        char *ca_file;
+        char *verify_peer;    /* "", "true" or "false"; "" = qrs.verify_peer */
+        char *user_directory; /* "" = qrs.user_directory (and user_id likewise) */
+        char *user_id;
+        int timeout_ms;         /* connect, upgrade and every call but the reload */
+        int reload_timeout_s;   /* 0 = as long as the engine takes */
+        int max_sessions;       /* engine sockets open at once */
+        long max_message_bytes; /* extension: one engine message (an app dump part) */
+        int queue_max;          /* extension: app requests waiting for a session */
+    } engine;
+
     /* Cron schedules (retained <root>/schedules/<id>). */
     struct {
         bool enable; /* false: serve the API but never fire */

@@ -12,6 +12,8 @@
  */
 #include "config/config_internal.h"
 
+#include "bridge/clients/engine.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <limits.h>
@@ -24,6 +26,8 @@ static const char *const log_format_names[] = {"text", "json", NULL};
 static const char *const metrics_auth_names[] = {"token", "open", NULL};
 static const char *const route_to_names[] = {"slack", "teams", "email", "webhook", "mqtt", NULL};
 static const char *const http_method_names[] = {"POST", "PUT", NULL};
+/* "" = take qrs.verify_peer. */
+static const char *const inherit_bool_names[] = {"", "true", "false", NULL};
 static const char *const heartbeat_method_names[] = {"GET", "POST", NULL};
 static const char *const user_flag_rule_names[] = {"ignore", "yes", "no", NULL};
 
@@ -176,6 +180,19 @@ static const char *check_http_url(const char *value)
     return "expected an http:// or https:// URL, or \"\"";
 }
 
+static const char *check_engine_url(const char *value)
+{
+    char host[256];
+    int port = 0;
+    bool tls = false;
+    if (!*value)
+        return NULL;
+    if (!has_control(value) && !strchr(value, ' ') &&
+        engine_parse_url(value, host, sizeof host, &port, &tls) == BUTLER_OK)
+        return NULL;
+    return "expected a wss:// (or ws://, https://) URL with a host and an optional port, or \"\"";
+}
+
 static const char *check_smtp_url(const char *value)
 {
     if (!*value)
@@ -309,6 +326,7 @@ static const struct {
     {check_share_group, "name without /, + or #"},
     {check_route_name, "non-empty name without /, + or #"},
     {check_http_url, "URL starting with http or https, or empty"},
+    {check_engine_url, "wss://, ws:// or https:// URL with a host and optional port, or empty"},
     {check_smtp_url, "smtp:// or smtps:// URL, or empty"},
     {check_email, "e-mail address"},
     {check_email_or_empty, "e-mail address, or empty"},
@@ -801,6 +819,34 @@ static const struct key_def config_keys[] = {
      .doc = "Key-value namespaces, hard cap."},
     {K_INT("kv.max_value_bytes", CFG(kv.max_value_bytes), 1, 1048576, "65536"),
      .doc = "Largest key-value value."},
+
+    {K_STR("engine.url", CFG(engine.url), NULL, check_engine_url),
+     .doc = "Sense engine (QIX) URL, e.g. wss://sense.example.com:4747; empty = app reload, list "
+            "and dump off."},
+    {K_STR("engine.cert_file", CFG(engine.cert_file), NULL, check_single_line),
+     .doc = "Client certificate for the engine; empty = qrs.cert_file."},
+    {K_STR("engine.key_file", CFG(engine.key_file), NULL, check_single_line),
+     .doc = "Private key of engine.cert_file; empty = qrs.key_file."},
+    {K_STR("engine.ca_file", CFG(engine.ca_file), NULL, check_single_line),
+     .doc = "CA that verifies the engine's certificate; empty = qrs.ca_file."},
+    {K_WORD("engine.verify_peer", CFG(engine.verify_peer), inherit_bool_names, ""),
+     .doc = "Verify the engine's certificate: true, false, or empty = qrs.verify_peer."},
+    {K_STR("engine.user_directory", CFG(engine.user_directory), NULL, check_single_line),
+     .doc = "User directory in X-Qlik-User; empty = qrs.user_directory."},
+    {K_STR("engine.user_id", CFG(engine.user_id), NULL, check_single_line),
+     .doc = "User id in X-Qlik-User; empty = qrs.user_id."},
+    {K_INT("engine.timeout_ms", CFG(engine.timeout_ms), 1, 3600000, "30000"),
+     .doc = "Connect, upgrade and every engine call except the reload itself."},
+    {K_INT("engine.reload_timeout_s", CFG(engine.reload_timeout_s), 0, 604800, "0"),
+     .doc = "The longest a reload may run before it is cancelled; 0 = as long as the engine "
+            "takes."},
+    {K_INT("engine.max_sessions", CFG(engine.max_sessions), 1, 256, "4"),
+     .doc = "Engine WebSocket sessions open at once, all app operations together."},
+    {K_LONG("engine.max_message_bytes", CFG(engine.max_message_bytes), 4096, 268435456LL,
+            "8388608"),
+     .doc = "Largest message accepted from the engine; a larger one fails the operation."},
+    {K_INT("engine.queue_max", CFG(engine.queue_max), 1, 100000, "1000"),
+     .doc = "App requests waiting for an engine session, hard cap."},
 
     {K_BOOL("scheduler.enable", CFG(scheduler.enable), "true"),
      .doc = "Fire cron schedules; false serves the schedule API but never fires."},

@@ -6,8 +6,8 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(
   build-essential cmake pkg-config git ca-certificates openssl curl
   libmosquitto-dev libcurl4-openssl-dev libssl-dev libcjson-dev libyaml-dev
-  libcivetweb-dev civetweb mosquitto mosquitto-clients
-  python3 python3-paho-mqtt python3-pytest
+  libcivetweb-dev civetweb libwebsockets-dev mosquitto mosquitto-clients
+  python3 python3-paho-mqtt python3-pytest python3-websockets
 )
 if [[ "${1:-}" == "--test" ]]; then
   # Sanitizers, fuzzing (clang's libFuzzer), valgrind and load tools for the test suite.
@@ -22,4 +22,12 @@ done
 if ((${#missing[@]})); then
   apt-get update
   apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+if [[ "${1:-}" == "--test" ]]; then
+  # The engine simulator's fidelity check drives it with Qlik's enigma.js (tests/sim/enigma-check).
+  if command -v npm >/dev/null; then
+    (cd "$(dirname "$0")/../tests/sim/enigma-check" && npm install --no-audit --no-fund)
+  else
+    echo "install-deps: npm not found; the enigma.js check in tests/sim/test_engine_sim.py will skip" >&2
+  fi
 fi

@@ -23,6 +23,7 @@
 #include "bridge/clients/qrs.h"
 #include "bridge/store/spool.h"
 #include "bridge/core/worker_pool.h"
+#include "topics/app.h"
 #include "topics/events.h"
 #include "topics/file.h"
 #include "topics/kv.h"
@@ -73,6 +74,10 @@ static const struct topic_family families[] = {
     {"task_start", "%s/task/start/+", true, false, task_start_run, NULL, NULL},
     {"legacy_start_task", "qliksense/start_task", true, true, task_start_run_legacy, NULL, NULL},
     {"slack", "%s/slack/post", true, false, slack_run, NULL, NULL},
+    /* Sense engine app operations (topics/app.c); answers on <root>/app/result. */
+    {"app", "%s/app/reload", true, false, app_run, NULL, NULL},
+    {"app", "%s/app/list", true, false, app_run, NULL, NULL},
+    {"app", "%s/app/dump", true, false, app_run, NULL, NULL},
     {"teams", "%s/teams/post", true, false, routes_teams_run, NULL, NULL},
     {"email", "%s/email/send", true, false, routes_email_run, NULL, NULL},
     {"webhook", "%s/webhook/+", true, false, routes_webhook_run, NULL, NULL},
@@ -82,6 +87,8 @@ static const struct topic_family families[] = {
     {"routes", NULL, true, false, routes_run, NULL, NULL},
     /* Not shared: the HTTP request waiting for a result may be on any instance. */
     {"task_result", "%s/task/result", false, false, NULL, task_result_on_message, NULL},
+    /* Same waiter table, keyed by requestId: HTTP waits for app results too. */
+    {"app_result", "%s/app/result", false, false, NULL, task_result_on_message, NULL},
     /* Not shared: every instance keeps the whole store from the retained messages. */
     {"kv", "%s/kv/#", false, false, NULL, kv_on_message, kv_wanted},
     {"schedules", "%s/schedules/+", false, false, NULL, schedules_on_message, schedules_wanted},

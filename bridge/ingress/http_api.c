@@ -15,6 +15,7 @@
 #include <cjson/cJSON.h>
 
 #include "bridge/core/clock.h"
+#include "bridge/ingress/http_app.h"
 #include "bridge/ingress/http_body.h"
 #include "bridge/ingress/http_file.h"
 #include "bridge/ingress/http_newrelic.h"
@@ -91,6 +92,12 @@ static const struct route routes[] = {
     {"deleteSchedule", "/v4/schedules/*", M_DELETE, "DELETE", true, http_store_schedules_delete},
     {"startSchedule", "/v4/schedules/*/start", M_PUT, "PUT", true, http_store_schedules_start},
     {"stopSchedule", "/v4/schedules/*/stop", M_PUT, "PUT", true, http_store_schedules_stop},
+    /* Sense engine apps (bridge/ingress/http_app.c). */
+    {"senseAppReload", "/v4/app/*/reload", M_PUT, "PUT", true, http_app_reload},
+    {"senseAppDump", "/v4/app/*/dump", M_GET, "GET", true, http_app_dump},
+    {"senseAppDump", "/v4/senseappdump/*", M_GET, "GET", true, http_app_dump},
+    {"senseListApps", "/v4/apps/list", M_GET, "GET", true, http_app_list},
+    {"senseListApps", "/v4/senselistapps", M_GET, "GET", true, http_app_list},
     /* File operations (bridge/ingress/http_file.c). */
     {"fileCopy", "/v4/filecopy", M_PUT, "PUT", true, http_file_copy},
     {"fileMove", "/v4/filemove", M_PUT, "PUT", true, http_file_move},
@@ -107,7 +114,8 @@ enum { ROUTE_COUNT = sizeof routes / sizeof routes[0] };
 /* Names the Node.js Butler knows but Butler does not serve (yet): accepted in
  * http.endpoints with a warning, so a migrated allow-list still loads. */
 static const char *const node_only_endpoints[] = {
-    "updateSchedule", "senseAppReload", "senseAppDump", "senseListApps", NULL,
+    "updateSchedule",
+    NULL,
 };
 
 /* "scheduler.getSchedule" and "getSchedule" name the same switch. */
@@ -125,6 +133,17 @@ static bool endpoint_enabled(const struct butler_config *config, const char *nam
         if (strcasecmp(leaf_name(config->http.endpoints.items[i]), name) == 0)
             return true;
     return false;
+}
+
+/* Endpoints that need a configured back end: the engine ones are off (404,
+ * not listed) while engine.url is empty, as the Node.js Butler does not
+ * register an endpoint that is not enabled. */
+static bool route_available(const struct butler_config *config, const struct route *route)
+{
+    if (route->handler == http_app_reload || route->handler == http_app_dump ||
+        route->handler == http_app_list)
+        return config->engine.url[0] != '\0';
+    return true;
 }
 
 enum butler_status http_api_check_config(const struct butler_config *config)
@@ -234,6 +253,10 @@ void http_api_handle(struct http_exchange *exchange)
                          allowed[0] ? ", " : "", methods[i].name);
         const char *const allow[] = {"Allow", allowed[0] ? allowed : route->allow, NULL};
         http_exchange_reply_error(exchange, 405, "method not allowed on this endpoint", allow);
+        return;
+    }
+    if (!route_available(config, route)) {
+        http_exchange_reply_error(exchange, 404, "no such endpoint (or it is disabled)", NULL);
         return;
     }
     route->handler(exchange);
@@ -362,7 +385,9 @@ static void handle_endpoints(struct http_exchange *exchange)
         bool listed = false; /* several routes share a name (keyValueStore) */
         for (size_t j = 0; j < i && !listed; j++)
             listed = strcmp(routes[j].name, routes[i].name) == 0;
-        if (!listed && routes[i].v4 && endpoint_enabled(exchange->runtime->config, routes[i].name))
+        if (!listed && routes[i].v4 &&
+            endpoint_enabled(exchange->runtime->config, routes[i].name) &&
+            route_available(exchange->runtime->config, &routes[i]))
             cJSON_AddItemToArray(names, cJSON_CreateString(routes[i].name));
     }
     http_exchange_reply_cjson(exchange, 200, names);
@@ -635,4 +660,9 @@ bool http_api_publish_acknowledged(struct http_exchange *exchange, const char *t
                                    const char *payload, size_t length, int timeout_ms)
 {
     return publish_acknowledged(exchange, topic, payload, length, 1, false, timeout_ms);
+}
+
+bool http_api_query_flag(struct http_exchange *exchange, const char *name, bool *value)
+{
+    return query_flag(exchange, name, value);
 }

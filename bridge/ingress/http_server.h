@@ -79,6 +79,9 @@ void http_api_handle(struct http_exchange *exchange);
 bool http_api_read_json_body(struct http_exchange *exchange);
 bool http_api_publish_acknowledged(struct http_exchange *exchange, const char *topic,
                                    const char *payload, size_t length, int timeout_ms);
+/* Optional boolean query flag: absent = false; true/1, false/0; anything else
+ * is answered 400 and returns false. */
+bool http_api_query_flag(struct http_exchange *exchange, const char *name, bool *value);
 /* A query variable into out: 0 found, -1 absent, -2 too long, -3 holds a NUL. */
 int http_api_query_var(const struct http_exchange *exchange, const char *name, char *out,
                        size_t out_size);

@@ -182,9 +182,9 @@ class Client:
                         out.append(body)
         return out
 
-    def wait_result(self, request_id, timeout=15.0):
+    def wait_result(self, request_id, timeout=15.0, topic_suffix="/task/result"):
         def match(m):
-            if not m["topic"].endswith("/task/result"):
+            if not m["topic"].endswith(topic_suffix):
                 return False
             try:
                 return json.loads(m["payload"]).get("requestId") == request_id

@@ -45,6 +45,7 @@ IMPLEMENTED = {"butlerping", "senseStartTask", "mqttPublishMessage", "slackPostM
                "createNewSchedule", "deleteSchedule", "postNewRelicEvent", "postNewRelicMetric",
                "fileCopy", "fileMove", "fileDelete", "createDir", "createDirQVD"}
 BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+APP_ID = "a3c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34"
 
 
 # =============================================================================
@@ -940,6 +941,13 @@ def test_openapi_operation(api, operation):
         # The api instance has no notification secret: the callback is refused as 404
         # (its 200 is covered by test_notifications.py).
         "POST /qrs-notification/{secret}": ("/qrs-notification/not-the-secret", [], 404),
+        # The api instance has no engine.url: the engine endpoints are off (404); their
+        # success answers are checked against this description in test_app.py.
+        "PUT /v4/app/{appId}/reload": (f"/v4/app/{APP_ID}/reload", {}, 404),
+        "GET /v4/app/{appId}/dump": (f"/v4/app/{APP_ID}/dump", None, 404),
+        "GET /v4/senseappdump/{appId}": (f"/v4/senseappdump/{APP_ID}", None, 404),
+        "GET /v4/apps/list": ("/v4/apps/list", None, 404),
+        "GET /v4/senselistapps": ("/v4/senselistapps", None, 404),
         # The api instance runs no file worker: the missing-parameter answer here, the
         # rest in a scratch tree by test_file_ops.py.
         "PUT /v4/filecopy": ("/v4/filecopy", {"toFile": "/data/a"}, 400),
