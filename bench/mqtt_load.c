@@ -5,6 +5,15 @@
  *       Publish N task-start requests {"taskId","requestId"} to butler/task/start,
  *       keeping at most WINDOW requests unanswered (default 64), and wait for each
  *       answer on butler/task/result. Latency = publish -> result.
+ *   mqtt_load steady HOST PORT RATE SECONDS TASK_IDS [ROOT] [MAX_UNANSWERED]
+ *       Publish task-start requests at a steady RATE per second for SECONDS (paced
+ *       in 1 ms slices, not in a window), cycling over the comma-separated TASK_IDS,
+ *       a fresh requestId each, to ROOT/task/start (ROOT default "butler"); answers
+ *       on ROOT/task/result. Prints "READY" once subscribed, then one JSON line with
+ *       the counts, publish->result p50/p99/max overall and the p99 of every 10 s of
+ *       publishing (a pause, e.g. a compaction, shows there). If more than
+ *       MAX_UNANSWERED (default 100000) are outstanding, publishing waits and the
+ *       time spent waiting is reported (the rate was then not held).
  *   mqtt_load broker HOST PORT N [WINDOW]
  *       The broker's own pub->sub ceiling: one publisher and one subscriber client,
  *       200-byte payloads at QoS 1, at most WINDOW messages in flight (default 1000).
@@ -32,6 +41,7 @@ static long n_total, n_published, n_done, n_started, n_other, n_subscribed;
 static double *t_pub, *latency;
 static double t_first_done, t_last_done;
 static char run_tag[32];
+static char result_key[64]; /* "requestId":"<run_tag>- */
 
 static double now_ms(void)
 {
@@ -68,12 +78,10 @@ static void on_result(struct mosquitto *m, void *u, const struct mosquitto_messa
         (size_t)msg->payloadlen < sizeof buf - 1 ? (size_t)msg->payloadlen : sizeof buf - 1;
     memcpy(buf, msg->payload, len);
     buf[len] = 0;
-    char key[64];
-    snprintf(key, sizeof key, "\"requestId\":\"%s-", run_tag);
-    const char *p = strstr(buf, key);
+    const char *p = strstr(buf, result_key);
     if (!p)
         return; /* someone else's answer */
-    long i = strtol(p + strlen(key), NULL, 10);
+    long i = strtol(p + strlen(result_key), NULL, 10);
     double t = now_ms();
     pthread_mutex_lock(&lock);
     if (i >= 0 && i < n_total && latency[i] < 0) {
@@ -183,6 +191,17 @@ static double percentile(double *sorted, long n, double p)
     return sorted[i];
 }
 
+/* The latencies of answered requests, sorted, into `sorted` (n_total slots); returns how many. */
+static long answered_latencies(double *sorted)
+{
+    long k = 0;
+    for (long i = 0; i < n_total; i++)
+        if (latency[i] >= 0)
+            sorted[k++] = latency[i];
+    qsort(sorted, (size_t)k, sizeof *sorted, cmp_double);
+    return k;
+}
+
 static int mode_task(const char *host, int port, long n, const char *task_id, long window)
 {
     n_total = n;
@@ -191,6 +210,7 @@ static int mode_task(const char *host, int port, long n, const char *task_id, lo
     for (long i = 0; i < n; i++)
         latency[i] = -1;
     snprintf(run_tag, sizeof run_tag, "b%ld%d", (long)time(NULL), (int)getpid());
+    snprintf(result_key, sizeof result_key, "\"requestId\":\"%s-", run_tag);
     struct mosquitto *m = client(host, port, NULL, on_result);
     mosquitto_subscribe(m, NULL, "butler/task/result", 1);
     wait_subscribed(1);
@@ -209,15 +229,105 @@ static int mode_task(const char *host, int port, long n, const char *task_id, lo
     long done = wait_done(n, 15000, 600000);
     double seconds = (t_last_done - t0) / 1e3;
     double *sorted = malloc((size_t)n * sizeof *sorted);
-    long k = 0;
-    for (long i = 0; i < n; i++)
-        if (latency[i] >= 0)
-            sorted[k++] = latency[i];
-    qsort(sorted, (size_t)k, sizeof *sorted, cmp_double);
+    long k = answered_latencies(sorted);
     printf("{\"mode\":\"task\",\"sent\":%ld,\"answered\":%ld,\"started\":%ld,\"window\":%ld,"
            "\"seconds\":%.3f,\"rate\":%.0f,\"p50_ms\":%.2f,\"p99_ms\":%.2f,\"max_ms\":%.2f}\n",
            n, done, n_started, window, seconds, seconds > 0 ? done / seconds : 0,
            percentile(sorted, k, 0.5), percentile(sorted, k, 0.99), k ? sorted[k - 1] : 0);
+    mosquitto_disconnect(m);
+    mosquitto_loop_stop(m, false);
+    return done == n ? 0 : 1;
+}
+
+/* Sleep until `ms` on the CLOCK_MONOTONIC scale of now_ms(). */
+static void sleep_until_ms(double ms)
+{
+    struct timespec until;
+    until.tv_sec = (time_t)(ms / 1e3);
+    until.tv_nsec = (long)((ms - until.tv_sec * 1e3) * 1e6);
+    if (until.tv_nsec < 0)
+        until.tv_nsec = 0;
+    if (until.tv_nsec >= 1000000000L)
+        until.tv_nsec = 999999999L;
+    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL);
+}
+
+enum { STEADY_TASKS_MAX = 16, STEADY_SLICE_S = 10 };
+
+static int mode_steady(const char *host, int port, long rate, long seconds, char *task_list,
+                       const char *root, long max_unanswered)
+{
+    const char *tasks[STEADY_TASKS_MAX];
+    int task_count = 0;
+    for (char *save = NULL, *t = strtok_r(task_list, ",", &save);
+         t && task_count < STEADY_TASKS_MAX; t = strtok_r(NULL, ",", &save))
+        tasks[task_count++] = t;
+    if (task_count == 0 || rate <= 0 || seconds <= 0) {
+        fprintf(stderr, "mqtt_load steady: need RATE > 0, SECONDS > 0 and task ids\n");
+        return 2;
+    }
+    long n = rate * seconds;
+    n_total = n;
+    t_pub = calloc((size_t)n, sizeof *t_pub);
+    latency = malloc((size_t)n * sizeof *latency);
+    double *sorted = malloc((size_t)n * sizeof *sorted);
+    if (!t_pub || !latency || !sorted) {
+        fprintf(stderr, "mqtt_load steady: out of memory for %ld requests\n", n);
+        return 2;
+    }
+    for (long i = 0; i < n; i++)
+        latency[i] = -1;
+    snprintf(run_tag, sizeof run_tag, "s%ld%d", (long)time(NULL), (int)getpid());
+    snprintf(result_key, sizeof result_key, "\"requestId\":\"%s-", run_tag);
+    char start_topic[256], result_topic[256];
+    snprintf(start_topic, sizeof start_topic, "%s/task/start", root);
+    snprintf(result_topic, sizeof result_topic, "%s/task/result", root);
+    struct mosquitto *m = client(host, port, NULL, on_result);
+    mosquitto_subscribe(m, NULL, result_topic, 1);
+    wait_subscribed(1);
+    printf("READY\n");
+    double t0 = now_ms();
+    double waited_ms = 0;
+    for (long i = 0; i < n; i++) {
+        double due = t0 + (double)i * 1e3 / (double)rate;
+        if (now_ms() < due)
+            sleep_until_ms(due);
+        if (n_published - n_done >= max_unanswered) {
+            double before = now_ms();
+            wait_window(max_unanswered);
+            waited_ms += now_ms() - before;
+        }
+        char payload[200];
+        int len = snprintf(payload, sizeof payload, "{\"taskId\":\"%s\",\"requestId\":\"%s-%ld\"}",
+                           tasks[i % task_count], run_tag, i);
+        pthread_mutex_lock(&lock);
+        t_pub[i] = now_ms();
+        n_published++;
+        pthread_mutex_unlock(&lock);
+        mosquitto_publish(m, NULL, start_topic, len, payload, 1, false);
+    }
+    double publish_seconds = (now_ms() - t0) / 1e3;
+    long done = wait_done(n, 15000, 600000);
+    pthread_mutex_lock(&lock); /* latency[] is written by the network thread */
+    long k = answered_latencies(sorted);
+    printf("{\"mode\":\"steady\",\"rate_asked\":%ld,\"sent\":%ld,\"answered\":%ld,\"started\":%ld,"
+           "\"publish_seconds\":%.3f,\"rate_held\":%.0f,\"throttled_ms\":%.0f,"
+           "\"p50_ms\":%.2f,\"p99_ms\":%.2f,\"max_ms\":%.2f,\"p99_by_slice_ms\":[",
+           rate, n, done, n_started, publish_seconds, n / publish_seconds, waited_ms,
+           percentile(sorted, k, 0.5), percentile(sorted, k, 0.99), k ? sorted[k - 1] : 0);
+    /* p99 of each STEADY_SLICE_S seconds of requests (by publish time); unanswered ones
+     * count as the worst. */
+    long per_slice = rate * STEADY_SLICE_S;
+    for (long first = 0; first < n; first += per_slice) {
+        long last = first + per_slice < n ? first + per_slice : n;
+        long m_count = 0;
+        for (long i = first; i < last; i++)
+            sorted[m_count++] = latency[i] >= 0 ? latency[i] : 1e9;
+        qsort(sorted, (size_t)m_count, sizeof *sorted, cmp_double);
+        printf("%s%.2f", first ? "," : "", percentile(sorted, m_count, 0.99));
+    }
+    printf("]}\n");
+    pthread_mutex_unlock(&lock);
     mosquitto_disconnect(m);
     mosquitto_loop_stop(m, false);
     return done == n ? 0 : 1;
@@ -307,6 +417,10 @@ int main(int argc, char **argv)
     if (argc >= 6 && strcmp(argv[1], "task") == 0)
         return mode_task(argv[2], (int)number_argument(argv[3]), number_argument(argv[4]), argv[5],
                          argc > 6 ? number_argument(argv[6]) : 64);
+    if (argc >= 7 && strcmp(argv[1], "steady") == 0)
+        return mode_steady(argv[2], (int)number_argument(argv[3]), number_argument(argv[4]),
+                           number_argument(argv[5]), argv[6], argc > 7 ? argv[7] : "butler",
+                           argc > 8 ? number_argument(argv[8]) : 100000);
     if (argc >= 5 && strcmp(argv[1], "broker") == 0)
         return mode_broker(argv[2], (int)number_argument(argv[3]), number_argument(argv[4]),
                            argc > 5 ? number_argument(argv[5]) : 1000);

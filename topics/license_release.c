@@ -251,6 +251,19 @@ static enum butler_status report_noted(struct release_run *run, const cJSON *ite
     return status;
 }
 
+/* True when a note before `index` is an attempt for `license_id`. */
+static bool attempted_before(const struct topic_message *message, size_t index,
+                             const char *license_id)
+{
+    size_t id_length = strlen(license_id);
+    for (size_t i = 0; i < index; i++)
+        if (strncmp(message->notes[i], "attempt ", 8) == 0 &&
+            strncasecmp(message->notes[i] + 8, license_id, id_length) == 0 &&
+            message->notes[i][8 + id_length] == ' ')
+            return true;
+    return false;
+}
+
 /*
  * Replay: settle every allocation noted as attempted before the crash. A
  * noted release, or an attempted allocation QRS no longer has, was released:
@@ -269,6 +282,8 @@ static enum butler_status settle_attempts(struct release_run *run)
         enum butler_status status = BUTLER_OK;
         if (!is_plain_id(license_id) || type == NULL) {
             LOG_WARN(MODULE, "replay: ignoring an unreadable attempt note");
+        } else if (attempted_before(run->message, i, license_id)) {
+            /* Attempted again after an earlier replay: settled with the first note. */
         } else if (find_note(run->message, "released", license_id)) {
             status = report_noted(run, item, license_id);
         } else {

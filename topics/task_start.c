@@ -269,11 +269,37 @@ struct chosen_task {
     cJSON *task; /* task/full object or NULL; borrowed from `lookups` */
 };
 
+/* Most requests choose one task: the first few slots are inline, more go to
+ * the heap (up to TASK_CHOSEN_MAX). A 64 kB array per request made glibc
+ * consolidate its free lists on every task start. */
+enum { CHOSEN_INLINE = 8 };
+
 struct chosen_tasks {
-    struct chosen_task items[TASK_CHOSEN_MAX];
-    size_t count;
+    struct chosen_task *items; /* inline_items, or a heap array once more are chosen */
+    size_t count, capacity;
     cJSON *lookups; /* array owning every QRS answer */
+    struct chosen_task inline_items[CHOSEN_INLINE];
 };
+
+static bool grow_chosen(struct chosen_tasks *chosen)
+{
+    if (chosen->capacity >= TASK_CHOSEN_MAX)
+        return false;
+    size_t capacity =
+        chosen->capacity * 2 < TASK_CHOSEN_MAX ? chosen->capacity * 2 : TASK_CHOSEN_MAX;
+    struct chosen_task *items = malloc(capacity * sizeof *items);
+    if (items == NULL) {
+        LOG_ERROR(MODULE, "out of memory choosing tasks; the rest of the request's tasks are "
+                          "not started");
+        return false;
+    }
+    memcpy(items, chosen->items, chosen->count * sizeof *items);
+    if (chosen->items != chosen->inline_items)
+        free(chosen->items);
+    chosen->items = items;
+    chosen->capacity = capacity;
+    return true;
+}
 
 static bool already_chosen(const struct chosen_tasks *chosen, const char *task_id)
 {
@@ -286,7 +312,7 @@ static bool already_chosen(const struct chosen_tasks *chosen, const char *task_i
 static void choose(struct chosen_tasks *chosen, struct task_start_state *state, const char *id,
                    const char *name, const struct task_selector *selector, cJSON *task)
 {
-    if (already_chosen(chosen, id) || chosen->count >= sizeof chosen->items / sizeof *chosen->items)
+    if (already_chosen(chosen, id) || (chosen->count == chosen->capacity && !grow_chosen(chosen)))
         return;
     struct chosen_task *entry = &chosen->items[chosen->count++];
     snprintf(entry->id, sizeof entry->id, "%s", id);
@@ -741,17 +767,21 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
     struct task_request request;
     bool request_parsed = false;
     struct task_answer answer = {0};
-    struct chosen_tasks *chosen = calloc(1, sizeof *chosen);
-    struct chosen_task **startable = calloc(TASK_CHOSEN_MAX, sizeof *startable);
+    struct chosen_tasks *chosen = malloc(sizeof *chosen);
+    struct chosen_task **startable = NULL; /* once the tasks are chosen */
     answer.started = cJSON_CreateArray();
     answer.invalid = cJSON_CreateArray();
     answer.denied = cJSON_CreateArray();
     answer.failed = cJSON_CreateArray();
     answer.skipped = cJSON_CreateArray();
-    if (chosen)
+    if (chosen) {
+        chosen->items = chosen->inline_items;
+        chosen->count = 0;
+        chosen->capacity = CHOSEN_INLINE;
         chosen->lookups = cJSON_CreateArray();
-    if (!chosen || !chosen->lookups || !startable || !answer.started || !answer.invalid ||
-        !answer.denied || !answer.failed || !answer.skipped) {
+    }
+    if (!chosen || !chosen->lookups || !answer.started || !answer.invalid || !answer.denied ||
+        !answer.failed || !answer.skipped) {
         /* Left in the spool: the next start replays it. */
         LOG_ERROR(MODULE, "out of memory handling a task start; kept for the next start");
         topic_message_keep(message);
@@ -770,6 +800,12 @@ static void run_request(struct topic_worker *worker, struct topic_message *messa
     }
     for (size_t i = 0; i < request.selector_count; i++)
         resolve_selector(worker, state, &request.selectors[i], chosen, &answer);
+    startable = malloc((chosen->count ? chosen->count : 1) * sizeof *startable);
+    if (startable == NULL) {
+        LOG_ERROR(MODULE, "out of memory handling a task start; kept for the next start");
+        topic_message_keep(message);
+        goto out;
+    }
     size_t to_start = sort_chosen(config, &request, chosen, &answer, startable);
     if (to_start > 0 && request.kv_count > 0 && store_kv(&request, &answer) != BUTLER_OK) {
         for (size_t i = 0; i < to_start; i++)
@@ -786,6 +822,8 @@ out:
     if (chosen) {
         for (size_t i = 0; i < chosen->count; i++)
             free(chosen->items[i].name);
+        if (chosen->items != chosen->inline_items)
+            free(chosen->items);
         cJSON_Delete(chosen->lookups);
         free(chosen);
     }

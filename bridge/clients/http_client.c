@@ -16,6 +16,12 @@ enum { DEFAULT_MAX_RESPONSE = 4 * 1024 * 1024 };
 
 struct http_client {
     CURL *easy;
+    /* The TLS settings the handle was last set up with: while a request asks
+     * for the same ones, only its own options are set (no curl_easy_reset,
+     * no re-copying file names), which is most of a call's setup cost. */
+    bool configured;
+    bool verify_peer;
+    char *ca_file, *client_cert_file, *client_key_file;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -40,11 +46,21 @@ enum butler_status http_client_create(struct http_client **out)
     return BUTLER_OK;
 }
 
+static void forget_tls_settings(struct http_client *client)
+{
+    free(client->ca_file);
+    free(client->client_cert_file);
+    free(client->client_key_file);
+    client->ca_file = client->client_cert_file = client->client_key_file = NULL;
+    client->configured = false;
+}
+
 void http_client_destroy(struct http_client *client)
 {
     if (client == NULL)
         return;
     curl_easy_cleanup(client->easy);
+    forget_tls_settings(client);
     free(client);
 }
 
@@ -111,6 +127,56 @@ static size_t read_header(char *data, size_t size, size_t count, void *user)
     return length;
 }
 
+/* NULL and "" both mean "not set" (the file option is then left at curl's default). */
+static bool same_setting(const char *stored, const char *asked)
+{
+    if (asked == NULL || asked[0] == '\0')
+        return stored == NULL;
+    return stored != NULL && strcmp(stored, asked) == 0;
+}
+
+static char *copy_setting(const char *asked, bool *failed)
+{
+    if (asked == NULL || asked[0] == '\0')
+        return NULL;
+    char *copy = strdup(asked);
+    if (copy == NULL)
+        *failed = true;
+    return copy;
+}
+
+/* Reset the handle (its connection cache stays) and set what every request of
+ * this client shares; remembered so the next request with the same TLS
+ * settings skips this. */
+static void configure_handle(struct http_client *client, const struct http_request *request)
+{
+    CURL *easy = client->easy;
+    forget_tls_settings(client);
+    curl_easy_reset(easy);
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_body);
+    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, read_header);
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, request->verify_peer ? 1L : 0L);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, request->verify_peer ? 2L : 0L);
+    if (request->ca_file && request->ca_file[0])
+        curl_easy_setopt(easy, CURLOPT_CAINFO, request->ca_file);
+    if (request->client_cert_file && request->client_cert_file[0])
+        curl_easy_setopt(easy, CURLOPT_SSLCERT, request->client_cert_file);
+    if (request->client_key_file && request->client_key_file[0])
+        curl_easy_setopt(easy, CURLOPT_SSLKEY, request->client_key_file);
+    bool failed = false;
+    client->verify_peer = request->verify_peer;
+    client->ca_file = copy_setting(request->ca_file, &failed);
+    client->client_cert_file = copy_setting(request->client_cert_file, &failed);
+    client->client_key_file = copy_setting(request->client_key_file, &failed);
+    if (failed)
+        forget_tls_settings(client); /* configured again next time */
+    else
+        client->configured = true;
+}
+
 enum butler_status http_client_perform(struct http_client *client,
                                        const struct http_request *request,
                                        struct http_response *response)
@@ -125,27 +191,19 @@ enum butler_status http_client_perform(struct http_client *client,
     };
     char error_buffer[CURL_ERROR_SIZE] = "";
 
-    /* Reset keeps the connection cache; options from the last call are gone. */
-    curl_easy_reset(easy);
+    if (!client->configured || client->verify_peer != request->verify_peer ||
+        !same_setting(client->ca_file, request->ca_file) ||
+        !same_setting(client->client_cert_file, request->client_cert_file) ||
+        !same_setting(client->client_key_file, request->client_key_file))
+        configure_handle(client, request);
+    /* Every option a request sets is set on every call, so nothing of the
+     * previous request's lingers. */
     curl_easy_setopt(easy, CURLOPT_URL, request->url);
-    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, request->timeout_ms);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, request->connect_timeout_ms);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, error_buffer);
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_body);
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, &sink);
-    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, read_header);
     curl_easy_setopt(easy, CURLOPT_HEADERDATA, response);
-    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, request->verify_peer ? 1L : 0L);
-    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, request->verify_peer ? 2L : 0L);
-    if (request->ca_file && request->ca_file[0])
-        curl_easy_setopt(easy, CURLOPT_CAINFO, request->ca_file);
-    if (request->client_cert_file && request->client_cert_file[0])
-        curl_easy_setopt(easy, CURLOPT_SSLCERT, request->client_cert_file);
-    if (request->client_key_file && request->client_key_file[0])
-        curl_easy_setopt(easy, CURLOPT_SSLKEY, request->client_key_file);
     for (const char *const *line = request->headers; line && *line; line++) {
         struct curl_slist *grown = curl_slist_append(headers, *line);
         if (grown == NULL) {
@@ -162,8 +220,10 @@ enum butler_status http_client_perform(struct http_client *client,
     }
     headers = grown;
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+    /* HTTPGET first: it ends an earlier request's POST mode (its body). */
+    curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
     if (strcmp(request->method, "GET") == 0) {
-        curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+        curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, NULL);
     } else {
         curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, request->method);
         if (request->body || strcmp(request->method, "POST") == 0 ||

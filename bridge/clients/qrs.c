@@ -4,11 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "bridge/core/json.h"
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
+#include "bridge/core/random.h"
 
 #define MODULE "qrs"
 
@@ -31,12 +31,7 @@ void qrs_make_xrfkey(char out[17])
 {
     static const char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     unsigned char random_bytes[16];
-    if (getrandom(random_bytes, sizeof random_bytes, 0) != (ssize_t)sizeof random_bytes) {
-        /* getrandom on Linux does not fail for 16 bytes once booted; keep a
-         * non-constant fallback anyway. */
-        for (size_t i = 0; i < sizeof random_bytes; i++)
-            random_bytes[i] = (unsigned char)random();
-    }
+    random_fill(random_bytes, sizeof random_bytes);
     for (size_t i = 0; i < 16; i++)
         out[i] = alphabet[random_bytes[i] % (sizeof alphabet - 1)];
     out[16] = '\0';

@@ -44,6 +44,24 @@ static size_t json_escape_into(char *out, size_t used, size_t cap, const char *t
     return used;
 }
 
+/*
+ * "2026-01-31T12:34:56.789Z". The calendar part is formatted once per second
+ * and per thread (gmtime_r + strftime cost more than the rest of a log line).
+ */
+static void format_timestamp(const struct timespec *now, char *out, size_t out_size)
+{
+    static _Thread_local time_t cached_second = -1;
+    static _Thread_local char cached[32];
+    if (now->tv_sec != cached_second) {
+        struct tm utc;
+        gmtime_r(&now->tv_sec, &utc);
+        if (strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &utc) == 0)
+            cached[0] = '\0';
+        cached_second = now->tv_sec;
+    }
+    snprintf(out, out_size, "%s.%03ldZ", cached, now->tv_nsec / 1000000);
+}
+
 void log_write(enum log_level level, const char *module, const char *format, ...)
 {
     if (!log_enabled(level))
@@ -60,11 +78,8 @@ void log_write(enum log_level level, const char *module, const char *format, ...
 
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    struct tm utc;
-    gmtime_r(&now.tv_sec, &utc);
     char timestamp[40];
-    size_t n = strftime(timestamp, sizeof timestamp, "%Y-%m-%dT%H:%M:%S", &utc);
-    snprintf(timestamp + n, sizeof timestamp - n, ".%03ldZ", now.tv_nsec / 1000000);
+    format_timestamp(&now, timestamp, sizeof timestamp);
 
     char line[LOG_LINE_MAX + 256];
     if (atomic_load(&log_json)) {
@@ -79,9 +94,12 @@ void log_write(enum log_level level, const char *module, const char *format, ...
         snprintf(line, sizeof line, "%s %-5s [%s] %s", timestamp, level_names[level], module,
                  message);
     }
+    /* One write per line: stderr is unbuffered, so fputs + fputc cost two
+     * system calls, and a line must reach a journal or pipe whole anyway. */
+    size_t length = strnlen(line, sizeof line - 2);
+    line[length++] = '\n';
     pthread_mutex_lock(&log_mutex);
-    fputs(line, stderr);
-    fputc('\n', stderr);
+    fwrite(line, 1, length, stderr);
     fflush(stderr);
     pthread_mutex_unlock(&log_mutex);
 }

@@ -7,6 +7,7 @@
  * taken here with sigtimedwait(), so no handler runs in async-signal context.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -262,8 +263,18 @@ static void stop_daemon(struct butler_runtime *runtime, struct daemon_parts *par
     task_start_state_destroy(runtime->task_start);
 }
 
+/*
+ * glibc gives each thread that allocates its own arena (up to 8 per core), and
+ * freed memory stays resident per arena: with ~40 threads (HTTP, workers, UDP,
+ * MQTT) a burst leaves a peak in several arenas at once. Two arenas hold the
+ * UDP overload peak ~15 % lower at the same CPU per task start (bench/soak,
+ * BENCHMARKS.md); Butler's few busy threads barely contend on them.
+ */
+enum { MALLOC_ARENAS_MAX = 2 };
+
 int main(int argc, char **argv)
 {
+    mallopt(M_ARENA_MAX, MALLOC_ARENAS_MAX); /* before any thread exists */
     struct arguments arguments = {0};
     int exit_code = parse_arguments(argc, argv, &arguments);
     if (exit_code >= 0)

@@ -226,6 +226,13 @@ static void on_connect(struct mosquitto *mosq, void *object, int reason, int fla
              (flags & 1) ? "resumed" : "new");
     metrics_add(link->connects_total, 1);
     link->backoff_attempt = 0;
+    /* With a log callback set, libmosquitto formats a debug line (malloc +
+     * vsnprintf + free) for every packet it sends or receives, six per task
+     * start, only for on_log to drop it. Once connected, listen only when debug
+     * logging is on; the callback is back before every connect attempt, where
+     * its errors (TLS, DNS) are the useful ones. */
+    if (!log_enabled(LOG_LEVEL_DEBUG))
+        mosquitto_log_callback_set(link->mosq, NULL);
     subscribe_all(link);
     int rc = mosquitto_publish_v5(link->mosq, NULL, link->status_topic,
                                   (int)strlen(link->online_payload), link->online_payload, 1, true,
@@ -372,6 +379,7 @@ static void *network_thread(void *argument)
     bool have_socket = false;
     while (!is_stopping(link)) {
         if (!have_socket) {
+            mosquitto_log_callback_set(link->mosq, on_log);
             int rc = connect_once(link);
             if (rc != MOSQ_ERR_SUCCESS) {
                 LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "cannot reach broker %s:%d: %s",

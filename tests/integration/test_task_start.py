@@ -106,6 +106,25 @@ def test_topic_form_and_typed_items(butler, client, qrs):
     assert json.loads(kv[0]["payload"])["value"] == "42"
 
 
+def test_more_tasks_than_the_inline_slots(butler, client, qrs):
+    """One request choosing every task of the fixture (more than the 8 slots a request
+    holds before it grows onto the heap): each is started once and answered once."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "sim", "fixture.json")) as f:
+        task_ids = [t["id"] for t in json.load(f)["tasks"]]
+    assert len(task_ids) > 8
+    items = [{"type": "starttaskid", "payload": {"taskId": i}} for i in task_ids]
+    items.append({"type": "starttaskid", "payload": {"taskId": task_ids[0]}})  # chosen once
+    client.publish("butler/task/start", json.dumps(items))
+    result = json.loads(client.wait_for(
+        lambda m: m["topic"] == "butler/task/result"
+        and len(json.loads(m["payload"])["started"]) > 0)[0]["payload"])
+    answered = [t["taskId"] for key in ("started", "invalid", "failed", "denied")
+                for t in result.get(key, []) if "taskId" in t]
+    assert sorted(answered) == sorted(task_ids), result
+    for task_id in (t["taskId"] for t in result["started"]):
+        assert len(start_calls(qrs, task_id)) == 1, task_id
+
+
 def test_response_topic_and_correlation(butler, client, qrs):
     client.subscribe("replies/#")
     rid = request(client, {"taskId": TASK_SALES}, response_topic="replies/me",
