@@ -12,8 +12,9 @@
  * "denied" means outside the approved directories (HTTP 403); the other
  * refusals are the request's fault (HTTP 400); "failed" is the file system's.
  *
- * The work is done by bridge/clients/file_system.c beneath the approved
- * directory that file.* names for the operation. Replay after a crash: an
+ * The request schema and its parser are bridge/model/file_request.h (shared
+ * with the HTTP API). The work is done by bridge/clients/file_system.c
+ * beneath the approved directory that file.* names for the operation. Replay after a crash: an
  * operation noted done is answered without running; a move whose source is
  * gone and whose target is present is done; a delete whose file is gone is
  * done; a copy removes its own stale temporary files and runs again.
@@ -24,40 +25,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <cjson/cJSON.h>
-
 #include "config/config.h"
 #include "bridge/clients/file_system.h"
+#include "bridge/model/file_request.h"
 #include "topics/task_start.h"
 #include "topics/topics.h"
-
-enum file_operation {
-    FILE_OPERATION_COPY,
-    FILE_OPERATION_MOVE,
-    FILE_OPERATION_DELETE,
-    FILE_OPERATION_MKDIR,
-};
-
-/* A parsed request; the strings are borrowed from `json`. */
-struct file_request {
-    enum file_operation operation;
-    char request_id[TASK_REQUEST_ID_MAX + 1];
-    const char *from_file, *to_file, *delete_file, *directory;
-    bool overwrite, preserve_timestamp, qvd;
-    cJSON *json; /* owned; file_request_clear() */
-};
-
-/* Operation name ("copy", ...) of a topic's last level; false if none. */
-bool file_operation_from_name(const char *name, enum file_operation *out);
-const char *file_operation_name(enum file_operation operation);
-
-/* Parse a payload for `operation`. On failure `error` says why and
- * request->request_id is still set (from the payload when readable).
- * Pure, any thread. */
-enum butler_status file_request_parse(enum file_operation operation, const unsigned char *payload,
-                                      size_t length, struct file_request *request, char *error,
-                                      size_t error_size);
-void file_request_clear(struct file_request *request);
 
 /* Resolved places of a request under `config`'s approved directories. The
  * normalized paths live in the struct. */

@@ -17,7 +17,7 @@
 #include "bridge/core/json.h"
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
-#include "topics/file.h"
+#include "bridge/model/file_request.h"
 #include "bridge/model/task_result.h"
 
 #define MODULE "http"
