@@ -9,7 +9,8 @@
  * each), fed by a bounded queue (engine.queue_max), so a long reload never
  * holds the shared workers that start tasks.
  *
- * The request parser is separate so it can be unit-tested and fuzzed.
+ * The request schema and its parser are bridge/model/app_request.h, shared
+ * with the HTTP API (bridge/ingress/http_app.c), unit-tested and fuzzed.
  */
 #ifndef BUTLER_TOPICS_APP_H
 #define BUTLER_TOPICS_APP_H
@@ -19,37 +20,8 @@
 
 #include "bridge/core/runtime.h"
 #include "bridge/core/status.h"
+#include "bridge/model/app_request.h"
 #include "topics/topics.h"
-
-enum {
-    APP_REQUEST_ID_MAX = 64,
-    APP_ID_MAX = 128,
-    APP_CHAINED_TASKS_MAX = 64, /* per list (on success, on failure) */
-};
-
-enum app_operation { APP_OP_RELOAD, APP_OP_LIST, APP_OP_DUMP };
-
-struct app_request {
-    enum app_operation operation;
-    char request_id[APP_REQUEST_ID_MAX + 1];
-    char app_id[APP_ID_MAX + 1]; /* reload and dump */
-    int reload_mode;             /* 0..2 as the engine's qMode */
-    bool partial_reload;
-    char on_success[APP_CHAINED_TASKS_MAX][37]; /* task GUIDs */
-    size_t on_success_count;
-    char on_failure[APP_CHAINED_TASKS_MAX][37];
-    size_t on_failure_count;
-};
-
-/*
- * Parse a payload for `operation`. On BUTLER_OK *request is filled (a
- * requestId is generated when absent). On BUTLER_ERR_INVALID / TOO_LARGE,
- * `error` says why and request->request_id is still set so the answer can
- * carry it. Pure: no I/O, any thread, nothing to free.
- */
-enum butler_status app_request_parse(enum app_operation operation, const unsigned char *payload,
-                                     size_t payload_length, struct app_request *request,
-                                     char *error, size_t error_size);
 
 /* Start the engine client (when engine.url is set) and the app threads.
  * Start-up, after the worker pool exists. */

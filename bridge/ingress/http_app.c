@@ -14,7 +14,7 @@
 #include "bridge/core/clock.h"
 #include "bridge/core/json.h"
 #include "bridge/core/metrics.h"
-#include "topics/app.h"
+#include "bridge/model/app_request.h"
 #include "bridge/model/task_result.h"
 #include "bridge/model/task_request.h"
 

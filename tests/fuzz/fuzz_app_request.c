@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "bridge/clients/engine.h"
-#include "topics/app.h"
+#include "bridge/model/app_request.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

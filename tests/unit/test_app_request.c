@@ -6,7 +6,7 @@
 
 #include "bridge/clients/engine.h"
 #include "tests/unit/unit.h"
-#include "topics/app.h"
+#include "bridge/model/app_request.h"
 
 #define TASK_A "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91"
 
