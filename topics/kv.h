@@ -13,6 +13,9 @@
  *
  * With an MQTT 3.1.1 broker (no message expiry) Butler deletes expired pairs
  * itself from expiresAt: kv_housekeeping(), on the main thread once a second.
+ *
+ * The calls the HTTP API makes (reads of the view, writes through the broker)
+ * are declared in bridge/model/kv_store.h and implemented in topics/kv.c.
  */
 #ifndef BUTLER_TOPICS_KV_H
 #define BUTLER_TOPICS_KV_H
@@ -26,10 +29,7 @@
 #include "bridge/link/mqtt_link.h"
 #include "bridge/core/runtime.h"
 #include "bridge/core/status.h"
-
-enum {
-    KV_NAME_MAX = 1024, /* bytes in a namespace or key name */
-};
+#include "bridge/model/kv_store.h"
 
 /* ---- pure parts (unit-tested) ---- */
 
@@ -40,20 +40,10 @@ bool kv_name_valid(const char *name);
 enum butler_status kv_record_build(const char *namespace_name, const char *key, const char *value,
                                    long long ttl_ms, uint64_t now_wall_ms, char **payload);
 
-struct kv_record {
-    char *namespace_name;
-    char *key;
-    char *value;
-    long long ttl_ms;
-    uint64_t created_ms;
-    uint64_t expires_ms; /* 0 = never */
-};
-
 /* Parse a retained payload; BUTLER_ERR_INVALID when it is not a kv record.
  * On BUTLER_OK the caller owns *record (kv_record_clear). */
 enum butler_status kv_record_parse(const unsigned char *payload, size_t length,
                                    struct kv_record *record);
-void kv_record_clear(struct kv_record *record);
 
 /* Split "<root>/kv/<ns>/<key>" into its names (pointers into `topic`,
  * lengths out). False for anything else. */
@@ -62,12 +52,6 @@ bool kv_topic_split(const char *root, const char *topic, const char **namespace_
 
 /* The bounded view: namespaces of pairs. Not thread-safe by itself. */
 struct kv_view;
-
-enum kv_lookup {
-    KV_FOUND,
-    KV_NO_KEY,
-    KV_NO_NAMESPACE,
-};
 
 enum butler_status kv_view_create(size_t max_namespaces, size_t max_keys, struct kv_view **out);
 void kv_view_destroy(struct kv_view *view);
@@ -104,32 +88,6 @@ void kv_teardown(void);
 
 /* Direct family handler for <root>/kv/#: network thread, never blocks long. */
 void kv_on_message(const struct mqtt_message *message, void *context);
-
-/*
- * Store one pair: evicts the oldest-written key first when the namespace is
- * full, publishes the retained record and waits for the broker's PUBACK, then
- * updates the view (read-your-writes). timeout_ms > 0: give up after that
- * long (BUTLER_ERR_NOT_CONNECTED / TIMEOUT: answer 503); timeout_ms <= 0:
- * wait for the broker like every worker publish (publish_reliably).
- * BUTLER_ERR_INVALID bad names, BUTLER_ERR_TOO_LARGE value over
- * kv.max_value_bytes, BUTLER_ERR_DENIED kv.max_namespaces reached; `error`
- * says which. Worker or HTTP threads, never the network thread.
- */
-enum butler_status kv_put(struct butler_runtime *runtime, const char *namespace_name,
-                          const char *key, const char *value, long long ttl_ms, int timeout_ms,
-                          char *error, size_t error_size);
-
-/* Delete one pair / a whole namespace (empty retained messages, acknowledged).
- * BUTLER_ERR_NOT_FOUND when absent. Same threads and timeouts as kv_put. */
-enum butler_status kv_delete(struct butler_runtime *runtime, const char *namespace_name,
-                             const char *key, int timeout_ms);
-enum butler_status kv_delete_namespace(struct butler_runtime *runtime, const char *namespace_name,
-                                       int timeout_ms);
-
-/* Reads from the view (copies; any thread). */
-enum kv_lookup kv_lookup(const char *namespace_name, const char *key, struct kv_record *record);
-cJSON *kv_namespaces(void);
-cJSON *kv_keys(const char *namespace_name, bool *exists);
 
 /* Main thread, once a second: drop expired pairs from the view; with an MQTT
  * 3.1.1 broker also delete them on the broker (empty retained). */

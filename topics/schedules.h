@@ -18,7 +18,8 @@
  * startupState only sets the state a new schedule starts in.
  *
  * Threads: the scheduler thread is the only one that computes firing times;
- * the network thread only records messages; HTTP threads call the API below.
+ * the network thread only records messages; HTTP threads call the API in
+ * bridge/model/schedule_store.h, which schedules.c implements.
  */
 #ifndef BUTLER_TOPICS_SCHEDULES_H
 #define BUTLER_TOPICS_SCHEDULES_H
@@ -31,6 +32,7 @@
 #include "bridge/link/mqtt_link.h"
 #include "bridge/core/runtime.h"
 #include "bridge/core/status.h"
+#include "bridge/model/schedule_store.h"
 
 /* Start-up (main thread): the in-memory list. */
 enum butler_status schedules_setup(const struct butler_config *config);
@@ -42,23 +44,5 @@ void schedules_teardown(void);
 
 /* Direct family handler for <root>/schedules/+ (network thread). */
 void schedules_on_message(const struct mqtt_message *message, void *context);
-
-/*
- * HTTP API helpers (HTTP threads). Writes publish the retained record and
- * wait up to timeout_ms for the broker (BUTLER_ERR_NOT_CONNECTED/TIMEOUT ->
- * 503); BUTLER_ERR_NOT_FOUND for an unknown id; BUTLER_ERR_INVALID with
- * `error` set for a bad body, BUTLER_ERR_DENIED over scheduler.max_schedules. Returned JSON is
- * owned by the caller.
- */
-cJSON *schedules_list(const char *id, bool *found);
-enum butler_status schedules_create(struct butler_runtime *runtime, const char *body,
-                                    size_t body_length, int timeout_ms, cJSON **created,
-                                    char *error, size_t error_size);
-enum butler_status schedules_delete(struct butler_runtime *runtime, const char *id, int timeout_ms);
-/* id NULL = every schedule. *out: the changed schedule(s) as an array. */
-enum butler_status schedules_set_state(struct butler_runtime *runtime, const char *id, bool start,
-                                       int timeout_ms, cJSON **out);
-/* "<id>: cron status: Running|Stopped\n" per schedule (caller frees). */
-char *schedules_status_text(void);
 
 #endif

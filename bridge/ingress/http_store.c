@@ -1,7 +1,9 @@
 /*
  * HTTP endpoints of the key-value store and schedules (see http_store.h).
- * The stores themselves are topics/kv.c and topics/schedules.c; this file
- * only turns requests into calls and results into the Node.js shapes.
+ * The stores themselves are topics/kv.c and topics/schedules.c, reached only
+ * through their interfaces in bridge/model/kv_store.h and schedule_store.h;
+ * this file only turns requests into calls and results into the Node.js
+ * shapes.
  */
 #include "bridge/ingress/http_store.h"
 
@@ -15,8 +17,8 @@
 #include "bridge/ingress/http_body.h"
 #include "bridge/core/json.h"
 #include "bridge/core/log.h"
-#include "topics/kv.h"
-#include "topics/schedules.h"
+#include "bridge/model/kv_store.h"
+#include "bridge/model/schedule_store.h"
 
 #define MODULE "http"
 
