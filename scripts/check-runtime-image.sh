@@ -17,17 +17,18 @@
 #   DEBIAN_MIRROR=...  (default http://deb.debian.org/debian)
 #
 # Needs root (debootstrap, chroot, mount), debootstrap, curl and openssl on the
-# host. Downloaded .debs are cached in build/runtime-image/debs, so a rerun
-# downloads nothing new. Takes a few minutes the first time, so scripts/test.sh
-# does not run it (see the README).
+# host. The minbase tarball and downloaded .debs are cached in build/debian-rootfs
+# (scripts/lib/debian-rootfs.sh), so a rerun debootstraps and downloads nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root_dir="$PWD"
 build_dir="$(cd "${1:-build}" && pwd)"
-mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# shellcheck source=scripts/lib/debian-rootfs.sh
+source scripts/lib/debian-rootfs.sh
+# shellcheck source=scripts/lib/poll.sh
+source scripts/lib/poll.sh
 work="$root_dir/build/runtime-image"
 rootfs="$work/rootfs"
-cache="$work/debs"
 t0=$(date +%s.%N)
 phase_start=$t0
 say() { printf 'check-runtime-image: %s\n' "$*"; }
@@ -43,8 +44,7 @@ skip() { printf 'check-runtime-image: SKIPPED: %s\n' "$*"; exit 0; }
 [[ $(id -u) == 0 ]] || skip "needs root (debootstrap, chroot, mount)"
 command -v debootstrap >/dev/null || die "debootstrap is not installed: apt-get install debootstrap"
 # Not failing when Debian's mirror is out of reach (an offline machine): say so.
-curl -sfI --max-time 20 "$mirror/dists/bookworm/Release" >/dev/null \
-  || skip "Debian's mirror $mirror is not reachable"
+debian_rootfs_mirror_ok || skip "Debian's mirror $DEBIAN_MIRROR is not reachable"
 [[ -x "$build_dir/butler" ]] || die "$build_dir/butler is not built"
 
 mounted=()
@@ -58,21 +58,10 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- 1. minbase root filesystem --------------------------------------------------
-if [[ -d "$rootfs" ]]; then
-  umount -l "$rootfs/proc" 2>/dev/null || true
-  rm -rf --one-file-system "$rootfs"
-fi
-mkdir -p "$rootfs" "$cache"
-debootstrap --variant=minbase --cache-dir="$cache" bookworm "$rootfs" "$mirror" \
-  >"$work/debootstrap.log" 2>&1 || { tail -30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
-phase "debootstrap --variant=minbase bookworm"
+# One debootstrap per CI run, shared with scripts/check-packages.sh (scripts/lib/debian-rootfs.sh).
+debian_rootfs_unpack "$rootfs" || die "debootstrap failed"
+phase "debootstrap --variant=minbase bookworm (or its cached tarball), unpacked"
 
-# The suites debian:12-slim uses.
-cat >"$rootfs/etc/apt/sources.list" <<EOF
-deb $mirror bookworm main
-deb $mirror bookworm-updates main
-deb http://deb.debian.org/debian-security bookworm-security main
-EOF
 cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
 mount -t proc proc "$rootfs/proc" && mounted+=("$rootfs/proc")
 
@@ -80,12 +69,13 @@ mount -t proc proc "$rootfs/proc" && mounted+=("$rootfs/proc")
 # shellcheck disable=SC2207  # one word per package, as the Dockerfile's $(sed ...)
 packages=($(sed -e 's/#.*//' docker/runtime-packages.txt))
 say "runtime packages: ${packages[*]}"
-cp "$cache"/*.deb "$rootfs/var/cache/apt/archives/" 2>/dev/null || true
+debian_rootfs_seed_debs "$rootfs"
+# --force-unsafe-io: no fsync per unpacked file in a throw-away chroot (as in Debian's images).
 chroot "$rootfs" /usr/bin/env DEBIAN_FRONTEND=noninteractive sh -c \
-  'apt-get update -q && apt-get install -y -q --no-install-recommends "$@"' apt "${packages[@]}" \
+  'apt-get update -q && apt-get install -y -q -o Dpkg::Options::=--force-unsafe-io --no-install-recommends "$@"' apt "${packages[@]}" \
   >"$work/apt.log" 2>&1 || { tail -30 "$work/apt.log" >&2; die "apt-get install in the chroot failed"; }
-cp -n "$rootfs"/var/cache/apt/archives/*.deb "$cache/" 2>/dev/null || true
-rm -rf --one-file-system "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
+debian_rootfs_harvest_debs "$rootfs"
+rm -rf --one-file-system "$rootfs"/var/lib/apt/lists/*
 phase "apt-get install --no-install-recommends (${#packages[@]} packages)"
 
 # The same user and directories as the Dockerfile's runtime stage.
@@ -123,19 +113,7 @@ in_chroot butler --check-config /etc/butler/butler.yaml >"$work/check-config.txt
 say "butler --check-config /etc/butler/butler.yaml: ok"
 
 # ---- 4. real starts ---------------------------------------------------------------
-free_port() {
-  /usr/bin/python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET,getattr(socket,sys.argv[1])); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"
-}
-wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...: poll until COMMAND succeeds
-  local deadline=$((SECONDS + $1)) what=$2
-  shift 2
-  until "$@"; do
-    ((SECONDS < deadline)) || die "timed out waiting for $what"
-    sleep 0.1
-  done
-}
 alive() { kill -0 "$1" 2>/dev/null; }
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Certificates for an HTTPS listener (what CivetWeb loads through the shims).
 bash tests/pki/make_pki.sh "$work/pki" >/dev/null

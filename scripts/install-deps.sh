@@ -14,6 +14,13 @@ if [[ "${1:-}" == "--test" ]]; then
   packages+=(clang libclang-rt-14-dev valgrind wrk)
   # Packaging checks: the runtime image's package list in a chroot, shell lint.
   packages+=(debootstrap shellcheck)
+  # scripts/check-packages.sh: the image and compose stack with podman (rootful:
+  # runc, CNI bridge networks with name resolution, iptables), the .deb and lintian.
+  packages+=(podman runc containernetworking-plugins golang-github-containernetworking-plugin-dnsname
+    iptables podman-compose debhelper lintian)
+elif [[ "${1:-}" == "--deb" ]]; then
+  # scripts/build-deb.sh: dpkg-buildpackage with debhelper.
+  packages+=(debhelper)
 fi
 missing=()
 for package in "${packages[@]}"; do

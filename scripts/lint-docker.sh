@@ -96,7 +96,8 @@ fi
 
 # ---- shell scripts -------------------------------------------------------------
 if command -v shellcheck >/dev/null; then
-  if shellcheck docker/healthcheck.sh scripts/lint-docker.sh scripts/check-runtime-image.sh \
+  if shellcheck -x docker/healthcheck.sh scripts/lint-docker.sh scripts/check-runtime-image.sh \
+      scripts/check-packages.sh scripts/build-deb.sh scripts/lib/debian-rootfs.sh scripts/lib/poll.sh \
       scripts/verify-systemd.sh; then
     note "shellcheck: packaging scripts clean"
   else

@@ -5,9 +5,11 @@
 #   valgrind     the task-start, crash and MQTT-link integration tests with butler under memcheck
 #   build-fuzz/  clang + libFuzzer: every fuzz target for a bounded time on its seed corpus
 # and checks the packaging: docker/Dockerfile (dockerfilelint), deploy/systemd/butler.service
-# (systemd-analyze) and the runtime image's package list (a debootstrap chroot, ~40 s).
+# (systemd-analyze), the runtime image's package list (a debootstrap chroot, ~40 s), and
+# what users install (scripts/check-packages.sh: the image and compose stack with podman,
+# the Debian package in a clean chroot, lintian).
 # Source rules first (clang-format, banned calls: scripts/check-source.sh).
-# Exits non-zero if anything fails. Target: well under 10 minutes on 2 cores.
+# Exits non-zero if anything fails. Target: under 15 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --test
@@ -33,7 +35,11 @@ bench/soak --seconds 60 --rate 300 --window 10 --sample 2 --check --max-spool-mb
 # needs is out of reach (npm registry, Debian mirror, root) and fails otherwise.
 bash scripts/lint-docker.sh || status=1
 bash scripts/verify-systemd.sh build || status=1
+# One debootstrap per run, shared by the two checks below (scripts/lib/debian-rootfs.sh).
+rm -f build/debian-rootfs/bookworm-minbase.tar
 bash scripts/check-runtime-image.sh build || status=1
+# The image built and run with podman, the compose stack, the .deb installed in a clean chroot.
+bash scripts/check-packages.sh build || status=1
 
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBUTLER_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"

@@ -24,6 +24,10 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 sed -e "s|^ExecStart=/usr/local/bin/butler |ExecStart=$build_dir/butler |" "$unit" >"$scratch/butler.service"
 
+# verify runs `man` for each Documentation=man:... page: the build tree's (cmake/man.cmake).
+[[ -s "$build_dir/man/man1/butler.1" && -s "$build_dir/man/man5/butler.yaml.5" ]] \
+  || { echo "verify-systemd: FAIL: $build_dir/man has no butler.1 or butler.yaml.5 (build target butler_man)" >&2; exit 1; }
+export MANPATH="$build_dir/man:"
 if ! systemd-analyze verify "$scratch/butler.service" >"$scratch/verify.txt" 2>&1 || [[ -s "$scratch/verify.txt" ]]; then
   cat "$scratch/verify.txt" >&2
   echo "verify-systemd: FAIL: systemd-analyze verify $unit" >&2

@@ -23,6 +23,7 @@
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "bridge/core/worker_pool.h"
+#include "bridge/store/expiring_map.h"
 #include "topics/publish.h"
 #include "topics/task_start.h"
 
@@ -32,11 +33,16 @@ enum {
     LOG_TAIL_MAX = 4096,     /* bytes of reload log kept for the event */
     PROGRESS_POLL_MS = 1000, /* GetProgress while a reload runs */
     DUMP_LIST_ITEMS_MAX = 10000,
+    RELOAD_REQUESTS_MAX = 20000, /* requestIds remembered; the oldest go first */
+    REMEMBERED_ANSWER_MAX = 4096,
     SUBMIT_SLICE_MS = 1000,
 };
 
 static struct engine_client *engine;
 static struct worker_pool *app_pool;
+/* Reload requestIds seen within task_start.dedup_ttl_s, with their answers
+ * (or "" while running): a redelivered request is not reloaded again. */
+static struct expiring_map *reload_requests;
 
 static const char *const operation_names[] = {"reload", "list", "dump"};
 
@@ -197,6 +203,12 @@ static void send_answer(struct topic_message *message, cJSON *answer)
         topic_message_free(message);
         return;
     }
+    const char *op = json_string_member(answer, "op");
+    const char *request_id = json_string_member(answer, "requestId");
+    if (reload_requests && op && strcmp(op, "reload") == 0 && request_id)
+        expiring_map_put(reload_requests, request_id,
+                         strlen(text) <= REMEMBERED_ANSWER_MAX ? text : "",
+                         (uint64_t)config->task_start.dedup_ttl_s * 1000u, NULL);
     char topic[512];
     snprintf(topic, sizeof topic, "%s/app/result", config->mqtt.topic_root);
     publish_answer(topic, message, text);
@@ -749,6 +761,33 @@ static void run_reload(struct topic_message *message, const struct app_request *
 
 /* ---- threads ---- */
 
+/* False for a reload requestId seen within the window: the message is then
+ * answered with the earlier answer, or (still running) left to the first
+ * copy's answer. Takes `message` when it returns false. */
+static bool first_time(struct topic_message *message, const struct app_request *request)
+{
+    const struct butler_config *config = butler_runtime_current->config;
+    char *earlier = NULL;
+    if (reload_requests == NULL ||
+        expiring_map_insert_new(reload_requests, request->request_id, "",
+                                (uint64_t)config->task_start.dedup_ttl_s * 1000u,
+                                &earlier) != BUTLER_ERR_DENIED)
+        return true;
+    metrics_count("butler_app_reload_duplicates_total", "",
+                  "App reload requests whose requestId was already seen");
+    LOG_INFO(MODULE, "reload request %s already seen; not reloading app %s again",
+             request->request_id, request->app_id);
+    if (earlier && earlier[0]) {
+        char topic[512];
+        snprintf(topic, sizeof topic, "%s/app/result", config->mqtt.topic_root);
+        publish_answer(topic, message, earlier);
+    } else {
+        topic_message_free(message);
+    }
+    free(earlier);
+    return false;
+}
+
 static void run_app(void *worker_state, void *item)
 {
     (void)worker_state;
@@ -787,6 +826,8 @@ static void run_app(void *worker_state, void *item)
         run_list(message, request, answer);
     } else if (operation == APP_OP_DUMP) {
         run_dump(message, request, answer);
+    } else if (!first_time(message, request)) {
+        cJSON_Delete(answer);
     } else {
         run_reload(message, request, answer);
     }
@@ -849,6 +890,8 @@ enum butler_status app_setup(struct butler_runtime *runtime)
             return status;
         }
     }
+    if (expiring_map_create(RELOAD_REQUESTS_MAX, &reload_requests) != BUTLER_OK)
+        return BUTLER_ERR_NOMEM;
     /* One thread per engine session: a thread never waits for a slot. */
     struct worker_pool_callbacks callbacks = {0};
     return worker_pool_create(config->engine.max_sessions, (size_t)config->engine.queue_max,
@@ -870,4 +913,6 @@ void app_teardown(void)
     app_pool = NULL;
     engine_client_destroy(engine);
     engine = NULL;
+    expiring_map_destroy(reload_requests);
+    reload_requests = NULL;
 }

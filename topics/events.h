@@ -25,7 +25,7 @@
 
 #include "bridge/core/runtime.h"
 #include "bridge/core/status.h"
-#include "bridge/ingress/udp_datagram.h"
+#include "bridge/model/sense_event.h"
 
 enum {
     EVENTS_ENRICH_BUDGET_MS = 5000, /* QRS enrichment never delays an event longer */
@@ -51,9 +51,9 @@ void events_teardown(void);
  * the UDP publisher thread. events_spill records the event in the spool and
  * queues it behind older ones (broker down, ring above its threshold, or
  * shutdown); BUTLER_ERR_FULL when the spool is at spool.max_bytes. */
-enum butler_status events_deliver(const struct udp_event *event, uint64_t received_wall_ms,
+enum butler_status events_deliver(const struct sense_event *event, uint64_t received_wall_ms,
                                   void *context);
-enum butler_status events_spill(const struct udp_event *event, uint64_t received_wall_ms,
+enum butler_status events_spill(const struct sense_event *event, uint64_t received_wall_ms,
                                 void *context);
 void events_idle(void *context);
 
@@ -71,7 +71,7 @@ enum butler_status events_recovered(const char *topic, const void *payload, size
  * on a worker thread: enriched and published like a UDP event, with
  * "source": "qrs". The caller has already claimed the ExecutionId.
  */
-enum butler_status events_deliver_qrs(const struct udp_event *event, uint64_t received_wall_ms);
+enum butler_status events_deliver_qrs(const struct sense_event *event, uint64_t received_wall_ms);
 
 /*
  * The event JSON (contract 3.2) as a cJSON object owned by the caller.
@@ -79,11 +79,11 @@ enum butler_status events_deliver_qrs(const struct udp_event *event, uint64_t re
  * `enrich_error` is not NULL, "qrs": null and "enrichError" are added.
  * Pure. NULL only when out of memory.
  */
-cJSON *events_build_json(const struct udp_event *event, uint64_t received_wall_ms, const cJSON *qrs,
-                         const char *enrich_error);
+cJSON *events_build_json(const struct sense_event *event, uint64_t received_wall_ms,
+                         const cJSON *qrs, const char *enrich_error);
 
 /* The event's topic under `root`. BUTLER_ERR_TOO_LARGE when it does not fit. Pure. */
-enum butler_status events_topic(const char *root, const struct udp_event *event, char *out,
+enum butler_status events_topic(const char *root, const struct sense_event *event, char *out,
                                 size_t out_size);
 
 #endif

@@ -19,7 +19,7 @@
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "topics/publish.h"
-#include "topics/task_start.h"
+#include "bridge/model/task_request.h"
 
 #define MODULE "kv"
 

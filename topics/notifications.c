@@ -109,7 +109,7 @@ static void handles_load(struct keeper *k)
     char line[128];
     while (k->handle_count < NOTIFICATIONS_HANDLES_MAX && fgets(line, sizeof line, file)) {
         size_t length = strcspn(line, "\r\n");
-        if (length == GUID_TEXT - 1 && udp_is_guid(line, length))
+        if (length == GUID_TEXT - 1 && sense_is_guid(line, length))
             snprintf(k->handles[k->handle_count++], GUID_TEXT, "%.*s", (int)length, line);
     }
     fclose(file);
@@ -161,7 +161,7 @@ static enum butler_status subscribe(struct keeper *k, char out[GUID_TEXT])
     const cJSON *value = cJSON_IsString(answer) ? answer : cJSON_GetObjectItem(answer, "value");
     status = BUTLER_ERR_REMOTE;
     if (!cJSON_IsString(value) || strlen(value->valuestring) != GUID_TEXT - 1 ||
-        !udp_is_guid(value->valuestring, GUID_TEXT - 1)) {
+        !sense_is_guid(value->valuestring, GUID_TEXT - 1)) {
         LOG_WARN(MODULE, "QRS answered the subscription without a handle GUID");
         goto out;
     }
@@ -293,7 +293,7 @@ static enum butler_status build_urls(struct keeper *k)
     while (base_length > 0 && base[base_length - 1] == '/')
         base_length--;
     int written = snprintf(k->callback, sizeof k->callback, "%.*s%s/%s", (int)base_length, base,
-                           NOTIFICATIONS_PATH, c->qrs.notifications.secret);
+                           QRS_CALLBACK_PATH, c->qrs.notifications.secret);
     if (written < 0 || (size_t)written >= sizeof k->callback)
         return BUTLER_ERR_TOO_LARGE;
     const char *filter = c->qrs.notifications.filter;
@@ -361,7 +361,7 @@ enum butler_status notifications_start(struct butler_runtime *runtime)
     char shown[URL_TEXT];
     snprintf(shown, sizeof shown, "%s", c->qrs.notifications.callback_url);
     LOG_INFO(MODULE, "QRS change notifications on: callback %s%s/<secret>, check every %d s", shown,
-             NOTIFICATIONS_PATH, c->qrs.notifications.check_interval_s);
+             QRS_CALLBACK_PATH, c->qrs.notifications.check_interval_s);
     keeper = k;
     k = NULL;
     status = BUTLER_OK;
@@ -394,39 +394,20 @@ void notifications_stop(void)
     free(k);
 }
 
-/* ---------------------------------------------------------- the callback */
-
-bool notifications_secret_matches(const struct butler_config *config, const char *segment,
-                                  size_t length)
-{
-    const char *secret = config->qrs.notifications.secret;
-    if (!config->qrs.notifications.enable || secret == NULL || secret[0] == '\0')
-        return false;
-    /* Every byte of the secret is compared whatever the segment holds, so the
-     * time taken tells nothing about how much of a guess was right. */
-    size_t secret_length = strlen(secret);
-    unsigned char difference = (unsigned char)(length != secret_length);
-    for (size_t i = 0; i < secret_length; i++) {
-        unsigned char got = i < length ? (unsigned char)segment[i] : 0;
-        difference |= (unsigned char)(got ^ (unsigned char)secret[i]);
-    }
-    return difference == 0;
-}
-
 /* ------------------------------------------------------------ the family */
 
-bool notifications_outcome(int status, int task_type, enum udp_event_type *out)
+bool notifications_outcome(int status, int task_type, enum sense_event_type *out)
 {
     switch (status) {
     case 7: /* FinishedSuccess */
-        *out = task_type == 3 ? UDP_EVENT_DISTRIBUTE : UDP_EVENT_TASK_SUCCESS;
+        *out = task_type == 3 ? SENSE_EVENT_DISTRIBUTE : SENSE_EVENT_TASK_SUCCESS;
         return true;
     case 8:  /* FinishedFail */
     case 11: /* Error */
-        *out = task_type == 3 ? UDP_EVENT_DISTRIBUTE : UDP_EVENT_TASK_FAILED;
+        *out = task_type == 3 ? SENSE_EVENT_DISTRIBUTE : SENSE_EVENT_TASK_FAILED;
         return true;
     case 6: /* Aborted */
-        *out = task_type == 3 ? UDP_EVENT_DISTRIBUTE : UDP_EVENT_TASK_ABORTED;
+        *out = task_type == 3 ? SENSE_EVENT_DISTRIBUTE : SENSE_EVENT_TASK_ABORTED;
         return true;
     }
     return false; /* running, queued, retrying, skipped, never started */
@@ -439,9 +420,9 @@ static const char *string_of(const cJSON *object, const char *name)
 }
 
 /* Copy `value` into the event's storage as `field` (truncated like a datagram field). */
-static void event_set(struct udp_event *event, enum udp_field field, const char *value)
+static void event_set(struct sense_event *event, enum sense_field field, const char *value)
 {
-    size_t length = strnlen(value, UDP_FIELD_MAX_BYTES);
+    size_t length = strnlen(value, SENSE_FIELD_MAX_BYTES);
     if (length == 0 || event->storage_used + length + 1 > sizeof event->storage)
         return; /* stays the shared empty string */
     char *at = event->storage + event->storage_used;
@@ -497,21 +478,21 @@ static const char *handle_result(struct topic_worker *worker, const char *result
 {
     const char *why = "published";
     cJSON *task = NULL;
-    struct udp_event *event = NULL;
+    struct sense_event *event = NULL;
     cJSON *result = get_one(worker, "executionresult/full", result_id, &why);
     if (result == NULL)
         goto out;
     const cJSON *status = cJSON_GetObjectItem(result, "status");
     const char *task_id = string_of(result, "taskID");
     const char *execution_id = string_of(result, "executionID");
-    enum udp_event_type type;
+    enum sense_event_type type;
     /* Most updates are a run moving between non-final states: decide on the
      * status before asking QRS for the task. */
     if (!cJSON_IsNumber(status) || !notifications_outcome(status->valueint, 0, &type)) {
         why = "not_final";
         goto out;
     }
-    if (!udp_is_guid(task_id, strlen(task_id))) {
+    if (!sense_is_guid(task_id, strlen(task_id))) {
         why = "invalid";
         goto out;
     }
@@ -539,21 +520,21 @@ static const char *handle_result(struct topic_worker *worker, const char *result
     }
     event->type = type;
     event->storage_used = 1; /* storage[0] is the shared empty string */
-    for (size_t i = 0; i < UDP_FIELD_COUNT; i++)
+    for (size_t i = 0; i < SENSE_FIELD_COUNT; i++)
         event->fields[i] = event->storage;
     const cJSON *app = cJSON_GetObjectItem(task, "app");
     const char *app_id = string_of(result, "appID");
-    event_set(event, UDP_FIELD_HOST, string_of(result, "executingNodeName"));
-    event_set(event, UDP_FIELD_TASK_NAME, string_of(task, "name"));
-    event_set(event, UDP_FIELD_APP_NAME, string_of(app, "name"));
-    event_set(event, UDP_FIELD_USER, string_of(result, "modifiedByUserName"));
-    event_set(event, UDP_FIELD_TASK_ID, task_id);
-    event_set(event, UDP_FIELD_APP_ID, app_id[0] ? app_id : string_of(app, "id"));
-    event_set(event, UDP_FIELD_LOG_TIMESTAMP, string_of(result, "stopTime"));
-    event_set(event, UDP_FIELD_LEVEL, type == UDP_EVENT_TASK_FAILED ? "ERROR" : "INFO");
-    event_set(event, UDP_FIELD_EXECUTION_ID, execution_id);
+    event_set(event, SENSE_FIELD_HOST, string_of(result, "executingNodeName"));
+    event_set(event, SENSE_FIELD_TASK_NAME, string_of(task, "name"));
+    event_set(event, SENSE_FIELD_APP_NAME, string_of(app, "name"));
+    event_set(event, SENSE_FIELD_USER, string_of(result, "modifiedByUserName"));
+    event_set(event, SENSE_FIELD_TASK_ID, task_id);
+    event_set(event, SENSE_FIELD_APP_ID, app_id[0] ? app_id : string_of(app, "id"));
+    event_set(event, SENSE_FIELD_LOG_TIMESTAMP, string_of(result, "stopTime"));
+    event_set(event, SENSE_FIELD_LEVEL, type == SENSE_EVENT_TASK_FAILED ? "ERROR" : "INFO");
+    event_set(event, SENSE_FIELD_EXECUTION_ID, execution_id);
     const char *message = newest_detail(result);
-    event_set(event, UDP_FIELD_MESSAGE, message ? message : "");
+    event_set(event, SENSE_FIELD_MESSAGE, message ? message : "");
     if (events_deliver_qrs(event, received_wall_ms) != BUTLER_OK) {
         why = "nomem";
         if (window)
@@ -605,7 +586,7 @@ void notifications_run(struct topic_worker *worker, struct topic_message *messag
         }
         const char *type = string_of(change, "objectType");
         const char *id = string_of(change, "objectID");
-        if (strcasecmp(type, "ExecutionResult") != 0 || !udp_is_guid(id, strlen(id))) {
+        if (strcasecmp(type, "ExecutionResult") != 0 || !sense_is_guid(id, strlen(id))) {
             count_change("ignored");
             continue;
         }

@@ -12,8 +12,8 @@
  *     <spool.dir>/qrs-notification.handles so a crash-restart deletes the
  *     previous ones first;
  *   - the HTTP ingress (bridge/ingress/http_api.c) checks the secret path segment
- *     with notifications_secret_matches() and publishes what QRS sent to
- *     <root>/qrs/notification;
+ *     with qrs_callback_secret_matches() (bridge/model/qrs_callback.h) and publishes what QRS sent
+ * to <root>/qrs/notification;
  *   - the worker family notifications_run() reads each changed
  *     ExecutionResult from QRS and, when it is final, publishes the same
  *     <root>/events/task/<outcome>/<taskId> event as the UDP path (with
@@ -27,7 +27,8 @@
 
 #include "bridge/core/runtime.h"
 #include "bridge/core/status.h"
-#include "bridge/ingress/udp_datagram.h"
+#include "bridge/model/qrs_callback.h"
+#include "bridge/model/sense_event.h"
 #include "topics/topics.h"
 
 enum {
@@ -35,9 +36,6 @@ enum {
     NOTIFICATIONS_CHANGES_MAX = 1000, /* changes read from one callback body */
     NOTIFICATIONS_RETRY_S = 5,        /* registration retry while QRS is away */
 };
-
-/* The local path prefix of the callback; the secret is the next segment. */
-#define NOTIFICATIONS_PATH "/qrs-notification"
 
 /* Start-up (main thread, after the HTTP ingress is up): start the keeper
  * thread when qrs.notifications.enable. BUTLER_OK and nothing done otherwise. */
@@ -47,16 +45,11 @@ enum butler_status notifications_start(struct butler_runtime *runtime);
  * subscriptions in QRS (bounded to a few seconds) and join the thread. */
 void notifications_stop(void);
 
-/* Any thread: true when notifications are on and `segment` (length bytes, not
- * NUL-terminated) is the secret. Constant time in the segment's content. */
-bool notifications_secret_matches(const struct butler_config *config, const char *segment,
-                                  size_t length);
-
 /* The family of <root>/qrs/notification (worker thread). */
 void notifications_run(struct topic_worker *worker, struct topic_message *message);
 
 /* ExecutionResult status (and task type) -> event type; false while the
  * execution is not final or has no event (Skipped). Pure. */
-bool notifications_outcome(int status, int task_type, enum udp_event_type *out);
+bool notifications_outcome(int status, int task_type, enum sense_event_type *out);
 
 #endif

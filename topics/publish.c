@@ -11,7 +11,7 @@
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "bridge/core/runtime.h"
-#include "topics/task_start.h"
+#include "bridge/model/task_request.h"
 #include "topics/topics.h"
 
 #define MODULE "publish"

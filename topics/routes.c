@@ -7,7 +7,6 @@
  */
 #include "topics/routes.h"
 
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +21,9 @@
 #include "bridge/core/metrics.h"
 #include "bridge/link/mqtt_link.h"
 #include "bridge/clients/qrs.h"
-#include "bridge/ingress/udp_datagram.h"
+#include "bridge/clients/smtp_client.h"
+#include "bridge/model/sense_event.h"
 #include "topics/publish.h"
-#include "topics/task_start.h"
 #include "topics/template.h"
 
 #define MODULE "routes"
@@ -32,8 +31,6 @@
 enum {
     HTTP_TIMEOUT_MS = 10000,
     HTTP_CONNECT_TIMEOUT_MS = 5000,
-    SMTP_TIMEOUT_MS = 30000,
-    SMTP_CONNECT_TIMEOUT_MS = 10000,
     SLACK_BLOCK_TEXT_MAX = 2900, /* Slack refuses section text over 3000 */
     EMAIL_RECIPIENTS_MAX = 50,
     EMAIL_MAX_BYTES = 1 << 20,
@@ -374,96 +371,7 @@ static enum butler_status http_send_lines(struct http_client *http,
     return status;
 }
 
-struct upload {
-    const char *data;
-    size_t left;
-};
-
-static size_t upload_read(char *buffer, size_t size, size_t count, void *context)
-{
-    struct upload *upload = context;
-    size_t n = size * count;
-    if (n > upload->left)
-        n = upload->left;
-    memcpy(buffer, upload->data, n);
-    upload->data += n;
-    upload->left -= n;
-    return n;
-}
-
-/* One SMTP attempt through libcurl. */
-static enum butler_status smtp_send_once(const struct butler_config *config,
-                                         const struct config_string_list *to, const char *message,
-                                         char *error, size_t error_size)
-{
-    enum butler_status status = BUTLER_ERR_INTERNAL;
-    struct curl_slist *recipients = NULL;
-    char address[600];
-    CURL *curl = curl_easy_init();
-    struct upload upload = {message, strlen(message)};
-    if (curl == NULL)
-        goto out;
-    for (size_t i = 0; i < to->count; i++) {
-        snprintf(address, sizeof address, "<%s>", to->items[i]);
-        struct curl_slist *grown = curl_slist_append(recipients, address);
-        if (grown == NULL)
-            goto out;
-        recipients = grown;
-    }
-    snprintf(address, sizeof address, "<%s>", config->smtp.from);
-    curl_easy_setopt(curl, CURLOPT_URL, config->smtp.url);
-    curl_easy_setopt(curl, CURLOPT_MAIL_FROM, address);
-    curl_easy_setopt(curl, CURLOPT_MAIL_RCPT, recipients);
-    curl_easy_setopt(curl, CURLOPT_READFUNCTION, upload_read);
-    curl_easy_setopt(curl, CURLOPT_READDATA, &upload);
-    curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_USE_SSL, (long)CURLUSESSL_TRY);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)SMTP_TIMEOUT_MS);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)SMTP_CONNECT_TIMEOUT_MS);
-    if (config->smtp.username && config->smtp.username[0]) {
-        curl_easy_setopt(curl, CURLOPT_USERNAME, config->smtp.username);
-        curl_easy_setopt(curl, CURLOPT_PASSWORD,
-                         config->smtp.password ? config->smtp.password : "");
-    }
-    CURLcode code = curl_easy_perform(curl);
-    long reply = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply);
-    if (code == CURLE_OK) {
-        status = BUTLER_OK;
-        goto out;
-    }
-    snprintf(error, error_size, "SMTP: %s (reply %ld)", curl_easy_strerror(code), reply);
-    /* 4xx replies and transport trouble are temporary; 5xx replies are not. */
-    bool temporary = (reply >= 400 && reply < 500) || code == CURLE_OPERATION_TIMEDOUT ||
-                     code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST ||
-                     code == CURLE_SEND_ERROR || code == CURLE_RECV_ERROR ||
-                     code == CURLE_GOT_NOTHING;
-    status = temporary ? BUTLER_ERR_RETRYABLE : BUTLER_ERR_REMOTE;
-out:
-    curl_slist_free_all(recipients);
-    if (curl)
-        curl_easy_cleanup(curl);
-    return status;
-}
-
-struct smtp_attempt {
-    const struct butler_config *config;
-    const struct config_string_list *to;
-    const char *message;
-    char *error;
-    size_t error_size;
-};
-
-static enum butler_status smtp_attempt_once(void *context, int attempt, long *retry_after_s)
-{
-    struct smtp_attempt *smtp = context;
-    (void)attempt;
-    (void)retry_after_s;
-    return smtp_send_once(smtp->config, smtp->to, smtp->message, smtp->error, smtp->error_size);
-}
-
-/* SMTP with the `retry` policy. */
+/* The e-mail for `to`, sent with the `retry` policy (bridge/clients/smtp_client.c). */
 static enum butler_status smtp_send(const struct butler_config *config,
                                     const struct config_string_list *to, const char *subject,
                                     const char *body, char *error, size_t error_size,
@@ -483,10 +391,8 @@ static enum butler_status smtp_send(const struct butler_config *config,
     status = route_build_email(config->smtp.from, to, subject, body, clock_wall_ms(), &message);
     if (status != BUTLER_OK)
         return status;
-    struct retry_policy policy = {config->retry.max_attempts, config->retry.initial_backoff_ms,
-                                  config->retry.max_backoff_ms};
-    struct smtp_attempt attempt = {config, to, message, error, error_size};
-    status = retry_run(&policy, butler_runtime_stopping, smtp_attempt_once, &attempt, attempts_out);
+    status = smtp_client_send(config, to, message, butler_runtime_stopping, error, error_size,
+                              attempts_out);
     free(message);
     return status;
 }
@@ -629,7 +535,7 @@ static enum butler_status check_condition(struct topic_worker *worker,
         return BUTLER_ERR_DENIED;
     }
     const char *task_id = json_string(event, "taskId");
-    if (!udp_is_guid(task_id, strlen(task_id))) {
+    if (!sense_is_guid(task_id, strlen(task_id))) {
         snprintf(error, error_size, "condition needs a taskId in the message");
         return BUTLER_ERR_DENIED;
     }

@@ -23,7 +23,7 @@
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "topics/kv.h"
-#include "topics/task_start.h"
+#include "bridge/model/task_request.h"
 
 #define MODULE "scheduler"
 

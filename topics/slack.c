@@ -18,7 +18,7 @@
 #include "bridge/core/metrics.h"
 #include "bridge/core/runtime.h"
 #include "topics/publish.h"
-#include "topics/task_start.h"
+#include "bridge/model/task_request.h"
 
 #define MODULE "slack"
 

@@ -34,7 +34,7 @@
 #include "topics/sense_monitors.h"
 #include "topics/publish.h"
 #include "topics/slack.h"
-#include "topics/task_result.h"
+#include "bridge/model/task_result.h"
 #include "topics/task_start.h"
 
 #define MODULE "topics"

@@ -127,6 +127,142 @@ static void update_gauges(struct butler_runtime *runtime)
     spool_update_metrics(runtime->spool);
 }
 
+/* What main() starts besides the runtime, for stop_daemon(). */
+struct daemon_parts {
+    struct udp_ingress *udp;
+    struct http_server *http;
+};
+
+/*
+ * Start every part in dependency order: task-start state and the MQTT link,
+ * the workers and topic families (replaying unfinished work), then the
+ * ingresses. Logs what failed; the caller stops whatever did start.
+ */
+static enum butler_status start_daemon(struct butler_runtime *runtime, struct daemon_parts *parts)
+{
+    const struct butler_config *config = runtime->config;
+    if (task_start_state_create(config, &runtime->task_start) != BUTLER_OK ||
+        mqtt_link_create(config, runtime->started_at_wall_ms, &runtime->link) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed");
+        return BUTLER_ERR_INVALID;
+    }
+    struct worker_pool_callbacks callbacks = {
+        .init_worker = topics_worker_init,
+        .cleanup_worker = topics_worker_cleanup,
+        .context = runtime,
+    };
+    if (worker_pool_create(config->task_start.workers, (size_t)config->task_start.queue_max,
+                           &callbacks, &runtime->pool) != BUTLER_OK ||
+        kv_setup(config) != BUTLER_OK || schedules_setup(config) != BUTLER_OK ||
+        app_setup(runtime) != BUTLER_OK || topics_setup(runtime) != BUTLER_OK ||
+        topics_recover(runtime) != BUTLER_OK || mqtt_link_start(runtime->link) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed");
+        return BUTLER_ERR_INVALID;
+    }
+    /* Work left unfinished by the last run goes to the workers first. */
+    topics_replay(runtime);
+    /* UDP events after the link: until CONNACK they wait in the ingress ring.
+     * The ingress copies the sink. */
+    struct udp_ingress_sink udp_sink = {events_deliver, events_idle, events_spill, runtime};
+    if (config->udp.enable && (events_setup(runtime) != BUTLER_OK ||
+                               udp_ingress_start(config, &udp_sink, &parts->udp) != BUTLER_OK)) {
+        LOG_ERROR(MODULE, "start-up failed: UDP ingress");
+        return BUTLER_ERR_INVALID;
+    }
+    /* Schedules fire from their own thread once the link runs. */
+    if (schedules_start(runtime) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: scheduler");
+        return BUTLER_ERR_INVALID;
+    }
+    /* Sense monitors fire as <root>/monitor/run/<name> messages once the link runs. */
+    if (sense_monitors_start(runtime) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: Sense monitors");
+        return BUTLER_ERR_INVALID;
+    }
+    /* QRS change notifications become events through the same path as UDP. */
+    if (config->qrs.notifications.enable && !config->udp.enable &&
+        events_setup(runtime) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: events");
+        return BUTLER_ERR_INVALID;
+    }
+    /* HTTP after the link: requests publish, and answer 503 until CONNACK. */
+    if (http_server_start(runtime, &parts->http) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: HTTP API");
+        return BUTLER_ERR_INVALID;
+    }
+    /* After HTTP: QRS may call back as soon as the subscription exists. */
+    if (notifications_start(runtime) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "start-up failed: QRS change notifications");
+        return BUTLER_ERR_INVALID;
+    }
+    return BUTLER_OK;
+}
+
+/* Main thread: housekeeping once a second until SIGTERM or SIGINT. Returns
+ * the signal, or 0 when waiting for signals failed. */
+static int wait_for_signal(const sigset_t *signals, struct butler_runtime *runtime)
+{
+    for (;;) {
+        struct timespec tick = {1, 0};
+        int received = sigtimedwait(signals, NULL, &tick);
+        if (received == SIGHUP) {
+            LOG_INFO(MODULE, "SIGHUP ignored: restart Butler to apply a new configuration");
+        } else if (received > 0) {
+            return received;
+        } else if (received < 0 && errno != EAGAIN && errno != EINTR) {
+            LOG_ERROR(MODULE, "sigtimedwait failed");
+            return 0;
+        }
+        update_gauges(runtime);
+        kv_housekeeping(runtime);
+    }
+}
+
+/* Orderly shutdown of whatever start_daemon() started, in the order that
+ * loses nothing: intake first, then in-flight work, then the link. */
+static void stop_daemon(struct butler_runtime *runtime, struct daemon_parts *parts)
+{
+    const struct butler_config *config = runtime->config;
+    /* No new firings once stopping: a firing now would be work started
+     * after SIGTERM; one that falls during the restart is reported missed. */
+    schedules_stop();
+    sense_monitors_stop();
+    /* Ask QRS to stop calling back before the HTTP ingress goes away. */
+    notifications_stop();
+    /* HTTP first, while results can still arrive for requests in flight. */
+    http_server_stop(parts->http);
+    parts->http = NULL;
+    if (runtime->link)
+        topics_stop_intake(runtime);
+    /* UDP first: its queued events still go to the workers that drain next. */
+    udp_ingress_stop(parts->udp, config->shutdown_grace_s * 1000 / 2);
+    parts->udp = NULL;
+    uint64_t drain_started_ms = clock_monotonic_ms();
+    if (runtime->pool)
+        worker_pool_drain(runtime->pool, config->shutdown_grace_s * 1000);
+    /* Engine work in what is left of the grace; reloads still running then
+     * are cancelled and stay in the spool. */
+    uint64_t drained_ms = clock_monotonic_ms() - drain_started_ms;
+    uint64_t grace_ms = (uint64_t)config->shutdown_grace_s * 1000u;
+    app_stop(drained_ms >= grace_ms ? 0 : (int)(grace_ms - drained_ms));
+    /* Grace is over: retries and waits for the broker give up from here. */
+    atomic_store(&runtime->stopping, true);
+    topics_stop_replay();
+    if (runtime->pool)
+        worker_pool_stop(runtime->pool, 0);
+    if (runtime->link)
+        mqtt_link_stop(runtime->link, 2000);
+    worker_pool_destroy(runtime->pool);
+    app_teardown();
+    mqtt_link_destroy(runtime->link);
+    topics_teardown();
+    schedules_teardown();
+    kv_teardown();
+    events_teardown();
+    execution_ids_close(); /* the UDP ingress and the workers are gone */
+    task_start_state_destroy(runtime->task_start);
+}
+
 /*
  * glibc gives each thread that allocates its own arena (up to 8 per core), and
  * freed memory stays resident per arena: with ~40 threads (HTTP, workers, UDP,
@@ -164,8 +300,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     static struct butler_runtime runtime;
-    struct udp_ingress *udp = NULL;
-    struct http_server *http = NULL;
+    struct daemon_parts parts = {0};
     runtime.config = &config;
     runtime.started_at_wall_ms = clock_wall_ms();
     butler_runtime_current = &runtime;
@@ -176,119 +311,17 @@ int main(int argc, char **argv)
     if (!qrs_enabled(&config))
         LOG_WARN(MODULE, "qrs.url is empty: task starts will be answered \"failed\"");
 
-    if (task_start_state_create(&config, &runtime.task_start) != BUTLER_OK ||
-        mqtt_link_create(&config, runtime.started_at_wall_ms, &runtime.link) != BUTLER_OK) {
-        LOG_ERROR(MODULE, "start-up failed");
-        goto out;
-    }
-    struct worker_pool_callbacks callbacks = {
-        .init_worker = topics_worker_init,
-        .cleanup_worker = topics_worker_cleanup,
-        .context = &runtime,
-    };
-    if (worker_pool_create(config.task_start.workers, (size_t)config.task_start.queue_max,
-                           &callbacks, &runtime.pool) != BUTLER_OK ||
-        kv_setup(&config) != BUTLER_OK || schedules_setup(&config) != BUTLER_OK ||
-        app_setup(&runtime) != BUTLER_OK || topics_setup(&runtime) != BUTLER_OK ||
-        topics_recover(&runtime) != BUTLER_OK || mqtt_link_start(runtime.link) != BUTLER_OK) {
-        LOG_ERROR(MODULE, "start-up failed");
-        goto out;
-    }
-    /* Work left unfinished by the last run goes to the workers first. */
-    topics_replay(&runtime);
-    /* UDP events after the link: until CONNACK they wait in the ingress ring. */
-    struct udp_ingress_sink udp_sink = {events_deliver, events_idle, events_spill, &runtime};
-    if (config.udp.enable && (events_setup(&runtime) != BUTLER_OK ||
-                              udp_ingress_start(&config, &udp_sink, &udp) != BUTLER_OK)) {
-        LOG_ERROR(MODULE, "start-up failed: UDP ingress");
-        goto out;
-    }
-    /* Schedules fire from their own thread once the link runs. */
-    if (schedules_start(&runtime) != BUTLER_OK) {
-        LOG_ERROR(MODULE, "start-up failed: scheduler");
-        goto out;
-    }
-    /* Sense monitors fire as <root>/monitor/run/<name> messages once the link runs. */
-    if (sense_monitors_start(&runtime) != BUTLER_OK) {
-        LOG_ERROR(MODULE, "start-up failed: Sense monitors");
-        goto out;
-    }
-    /* QRS change notifications become events through the same path as UDP. */
-    if (config.qrs.notifications.enable && !config.udp.enable &&
-        events_setup(&runtime) != BUTLER_OK) {
-        LOG_ERROR(MODULE, "start-up failed: events");
-        goto out;
-    }
-    /* HTTP after the link: requests publish, and answer 503 until CONNACK. */
-    if (http_server_start(&runtime, &http) != BUTLER_OK) {
-        LOG_ERROR(MODULE, "start-up failed: HTTP API");
-        goto out;
-    }
-    /* After HTTP: QRS may call back as soon as the subscription exists. */
-    if (notifications_start(&runtime) != BUTLER_OK) {
-        LOG_ERROR(MODULE, "start-up failed: QRS change notifications");
-        goto out;
-    }
-    LOG_INFO(MODULE, "running: MQTT %s:%d, topic root \"%s\"", config.mqtt.host, config.mqtt.port,
-             config.mqtt.topic_root);
-
-    int signal_number = 0;
-    while (signal_number == 0) {
-        struct timespec tick = {1, 0};
-        int received = sigtimedwait(&signals, NULL, &tick);
-        if (received == SIGHUP) {
-            LOG_INFO(MODULE, "SIGHUP ignored: restart Butler to apply a new configuration");
-        } else if (received > 0) {
-            signal_number = received;
-        } else if (received < 0 && errno != EAGAIN && errno != EINTR) {
-            LOG_ERROR(MODULE, "sigtimedwait failed");
-            goto out;
+    if (start_daemon(&runtime, &parts) == BUTLER_OK) {
+        LOG_INFO(MODULE, "running: MQTT %s:%d, topic root \"%s\"", config.mqtt.host,
+                 config.mqtt.port, config.mqtt.topic_root);
+        int signal_number = wait_for_signal(&signals, &runtime);
+        if (signal_number > 0) {
+            LOG_INFO(MODULE, "%s: stopping intake, finishing in-flight work (up to %d s)",
+                     strsignal(signal_number), config.shutdown_grace_s);
+            exit_code = 0;
         }
-        update_gauges(&runtime);
-        kv_housekeeping(&runtime);
     }
-    LOG_INFO(MODULE, "%s: stopping intake, finishing in-flight work (up to %d s)",
-             strsignal(signal_number), config.shutdown_grace_s);
-    exit_code = 0;
-out:
-    /* No new firings once stopping: a firing now would be work started
-     * after SIGTERM; one that falls during the restart is reported missed. */
-    schedules_stop();
-    sense_monitors_stop();
-    /* Ask QRS to stop calling back before the HTTP ingress goes away. */
-    notifications_stop();
-    /* HTTP first, while results can still arrive for requests in flight. */
-    http_server_stop(http);
-    http = NULL;
-    if (runtime.link)
-        topics_stop_intake(&runtime);
-    /* UDP first: its queued events still go to the workers that drain next. */
-    udp_ingress_stop(udp, config.shutdown_grace_s * 1000 / 2);
-    udp = NULL;
-    uint64_t drain_started_ms = clock_monotonic_ms();
-    if (runtime.pool)
-        worker_pool_drain(runtime.pool, config.shutdown_grace_s * 1000);
-    /* Engine work in what is left of the grace; reloads still running then
-     * are cancelled and stay in the spool. */
-    uint64_t drained_ms = clock_monotonic_ms() - drain_started_ms;
-    uint64_t grace_ms = (uint64_t)config.shutdown_grace_s * 1000u;
-    app_stop(drained_ms >= grace_ms ? 0 : (int)(grace_ms - drained_ms));
-    /* Grace is over: retries and waits for the broker give up from here. */
-    atomic_store(&runtime.stopping, true);
-    topics_stop_replay();
-    if (runtime.pool)
-        worker_pool_stop(runtime.pool, 0);
-    if (runtime.link)
-        mqtt_link_stop(runtime.link, 2000);
-    worker_pool_destroy(runtime.pool);
-    app_teardown();
-    mqtt_link_destroy(runtime.link);
-    topics_teardown();
-    schedules_teardown();
-    kv_teardown();
-    events_teardown();
-    execution_ids_close(); /* the UDP ingress and the workers are gone */
-    task_start_state_destroy(runtime.task_start);
+    stop_daemon(&runtime, &parts);
     LOG_INFO(MODULE, "stopped");
     butler_runtime_current = NULL;
     config_free(&config);

@@ -25,9 +25,9 @@
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "bridge/link/mqtt_link.h"
-#include "topics/notifications.h"
-#include "topics/task_result.h"
-#include "topics/task_start.h"
+#include "bridge/model/qrs_callback.h"
+#include "bridge/model/task_request.h"
+#include "bridge/model/task_result.h"
 
 #define MODULE "http"
 
@@ -197,8 +197,8 @@ void http_api_handle(struct http_exchange *exchange)
     const struct butler_config *config = exchange->runtime->config;
     /* QRS cannot send a bearer token: its callback is authenticated by the
      * secret path segment instead, so it is routed before the /v4 check. */
-    size_t prefix_length = strlen(NOTIFICATIONS_PATH);
-    if (strncmp(exchange->path, NOTIFICATIONS_PATH, prefix_length) == 0 &&
+    size_t prefix_length = strlen(QRS_CALLBACK_PATH);
+    if (strncmp(exchange->path, QRS_CALLBACK_PATH, prefix_length) == 0 &&
         (exchange->path[prefix_length] == '/' || exchange->path[prefix_length] == '\0')) {
         handle_qrs_notification(exchange);
         return;
@@ -586,14 +586,14 @@ out:
 static void handle_qrs_notification(struct http_exchange *exchange)
 {
     const struct butler_config *config = exchange->runtime->config;
-    const char *segment = exchange->path + strlen(NOTIFICATIONS_PATH);
+    const char *segment = exchange->path + strlen(QRS_CALLBACK_PATH);
     size_t length = 0;
     if (*segment == '/') {
         segment++;
         length = strlen(segment);
     }
     if (length == 0 || memchr(segment, '/', length) != NULL ||
-        !notifications_secret_matches(config, segment, length)) {
+        !qrs_callback_secret_matches(config, segment, length)) {
         exchange->endpoint = "qrsNotificationRefused";
         metrics_count("butler_qrs_notification_refused_total", "",
                       "QRS callbacks refused: wrong or missing secret, or notifications off");

@@ -15,8 +15,8 @@
 #include "bridge/core/json.h"
 #include "bridge/core/metrics.h"
 #include "topics/app.h"
-#include "topics/task_result.h"
-#include "topics/task_start.h"
+#include "bridge/model/task_result.h"
+#include "bridge/model/task_request.h"
 
 static const char *const retry_after[] = {"Retry-After", "5", NULL};
 

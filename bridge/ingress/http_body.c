@@ -13,7 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "bridge/core/json.h"
-#include "topics/task_start.h"
+#include "bridge/model/task_request.h"
 
 static const char base62_alphabet[] =
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";

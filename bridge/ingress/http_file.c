@@ -18,7 +18,7 @@
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "topics/file.h"
-#include "topics/task_result.h"
+#include "bridge/model/task_result.h"
 
 #define MODULE "http"
 

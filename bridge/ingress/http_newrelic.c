@@ -13,8 +13,8 @@
 #include "bridge/core/clock.h"
 #include "bridge/core/json.h"
 #include "bridge/core/log.h"
-#include "topics/task_result.h"
-#include "topics/task_start.h"
+#include "bridge/model/task_result.h"
+#include "bridge/model/task_request.h"
 
 #define MODULE "http"
 

@@ -21,19 +21,19 @@
 
 struct prefix_rule {
     const char *prefix; /* lower case, exactly one trailing '/' */
-    enum udp_event_type type;
+    enum sense_event_type type;
 };
 
 static const struct prefix_rule prefix_rules[] = {
-    {"/scheduler-task-failed/", UDP_EVENT_TASK_FAILED},
-    {"/scheduler-reload-failed/", UDP_EVENT_TASK_FAILED},
-    {"/scheduler-reloadtask-failed/", UDP_EVENT_TASK_FAILED},
-    {"/scheduler-task-aborted/", UDP_EVENT_TASK_ABORTED},
-    {"/scheduler-reload-aborted/", UDP_EVENT_TASK_ABORTED},
-    {"/scheduler-task-success/", UDP_EVENT_TASK_SUCCESS},
-    {"/scheduler-reloadtask-success/", UDP_EVENT_TASK_SUCCESS},
-    {"/scheduler-distribute/", UDP_EVENT_DISTRIBUTE},
-    {"/engine-reload-failed/", UDP_EVENT_ENGINE_RELOAD_FAILED},
+    {"/scheduler-task-failed/", SENSE_EVENT_TASK_FAILED},
+    {"/scheduler-reload-failed/", SENSE_EVENT_TASK_FAILED},
+    {"/scheduler-reloadtask-failed/", SENSE_EVENT_TASK_FAILED},
+    {"/scheduler-task-aborted/", SENSE_EVENT_TASK_ABORTED},
+    {"/scheduler-reload-aborted/", SENSE_EVENT_TASK_ABORTED},
+    {"/scheduler-task-success/", SENSE_EVENT_TASK_SUCCESS},
+    {"/scheduler-reloadtask-success/", SENSE_EVENT_TASK_SUCCESS},
+    {"/scheduler-distribute/", SENSE_EVENT_DISTRIBUTE},
+    {"/engine-reload-failed/", SENSE_EVENT_ENGINE_RELOAD_FAILED},
 };
 
 enum {
@@ -47,14 +47,15 @@ enum {
 };
 
 /* Field order of each layout (index 0 is the prefix, not stored). */
-static const enum udp_field scheduler_layout[SCHEDULER_FIELDS - 1] = {
-    UDP_FIELD_HOST,         UDP_FIELD_TASK_NAME, UDP_FIELD_APP_NAME,      UDP_FIELD_USER,
-    UDP_FIELD_TASK_ID,      UDP_FIELD_APP_ID,    UDP_FIELD_LOG_TIMESTAMP, UDP_FIELD_LEVEL,
-    UDP_FIELD_EXECUTION_ID, UDP_FIELD_MESSAGE,
+static const enum sense_field scheduler_layout[SCHEDULER_FIELDS - 1] = {
+    SENSE_FIELD_HOST,         SENSE_FIELD_TASK_NAME, SENSE_FIELD_APP_NAME,      SENSE_FIELD_USER,
+    SENSE_FIELD_TASK_ID,      SENSE_FIELD_APP_ID,    SENSE_FIELD_LOG_TIMESTAMP, SENSE_FIELD_LEVEL,
+    SENSE_FIELD_EXECUTION_ID, SENSE_FIELD_MESSAGE,
 };
-static const enum udp_field engine_layout[ENGINE_FIELDS - 1] = {
-    UDP_FIELD_HOST,    UDP_FIELD_APP_ID,        UDP_FIELD_SESSION_ID, UDP_FIELD_USER_DIRECTORY,
-    UDP_FIELD_USER_ID, UDP_FIELD_LOG_TIMESTAMP, UDP_FIELD_LEVEL,      UDP_FIELD_MESSAGE,
+static const enum sense_field engine_layout[ENGINE_FIELDS - 1] = {
+    SENSE_FIELD_HOST,           SENSE_FIELD_APP_ID,  SENSE_FIELD_SESSION_ID,
+    SENSE_FIELD_USER_DIRECTORY, SENSE_FIELD_USER_ID, SENSE_FIELD_LOG_TIMESTAMP,
+    SENSE_FIELD_LEVEL,          SENSE_FIELD_MESSAGE,
 };
 
 const char *udp_drop_reason_name(enum udp_drop_reason reason)
@@ -76,40 +77,6 @@ const char *udp_drop_reason_name(enum udp_drop_reason reason)
         break;
     }
     return "unknown";
-}
-
-const char *udp_event_outcome(enum udp_event_type type)
-{
-    switch (type) {
-    case UDP_EVENT_TASK_FAILED:
-        return "failed";
-    case UDP_EVENT_TASK_ABORTED:
-        return "aborted";
-    case UDP_EVENT_TASK_SUCCESS:
-        return "success";
-    case UDP_EVENT_DISTRIBUTE:
-        return "distribute";
-    case UDP_EVENT_ENGINE_RELOAD_FAILED:
-        return "reload-failed";
-    }
-    return "unknown";
-}
-
-static bool is_hex(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-bool udp_is_guid(const char *text, size_t length)
-{
-    if (length != 36)
-        return false;
-    for (size_t i = 0; i < 36; i++) {
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? text[i] != '-' : !is_hex((unsigned char)text[i]))
-            return false;
-    }
-    return true;
 }
 
 /*
@@ -173,12 +140,12 @@ static bool is_blank(const unsigned char *s, size_t n)
 /*
  * Decode [s, s+n) into storage: control characters removed, each invalid
  * UTF-8 subpart replaced by U+FFFD (3 bytes, so the text may grow), and the
- * result cut to UDP_FIELD_MAX_BYTES before the first character that does not
+ * result cut to SENSE_FIELD_MAX_BYTES before the first character that does not
  * fit whole. Returns the stored string; storage always has room
- * (UDP_EVENT_STORAGE_MAX), whatever the input, because the cut is on the
+ * (SENSE_EVENT_STORAGE_MAX), whatever the input, because the cut is on the
  * output.
  */
-static const char *store_field(struct udp_event *event, const unsigned char *s, size_t n)
+static const char *store_field(struct sense_event *event, const unsigned char *s, size_t n)
 {
     static const unsigned char replacement[] = {0xEF, 0xBF, 0xBD}; /* U+FFFD */
     char *start = event->storage + event->storage_used;
@@ -193,7 +160,7 @@ static const char *store_field(struct udp_event *event, const unsigned char *s, 
             event->sanitized = true;
             continue;
         }
-        if (used + out > UDP_FIELD_MAX_BYTES) {
+        if (used + out > SENSE_FIELD_MAX_BYTES) {
             event->sanitized = true;
             break;
         }
@@ -216,7 +183,7 @@ static void lower_ascii(char *s)
 }
 
 /* Read log4net's NullText as "property not set". */
-static void null_text_to_empty(struct udp_event *event, enum udp_field field)
+static void null_text_to_empty(struct sense_event *event, enum sense_field field)
 {
     if (strcmp(event->fields[field], "(null)") == 0)
         event->fields[field] = event->storage; /* the shared "" */
@@ -226,7 +193,7 @@ static void null_text_to_empty(struct udp_event *event, enum udp_field field)
  * Normalise field 0 into `out` (lower case, controls and surrounding blanks
  * removed, trailing '/' run folded to one) and look it up.
  */
-static bool match_prefix(const unsigned char *s, size_t n, enum udp_event_type *type)
+static bool match_prefix(const unsigned char *s, size_t n, enum sense_event_type *type)
 {
     char prefix[PREFIX_MAX];
     size_t used = 0;
@@ -256,7 +223,7 @@ static bool match_prefix(const unsigned char *s, size_t n, enum udp_event_type *
 }
 
 enum udp_drop_reason udp_parse(const unsigned char *data, size_t length, size_t max_bytes,
-                               struct udp_event *out)
+                               struct sense_event *out)
 {
     if (length > max_bytes)
         return UDP_DROP_SIZE;
@@ -285,54 +252,54 @@ enum udp_drop_reason udp_parse(const unsigned char *data, size_t length, size_t 
         ends[SPLIT_MAX - 1] = (size_t)(semi - data);
     }
 
-    enum udp_event_type type;
+    enum sense_event_type type;
     if (!match_prefix(data, ends[0], &type))
         return UDP_DROP_PREFIX;
 
-    memset(out, 0, offsetof(struct udp_event, storage));
+    memset(out, 0, offsetof(struct sense_event, storage));
     out->type = type;
     out->storage[0] = '\0';
     out->storage_used = 1;
-    for (size_t f = 0; f < UDP_FIELD_COUNT; f++)
+    for (size_t f = 0; f < SENSE_FIELD_COUNT; f++)
         out->fields[f] = out->storage;
 
-    if (type == UDP_EVENT_ENGINE_RELOAD_FAILED) {
+    if (type == SENSE_EVENT_ENGINE_RELOAD_FAILED) {
         if (field_count != ENGINE_FIELDS)
             return UDP_DROP_FIELD_COUNT;
         for (size_t f = 1; f < ENGINE_FIELDS; f++)
             out->fields[engine_layout[f - 1]] =
                 store_field(out, data + starts[f], ends[f] - starts[f]);
-        null_text_to_empty(out, UDP_FIELD_APP_ID);
-        const char *app_id = out->fields[UDP_FIELD_APP_ID];
-        if (app_id[0] != '\0' && !udp_is_guid(app_id, strlen(app_id)))
+        null_text_to_empty(out, SENSE_FIELD_APP_ID);
+        const char *app_id = out->fields[SENSE_FIELD_APP_ID];
+        if (app_id[0] != '\0' && !sense_is_guid(app_id, strlen(app_id)))
             return UDP_DROP_GUID;
-        lower_ascii((char *)out->fields[UDP_FIELD_APP_ID]);
+        lower_ascii((char *)out->fields[SENSE_FIELD_APP_ID]);
         return UDP_DROP_NONE;
     }
 
-    if (type == UDP_EVENT_DISTRIBUTE ? field_count < SCHEDULER_FIELDS
-                                     : field_count != SCHEDULER_FIELDS)
+    if (type == SENSE_EVENT_DISTRIBUTE ? field_count < SCHEDULER_FIELDS
+                                       : field_count != SCHEDULER_FIELDS)
         return UDP_DROP_FIELD_COUNT;
     for (size_t f = 1; f < SCHEDULER_FIELDS - 1; f++)
         out->fields[scheduler_layout[f - 1]] =
             store_field(out, data + starts[f], ends[f] - starts[f]);
     /* The message: for distribute, everything after the 10th ';' (re-joined
      * by taking the raw bytes, so embedded ';' survive). */
-    out->fields[UDP_FIELD_MESSAGE] = store_field(out, data + starts[10], length - starts[10]);
+    out->fields[SENSE_FIELD_MESSAGE] = store_field(out, data + starts[10], length - starts[10]);
 
-    null_text_to_empty(out, UDP_FIELD_APP_NAME);
-    null_text_to_empty(out, UDP_FIELD_APP_ID);
-    null_text_to_empty(out, UDP_FIELD_EXECUTION_ID);
-    const char *task_id = out->fields[UDP_FIELD_TASK_ID];
-    const char *app_id = out->fields[UDP_FIELD_APP_ID];
-    if (!udp_is_guid(task_id, strlen(task_id)))
+    null_text_to_empty(out, SENSE_FIELD_APP_NAME);
+    null_text_to_empty(out, SENSE_FIELD_APP_ID);
+    null_text_to_empty(out, SENSE_FIELD_EXECUTION_ID);
+    const char *task_id = out->fields[SENSE_FIELD_TASK_ID];
+    const char *app_id = out->fields[SENSE_FIELD_APP_ID];
+    if (!sense_is_guid(task_id, strlen(task_id)))
         return UDP_DROP_GUID;
-    if (app_id[0] != '\0' && !udp_is_guid(app_id, strlen(app_id)))
+    if (app_id[0] != '\0' && !sense_is_guid(app_id, strlen(app_id)))
         return UDP_DROP_GUID;
-    lower_ascii((char *)out->fields[UDP_FIELD_TASK_ID]);
-    lower_ascii((char *)out->fields[UDP_FIELD_APP_ID]);
-    if (udp_is_guid(out->fields[UDP_FIELD_EXECUTION_ID],
-                    strlen(out->fields[UDP_FIELD_EXECUTION_ID])))
-        lower_ascii((char *)out->fields[UDP_FIELD_EXECUTION_ID]);
+    lower_ascii((char *)out->fields[SENSE_FIELD_TASK_ID]);
+    lower_ascii((char *)out->fields[SENSE_FIELD_APP_ID]);
+    if (sense_is_guid(out->fields[SENSE_FIELD_EXECUTION_ID],
+                      strlen(out->fields[SENSE_FIELD_EXECUTION_ID])))
+        lower_ascii((char *)out->fields[SENSE_FIELD_EXECUTION_ID]);
     return UDP_DROP_NONE;
 }

@@ -64,7 +64,7 @@ struct allow_entry {
 
 struct queued_event {
     uint64_t received_wall_ms;
-    struct udp_event event;
+    struct sense_event event;
 };
 
 struct udp_ingress {
@@ -92,7 +92,7 @@ struct udp_ingress {
     struct mmsghdr messages[RECV_BATCH];
     struct iovec iov[RECV_BATCH];
     struct sockaddr_in sources[RECV_BATCH];
-    struct udp_event *scratch; /* parse target; queued as a compact copy */
+    struct sense_event *scratch; /* parse target; queued as a compact copy */
 
     struct metric *received_total, *accepted_total, *utf8_replaced_total, *depth_gauge;
     struct metric *dropped[DROP_KIND_COUNT];
@@ -174,15 +174,15 @@ out:
 }
 
 /* A heap block holding `event` with only its used storage; fields[] re-pointed. */
-static struct queued_event *queued_event_copy(const struct udp_event *event, uint64_t received)
+static struct queued_event *queued_event_copy(const struct sense_event *event, uint64_t received)
 {
     size_t used = offsetof(struct queued_event, event.storage) + event->storage_used;
     struct queued_event *copy = malloc(used);
     if (copy == NULL)
         return NULL;
     copy->received_wall_ms = received;
-    memcpy(&copy->event, event, offsetof(struct udp_event, storage) + event->storage_used);
-    for (size_t i = 0; i < UDP_FIELD_COUNT; i++)
+    memcpy(&copy->event, event, offsetof(struct sense_event, storage) + event->storage_used);
+    for (size_t i = 0; i < SENSE_FIELD_COUNT; i++)
         copy->event.fields[i] = copy->event.storage + (event->fields[i] - event->storage);
     return copy;
 }
@@ -207,7 +207,7 @@ static void handle_datagram(struct udp_ingress *ingress, const unsigned char *da
     size_t tail = (ingress->head + ingress->count) % UDP_QUEUE_MAX;
     pthread_mutex_unlock(&ingress->mutex);
     /* Only this thread adds, so the tail slot stays free until we commit. */
-    struct udp_event *event = ingress->scratch;
+    struct sense_event *event = ingress->scratch;
     enum udp_drop_reason reason =
         truncated ? UDP_DROP_SIZE : udp_parse(data, length, ingress->max_bytes, event);
     if (reason != UDP_DROP_NONE) {
@@ -223,7 +223,7 @@ static void handle_datagram(struct udp_ingress *ingress, const unsigned char *da
                         "datagram from %s is not valid UTF-8: decoded with U+FFFD (is the "
                         "appender's encoding utf-8?)",
                         source_text);
-    const char *execution_id = event->fields[UDP_FIELD_EXECUTION_ID];
+    const char *execution_id = event->fields[SENSE_FIELD_EXECUTION_ID];
     bool keyed = execution_id[0] != '\0' && ingress->dedup_ttl_ms > 0;
     if (keyed && expiring_map_insert_new(ingress->dedup, execution_id, NULL, ingress->dedup_ttl_ms,
                                          NULL) != BUTLER_OK) {

@@ -50,7 +50,7 @@ struct udp_ingress;
  * the call.
  */
 struct udp_ingress_sink {
-    enum butler_status (*deliver)(const struct udp_event *event, uint64_t received_wall_ms,
+    enum butler_status (*deliver)(const struct sense_event *event, uint64_t received_wall_ms,
                                   void *context);
     /* Called on the publisher thread when idle or waiting (about every 50 ms);
      * may be NULL. Lets the sink retry its own failed publishes. */
@@ -58,7 +58,7 @@ struct udp_ingress_sink {
     /* Take the event durably for later (spool) instead of now; may be NULL.
      * BUTLER_OK when taken, BUTLER_ERR_FULL when the spool is full (the event
      * is dropped, reason "spool_full"); anything else: offered again. */
-    enum butler_status (*spill)(const struct udp_event *event, uint64_t received_wall_ms,
+    enum butler_status (*spill)(const struct sense_event *event, uint64_t received_wall_ms,
                                 void *context);
     void *context;
 };

@@ -2,7 +2,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "topics/task_start.h"
+#include "bridge/model/task_request.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

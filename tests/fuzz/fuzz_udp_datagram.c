@@ -11,13 +11,13 @@
 #include <string.h>
 
 #include "bridge/ingress/udp_datagram.h"
-#include "topics/task_start.h"
+#include "bridge/model/task_request.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static struct udp_event event;
+    static struct sense_event event;
     size_t limit = 65507;
     if (size > 0 && data[0] == 0xFF)
         limit = 64; /* a small configured udp.max_message_bytes */
@@ -26,12 +26,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (event.storage_used > sizeof event.storage)
         abort();
     bool replaced = false;
-    for (size_t i = 0; i < UDP_FIELD_COUNT; i++) {
+    for (size_t i = 0; i < SENSE_FIELD_COUNT; i++) {
         const char *field = event.fields[i];
         if (field < event.storage || field >= event.storage + sizeof event.storage)
             abort();
         size_t length = strlen(field);
-        if (length > UDP_FIELD_MAX_BYTES)
+        if (length > SENSE_FIELD_MAX_BYTES)
             abort();
         for (size_t k = 0; k < length; k++)
             if ((unsigned char)field[k] < 0x20 || field[k] == 0x7F)

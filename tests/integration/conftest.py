@@ -52,6 +52,15 @@ def free_udp_port():
         return s.getsockname()[1]
 
 
+def rss_anon_kb(pid):
+    """Resident anonymous memory of a process (kB), from /proc/<pid>/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
+
+
 def wait_until(condition, timeout=10.0, interval=0.02, message="condition"):
     timeout *= TIMEOUT_SCALE
     deadline = time.monotonic() + timeout

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TASK_SALES, VALGRIND, Butler, start_calls, wait_until
+from conftest import TASK_SALES, TIMEOUT_SCALE, VALGRIND, Butler, rss_anon_kb, start_calls, wait_until
 import simctl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,7 +67,8 @@ def engine(engine_module):
 
 def engine_yaml(engine, **keys):
     lines = ["engine:", f"  url: wss://localhost:{engine.port}"]
-    keys.setdefault("timeout_ms", 3000)
+    # Connect + TLS + upgrade take far longer under valgrind.
+    keys.setdefault("timeout_ms", 3000 * TIMEOUT_SCALE)
     lines += [f"  {k}: {v}" for k, v in keys.items()]
     return "\n".join(lines) + "\n"
 
@@ -222,14 +223,6 @@ def instrumented(pid):
     return VALGRIND or "libasan" in maps or "vgpreload" in maps
 
 
-def rss_anon_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    return 0
-
-
 def engine_sockets(port):
     """Client-side sockets to the engine port still held open by a process
     (ESTABLISHED, SYN_SENT, CLOSE_WAIT); only Butler connects to it here."""
@@ -349,4 +342,39 @@ def test_http_errors(workdir, broker, client, qrs, engine):
     resp = request(port, "GET", f"/v4/app/{APP_SALES}/reload")
     assert resp.status == 405
     assert engine.calls("DoReloadEx") and len(engine.calls("DoReloadEx")) == 1
+    assert butler.stop() == 0
+
+
+def test_repeated_request_id_reloads_once(workdir, broker, client, qrs, engine):
+    engine.control("POST", "/fault", {"reload_ms": 600})
+    butler = start_butler(workdir, broker, qrs, engine)
+    payload = json.dumps({"appId": APP_SALES, "requestId": "dup-1"})
+    client.publish("butler/app/reload", payload)
+    client.publish("butler/app/reload", payload)  # while the first one runs: no second reload
+    assert app_result(client, "dup-1")["status"] == "done"
+    client.publish("butler/app/reload", payload)  # after it: the first answer again
+    answers = client.wait_for(lambda m: m["topic"] == "butler/app/result"
+                              and json.loads(m["payload"])["requestId"] == "dup-1", count=2)
+    assert json.loads(answers[1]["payload"]) == json.loads(answers[0]["payload"])
+    assert len(engine.calls("DoReloadEx")) == 1
+    assert engine.control("GET", "/stats")["saves"] == {APP_SALES: 1}
+    assert butler.stop() == 0
+
+
+def test_shutdown_cancels_a_hanging_reload_and_replays_it(workdir, broker, client, qrs, engine):
+    # No reload_timeout_s: only the shutdown can end the wait. SIGTERM must not hang on it
+    # (shutdown_grace_s is 5 in the harness), and the request is done after the restart.
+    engine.control("POST", "/fault", {"reload": "hang"})
+    butler = start_butler(workdir, broker, qrs, engine)
+    client.publish("butler/app/reload", json.dumps({"appId": APP_FINANCE, "requestId": "term-1"}))
+    wait_until(lambda: engine.calls("DoReloadEx"), message="the reload to start")
+    assert butler.stop(timeout=30) == 0
+    # Cut short, not answered: it stayed in the spool.
+    assert not [m for m in client.messages
+                if m["topic"] == "butler/app/result" and b"term-1" in m["payload"]]
+    engine.control("POST", "/fault", {"reload": None})
+    butler.start()
+    result = app_result(client, "term-1")
+    assert result["status"] == "done"
+    assert engine.control("GET", "/stats")["saves"] == {APP_FINANCE: 1}
     assert butler.stop() == 0

@@ -32,7 +32,7 @@ import uuid
 
 import pytest
 
-from conftest import Broker, Butler, Client, wait_until
+from conftest import Broker, Butler, Client, rss_anon_kb, wait_until
 
 BIG = 768 << 20  # a dense file large enough that copying it takes a while
 
@@ -426,14 +426,6 @@ def test_symlink_swapped_in_during_copy(site):
     print(f"swap happened while the temporary file existed: {swapped_while_copying}")
     os.unlink(site.p("prod/swap"))
     shutil.rmtree(site.p("prod/swap-held"))
-
-
-def rss_anon_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    return 0
 
 
 def test_sparse_2gib_copy_memory(site):

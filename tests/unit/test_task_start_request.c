@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "tests/unit/unit.h"
-#include "topics/task_start.h"
+#include "bridge/model/task_request.h"
 
 static const char *const TASK = "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91";
 
@@ -152,7 +152,7 @@ static void test_hostile(void)
     const unsigned char with_nul[] = "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91\0x";
     UNIT_CHECK(task_request_parse(NULL, false, with_nul, sizeof with_nul - 1, &request, error,
                                   sizeof error) == BUTLER_ERR_INVALID);
-    size_t big = TOPIC_PAYLOAD_MAX + 1;
+    size_t big = TASK_MESSAGE_MAX + 1;
     unsigned char *huge = malloc(big);
     memset(huge, ' ', big);
     UNIT_CHECK(task_request_parse(NULL, false, huge, big, &request, error, sizeof error) ==

@@ -18,7 +18,7 @@
     "9d8c7b6a-5e4f-4a3b-8c2d-1e0f9a8b7c6d;Task finished with state FinishedFail. Max retries "     \
     "reached."
 
-static struct udp_event *event;
+static struct sense_event *event;
 
 static enum udp_drop_reason parse_len(const char *text, size_t length)
 {
@@ -35,19 +35,19 @@ static enum udp_drop_reason parse(const char *text)
 static void test_failed_v15(void)
 {
     UNIT_CHECK(parse(FAILED_V15) == UDP_DROP_NONE);
-    UNIT_CHECK(event->type == UDP_EVENT_TASK_FAILED);
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_HOST], "sense-node-01");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_TASK_NAME], "Reload Sales Dashboard");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_APP_NAME], "Sales Dashboard");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_USER], "INTERNAL\\sa_scheduler");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_TASK_ID], "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_APP_ID], "a3c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_LOG_TIMESTAMP], "2026-03-14 02:16:07,482");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_LEVEL], "ERROR");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_EXECUTION_ID], "9d8c7b6a-5e4f-4a3b-8c2d-1e0f9a8b7c6d");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_MESSAGE],
+    UNIT_CHECK(event->type == SENSE_EVENT_TASK_FAILED);
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_HOST], "sense-node-01");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_TASK_NAME], "Reload Sales Dashboard");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_APP_NAME], "Sales Dashboard");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_USER], "INTERNAL\\sa_scheduler");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_TASK_ID], "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_APP_ID], "a3c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_LOG_TIMESTAMP], "2026-03-14 02:16:07,482");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_LEVEL], "ERROR");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_EXECUTION_ID], "9d8c7b6a-5e4f-4a3b-8c2d-1e0f9a8b7c6d");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_MESSAGE],
                    "Task finished with state FinishedFail. Max retries reached.");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_SESSION_ID], "");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_SESSION_ID], "");
     UNIT_CHECK(!event->sanitized);
 }
 
@@ -55,20 +55,20 @@ static void test_every_scheduler_prefix(void)
 {
     static const struct {
         const char *prefix;
-        enum udp_event_type type;
+        enum sense_event_type type;
     } cases[] = {
-        {"/scheduler-task-failed/", UDP_EVENT_TASK_FAILED},
-        {"/scheduler-reload-failed/", UDP_EVENT_TASK_FAILED},
-        {"/scheduler-reloadtask-failed/", UDP_EVENT_TASK_FAILED},
-        {"/scheduler-task-aborted/", UDP_EVENT_TASK_ABORTED},
-        {"/scheduler-reload-aborted/", UDP_EVENT_TASK_ABORTED},
-        {"/scheduler-task-success/", UDP_EVENT_TASK_SUCCESS},
-        {"/scheduler-task-success//", UDP_EVENT_TASK_SUCCESS},  /* M05, as shipped */
-        {"/scheduler-task-success///", UDP_EVENT_TASK_SUCCESS}, /* any run of '/' */
-        {"/scheduler-reloadtask-success/", UDP_EVENT_TASK_SUCCESS},
-        {"/scheduler-distribute/", UDP_EVENT_DISTRIBUTE},
-        {"/SCHEDULER-TASK-FAILED/", UDP_EVENT_TASK_FAILED}, /* M04 */
-        {"/Scheduler-Task-Aborted/", UDP_EVENT_TASK_ABORTED},
+        {"/scheduler-task-failed/", SENSE_EVENT_TASK_FAILED},
+        {"/scheduler-reload-failed/", SENSE_EVENT_TASK_FAILED},
+        {"/scheduler-reloadtask-failed/", SENSE_EVENT_TASK_FAILED},
+        {"/scheduler-task-aborted/", SENSE_EVENT_TASK_ABORTED},
+        {"/scheduler-reload-aborted/", SENSE_EVENT_TASK_ABORTED},
+        {"/scheduler-task-success/", SENSE_EVENT_TASK_SUCCESS},
+        {"/scheduler-task-success//", SENSE_EVENT_TASK_SUCCESS},  /* M05, as shipped */
+        {"/scheduler-task-success///", SENSE_EVENT_TASK_SUCCESS}, /* any run of '/' */
+        {"/scheduler-reloadtask-success/", SENSE_EVENT_TASK_SUCCESS},
+        {"/scheduler-distribute/", SENSE_EVENT_DISTRIBUTE},
+        {"/SCHEDULER-TASK-FAILED/", SENSE_EVENT_TASK_FAILED}, /* M04 */
+        {"/Scheduler-Task-Aborted/", SENSE_EVENT_TASK_ABORTED},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char text[512];
@@ -86,13 +86,13 @@ static void test_engine(void)
     UNIT_CHECK(parse("/engine-reload-failed/;sense-node-01;a3c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34;"
                      "d6e7f809-1a2b-4c34-8567-89abcdef0123;CORP;jdoe;2026-03-14 11:02:33,417;ERROR;"
                      "Reload failed: Field 'Amount' not found") == UDP_DROP_NONE);
-    UNIT_CHECK(event->type == UDP_EVENT_ENGINE_RELOAD_FAILED);
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_APP_ID], "a3c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_SESSION_ID], "d6e7f809-1a2b-4c34-8567-89abcdef0123");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_USER_DIRECTORY], "CORP");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_USER_ID], "jdoe");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_MESSAGE], "Reload failed: Field 'Amount' not found");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_TASK_ID], "");
+    UNIT_CHECK(event->type == SENSE_EVENT_ENGINE_RELOAD_FAILED);
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_APP_ID], "a3c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_SESSION_ID], "d6e7f809-1a2b-4c34-8567-89abcdef0123");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_USER_DIRECTORY], "CORP");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_USER_ID], "jdoe");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_MESSAGE], "Reload failed: Field 'Amount' not found");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_TASK_ID], "");
     /* exactly 9 */
     UNIT_CHECK(parse("/engine-reload-failed/;h;;s;CORP;jdoe;d;ERROR;msg;extra") ==
                UDP_DROP_FIELD_COUNT);
@@ -109,9 +109,9 @@ static void test_distribute_rejoins_message(void)
                      "3d4e5f6a-7b8c-4d9e-8f0a-1b2c3d4e5f6a;;2026-03-14 03:10:55,640;INFO;"
                      "b4c5d6e7-f809-4a12-b345-6789abcdef01;Exiting execute; Result: a;b;c") ==
                UDP_DROP_NONE);
-    UNIT_CHECK(event->type == UDP_EVENT_DISTRIBUTE);
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_MESSAGE], "Exiting execute; Result: a;b;c");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_EXECUTION_ID], "b4c5d6e7-f809-4a12-b345-6789abcdef01");
+    UNIT_CHECK(event->type == SENSE_EVENT_DISTRIBUTE);
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_MESSAGE], "Exiting execute; Result: a;b;c");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_EXECUTION_ID], "b4c5d6e7-f809-4a12-b345-6789abcdef01");
     /* ...but failed/aborted/success need exactly 11. */
     UNIT_CHECK(parse(FAILED_V15 "; see log") == UDP_DROP_FIELD_COUNT);
     /* Many ';' (more than the parser keeps boundaries for). */
@@ -120,8 +120,8 @@ static void test_distribute_rejoins_message(void)
              "/scheduler-distribute/;h;t;;u;3d4e5f6a-7b8c-4d9e-8f0a-1b2c3d4e5f6a;;d;INFO;e;"
              "m0;m1;m2;m3;m4;m5");
     UNIT_CHECK(parse(text) == UDP_DROP_NONE);
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_MESSAGE], "m0;m1;m2;m3;m4;m5");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_EXECUTION_ID], "e");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_MESSAGE], "m0;m1;m2;m3;m4;m5");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_EXECUTION_ID], "e");
 }
 
 static void test_field_count(void)
@@ -182,7 +182,7 @@ static void test_size(void)
     memcpy(big, FAILED_V15, length);
     UNIT_CHECK(parse_len(big, MAXB + 1) == UDP_DROP_SIZE);
     UNIT_CHECK(parse_len(big, MAXB) == UDP_DROP_NONE); /* message truncated to 500 */
-    UNIT_CHECK(strlen(event->fields[UDP_FIELD_MESSAGE]) == UDP_FIELD_MAX_BYTES);
+    UNIT_CHECK(strlen(event->fields[SENSE_FIELD_MESSAGE]) == SENSE_FIELD_MAX_BYTES);
     UNIT_CHECK(event->sanitized);
     free(big);
 }
@@ -219,28 +219,28 @@ static void test_utf8_decoded_with_replacement(void)
                  cases[i].bad);
         UNIT_CHECK(parse(text) == UDP_DROP_NONE);
         snprintf(expected, sizeof expected, "T%s", cases[i].decoded);
-        UNIT_CHECK_STR(event->fields[UDP_FIELD_TASK_NAME], expected);
+        UNIT_CHECK_STR(event->fields[SENSE_FIELD_TASK_NAME], expected);
         UNIT_CHECK(event->utf8_replaced && !event->sanitized);
         snprintf(text, sizeof text,
                  "/scheduler-task-failed/;h;T;a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m%s",
                  cases[i].bad);
         UNIT_CHECK(parse(text) == UDP_DROP_NONE);
         snprintf(expected, sizeof expected, "m%s", cases[i].decoded);
-        UNIT_CHECK_STR(event->fields[UDP_FIELD_MESSAGE], expected);
+        UNIT_CHECK_STR(event->fields[SENSE_FIELD_MESSAGE], expected);
         UNIT_CHECK(event->utf8_replaced);
     }
     /* An invalid byte never swallows the ';' after it: the fields stay where they are. */
     UNIT_CHECK(parse("/scheduler-task-failed/;h;T\xE2\x82;A\xC3;u;"
                      "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m\xF0") == UDP_DROP_NONE);
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_TASK_NAME], "T" FFFD);
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_APP_NAME], "A" FFFD);
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_USER], "u");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_MESSAGE], "m" FFFD);
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_TASK_NAME], "T" FFFD);
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_APP_NAME], "A" FFFD);
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_USER], "u");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_MESSAGE], "m" FFFD);
     /* Valid multi-byte text is kept as is, and not reported as replaced. */
     UNIT_CHECK(parse("/scheduler-task-failed/;h;F\xC3\xB6rs\xC3\xA4ljning \xE2\x82\xAC "
                      "\xF0\x9F\x98\x80;a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m") ==
                UDP_DROP_NONE);
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_TASK_NAME],
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_TASK_NAME],
                    "F\xC3\xB6rs\xC3\xA4ljning \xE2\x82\xAC \xF0\x9F\x98\x80");
     UNIT_CHECK(!event->utf8_replaced);
     /* Everything else malformed is still dropped: a replaced byte in a GUID or
@@ -266,7 +266,7 @@ static void test_replacement_respects_the_field_cap(void)
     memset(text + head, 0xFF, 400);
     snprintf(text + head + 400, 200, ";a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m");
     UNIT_CHECK(parse(text) == UDP_DROP_NONE);
-    const char *name = event->fields[UDP_FIELD_TASK_NAME];
+    const char *name = event->fields[SENSE_FIELD_TASK_NAME];
     UNIT_CHECK(strlen(name) == 498); /* 166 replacements */
     for (size_t i = 0; i < 498; i += 3)
         UNIT_CHECK(memcmp(name + i, FFFD, 3) == 0);
@@ -277,7 +277,7 @@ static void test_replacement_respects_the_field_cap(void)
     text[head + 499] = '\x80';
     snprintf(text + head + 500, 200, ";a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m");
     UNIT_CHECK(parse(text) == UDP_DROP_NONE);
-    UNIT_CHECK(strlen(event->fields[UDP_FIELD_TASK_NAME]) == 499);
+    UNIT_CHECK(strlen(event->fields[SENSE_FIELD_TASK_NAME]) == 499);
     UNIT_CHECK(!event->utf8_replaced && event->sanitized);
     /* Every field at its worst at once still fits the event's storage. */
     char *big = malloc(MAXB);
@@ -295,9 +295,9 @@ static void test_replacement_respects_the_field_cap(void)
         used += 1000;
     }
     UNIT_CHECK(parse_len(big, used) == UDP_DROP_NONE);
-    for (size_t f = 0; f < UDP_FIELD_COUNT; f++)
-        UNIT_CHECK(strlen(event->fields[f]) <= UDP_FIELD_MAX_BYTES);
-    UNIT_CHECK(event->storage_used <= UDP_EVENT_STORAGE_MAX);
+    for (size_t f = 0; f < SENSE_FIELD_COUNT; f++)
+        UNIT_CHECK(strlen(event->fields[f]) <= SENSE_FIELD_MAX_BYTES);
+    UNIT_CHECK(event->storage_used <= SENSE_EVENT_STORAGE_MAX);
     free(big);
 }
 
@@ -307,15 +307,15 @@ static void test_control_characters(void)
     UNIT_CHECK(parse("/scheduler-task-failed/;h\x1b;Ta\tsk;a;u;"
                      "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;Max retries reached\r\n") ==
                UDP_DROP_NONE);
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_HOST], "h");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_TASK_NAME], "Task");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_MESSAGE], "Max retries reached");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_HOST], "h");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_TASK_NAME], "Task");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_MESSAGE], "Max retries reached");
     UNIT_CHECK(event->sanitized);
     static const char with_nul[] =
         "/scheduler-task-failed/;h;T\0x;a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m\x7f";
     UNIT_CHECK(parse_len(with_nul, sizeof with_nul - 1) == UDP_DROP_NONE);
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_TASK_NAME], "Tx");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_MESSAGE], "m");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_TASK_NAME], "Tx");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_MESSAGE], "m");
 }
 
 static void test_truncation_on_utf8_boundary(void)
@@ -329,7 +329,7 @@ static void test_truncation_on_utf8_boundary(void)
         memset(text + head, 'a', n);
         snprintf(text + head + n, 200, ";a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m");
         UNIT_CHECK(parse(text) == UDP_DROP_NONE);
-        UNIT_CHECK(strlen(event->fields[UDP_FIELD_TASK_NAME]) == UDP_FIELD_MAX_BYTES);
+        UNIT_CHECK(strlen(event->fields[SENSE_FIELD_TASK_NAME]) == SENSE_FIELD_MAX_BYTES);
         free(text);
     }
     char text[1200];
@@ -338,21 +338,21 @@ static void test_truncation_on_utf8_boundary(void)
     memcpy(text + head + 499, "\xC3\xA4\xC3\xA4", 4); /* a-umlaut straddles byte 500 */
     snprintf(text + head + 503, 200, ";a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m");
     UNIT_CHECK(parse(text) == UDP_DROP_NONE);
-    UNIT_CHECK(strlen(event->fields[UDP_FIELD_TASK_NAME]) == 499);
+    UNIT_CHECK(strlen(event->fields[SENSE_FIELD_TASK_NAME]) == 499);
     /* 3-byte char from byte 499. */
     head = snprintf(text, 200, "/scheduler-task-failed/;h;");
     memset(text + head, 'a', 498);
     memcpy(text + head + 498, "\xE2\x82\xAC", 3);
     snprintf(text + head + 501, 200, ";a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m");
     UNIT_CHECK(parse(text) == UDP_DROP_NONE);
-    UNIT_CHECK(strlen(event->fields[UDP_FIELD_TASK_NAME]) == 498);
+    UNIT_CHECK(strlen(event->fields[SENSE_FIELD_TASK_NAME]) == 498);
     /* Exactly 500 with a multi-byte char at the end is kept whole. */
     head = snprintf(text, 200, "/scheduler-task-failed/;h;");
     memset(text + head, 'a', 497);
     memcpy(text + head + 497, "\xE2\x82\xAC", 3);
     snprintf(text + head + 500, 200, ";a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;;d;E;x;m");
     UNIT_CHECK(parse(text) == UDP_DROP_NONE);
-    UNIT_CHECK(strlen(event->fields[UDP_FIELD_TASK_NAME]) == 500);
+    UNIT_CHECK(strlen(event->fields[SENSE_FIELD_TASK_NAME]) == 500);
     UNIT_CHECK(!event->sanitized);
 }
 
@@ -365,13 +365,13 @@ static void test_guids(void)
     UNIT_CHECK(parse("/scheduler-task-failed/;h;t;a;u;;;d;E;x;m") == UDP_DROP_GUID);
     UNIT_CHECK(parse("/scheduler-task-failed/;h;t;a;u;5E2F4C1A-8B7D-4A3E-9F10-2C6D8E4B7A91;"
                      "A3C9E7D2-1F4B-4E8A-B6D5-7C2E9F0A1B34;d;E;X;m") == UDP_DROP_NONE);
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_TASK_ID], "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_APP_ID], "a3c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_TASK_ID], "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_APP_ID], "a3c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34");
     UNIT_CHECK(parse("/scheduler-task-failed/;h;t;a;u;5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;"
                      "not-a-guid;d;E;x;m") == UDP_DROP_GUID);
-    UNIT_CHECK(udp_is_guid("5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91", 36));
-    UNIT_CHECK(!udp_is_guid("5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a9g", 36));
-    UNIT_CHECK(!udp_is_guid("5e2f4c1a08b7d-4a3e-9f10-2c6d8e4b7a91", 36));
+    UNIT_CHECK(sense_is_guid("5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91", 36));
+    UNIT_CHECK(!sense_is_guid("5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a9g", 36));
+    UNIT_CHECK(!sense_is_guid("5e2f4c1a08b7d-4a3e-9f10-2c6d8e4b7a91", 36));
 }
 
 static void test_null_text(void)
@@ -381,12 +381,12 @@ static void test_null_text(void)
                      "INTERNAL\\sa_scheduler;6b7c8d9e-0f1a-4b2c-8d3e-4f5a6b7c8d9e;(null);"
                      "2026-03-14 01:30:05,010;ERROR;5e6f7081-92a3-4b45-8c6d-7e8f90123456;Max "
                      "retries reached") == UDP_DROP_NONE);
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_APP_NAME], "");
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_APP_ID], "");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_APP_NAME], "");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_APP_ID], "");
     /* M15: "(null)" execution id = empty = no de-duplication. */
     UNIT_CHECK(parse("/scheduler-task-failed/;h;t;a;u;6b7c8d9e-0f1a-4b2c-8d3e-4f5a6b7c8d9e;;d;E;"
                      "(null);m") == UDP_DROP_NONE);
-    UNIT_CHECK_STR(event->fields[UDP_FIELD_EXECUTION_ID], "");
+    UNIT_CHECK_STR(event->fields[SENSE_FIELD_EXECUTION_ID], "");
     /* "(null)" task id is still not a GUID. */
     UNIT_CHECK(parse("/scheduler-task-failed/;h;t;a;u;(null);;d;E;x;m") == UDP_DROP_GUID);
 }
@@ -398,8 +398,8 @@ static void test_reason_names(void)
     UNIT_CHECK_STR(udp_drop_reason_name(UDP_DROP_FIELD_COUNT), "field_count");
     UNIT_CHECK_STR(udp_drop_reason_name(UDP_DROP_GUID), "guid");
     UNIT_CHECK_STR(udp_drop_reason_name(UDP_DROP_EMPTY), "empty");
-    UNIT_CHECK_STR(udp_event_outcome(UDP_EVENT_TASK_SUCCESS), "success");
-    UNIT_CHECK_STR(udp_event_outcome(UDP_EVENT_ENGINE_RELOAD_FAILED), "reload-failed");
+    UNIT_CHECK_STR(sense_event_outcome(SENSE_EVENT_TASK_SUCCESS), "success");
+    UNIT_CHECK_STR(sense_event_outcome(SENSE_EVENT_ENGINE_RELOAD_FAILED), "reload-failed");
 }
 
 static void test_cidr(void)

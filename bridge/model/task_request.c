@@ -14,28 +14,17 @@
 #include <string.h>
 #include <strings.h>
 
-#include "topics/task_start.h"
+#include "bridge/model/task_request.h"
 
 #include "bridge/core/json.h"
 #include "bridge/core/random.h"
+#include "bridge/model/sense_event.h"
 
 #include <cjson/cJSON.h>
 
 bool task_is_guid(const char *text, size_t length)
 {
-    static const size_t dashes[] = {8, 13, 18, 23};
-    if (length != 36)
-        return false;
-    for (size_t i = 0, dash = 0; i < 36; i++) {
-        if (dash < 4 && i == dashes[dash]) {
-            if (text[i] != '-')
-                return false;
-            dash++;
-        } else if (!isxdigit((unsigned char)text[i])) {
-            return false;
-        }
-    }
-    return true;
+    return sense_is_guid(text, length);
 }
 
 void task_make_uuid(char out[37])
@@ -423,9 +412,9 @@ enum butler_status task_request_parse(const char *topic_task_id, bool bare_guid_
     request->request_id_generated = true;
     error[0] = '\0';
 
-    if (payload_length > TOPIC_PAYLOAD_MAX) {
+    if (payload_length > TASK_MESSAGE_MAX) {
         snprintf(error, error_size, "payload of %zu bytes is over the %d-byte limit",
-                 payload_length, TOPIC_PAYLOAD_MAX);
+                 payload_length, TASK_MESSAGE_MAX);
         status = BUTLER_ERR_TOO_LARGE;
         goto out;
     }

@@ -5,7 +5,7 @@
  * TASK_RESULT_WAITERS_MAX waiters a broadcast costs little and keeps the
  * table simple.
  */
-#include "topics/task_result.h"
+#include "bridge/model/task_result.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -17,8 +17,7 @@
 
 #include "bridge/core/json.h"
 #include "bridge/core/metrics.h"
-#include "topics/task_start.h"
-#include "topics/topics.h"
+#include "bridge/model/task_request.h"
 
 struct task_result_waiter {
     bool used;
@@ -123,7 +122,7 @@ size_t task_result_waiting(void)
  * Network thread. Cheap when nobody waits (the common case for answers to
  * MQTT-originated requests): no parsing at all. Otherwise the requestId is
  * read and the payload copied to the waiter; the copy is bounded by
- * TOPIC_PAYLOAD_MAX.
+ * TASK_MESSAGE_MAX.
  */
 void task_result_on_message(const struct mqtt_message *message, void *context)
 {
@@ -132,7 +131,7 @@ void task_result_on_message(const struct mqtt_message *message, void *context)
     pthread_mutex_lock(&table_lock);
     size_t waiting = slots_used;
     pthread_mutex_unlock(&table_lock);
-    if (waiting == 0 || message->payload_length > TOPIC_PAYLOAD_MAX)
+    if (waiting == 0 || message->payload_length > TASK_MESSAGE_MAX)
         return;
     cJSON *root = json_parse_exact((const char *)message->payload, message->payload_length, NULL);
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "requestId");

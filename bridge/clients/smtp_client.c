@@ -1,0 +1,115 @@
+/*
+ * Outbound e-mail through libcurl's SMTP (see smtp_client.h).
+ */
+#include "bridge/clients/smtp_client.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bridge/clients/retry.h"
+
+enum {
+    SMTP_TIMEOUT_MS = 30000,
+    SMTP_CONNECT_TIMEOUT_MS = 10000,
+};
+
+struct upload {
+    const char *data;
+    size_t left;
+};
+
+static size_t upload_read(char *buffer, size_t size, size_t count, void *context)
+{
+    struct upload *upload = context;
+    size_t n = size * count;
+    if (n > upload->left)
+        n = upload->left;
+    memcpy(buffer, upload->data, n);
+    upload->data += n;
+    upload->left -= n;
+    return n;
+}
+
+/* One SMTP attempt through libcurl. */
+static enum butler_status smtp_send_once(const struct butler_config *config,
+                                         const struct config_string_list *to, const char *message,
+                                         char *error, size_t error_size)
+{
+    enum butler_status status = BUTLER_ERR_INTERNAL;
+    struct curl_slist *recipients = NULL;
+    char address[600];
+    CURL *curl = curl_easy_init();
+    struct upload upload = {message, strlen(message)};
+    if (curl == NULL)
+        goto out;
+    for (size_t i = 0; i < to->count; i++) {
+        snprintf(address, sizeof address, "<%s>", to->items[i]);
+        struct curl_slist *grown = curl_slist_append(recipients, address);
+        if (grown == NULL)
+            goto out;
+        recipients = grown;
+    }
+    snprintf(address, sizeof address, "<%s>", config->smtp.from);
+    curl_easy_setopt(curl, CURLOPT_URL, config->smtp.url);
+    curl_easy_setopt(curl, CURLOPT_MAIL_FROM, address);
+    curl_easy_setopt(curl, CURLOPT_MAIL_RCPT, recipients);
+    curl_easy_setopt(curl, CURLOPT_READFUNCTION, upload_read);
+    curl_easy_setopt(curl, CURLOPT_READDATA, &upload);
+    curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_USE_SSL, (long)CURLUSESSL_TRY);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)SMTP_TIMEOUT_MS);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)SMTP_CONNECT_TIMEOUT_MS);
+    if (config->smtp.username && config->smtp.username[0]) {
+        curl_easy_setopt(curl, CURLOPT_USERNAME, config->smtp.username);
+        curl_easy_setopt(curl, CURLOPT_PASSWORD,
+                         config->smtp.password ? config->smtp.password : "");
+    }
+    CURLcode code = curl_easy_perform(curl);
+    long reply = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply);
+    if (code == CURLE_OK) {
+        status = BUTLER_OK;
+        goto out;
+    }
+    snprintf(error, error_size, "SMTP: %s (reply %ld)", curl_easy_strerror(code), reply);
+    /* 4xx replies and transport trouble are temporary; 5xx replies are not. */
+    bool temporary = (reply >= 400 && reply < 500) || code == CURLE_OPERATION_TIMEDOUT ||
+                     code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST ||
+                     code == CURLE_SEND_ERROR || code == CURLE_RECV_ERROR ||
+                     code == CURLE_GOT_NOTHING;
+    status = temporary ? BUTLER_ERR_RETRYABLE : BUTLER_ERR_REMOTE;
+out:
+    curl_slist_free_all(recipients);
+    if (curl)
+        curl_easy_cleanup(curl);
+    return status;
+}
+
+struct smtp_attempt {
+    const struct butler_config *config;
+    const struct config_string_list *to;
+    const char *message;
+    char *error;
+    size_t error_size;
+};
+
+static enum butler_status smtp_attempt_once(void *context, int attempt, long *retry_after_s)
+{
+    struct smtp_attempt *smtp = context;
+    (void)attempt;
+    (void)retry_after_s;
+    return smtp_send_once(smtp->config, smtp->to, smtp->message, smtp->error, smtp->error_size);
+}
+
+enum butler_status smtp_client_send(const struct butler_config *config,
+                                    const struct config_string_list *to, const char *message,
+                                    bool (*should_stop)(void), char *error, size_t error_size,
+                                    int *attempts_out)
+{
+    struct retry_policy policy = {config->retry.max_attempts, config->retry.initial_backoff_ms,
+                                  config->retry.max_backoff_ms};
+    struct smtp_attempt attempt = {config, to, message, error, error_size};
+    return retry_run(&policy, should_stop, smtp_attempt_once, &attempt, attempts_out);
+}
