@@ -1,0 +1,127 @@
+/*
+ * The spool's private parts, shared by its three files:
+ *   spool.c          records on disk (format, appending, reading back) and the public calls;
+ *   spool_index.c    the in-memory index of unfinished work and retained answers;
+ *   spool_compact.c  recovery at open and compaction.
+ * Nothing here is for other modules: they use bridge/store/spool.h.
+ * Every function here expects the caller to hold spool->mutex (or to be
+ * spool_open, before the spool is shared).
+ */
+#ifndef BUTLER_SPOOL_INTERNAL_H
+#define BUTLER_SPOOL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bridge/store/spool.h"
+
+enum {
+    RECORD_MAGIC = 0x524c5442u, /* "BTLR" little-endian */
+    HEADER_BYTES = 12,          /* magic, body length, crc32 */
+    BODY_FIXED_BYTES = 20,      /* type, 3 reserved, id, wall_ms */
+    PATH_MAX_BYTES = 4096,
+    /* Records up to this size are built on the stack: most are. */
+    STACK_RECORD_BYTES = 1024,
+    /* Compaction writes the new file through a buffer of this size. */
+    COMPACT_BUFFER_BYTES = 1024 * 1024,
+};
+
+struct record_ref {
+    uint64_t offset; /* of the record header in the current file */
+    uint32_t length; /* whole record: header + body */
+};
+
+struct live_entry {
+    uint64_t id;
+    uint64_t wall_ms;
+    bool finished; /* tombstone until it reaches the front or the next compaction */
+    struct record_ref add;
+    struct record_ref *notes;
+    size_t note_count, note_capacity;
+};
+
+struct done_entry {
+    uint64_t id;
+    uint64_t wall_ms;
+    struct record_ref record;
+};
+
+struct spool {
+    pthread_mutex_t mutex;
+    struct spool_options options;
+    char path[PATH_MAX_BYTES];
+    char temporary_path[PATH_MAX_BYTES];
+    char directory[PATH_MAX_BYTES];
+    int fd;
+    uint64_t file_bytes;
+    uint64_t live_bytes; /* bytes compaction would keep */
+    uint64_t next_id;
+    /* Unfinished work, sorted by id (ids only grow): entries [live_head,
+     * live_count) are the window; finished ones at the front are dropped at
+     * once, so the array follows what is in flight, not what was done. */
+    struct live_entry *live;
+    size_t live_head, live_count, live_capacity, live_active;
+    /* Retained answers, oldest first, as a ring: entry i is
+     * done[(done_head + i) % done_capacity]. Expired ones leave from the front. */
+    struct done_entry *done;
+    size_t done_head, done_count, done_capacity;
+    struct spool_stats stats;
+};
+
+/* ---- record format: little-endian fields ---- */
+
+static inline void spool_put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static inline void spool_put64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static inline uint32_t spool_get32(const unsigned char *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static inline uint64_t spool_get64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* spool.c */
+enum butler_status spool_write_all(int fd, const unsigned char *data, size_t length);
+
+/* spool_index.c */
+struct live_entry *spool_index_find_live(struct spool *spool, uint64_t id);
+enum butler_status spool_index_push_live(struct spool *spool, uint64_t id, uint64_t wall_ms,
+                                         struct record_ref add);
+enum butler_status spool_index_push_note(struct spool *spool, struct live_entry *entry,
+                                         struct record_ref note);
+void spool_index_finish_live(struct spool *spool, struct live_entry *entry);
+struct done_entry *spool_index_done_at(struct spool *spool, size_t index);
+void spool_index_expire_done(struct spool *spool, uint64_t now_wall_ms);
+void spool_index_push_done(struct spool *spool, uint64_t id, uint64_t wall_ms,
+                           struct record_ref record);
+
+/* spool_compact.c */
+enum butler_status spool_compact(struct spool *spool);
+void spool_maybe_compact(struct spool *spool);
+/* Read the mapped file into the index (torn or garbage bytes are skipped and
+ * counted), then hand back unfinished work and retained answers. Start-up. */
+void spool_scan_file(struct spool *spool, const unsigned char *map, size_t size);
+enum butler_status spool_report_recovered(struct spool *spool, const unsigned char *map,
+                                          void (*recovered)(void *, const struct spool_recovered *),
+                                          void *context);
+
+#endif
