@@ -54,6 +54,7 @@ if ! debian_rootfs_mirror_ok; then skip "Debian's mirror $DEBIAN_MIRROR is not r
 command -v debootstrap >/dev/null || die "debootstrap is not installed: bash scripts/install-deps.sh --test"
 [[ -x "$build_dir/butler" ]] || die "$build_dir/butler is not built"
 mkdir -p "$work"
+rm -f "$work"/result-*.txt "$work"/calls-*.json
 # Request ids unique to this run: Butler remembers them (task_start.dedup_ttl_s).
 run_id=$(date +%s)
 

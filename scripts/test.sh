@@ -54,7 +54,7 @@ cmake --build build-asan -j"$jobs"
 
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DBUTLER_FUZZ=ON -DBUTLER_SANITIZE=ON >/dev/null
 cmake --build build-fuzz -j"$jobs"
-(cd build-fuzz && ctest --output-on-failure -R '^fuzz/') || status=1
+(cd build-fuzz && ctest --output-on-failure -j2 -R '^fuzz/') || status=1
 
 if ((status == 0)); then echo "all test suites passed"; else echo "SOME TESTS FAILED"; fi
 exit $status

@@ -93,19 +93,6 @@ struct engine_client {
 
 /* ---- small helpers ---- */
 
-static void set_error(char *error, size_t error_size, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_error(char *error, size_t error_size, const char *format, ...)
-{
-    if (error == NULL || error_size == 0)
-        return;
-    va_list arguments;
-    va_start(arguments, format);
-    vsnprintf(error, error_size, format, arguments);
-    va_end(arguments);
-}
-
 static void deadline_in(int timeout_ms, struct timespec *deadline)
 {
     clock_deadline_after(CLOCK_MONOTONIC, (uint64_t)timeout_ms, deadline);
@@ -708,7 +695,7 @@ enum butler_status engine_session_open(struct engine_client *client, const char 
     enum butler_status status = BUTLER_OK;
     struct engine_session *session = calloc(1, sizeof *session);
     if (session == NULL) {
-        set_error(error, error_size, "out of memory");
+        butler_error_set(error, error_size, "out of memory");
         return BUTLER_ERR_NOMEM;
     }
     session->client = client;
@@ -716,7 +703,7 @@ enum butler_status engine_session_open(struct engine_client *client, const char 
     snprintf(session->path, sizeof session->path, "%s/app/", client->base_path);
     if (!append_segment(session->path, sizeof session->path, app_id ? app_id : "engineData")) {
         free(session);
-        set_error(error, error_size, "app id too long");
+        butler_error_set(error, error_size, "app id too long");
         return BUTLER_ERR_INVALID;
     }
 
@@ -727,7 +714,7 @@ enum butler_status engine_session_open(struct engine_client *client, const char 
     if (client->cancelled) {
         pthread_mutex_unlock(&client->mutex);
         free(session);
-        set_error(error, error_size, "Butler is stopping");
+        butler_error_set(error, error_size, "Butler is stopping");
         return BUTLER_ERR_SHUTDOWN;
     }
     client->open_sessions++;
@@ -745,12 +732,12 @@ enum butler_status engine_session_open(struct engine_client *client, const char 
             break;
     if (session->dead) {
         status = session->dead_status;
-        set_error(error, error_size, "%s", session->dead_error);
+        butler_error_set(error, error_size, "%s", session->dead_error);
     } else if (!session->open) {
         status = BUTLER_ERR_TIMEOUT;
-        set_error(error, error_size,
-                  "the engine at %s:%d did not accept the connection within %d ms", client->host,
-                  client->port, client->timeout_ms);
+        butler_error_set(error, error_size,
+                         "the engine at %s:%d did not accept the connection within %d ms",
+                         client->host, client->port, client->timeout_ms);
         metrics_count("butler_engine_errors_total", "reason=\"timeout\"",
                       "Engine client failures by reason");
     }
@@ -804,10 +791,11 @@ enum butler_status engine_call_start(struct engine_session *session, int handle,
             call = &session->calls[i];
     if (session->dead) {
         status = session->dead_status;
-        set_error(error, error_size, "%s", session->dead_error);
+        butler_error_set(error, error_size, "%s", session->dead_error);
     } else if (call == NULL || session->queue_count >= OUTGOING_MAX) {
         status = BUTLER_ERR_FULL;
-        set_error(error, error_size, "more than %d engine calls outstanding", ENGINE_CALLS_MAX);
+        butler_error_set(error, error_size, "more than %d engine calls outstanding",
+                         ENGINE_CALLS_MAX);
     } else {
         *call = (struct pending_call){.used = true, .id = id};
         session->queue[session->queue_count++] = (struct outgoing){buffer, length};
@@ -819,7 +807,7 @@ enum butler_status engine_call_start(struct engine_session *session, int handle,
         lws_cancel_service(client->context);
 out:
     if (status == BUTLER_ERR_NOMEM)
-        set_error(error, error_size, "out of memory");
+        butler_error_set(error, error_size, "out of memory");
     free(buffer);
     free(text);
     cJSON_Delete(request);
@@ -841,7 +829,7 @@ enum butler_status engine_call_wait(struct engine_session *session, int call_id,
             call = &session->calls[i];
     if (call == NULL) {
         pthread_mutex_unlock(&client->mutex);
-        set_error(error, error_size, "no such engine call");
+        butler_error_set(error, error_size, "no such engine call");
         return BUTLER_ERR_INVALID;
     }
     while (!call->done)
@@ -849,7 +837,7 @@ enum butler_status engine_call_wait(struct engine_session *session, int call_id,
             break;
     if (!call->done) {
         pthread_mutex_unlock(&client->mutex);
-        set_error(error, error_size, "no answer from the engine within %d ms", timeout_ms);
+        butler_error_set(error, error_size, "no answer from the engine within %d ms", timeout_ms);
         return BUTLER_ERR_TIMEOUT;
     }
     status = call->status;
@@ -858,7 +846,7 @@ enum butler_status engine_call_wait(struct engine_session *session, int call_id,
     else
         cJSON_Delete(call->result);
     if (status != BUTLER_OK)
-        set_error(error, error_size, "%s", call->error);
+        butler_error_set(error, error_size, "%s", call->error);
     *call = (struct pending_call){0};
     pthread_mutex_unlock(&client->mutex);
     return status;
@@ -888,7 +876,7 @@ enum butler_status engine_call(struct engine_session *session, int handle, const
         pthread_mutex_unlock(&client->mutex);
         char why[ENGINE_ERROR_MAX];
         snprintf(why, sizeof why, "%s: %s", method, error ? error : "timed out");
-        set_error(error, error_size, "%s", why);
+        butler_error_set(error, error_size, "%s", why);
         metrics_count("butler_engine_errors_total", "reason=\"timeout\"",
                       "Engine client failures by reason");
     }

@@ -38,19 +38,6 @@ enum {
 static atomic_int openat2_state;
 static atomic_bool walk_forced;
 
-static void set_error(char *error, size_t error_size, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_error(char *error, size_t error_size, const char *format, ...)
-{
-    if (error == NULL || error_size == 0)
-        return;
-    va_list arguments;
-    va_start(arguments, format);
-    vsnprintf(error, error_size, format, arguments);
-    va_end(arguments);
-}
-
 static long call_openat2(int directory_fd, const char *path, int flags)
 {
     struct open_how how = {
@@ -85,49 +72,54 @@ enum butler_status file_path_check(const char *path, size_t length, bool absolut
                                    size_t error_size)
 {
     if (path == NULL || length == 0) {
-        set_error(error, error_size, "the path is empty");
+        butler_error_set(error, error_size, "the path is empty");
         return BUTLER_ERR_INVALID;
     }
     if (memchr(path, '\0', length) != NULL) {
-        set_error(error, error_size, "the path contains a NUL byte");
+        butler_error_set(error, error_size, "the path contains a NUL byte");
         return BUTLER_ERR_INVALID;
     }
     if (length > FILE_PATH_MAX) {
-        set_error(error, error_size, "the path is longer than %d bytes", FILE_PATH_MAX);
+        butler_error_set(error, error_size, "the path is longer than %d bytes", FILE_PATH_MAX);
         return BUTLER_ERR_INVALID;
     }
     if (length >= 2 && (path[0] == '\\' || path[0] == '/') && (path[1] == '\\' || path[1] == '/') &&
         !(path[0] == '/' && path[1] == '/' && (length == 2 || path[2] == '/'))) {
-        set_error(error, error_size,
-                  "the path is a UNC path (\\\\server\\share): Windows network paths are not "
-                  "supported; give the path as it is mounted on the Butler host");
+        butler_error_set(
+            error, error_size,
+            "the path is a UNC path (\\\\server\\share): Windows network paths are not "
+            "supported; give the path as it is mounted on the Butler host");
         return BUTLER_ERR_INVALID;
     }
     if (length >= 2 && isalpha((unsigned char)path[0]) && path[1] == ':') {
-        set_error(error, error_size,
-                  "the path is a Windows drive path (C:\\...): give the path as it is mounted "
-                  "on the Butler host");
+        butler_error_set(
+            error, error_size,
+            "the path is a Windows drive path (C:\\...): give the path as it is mounted "
+            "on the Butler host");
         return BUTLER_ERR_INVALID;
     }
     if (memchr(path, '\\', length) != NULL) {
-        set_error(error, error_size, "the path contains a backslash (a Windows path separator)");
+        butler_error_set(error, error_size,
+                         "the path contains a backslash (a Windows path separator)");
         return BUTLER_ERR_INVALID;
     }
     size_t component = 0;
     for (size_t i = 0; i < length; i++) {
         unsigned char c = (unsigned char)path[i];
         if (c < 0x20 || c == 0x7f) {
-            set_error(error, error_size, "the path contains a control character (byte %u)", c);
+            butler_error_set(error, error_size, "the path contains a control character (byte %u)",
+                             c);
             return BUTLER_ERR_INVALID;
         }
         component = c == '/' ? 0 : component + 1;
         if (component > FILE_NAME_MAX) {
-            set_error(error, error_size, "a path component is longer than %d bytes", FILE_NAME_MAX);
+            butler_error_set(error, error_size, "a path component is longer than %d bytes",
+                             FILE_NAME_MAX);
             return BUTLER_ERR_INVALID;
         }
     }
     if (absolute && path[0] != '/') {
-        set_error(error, error_size, "the path is not absolute (it must start with /)");
+        butler_error_set(error, error_size, "the path is not absolute (it must start with /)");
         return BUTLER_ERR_INVALID;
     }
     return BUTLER_OK;
@@ -278,8 +270,8 @@ static int open_root(const char *root, char *error, size_t error_size, enum butl
 {
     int fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
-        set_error(error, error_size, "approved directory %s cannot be opened: %s", root,
-                  strerror(errno));
+        butler_error_set(error, error_size, "approved directory %s cannot be opened: %s", root,
+                         strerror(errno));
         *status = BUTLER_ERR_IO;
     }
     return fd;
@@ -347,15 +339,15 @@ static enum butler_status open_directory(int root_fd, const char *relative, bool
     }
     enum butler_status status = lookup_status(saved);
     if (status == BUTLER_ERR_DENIED)
-        set_error(error, error_size,
-                  "the %s directory leads out of its approved directory (through a symbolic "
-                  "link)",
-                  role);
+        butler_error_set(error, error_size,
+                         "the %s directory leads out of its approved directory (through a symbolic "
+                         "link)",
+                         role);
     else if (status == BUTLER_ERR_NOT_FOUND)
-        set_error(error, error_size, "the %s directory does not exist", role);
+        butler_error_set(error, error_size, "the %s directory does not exist", role);
     else
-        set_error(error, error_size, "the %s directory cannot be opened: %s", role,
-                  strerror(saved));
+        butler_error_set(error, error_size, "the %s directory cannot be opened: %s", role,
+                         strerror(saved));
     return status;
 }
 
@@ -372,7 +364,7 @@ static enum butler_status open_parent(const struct file_place *place, const char
     enum butler_status status = BUTLER_ERR_IO;
     *root_fd = *directory_fd = -1;
     if (place->relative[0] == '\0') {
-        set_error(error, error_size, "the %s names an approved directory itself", role);
+        butler_error_set(error, error_size, "the %s names an approved directory itself", role);
         return BUTLER_ERR_INVALID;
     }
     *root_fd = open_root(place->root, error, error_size, &status);
@@ -381,7 +373,7 @@ static enum butler_status open_parent(const struct file_place *place, const char
     *name = split_last(place->relative, directory);
     status = open_directory(*root_fd, directory, create, directory_fd, role, error, error_size);
     if (status == BUTLER_ERR_NOT_FOUND)
-        set_error(error, error_size, "the %s does not exist", role);
+        butler_error_set(error, error_size, "the %s does not exist", role);
     return status;
 }
 
@@ -530,37 +522,40 @@ static enum butler_status copy_into(int src, const struct stat *source_stat, int
             break;
     }
     if (temp_fd < 0) {
-        set_error(error, error_size, "cannot create a temporary file in the target directory: %s",
-                  strerror(errno));
+        butler_error_set(error, error_size,
+                         "cannot create a temporary file in the target directory: %s",
+                         strerror(errno));
         return BUTLER_ERR_IO;
     }
     if (copy_data(src, temp_fd, source_stat->st_size) != BUTLER_OK) {
-        set_error(error, error_size, "copying failed: %s", strerror(errno));
+        butler_error_set(error, error_size, "copying failed: %s", strerror(errno));
         goto out;
     }
     if (fchmod(temp_fd, source_stat->st_mode & 0777) != 0) {
-        set_error(error, error_size, "cannot set the copy's mode: %s", strerror(errno));
+        butler_error_set(error, error_size, "cannot set the copy's mode: %s", strerror(errno));
         goto out;
     }
     if (options->preserve_timestamp) {
         const struct timespec times[2] = {source_stat->st_atim, source_stat->st_mtim};
         if (futimens(temp_fd, times) != 0) {
-            set_error(error, error_size, "cannot set the copy's timestamps: %s", strerror(errno));
+            butler_error_set(error, error_size, "cannot set the copy's timestamps: %s",
+                             strerror(errno));
             goto out;
         }
     }
     /* On disk before the name points at it: after a power loss the target
      * holds the old file or the whole new one. */
     if (fsync(temp_fd) != 0) {
-        set_error(error, error_size, "cannot flush the copy: %s", strerror(errno));
+        butler_error_set(error, error_size, "cannot flush the copy: %s", strerror(errno));
         goto out;
     }
     if (rename_into_place(directory_fd, temp, directory_fd, name, options->overwrite) != 0) {
         if (errno == EEXIST) {
-            set_error(error, error_size, "the target exists and overwrite is false");
+            butler_error_set(error, error_size, "the target exists and overwrite is false");
             status = BUTLER_ERR_INVALID;
         } else {
-            set_error(error, error_size, "cannot rename the copy into place: %s", strerror(errno));
+            butler_error_set(error, error_size, "cannot rename the copy into place: %s",
+                             strerror(errno));
         }
         goto out;
     }
@@ -587,11 +582,11 @@ static enum butler_status prepare_target(const struct file_place *target, bool o
     struct stat existing;
     if (fstatat(*directory_fd, *name, &existing, AT_SYMLINK_NOFOLLOW) == 0) {
         if (!overwrite) {
-            set_error(error, error_size, "the target exists and overwrite is false");
+            butler_error_set(error, error_size, "the target exists and overwrite is false");
             return BUTLER_ERR_INVALID;
         }
         if (S_ISDIR(existing.st_mode)) {
-            set_error(error, error_size, "the target is a directory");
+            butler_error_set(error, error_size, "the target is a directory");
             return BUTLER_ERR_INVALID;
         }
     }
@@ -616,7 +611,7 @@ enum butler_status file_copy(const struct file_place *source, const struct file_
     const char *name = NULL;
     struct stat source_stat;
     if (source->relative[0] == '\0') {
-        set_error(error, error_size, "the source names an approved directory itself");
+        butler_error_set(error, error_size, "the source names an approved directory itself");
         status = BUTLER_ERR_INVALID;
         goto out;
     }
@@ -629,16 +624,17 @@ enum butler_status file_copy(const struct file_place *source, const struct file_
         int saved = errno;
         status = lookup_status(saved);
         if (status == BUTLER_ERR_NOT_FOUND)
-            set_error(error, error_size, "the source file does not exist");
+            butler_error_set(error, error_size, "the source file does not exist");
         else if (status == BUTLER_ERR_DENIED)
-            set_error(error, error_size,
-                      "the source leads out of its approved directory (through a symbolic link)");
+            butler_error_set(
+                error, error_size,
+                "the source leads out of its approved directory (through a symbolic link)");
         else
-            set_error(error, error_size, "the source cannot be opened: %s", strerror(saved));
+            butler_error_set(error, error_size, "the source cannot be opened: %s", strerror(saved));
         goto out;
     }
     if (fstat(fds[SOURCE], &source_stat) != 0 || !S_ISREG(source_stat.st_mode)) {
-        set_error(error, error_size, "the source is not a regular file");
+        butler_error_set(error, error_size, "the source is not a regular file");
         status = BUTLER_ERR_INVALID;
         goto out;
     }
@@ -672,12 +668,12 @@ enum butler_status file_move(const struct file_place *source, const struct file_
         goto out;
     if (fstatat(fds[SOURCE_DIRECTORY], source_name, &source_stat, AT_SYMLINK_NOFOLLOW) != 0) {
         status = errno == ENOENT ? BUTLER_ERR_NOT_FOUND : BUTLER_ERR_IO;
-        set_error(error, error_size, "the source does not exist");
+        butler_error_set(error, error_size, "the source does not exist");
         goto out;
     }
     if (!S_ISREG(source_stat.st_mode) && !S_ISDIR(source_stat.st_mode) &&
         !S_ISLNK(source_stat.st_mode)) {
-        set_error(error, error_size, "the source is not a file or directory");
+        butler_error_set(error, error_size, "the source is not a file or directory");
         status = BUTLER_ERR_INVALID;
         goto out;
     }
@@ -691,25 +687,25 @@ enum butler_status file_move(const struct file_place *source, const struct file_
         goto out;
     }
     if (errno == EEXIST || errno == ENOTEMPTY) {
-        set_error(error, error_size, "the target exists and overwrite is false");
+        butler_error_set(error, error_size, "the target exists and overwrite is false");
         status = BUTLER_ERR_INVALID;
         goto out;
     }
     if (errno == EINVAL) { /* a directory into itself */
-        set_error(error, error_size, "cannot move a directory beneath itself");
+        butler_error_set(error, error_size, "cannot move a directory beneath itself");
         status = BUTLER_ERR_INVALID;
         goto out;
     }
     if (errno != EXDEV) {
-        set_error(error, error_size, "cannot move: %s", strerror(errno));
+        butler_error_set(error, error_size, "cannot move: %s", strerror(errno));
         status = BUTLER_ERR_IO;
         goto out;
     }
     /* Another file system: copy (through a temporary name), then remove. */
     if (!S_ISREG(source_stat.st_mode)) {
-        set_error(error, error_size,
-                  "only regular files can be moved to another file system (the source is a "
-                  "directory or a symbolic link)");
+        butler_error_set(error, error_size,
+                         "only regular files can be moved to another file system (the source is a "
+                         "directory or a symbolic link)");
         status = BUTLER_ERR_INVALID;
         goto out;
     }
@@ -718,7 +714,7 @@ enum butler_status file_move(const struct file_place *source, const struct file_
     struct stat opened;
     if (fds[SOURCE] < 0 || fstat(fds[SOURCE], &opened) != 0 ||
         opened.st_ino != source_stat.st_ino || !S_ISREG(opened.st_mode)) {
-        set_error(error, error_size, "the source changed while it was being moved");
+        butler_error_set(error, error_size, "the source changed while it was being moved");
         status = BUTLER_ERR_IO;
         goto out;
     }
@@ -728,8 +724,8 @@ enum butler_status file_move(const struct file_place *source, const struct file_
     status = copy_into(fds[SOURCE], &opened, fds[TARGET_DIRECTORY], target_name, &copy_options,
                        error, error_size);
     if (status == BUTLER_OK && unlinkat(fds[SOURCE_DIRECTORY], source_name, 0) != 0) {
-        set_error(error, error_size, "copied, but the source cannot be removed: %s",
-                  strerror(errno));
+        butler_error_set(error, error_size, "copied, but the source cannot be removed: %s",
+                         strerror(errno));
         status = BUTLER_ERR_IO;
     }
 out:
@@ -749,17 +745,17 @@ enum butler_status file_delete(const struct file_place *place, char *error, size
         goto out;
     if (fstatat(directory_fd, name, &entry, AT_SYMLINK_NOFOLLOW) != 0) {
         status = errno == ENOENT ? BUTLER_ERR_NOT_FOUND : BUTLER_ERR_IO;
-        set_error(error, error_size, "the file does not exist");
+        butler_error_set(error, error_size, "the file does not exist");
         goto out;
     }
     if (S_ISDIR(entry.st_mode)) {
-        set_error(error, error_size, "the path is a directory; only files are deleted");
+        butler_error_set(error, error_size, "the path is a directory; only files are deleted");
         status = BUTLER_ERR_INVALID;
         goto out;
     }
     if (unlinkat(directory_fd, name, 0) != 0) {
         status = errno == ENOENT ? BUTLER_ERR_NOT_FOUND : BUTLER_ERR_IO;
-        set_error(error, error_size, "cannot delete: %s", strerror(errno));
+        butler_error_set(error, error_size, "cannot delete: %s", strerror(errno));
         goto out;
     }
     status = BUTLER_OK;
@@ -781,7 +777,7 @@ enum butler_status file_mkdir(const struct file_place *place, char *error, size_
     status =
         open_directory(root_fd, place->relative, true, &directory_fd, "new", error, error_size);
     if (status == BUTLER_ERR_INVALID)
-        set_error(error, error_size, "a part of the path exists and is not a directory");
+        butler_error_set(error, error_size, "a part of the path exists and is not a directory");
     if (directory_fd >= 0)
         close(directory_fd);
     close(root_fd);

@@ -1,5 +1,8 @@
 #include "bridge/core/status.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *butler_status_str(enum butler_status status)
 {
     switch (status) {
@@ -33,4 +36,14 @@ const char *butler_status_str(enum butler_status status)
         return "internal error";
     }
     return "unknown error";
+}
+
+void butler_error_set(char *error, size_t error_size, const char *format, ...)
+{
+    if (error == NULL || error_size == 0)
+        return;
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(error, error_size, format, arguments);
+    va_end(arguments);
 }

@@ -5,6 +5,8 @@
 #ifndef BUTLER_STATUS_H
 #define BUTLER_STATUS_H
 
+#include <stddef.h>
+
 enum butler_status {
     BUTLER_OK = 0,
     BUTLER_ERR_NOMEM,         /* allocation failed */
@@ -24,5 +26,10 @@ enum butler_status {
 
 /* Static string for logs and error messages; never NULL, never freed. */
 const char *butler_status_str(enum butler_status status);
+
+/* Write a formatted reason into a caller's `error` buffer of `error_size`
+ * bytes (truncated to fit; nothing when `error` is NULL or the size is 0). */
+void butler_error_set(char *error, size_t error_size, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif
