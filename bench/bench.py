@@ -160,7 +160,8 @@ class Bench:
         conf = os.path.join(self.dir, "mosquitto.conf")
         with open(conf, "w") as f:
             f.write(f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\n"
-                    "max_queued_messages 0\nmax_inflight_messages 0\nlog_dest none\n")
+                    "max_queued_messages 0\nmax_inflight_messages 0\nlog_dest none\n"
+                    "set_tcp_nodelay true\n")
         self.procs.start(["mosquitto", "-c", conf])
         wait_for(lambda: self._accepts(self.mqtt_port), 10, "mosquitto")
 

@@ -28,6 +28,7 @@ else
 listener 1883 127.0.0.1
 allow_anonymous true
 max_queued_messages 0
+set_tcp_nodelay true
 persistence true
 persistence_location $run/
 user root
