@@ -231,6 +231,7 @@ struct butler_config {
         int workers;            /* extension: worker threads, each with its own QRS connection */
         int queue_max;          /* extension: jobs waiting for a worker, hard cap */
         int name_cache_s;       /* extension: how long a task id -> name lookup is reused */
+        int batch_max; /* extension: most waiting starts sent in one QRS call (1 = one each) */
     } task_start;
 
     struct {

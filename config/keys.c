@@ -702,6 +702,10 @@ static const struct key_def config_keys[] = {
      .doc = "Task starts waiting for a worker, hard cap."},
     {K_INT("task_start.name_cache_s", CFG(task_start.name_cache_s), 0, 86400, "60"),
      .doc = "How long a task id -> name lookup is reused."},
+    {K_INT("task_start.batch_max", CFG(task_start.batch_max), 1, 1000, "50"),
+     .doc = "Most task starts that waited together sent to QRS in one call (POST "
+            "/qrs/task/start/many); a start that waits alone uses the one-task call. 1 = one "
+            "call per task."},
 
     {K_STR("sense.qmc_url", CFG(sense.qmc_url), NULL, check_http_url),
      .doc = "QMC URL used for links in default alert texts."},

@@ -632,48 +632,56 @@ static size_t sort_chosen(const struct butler_config *config, const struct task_
     return to_start;
 }
 
-/* Start each startable task and file it under started, invalid or failed. Worker thread. */
+/* File one task's start outcome under started, invalid or failed. Worker thread. */
+static void record_outcome(struct task_start_state *state, struct task_answer *answer,
+                           const char *request_id, const struct chosen_task *task,
+                           enum butler_status status, enum start_outcome_source source,
+                           const struct qrs_result *result)
+{
+    if (result->attempts > answer->attempts)
+        answer->attempts = result->attempts;
+    cJSON *entry = task_json(task->id, task->name, task->selector);
+    if (status == BUTLER_OK) {
+        if (source == START_REPLAY_VERIFIED)
+            cJSON_AddStringToObject(entry, "replay", "verified");
+        cJSON_AddItemToArray(answer->started, entry);
+        if (source == START_CALLED) {
+            metrics_count("butler_tasks_started_total", "", "Tasks QRS accepted for starting");
+            LOG_INFO(MODULE, "started task %s (%s) for request %s", task->id, task->name,
+                     request_id);
+        } else {
+            metrics_count("butler_task_start_replay_answered_total",
+                          source == START_NOTED_BEFORE ? "evidence=\"noted\"" : "evidence=\"qrs\"",
+                          "Replayed task starts answered without a new start, by evidence");
+            LOG_INFO(MODULE,
+                     "replay: task %s already started for request %s (%s); not starting it "
+                     "again",
+                     task->id, request_id,
+                     source == START_NOTED_BEFORE ? "noted before the restart"
+                                                  : "attempt noted, QRS confirms a run");
+        }
+    } else if (status == BUTLER_ERR_NOT_FOUND) {
+        cJSON_AddItemToArray(answer->invalid, entry);
+        expiring_map_remove(state->task_names, task->id);
+        note_error(answer, "QRS does not know task %s", task->id);
+    } else {
+        cJSON_AddItemToArray(answer->failed, entry);
+        note_error(answer, "%s",
+                   result->error[0] ? result->error : "QRS is not configured (qrs.url is empty)");
+    }
+}
+
+/* Start each startable task of one request, one QRS call each. Worker thread. */
 static void start_tasks(struct topic_worker *worker, struct task_start_state *state,
                         struct topic_message *message, const char *request_id,
                         struct chosen_task **startable, size_t to_start, struct task_answer *answer)
 {
     for (size_t i = 0; i < to_start; i++) {
-        struct chosen_task *task = startable[i];
         struct qrs_result result = {0};
         enum start_outcome_source source;
-        enum butler_status status = start_task_once(worker, message, task->id, &result, &source);
-        if (result.attempts > answer->attempts)
-            answer->attempts = result.attempts;
-        cJSON *entry = task_json(task->id, task->name, task->selector);
-        if (status == BUTLER_OK) {
-            if (source == START_REPLAY_VERIFIED)
-                cJSON_AddStringToObject(entry, "replay", "verified");
-            cJSON_AddItemToArray(answer->started, entry);
-            if (source == START_CALLED) {
-                metrics_count("butler_tasks_started_total", "", "Tasks QRS accepted for starting");
-                LOG_INFO(MODULE, "started task %s (%s) for request %s", task->id, task->name,
-                         request_id);
-            } else {
-                metrics_count("butler_task_start_replay_answered_total",
-                              source == START_NOTED_BEFORE ? "evidence=\"noted\""
-                                                           : "evidence=\"qrs\"",
-                              "Replayed task starts answered without a new start, by evidence");
-                LOG_INFO(MODULE,
-                         "replay: task %s already started for request %s (%s); not starting it "
-                         "again",
-                         task->id, request_id,
-                         source == START_NOTED_BEFORE ? "noted before the restart"
-                                                      : "attempt noted, QRS confirms a run");
-            }
-        } else if (status == BUTLER_ERR_NOT_FOUND) {
-            cJSON_AddItemToArray(answer->invalid, entry);
-            expiring_map_remove(state->task_names, task->id);
-            note_error(answer, "QRS does not know task %s", task->id);
-        } else {
-            cJSON_AddItemToArray(answer->failed, entry);
-            note_error(answer, "%s",
-                       result.error[0] ? result.error : "QRS is not configured (qrs.url is empty)");
-        }
+        enum butler_status status =
+            start_task_once(worker, message, startable[i]->id, &result, &source);
+        record_outcome(state, answer, request_id, startable[i], status, source, &result);
     }
 }
 
@@ -754,100 +762,304 @@ static void finish_request(const struct butler_config *config, struct task_start
                   "Task-start requests answered, by status");
 }
 
+/* One request of a batch, from its message to its answer. */
+struct request_work {
+    struct topic_message *message; /* NULL once answered (or kept for the next start) */
+    struct task_request request;
+    bool request_parsed;
+    struct task_answer answer;
+    struct chosen_tasks chosen;
+    struct chosen_task **startable; /* heap, once the tasks are chosen */
+    size_t to_start;
+};
+
+static bool work_init(struct request_work *work, struct topic_message *message)
+{
+    memset(work, 0, sizeof *work);
+    work->message = message;
+    work->chosen.items = work->chosen.inline_items;
+    work->chosen.capacity = CHOSEN_INLINE;
+    work->chosen.lookups = cJSON_CreateArray();
+    work->answer.started = cJSON_CreateArray();
+    work->answer.invalid = cJSON_CreateArray();
+    work->answer.denied = cJSON_CreateArray();
+    work->answer.failed = cJSON_CreateArray();
+    work->answer.skipped = cJSON_CreateArray();
+    return work->chosen.lookups && work->answer.started && work->answer.invalid &&
+           work->answer.denied && work->answer.failed && work->answer.skipped;
+}
+
+/* Frees everything; a message still held is freed too (marked done unless kept). */
+static void work_clear(struct request_work *work)
+{
+    if (work->request_parsed)
+        task_request_clear(&work->request);
+    for (size_t i = 0; i < work->chosen.count; i++)
+        free(work->chosen.items[i].name);
+    if (work->chosen.items != work->chosen.inline_items)
+        free(work->chosen.items);
+    cJSON_Delete(work->chosen.lookups);
+    free(work->startable);
+    cJSON_Delete(work->answer.started);
+    cJSON_Delete(work->answer.invalid);
+    cJSON_Delete(work->answer.denied);
+    cJSON_Delete(work->answer.failed);
+    cJSON_Delete(work->answer.skipped);
+    topic_message_free(work->message);
+    work->message = NULL;
+}
+
+/* Out of memory on a request: it stays in the spool, so the next start replays it. */
+static void keep_for_next_start(struct request_work *work)
+{
+    LOG_ERROR(MODULE, "out of memory handling a task start; kept for the next start");
+    topic_message_keep(work->message);
+    topic_message_free(work->message);
+    work->message = NULL;
+}
+
+/* The topic's task id for <root>/task/start/<taskId>, or NULL. */
+static const char *topic_task_id(const char *topic)
+{
+    char prefix[512];
+    int length = snprintf(prefix, sizeof prefix, "%s/task/start/",
+                          butler_runtime_current->config->mqtt.topic_root);
+    if (length > 0 && (size_t)length < sizeof prefix && strncmp(topic, prefix, (size_t)length) == 0)
+        return topic + length;
+    return NULL;
+}
+
+/* Read the request; answer it "invalid" at once when unreadable. True when
+ * it is still held. Worker thread. */
+static bool parse_work(struct task_start_state *state, struct request_work *work, bool legacy)
+{
+    struct topic_message *message = work->message;
+    if (task_request_parse(legacy ? NULL : topic_task_id(message->topic), legacy, message->payload,
+                           message->payload_length, &work->request, work->answer.error,
+                           sizeof work->answer.error) != BUTLER_OK) {
+        answer_unreadable(state->config, message, &work->request, &work->answer);
+        work->message = NULL;
+        return false;
+    }
+    work->request_parsed = true;
+    return true;
+}
+
+/* A requestId already seen is answered with the earlier answer here (and the
+ * message taken); true when the request is new and still held. */
+static bool first_time(struct task_start_state *state, struct request_work *work)
+{
+    if (!answer_repeat(state->config, state, work->message, &work->request))
+        return true;
+    work->message = NULL;
+    return false;
+}
+
+/* True when every selector of a parsed request resolves without a QRS call
+ * (task ids whose names are cached), so it can join a batch without making
+ * the others wait for lookups. */
+static bool resolves_from_cache(struct task_start_state *state, const struct request_work *work)
+{
+    if (allow_needs_metadata(state->config))
+        return false;
+    for (size_t i = 0; i < work->request.selector_count; i++) {
+        const struct task_selector *selector = &work->request.selectors[i];
+        if (selector->valid && (selector->kind != TASK_SELECT_ID ||
+                                !expiring_map_get(state->task_names, selector->value, NULL)))
+            return false;
+    }
+    return true;
+}
+
+/* Resolve the selectors, apply the allow-list and store the key-values: what
+ * is left in work->startable is to be started. Worker thread. */
+static void choose_work(struct topic_worker *worker, struct task_start_state *state,
+                        struct request_work *work)
+{
+    struct task_request *request = &work->request;
+    for (size_t i = 0; i < request->selector_count; i++)
+        resolve_selector(worker, state, &request->selectors[i], &work->chosen, &work->answer);
+    work->startable =
+        malloc((work->chosen.count ? work->chosen.count : 1) * sizeof *work->startable);
+    if (work->startable == NULL) {
+        keep_for_next_start(work);
+        return;
+    }
+    work->to_start =
+        sort_chosen(state->config, request, &work->chosen, &work->answer, work->startable);
+    if (work->to_start > 0 && request->kv_count > 0 &&
+        store_kv(request, &work->answer) != BUTLER_OK) {
+        for (size_t i = 0; i < work->to_start; i++)
+            cJSON_AddItemToArray(work->answer.failed,
+                                 task_json(work->startable[i]->id, work->startable[i]->name,
+                                           work->startable[i]->selector));
+        work->to_start = 0;
+    }
+}
+
+/* One task start of a batch: which request, which task. */
+struct batched_start {
+    struct request_work *work;
+    struct chosen_task *task;
+};
+
 /*
- * Handle one task-start message end to end. Runs on a worker thread; owns
- * and frees `message`. Every path ends in exactly one answer.
+ * Start the tasks of several requests with one POST /qrs/task/start/many:
+ * every request notes its attempts first and its starts after, as a lone
+ * start does (a replay reads them the same way). When QRS refuses the list
+ * (404/400) each task is started on its own, so the unknown one is told
+ * apart. Worker thread.
  */
-static void run_request(struct topic_worker *worker, struct topic_message *message,
-                        const char *topic_task_id, bool legacy)
+static void start_many(struct topic_worker *worker, struct task_start_state *state,
+                       struct batched_start *starts, size_t count)
+{
+    const char **ids = calloc(count, sizeof *ids);
+    if (ids == NULL) {
+        for (size_t i = 0; i < count; i++)
+            start_tasks(worker, state, starts[i].work->message, starts[i].work->request.request_id,
+                        &starts[i].task, 1, &starts[i].work->answer);
+        return;
+    }
+    char note[64];
+    for (size_t i = 0; i < count; i++) {
+        ids[i] = starts[i].task->id;
+        snprintf(note, sizeof note, "attempt %s", ids[i]);
+        if (topic_message_note(starts[i].work->message, note) != BUTLER_OK)
+            LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
+                            "cannot note the start attempt of task %s; a crash now could start "
+                            "it twice",
+                            ids[i]);
+    }
+    struct qrs_result result = {0};
+    enum butler_status status = qrs_task_start_many(worker->qrs, ids, count, &result);
+    for (size_t i = 0; i < count; i++) {
+        struct request_work *work = starts[i].work;
+        if (status == BUTLER_ERR_NOT_FOUND) {
+            start_tasks(worker, state, work->message, work->request.request_id, &starts[i].task, 1,
+                        &work->answer);
+            continue;
+        }
+        if (status == BUTLER_OK) {
+            snprintf(note, sizeof note, "started %s", ids[i]);
+            topic_message_note(work->message, note);
+        }
+        record_outcome(state, &work->answer, work->request.request_id, starts[i].task, status,
+                       START_CALLED, &result);
+    }
+    free(ids);
+}
+
+/*
+ * Start what the requests of a batch chose. Replayed requests and a start
+ * that waits alone go one task per call, as before; the rest share calls of
+ * up to task_start.batch_max starts. Worker thread.
+ */
+static void start_works(struct topic_worker *worker, struct task_start_state *state,
+                        struct request_work *works, size_t count)
+{
+    size_t shared = 0;
+    for (size_t i = 0; i < count; i++)
+        if (works[i].message && !works[i].message->replay)
+            shared += works[i].to_start;
+    size_t batch_max = (size_t)state->config->task_start.batch_max;
+    struct batched_start *starts = NULL;
+    if (shared >= 2 && batch_max >= 2 && worker->qrs != NULL)
+        starts = malloc((shared < batch_max ? shared : batch_max) * sizeof *starts);
+    size_t pending = 0;
+    for (size_t i = 0; i < count; i++) {
+        struct request_work *work = &works[i];
+        if (work->message == NULL)
+            continue;
+        if (starts == NULL || work->message->replay) {
+            start_tasks(worker, state, work->message, work->request.request_id, work->startable,
+                        work->to_start, &work->answer);
+            continue;
+        }
+        for (size_t t = 0; t < work->to_start; t++) {
+            starts[pending++] = (struct batched_start){work, work->startable[t]};
+            if (pending == batch_max) {
+                start_many(worker, state, starts, pending);
+                pending = 0;
+            }
+        }
+    }
+    if (pending == 1)
+        start_tasks(worker, state, starts[0].work->message, starts[0].work->request.request_id,
+                    &starts[0].task, 1, &starts[0].work->answer);
+    else if (pending > 1)
+        start_many(worker, state, starts, pending);
+    free(starts);
+}
+
+/*
+ * Handle `first` and, when task_start.batch_max allows, the task starts of the
+ * same kind that wait behind it in the queue, end to end: each is parsed,
+ * resolved and answered on its own, and their QRS starts share calls. A
+ * waiting request that needs QRS lookups goes back to the queue for another
+ * worker rather than hold up the batch. Runs on a worker thread; owns every
+ * message it takes. Every path ends in exactly one answer per request.
+ */
+static void run_requests(struct topic_worker *worker, struct topic_message *first, bool legacy,
+                         void (*run)(struct topic_worker *, struct topic_message *))
 {
     struct butler_runtime *runtime = butler_runtime_current;
     struct task_start_state *state = runtime->task_start;
-    const struct butler_config *config = runtime->config;
-    struct task_request request;
-    bool request_parsed = false;
-    struct task_answer answer = {0};
-    struct chosen_tasks *chosen = malloc(sizeof *chosen);
-    struct chosen_task **startable = NULL; /* once the tasks are chosen */
-    answer.started = cJSON_CreateArray();
-    answer.invalid = cJSON_CreateArray();
-    answer.denied = cJSON_CreateArray();
-    answer.failed = cJSON_CreateArray();
-    answer.skipped = cJSON_CreateArray();
-    if (chosen) {
-        chosen->items = chosen->inline_items;
-        chosen->count = 0;
-        chosen->capacity = CHOSEN_INLINE;
-        chosen->lookups = cJSON_CreateArray();
+    size_t capacity = (size_t)runtime->config->task_start.batch_max;
+    struct request_work single;
+    struct request_work *works = capacity > 1 ? malloc(capacity * sizeof *works) : NULL;
+    struct topic_message **waiting = capacity > 1 ? malloc(capacity * sizeof *waiting) : NULL;
+    if (works == NULL || waiting == NULL) {
+        free(works);
+        works = &single;
+        capacity = 1;
     }
-    if (!chosen || !chosen->lookups || !answer.started || !answer.invalid || !answer.denied ||
-        !answer.failed || !answer.skipped) {
-        /* Left in the spool: the next start replays it. */
-        LOG_ERROR(MODULE, "out of memory handling a task start; kept for the next start");
-        topic_message_keep(message);
+    size_t count = 0;
+    if (!work_init(&works[count], first)) {
+        keep_for_next_start(&works[count]);
+        work_clear(&works[count]);
         goto out;
     }
-    if (task_request_parse(topic_task_id, legacy, message->payload, message->payload_length,
-                           &request, answer.error, sizeof answer.error) != BUTLER_OK) {
-        answer_unreadable(config, message, &request, &answer);
-        message = NULL;
-        goto out;
+    if (parse_work(state, &works[count], legacy) && first_time(state, &works[count]))
+        choose_work(worker, state, &works[count]);
+    count++;
+    size_t taken = capacity > 1 ? topics_take_waiting(run, waiting, capacity - 1) : 0;
+    for (size_t i = 0; i < taken; i++) {
+        struct request_work *work = &works[count++];
+        if (!work_init(work, waiting[i])) {
+            keep_for_next_start(work);
+            continue;
+        }
+        if (!parse_work(state, work, legacy))
+            continue;
+        /* Before the requestId is remembered: the next worker sees it as new. */
+        if (!resolves_from_cache(state, work) && topics_requeue(run, work->message) == BUTLER_OK) {
+            work->message = NULL; /* another worker has it now */
+            continue;
+        }
+        if (first_time(state, work))
+            choose_work(worker, state, work);
     }
-    request_parsed = true;
-    if (answer_repeat(config, state, message, &request)) {
-        message = NULL;
-        goto out;
+    start_works(worker, state, works, count);
+    for (size_t i = 0; i < count; i++) {
+        if (works[i].message) {
+            finish_request(runtime->config, state, works[i].message, &works[i].request,
+                           &works[i].answer);
+            works[i].message = NULL;
+        }
+        work_clear(&works[i]);
     }
-    for (size_t i = 0; i < request.selector_count; i++)
-        resolve_selector(worker, state, &request.selectors[i], chosen, &answer);
-    startable = malloc((chosen->count ? chosen->count : 1) * sizeof *startable);
-    if (startable == NULL) {
-        LOG_ERROR(MODULE, "out of memory handling a task start; kept for the next start");
-        topic_message_keep(message);
-        goto out;
-    }
-    size_t to_start = sort_chosen(config, &request, chosen, &answer, startable);
-    if (to_start > 0 && request.kv_count > 0 && store_kv(&request, &answer) != BUTLER_OK) {
-        for (size_t i = 0; i < to_start; i++)
-            cJSON_AddItemToArray(answer.failed, task_json(startable[i]->id, startable[i]->name,
-                                                          startable[i]->selector));
-        to_start = 0;
-    }
-    start_tasks(worker, state, message, request.request_id, startable, to_start, &answer);
-    finish_request(config, state, message, &request, &answer);
-    message = NULL;
 out:
-    if (request_parsed)
-        task_request_clear(&request);
-    if (chosen) {
-        for (size_t i = 0; i < chosen->count; i++)
-            free(chosen->items[i].name);
-        if (chosen->items != chosen->inline_items)
-            free(chosen->items);
-        cJSON_Delete(chosen->lookups);
-        free(chosen);
-    }
-    free(startable);
-    cJSON_Delete(answer.started);
-    cJSON_Delete(answer.invalid);
-    cJSON_Delete(answer.denied);
-    cJSON_Delete(answer.failed);
-    cJSON_Delete(answer.skipped);
-    topic_message_free(message);
+    if (works != &single)
+        free(works);
+    free(waiting);
 }
+
 void task_start_run(struct topic_worker *worker, struct topic_message *message)
 {
-    /* <root>/task/start/<taskId>: the id is the last topic level. */
-    const char *topic_task_id = NULL;
-    char suffix[512];
-    snprintf(suffix, sizeof suffix, "%s/task/start/",
-             butler_runtime_current->config->mqtt.topic_root);
-    if (strncmp(message->topic, suffix, strlen(suffix)) == 0)
-        topic_task_id = message->topic + strlen(suffix);
-    run_request(worker, message, topic_task_id, false);
+    run_requests(worker, message, false, task_start_run);
 }
 
 void task_start_run_legacy(struct topic_worker *worker, struct topic_message *message)
 {
-    run_request(worker, message, NULL, true);
+    run_requests(worker, message, true, task_start_run_legacy);
 }

@@ -348,6 +348,7 @@ struct topic_message *topics_spool_decode(const unsigned char *data, size_t leng
 struct queued_message {
     topic_family_run run;
     struct topic_message *message;
+    bool solo; /* handed back by a batch: the next worker runs it on its own */
 };
 
 static void run_queued(void *worker_state, void *item)
@@ -356,6 +357,55 @@ static void run_queued(void *worker_state, void *item)
     static struct topic_worker bare_worker; /* when per-worker setup ran out of memory */
     queued->run(worker_state ? worker_state : &bare_worker, queued->message);
     free(queued);
+}
+
+static void discard_queued(void *item);
+
+static bool same_family_run(worker_run_fn run, void *item, void *context)
+{
+    const struct queued_message *queued = item;
+    const topic_family_run *wanted = context;
+    return run == run_queued && queued->run == *wanted && !queued->solo;
+}
+
+size_t topics_take_waiting(void (*run)(struct topic_worker *, struct topic_message *),
+                           struct topic_message **messages, size_t max)
+{
+    struct butler_runtime *runtime = butler_runtime_current;
+    enum { TAKE_SLICE = 64 };
+    void *items[TAKE_SLICE];
+    topic_family_run wanted = run;
+    size_t taken = 0;
+    while (runtime && runtime->pool && taken < max) {
+        size_t want = max - taken < TAKE_SLICE ? max - taken : TAKE_SLICE;
+        size_t got =
+            worker_pool_take_matching(runtime->pool, same_family_run, &wanted, items, want);
+        for (size_t i = 0; i < got; i++) {
+            struct queued_message *queued = items[i];
+            messages[taken++] = queued->message;
+            free(queued);
+        }
+        if (got < want)
+            break;
+    }
+    return taken;
+}
+
+enum butler_status topics_requeue(void (*run)(struct topic_worker *, struct topic_message *),
+                                  struct topic_message *message)
+{
+    struct butler_runtime *runtime = butler_runtime_current;
+    struct queued_message *queued = calloc(1, sizeof *queued);
+    if (queued == NULL)
+        return BUTLER_ERR_NOMEM;
+    *queued = (struct queued_message){.run = run, .message = message, .solo = true};
+    enum butler_status status =
+        runtime && runtime->pool
+            ? worker_pool_submit(runtime->pool, run_queued, discard_queued, queued, 0)
+            : BUTLER_ERR_SHUTDOWN;
+    if (status != BUTLER_OK)
+        free(queued);
+    return status;
 }
 
 static void discard_queued(void *item)

@@ -96,6 +96,23 @@ void topics_replay(struct butler_runtime *runtime);
 /* Wait for the replay thread (it stops once the pool stops accepting). */
 void topics_stop_replay(void);
 
+/*
+ * From a family's run function (worker thread): take up to `max` more
+ * messages for the same run function that wait at the front of the worker
+ * queue, in arrival order, so one worker can handle them together (task
+ * starts share one QRS call). The caller owns each taken message exactly as
+ * if it had been handed to `run`. Returns how many were stored in messages[].
+ */
+size_t topics_take_waiting(void (*run)(struct topic_worker *, struct topic_message *),
+                           struct topic_message **messages, size_t max);
+
+/* Put a message taken with topics_take_waiting back at the end of the queue,
+ * for a worker that runs it on its own (never taken into a batch again).
+ * BUTLER_OK: the queue owns it; otherwise the caller still does (queue full
+ * or stopping). Never waits. */
+enum butler_status topics_requeue(void (*run)(struct topic_worker *, struct topic_message *),
+                                  struct topic_message *message);
+
 /* Count a consumed or rejected message for /metrics by family. */
 void topics_count(const char *family, const char *outcome);
 

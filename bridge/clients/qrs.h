@@ -48,6 +48,17 @@ enum butler_status qrs_task_start(struct qrs_client *client, const char *task_id
                                   struct qrs_result *result);
 
 /*
+ * POST /qrs/task/start/many with the JSON array of `count` task ids (at most
+ * QRS_START_MANY_MAX; an id may repeat, each occurrence is a start). One call
+ * for several starts that wait together. 204/2xx -> OK for every id; 404 or
+ * 400 -> BUTLER_ERR_NOT_FOUND (QRS refused the list: the caller starts the
+ * tasks one by one to learn which); retried per the `retry` section.
+ */
+enum { QRS_START_MANY_MAX = 1000 };
+enum butler_status qrs_task_start_many(struct qrs_client *client, const char *const *task_ids,
+                                       size_t count, struct qrs_result *result);
+
+/*
  * POST /qrs/<path_and_query> with `body` (sent as is, Content-Type JSON; NULL
  * sends "{}"). `route` labels the call metric (no ids in it). A JSON answer
  * is returned in *json_out (NULL for an empty body), owned by the caller.

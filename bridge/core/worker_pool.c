@@ -140,6 +140,25 @@ out:
     return status;
 }
 
+size_t worker_pool_take_matching(struct worker_pool *pool, worker_match_fn match, void *context,
+                                 void **items, size_t max)
+{
+    size_t taken = 0;
+    pthread_mutex_lock(&pool->mutex);
+    while (taken < max && pool->count > 0) {
+        struct queued_item *front = &pool->ring[pool->head];
+        if (!match(front->run, front->item, context))
+            break;
+        items[taken++] = front->item;
+        pool->head = (pool->head + 1) % pool->capacity;
+        pool->count--;
+    }
+    if (taken > 0)
+        pthread_cond_broadcast(&pool->has_room);
+    pthread_mutex_unlock(&pool->mutex);
+    return taken;
+}
+
 size_t worker_pool_depth(struct worker_pool *pool)
 {
     pthread_mutex_lock(&pool->mutex);

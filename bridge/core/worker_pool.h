@@ -11,6 +11,7 @@
 #ifndef BUTLER_WORKER_POOL_H
 #define BUTLER_WORKER_POOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "bridge/core/status.h"
@@ -40,6 +41,18 @@ enum butler_status worker_pool_create(int threads, size_t queue_max,
  * timeout_ms < 0 waits until there is room or the pool stops. */
 enum butler_status worker_pool_submit(struct worker_pool *pool, worker_run_fn run,
                                       worker_discard_fn discard, void *item, int timeout_ms);
+
+/*
+ * From a running item (a worker thread): take up to `max` more items off the
+ * front of the queue while `match(run, item, context)` says they belong with
+ * it, so that one worker handles work that waits together in one go (task
+ * starts share one QRS call). Stops at the first item that does not match;
+ * order is kept. Taken items are owned by the caller, who runs or discards
+ * each exactly as the pool would have. Returns how many were stored in items[].
+ */
+typedef bool (*worker_match_fn)(worker_run_fn run, void *item, void *context);
+size_t worker_pool_take_matching(struct worker_pool *pool, worker_match_fn match, void *context,
+                                 void **items, size_t max);
 
 size_t worker_pool_depth(struct worker_pool *pool);
 /* Items queued or running. */

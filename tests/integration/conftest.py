@@ -391,8 +391,21 @@ def client(broker):
 
 
 def start_calls(sim, task_id=None):
-    status, body = sim.control("GET", "/_sim/calls?method=POST&path_re=/start$")
-    calls = body if isinstance(body, list) else body.get("calls", [])
+    """One entry per task start Butler asked QRS for, in call order.
+
+    A POST /qrs/task/{id}/start is one start; a POST /qrs/task/start/many (the
+    starts that waited together, task_start.batch_max) counts once for every id
+    in its body: such entries get the path of the one-task call and "many": True,
+    with the response of the call that carried them."""
+    status, body = sim.control("GET", "/_sim/calls?method=POST&path_re=/start(/many)?$")
+    starts = []
+    for call in body if isinstance(body, list) else body.get("calls", []):
+        if call.get("path", "").split("?")[0].endswith("/task/start/many"):
+            ids = call.get("body_json")
+            for one in ids if isinstance(ids, list) else []:
+                starts.append(dict(call, path=f"/qrs/task/{one}/start", many=True))
+        else:
+            starts.append(call)
     if task_id:
-        calls = [c for c in calls if task_id in c.get("path", "")]
-    return calls
+        starts = [c for c in starts if task_id in c.get("path", "")]
+    return starts

@@ -24,7 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 import pytest
 
-from conftest import Butler, Client, wait_until
+from conftest import Butler, Client, start_calls, wait_until
 
 REQUESTS = 300
 APP_ID = "a3c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34"
@@ -68,9 +68,8 @@ class PersistentPublisher:
 
 
 def start_counts(qrs):
-    status, calls = qrs.control("GET", "/_sim/calls?method=POST&path_re=/start$")
     counts = {}
-    for call in calls if isinstance(calls, list) else calls.get("calls", []):
+    for call in start_calls(qrs):
         if (call.get("response") or {}).get("status") != 204:
             continue
         task_id = call["path"].split("/")[3]
@@ -98,7 +97,7 @@ def crash_qrs(qrs):
     assert status in (200, 204)
     # A little QRS latency keeps the stream going long enough to break it in the middle.
     qrs.control("POST", "/_sim/faults", {
-        "id": "latency", "match": {"method": "POST", "path_re": "/start$", "times": -1},
+        "id": "latency", "match": {"method": "POST", "path_re": "/start(/many)?$", "times": -1},
         "action": {"type": "delay", "ms": 10}})
     yield qrs, fixture["tasks"]
     qrs.control("POST", "/_sim/reset")
@@ -170,7 +169,7 @@ def shared_task_qrs(qrs):
     status, _ = qrs.control("POST", "/_sim/fixture", fixture)
     assert status in (200, 204)
     qrs.control("POST", "/_sim/faults", {
-        "id": "latency", "match": {"method": "POST", "path_re": "/start$", "times": -1},
+        "id": "latency", "match": {"method": "POST", "path_re": "/start(/many)?$", "times": -1},
         "action": {"type": "delay", "ms": 10}})
     yield qrs, fixture["tasks"]
     qrs.control("POST", "/_sim/reset")
@@ -181,12 +180,16 @@ def latest_answers(client):
     return {r["requestId"]: r for r in client.results()}
 
 
-def test_sigkill_replay_starts_what_no_worker_began(workdir, broker, shared_task_qrs):
+@pytest.mark.parametrize("batch_max", [1, 8])
+def test_sigkill_replay_starts_what_no_worker_began(workdir, broker, shared_task_qrs, batch_max):
+    """batch_max 1: one QRS call per start; 8: starts that wait together share a
+    call (POST /qrs/task/start/many), so up to 8 per worker are under way at once."""
     qrs, tasks = shared_task_qrs
     results = Client(broker)
     results.subscribe("butler/task/result")
     butler = Butler(workdir, broker, qrs,
-                    extra_yaml=f"task_start: {{ workers: {WORKERS} }}\n").start()
+                    extra_yaml=f"task_start: {{ workers: {WORKERS}, batch_max: {batch_max} }}\n"
+                    ).start()
     publisher = PersistentPublisher(broker)
     for i in range(REQUESTS):
         task = tasks[i % SHARED_TASKS]
@@ -213,8 +216,10 @@ def test_sigkill_replay_starts_what_no_worker_began(workdir, broker, shared_task
     assert answered_before < REQUESTS, "the kill landed after the stream: nothing was tested"
     assert "recovered" in butler.log()
     # Only what a worker had begun (an attempt noted, no start noted) may be
-    # answered from QRS's state: at most one request per worker.
-    assert len(verified) <= WORKERS
+    # answered from QRS's state: at most one call's starts per worker.
+    assert len(verified) <= WORKERS * batch_max
+    shared_calls = [c for c in start_calls(qrs) if c.get("many")]
+    assert bool(shared_calls) == (batch_max > 1), "starts that waited together share calls"
     # Every other request was started by its own call: no start was shared.
     assert REQUESTS - len(verified) <= starts <= REQUESTS
     assert butler.stop() == 0

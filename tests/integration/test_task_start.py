@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import TASK_SALES, Butler, Client, start_calls, wait_until
+from conftest import TASK_SALES, TIMEOUT_SCALE, Butler, Client, start_calls, wait_until
 
 TASK_FINANCE_TAGGED = "nightly"
 UNKNOWN_TASK = "0b0b0b0b-1111-4222-8333-444455556666"
@@ -309,3 +309,96 @@ def test_qrs_transport_faults_are_retried_then_dead_lettered(workdir, broker, qr
         assert client.wait_result(rid)["status"] == "started"
     finally:
         assert b.stop() == 0
+
+
+# ---- starts that wait together share one QRS call (task_start.batch_max) ----
+
+FOUR_TASKS = [
+    "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91",
+    "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+    "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f",
+    "4e5f6a7b-8c9d-4e0f-9a1b-2c3d4e5f6a7b",
+]
+WAITING = 10
+
+
+def many_calls(qrs):
+    status, body = qrs.control("GET", "/_sim/calls?method=POST&path_re=/task/start/many$")
+    return body if isinstance(body, list) else body.get("calls", [])
+
+
+def queue_behind_a_slow_start(workdir, broker, qrs, client, batch_max=8):
+    """One worker, task names cached; the first start is held 1 s by QRS while
+    WAITING more requests queue behind it. Returns (butler, [(requestId, taskId)])."""
+    butler = Butler(workdir, broker, qrs, extra_yaml=(
+        f"task_start: {{ workers: 1, batch_max: {batch_max} }}\n")).start()
+    for task_id in FOUR_TASKS:  # names into the cache: the waiting ones need no lookup
+        assert client.wait_result(request(client, {"taskId": task_id}))["status"] == "started"
+    qrs.control("POST", "/_sim/faults", {
+        "id": "hold-first", "match": {"method": "POST", "path_re": "^/qrs/task/[^/]+/start$",
+                                      "times": 1},
+        "action": {"type": "delay", "ms": 1000 * TIMEOUT_SCALE}})
+    request(client, {"taskId": TASK_SALES})
+    waiting = [(request(client, {"taskId": FOUR_TASKS[i % 4]}), FOUR_TASKS[i % 4])
+               for i in range(WAITING)]
+    return butler, waiting
+
+
+def test_waiting_starts_share_one_qrs_call(workdir, broker, qrs, client):
+    butler, waiting = queue_behind_a_slow_start(workdir, broker, qrs, client)
+    for request_id, task_id in waiting:
+        result = client.wait_result(request_id)
+        assert result["status"] == "started", result
+        assert [t["taskId"] for t in result["started"]] == [task_id], result
+    calls = many_calls(qrs)
+    sizes = [len(c["body_json"]) for c in calls]
+    # Every waiting start went in a shared call, each id once per request, at
+    # most batch_max (8) to a call.
+    assert sum(sizes) == WAITING and max(sizes) <= 8, sizes
+    assert sorted(i for c in calls for i in c["body_json"]) == sorted(t for _, t in waiting)
+    assert all(c["response"]["status"] == 204 for c in calls)
+    assert butler.stop() == 0
+
+
+def test_batch_max_one_keeps_one_call_per_start(workdir, broker, qrs, client):
+    butler, waiting = queue_behind_a_slow_start(workdir, broker, qrs, client, batch_max=1)
+    for request_id, _ in waiting:
+        assert client.wait_result(request_id)["status"] == "started"
+    assert many_calls(qrs) == []
+    assert butler.stop() == 0
+
+
+def test_refused_shared_call_starts_each_on_its_own(workdir, broker, qrs, client):
+    """QRS answers the list with 404 (as for an id it does not know): every task is
+    then started with its own call, so each request still learns its own outcome."""
+    qrs.control("POST", "/_sim/faults", {
+        "id": "refuse-many", "match": {"method": "POST", "path_re": "/task/start/many$",
+                                       "times": -1},
+        "action": {"type": "status", "status": 404}})
+    before = len(start_calls(qrs))
+    butler, waiting = queue_behind_a_slow_start(workdir, broker, qrs, client)
+    for request_id, task_id in waiting:
+        result = client.wait_result(request_id)
+        assert result["status"] == "started", result
+        assert [t["taskId"] for t in result["started"]] == [task_id], result
+    assert many_calls(qrs), "the shared call was tried"
+    single = [c for c in start_calls(qrs)[before:] if not c.get("many")]
+    assert len(single) >= len(FOUR_TASKS) + 1 + WAITING
+    assert butler.stop() == 0
+
+
+def test_failed_shared_call_fails_each_request(workdir, broker, qrs, client):
+    qrs.control("POST", "/_sim/faults", {
+        "id": "many503", "match": {"method": "POST", "path_re": "/task/start/many$",
+                                   "times": -1},
+        "action": {"type": "status", "status": 503, "headers": {"Retry-After": "0"}}})
+    butler, waiting = queue_behind_a_slow_start(workdir, broker, qrs, client)
+    for request_id, task_id in waiting:
+        result = client.wait_result(request_id)
+        assert result["status"] == "failed", result
+        assert [t["taskId"] for t in result["failed"]] == [task_id], result
+        assert "503" in result["error"], result
+    letters = client.wait_for(
+        lambda m: m["topic"] == "butler/deadletter/butler/task/start", count=WAITING)
+    assert len(letters) >= WAITING
+    assert butler.stop() == 0
