@@ -31,6 +31,7 @@ struct worker_pool {
     struct queued_item *ring; /* capacity entries */
     size_t capacity, head, count;
     size_t running;
+    int idle_workers; /* waiting on has_work */
     bool accepting;
     bool exiting;
     struct worker_pool_callbacks callbacks;
@@ -47,8 +48,11 @@ static void *worker_main(void *argument)
                       : NULL;
     pthread_mutex_lock(&pool->mutex);
     for (;;) {
-        while (pool->count == 0 && !pool->exiting)
+        while (pool->count == 0 && !pool->exiting) {
+            pool->idle_workers++;
             pthread_cond_wait(&pool->has_work, &pool->mutex);
+            pool->idle_workers--;
+        }
         if (pool->count == 0 && pool->exiting)
             break;
         struct queued_item next = pool->ring[pool->head];
@@ -112,6 +116,7 @@ enum butler_status worker_pool_submit(struct worker_pool *pool, worker_run_fn ru
                                       worker_discard_fn discard, void *item, int timeout_ms)
 {
     enum butler_status status = BUTLER_OK;
+    bool wake_worker = false;
     struct timespec deadline;
     if (timeout_ms >= 0)
         clock_deadline_after(CLOCK_REALTIME, (uint64_t)timeout_ms, &deadline);
@@ -134,9 +139,14 @@ enum butler_status worker_pool_submit(struct worker_pool *pool, worker_run_fn ru
     pool->ring[(pool->head + pool->count) % pool->capacity] =
         (struct queued_item){.run = run, .discard = discard, .item = item};
     pool->count++;
-    pthread_cond_signal(&pool->has_work);
+    wake_worker = pool->idle_workers > 0;
 out:
     pthread_mutex_unlock(&pool->mutex);
+    /* Signalled after unlocking, so the woken worker does not block at once on
+     * the mutex this thread still holds (one context switch per hand-off, not
+     * two), and only when a worker sleeps: a busy pool takes the item anyway. */
+    if (wake_worker)
+        pthread_cond_signal(&pool->has_work);
     return status;
 }
 
