@@ -4,14 +4,19 @@
  * reusing one libcurl easy handle (one mutual-TLS keep-alive connection), a fresh
  * Xrfkey header and query per call, N calls in total.
  *
- *   qrs_ceiling URL PKI_DIR TASK_ID N [THREADS]
+ *   qrs_ceiling URL PKI_DIR TASK_ID N [THREADS [RATE]]
  *
+ * RATE > 0 paces the calls at RATE per second in total (each thread keeps its
+ * share on an absolute schedule, sleeping between calls): the same HTTPS call
+ * at a steady rate, to set beside Butler's cost per start at that rate.
+ * Also prints the process's own CPU time per call (user + system, getrusage).
  * URL is e.g. https://127.0.0.1:4242; PKI_DIR holds client.pem, client_key.pem and
  * root.pem. Prints one JSON line: {"calls","ok","seconds","rate"}.
  */
 #define _GNU_SOURCE
 #include <curl/curl.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,6 +28,24 @@
 static const char *base, *pki, *task;
 static atomic_long next_call, ok_calls;
 static long total;
+static long rate; /* calls per second in total; 0 = as fast as answered */
+static struct timespec started_at;
+
+/* With a rate: sleep until call number `i` is due (absolute schedule). */
+static void wait_turn(long i)
+{
+    if (rate <= 0)
+        return;
+    long long due_ns = (long long)i * 1000000000LL / rate;
+    struct timespec due = started_at;
+    due.tv_sec += (time_t)(due_ns / 1000000000LL);
+    due.tv_nsec += (long)(due_ns % 1000000000LL);
+    if (due.tv_nsec >= 1000000000L) {
+        due.tv_sec++;
+        due.tv_nsec -= 1000000000L;
+    }
+    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL);
+}
 
 static size_t discard(char *p, size_t s, size_t n, void *u)
 {
@@ -52,6 +75,7 @@ static void *worker(void *arg)
         long i = atomic_fetch_add(&next_call, 1);
         if (i >= total)
             break;
+        wait_turn(i);
         char xrf[17], url[1024], xrf_header[64];
         for (int k = 0; k < 16; k++)
             xrf[k] = "abcdefghijklmnopqrstuvwxyz012345"[rand_r(&seed) % 32];
@@ -78,23 +102,34 @@ static void *worker(void *arg)
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s URL PKI_DIR TASK_ID N [THREADS]\n", argv[0]);
+        fprintf(stderr, "usage: %s URL PKI_DIR TASK_ID N [THREADS [RATE]]\n", argv[0]);
         return 2;
     }
     base = argv[1], pki = argv[2], task = argv[3], total = number_argument(argv[4]);
     int threads = argc > 5 ? (int)number_argument(argv[5]) : 4;
+    rate = argc > 6 ? number_argument(argv[6]) : 0;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     pthread_t tid[64];
     struct timespec t0, t1;
+    struct rusage usage0, usage1;
+    getrusage(RUSAGE_SELF, &usage0);
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    started_at = t0;
     for (int i = 0; i < threads && i < 64; i++)
         pthread_create(&tid[i], NULL, worker, NULL);
     for (int i = 0; i < threads && i < 64; i++)
         pthread_join(tid[i], NULL);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    getrusage(RUSAGE_SELF, &usage1);
     double s = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
-    printf("{\"calls\":%ld,\"ok\":%ld,\"threads\":%d,\"seconds\":%.3f,\"rate\":%.0f}\n", total,
-           (long)ok_calls, threads, s, total / s);
+    double user_us = (usage1.ru_utime.tv_sec - usage0.ru_utime.tv_sec) * 1e6 +
+                     (usage1.ru_utime.tv_usec - usage0.ru_utime.tv_usec);
+    double system_us = (usage1.ru_stime.tv_sec - usage0.ru_stime.tv_sec) * 1e6 +
+                       (usage1.ru_stime.tv_usec - usage0.ru_stime.tv_usec);
+    printf("{\"calls\":%ld,\"ok\":%ld,\"threads\":%d,\"paced_rate\":%ld,\"seconds\":%.3f,"
+           "\"rate\":%.0f,\"cpu_us_per_call\":%.1f,\"user_us_per_call\":%.1f}\n",
+           total, (long)ok_calls, threads, rate, s, total / s, (user_us + system_us) / total,
+           user_us / total);
     curl_global_cleanup();
     return ok_calls == total ? 0 : 1;
 }

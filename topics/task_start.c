@@ -141,6 +141,8 @@ void task_start_remember_answer(struct task_start_state *state, const char *answ
 
 struct task_answer {
     cJSON *started, *invalid, *denied, *failed, *skipped;
+    bool key_values_only;   /* the request names no task, only key-value items */
+    bool key_values_stored; /* ... and they were stored */
     char error[512];
     int attempts;
 };
@@ -450,6 +452,8 @@ static const char *answer_status(const struct task_answer *answer, bool unreadab
     int skipped = cJSON_GetArraySize(answer->skipped);
     if (unreadable)
         return "invalid";
+    if (answer->key_values_only) /* everything asked for was storing */
+        return answer->key_values_stored ? "started" : "failed";
     if (started > 0)
         return (invalid + denied + failed + skipped) ? "partial" : "started";
     if (failed > 0)
@@ -887,6 +891,13 @@ static void choose_work(struct topic_worker *worker, struct task_start_state *st
     }
     work->to_start =
         sort_chosen(state->config, request, &work->chosen, &work->answer, work->startable);
+    if (request->selector_count == 0) {
+        /* Key-value items only (the Node.js Butler's "-" with a body of
+         * keyvaluestore items): store them, start nothing. */
+        work->answer.key_values_only = true;
+        work->answer.key_values_stored = store_kv(request, &work->answer) == BUTLER_OK;
+        return;
+    }
     if (work->to_start > 0 && request->kv_count > 0 &&
         store_kv(request, &work->answer) != BUTLER_OK) {
         for (size_t i = 0; i < work->to_start; i++)
@@ -932,6 +943,11 @@ static void start_many(struct topic_worker *worker, struct task_start_state *sta
     }
     struct qrs_result result = {0};
     enum butler_status status = qrs_task_start_many(worker->qrs, ids, count, &result);
+    metrics_count("butler_task_start_shared_calls_total", "",
+                  "QRS calls that carried several task starts (POST /qrs/task/start/many)");
+    metrics_add(metrics_get("butler_task_start_shared_starts_total", "", METRIC_COUNTER,
+                            "Task starts sent in shared QRS calls"),
+                (int64_t)count);
     for (size_t i = 0; i < count; i++) {
         struct request_work *work = starts[i].work;
         if (status == BUTLER_ERR_NOT_FOUND) {

@@ -473,7 +473,9 @@ enum butler_status task_request_parse(const char *topic_task_id, bool bare_guid_
         snprintf(error, error_size, "payload must be a JSON object or array");
         status = BUTLER_ERR_INVALID;
     }
-    if (status == BUTLER_OK && request->selector_count == 0) {
+    /* Only key-value items is a request too, as in the Node.js Butler: the
+     * items are stored and nothing is started. */
+    if (status == BUTLER_OK && request->selector_count == 0 && request->kv_count == 0) {
         snprintf(error, error_size, "the request names no task");
         status = BUTLER_ERR_INVALID;
     }

@@ -659,6 +659,23 @@ EMPTY_NODE_ANSWER = {"tasksId": {"started": [], "invalid": [], "denied": []}, "t
                      "tasksTagDenied": [], "tasksCP": [], "tasksCPDenied": []}
 
 
+def test_task_start_dash_with_only_key_values_stores_them(api):
+    """The Node.js Butler stores keyvaluestore items even when the body names no task,
+    and answers 200 with empty lists: a load script passing parameters only."""
+    items = [{"type": "keyvaluestore",
+              "payload": {"namespace": "chain", "key": "only-kv", "value": "7", "ttl": 60000}}]
+    resp = api.call("PUT", "/v4/reloadtask/-/start", items)
+    assert resp.status == 200, resp
+    assert {k: v for k, v in resp.json.items()
+            if k not in ("requestId", "status")} == EMPTY_NODE_ANSWER
+    assert resp.json["status"] == "started"
+    kv = api.observer.wait_for(lambda m: m["topic"] == "butler/kv/chain/only-kv")
+    assert json.loads(kv[0]["payload"])["value"] == "7"
+    result = api.observer.wait_result(resp.json["requestId"])
+    assert result["status"] == "started" and result["started"] == [], result
+    assert started_in_qrs(api.qrs) == {}
+
+
 def test_task_start_dash_without_items_answers_empty_lists(api):
     """PUT|POST /v4/reloadtask/-/start naming nothing: 200 with empty lists in the Node.js shape
     (as the Node.js Butler answers), at once, and nothing is published or started."""

@@ -125,6 +125,15 @@ static void test_typed_items(void)
                      NULL, false, &request, error) == BUTLER_OK);
     UNIT_CHECK(request.all_task_ids_must_exist);
     task_request_clear(&request);
+    /* Key-value items only: a request (stored, nothing started), as in the
+     * Node.js Butler; an empty list still names nothing. */
+    UNIT_CHECK(parse("[{\"type\":\"keyvaluestore\",\"payload\":{\"namespace\":\"ns\","
+                     "\"key\":\"k\",\"value\":\"v\"}}]",
+                     NULL, false, &request, error) == BUTLER_OK);
+    UNIT_CHECK(request.selector_count == 0 && request.kv_count == 1);
+    task_request_clear(&request);
+    UNIT_CHECK(parse("[]", NULL, false, &request, error) == BUTLER_ERR_INVALID);
+    UNIT_CHECK(parse("{\"items\":[]}", NULL, false, &request, error) == BUTLER_ERR_INVALID);
 }
 
 static void test_topic_task_id(void)
