@@ -21,6 +21,7 @@
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "bridge/clients/qrs.h"
+#include "bridge/store/held_messages.h"
 #include "bridge/store/spool.h"
 #include "bridge/core/worker_pool.h"
 #include "topics/app.h"
@@ -150,6 +151,7 @@ struct topic_message *topic_message_copy(const struct mqtt_message *message)
     copy->payload[message->payload_length] = '\0';
     copy->payload_length = message->payload_length;
     copy->received_wall_ms = clock_wall_ms();
+    copy->message_id = message->message_id;
     return copy;
 }
 
@@ -223,7 +225,7 @@ static unsigned char *encode_message(const char *family, const struct topic_mess
     size_t topic_length = strlen(message->topic);
     size_t response_length = message->response_topic ? strlen(message->response_topic) : 0;
     size_t length = 2 + family_length + 4 + topic_length + 4 + message->payload_length + 4 +
-                    response_length + 4 + message->correlation_length + 8;
+                    response_length + 4 + message->correlation_length + 8 + 2;
     unsigned char *buffer = malloc(length);
     if (buffer == NULL || family_length > 255)
         goto fail;
@@ -238,6 +240,9 @@ static unsigned char *encode_message(const char *family, const struct topic_mess
     put_bytes(&p, message->correlation_data, message->correlation_length);
     for (int i = 0; i < 8; i++)
         *p++ = (unsigned char)(message->received_wall_ms >> (8 * i));
+    /* Added later, at the end: a record without it still decodes (id 0). */
+    *p++ = (unsigned char)(message->message_id & 0xff);
+    *p++ = (unsigned char)(message->message_id >> 8);
     *length_out = length;
     return buffer;
 fail:
@@ -337,6 +342,10 @@ struct topic_message *topics_spool_decode(const unsigned char *data, size_t leng
     const unsigned char *wall = take(&r, 8);
     for (int i = 7; wall && i >= 0; i--)
         message->received_wall_ms = (message->received_wall_ms << 8) | wall[i];
+    if (r.ok && r.left >= 2) {
+        const unsigned char *id = take(&r, 2);
+        message->message_id = (uint16_t)(id[0] | (id[1] << 8));
+    }
     if (!r.ok || message->topic == NULL || message->payload == NULL) {
         topic_message_free(message);
         return NULL;
@@ -444,6 +453,18 @@ static void on_message(const struct mqtt_message *message, void *context)
     if (bounded.payload_length > TOPIC_PAYLOAD_MAX) {
         /* Keep one byte over the cap so the parser still reports "too large". */
         bounded.payload_length = TOPIC_PAYLOAD_MAX + 1;
+    }
+    if (held_messages_active() && bounded.qos > 0 && !bounded.retain &&
+        held_messages_take(bounded.message_id, bounded.topic, bounded.payload,
+                           bounded.payload_length)) {
+        /* Spooled before the restart, not acknowledged: the spooled copy is
+         * replayed, so this one is only acknowledged. */
+        topics_count(family->name, "redelivered_held");
+        LOG_INFO(MODULE,
+                 "the broker sent %s again (packet %u) after the restart; the copy in the spool "
+                 "is replayed instead",
+                 bounded.topic, (unsigned)bounded.message_id);
+        return;
     }
     struct queued_message *queued = calloc(1, sizeof *queued);
     if (queued)
@@ -602,6 +623,9 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
     }
     message->spool_id = entry->id;
     message->replay = true;
+    /* The broker may send it again if the PUBACK never left: see held_messages.h. */
+    held_messages_add(message->message_id, message->topic, message->payload,
+                      message->payload_length);
     message->notes = entry->note_count ? calloc(entry->note_count, sizeof *message->notes) : NULL;
     for (size_t i = 0; message->notes && i < entry->note_count; i++) {
         message->notes[i] = malloc(entry->note_lengths[i] + 1);
@@ -698,6 +722,7 @@ void topics_stop_replay(void)
 void topics_teardown(void)
 {
     topics_stop_replay();
+    held_messages_clear();
     publish_teardown(); /* before the spool closes: unanswered work stays in it */
     if (butler_runtime_current && butler_runtime_current->spool) {
         spool_close(butler_runtime_current->spool);

@@ -27,6 +27,7 @@ struct topic_message {
     unsigned char *correlation_data;
     size_t correlation_length;
     uint64_t received_wall_ms;
+    uint16_t message_id; /* the broker's packet id; 0 = unknown (spooled by an older version) */
 
     /* Spool bookkeeping (contract section 7). A message recorded in the spool
      * is marked finished when it is freed, unless the handler called

@@ -323,6 +323,7 @@ static void on_message(struct mosquitto *mosq, void *object, const struct mosqui
         .payload_length = (size_t)msg->payloadlen,
         .qos = msg->qos,
         .retain = msg->retain,
+        .message_id = (uint16_t)msg->mid,
     };
     char *response_topic = NULL;
     void *correlation = NULL;

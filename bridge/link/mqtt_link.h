@@ -33,6 +33,7 @@ struct mqtt_message {
     size_t payload_length;
     int qos;
     bool retain;
+    uint16_t message_id;        /* the broker's packet id (QoS 1/2); a resend keeps it */
     const char *response_topic; /* MQTT v5 Response Topic, or NULL */
     const unsigned char *correlation_data;
     size_t correlation_length;
