@@ -454,6 +454,8 @@ static void on_message(const struct mqtt_message *message, void *context)
         /* Keep one byte over the cap so the parser still reports "too large". */
         bounded.payload_length = TOPIC_PAYLOAD_MAX + 1;
     }
+    if (held_messages_active() && !bounded.session_resumed)
+        held_messages_clear(); /* a new session: the broker has nothing to send again */
     if (held_messages_active() && bounded.qos > 0 && !bounded.retain &&
         held_messages_take(bounded.message_id, bounded.topic, bounded.payload,
                            bounded.payload_length)) {

@@ -64,6 +64,7 @@ struct mqtt_link {
     char offline_payload[STATUS_PAYLOAD_MAX];
 
     unsigned int backoff_attempt;
+    bool session_resumed; /* CONNACK session-present of the current connection; network thread */
     unsigned int random_state;
 
     struct metric *published_total;
@@ -226,6 +227,7 @@ static void on_connect(struct mosquitto *mosq, void *object, int reason, int fla
              (flags & 1) ? "resumed" : "new");
     metrics_add(link->connects_total, 1);
     link->backoff_attempt = 0;
+    link->session_resumed = (flags & 1) != 0;
     /* With a log callback set, libmosquitto formats a debug line (malloc +
      * vsnprintf + free) for every packet it sends or receives, six per task
      * start, only for on_log to drop it. Once connected, listen only when debug
@@ -324,6 +326,7 @@ static void on_message(struct mosquitto *mosq, void *object, const struct mosqui
         .qos = msg->qos,
         .retain = msg->retain,
         .message_id = (uint16_t)msg->mid,
+        .session_resumed = link->session_resumed,
     };
     char *response_topic = NULL;
     void *correlation = NULL;

@@ -34,6 +34,8 @@ struct mqtt_message {
     int qos;
     bool retain;
     uint16_t message_id;        /* the broker's packet id (QoS 1/2); a resend keeps it */
+    bool session_resumed;       /* the broker kept the session across the connect (CONNACK flag):
+                                   only then can it send an unacknowledged message again */
     const char *response_topic; /* MQTT v5 Response Topic, or NULL */
     const unsigned char *correlation_data;
     size_t correlation_length;

@@ -13,7 +13,9 @@
  *
  * Matching stops at the first message that does not match: the broker sends
  * its unacknowledged messages first on a resumed session, so anything after
- * that is new, and an identical new message is never taken for a repeat.
+ * that is new, and an identical new message is not taken for a repeat. The
+ * caller clears the list when the broker says the session is new (nothing
+ * will be sent again).
  *
  * Thread-safe: recovery adds (start-up), the MQTT network thread takes.
  */
