@@ -873,6 +873,11 @@ static const struct key_def config_keys[] = {
      .doc = "Directories beneath which createdir may create directories."},
     {K_STR("file.qvd_path", CFG(file.qvd_path), NULL, check_directory_or_empty),
      .doc = "Base directory of createdirqvd; empty = createdirqvd refused."},
+    {K_INT("file.workers", CFG(file.workers), 1, 64, "2"),
+     .doc = "File commands run at once, on threads of their own: a long copy never holds up "
+            "task starts."},
+    {K_INT("file.queue_max", CFG(file.queue_max), 1, 100000, "1024"),
+     .doc = "File commands waiting for those threads, hard cap; past it the broker keeps them."},
 };
 
 const struct key_table config_key_table = {config_keys, ARRAY_COUNT(config_keys)};

@@ -699,34 +699,10 @@ static void run_app(void *worker_state, void *item)
     free(request);
 }
 
-static void discard_app(void *item)
-{
-    struct topic_message *message = item;
-    LOG_WARN(MODULE, "shutdown: %s was not processed; it stays in the spool for the next start",
-             message->topic);
-    topic_message_keep(message);
-    topic_message_free(message);
-}
-
 void app_run(struct topic_worker *worker, struct topic_message *message)
 {
     (void)worker;
-    for (;;) {
-        enum butler_status status =
-            app_pool ? worker_pool_submit(app_pool, run_app, discard_app, message, SUBMIT_SLICE_MS)
-                     : BUTLER_ERR_SHUTDOWN;
-        if (status == BUTLER_OK)
-            return;
-        if (status == BUTLER_ERR_FULL && !butler_runtime_stopping()) {
-            LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "app queue full (engine.queue_max); holding %s",
-                            message->topic);
-            continue;
-        }
-        LOG_WARN(MODULE, "not accepting %s now; it stays in the spool", message->topic);
-        topic_message_keep(message);
-        topic_message_free(message);
-        return;
-    }
+    topics_hand_over(app_pool, run_app, message, "engine.queue_max");
 }
 
 enum butler_status app_setup(struct butler_runtime *runtime)

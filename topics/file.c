@@ -15,6 +15,7 @@
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "bridge/core/runtime.h"
+#include "bridge/core/worker_pool.h"
 #include "topics/publish.h"
 
 #define MODULE "file"
@@ -277,9 +278,11 @@ static enum butler_status run_operation(const struct file_request *request,
     return BUTLER_ERR_INTERNAL;
 }
 
-void file_run(struct topic_worker *worker, struct topic_message *message)
+/* One file command end to end, on a file thread. Takes `item` (the message). */
+static void run_file(void *worker_state, void *item)
 {
-    (void)worker;
+    (void)worker_state;
+    struct topic_message *message = item;
     const struct butler_config *config = butler_runtime_current->config;
     struct file_request request;
     struct file_places *places = calloc(1, sizeof *places); /* 16 KiB: not on the stack */
@@ -319,4 +322,36 @@ answer:
     answer(message, &request, status, error);
     file_request_clear(&request);
     free(places);
+}
+
+/* File commands run on threads of their own (file.workers): a copy of
+ * gigabytes must not hold up task starts on the shared workers. */
+static struct worker_pool *file_pool;
+
+void file_run(struct topic_worker *worker, struct topic_message *message)
+{
+    (void)worker;
+    topics_hand_over(file_pool, run_file, message, "file.queue_max");
+}
+
+enum butler_status file_setup(struct butler_runtime *runtime)
+{
+    const struct butler_config *config = runtime->config;
+    if (!config->file.enable)
+        return BUTLER_OK;
+    struct worker_pool_callbacks callbacks = {0};
+    return worker_pool_create(config->file.workers, (size_t)config->file.queue_max, &callbacks,
+                              &file_pool);
+}
+
+void file_stop(int grace_ms)
+{
+    if (file_pool)
+        worker_pool_stop(file_pool, grace_ms);
+}
+
+void file_teardown(void)
+{
+    worker_pool_destroy(file_pool);
+    file_pool = NULL;
 }

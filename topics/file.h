@@ -28,6 +28,7 @@
 #include "config/config.h"
 #include "bridge/clients/file_system.h"
 #include "bridge/model/file_request.h"
+#include "bridge/core/runtime.h"
 #include "topics/task_start.h"
 #include "topics/topics.h"
 
@@ -47,8 +48,17 @@ enum butler_status file_request_places(const struct butler_config *config,
                                        const struct file_request *request,
                                        struct file_places *places, char *error, size_t error_size);
 
-/* The worker entry point for every file command topic. */
+/* The worker entry point for every file command topic: hands the command to
+ * the file threads (file.workers), so a long copy never holds up the shared
+ * workers. Takes `message`. */
 void file_run(struct topic_worker *worker, struct topic_message *message);
+
+/* The file threads: created at start-up when file.enable is set; stopped
+ * (commands still queued after `grace_ms` stay in the spool) before the
+ * shared pool; freed at teardown. */
+enum butler_status file_setup(struct butler_runtime *runtime);
+void file_stop(int grace_ms);
+void file_teardown(void);
 
 /* topics.c: which instances subscribe (file.enable; and file.node set). */
 bool file_wanted(const struct butler_config *config);

@@ -370,6 +370,37 @@ static void run_queued(void *worker_state, void *item)
 
 static void discard_queued(void *item);
 
+/* A handed-over message that will not run (shutdown): kept for the next start. */
+static void discard_handed_over(void *item)
+{
+    struct topic_message *message = item;
+    LOG_WARN(MODULE, "shutdown: %s was not processed; it stays in the spool for the next start",
+             message->topic);
+    topic_message_keep(message);
+    topic_message_free(message);
+}
+
+void topics_hand_over(struct worker_pool *pool, void (*run)(void *worker_state, void *item),
+                      struct topic_message *message, const char *queue_key)
+{
+    for (;;) {
+        enum butler_status status =
+            pool ? worker_pool_submit(pool, run, discard_handed_over, message, SUBMIT_SLICE_MS)
+                 : BUTLER_ERR_SHUTDOWN;
+        if (status == BUTLER_OK)
+            return;
+        if (status == BUTLER_ERR_FULL && !butler_runtime_stopping()) {
+            LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "queue full (%s); holding %s", queue_key,
+                            message->topic);
+            continue;
+        }
+        LOG_WARN(MODULE, "not accepting %s now; it stays in the spool", message->topic);
+        topic_message_keep(message);
+        topic_message_free(message);
+        return;
+    }
+}
+
 static bool same_family_run(worker_run_fn run, void *item, void *context)
 {
     const struct queued_message *queued = item;

@@ -114,6 +114,19 @@ size_t topics_take_waiting(void (*run)(struct topic_worker *, struct topic_messa
 enum butler_status topics_requeue(void (*run)(struct topic_worker *, struct topic_message *),
                                   struct topic_message *message);
 
+/*
+ * For families with long work on threads of their own (engine app operations,
+ * file commands), so that it never holds up the shared workers: hand
+ * `message` to `pool`. Waits while that queue is full (the message is in the
+ * spool; the shared worker waits, as the network thread does for the shared
+ * queue); when the pool is gone or Butler is stopping, the message stays in
+ * the spool for the next start. Takes `message`. `queue_key` names the cap in
+ * the log line. Worker thread.
+ */
+struct worker_pool;
+void topics_hand_over(struct worker_pool *pool, void (*run)(void *worker_state, void *item),
+                      struct topic_message *message, const char *queue_key);
+
 /* Count a consumed or rejected message for /metrics by family. */
 void topics_count(const char *family, const char *outcome);
 

@@ -26,6 +26,7 @@
 #include "bridge/core/worker_pool.h"
 #include "config/config.h"
 #include "topics/app.h"
+#include "topics/file.h"
 #include "topics/events.h"
 #include "topics/notifications.h"
 #include "topics/kv.h"
@@ -154,8 +155,9 @@ static enum butler_status start_daemon(struct butler_runtime *runtime, struct da
     if (worker_pool_create(config->task_start.workers, (size_t)config->task_start.queue_max,
                            &callbacks, &runtime->pool) != BUTLER_OK ||
         kv_setup(config) != BUTLER_OK || schedules_setup(config) != BUTLER_OK ||
-        app_setup(runtime) != BUTLER_OK || topics_setup(runtime) != BUTLER_OK ||
-        topics_recover(runtime) != BUTLER_OK || mqtt_link_start(runtime->link) != BUTLER_OK) {
+        app_setup(runtime) != BUTLER_OK || file_setup(runtime) != BUTLER_OK ||
+        topics_setup(runtime) != BUTLER_OK || topics_recover(runtime) != BUTLER_OK ||
+        mqtt_link_start(runtime->link) != BUTLER_OK) {
         LOG_ERROR(MODULE, "start-up failed");
         return BUTLER_ERR_INVALID;
     }
@@ -245,6 +247,9 @@ static void stop_daemon(struct butler_runtime *runtime, struct daemon_parts *par
     uint64_t drained_ms = clock_monotonic_ms() - drain_started_ms;
     uint64_t grace_ms = (uint64_t)config->shutdown_grace_s * 1000u;
     app_stop(drained_ms >= grace_ms ? 0 : (int)(grace_ms - drained_ms));
+    /* File commands likewise: what is still queued after the grace stays in the spool. */
+    drained_ms = clock_monotonic_ms() - drain_started_ms;
+    file_stop(drained_ms >= grace_ms ? 0 : (int)(grace_ms - drained_ms));
     /* Grace is over: retries and waits for the broker give up from here. */
     atomic_store(&runtime->stopping, true);
     topics_stop_replay();
@@ -254,6 +259,7 @@ static void stop_daemon(struct butler_runtime *runtime, struct daemon_parts *par
         mqtt_link_stop(runtime->link, 2000);
     worker_pool_destroy(runtime->pool);
     app_teardown();
+    file_teardown();
     mqtt_link_destroy(runtime->link);
     topics_teardown();
     schedules_teardown();
