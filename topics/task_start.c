@@ -1020,25 +1020,42 @@ static void run_requests(struct topic_worker *worker, struct topic_message *firs
 {
     struct butler_runtime *runtime = butler_runtime_current;
     struct task_start_state *state = runtime->task_start;
-    size_t capacity = (size_t)runtime->config->task_start.batch_max;
+    size_t batch_max = (size_t)runtime->config->task_start.batch_max;
+    /* Sized to what is actually waiting: a lone start allocates nothing here
+     * (a ~60 kB array per start would make glibc consolidate its free lists
+     * every time, as a 64 kB one once did). */
     struct request_work single;
-    struct request_work *works = capacity > 1 ? malloc(capacity * sizeof *works) : NULL;
-    struct topic_message **waiting = capacity > 1 ? malloc(capacity * sizeof *waiting) : NULL;
-    if (works == NULL || waiting == NULL) {
-        free(works);
-        works = &single;
-        capacity = 1;
+    struct request_work *works = &single;
+    struct topic_message **waiting =
+        batch_max > 1 ? malloc((batch_max - 1) * sizeof *waiting) : NULL;
+    size_t taken = waiting ? topics_take_waiting(run, waiting, batch_max - 1) : 0;
+    if (taken > 0) {
+        works = malloc((1 + taken) * sizeof *works);
+        if (works == NULL) {
+            works = &single;
+            for (size_t i = 0; i < taken; i++)
+                if (topics_requeue(run, waiting[i]) != BUTLER_OK) {
+                    LOG_ERROR(MODULE, "out of memory taking task starts together; one is kept "
+                                      "for the next start");
+                    topic_message_keep(waiting[i]);
+                    topic_message_free(waiting[i]);
+                }
+            taken = 0;
+        }
     }
     size_t count = 0;
     if (!work_init(&works[count], first)) {
         keep_for_next_start(&works[count]);
         work_clear(&works[count]);
+        for (size_t i = 0; i < taken; i++) { /* handled by the next start, like `first` */
+            topic_message_keep(waiting[i]);
+            topic_message_free(waiting[i]);
+        }
         goto out;
     }
     if (parse_work(state, &works[count], legacy) && first_time(state, &works[count]))
         choose_work(worker, state, &works[count]);
     count++;
-    size_t taken = capacity > 1 ? topics_take_waiting(run, waiting, capacity - 1) : 0;
     for (size_t i = 0; i < taken; i++) {
         struct request_work *work = &works[count++];
         if (!work_init(work, waiting[i])) {
