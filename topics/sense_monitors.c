@@ -305,7 +305,7 @@ static const struct {
      * "...AccessType" names: those belong to the older accesstypeinfo endpoint, and a real
      * server's overview has none of them. */
     const char *member;
-    const char *name;   /* in <root>/sense/license/access and the low event */
+    const char *name; /* in <root>/sense/license/access and the low event */
 } access_types[] = {
     {"professionalAccess", "professional"},
     {"analyzerAccess", "analyzer"},
