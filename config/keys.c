@@ -24,8 +24,8 @@
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_format_names[] = {"text", "json", NULL};
 static const char *const metrics_auth_names[] = {"token", "open", NULL};
-static const char *const route_to_names[] = {"slack", "teams",    "email",
-                                             "webhook", "mqtt", "influxdb", NULL};
+static const char *const route_to_names[] = {"slack", "teams",    "email", "webhook",
+                                             "mqtt",  "influxdb", NULL};
 static const char *const http_method_names[] = {"POST", "PUT", NULL};
 /* "" = take qrs.verify_peer. */
 static const char *const inherit_bool_names[] = {"", "true", "false", NULL};

@@ -141,13 +141,13 @@ static void put_escaped(struct line_protocol *lp, enum part part, const char *te
         if (part != PART_STRING && (c == '\n' || c == '\r'))
             c = ' '; /* cannot be written outside quotes */
         if (part != PART_STRING && c == '\\') {
-            /* Doubled when it would escape what follows (or the separator
-             * after the part); elsewhere InfluxDB reads it literally. */
+            /* InfluxDB takes any character after a backslash as escaped,
+             * and has no escape for the backslash itself: one before a
+             * character we escape, or at the end (before the separator),
+             * cannot be written. It becomes '/'; elsewhere it is literal. */
             char next = (char)*s;
-            if (next == '\0' || next == '\\' || is_special(part, next) || next == '\n' ||
-                next == '\r')
-                put(lp, "\\", 1);
-            put(lp, "\\", 1);
+            bool escapes = next == '\0' || is_special(part, next) || next == '\n' || next == '\r';
+            put(lp, escapes ? "/" : "\\", 1);
             continue;
         }
         if (is_special(part, c))

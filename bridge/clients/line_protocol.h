@@ -9,8 +9,10 @@
  *   string field values   quoted with '"'; '"' and '\' get a backslash;
  *                         a newline stays as it is (the quotes hold it)
  * In the unquoted parts a newline or carriage return cannot be written at all
- * (InfluxDB ends the line there): each becomes a space. A backslash that
- * would otherwise escape the next character (or end the part) is doubled.
+ * (InfluxDB ends the line there): each becomes a space. InfluxDB reads a
+ * backslash before a special character as an escape and has no escape for a
+ * backslash itself, so a backslash that would escape the next character (or
+ * the separator after the part) becomes '/'; elsewhere it stays literal.
  * Bytes that are not valid UTF-8 become U+FFFD; valid non-ASCII text is
  * copied unchanged. An empty tag key or value, an empty field key or an
  * empty auto-typed value is skipped (InfluxDB refuses empty tags); a point

@@ -79,11 +79,12 @@ static void test_backslashes(void)
     check_string_field("C:\\dir\\", "m s=\"C:\\\\dir\\\\\"\n");
     /* Literal where nothing follows that it could escape. */
     check_tag("C:\\dir", "m,t=C:\\dir n=1i 5\n");
-    /* Doubled at the end (it would escape the separator) and before a
-     * special character or another backslash. */
-    check_tag("end\\", "m,t=end\\\\ n=1i 5\n");
-    check_tag("a\\,b", "m,t=a\\\\\\,b n=1i 5\n");
-    check_tag("a\\\\,", "m,t=a\\\\\\\\\\, n=1i 5\n");
+    /* A '/' where it would escape the separator after the part or a special
+     * character (InfluxDB has no escape for a backslash). */
+    check_tag("end\\", "m,t=end/ n=1i 5\n");
+    check_tag("a\\,b", "m,t=a/\\,b n=1i 5\n");
+    check_tag("a\\\\,", "m,t=a\\/\\, n=1i 5\n");
+    check_measurement("m\\ x\\", "m/\\ x/ ok=true\n");
 }
 
 static void test_newlines(void)
@@ -220,10 +221,10 @@ static void test_several_points(void)
 }
 
 const struct unit_test unit_tests[] = {
-    UNIT_TEST(test_spaces),        UNIT_TEST(test_commas),
-    UNIT_TEST(test_equals_signs),  UNIT_TEST(test_quotes),
-    UNIT_TEST(test_backslashes),   UNIT_TEST(test_newlines),
-    UNIT_TEST(test_non_ascii),     UNIT_TEST(test_empty_values_skipped),
-    UNIT_TEST(test_value_types),   UNIT_TEST(test_bounded),
+    UNIT_TEST(test_spaces),         UNIT_TEST(test_commas),
+    UNIT_TEST(test_equals_signs),   UNIT_TEST(test_quotes),
+    UNIT_TEST(test_backslashes),    UNIT_TEST(test_newlines),
+    UNIT_TEST(test_non_ascii),      UNIT_TEST(test_empty_values_skipped),
+    UNIT_TEST(test_value_types),    UNIT_TEST(test_bounded),
     UNIT_TEST(test_several_points), {0},
 };
