@@ -91,9 +91,8 @@ enum udp_drop_reason proxy_parse(const unsigned char *data, size_t length, size_
             store_field(out, data + starts[raw], starts[raw + 1] - 1 - starts[raw]);
     }
     if (prefixed) /* everything after the 7th ';', embedded ';' kept */
-        out->fields[PROXY_FIELD_MESSAGE] =
-            store_field(out, data + starts[PREFIXED_FIELDS - 1],
-                        length - starts[PREFIXED_FIELDS - 1]);
+        out->fields[PROXY_FIELD_MESSAGE] = store_field(out, data + starts[PREFIXED_FIELDS - 1],
+                                                       length - starts[PREFIXED_FIELDS - 1]);
 
     if (!proxy_event_kind_from_command(out->fields[PROXY_FIELD_COMMAND], &out->kind))
         return UDP_DROP_COMMAND;
