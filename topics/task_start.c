@@ -18,6 +18,7 @@
  *      <root>/deadletter/<topic>.
  */
 #include "topics/task_start.h"
+#include "topics/handoff.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
