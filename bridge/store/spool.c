@@ -247,10 +247,11 @@ enum butler_status spool_add(struct spool *spool, const void *data, size_t lengt
     pthread_mutex_lock(&spool->mutex);
     uint64_t record_bytes = HEADER_BYTES + BODY_FIXED_BYTES + length;
     if (spool->file_bytes + record_bytes > spool->options.max_bytes &&
-        spool_compact(spool) != BUTLER_OK)
+        !spool->options.compact_in_housekeeping && spool_compact(spool) != BUTLER_OK)
         LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "compaction of a full spool failed");
     if (spool->file_bytes + record_bytes > spool->options.max_bytes ||
         spool->live_active >= SPOOL_LIVE_MAX) {
+        spool->compact_wanted = true; /* for spool_housekeeping */
         status = BUTLER_ERR_FULL;
         goto out;
     }
@@ -318,7 +319,8 @@ enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data
     /* An empty answer is nothing to remember: the DONE only retires the ADD. */
     if (spool->options.done_retention_ms > 0 && length > 0)
         spool_index_push_done(spool, id, wall_ms, ref);
-    spool_maybe_compact(spool);
+    if (!spool->options.compact_in_housekeeping)
+        spool_maybe_compact(spool);
 out:
     pthread_mutex_unlock(&spool->mutex);
     return status;
@@ -381,6 +383,22 @@ enum butler_status spool_read_answer(struct spool *spool, uint64_t id, unsigned 
     }
     pthread_mutex_unlock(&spool->mutex);
     return status;
+}
+
+bool spool_housekeeping(struct spool *spool)
+{
+    pthread_mutex_lock(&spool->mutex);
+    uint64_t before = spool->stats.compactions;
+    if (spool->compact_wanted) {
+        spool->compact_wanted = false;
+        if (spool_compact(spool) != BUTLER_OK)
+            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "compaction of a full spool failed");
+    } else {
+        spool_maybe_compact(spool);
+    }
+    bool compacted = spool->stats.compactions != before;
+    pthread_mutex_unlock(&spool->mutex);
+    return compacted;
 }
 
 void spool_get_stats(struct spool *spool, struct spool_stats *stats)

@@ -63,6 +63,10 @@ struct spool_options {
     /* Most answers kept at once (0 = SPOOL_DONE_MAX_DEFAULT); past it the
      * oldest is forgotten early and counted in spool_stats.done_evicted. */
     uint64_t max_done_entries;
+    /* Never compact inside spool_add or spool_done (they may run on a thread
+     * that must not stall, the MQTT network thread): the owner calls
+     * spool_housekeeping() from a thread of its own instead. */
+    bool compact_in_housekeeping;
 };
 
 /* What recovery hands back. Pointers are valid only during the callback. */
@@ -123,6 +127,11 @@ enum butler_status spool_read(struct spool *spool, uint64_t id, unsigned char **
  * its answer was empty, or its retention ended. Any thread. */
 enum butler_status spool_read_answer(struct spool *spool, uint64_t id, unsigned char **data_out,
                                      size_t *length_out);
+
+/* With compact_in_housekeeping: compact when the file is past twice what is
+ * live, or when an add was refused for room since the last call. Returns
+ * true when it compacted. Any thread but those that must not stall. */
+bool spool_housekeeping(struct spool *spool);
 
 void spool_get_stats(struct spool *spool, struct spool_stats *stats);
 /* Copy the stats into the /metrics gauges (butler_spool_*). NULL-safe. Any thread. */

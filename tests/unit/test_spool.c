@@ -182,6 +182,48 @@ static void test_cap_and_compaction(void)
     remove_directory();
 }
 
+/* With compact_in_housekeeping, spool_add and spool_done never compact (the
+ * MQTT network thread calls them); spool_housekeeping does, on demand once an
+ * add was refused for room. */
+static void test_compaction_only_in_housekeeping(void)
+{
+    fresh_directory();
+    struct spool_options options = {
+        .directory = directory,
+        .max_bytes = 64 * 1024,
+        .done_retention_ms = 600000,
+        .compact_in_housekeeping = true,
+    };
+    struct spool *spool = NULL;
+    struct collected c = {0};
+    UNIT_CHECK(spool_open(&options, collect, &c, &spool) == BUTLER_OK);
+    struct spool_stats stats;
+    spool_get_stats(spool, &stats);
+    uint64_t at_open = stats.compactions;
+    char data[1000];
+    memset(data, 'x', sizeof data);
+    uint64_t id = 0;
+    int added = 0;
+    while (spool_add(spool, data, sizeof data, &id) == BUTLER_OK)
+        added++;
+    UNIT_CHECK(added > 50 && added < 70);
+    for (uint64_t i = id - (uint64_t)added + 1; i <= id; i++)
+        UNIT_CHECK(spool_done(spool, i, NULL, 0) == BUTLER_OK);
+    /* Still full: neither the refused add nor the DONEs compacted. */
+    UNIT_CHECK(spool_add(spool, data, sizeof data, &id) == BUTLER_ERR_FULL);
+    spool_get_stats(spool, &stats);
+    UNIT_CHECK(stats.compactions == at_open);
+    UNIT_CHECK(spool_housekeeping(spool));
+    UNIT_CHECK(spool_add(spool, data, sizeof data, &id) == BUTLER_OK);
+    spool_get_stats(spool, &stats);
+    UNIT_CHECK(stats.compactions == at_open + 1);
+    UNIT_CHECK(stats.live_entries == 1);
+    /* Nothing wanted and nothing due: no compaction. */
+    UNIT_CHECK(!spool_housekeeping(spool));
+    spool_close(spool);
+    remove_directory();
+}
+
 /*
  * A steady stream of work, each item with two notes and an answer: the index
  * and the file follow what is live (unfinished work and answers within
@@ -340,5 +382,6 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_replay_unfinished),
     UNIT_TEST(test_torn_write_and_garbage),
     UNIT_TEST(test_cap_and_compaction),
+    UNIT_TEST(test_compaction_only_in_housekeeping),
     {0},
 };
