@@ -11,6 +11,7 @@
  * a reload interrupted by a SIGKILL is not run twice.
  */
 #include "topics/app.h"
+#include "topics/handoff.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

@@ -24,7 +24,7 @@
 #include "bridge/core/runtime.h"
 #include "bridge/core/status.h"
 #include "config/config.h"
-#include "topics/topics.h"
+#include "topics/message.h"
 
 enum {
     ROUTE_TEXT_MAX = 30000,       /* rendered alert text */

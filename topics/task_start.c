@@ -21,6 +21,7 @@
  * topics/task_start_internal.h for the other three.
  */
 #include "topics/task_start.h"
+#include "topics/handoff.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -30,10 +31,10 @@
 
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
+#include "bridge/core/runtime.h"
 #include "bridge/store/expiring_map.h"
 #include "bridge/clients/qrs.h"
 #include "topics/task_start_internal.h"
-#include "topics/topics.h"
 
 enum butler_status task_start_state_create(const struct butler_config *config,
                                            struct task_start_state **out)

@@ -15,6 +15,7 @@
 #include "bridge/core/json.h"
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
+#include "bridge/core/runtime.h"
 #include "bridge/store/spool.h"
 #include "topics/publish.h"
 

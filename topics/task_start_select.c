@@ -13,6 +13,7 @@
 
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
+#include "bridge/core/runtime.h"
 #include "topics/kv.h"
 
 /* ---- allow-list ---- */
