@@ -204,7 +204,7 @@ enum butler_status routes_setup(struct butler_runtime *runtime)
         LOG_ERROR(MODULE, "more than %d routes", ROUTE_SUBSCRIPTIONS_MAX);
         return BUTLER_ERR_TOO_LARGE;
     }
-    status = expiring_map_create(ROUTE_RATE_KEYS_MAX, &rate_limits);
+    status = expiring_map_create_named("route_rate_limits", ROUTE_RATE_KEYS_MAX, &rate_limits);
     if (status != BUTLER_OK)
         return status;
     for (size_t i = 0; i < routes->count; i++)

@@ -61,10 +61,11 @@ enum butler_status task_start_state_create(const struct butler_config *config,
     if (state == NULL)
         goto out;
     state->config = config;
-    status = expiring_map_create((size_t)config->task_start.dedup_max_requests, &state->requests);
+    status = expiring_map_create_named(
+        "task_start_requests", (size_t)config->task_start.dedup_max_requests, &state->requests);
     if (status != BUTLER_OK)
         goto out;
-    status = expiring_map_create(NAME_CACHE_MAX, &state->task_names);
+    status = expiring_map_create_named("task_names", NAME_CACHE_MAX, &state->task_names);
     if (status != BUTLER_OK)
         goto out;
     *out = state;
