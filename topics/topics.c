@@ -227,6 +227,14 @@ static void on_message(const struct mqtt_message *message, void *context)
     }
 }
 
+bool topics_family_overlaps(const char *filter)
+{
+    for (size_t i = 0; i < FAMILY_COUNT; i++)
+        if (family_filters[i] && route_filters_overlap(family_filters[i], filter))
+            return true;
+    return false;
+}
+
 enum butler_status topics_setup(struct butler_runtime *runtime)
 {
     const struct butler_config *config = runtime->config;
