@@ -18,8 +18,10 @@
 #include "bridge/link/mqtt_link.h"
 #include "bridge/store/expiring_map.h"
 #include "topics/publish.h"
+#include "topics/route_influxdb.h"
 #include "topics/route_internal.h"
 #include "topics/template.h"
+#include "topics/topics.h"
 
 #define MODULE "routes"
 
@@ -92,6 +94,7 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
         break;
     case CONFIG_ROUTE_EMAIL:
     case CONFIG_ROUTE_MQTT:
+    case CONFIG_ROUTE_INFLUXDB: /* not here: routes_run hands them to route_influxdb.c */
         break;
     }
     if (route->to == CONFIG_ROUTE_MQTT) {
@@ -169,10 +172,19 @@ void routes_run(struct topic_worker *worker, struct topic_message *message)
 {
     const struct config_route_list *routes = &routes_runtime->config->routes;
     cJSON *event = json_parse_exact((const char *)message->payload, message->payload_length, NULL);
+    bool keep = false; /* a point waits in InfluxDB's open batch: that batch finishes it */
     if (!is_deadletter(message->topic))
-        for (size_t i = 0; i < routes->count; i++)
-            if (mqtt_topic_matches(routes->items[i].match, message->topic))
-                deliver_route(worker, &routes->items[i], message, event);
+        for (size_t i = 0; i < routes->count; i++) {
+            const struct config_route *route = &routes->items[i];
+            if (!mqtt_topic_matches(route->match, message->topic))
+                continue;
+            if (route->to == CONFIG_ROUTE_INFLUXDB)
+                keep |= route_influxdb_take(route, message, event);
+            else
+                deliver_route(worker, route, message, event);
+        }
+    if (keep)
+        topic_message_keep(message);
     topics_count("routes", "done");
     cJSON_Delete(event);
     topic_message_free(message);
@@ -180,41 +192,59 @@ void routes_run(struct topic_worker *worker, struct topic_message *message)
 
 /* ---------------------------------------------------------------- setup */
 
+/* A join may not reach a family's topics that neither route filter reached:
+ * those messages would then come twice and run the command twice. */
+static bool join_reaches_commands(const char *joined, const char *a, const char *b, void *context)
+{
+    (void)context;
+    return topics_family_overlaps(joined) && !topics_family_overlaps(a) &&
+           !topics_family_overlaps(b);
+}
+
 enum butler_status routes_setup(struct butler_runtime *runtime)
 {
     const struct config_route_list *routes = &runtime->config->routes;
     enum butler_status status = BUTLER_OK;
+    const char *filters[ROUTE_SUBSCRIPTIONS_MAX];
+    char *plan[ROUTE_SUBSCRIPTIONS_MAX] = {0};
+    size_t plan_count = 0, unjoined = 0;
     routes_runtime = runtime;
-    if (routes->count == 0)
-        return BUTLER_OK;
+    status = route_influxdb_setup(runtime);
+    if (status != BUTLER_OK || routes->count == 0)
+        return status;
     if (routes->count > ROUTE_SUBSCRIPTIONS_MAX) {
         LOG_ERROR(MODULE, "more than %d routes", ROUTE_SUBSCRIPTIONS_MAX);
         return BUTLER_ERR_TOO_LARGE;
     }
-    status = expiring_map_create(ROUTE_RATE_KEYS_MAX, &rate_limits);
+    status = expiring_map_create_named("route_rate_limits", ROUTE_RATE_KEYS_MAX, &rate_limits);
     if (status != BUTLER_OK)
         return status;
-    for (size_t i = 0; i < routes->count; i++) {
-        const char *filter = routes->items[i].match;
-        /* One subscription per distinct coverage: the broker would otherwise
-         * deliver a message once per overlapping subscription. */
-        bool covered = false;
-        for (size_t j = 0; j < routes->count && !covered; j++) {
-            if (j == i)
-                continue;
-            const char *other = routes->items[j].match;
-            bool same = strcmp(other, filter) == 0;
-            covered = same ? j < i : route_filter_covers(other, filter);
-        }
-        if (covered)
-            continue;
+    for (size_t i = 0; i < routes->count; i++)
+        filters[i] = routes->items[i].match;
+    /* No two subscriptions may match one topic: the broker sends a copy per
+     * matching subscription and each copy would run every matching route.
+     * routes_wanted/routes_run filter per route, so a wider subscription
+     * only costs the messages no route wants (counted "unknown"). */
+    status = route_subscription_plan(filters, routes->count, join_reaches_commands, NULL, plan,
+                                     ROUTE_SUBSCRIPTIONS_MAX, &plan_count, &unjoined);
+    if (status != BUTLER_OK)
+        goto out;
+    if (unjoined > 0)
+        LOG_WARN(MODULE,
+                 "%zu pair(s) of route filters overlap and cannot be merged without reaching "
+                 "Butler's command topics: a message matching both is delivered twice",
+                 unjoined);
+    for (size_t i = 0; i < plan_count; i++) {
         /* Shared: with share_group set, one instance of the fleet alerts. */
-        status = mqtt_link_add_subscription(runtime->link, filter, true);
+        status = mqtt_link_add_subscription(runtime->link, plan[i], true);
         if (status != BUTLER_OK)
-            return status;
-        LOG_INFO(MODULE, "route %s: subscribed %s", routes->items[i].name, filter);
+            goto out;
+        LOG_INFO(MODULE, "routes: subscribed %s", plan[i]);
     }
-    return BUTLER_OK;
+out:
+    for (size_t i = 0; i < plan_count; i++)
+        free(plan[i]);
+    return status;
 }
 
 void routes_teardown(void)

@@ -33,6 +33,7 @@
 #include "topics/kv.h"
 #include "topics/newrelic.h"
 #include "topics/notifications.h"
+#include "topics/route_influxdb.h"
 #include "topics/routes.h"
 #include "topics/schedules.h"
 #include "topics/sense_monitors.h"
@@ -123,14 +124,21 @@ static char *family_filters[FAMILY_COUNT];
  * session and sends it again after the reconnect (backpressure through the
  * broker, the documented hold point). Network thread. */
 static void hold_unacknowledged(struct butler_runtime *runtime, const char *family,
-                                const char *topic, const char *why)
+                                const struct mqtt_message *message, const char *why)
 {
-    topics_count(family, "held");
     metrics_count("butler_spool_refused_total", "",
                   "Messages the spool could not take (full or failing); held back");
+    if (message->qos == 0) {
+        /* No PUBACK to hold back, and the broker will not send it again. */
+        topics_count(family, "dropped");
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot record %s (%s); dropping it (QoS 0)",
+                        message->topic, why);
+        return;
+    }
+    topics_count(family, "held");
     LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,
                     "cannot record %s (%s); holding it unacknowledged: the broker sends it again",
-                    topic, why);
+                    message->topic, why);
     mqtt_link_abort_connection(runtime->link);
     feeder_wake(); /* a full spool may have room after a compaction */
 }
@@ -165,23 +173,22 @@ static void on_message(const struct mqtt_message *message, void *context)
         /* Keep one byte over the cap so the parser still reports "too large". */
         bounded.payload_length = TOPIC_PAYLOAD_MAX + 1;
     }
-    if (held_messages_active() && !bounded.session_resumed)
-        held_messages_clear(); /* a new session: the broker has nothing to send again */
     if (held_messages_active() && bounded.qos > 0 && !bounded.retain &&
         held_messages_take(bounded.message_id, bounded.topic, bounded.payload,
                            bounded.payload_length)) {
-        /* Spooled before the restart, not acknowledged: the spooled copy is
-         * replayed, so this one is only acknowledged. */
+        /* Spooled before a restart or a dropped connection, its PUBACK
+         * lost: the spooled copy runs (or ran), so this one is only
+         * acknowledged. */
         topics_count(family->name, "redelivered_held");
         LOG_INFO(MODULE,
-                 "the broker sent %s again (packet %u) after the restart; the copy in the spool "
-                 "is replayed instead",
+                 "the broker sent %s again (packet %u) on the resumed session; the copy in the "
+                 "spool is run instead",
                  bounded.topic, (unsigned)bounded.message_id);
         return;
     }
     struct topic_message *copy = topic_message_copy(&bounded);
     if (copy == NULL) {
-        hold_unacknowledged(runtime, family->name, message->topic, "out of memory");
+        hold_unacknowledged(runtime, family->name, &bounded, "out of memory");
         return;
     }
     /* Record before acknowledging: once this returns, the PUBACK goes out. */
@@ -191,9 +198,14 @@ static void on_message(const struct mqtt_message *message, void *context)
         enum butler_status status =
             record ? spool_add(runtime->spool, record, record_length, &copy->spool_id)
                    : BUTLER_ERR_NOMEM;
+        /* Should this PUBACK be lost, the broker's resend is recognised
+         * (bridge/store/held_messages.h). */
+        if (status == BUTLER_OK && bounded.qos > 0 && !bounded.retain)
+            held_messages_add(bounded.message_id, bounded.topic, bounded.payload,
+                              bounded.payload_length);
         free(record);
         if (status != BUTLER_OK) {
-            hold_unacknowledged(runtime, family->name, message->topic, butler_status_str(status));
+            hold_unacknowledged(runtime, family->name, &bounded, butler_status_str(status));
             topic_message_free(copy); /* not spooled: marks nothing */
             return;
         }
@@ -201,7 +213,7 @@ static void on_message(const struct mqtt_message *message, void *context)
     enum butler_status status = feeder_push(family->run, copy);
     if (status != BUTLER_OK) {
         if (copy->spool_id == 0) {
-            hold_unacknowledged(runtime, family->name, message->topic, butler_status_str(status));
+            hold_unacknowledged(runtime, family->name, &bounded, butler_status_str(status));
             topic_message_free(copy);
             return;
         }
@@ -217,6 +229,14 @@ static void on_message(const struct mqtt_message *message, void *context)
         return;
     }
     topics_count(family->name, "queued");
+}
+
+bool topics_family_overlaps(const char *filter)
+{
+    for (size_t i = 0; i < FAMILY_COUNT; i++)
+        if (family_filters[i] && route_filters_overlap(family_filters[i], filter))
+            return true;
+    return false;
 }
 
 enum butler_status topics_setup(struct butler_runtime *runtime)
@@ -278,6 +298,12 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
     }
     char family[256];
     struct topic_message *message = topics_spool_decode(entry->data, entry->length, family);
+    if (message && strcmp(family, INFLUXDB_SPOOL_FAMILY) == 0) {
+        /* A batch of InfluxDB points: the writer takes it from the spool. */
+        route_influxdb_recovered(entry->id, message->payload, message->payload_length);
+        topic_message_free(message); /* not spooled itself: marks nothing done */
+        return;
+    }
     if (message && strcmp(family, EVENTS_SPOOL_FAMILY) == 0) {
         /* Sense events have their own path: they are published by the UDP
          * publisher in order, not run by a worker. */
@@ -354,6 +380,7 @@ enum butler_status topics_recover(struct butler_runtime *runtime)
 
 void topics_replay(struct butler_runtime *runtime)
 {
+    route_influxdb_start(); /* the spool is open and read: batches found in it can go */
     if (feeder_start(runtime) != BUTLER_OK)
         LOG_ERROR(MODULE, "cannot start the feeder thread: spooled work waits for the next start");
 }
@@ -372,7 +399,8 @@ void topics_teardown(void)
 {
     feeder_stop(); /* after the link: nothing pushes any more */
     held_messages_clear();
-    publish_teardown(); /* before the spool closes: unanswered work stays in it */
+    route_influxdb_stop(); /* its open batch goes to the spool, dead letters still publish */
+    publish_teardown();    /* before the spool closes: unanswered work stays in it */
     if (butler_runtime_current && butler_runtime_current->spool) {
         spool_close(butler_runtime_current->spool);
         butler_runtime_current->spool = NULL;

@@ -7,13 +7,15 @@
  *   PROGRESS a note about that work (e.g. "task X started"), kept with it;
  *   DONE     the work is finished; its bytes (e.g. the answer) are kept for
  *            `done_retention_ms` so a redelivered request can be recognised.
- * On open, every complete record is read back: a record cut short by a crash,
- * or garbage, is skipped by scanning for the next valid record, so every
- * complete record survives. Work with an ADD and no DONE is handed back for
- * replay. When the file grows past twice what is live (live: unfinished work
- * with its notes, and answers still within retention), and past
- * SPOOL_COMPACT_MIN_BYTES, it is compacted into a new file that replaces the
- * old one atomically (rename). So the file follows what is live, not max_bytes.
+ * On open, every complete record is read back: a record cut short by a crash
+ * (always the last one: appends are single writes, and a failed append or
+ * flush is cut back before anything else is written) or one whose checksum
+ * fails is skipped whole, never searched inside (a payload may embed a valid
+ * record); only garbage without a record header is scanned for the next one. Work with an ADD and
+ * no DONE is handed back for replay. When the file grows past twice what is live (live: unfinished
+ * work with its notes, and answers still within retention), and past SPOOL_COMPACT_MIN_BYTES, it is
+ * compacted into a new file that replaces the old one atomically (rename). So the file follows what
+ * is live, not max_bytes.
  *
  * Bounded: the file never grows past spool.max_bytes; spool_add() then
  * refuses with BUTLER_ERR_FULL (after trying to compact) and the caller makes
@@ -90,6 +92,7 @@ struct spool_stats {
     uint64_t recovered_entries;
     uint64_t skipped_bytes; /* corrupt or truncated bytes skipped during recovery */
     uint64_t compactions;
+    uint64_t append_failures; /* writes or flushes that failed (cut back, refused) */
 };
 
 /*

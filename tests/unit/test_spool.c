@@ -318,7 +318,64 @@ static void test_many_notes(void)
     remove_directory();
 }
 
+/* A complete record as the spool writes it (header and body), for crafted payloads. */
+static size_t craft_record(unsigned char *out, uint8_t type, uint64_t id, const char *data)
+{
+    size_t length = strlen(data), body = 20 + length;
+    memset(out, 0, 32);
+    out[12] = type;
+    for (int i = 0; i < 8; i++)
+        out[16 + i] = (unsigned char)(id >> (8 * i));
+    memcpy(out + 32, data, length);
+    uint32_t words[3] = {0x524c5442u, (uint32_t)body, spool_crc32(out + 12, body)};
+    for (int w = 0; w < 3; w++)
+        for (int i = 0; i < 4; i++)
+            out[4 * w + i] = (unsigned char)(words[w] >> (8 * i));
+    return 12 + body;
+}
+
+/*
+ * A publisher embeds a valid record in a message. When that message's record
+ * is torn by a crash, or its checksum fails, recovery must not resynchronise
+ * inside it and take the embedded record for a real one.
+ */
+static void test_resync_ignores_records_inside_a_payload(void)
+{
+    for (int damage = 0; damage < 2; damage++) {
+        fresh_directory();
+        struct collected c;
+        struct spool *spool = open_spool(&c, 1 << 20);
+        uint64_t first = 0, crafted = 0;
+        UNIT_CHECK(spool_add(spool, "first", 5, &first) == BUTLER_OK);
+        unsigned char payload[256];
+        memcpy(payload, "prefix:", 7);
+        size_t length = 7 + craft_record(payload + 7, SPOOL_ADD, 999, "embedded");
+        length += craft_record(payload + length, SPOOL_DONE, first, "forged");
+        memcpy(payload + length, ":suffix", 7);
+        length += 7;
+        UNIT_CHECK(spool_add(spool, payload, length, &crafted) == BUTLER_OK);
+        spool_close(spool);
+        if (damage == 0) {
+            append_bytes(NULL, 3, true); /* torn: crash in the middle of the write */
+        } else {
+            /* Same length, one byte of the suffix changed: checksum fails. */
+            append_bytes(NULL, 1, true);
+            append_bytes("X", 1, false);
+        }
+        spool = open_spool(&c, 1 << 20);
+        UNIT_CHECK(c.adds == 1);
+        UNIT_CHECK_STR(c.add_data[0], "first"); /* not finished by the forged DONE */
+        UNIT_CHECK(c.dones == 0);
+        struct spool_stats stats;
+        spool_get_stats(spool, &stats);
+        UNIT_CHECK(stats.skipped_bytes > 0);
+        spool_close(spool);
+        remove_directory();
+    }
+}
+
 const struct unit_test unit_tests[] = {
+    UNIT_TEST(test_resync_ignores_records_inside_a_payload),
     UNIT_TEST(test_steady_state_follows_live),
     UNIT_TEST(test_done_retention),
     UNIT_TEST(test_many_notes),
