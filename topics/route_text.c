@@ -45,6 +45,132 @@ bool route_filter_covers(const char *a, const char *b)
     return pa == NULL && pb == NULL;
 }
 
+/* True when some topic is matched by both filters `a` and `b`. */
+bool route_filters_overlap(const char *a, const char *b)
+{
+    const char *pa = a, *pb = b;
+    while (pa && pb) {
+        const char *la, *lb;
+        size_t na = next_level(&pa, &la);
+        size_t nb = next_level(&pb, &lb);
+        if ((na == 1 && la[0] == '#') || (nb == 1 && lb[0] == '#'))
+            return true;
+        if ((na == 1 && la[0] == '+') || (nb == 1 && lb[0] == '+'))
+            continue;
+        if (na != nb || memcmp(la, lb, na) != 0)
+            return false;
+    }
+    if (pa == NULL && pb == NULL)
+        return true;
+    /* One ended: "x/#" also matches "x". */
+    return strcmp(pa ? pa : pb, "#") == 0;
+}
+
+enum butler_status route_filter_join(const char *a, const char *b, char *out, size_t size)
+{
+    const char *pa = a, *pb = b;
+    size_t used = 0;
+    bool done = false;
+    if (size == 0)
+        return BUTLER_ERR_TOO_LARGE;
+    out[0] = '\0';
+    while (!done && (pa || pb)) {
+        const char *la = "#", *lb = "#", *level;
+        size_t na = 1, nb = 1, n;
+        /* A filter that ended before the other: the rest is covered only by '#'. */
+        if (pa)
+            na = next_level(&pa, &la);
+        if (pb)
+            nb = next_level(&pb, &lb);
+        if ((na == 1 && la[0] == '#') || (nb == 1 && lb[0] == '#')) {
+            level = "#", n = 1, done = true;
+        } else if (na == nb && memcmp(la, lb, na) == 0) {
+            level = la, n = na;
+        } else {
+            level = "+", n = 1;
+        }
+        if (used + n + 2 > size)
+            return BUTLER_ERR_TOO_LARGE;
+        if (used > 0)
+            out[used++] = '/';
+        memcpy(out + used, level, n);
+        used += n;
+        out[used] = '\0';
+    }
+    return BUTLER_OK;
+}
+
+enum butler_status route_subscription_plan(const char *const *filters, size_t count,
+                                           bool (*refuse)(const char *joined, const char *a,
+                                                          const char *b, void *context),
+                                           void *context, char **out, size_t out_max,
+                                           size_t *out_count, size_t *unjoined)
+{
+    enum butler_status status = BUTLER_OK;
+    size_t n = 0;
+    char joined[ROUTE_FILTER_MAX];
+    *out_count = 0;
+    *unjoined = 0;
+    if (count > out_max)
+        return BUTLER_ERR_TOO_LARGE;
+    for (size_t i = 0; i < count; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < n && !seen; j++)
+            seen = strcmp(out[j], filters[i]) == 0;
+        if (seen)
+            continue;
+        if ((out[n] = strdup(filters[i])) == NULL) {
+            status = BUTLER_ERR_NOMEM;
+            goto out;
+        }
+        n++;
+    }
+    /* Each accepted join removes one filter, so this ends after < count rounds. */
+    for (bool changed = true; changed;) {
+        changed = false;
+        *unjoined = 0;
+        for (size_t i = 0; i < n && !changed; i++) {
+            for (size_t j = 0; j < n && !changed; j++) {
+                if (i == j || !route_filters_overlap(out[i], out[j]))
+                    continue;
+                bool covered = route_filter_covers(out[i], out[j]);
+                if (!covered) {
+                    status = route_filter_join(out[i], out[j], joined, sizeof joined);
+                    if (status != BUTLER_OK)
+                        goto out;
+                    if (refuse && refuse(joined, out[i], out[j], context)) {
+                        if (i < j)
+                            (*unjoined)++;
+                        continue;
+                    }
+                    char *copy = strdup(joined);
+                    if (copy == NULL) {
+                        status = BUTLER_ERR_NOMEM;
+                        goto out;
+                    }
+                    free(out[i]);
+                    out[i] = copy;
+                }
+                /* out[i] now covers out[j]: drop out[j]. */
+                free(out[j]);
+                out[j] = out[--n];
+                out[n] = NULL;
+                changed = true;
+            }
+        }
+    }
+out:
+    if (status != BUTLER_OK) {
+        for (size_t i = 0; i < n; i++) {
+            free(out[i]);
+            out[i] = NULL;
+        }
+        n = 0;
+    }
+    *out_count = n;
+    return status;
+}
+
 /* A bounded text builder: appends stop at `max`; never fails but for memory. */
 struct text {
     char *data;

@@ -20,6 +20,7 @@
 #include "topics/publish.h"
 #include "topics/route_internal.h"
 #include "topics/template.h"
+#include "topics/topics.h"
 
 #define MODULE "routes"
 
@@ -180,10 +181,22 @@ void routes_run(struct topic_worker *worker, struct topic_message *message)
 
 /* ---------------------------------------------------------------- setup */
 
+/* A join may not reach a family's topics that neither route filter reached:
+ * those messages would then come twice and run the command twice. */
+static bool join_reaches_commands(const char *joined, const char *a, const char *b, void *context)
+{
+    (void)context;
+    return topics_family_overlaps(joined) && !topics_family_overlaps(a) &&
+           !topics_family_overlaps(b);
+}
+
 enum butler_status routes_setup(struct butler_runtime *runtime)
 {
     const struct config_route_list *routes = &runtime->config->routes;
     enum butler_status status = BUTLER_OK;
+    const char *filters[ROUTE_SUBSCRIPTIONS_MAX];
+    char *plan[ROUTE_SUBSCRIPTIONS_MAX] = {0};
+    size_t plan_count = 0, unjoined = 0;
     routes_runtime = runtime;
     if (routes->count == 0)
         return BUTLER_OK;
@@ -191,30 +204,35 @@ enum butler_status routes_setup(struct butler_runtime *runtime)
         LOG_ERROR(MODULE, "more than %d routes", ROUTE_SUBSCRIPTIONS_MAX);
         return BUTLER_ERR_TOO_LARGE;
     }
-    status = expiring_map_create(ROUTE_RATE_KEYS_MAX, &rate_limits);
+    status = expiring_map_create_named("route_rate_limits", ROUTE_RATE_KEYS_MAX, &rate_limits);
     if (status != BUTLER_OK)
         return status;
-    for (size_t i = 0; i < routes->count; i++) {
-        const char *filter = routes->items[i].match;
-        /* One subscription per distinct coverage: the broker would otherwise
-         * deliver a message once per overlapping subscription. */
-        bool covered = false;
-        for (size_t j = 0; j < routes->count && !covered; j++) {
-            if (j == i)
-                continue;
-            const char *other = routes->items[j].match;
-            bool same = strcmp(other, filter) == 0;
-            covered = same ? j < i : route_filter_covers(other, filter);
-        }
-        if (covered)
-            continue;
+    for (size_t i = 0; i < routes->count; i++)
+        filters[i] = routes->items[i].match;
+    /* No two subscriptions may match one topic: the broker sends a copy per
+     * matching subscription and each copy would run every matching route.
+     * routes_wanted/routes_run filter per route, so a wider subscription
+     * only costs the messages no route wants (counted "unknown"). */
+    status = route_subscription_plan(filters, routes->count, join_reaches_commands, NULL, plan,
+                                     ROUTE_SUBSCRIPTIONS_MAX, &plan_count, &unjoined);
+    if (status != BUTLER_OK)
+        goto out;
+    if (unjoined > 0)
+        LOG_WARN(MODULE,
+                 "%zu pair(s) of route filters overlap and cannot be merged without reaching "
+                 "Butler's command topics: a message matching both is delivered twice",
+                 unjoined);
+    for (size_t i = 0; i < plan_count; i++) {
         /* Shared: with share_group set, one instance of the fleet alerts. */
-        status = mqtt_link_add_subscription(runtime->link, filter, true);
+        status = mqtt_link_add_subscription(runtime->link, plan[i], true);
         if (status != BUTLER_OK)
-            return status;
-        LOG_INFO(MODULE, "route %s: subscribed %s", routes->items[i].name, filter);
+            goto out;
+        LOG_INFO(MODULE, "routes: subscribed %s", plan[i]);
     }
-    return BUTLER_OK;
+out:
+    for (size_t i = 0; i < plan_count; i++)
+        free(plan[i]);
+    return status;
 }
 
 void routes_teardown(void)

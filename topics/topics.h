@@ -24,6 +24,11 @@ void topics_stop_intake(struct butler_runtime *runtime);
 /* Free what topics_setup allocated (after the link and pool are gone). */
 void topics_teardown(void);
 
+/* Start-up (after the family filters are set, i.e. from routes_setup): does
+ * `filter` overlap the filter of a family Butler subscribed for itself?
+ * Routes use it so a joined route subscription never doubles a command. */
+bool topics_family_overlaps(const char *filter);
+
 /* Worker pool callbacks (per-thread QRS and HTTP clients). */
 void *topics_worker_init(int worker_index, void *context);
 void topics_worker_cleanup(void *worker_state, void *context);
