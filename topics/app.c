@@ -11,6 +11,7 @@
  * a reload interrupted by a SIGKILL is not run twice.
  */
 #include "topics/app.h"
+#include "topics/handoff.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -731,7 +732,8 @@ enum butler_status app_setup(struct butler_runtime *runtime)
             return status;
         }
     }
-    if (expiring_map_create(RELOAD_REQUESTS_MAX, &reload_requests) != BUTLER_OK)
+    if (expiring_map_create_named("app_reload_requests", RELOAD_REQUESTS_MAX, &reload_requests) !=
+        BUTLER_OK)
         return BUTLER_ERR_NOMEM;
     /* One thread per engine session: a thread never waits for a slot. */
     struct worker_pool_callbacks callbacks = {0};

@@ -21,7 +21,7 @@
 #include "bridge/core/runtime.h"
 #include "bridge/core/status.h"
 #include "bridge/model/app_request.h"
-#include "topics/topics.h"
+#include "topics/message.h"
 
 /* Start the engine client (when engine.url is set) and the app threads.
  * Start-up, after the worker pool exists. */

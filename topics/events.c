@@ -34,7 +34,7 @@
 #include "bridge/store/spool.h"
 #include "bridge/core/worker_pool.h"
 #include "topics/event_enrichment.h"
-#include "topics/topics.h"
+#include "topics/message.h"
 
 #define MODULE "events"
 

@@ -3,6 +3,7 @@
  * directories of file.*, run the operation through file_system.c, answer.
  */
 #include "topics/file.h"
+#include "topics/handoff.h"
 
 #include <stdio.h>
 #include <stdlib.h>

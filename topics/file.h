@@ -30,7 +30,7 @@
 #include "bridge/model/file_request.h"
 #include "bridge/core/runtime.h"
 #include "topics/task_start.h"
-#include "topics/topics.h"
+#include "topics/message.h"
 
 /* Resolved places of a request under `config`'s approved directories. The
  * normalized paths live in the struct. */

@@ -17,6 +17,7 @@
 #include "bridge/core/json.h"
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
+#include "bridge/core/runtime.h"
 #include "topics/publish.h"
 
 #define MODULE "license"

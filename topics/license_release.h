@@ -24,7 +24,7 @@
 
 #include "bridge/core/status.h"
 #include "config/config.h"
-#include "topics/topics.h"
+#include "topics/message.h"
 
 /*
  * Worker thread. One release run for the run command `message` (not freed

@@ -17,7 +17,7 @@
 
 #include "bridge/core/status.h"
 #include "config/config.h"
-#include "topics/topics.h"
+#include "topics/message.h"
 
 /* True when accounts are configured or the HTTP API may publish commands. */
 bool newrelic_wanted(const struct butler_config *config);

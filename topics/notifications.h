@@ -29,7 +29,7 @@
 #include "bridge/core/status.h"
 #include "bridge/model/qrs_callback.h"
 #include "bridge/model/sense_event.h"
-#include "topics/topics.h"
+#include "topics/message.h"
 
 enum {
     NOTIFICATIONS_HANDLES_MAX = 8,    /* handles remembered for deletion, hard cap */

@@ -12,7 +12,7 @@
 #include "bridge/core/metrics.h"
 #include "bridge/core/runtime.h"
 #include "bridge/model/task_request.h"
-#include "topics/topics.h"
+#include "topics/message.h"
 
 #define MODULE "publish"
 

@@ -4,9 +4,10 @@
  * <root>/teams/post, <root>/email/send and <root>/webhook/<name>.
  *
  * Each route's `match` is subscribed (through $share/<group>/ when
- * mqtt.share_group is set, so a fleet alerts once); filters covered by
- * another route's filter are not subscribed twice, so the broker delivers a
- * message once and every matching route sees it. Per route: the condition
+ * mqtt.share_group is set, so a fleet alerts once) as a set in which no two
+ * filters overlap (route_subscription_plan): the broker sends one copy of a
+ * message per matching subscription, so a message arrives once and runs
+ * every matching route once. Per route: the condition
  * (custom property), the rate limit per rendered key, rendering, delivery
  * with retries, and <root>/deadletter/<topic> when delivery fails for good.
  * Counted in butler_route_deliveries_total{route,outcome}.
@@ -24,14 +25,15 @@
 #include "bridge/core/runtime.h"
 #include "bridge/core/status.h"
 #include "config/config.h"
-#include "topics/topics.h"
+#include "topics/message.h"
 
 enum {
     ROUTE_TEXT_MAX = 30000,       /* rendered alert text */
     ROUTE_KEY_MAX = 512,          /* rendered rate-limit key */
     ROUTE_RATE_KEYS_MAX = 100000, /* keys remembered across all routes */
     ROUTE_SUBSCRIPTIONS_MAX = 256,
-    ROUTE_HEADERS_MAX = 32, /* extra headers of one route (the config allows no more) */
+    ROUTE_HEADERS_MAX = 32,  /* extra headers of one route (the config allows no more) */
+    ROUTE_FILTER_MAX = 1024, /* one subscription filter */
 };
 
 /* Start-up: subscribe every route filter on runtime->link. Needs config only. */
@@ -51,6 +53,31 @@ void routes_webhook_run(struct topic_worker *worker, struct topic_message *messa
 
 /* True when every topic matched by filter `b` is matched by filter `a`. */
 bool route_filter_covers(const char *a, const char *b);
+
+/* True when at least one topic is matched by both filters. */
+bool route_filters_overlap(const char *a, const char *b);
+
+/* The narrowest filter that covers both `a` and `b` (levels that differ
+ * become '+', a '#' or a length difference ends it with '#'), into `out`.
+ * BUTLER_ERR_TOO_LARGE when it does not fit in `size`. */
+enum butler_status route_filter_join(const char *a, const char *b, char *out, size_t size);
+
+/*
+ * The filters to subscribe for `count` route filters so that no topic is
+ * matched by two of them: the broker sends one copy of a message per
+ * matching subscription, and each copy would run every matching route.
+ * Duplicates and covered filters are dropped; overlapping ones are replaced
+ * by their join unless `refuse(joined, a, b, context)` says no (e.g. the join
+ * would reach Butler's own command topics); *unjoined counts such pairs,
+ * which stay overlapping. out[0..*out_count) are malloc'd, owned by the
+ * caller; out_max >= count or BUTLER_ERR_TOO_LARGE. On error nothing is
+ * left allocated.
+ */
+enum butler_status route_subscription_plan(const char *const *filters, size_t count,
+                                           bool (*refuse)(const char *joined, const char *a,
+                                                          const char *b, void *context),
+                                           void *context, char **out, size_t out_max,
+                                           size_t *out_count, size_t *unjoined);
 
 /*
  * A readable text for an event that has no template: what happened, task,

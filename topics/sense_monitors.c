@@ -301,14 +301,17 @@ out:
 /* ------------------------------------------------------------ access licences */
 
 static const struct {
-    const char *member; /* in QRS's accesstypeoverview */
-    const char *name;   /* in <root>/sense/license/access and the low event */
+    /* Member of GET /qrs/license/accesstypeoverview (sense-interfaces.md 7.1). Not the
+     * "...AccessType" names: those belong to the older accesstypeinfo endpoint, and a real
+     * server's overview has none of them. */
+    const char *member;
+    const char *name; /* in <root>/sense/license/access and the low event */
 } access_types[] = {
-    {"professionalAccessType", "professional"},
-    {"analyzerAccessType", "analyzer"},
-    {"userAccessType", "user"},
-    {"loginAccessType", "login"},
-    {"analyzerTimeAccessType", "analyzer_time"},
+    {"professionalAccess", "professional"},
+    {"analyzerAccess", "analyzer"},
+    {"userAccess", "user"},
+    {"loginAccess", "login"},
+    {"analyzerTimeAccess", "analyzer_time"},
 };
 
 /* The numbers of one access type, as QRS gives them. */

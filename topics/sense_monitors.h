@@ -24,7 +24,7 @@
 #include "bridge/core/status.h"
 #include "bridge/link/mqtt_link.h"
 #include "config/config.h"
-#include "topics/topics.h"
+#include "topics/message.h"
 
 /* True when any monitor is enabled (the run topic is then subscribed). */
 bool sense_monitors_wanted(const struct butler_config *config);

@@ -15,7 +15,7 @@
 
 #include "bridge/core/status.h"
 #include "config/config.h"
-#include "topics/topics.h"
+#include "topics/message.h"
 
 enum { SLACK_TEXT_MAX = 40000 }; /* Slack's own limit on "text" */
 

@@ -18,7 +18,7 @@
 
 #include "bridge/core/status.h"
 #include "bridge/model/task_request.h"
-#include "topics/topics.h"
+#include "topics/message.h"
 
 _Static_assert((long)TASK_MESSAGE_MAX == (long)TOPIC_PAYLOAD_MAX,
                "a task request must fit where every command payload fits");

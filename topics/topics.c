@@ -27,6 +27,7 @@
 #include "topics/app.h"
 #include "topics/events.h"
 #include "topics/file.h"
+#include "topics/handoff.h"
 #include "topics/kv.h"
 #include "topics/newrelic.h"
 #include "topics/notifications.h"
@@ -39,8 +40,6 @@
 #include "topics/task_start.h"
 
 #define MODULE "topics"
-
-typedef void (*topic_family_run)(struct topic_worker *worker, struct topic_message *message);
 
 struct topic_family {
     const char *name;
@@ -114,349 +113,14 @@ static const struct topic_family families[] = {
 
 enum { FAMILY_COUNT = sizeof families / sizeof families[0], SUBMIT_SLICE_MS = 1000 };
 
-/* Filters expanded with the topic root at start-up, parallel to `families`. */
-static char *family_filters[FAMILY_COUNT];
-
-void topics_count(const char *family, const char *outcome)
-{
-    char labels[128];
-    snprintf(labels, sizeof labels, "family=\"%s\",outcome=\"%s\"", family, outcome);
-    metrics_count("butler_messages_in_total", labels,
-                  "Messages consumed from the broker, by topic family and outcome");
-}
-
-struct topic_message *topic_message_copy(const struct mqtt_message *message)
-{
-    struct topic_message *copy = calloc(1, sizeof *copy);
-    if (copy == NULL)
-        return NULL;
-    copy->topic = strdup(message->topic);
-    copy->payload = malloc(message->payload_length + 1);
-    if (message->response_topic)
-        copy->response_topic = strdup(message->response_topic);
-    if (message->correlation_length) {
-        copy->correlation_data = malloc(message->correlation_length);
-        if (copy->correlation_data)
-            memcpy(copy->correlation_data, message->correlation_data, message->correlation_length);
-        copy->correlation_length = message->correlation_length;
-    }
-    if (copy->topic == NULL || copy->payload == NULL ||
-        (message->response_topic && copy->response_topic == NULL) ||
-        (message->correlation_length && copy->correlation_data == NULL)) {
-        topic_message_free(copy);
-        return NULL;
-    }
-    if (message->payload_length)
-        memcpy(copy->payload, message->payload, message->payload_length);
-    copy->payload[message->payload_length] = '\0';
-    copy->payload_length = message->payload_length;
-    copy->received_wall_ms = clock_wall_ms();
-    copy->message_id = message->message_id;
-    return copy;
-}
-
-void topic_message_free(struct topic_message *message)
-{
-    if (message == NULL)
-        return;
-    struct spool *spool = butler_runtime_current ? butler_runtime_current->spool : NULL;
-    if (message->spool_id && !message->keep_in_spool && spool) {
-        const char *answer = message->answer ? message->answer : "";
-        enum butler_status status = spool_done(spool, message->spool_id, answer, strlen(answer));
-        if (status != BUTLER_OK)
-            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot mark spooled work %llu done: %s",
-                            (unsigned long long)message->spool_id, butler_status_str(status));
-    }
-    free(message->topic);
-    free(message->payload);
-    free(message->response_topic);
-    free(message->correlation_data);
-    free(message->answer);
-    for (size_t i = 0; i < message->note_count; i++)
-        free(message->notes[i]);
-    free(message->notes);
-    free(message);
-}
-
-void topic_message_keep(struct topic_message *message)
-{
-    message->keep_in_spool = true;
-}
-
-enum butler_status topic_message_note(struct topic_message *message, const char *note)
-{
-    struct spool *spool = butler_runtime_current ? butler_runtime_current->spool : NULL;
-    if (message->spool_id == 0 || spool == NULL)
-        return BUTLER_OK;
-    return spool_progress(spool, message->spool_id, note, strlen(note));
-}
-
-void topic_message_set_answer(struct topic_message *message, const char *answer)
-{
-    free(message->answer);
-    message->answer = answer ? strdup(answer) : NULL;
-}
-
-/*
- * Spool record of a consumed message: the family name and the message, in a
- * length-prefixed binary form (payloads may be any bytes).
- *   u8 version(1) | u8 family length | family | u32 topic length | topic |
- *   u32 payload length | payload | u32 response length | response |
- *   u32 correlation length | correlation | u64 received_wall_ms
- */
-static void put_u32(unsigned char **p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        *(*p)++ = (unsigned char)(v >> (8 * i));
-}
-
-static void put_bytes(unsigned char **p, const void *data, size_t length)
-{
-    put_u32(p, (uint32_t)length);
-    if (length)
-        memcpy(*p, data, length);
-    *p += length;
-}
-
-static unsigned char *encode_message(const char *family, const struct topic_message *message,
-                                     size_t *length_out)
-{
-    size_t family_length = strlen(family);
-    size_t topic_length = strlen(message->topic);
-    size_t response_length = message->response_topic ? strlen(message->response_topic) : 0;
-    size_t length = 2 + family_length + 4 + topic_length + 4 + message->payload_length + 4 +
-                    response_length + 4 + message->correlation_length + 8 + 2;
-    unsigned char *buffer = malloc(length);
-    if (buffer == NULL || family_length > 255)
-        goto fail;
-    unsigned char *p = buffer;
-    *p++ = 1;
-    *p++ = (unsigned char)family_length;
-    memcpy(p, family, family_length);
-    p += family_length;
-    put_bytes(&p, message->topic, topic_length);
-    put_bytes(&p, message->payload, message->payload_length);
-    put_bytes(&p, message->response_topic, response_length);
-    put_bytes(&p, message->correlation_data, message->correlation_length);
-    for (int i = 0; i < 8; i++)
-        *p++ = (unsigned char)(message->received_wall_ms >> (8 * i));
-    /* Added later, at the end: a record without it still decodes (id 0). */
-    *p++ = (unsigned char)(message->message_id & 0xff);
-    *p++ = (unsigned char)(message->message_id >> 8);
-    *length_out = length;
-    return buffer;
-fail:
-    free(buffer);
-    return NULL;
-}
-
-struct reader {
-    const unsigned char *p;
-    size_t left;
-    bool ok;
-};
-
-static const unsigned char *take(struct reader *r, size_t length)
-{
-    if (!r->ok || length > r->left) {
-        r->ok = false;
-        return NULL;
-    }
-    const unsigned char *at = r->p;
-    r->p += length;
-    r->left -= length;
-    return at;
-}
-
-static uint32_t take_u32(struct reader *r)
-{
-    const unsigned char *at = take(r, 4);
-    uint32_t v = 0;
-    for (int i = 3; at && i >= 0; i--)
-        v = (v << 8) | at[i];
-    return v;
-}
-
-/* Copy `length` bytes out of the reader as a NUL-terminated string. */
-static char *take_string(struct reader *r, size_t length)
-{
-    const unsigned char *at = take(r, length);
-    if (at == NULL)
-        return NULL;
-    char *copy = malloc(length + 1);
-    if (copy == NULL) {
-        r->ok = false;
-        return NULL;
-    }
-    memcpy(copy, at, length);
-    copy[length] = '\0';
-    return copy;
-}
-
-unsigned char *topics_spool_record(const char *family, const char *topic, const void *payload,
-                                   size_t payload_length, uint64_t received_wall_ms,
-                                   size_t *length_out)
-{
-    /* Only the fields encode_message reads; nothing is copied or freed. */
-    struct topic_message message = {
-        .topic = (char *)topic,
-        .payload = (unsigned char *)payload,
-        .payload_length = payload_length,
-        .received_wall_ms = received_wall_ms,
-    };
-    return encode_message(family, &message, length_out);
-}
-
-/* Inverse of encode_message; NULL on a malformed record. */
-struct topic_message *topics_spool_decode(const unsigned char *data, size_t length,
-                                          char family[256])
-{
-    struct reader r = {data, length, true};
-    const unsigned char *version = take(&r, 1);
-    if (version == NULL || *version != 1)
-        return NULL;
-    const unsigned char *family_length = take(&r, 1);
-    const unsigned char *family_bytes = family_length ? take(&r, *family_length) : NULL;
-    if (family_bytes == NULL)
-        return NULL;
-    memcpy(family, family_bytes, *family_length);
-    family[*family_length] = '\0';
-    struct topic_message *message = calloc(1, sizeof *message);
-    if (message == NULL)
-        return NULL;
-    message->topic = take_string(&r, take_u32(&r));
-    uint32_t payload_length = take_u32(&r);
-    message->payload = (unsigned char *)take_string(&r, payload_length);
-    message->payload_length = payload_length;
-    uint32_t response_length = take_u32(&r);
-    char *response = take_string(&r, response_length);
-    if (response && response_length)
-        message->response_topic = response;
-    else
-        free(response);
-    uint32_t correlation_length = take_u32(&r);
-    if (correlation_length) {
-        message->correlation_data = (unsigned char *)take_string(&r, correlation_length);
-        message->correlation_length = correlation_length;
-    }
-    const unsigned char *wall = take(&r, 8);
-    for (int i = 7; wall && i >= 0; i--)
-        message->received_wall_ms = (message->received_wall_ms << 8) | wall[i];
-    if (r.ok && r.left >= 2) {
-        const unsigned char *id = take(&r, 2);
-        message->message_id = (uint16_t)(id[0] | (id[1] << 8));
-    }
-    if (!r.ok || message->topic == NULL || message->payload == NULL) {
-        topic_message_free(message);
-        return NULL;
-    }
-    return message;
-}
-
-/* The pool calls this with the run function smuggled through the item. */
+/* A message on its way to a worker: the family that runs it. */
 struct queued_message {
     topic_family_run run;
     struct topic_message *message;
-    bool solo; /* handed back by a batch: the next worker runs it on its own */
 };
 
-static void run_queued(void *worker_state, void *item)
-{
-    struct queued_message *queued = item;
-    static struct topic_worker bare_worker; /* when per-worker setup ran out of memory */
-    queued->run(worker_state ? worker_state : &bare_worker, queued->message);
-    free(queued);
-}
-
-static void discard_queued(void *item);
-
-/* A handed-over message that will not run (shutdown): kept for the next start. */
-static void discard_handed_over(void *item)
-{
-    struct topic_message *message = item;
-    LOG_WARN(MODULE, "shutdown: %s was not processed; it stays in the spool for the next start",
-             message->topic);
-    topic_message_keep(message);
-    topic_message_free(message);
-}
-
-void topics_hand_over(struct worker_pool *pool, void (*run)(void *worker_state, void *item),
-                      struct topic_message *message, const char *queue_key)
-{
-    for (;;) {
-        enum butler_status status =
-            pool ? worker_pool_submit(pool, run, discard_handed_over, message, SUBMIT_SLICE_MS)
-                 : BUTLER_ERR_SHUTDOWN;
-        if (status == BUTLER_OK)
-            return;
-        if (status == BUTLER_ERR_FULL && !butler_runtime_stopping()) {
-            LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "queue full (%s); holding %s", queue_key,
-                            message->topic);
-            continue;
-        }
-        LOG_WARN(MODULE, "not accepting %s now; it stays in the spool", message->topic);
-        topic_message_keep(message);
-        topic_message_free(message);
-        return;
-    }
-}
-
-static bool same_family_run(worker_run_fn run, void *item, void *context)
-{
-    const struct queued_message *queued = item;
-    const topic_family_run *wanted = context;
-    return run == run_queued && queued->run == *wanted && !queued->solo;
-}
-
-size_t topics_take_waiting(void (*run)(struct topic_worker *, struct topic_message *),
-                           struct topic_message **messages, size_t max)
-{
-    struct butler_runtime *runtime = butler_runtime_current;
-    enum { TAKE_SLICE = 64 };
-    void *items[TAKE_SLICE];
-    topic_family_run wanted = run;
-    size_t taken = 0;
-    while (runtime && runtime->pool && taken < max) {
-        size_t want = max - taken < TAKE_SLICE ? max - taken : TAKE_SLICE;
-        size_t got =
-            worker_pool_take_matching(runtime->pool, same_family_run, &wanted, items, want);
-        for (size_t i = 0; i < got; i++) {
-            struct queued_message *queued = items[i];
-            messages[taken++] = queued->message;
-            free(queued);
-        }
-        if (got < want)
-            break;
-    }
-    return taken;
-}
-
-enum butler_status topics_requeue(void (*run)(struct topic_worker *, struct topic_message *),
-                                  struct topic_message *message)
-{
-    struct butler_runtime *runtime = butler_runtime_current;
-    struct queued_message *queued = calloc(1, sizeof *queued);
-    if (queued == NULL)
-        return BUTLER_ERR_NOMEM;
-    *queued = (struct queued_message){.run = run, .message = message, .solo = true};
-    enum butler_status status =
-        runtime && runtime->pool
-            ? worker_pool_submit(runtime->pool, run_queued, discard_queued, queued, 0)
-            : BUTLER_ERR_SHUTDOWN;
-    if (status != BUTLER_OK)
-        free(queued);
-    return status;
-}
-
-static void discard_queued(void *item)
-{
-    struct queued_message *queued = item;
-    LOG_WARN(MODULE, "shutdown: %s was not processed; it stays in the spool for the next start",
-             queued->message->topic);
-    topic_message_keep(queued->message);
-    topic_message_free(queued->message);
-    free(queued);
-}
+/* Filters expanded with the topic root at start-up, parallel to `families`. */
+static char *family_filters[FAMILY_COUNT];
 
 /*
  * Network thread. Oversized payloads are still handed on (the family answers
@@ -513,7 +177,8 @@ static void on_message(const struct mqtt_message *message, void *context)
     /* Record before acknowledging: once this returns, the PUBACK goes out. */
     if (runtime->spool) {
         size_t record_length = 0;
-        unsigned char *record = encode_message(family->name, queued->message, &record_length);
+        unsigned char *record =
+            topics_message_record(family->name, queued->message, &record_length);
         for (;;) {
             enum butler_status status = record ? spool_add(runtime->spool, record, record_length,
                                                            &queued->message->spool_id)
@@ -542,10 +207,10 @@ static void on_message(const struct mqtt_message *message, void *context)
     }
     /* Backpressure: wait for room rather than acknowledge what we cannot hold. */
     for (;;) {
-        enum butler_status status =
-            worker_pool_submit(runtime->pool, run_queued, discard_queued, queued, SUBMIT_SLICE_MS);
+        enum butler_status status = topics_submit(queued->run, queued->message, SUBMIT_SLICE_MS);
         if (status == BUTLER_OK) {
             topics_count(family->name, "queued");
+            free(queued);
             return;
         }
         if (status == BUTLER_ERR_FULL) {
@@ -559,6 +224,14 @@ static void on_message(const struct mqtt_message *message, void *context)
         free(queued);
         return;
     }
+}
+
+bool topics_family_overlaps(const char *filter)
+{
+    for (size_t i = 0; i < FAMILY_COUNT; i++)
+        if (family_filters[i] && route_filters_overlap(family_filters[i], filter))
+            return true;
+    return false;
 }
 
 enum butler_status topics_setup(struct butler_runtime *runtime)
@@ -708,11 +381,11 @@ static void *replay_main(void *argument)
     size_t next = 0;
     while (next < recovered_work.count && !atomic_load(&runtime->stopping)) {
         struct queued_message *queued = recovered_work.items[next];
-        enum butler_status status =
-            worker_pool_submit(runtime->pool, run_queued, discard_queued, queued, SUBMIT_SLICE_MS);
-        if (status == BUTLER_OK)
+        enum butler_status status = topics_submit(queued->run, queued->message, SUBMIT_SLICE_MS);
+        if (status == BUTLER_OK) {
+            free(queued);
             next++;
-        else if (status != BUTLER_ERR_FULL)
+        } else if (status != BUTLER_ERR_FULL)
             break;
     }
     if (next)

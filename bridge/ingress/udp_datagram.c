@@ -38,7 +38,6 @@ static const struct prefix_rule prefix_rules[] = {
 
 enum {
     PREFIX_RULE_COUNT = sizeof prefix_rules / sizeof prefix_rules[0],
-    PREFIX_MAX = 64,
     SCHEDULER_FIELDS = 11,
     ENGINE_FIELDS = 9,
     /* Split positions kept; more fields only matter for distribute, whose
@@ -73,6 +72,10 @@ const char *udp_drop_reason_name(enum udp_drop_reason reason)
         return "guid";
     case UDP_DROP_EMPTY:
         return "empty";
+    case UDP_DROP_COMMAND:
+        return "command";
+    case UDP_DROP_USER:
+        return "user";
     case UDP_DROP_REASON_COUNT:
         break;
     }
@@ -128,8 +131,7 @@ static bool is_control(unsigned char c)
     return c < 0x20 || c == 0x7F;
 }
 
-/* True when the datagram carries nothing: blanks, controls and ';' only. */
-static bool is_blank(const unsigned char *s, size_t n)
+bool udp_is_blank(const unsigned char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (!is_control(s[i]) && s[i] != ' ' && s[i] != ';')
@@ -137,39 +139,40 @@ static bool is_blank(const unsigned char *s, size_t n)
     return true;
 }
 
-/*
- * Decode [s, s+n) into storage: control characters removed, each invalid
- * UTF-8 subpart replaced by U+FFFD (3 bytes, so the text may grow), and the
- * result cut to SENSE_FIELD_MAX_BYTES before the first character that does not
- * fit whole. Returns the stored string; storage always has room
- * (SENSE_EVENT_STORAGE_MAX), whatever the input, because the cut is on the
- * output.
- */
-static const char *store_field(struct sense_event *event, const unsigned char *s, size_t n)
+size_t udp_decode_field(const unsigned char *s, size_t n, char *out, bool *sanitized,
+                        bool *utf8_replaced)
 {
     static const unsigned char replacement[] = {0xEF, 0xBF, 0xBD}; /* U+FFFD */
-    char *start = event->storage + event->storage_used;
     size_t used = 0;
     for (size_t i = 0; i < n;) {
         size_t invalid_length = 0;
         size_t length = utf8_sequence(s + i, n - i, &invalid_length);
         const unsigned char *bytes = length ? s + i : replacement;
-        size_t out = length ? length : sizeof replacement;
+        size_t out_length = length ? length : sizeof replacement;
         i += length ? length : invalid_length;
         if (length == 1 && is_control(*bytes)) {
-            event->sanitized = true;
+            *sanitized = true;
             continue;
         }
-        if (used + out > SENSE_FIELD_MAX_BYTES) {
-            event->sanitized = true;
+        if (used + out_length > SENSE_FIELD_MAX_BYTES) {
+            *sanitized = true;
             break;
         }
-        memcpy(start + used, bytes, out);
-        used += out;
+        memcpy(out + used, bytes, out_length);
+        used += out_length;
         if (length == 0)
-            event->utf8_replaced = true;
+            *utf8_replaced = true;
     }
-    start[used] = '\0';
+    out[used] = '\0';
+    return used;
+}
+
+/* Decode one field into the event's storage (see udp_decode_field); storage
+ * always has room (SENSE_EVENT_STORAGE_MAX) because the cap is on the output. */
+static const char *store_field(struct sense_event *event, const unsigned char *s, size_t n)
+{
+    char *start = event->storage + event->storage_used;
+    size_t used = udp_decode_field(s, n, start, &event->sanitized, &event->utf8_replaced);
     event->storage_used += used + 1;
     return start;
 }
@@ -189,13 +192,9 @@ static void null_text_to_empty(struct sense_event *event, enum sense_field field
         event->fields[field] = event->storage; /* the shared "" */
 }
 
-/*
- * Normalise field 0 into `out` (lower case, controls and surrounding blanks
- * removed, trailing '/' run folded to one) and look it up.
- */
-static bool match_prefix(const unsigned char *s, size_t n, enum sense_event_type *type)
+bool udp_normalize_prefix(const unsigned char *s, size_t n, char out[UDP_PREFIX_MAX])
 {
-    char prefix[PREFIX_MAX];
+    char prefix[UDP_PREFIX_MAX];
     size_t used = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = s[i];
@@ -212,9 +211,19 @@ static bool match_prefix(const unsigned char *s, size_t n, enum sense_event_type
         start++;
     while (used - start >= 2 && prefix[used - 1] == '/' && prefix[used - 2] == '/')
         used--;
-    prefix[used] = '\0';
+    memcpy(out, prefix + start, used - start);
+    out[used - start] = '\0';
+    return true;
+}
+
+/* Normalise field 0 (udp_normalize_prefix) and look it up. */
+static bool match_prefix(const unsigned char *s, size_t n, enum sense_event_type *type)
+{
+    char prefix[UDP_PREFIX_MAX];
+    if (!udp_normalize_prefix(s, n, prefix))
+        return false;
     for (size_t i = 0; i < PREFIX_RULE_COUNT; i++) {
-        if (strcmp(prefix + start, prefix_rules[i].prefix) == 0) {
+        if (strcmp(prefix, prefix_rules[i].prefix) == 0) {
             *type = prefix_rules[i].type;
             return true;
         }
@@ -227,7 +236,7 @@ enum udp_drop_reason udp_parse(const unsigned char *data, size_t length, size_t 
 {
     if (length > max_bytes)
         return UDP_DROP_SIZE;
-    if (length == 0 || is_blank(data, length))
+    if (length == 0 || udp_is_blank(data, length))
         return UDP_DROP_EMPTY;
 
     /* Field boundaries: start offsets of the first SPLIT_MAX fields. */

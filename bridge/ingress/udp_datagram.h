@@ -44,6 +44,8 @@ enum udp_drop_reason {
     UDP_DROP_FIELD_COUNT, /* wrong number of ';'-separated fields */
     UDP_DROP_GUID,        /* task id not a GUID, or app id neither GUID nor empty */
     UDP_DROP_EMPTY,       /* zero bytes, or nothing but blanks, controls and ';' */
+    UDP_DROP_COMMAND,     /* proxy: Command unknown or not of the prefix's kind */
+    UDP_DROP_USER,        /* proxy: empty user directory or user id */
     UDP_DROP_REASON_COUNT
 };
 
@@ -54,6 +56,30 @@ enum udp_drop_reason {
  */
 enum udp_drop_reason udp_parse(const unsigned char *data, size_t length, size_t max_bytes,
                                struct sense_event *out);
+
+enum { UDP_PREFIX_MAX = 64 };
+
+/*
+ * Helpers shared with the proxy parser (proxy_datagram.h), so both ports
+ * decode text the same way. Pure, any thread.
+ *
+ * udp_decode_field: decode [s, s+n) into `out` (at least
+ * SENSE_FIELD_MAX_BYTES + 1 bytes): control characters removed, each invalid
+ * UTF-8 subpart replaced by U+FFFD (3 bytes, so the text may grow), the result
+ * cut to SENSE_FIELD_MAX_BYTES before the first character that does not fit
+ * whole, and NUL-terminated. Sets *sanitized / *utf8_replaced (never clears
+ * them). Returns the stored length.
+ */
+size_t udp_decode_field(const unsigned char *s, size_t n, char *out, bool *sanitized,
+                        bool *utf8_replaced);
+
+/* True when [s, s+n) carries nothing: blanks, controls and ';' only. */
+bool udp_is_blank(const unsigned char *s, size_t n);
+
+/* Field 0 normalised into `out`: lower case, controls and surrounding blanks
+ * removed, a trailing run of '/' folded into one. False when it is longer
+ * than any known prefix. */
+bool udp_normalize_prefix(const unsigned char *s, size_t n, char out[UDP_PREFIX_MAX]);
 
 /* Metric label for a reason: "size", "prefix", ... ("none" for UDP_DROP_NONE). */
 const char *udp_drop_reason_name(enum udp_drop_reason reason);

@@ -9,7 +9,7 @@ enum butler_status execution_ids_open(struct expiring_map **out)
 {
     enum butler_status status = BUTLER_OK;
     if (shared_map == NULL)
-        status = expiring_map_create(EXECUTION_IDS_MAX, &shared_map);
+        status = expiring_map_create_named("execution_ids", EXECUTION_IDS_MAX, &shared_map);
     *out = status == BUTLER_OK ? shared_map : NULL;
     return status;
 }

@@ -1,10 +1,13 @@
 #include "bridge/store/expiring_map.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bridge/core/clock.h"
+#include "bridge/core/metrics.h"
+#include "bridge/core/random.h"
 
 struct map_entry {
     char *value; /* NULL, or after the key in the same allocation */
@@ -23,20 +26,54 @@ struct expiring_map {
     size_t bucket_count; /* power of two */
     size_t count, max_entries;
     struct map_entry *oldest, *newest;
+    uint64_t evictions;
+    struct metric *evictions_metric; /* butler_dedup_evictions_total{map="name"} */
 };
 
 uint64_t (*expiring_map_clock)(void) = clock_monotonic_ms;
 
+/*
+ * The hash's seed, drawn once per process: keys come from the network
+ * (requestIds, ExecutionIds), and with a fixed hash anyone could send keys
+ * that all land in one bucket, making every lookup walk them all (a chosen-key
+ * flood slowed lookups 10^4 times). FNV-1a starts from the seed instead of its
+ * fixed basis, and a final mix spreads the seed's effect to every bit the
+ * bucket index uses (FNV-1a's low bits alone depend only on low bits).
+ */
+static uint64_t hash_seed;
+static pthread_once_t hash_seed_once = PTHREAD_ONCE_INIT;
+
+static void draw_hash_seed(void)
+{
+    random_fill(&hash_seed, sizeof hash_seed);
+    hash_seed |= 1; /* never the all-zero state */
+}
+
 static size_t hash_key(const char *key)
 {
-    uint64_t hash = 1469598103934665603ull; /* FNV-1a */
+    uint64_t hash = 1469598103934665603ull ^ hash_seed; /* FNV-1a, seeded */
     for (const unsigned char *p = (const unsigned char *)key; *p; p++)
         hash = (hash ^ *p) * 1099511628211ull;
+    hash ^= hash_seed; /* then MurmurHash3's 64-bit finaliser */
+    hash ^= hash >> 33;
+    hash *= 0xff51afd7ed558ccdull;
+    hash ^= hash >> 33;
+    hash *= 0xc4ceb9fe1a85ec53ull;
+    hash ^= hash >> 33;
     return (size_t)hash;
 }
 
 enum butler_status expiring_map_create(size_t max_entries, struct expiring_map **out)
 {
+    return expiring_map_create_named("other", max_entries, out);
+}
+
+enum butler_status expiring_map_create_named(const char *name, size_t max_entries,
+                                             struct expiring_map **out)
+{
+    pthread_once(&hash_seed_once, draw_hash_seed);
+    char labels[96];
+    snprintf(labels, sizeof labels, "map=\"%s\"", name);
     struct expiring_map *map = calloc(1, sizeof *map);
     if (map == NULL)
         return BUTLER_ERR_NOMEM;
@@ -50,6 +87,9 @@ enum butler_status expiring_map_create(size_t max_entries, struct expiring_map *
         return BUTLER_ERR_NOMEM;
     }
     pthread_mutex_init(&map->mutex, NULL);
+    map->evictions_metric =
+        metrics_get("butler_dedup_evictions_total", labels, METRIC_COUNTER,
+                    "Live entries dropped from a full de-duplication window or cache, by map");
     *out = map;
     return BUTLER_OK;
 }
@@ -105,7 +145,11 @@ static enum butler_status insert(struct expiring_map *map, const char *key, cons
     }
     sweep_expired(map, now);
     if (map->count >= map->max_entries) {
+        /* A live entry goes early: for a de-duplication window, a repeat of
+         * it is no longer recognised. Counted whoever inserted. */
         unlink_entry(map, map->oldest);
+        map->evictions++;
+        metrics_add(map->evictions_metric, 1);
         if (evicted_out)
             *evicted_out = true;
     }
@@ -185,6 +229,29 @@ void expiring_map_remove(struct expiring_map *map, const char *key)
     if (entry)
         unlink_entry(map, entry);
     pthread_mutex_unlock(&map->mutex);
+}
+
+uint64_t expiring_map_evictions(struct expiring_map *map)
+{
+    pthread_mutex_lock(&map->mutex);
+    uint64_t evictions = map->evictions;
+    pthread_mutex_unlock(&map->mutex);
+    return evictions;
+}
+
+size_t expiring_map_longest_chain(struct expiring_map *map)
+{
+    size_t longest = 0;
+    pthread_mutex_lock(&map->mutex);
+    for (size_t i = 0; i < map->bucket_count; i++) {
+        size_t length = 0;
+        for (const struct map_entry *entry = map->buckets[i]; entry; entry = entry->bucket_next)
+            length++;
+        if (length > longest)
+            longest = length;
+    }
+    pthread_mutex_unlock(&map->mutex);
+    return longest;
 }
 
 size_t expiring_map_count(struct expiring_map *map)

@@ -3,8 +3,11 @@
  * (requestId, ExecutionId), the task-name cache and rate limits.
  *
  * Hard maximum of entries: inserting into a full map first drops expired
- * entries, then the oldest one (counted by the caller through the return of
- * expiring_map_put). Keys and values are copied. Thread-safe (one mutex).
+ * entries, then the oldest one, counted whichever call inserted
+ * (butler_dedup_evictions_total{map="name"}, expiring_map_evictions();
+ * expiring_map_put also says so through *evicted_out). Keys are hashed with a
+ * seed drawn once per process, so keys chosen from outside cannot pile into
+ * one bucket. Keys and values are copied. Thread-safe (one mutex).
  */
 #ifndef BUTLER_EXPIRING_MAP_H
 #define BUTLER_EXPIRING_MAP_H
@@ -17,6 +20,11 @@
 
 struct expiring_map;
 
+/* `name` labels the map's eviction counter (a literal or a string that
+ * outlives the call; it is copied). *out is owned by the caller
+ * (expiring_map_destroy). expiring_map_create names it "other". */
+enum butler_status expiring_map_create_named(const char *name, size_t max_entries,
+                                             struct expiring_map **out);
 enum butler_status expiring_map_create(size_t max_entries, struct expiring_map **out);
 void expiring_map_destroy(struct expiring_map *map);
 
@@ -41,6 +49,10 @@ bool expiring_map_get(struct expiring_map *map, const char *key, char **value_ou
 
 void expiring_map_remove(struct expiring_map *map, const char *key);
 size_t expiring_map_count(struct expiring_map *map);
+/* Live entries dropped to make room, since creation. */
+uint64_t expiring_map_evictions(struct expiring_map *map);
+/* Entries in the fullest bucket (a walk over every bucket: tests, diagnostics). */
+size_t expiring_map_longest_chain(struct expiring_map *map);
 
 /* Current time source in ms (monotonic); tests may override it. */
 extern uint64_t (*expiring_map_clock)(void);

@@ -64,14 +64,53 @@ enum butler_status spool_write_all(int fd, const unsigned char *data, size_t len
 }
 
 /*
- * Append one record to `fd` (whose size is *file_bytes) and report where it
- * went. The record is built in one buffer (on the stack when small, as most
- * are) and written with one write() so a crash leaves at most one partial
- * record at the end.
+ * Put the file back to the `file_bytes` the index knows, so the next record
+ * starts exactly where the index expects it: a write or flush that failed may
+ * have left bytes behind (a partial record, or a whole one that was never
+ * counted, which would shift every later offset). A file shorter than the
+ * index is records lost from under us: refused, never written over.
+ * Caller holds the mutex.
  */
-static enum butler_status append_record(int fd, bool sync, uint64_t *file_bytes,
-                                        enum spool_record_type type, uint64_t id, uint64_t wall_ms,
-                                        const void *data, size_t length, struct record_ref *where)
+static enum butler_status restore_end(struct spool *spool)
+{
+    struct stat info;
+    if (fstat(spool->fd, &info) != 0) {
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot check the end of %s: %s", spool->path,
+                        strerror(errno));
+        return BUTLER_ERR_IO;
+    }
+    if ((uint64_t)info.st_size == spool->file_bytes)
+        return BUTLER_OK;
+    if ((uint64_t)info.st_size < spool->file_bytes) {
+        spool->stats.append_failures++;
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,
+                        "%s is %llu bytes but holds %llu: it was cut from outside; refusing to "
+                        "append",
+                        spool->path, (unsigned long long)info.st_size,
+                        (unsigned long long)spool->file_bytes);
+        return BUTLER_ERR_IO;
+    }
+    if (ftruncate(spool->fd, (off_t)spool->file_bytes) != 0) {
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot cut a failed append from %s: %s",
+                        spool->path, strerror(errno));
+        return BUTLER_ERR_IO;
+    }
+    return BUTLER_OK;
+}
+
+/*
+ * Append one record and report where it went. The record is built in one
+ * buffer (on the stack when small, as most are) and written with one write()
+ * so a crash leaves at most one partial record at the end. The end of the
+ * file is checked first (restore_end), and any failure after the write began
+ * (the write itself or, with `sync`, the flush) cuts the file back, so a
+ * refused record is never on disk and later offsets never shift. The file is
+ * open with O_APPEND (spool_open compacts into such a descriptor), so a
+ * truncation moves where the next write lands. Caller holds the mutex.
+ */
+static enum butler_status append_record(struct spool *spool, bool sync, enum spool_record_type type,
+                                        uint64_t id, uint64_t wall_ms, const void *data,
+                                        size_t length, struct record_ref *where)
 {
     enum butler_status status = BUTLER_ERR_NOMEM;
     unsigned char small[STACK_RECORD_BYTES];
@@ -79,6 +118,9 @@ static enum butler_status append_record(int fd, bool sync, uint64_t *file_bytes,
     unsigned char *buffer =
         HEADER_BYTES + body <= sizeof small ? small : malloc(HEADER_BYTES + body);
     if (buffer == NULL)
+        goto out;
+    status = restore_end(spool);
+    if (status != BUTLER_OK)
         goto out;
     unsigned char *p = buffer + HEADER_BYTES;
     p[0] = (unsigned char)type;
@@ -90,26 +132,38 @@ static enum butler_status append_record(int fd, bool sync, uint64_t *file_bytes,
     spool_put32(buffer, RECORD_MAGIC);
     spool_put32(buffer + 4, (uint32_t)body);
     spool_put32(buffer + 8, spool_crc32(p, body));
-    status = spool_write_all(fd, buffer, HEADER_BYTES + body);
-    if (status != BUTLER_OK) {
-        /* Cut off whatever part was written, so the next record starts clean. */
-        if (ftruncate(fd, (off_t)*file_bytes) != 0)
-            LOG_ERROR(MODULE, "cannot truncate a failed write: %s", strerror(errno));
-        goto out;
-    }
-    if (sync && fdatasync(fd) != 0) {
+    status = spool_write_all(spool->fd, buffer, HEADER_BYTES + body);
+    if (status == BUTLER_OK && sync && fdatasync(spool->fd) != 0)
         status = BUTLER_ERR_IO;
+    if (status != BUTLER_OK) {
+        spool->stats.append_failures++;
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot append to %s: %s", spool->path,
+                        strerror(errno));
+        /* Cut off whatever was written; if this fails too, the next append
+         * tries again before writing (restore_end). */
+        if (ftruncate(spool->fd, (off_t)spool->file_bytes) != 0)
+            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot cut a failed append: %s",
+                            strerror(errno));
         goto out;
     }
     if (where) {
-        where->offset = *file_bytes;
+        where->offset = spool->file_bytes;
         where->length = (uint32_t)(HEADER_BYTES + body);
     }
-    *file_bytes += HEADER_BYTES + body;
+    spool->file_bytes += HEADER_BYTES + body;
 out:
     if (buffer != small)
         free(buffer);
     return status;
+}
+
+/* Take back the record just appended at `ref` (its index entry could not be
+ * made): the caller is told it failed, so it must not be on disk either. */
+static void take_back(struct spool *spool, const struct record_ref *ref)
+{
+    spool->file_bytes = ref->offset;
+    if (ftruncate(spool->fd, (off_t)ref->offset) != 0)
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot take back a record: %s", strerror(errno));
 }
 
 enum butler_status spool_open(const struct spool_options *options,
@@ -193,23 +247,25 @@ enum butler_status spool_add(struct spool *spool, const void *data, size_t lengt
     pthread_mutex_lock(&spool->mutex);
     uint64_t record_bytes = HEADER_BYTES + BODY_FIXED_BYTES + length;
     if (spool->file_bytes + record_bytes > spool->options.max_bytes &&
-        spool_compact(spool) != BUTLER_OK)
+        !spool->options.compact_in_housekeeping && spool_compact(spool) != BUTLER_OK)
         LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "compaction of a full spool failed");
     if (spool->file_bytes + record_bytes > spool->options.max_bytes ||
         spool->live_active >= SPOOL_LIVE_MAX) {
+        spool->compact_wanted = true; /* for spool_housekeeping */
         status = BUTLER_ERR_FULL;
         goto out;
     }
     uint64_t id = spool->next_id++;
     uint64_t wall_ms = clock_wall_ms();
     struct record_ref ref;
-    status = append_record(spool->fd, spool->options.fsync, &spool->file_bytes, SPOOL_ADD, id,
-                           wall_ms, data, length, &ref);
+    status = append_record(spool, spool->options.fsync, SPOOL_ADD, id, wall_ms, data, length, &ref);
     if (status != BUTLER_OK)
         goto out;
     status = spool_index_push_live(spool, id, wall_ms, ref);
-    if (status != BUTLER_OK)
+    if (status != BUTLER_OK) {
+        take_back(spool, &ref);
         goto out;
+    }
     *id_out = id;
 out:
     pthread_mutex_unlock(&spool->mutex);
@@ -232,10 +288,12 @@ enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *
     /* Not flushed even with spool.fsync: a note lost to a power cut only
      * makes the replay ask QRS whether the task started (the contract's
      * check for exactly that window), and the next flush of an ADD carries it. */
-    status = append_record(spool->fd, false, &spool->file_bytes, SPOOL_PROGRESS, id,
-                           clock_wall_ms(), data, length, &ref);
-    if (status == BUTLER_OK)
+    status = append_record(spool, false, SPOOL_PROGRESS, id, clock_wall_ms(), data, length, &ref);
+    if (status == BUTLER_OK) {
         status = spool_index_push_note(spool, entry, ref);
+        if (status != BUTLER_OK)
+            take_back(spool, &ref);
+    }
 out:
     pthread_mutex_unlock(&spool->mutex);
     return status;
@@ -254,15 +312,15 @@ enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data
     uint64_t wall_ms = clock_wall_ms();
     /* Not flushed either: a DONE lost to a power cut replays finished work,
      * which the notes, the QRS check and the requestId window make harmless. */
-    status = append_record(spool->fd, false, &spool->file_bytes, SPOOL_DONE, id, wall_ms, data,
-                           length, &ref);
+    status = append_record(spool, false, SPOOL_DONE, id, wall_ms, data, length, &ref);
     if (status != BUTLER_OK)
         goto out;
     spool_index_finish_live(spool, entry);
     /* An empty answer is nothing to remember: the DONE only retires the ADD. */
     if (spool->options.done_retention_ms > 0 && length > 0)
         spool_index_push_done(spool, id, wall_ms, ref);
-    spool_maybe_compact(spool);
+    if (!spool->options.compact_in_housekeeping)
+        spool_maybe_compact(spool);
 out:
     pthread_mutex_unlock(&spool->mutex);
     return status;
@@ -325,6 +383,22 @@ enum butler_status spool_read_answer(struct spool *spool, uint64_t id, unsigned 
     }
     pthread_mutex_unlock(&spool->mutex);
     return status;
+}
+
+bool spool_housekeeping(struct spool *spool)
+{
+    pthread_mutex_lock(&spool->mutex);
+    uint64_t before = spool->stats.compactions;
+    if (spool->compact_wanted) {
+        spool->compact_wanted = false;
+        if (spool_compact(spool) != BUTLER_OK)
+            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "compaction of a full spool failed");
+    } else {
+        spool_maybe_compact(spool);
+    }
+    bool compacted = spool->stats.compactions != before;
+    pthread_mutex_unlock(&spool->mutex);
+    return compacted;
 }
 
 void spool_get_stats(struct spool *spool, struct spool_stats *stats)

@@ -7,13 +7,15 @@
  *   PROGRESS a note about that work (e.g. "task X started"), kept with it;
  *   DONE     the work is finished; its bytes (e.g. the answer) are kept for
  *            `done_retention_ms` so a redelivered request can be recognised.
- * On open, every complete record is read back: a record cut short by a crash,
- * or garbage, is skipped by scanning for the next valid record, so every
- * complete record survives. Work with an ADD and no DONE is handed back for
- * replay. When the file grows past twice what is live (live: unfinished work
- * with its notes, and answers still within retention), and past
- * SPOOL_COMPACT_MIN_BYTES, it is compacted into a new file that replaces the
- * old one atomically (rename). So the file follows what is live, not max_bytes.
+ * On open, every complete record is read back: a record cut short by a crash
+ * (always the last one: appends are single writes, and a failed append or
+ * flush is cut back before anything else is written) or one whose checksum
+ * fails is skipped whole, never searched inside (a payload may embed a valid
+ * record); only garbage without a record header is scanned for the next one. Work with an ADD and
+ * no DONE is handed back for replay. When the file grows past twice what is live (live: unfinished
+ * work with its notes, and answers still within retention), and past SPOOL_COMPACT_MIN_BYTES, it is
+ * compacted into a new file that replaces the old one atomically (rename). So the file follows what
+ * is live, not max_bytes.
  *
  * Bounded: the file never grows past spool.max_bytes; spool_add() then
  * refuses with BUTLER_ERR_FULL (after trying to compact) and the caller makes
@@ -61,6 +63,10 @@ struct spool_options {
     /* Most answers kept at once (0 = SPOOL_DONE_MAX_DEFAULT); past it the
      * oldest is forgotten early and counted in spool_stats.done_evicted. */
     uint64_t max_done_entries;
+    /* Never compact inside spool_add or spool_done (they may run on a thread
+     * that must not stall, the MQTT network thread): the owner calls
+     * spool_housekeeping() from a thread of its own instead. */
+    bool compact_in_housekeeping;
 };
 
 /* What recovery hands back. Pointers are valid only during the callback. */
@@ -86,6 +92,7 @@ struct spool_stats {
     uint64_t recovered_entries;
     uint64_t skipped_bytes; /* corrupt or truncated bytes skipped during recovery */
     uint64_t compactions;
+    uint64_t append_failures; /* writes or flushes that failed (cut back, refused) */
 };
 
 /*
@@ -120,6 +127,11 @@ enum butler_status spool_read(struct spool *spool, uint64_t id, unsigned char **
  * its answer was empty, or its retention ended. Any thread. */
 enum butler_status spool_read_answer(struct spool *spool, uint64_t id, unsigned char **data_out,
                                      size_t *length_out);
+
+/* With compact_in_housekeeping: compact when the file is past twice what is
+ * live, or when an add was refused for room since the last call. Returns
+ * true when it compacted. Any thread but those that must not stall. */
+bool spool_housekeeping(struct spool *spool);
 
 void spool_get_stats(struct spool *spool, struct spool_stats *stats);
 /* Copy the stats into the /metrics gauges (butler_spool_*). NULL-safe. Any thread. */

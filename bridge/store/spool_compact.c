@@ -233,9 +233,20 @@ static size_t find_magic(const unsigned char *map, size_t size, size_t from)
 }
 
 /*
- * Walk the mapped file. A bad header, an impossible length or a checksum
- * mismatch means a torn write or garbage: skip ahead to the next magic number
- * and try again, so every complete record is kept.
+ * Walk the mapped file. Resynchronising is where a crafted payload could do
+ * harm: a publisher can embed a complete, checksummed record in a message, so
+ * a scan for the next magic number that starts inside a record's payload
+ * would take that embedded record for a real one. So a record whose header
+ * is intact (magic number, possible length) fixes its own extent, and the
+ * scan never starts inside it:
+ *   - it reaches past the end of the file: the torn tail of a crash (records
+ *     are appended with one write, and a failed append is cut back), so
+ *     nothing after its start is a record: the rest is skipped;
+ *   - its checksum fails: its bytes are skipped, and the next record starts
+ *     right after them.
+ * Only when the header itself is not one (storage damage; never a crash of
+ * ours) is the file scanned for the next magic number. Everything skipped is
+ * counted.
  */
 void spool_scan_file(struct spool *spool, const unsigned char *map, size_t size)
 {
@@ -243,14 +254,21 @@ void spool_scan_file(struct spool *spool, const unsigned char *map, size_t size)
     while (offset + HEADER_BYTES + BODY_FIXED_BYTES <= size) {
         const unsigned char *p = map + offset;
         uint32_t body = spool_get32(p + 4);
-        bool ok = spool_get32(p) == RECORD_MAGIC && body >= BODY_FIXED_BYTES &&
-                  body <= BODY_FIXED_BYTES + SPOOL_RECORD_DATA_MAX &&
-                  offset + HEADER_BYTES + body <= size &&
-                  spool_crc32(p + HEADER_BYTES, body) == spool_get32(p + 8);
-        if (!ok) {
+        bool header_ok = spool_get32(p) == RECORD_MAGIC && body >= BODY_FIXED_BYTES &&
+                         body <= BODY_FIXED_BYTES + SPOOL_RECORD_DATA_MAX;
+        if (!header_ok) {
             size_t next_offset = find_magic(map, size, offset + 1);
             spool->stats.skipped_bytes += next_offset - offset;
             offset = next_offset;
+            continue;
+        }
+        if (offset + HEADER_BYTES + body > size) {
+            spool->stats.skipped_bytes += size - offset; /* the torn tail */
+            return;
+        }
+        if (spool_crc32(p + HEADER_BYTES, body) != spool_get32(p + 8)) {
+            spool->stats.skipped_bytes += HEADER_BYTES + body;
+            offset += HEADER_BYTES + body;
             continue;
         }
         const unsigned char *b = p + HEADER_BYTES;

@@ -67,6 +67,7 @@ struct spool {
     struct done_entry *done;
     size_t done_head, done_count, done_capacity;
     struct spool_stats stats;
+    bool compact_wanted; /* an add was refused for room (compact_in_housekeeping) */
 };
 
 /* ---- record format: little-endian fields ---- */

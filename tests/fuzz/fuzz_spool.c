@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "bridge/store/spool.h"
-#include "topics/topics.h"
+#include "topics/message.h"
 
 static char directory[64];
 

@@ -565,10 +565,12 @@ def test_server_license_has_a_valid_to_line(sim):
 def test_access_type_overview_counts_the_allocations(sim):
     status, body = sim.qrs_json("GET", "/qrs/license/accesstypeoverview")
     assert status == 200
-    pro, analyzer = body["professionalAccessType"], body["analyzerAccessType"]
+    # sense-interfaces.md 7.1: "...Access" members; "...AccessType" is the older accesstypeinfo.
+    assert not [k for k in body if k.endswith("AccessType")]
+    pro, analyzer = body["professionalAccess"], body["analyzerAccess"]
     assert (pro["total"], pro["allocated"], pro["used"], pro["quarantined"], pro["available"]) == (10, 8, 7, 1, 2)
     assert (analyzer["total"], analyzer["allocated"], analyzer["available"], analyzer["excess"]) == (5, 4, 1, 0)
-    assert body["loginAccessType"]["enabled"] is True and body["loginAccessType"]["usedTokens"] == 3
+    assert body["loginAccess"]["enabled"] is True and body["loginAccess"]["usedTokens"] == 3
 
 
 def test_allocations_filtered_by_last_use(sim):
@@ -601,7 +603,7 @@ def test_allocation_delete_is_recorded_and_removes_it(sim):
     _, left = sim.control("GET", "/_sim/licenses")
     assert alloc not in [a["id"] for a in left["professional"]] and len(left["professional"]) == 7
     _, body = sim.qrs_json("GET", "/qrs/license/accesstypeoverview")
-    assert body["professionalAccessType"]["allocated"] == 7
+    assert body["professionalAccess"]["allocated"] == 7
     sim.control("POST", "/_sim/reset")
     assert sim.qrs("GET", f"/qrs/license/professionalaccesstype/{alloc}")[0] == 200
 

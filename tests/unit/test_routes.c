@@ -112,6 +112,78 @@ static void test_filter_covers(void)
     UNIT_CHECK(route_filter_covers("a/b", "a/b"));
 }
 
+static void test_filters_overlap_and_join(void)
+{
+    char joined[ROUTE_FILTER_MAX];
+    UNIT_CHECK(route_filters_overlap("butler/events/task/failed/#", "butler/events/task/+/+"));
+    UNIT_CHECK(route_filters_overlap("a/+/c", "a/b/+"));
+    UNIT_CHECK(route_filters_overlap("a/#", "a"));
+    UNIT_CHECK(route_filters_overlap("a", "a/#"));
+    UNIT_CHECK(!route_filters_overlap("a/b", "a/b/c"));
+    UNIT_CHECK(!route_filters_overlap("a/+/c", "a/b/d"));
+    UNIT_CHECK(!route_filters_overlap("a/+", "b/+"));
+    UNIT_CHECK(route_filter_join("butler/events/task/failed/#", "butler/events/task/+/+", joined,
+                                 sizeof joined) == BUTLER_OK);
+    UNIT_CHECK_STR(joined, "butler/events/task/+/#");
+    UNIT_CHECK(route_filter_join("a/+/c", "a/b/+", joined, sizeof joined) == BUTLER_OK);
+    UNIT_CHECK_STR(joined, "a/+/+");
+    UNIT_CHECK(route_filter_join("a", "a/#", joined, sizeof joined) == BUTLER_OK);
+    UNIT_CHECK_STR(joined, "a/#");
+    UNIT_CHECK(route_filter_join("a/b/c", "a/b/c", joined, sizeof joined) == BUTLER_OK);
+    UNIT_CHECK_STR(joined, "a/b/c");
+    UNIT_CHECK(route_filter_join("abc/d", "abc/e", joined, 5) == BUTLER_ERR_TOO_LARGE);
+    /* Whatever the join, both filters are covered by it. */
+    UNIT_CHECK(route_filter_join("x/+/y/#", "x/q/+", joined, sizeof joined) == BUTLER_OK);
+    UNIT_CHECK(route_filter_covers(joined, "x/+/y/#") && route_filter_covers(joined, "x/q/+"));
+}
+
+static bool refuse_under_cmd(const char *joined, const char *a, const char *b, void *context)
+{
+    (void)a, (void)b;
+    (*(int *)context)++;
+    return route_filters_overlap(joined, "cmd/start");
+}
+
+static void test_subscription_plan_has_no_overlap(void)
+{
+    const char *filters[] = {"butler/events/task/failed/#",
+                             "butler/events/task/+/+",
+                             "butler/events/task/failed/#",
+                             "other/x",
+                             "other/+",
+                             "a/+/c",
+                             "a/b/+"};
+    char *plan[8];
+    size_t count = 0, unjoined = 0;
+    int asked = 0;
+    UNIT_CHECK(route_subscription_plan(filters, 7, refuse_under_cmd, &asked, plan, 8, &count,
+                                       &unjoined) == BUTLER_OK);
+    /* Every route filter is covered by exactly one planned filter. */
+    for (size_t i = 0; i < 7; i++) {
+        int covering = 0, overlapping = 0;
+        for (size_t j = 0; j < count; j++) {
+            covering += route_filter_covers(plan[j], filters[i]);
+            overlapping += route_filters_overlap(plan[j], filters[i]);
+        }
+        UNIT_CHECK(covering == 1 && overlapping == 1);
+    }
+    for (size_t i = 0; i < count; i++)
+        for (size_t j = i + 1; j < count; j++)
+            UNIT_CHECK(!route_filters_overlap(plan[i], plan[j]));
+    UNIT_CHECK(count == 3 && unjoined == 0 && asked > 0);
+    for (size_t i = 0; i < count; i++)
+        free(plan[i]);
+    /* A refused join keeps both and says so. */
+    const char *near_commands[] = {"cmd/+", "+/start"};
+    UNIT_CHECK(route_subscription_plan(near_commands, 2, refuse_under_cmd, &asked, plan, 8, &count,
+                                       &unjoined) == BUTLER_OK);
+    UNIT_CHECK(count == 2 && unjoined == 1);
+    for (size_t i = 0; i < count; i++)
+        free(plan[i]);
+    UNIT_CHECK(route_subscription_plan(filters, 7, NULL, NULL, plan, 6, &count, &unjoined) ==
+               BUTLER_ERR_TOO_LARGE);
+}
+
 static void test_email_no_header_injection(void)
 {
     char *to_items[] = {"ops@example.com", "x@example.com"};
@@ -132,6 +204,8 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_default_text_types),
     UNIT_TEST(test_rate_key),
     UNIT_TEST(test_filter_covers),
+    UNIT_TEST(test_filters_overlap_and_join),
+    UNIT_TEST(test_subscription_plan_has_no_overlap),
     UNIT_TEST(test_email_no_header_injection),
     {0},
 };

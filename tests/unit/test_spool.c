@@ -182,6 +182,48 @@ static void test_cap_and_compaction(void)
     remove_directory();
 }
 
+/* With compact_in_housekeeping, spool_add and spool_done never compact (the
+ * MQTT network thread calls them); spool_housekeeping does, on demand once an
+ * add was refused for room. */
+static void test_compaction_only_in_housekeeping(void)
+{
+    fresh_directory();
+    struct spool_options options = {
+        .directory = directory,
+        .max_bytes = 64 * 1024,
+        .done_retention_ms = 600000,
+        .compact_in_housekeeping = true,
+    };
+    struct spool *spool = NULL;
+    struct collected c = {0};
+    UNIT_CHECK(spool_open(&options, collect, &c, &spool) == BUTLER_OK);
+    struct spool_stats stats;
+    spool_get_stats(spool, &stats);
+    uint64_t at_open = stats.compactions;
+    char data[1000];
+    memset(data, 'x', sizeof data);
+    uint64_t id = 0;
+    int added = 0;
+    while (spool_add(spool, data, sizeof data, &id) == BUTLER_OK)
+        added++;
+    UNIT_CHECK(added > 50 && added < 70);
+    for (uint64_t i = id - (uint64_t)added + 1; i <= id; i++)
+        UNIT_CHECK(spool_done(spool, i, NULL, 0) == BUTLER_OK);
+    /* Still full: neither the refused add nor the DONEs compacted. */
+    UNIT_CHECK(spool_add(spool, data, sizeof data, &id) == BUTLER_ERR_FULL);
+    spool_get_stats(spool, &stats);
+    UNIT_CHECK(stats.compactions == at_open);
+    UNIT_CHECK(spool_housekeeping(spool));
+    UNIT_CHECK(spool_add(spool, data, sizeof data, &id) == BUTLER_OK);
+    spool_get_stats(spool, &stats);
+    UNIT_CHECK(stats.compactions == at_open + 1);
+    UNIT_CHECK(stats.live_entries == 1);
+    /* Nothing wanted and nothing due: no compaction. */
+    UNIT_CHECK(!spool_housekeeping(spool));
+    spool_close(spool);
+    remove_directory();
+}
+
 /*
  * A steady stream of work, each item with two notes and an answer: the index
  * and the file follow what is live (unfinished work and answers within
@@ -276,12 +318,70 @@ static void test_many_notes(void)
     remove_directory();
 }
 
+/* A complete record as the spool writes it (header and body), for crafted payloads. */
+static size_t craft_record(unsigned char *out, uint8_t type, uint64_t id, const char *data)
+{
+    size_t length = strlen(data), body = 20 + length;
+    memset(out, 0, 32);
+    out[12] = type;
+    for (int i = 0; i < 8; i++)
+        out[16 + i] = (unsigned char)(id >> (8 * i));
+    memcpy(out + 32, data, length);
+    uint32_t words[3] = {0x524c5442u, (uint32_t)body, spool_crc32(out + 12, body)};
+    for (int w = 0; w < 3; w++)
+        for (int i = 0; i < 4; i++)
+            out[4 * w + i] = (unsigned char)(words[w] >> (8 * i));
+    return 12 + body;
+}
+
+/*
+ * A publisher embeds a valid record in a message. When that message's record
+ * is torn by a crash, or its checksum fails, recovery must not resynchronise
+ * inside it and take the embedded record for a real one.
+ */
+static void test_resync_ignores_records_inside_a_payload(void)
+{
+    for (int damage = 0; damage < 2; damage++) {
+        fresh_directory();
+        struct collected c;
+        struct spool *spool = open_spool(&c, 1 << 20);
+        uint64_t first = 0, crafted = 0;
+        UNIT_CHECK(spool_add(spool, "first", 5, &first) == BUTLER_OK);
+        unsigned char payload[256];
+        memcpy(payload, "prefix:", 7);
+        size_t length = 7 + craft_record(payload + 7, SPOOL_ADD, 999, "embedded");
+        length += craft_record(payload + length, SPOOL_DONE, first, "forged");
+        memcpy(payload + length, ":suffix", 7);
+        length += 7;
+        UNIT_CHECK(spool_add(spool, payload, length, &crafted) == BUTLER_OK);
+        spool_close(spool);
+        if (damage == 0) {
+            append_bytes(NULL, 3, true); /* torn: crash in the middle of the write */
+        } else {
+            /* Same length, one byte of the suffix changed: checksum fails. */
+            append_bytes(NULL, 1, true);
+            append_bytes("X", 1, false);
+        }
+        spool = open_spool(&c, 1 << 20);
+        UNIT_CHECK(c.adds == 1);
+        UNIT_CHECK_STR(c.add_data[0], "first"); /* not finished by the forged DONE */
+        UNIT_CHECK(c.dones == 0);
+        struct spool_stats stats;
+        spool_get_stats(spool, &stats);
+        UNIT_CHECK(stats.skipped_bytes > 0);
+        spool_close(spool);
+        remove_directory();
+    }
+}
+
 const struct unit_test unit_tests[] = {
+    UNIT_TEST(test_resync_ignores_records_inside_a_payload),
     UNIT_TEST(test_steady_state_follows_live),
     UNIT_TEST(test_done_retention),
     UNIT_TEST(test_many_notes),
     UNIT_TEST(test_replay_unfinished),
     UNIT_TEST(test_torn_write_and_garbage),
     UNIT_TEST(test_cap_and_compaction),
+    UNIT_TEST(test_compaction_only_in_housekeeping),
     {0},
 };

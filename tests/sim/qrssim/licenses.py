@@ -32,14 +32,18 @@ DEFAULT_SERVER = {
     "isExpired": False,
 }
 ACCESS_KINDS = ("professional", "analyzer")
-# Fixture name -> overview member, and the defaults of the token/minute types.
+# Fixture name -> overview member, and the defaults of the token/minute types. The members
+# of accesstypeoverview are "...Access" (sense-interfaces.md 7.1: the Node.js Butler reads
+# professionalAccess, analyzerAccess, analyzerTimeAccess, loginAccess, userAccess against
+# real servers); "...AccessType" are the members of the older accesstypeinfo endpoint.
+OVERVIEW_MEMBER = {"professional": "professionalAccess", "analyzer": "analyzerAccess"}
 OTHER_TYPES = {
-    "user": ("userAccessType", {"enabled": False, "tokenCost": 1, "allocatedTokens": 0,
-                                "usedTokens": 0, "quarantinedTokens": 0}),
-    "login": ("loginAccessType", {"enabled": False, "tokenCost": 0.1, "allocatedTokens": 0,
-                                  "usedTokens": 0, "unavailableTokens": 0}),
-    "analyzerTime": ("analyzerTimeAccessType", {"enabled": False, "allocatedMinutes": 0,
-                                                "usedMinutes": 0, "unavailableMinutes": 0}),
+    "user": ("userAccess", {"enabled": False, "tokenCost": 1, "allocatedTokens": 0,
+                            "usedTokens": 0, "quarantinedTokens": 0, "unavailableTokens": 0}),
+    "login": ("loginAccess", {"enabled": False, "tokenCost": 0.1, "allocatedTokens": 0,
+                              "usedTokens": 0, "quarantinedTokens": 0, "unavailableTokens": 0}),
+    "analyzerTime": ("analyzerTimeAccess", {"enabled": False, "allocatedMinutes": 0,
+                                            "usedMinutes": 0, "unavailableMinutes": 0}),
 }
 SCHEMA_PATH = {"professional": "License.ProfessionalAccessType",
                "analyzer": "License.AnalyzerAccessType"}
@@ -112,18 +116,18 @@ class Licenses:
         allocated = len(allocs)
         quarantined = sum(1 for a in allocs if a.quarantined)
         total = self.totals[kind]
-        return {"enabled": total > 0 or allocated > 0, "tokenCost": 0, "allocatedTokens": 0,
-                "usedTokens": 0, "quarantinedTokens": 0, "total": total, "allocated": allocated,
+        # The fields sense-interfaces.md 7.1 lists for professionalAccess/analyzerAccess.
+        return {"enabled": total > 0 or allocated > 0, "total": total, "allocated": allocated,
                 "used": allocated - quarantined, "quarantined": quarantined,
                 "excess": max(0, allocated - total), "available": max(0, total - allocated)}
 
     def overview_json(self):
         return {"totalTokens": 0, "availableTokens": 0, "tokensEnabled": False,
-                "professionalAccessType": self._counts("professional"),
-                "userAccessType": dict(self.others["userAccessType"]),
-                "loginAccessType": dict(self.others["loginAccessType"]),
-                "analyzerAccessType": self._counts("analyzer"),
-                "analyzerTimeAccessType": dict(self.others["analyzerTimeAccessType"]),
+                OVERVIEW_MEMBER["professional"]: self._counts("professional"),
+                "userAccess": dict(self.others["userAccess"]),
+                "loginAccess": dict(self.others["loginAccess"]),
+                OVERVIEW_MEMBER["analyzer"]: self._counts("analyzer"),
+                "analyzerTimeAccess": dict(self.others["analyzerTimeAccess"]),
                 "schemaPath": "License.AccessTypeOverview"}
 
     @staticmethod
