@@ -40,7 +40,7 @@ static void count_route(const char *route, const char *outcome)
     snprintf(labels, sizeof labels, "route=\"%s\",outcome=\"%s\"", route, outcome);
     metrics_count("butler_route_deliveries_total", labels,
                   "Route deliveries by route and outcome (delivered, failed, rate_limited, "
-                  "condition)");
+                  "condition, condition_undecided)");
 }
 
 /* ------------------------------------------------------------ one route */
@@ -55,18 +55,28 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
     char *text = NULL, *body = NULL, *key = NULL, *subject = NULL;
     int attempts = 0;
     enum butler_status status = route_check_condition(worker, route, event, error, sizeof error);
-    if (status != BUTLER_OK) {
-        if (status != BUTLER_ERR_DENIED)
-            LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "route %s: %s", route->name, error);
-        count_route(route->name, status == BUTLER_ERR_DENIED ? "condition" : "condition_error");
+    if (status == BUTLER_ERR_DENIED) {
+        count_route(route->name, "condition");
         goto out;
     }
+    if (status != BUTLER_OK) {
+        /* Undecided (QRS down after the client's retries): never dropped,
+         * the dead letter says why. */
+        char reason[ROUTE_ERROR_MAX];
+        snprintf(reason, sizeof reason, "route %s: condition undecided: %s", route->name, error);
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "%s", reason);
+        count_route(route->name, "condition_undecided");
+        publish_deadletter("routes", message->topic, (const unsigned char *)payload,
+                           message->payload_length, reason, 1, message->received_wall_ms);
+        goto out;
+    }
+    /* Only a delivered alert takes the key (below): a failed one must not
+     * hold back the next. Two deliveries of one key in flight at once may
+     * both go out; that is the price of never suppressing after a failure. */
     if (route->rate_limit_window_s > 0) {
         if (route_rate_key(route, event, payload, message->payload_length, &key) != BUTLER_OK)
             goto out;
-        if (expiring_map_insert_new(rate_limits, key, NULL,
-                                    (uint64_t)route->rate_limit_window_s * 1000u,
-                                    NULL) != BUTLER_OK) {
+        if (expiring_map_get(rate_limits, key, NULL)) {
             count_route(route->name, "rate_limited");
             goto out;
         }
@@ -131,6 +141,9 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
                                               &route->headers, error, sizeof error, &attempts);
     }
     if (status == BUTLER_OK) {
+        if (key)
+            expiring_map_put(rate_limits, key, NULL, (uint64_t)route->rate_limit_window_s * 1000u,
+                             NULL);
         count_route(route->name, "delivered");
         goto out;
     }
