@@ -49,6 +49,9 @@ struct schedule {
     bool started; /* lastKnownState */
     char created[32];
     int64_t last_run_s; /* lastRunAt: the last firing time handled (0 = never) */
+    /* Wall ms when this process saw the timing (expression, zone, state) set: the first
+     * firing is for a slot strictly after that second. 0 = restored, not set here. */
+    uint64_t timing_set_ms;
 
     /* Scheduler thread state. */
     struct cron_expr expr;
@@ -208,6 +211,7 @@ static enum butler_status schedule_from_json(const cJSON *json, const char *id,
         clock_format_iso8601(now, schedule->created, sizeof schedule->created);
         schedule->started = state_is_started(startup);
         schedule->last_run_s = (int64_t)(now / 1000);
+        schedule->timing_set_ms = now;
     } else {
         const char *created = json_string_member(json, "created");
         const char *last_state = json_string_member(json, "lastKnownState");
@@ -287,6 +291,11 @@ static enum butler_status upsert_locked(struct schedule *schedule)
             schedule->zone = old->zone;
             schedule->next_s = old->next_s;
             schedule->dirty = old->dirty;
+            schedule->timing_set_ms = old->timing_set_ms;
+        } else if (schedule->timing_set_ms == 0) {
+            /* A changed record from the broker (edited, or another Butler): the new
+             * expression owes nothing for the second already begun. */
+            schedule->timing_set_ms = clock_wall_ms();
         }
         schedule->seen = old->seen;
         if (old->last_run_s > schedule->last_run_s)
@@ -509,7 +518,8 @@ static size_t scan_locked(int64_t now, struct due *due, size_t due_max)
             if (schedule->zone == NULL)
                 LOG_ERROR(MODULE, "schedule %s cannot run: %s", schedule->id, error);
             if (schedule->zone == NULL ||
-                cron_next(&schedule->expr, schedule->zone, now - 1, &schedule->next_s) != BUTLER_OK)
+                cron_first_firing(&schedule->expr, schedule->zone, schedule->timing_set_ms,
+                                  schedule->last_run_s, now, &schedule->next_s) != BUTLER_OK)
                 schedule->next_s = 0;
         }
         if (!schedule->started || schedule->zone == NULL) {
@@ -736,8 +746,10 @@ enum butler_status schedules_set_state(struct butler_runtime *runtime, const cha
             continue;
         copy->started = start;
         /* A (re)started schedule owes nothing for the time it was stopped. */
-        if (start && !schedule->started)
-            copy->last_run_s = (int64_t)(clock_wall_ms() / 1000);
+        if (start && !schedule->started) {
+            copy->timing_set_ms = clock_wall_ms();
+            copy->last_run_s = (int64_t)(copy->timing_set_ms / 1000);
+        }
         copies[count++] = copy;
     }
     pthread_mutex_unlock(&state.lock);
@@ -759,6 +771,7 @@ enum butler_status schedules_set_state(struct butler_runtime *runtime, const cha
             if (schedule->started != start) {
                 schedule->started = start;
                 schedule->last_run_s = copies[i]->last_run_s;
+                schedule->timing_set_ms = copies[i]->timing_set_ms;
                 schedule->dirty = true;
             }
         }

@@ -149,17 +149,16 @@ static void on_message(const struct mqtt_message *message, void *context)
         /* Keep one byte over the cap so the parser still reports "too large". */
         bounded.payload_length = TOPIC_PAYLOAD_MAX + 1;
     }
-    if (held_messages_active() && !bounded.session_resumed)
-        held_messages_clear(); /* a new session: the broker has nothing to send again */
     if (held_messages_active() && bounded.qos > 0 && !bounded.retain &&
         held_messages_take(bounded.message_id, bounded.topic, bounded.payload,
                            bounded.payload_length)) {
-        /* Spooled before the restart, not acknowledged: the spooled copy is
-         * replayed, so this one is only acknowledged. */
+        /* Spooled before a restart or a dropped connection, its PUBACK
+         * lost: the spooled copy runs (or ran), so this one is only
+         * acknowledged. */
         topics_count(family->name, "redelivered_held");
         LOG_INFO(MODULE,
-                 "the broker sent %s again (packet %u) after the restart; the copy in the spool "
-                 "is replayed instead",
+                 "the broker sent %s again (packet %u) on the resumed session; the copy in the "
+                 "spool is run instead",
                  bounded.topic, (unsigned)bounded.message_id);
         return;
     }
@@ -167,10 +166,20 @@ static void on_message(const struct mqtt_message *message, void *context)
     if (queued)
         queued->message = topic_message_copy(&bounded);
     if (queued == NULL || queued->message == NULL) {
-        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "out of memory: dropping a message on %s",
-                        message->topic);
         topics_count(family->name, "dropped_nomem");
         free(queued);
+        if (bounded.qos > 0) {
+            /* Not recorded: its PUBACK must not reach the broker, which then
+             * keeps the message and sends it again on the resumed session. */
+            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,
+                            "out of memory taking a message on %s; reconnecting so the broker "
+                            "keeps it",
+                            message->topic);
+            mqtt_link_abort_connection(runtime->link);
+        } else {
+            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "out of memory: dropping a message on %s",
+                            message->topic);
+        }
         return;
     }
     queued->run = family->run;
@@ -183,8 +192,14 @@ static void on_message(const struct mqtt_message *message, void *context)
             enum butler_status status = record ? spool_add(runtime->spool, record, record_length,
                                                            &queued->message->spool_id)
                                                : BUTLER_ERR_NOMEM;
-            if (status == BUTLER_OK)
+            if (status == BUTLER_OK) {
+                /* Should this PUBACK be lost, the broker's resend is
+                 * recognised (bridge/store/held_messages.h). */
+                if (bounded.qos > 0 && !bounded.retain)
+                    held_messages_add(bounded.message_id, bounded.topic, bounded.payload,
+                                      bounded.payload_length);
                 break;
+            }
             metrics_count("butler_spool_refused_total", "",
                           "Messages the spool could not take (full or failing); held back");
             LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,

@@ -1,0 +1,125 @@
+/*
+ * Task start: starting one task and replaying after a crash. Each start is
+ * noted ("attempt <taskId>") before its QRS call and noted again ("started
+ * <taskId>") after QRS accepted it; a replayed request decides from its own
+ * notes whether to start again (contract section 7).
+ */
+#include "topics/task_start_internal.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "bridge/core/clock.h"
+#include "bridge/core/log.h"
+
+/* ---- replay after a crash ---- */
+
+/* What the spool's notes say this request did for one task before a crash. */
+enum replay_noted {
+    REPLAY_NOTHING_NOTED, /* never tried: start it like any request */
+    REPLAY_ATTEMPT_NOTED, /* a QRS start call may or may not have reached QRS */
+    REPLAY_STARTED_NOTED, /* QRS accepted the start */
+};
+
+/* Notes are "attempt <taskId>" (written just before the QRS start call) and
+ * "started <taskId>" (just after QRS accepted it). */
+static enum replay_noted replay_noted_for(const struct topic_message *message, const char *task_id)
+{
+    enum replay_noted noted = REPLAY_NOTHING_NOTED;
+    for (size_t i = 0; i < message->note_count; i++) {
+        const char *note = message->notes[i];
+        if (strncmp(note, "started ", 8) == 0 && strcasecmp(note + 8, task_id) == 0)
+            return REPLAY_STARTED_NOTED;
+        if (strncmp(note, "attempt ", 8) == 0 && strcasecmp(note + 8, task_id) == 0)
+            noted = REPLAY_ATTEMPT_NOTED;
+    }
+    return noted;
+}
+
+/*
+ * The one window recording cannot close: Butler killed after QRS accepted a
+ * start but before the "started" note was written. Ask QRS whether the task
+ * started (or is running) since the request arrived. On any doubt (QRS
+ * unreachable) answer false: a rare double start beats a lost one.
+ */
+static bool started_since(struct topic_worker *worker, const char *task_id, uint64_t since_wall_ms)
+{
+    char filter[64];
+    snprintf(filter, sizeof filter, "id eq %s", task_id);
+    cJSON *tasks = NULL;
+    struct qrs_result result;
+    if (worker->qrs == NULL || qrs_find_tasks(worker->qrs, filter, &tasks, &result) != BUTLER_OK)
+        return false;
+    const cJSON *operational =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tasks, 0), "operational");
+    const cJSON *last = cJSON_GetObjectItemCaseSensitive(operational, "lastExecutionResult");
+    const cJSON *start = cJSON_GetObjectItemCaseSensitive(last, "startTime");
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(last, "status");
+    uint64_t start_ms = 0;
+    bool started = cJSON_IsString(start) && clock_parse_iso8601(start->valuestring, &start_ms) &&
+                   start_ms >= since_wall_ms;
+    /* Triggered, started, queued, aborting, retrying, distributing: a run is under way. */
+    int code = cJSON_IsNumber(status) ? status->valueint : 0;
+    bool running = code == 1 || code == 2 || code == 3 || code == 4 || code == 5 || code == 10 ||
+                   code == 13 || code == 14;
+    cJSON_Delete(tasks);
+    return started || running;
+}
+
+/*
+ * Start one task for `message`, noting the attempt before the QRS call and
+ * the start after it, so that a replay after a crash can tell (contract
+ * section 7). A replayed request uses only its own notes: what other requests
+ * did to the same task never counts. Worker thread.
+ */
+static enum butler_status start_task_once(struct topic_worker *worker,
+                                          struct topic_message *message, const char *task_id,
+                                          struct qrs_result *result,
+                                          enum start_outcome_source *source)
+{
+    char note[64];
+    *source = START_CALLED;
+    if (message->replay) {
+        enum replay_noted noted = replay_noted_for(message, task_id);
+        if (noted == REPLAY_STARTED_NOTED) {
+            *source = START_NOTED_BEFORE;
+            return BUTLER_OK;
+        }
+        if (noted == REPLAY_ATTEMPT_NOTED &&
+            started_since(worker, task_id, message->received_wall_ms)) {
+            *source = START_REPLAY_VERIFIED;
+            return BUTLER_OK;
+        }
+    }
+    if (worker->qrs == NULL)
+        return BUTLER_ERR_REMOTE;
+    snprintf(note, sizeof note, "attempt %s", task_id);
+    if (topic_message_note(message, note) != BUTLER_OK)
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
+                        "cannot note the start attempt of task %s; a crash now could start it "
+                        "twice",
+                        task_id);
+    enum butler_status status = qrs_task_start(worker->qrs, task_id, result);
+    if (status == BUTLER_OK) {
+        snprintf(note, sizeof note, "started %s", task_id);
+        topic_message_note(message, note);
+    }
+    return status;
+}
+
+/* Start each startable task of one request, one QRS call each. Worker thread. */
+void task_start_each(struct topic_worker *worker, struct task_start_state *state,
+                     struct topic_message *message, const char *request_id,
+                     struct chosen_task **startable, size_t to_start, struct task_answer *answer)
+{
+    for (size_t i = 0; i < to_start; i++) {
+        struct qrs_result result = {0};
+        enum start_outcome_source source;
+        enum butler_status status =
+            start_task_once(worker, message, startable[i]->id, &result, &source);
+        task_start_record_outcome(state, answer, request_id, startable[i], status, source, &result);
+    }
+}
