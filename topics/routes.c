@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bridge/core/clock.h"
 #include "bridge/core/log.h"
@@ -43,6 +44,47 @@ static void count_route(const char *route, const char *outcome)
                   "condition, condition_undecided)");
 }
 
+/* ------------------------------------------------------- rate-limit keys */
+
+/* A key is "pending" while its delivery is in flight and "sent" once it was
+ * delivered; a failed delivery removes it. Only a delivered alert holds the
+ * key for the window, and a burst of one key still sends one. */
+static const char RATE_KEY_PENDING[] = "pending";
+static const char RATE_KEY_SENT[] = "sent";
+
+enum {
+    RATE_KEY_POLL_MS = 50,
+    RATE_KEY_WAIT_MAX_MS = 120000, /* longer than any delivery's retries */
+};
+
+/*
+ * Worker thread. True when this delivery may go (the key is now pending and
+ * ours to mark sent or remove); false when an alert with this key was
+ * delivered within the window. While another delivery of the key is in
+ * flight, waits (bounded) for its outcome.
+ */
+static bool rate_key_take(const char *key, uint64_t window_ms)
+{
+    uint64_t give_up = clock_monotonic_ms() + RATE_KEY_WAIT_MAX_MS;
+    for (;;) {
+        char *value = NULL;
+        if (expiring_map_insert_new(rate_limits, key, RATE_KEY_PENDING, window_ms, &value) ==
+            BUTLER_OK)
+            return true;
+        bool sent = value == NULL || strcmp(value, RATE_KEY_SENT) == 0;
+        free(value);
+        if (sent)
+            return false;
+        if (clock_monotonic_ms() >= give_up || butler_runtime_stopping()) {
+            /* The other delivery is stuck: send this one rather than lose it. */
+            expiring_map_put(rate_limits, key, RATE_KEY_PENDING, window_ms, NULL);
+            return true;
+        }
+        struct timespec pause = {0, RATE_KEY_POLL_MS * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+}
+
 /* ------------------------------------------------------------ one route */
 
 /* Deliver `message` through `route`. Worker thread. */
@@ -54,6 +96,7 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
     char error[ROUTE_ERROR_MAX] = "";
     char *text = NULL, *body = NULL, *key = NULL, *subject = NULL;
     int attempts = 0;
+    bool delivered = false;
     enum butler_status status = route_check_condition(worker, route, event, error, sizeof error);
     if (status == BUTLER_ERR_DENIED) {
         count_route(route->name, "condition");
@@ -70,14 +113,13 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
                            message->payload_length, reason, 1, message->received_wall_ms);
         goto out;
     }
-    /* Only a delivered alert takes the key (below): a failed one must not
-     * hold back the next. Two deliveries of one key in flight at once may
-     * both go out; that is the price of never suppressing after a failure. */
     if (route->rate_limit_window_s > 0) {
         if (route_rate_key(route, event, payload, message->payload_length, &key) != BUTLER_OK)
             goto out;
-        if (expiring_map_get(rate_limits, key, NULL)) {
+        if (!rate_key_take(key, (uint64_t)route->rate_limit_window_s * 1000u)) {
             count_route(route->name, "rate_limited");
+            free(key);
+            key = NULL; /* not ours: never released below */
             goto out;
         }
     }
@@ -142,9 +184,10 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
     }
     if (status == BUTLER_OK) {
         if (key)
-            expiring_map_put(rate_limits, key, NULL, (uint64_t)route->rate_limit_window_s * 1000u,
-                             NULL);
+            expiring_map_put(rate_limits, key, RATE_KEY_SENT,
+                             (uint64_t)route->rate_limit_window_s * 1000u, NULL);
         count_route(route->name, "delivered");
+        delivered = true;
         goto out;
     }
     LOG_WARN(MODULE, "route %s: delivery failed for good after %d attempt(s): %s", route->name,
@@ -153,6 +196,8 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
     publish_deadletter("routes", message->topic, (const unsigned char *)payload,
                        message->payload_length, error, attempts, message->received_wall_ms);
 out:
+    if (key && !delivered)
+        expiring_map_remove(rate_limits, key); /* not delivered: the next one may go */
     free(text);
     free(body);
     free(key);
