@@ -32,6 +32,14 @@ void config_check_route(struct loader *ld, void *items, size_t index, const char
         config_join_path(at_path, sizeof at_path, path, "webhook_url");
         config_report(ld, at, at_path, "required when to is webhook");
     }
+    if (route->to == CONFIG_ROUTE_INFLUXDB && !route->measurement[0]) {
+        config_join_path(at_path, sizeof at_path, path, "measurement");
+        config_report(ld, at, at_path, "required when to is influxdb");
+    }
+    if (route->to == CONFIG_ROUTE_INFLUXDB && route->fields.count == 0) {
+        config_join_path(at_path, sizeof at_path, path, "fields");
+        config_report(ld, at, at_path, "at least one field is required when to is influxdb");
+    }
     if (route->to == CONFIG_ROUTE_EMAIL && route->recipients.count == 0) {
         config_join_path(at_path, sizeof at_path, path, "recipients");
         config_report(ld, at, at_path, "required when to is email");
@@ -145,6 +153,13 @@ void config_validate(struct loader *ld, const struct butler_config *c)
         config_report(ld, origin_of(ld, "http.listen"), "http.listen",
                       "a TLS port (suffix 's') needs http.tls.cert_file and http.tls.key_file");
 
+    if (c->influxdb.url[0] && c->influxdb.version == 2 &&
+        (!c->influxdb.org[0] || !c->influxdb.bucket[0] || !c->influxdb.token[0]))
+        config_report(ld, origin_of(ld, "influxdb.version"), "influxdb.version",
+                      "version 2 needs influxdb.org, influxdb.bucket and influxdb.token");
+    if (c->influxdb.node_measurements && !c->influxdb.url[0])
+        config_report(ld, origin_of(ld, "influxdb.node_measurements"), "influxdb.node_measurements",
+                      "needs influxdb.url");
     validate_notifications(ld, c);
     validate_monitors(ld, c);
 
@@ -156,6 +171,10 @@ void config_validate(struct loader *ld, const struct butler_config *c)
             config_report(ld, at, path, "required when to is slack and slack.webhook_url is empty");
         if (route->to == CONFIG_ROUTE_TEAMS && !route->webhook_url[0] && !c->teams.webhook_url[0])
             config_report(ld, at, path, "required when to is teams and teams.webhook_url is empty");
+        if (route->to == CONFIG_ROUTE_INFLUXDB && !c->influxdb.url[0]) {
+            snprintf(path, sizeof path, "routes[%zu].to", i);
+            config_report(ld, at, path, "influxdb routes need influxdb.url");
+        }
         if (route->to == CONFIG_ROUTE_EMAIL && !c->smtp.url[0]) {
             snprintf(path, sizeof path, "routes[%zu].to", i);
             config_report(ld, at, path, "email routes need smtp.url");

@@ -18,6 +18,7 @@
 #include "bridge/link/mqtt_link.h"
 #include "bridge/store/expiring_map.h"
 #include "topics/publish.h"
+#include "topics/route_influxdb.h"
 #include "topics/route_internal.h"
 #include "topics/template.h"
 #include "topics/topics.h"
@@ -93,6 +94,7 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
         break;
     case CONFIG_ROUTE_EMAIL:
     case CONFIG_ROUTE_MQTT:
+    case CONFIG_ROUTE_INFLUXDB: /* not here: routes_run hands them to route_influxdb.c */
         break;
     }
     if (route->to == CONFIG_ROUTE_MQTT) {
@@ -170,10 +172,19 @@ void routes_run(struct topic_worker *worker, struct topic_message *message)
 {
     const struct config_route_list *routes = &routes_runtime->config->routes;
     cJSON *event = json_parse_exact((const char *)message->payload, message->payload_length, NULL);
+    bool keep = false; /* a point waits in InfluxDB's open batch: that batch finishes it */
     if (!is_deadletter(message->topic))
-        for (size_t i = 0; i < routes->count; i++)
-            if (mqtt_topic_matches(routes->items[i].match, message->topic))
-                deliver_route(worker, &routes->items[i], message, event);
+        for (size_t i = 0; i < routes->count; i++) {
+            const struct config_route *route = &routes->items[i];
+            if (!mqtt_topic_matches(route->match, message->topic))
+                continue;
+            if (route->to == CONFIG_ROUTE_INFLUXDB)
+                keep |= route_influxdb_take(route, message, event);
+            else
+                deliver_route(worker, route, message, event);
+        }
+    if (keep)
+        topic_message_keep(message);
     topics_count("routes", "done");
     cJSON_Delete(event);
     topic_message_free(message);
@@ -198,8 +209,9 @@ enum butler_status routes_setup(struct butler_runtime *runtime)
     char *plan[ROUTE_SUBSCRIPTIONS_MAX] = {0};
     size_t plan_count = 0, unjoined = 0;
     routes_runtime = runtime;
-    if (routes->count == 0)
-        return BUTLER_OK;
+    status = route_influxdb_setup(runtime);
+    if (status != BUTLER_OK || routes->count == 0)
+        return status;
     if (routes->count > ROUTE_SUBSCRIPTIONS_MAX) {
         LOG_ERROR(MODULE, "more than %d routes", ROUTE_SUBSCRIPTIONS_MAX);
         return BUTLER_ERR_TOO_LARGE;

@@ -31,6 +31,7 @@
 #include "topics/kv.h"
 #include "topics/newrelic.h"
 #include "topics/notifications.h"
+#include "topics/route_influxdb.h"
 #include "topics/routes.h"
 #include "topics/schedules.h"
 #include "topics/sense_monitors.h"
@@ -312,6 +313,12 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
     }
     char family[256];
     struct topic_message *message = topics_spool_decode(entry->data, entry->length, family);
+    if (message && strcmp(family, INFLUXDB_SPOOL_FAMILY) == 0) {
+        /* A batch of InfluxDB points: the writer takes it from the spool. */
+        route_influxdb_recovered(entry->id, message->payload, message->payload_length);
+        topic_message_free(message); /* not spooled itself: marks nothing done */
+        return;
+    }
     if (message && strcmp(family, EVENTS_SPOOL_FAMILY) == 0) {
         /* Sense events have their own path: they are published by the UDP
          * publisher in order, not run by a worker. */
@@ -418,6 +425,7 @@ static void *replay_main(void *argument)
 
 void topics_replay(struct butler_runtime *runtime)
 {
+    route_influxdb_start(); /* the spool is open and read: batches found in it can go */
     if (recovered_work.count == 0) {
         free(recovered_work.items);
         recovered_work.items = NULL;
@@ -444,7 +452,8 @@ void topics_teardown(void)
 {
     topics_stop_replay();
     held_messages_clear();
-    publish_teardown(); /* before the spool closes: unanswered work stays in it */
+    route_influxdb_stop(); /* its open batch goes to the spool, dead letters still publish */
+    publish_teardown();    /* before the spool closes: unanswered work stays in it */
     if (butler_runtime_current && butler_runtime_current->spool) {
         spool_close(butler_runtime_current->spool);
         butler_runtime_current->spool = NULL;
