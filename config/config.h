@@ -194,7 +194,8 @@ struct butler_config {
         long max_body_bytes;
         int task_start_timeout_ms;
         struct config_string_list endpoints;
-        int threads; /* extension: CivetWeb worker threads */
+        int threads;        /* extension: CivetWeb worker threads */
+        int long_waits_max; /* requests that may wait past the timeout */
     } http;
 
     struct {

@@ -646,6 +646,10 @@ static const struct key_def config_keys[] = {
     {K_LIST("http.endpoints", CFG(http.endpoints), check_not_empty),
      .doc = "Empty = every implemented endpoint; else the allow-list of endpoint names."},
     {K_INT("http.threads", CFG(http.threads), 2, 512, "32"), .doc = "HTTP worker threads."},
+    {K_INT("http.long_waits_max", CFG(http.long_waits_max), 0, 511, "0"),
+     .doc = "Requests that may wait longer than http.task_start_timeout_ms (?wait=true app "
+            "reloads, app dumps) at once; more get 503. 0 = a quarter of http.threads (at least "
+            "1); else below http.threads."},
 
     {K_BOOL("udp.enable", CFG(udp.enable), "true"),
      .doc = "Listen for Sense log-appender events over UDP."},

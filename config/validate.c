@@ -69,6 +69,18 @@ static const struct origin *either_origin(const struct loader *ld, const char *f
     return b;
 }
 
+static bool listen_all_tls(const char *listen)
+{
+    for (const char *part = listen; part;) {
+        const char *comma = strchr(part, ',');
+        size_t length = comma ? (size_t)(comma - part) : strlen(part);
+        if (length == 0 || part[length - 1] != 's')
+            return false;
+        part = comma ? comma + 1 : NULL;
+    }
+    return true;
+}
+
 static bool listen_has_tls(const char *listen)
 {
     for (const char *part = listen; part;) {
@@ -152,6 +164,15 @@ void config_validate(struct loader *ld, const struct butler_config *c)
     if (c->http.enable && listen_has_tls(c->http.listen) && !c->http.tls.cert_file[0])
         config_report(ld, origin_of(ld, "http.listen"), "http.listen",
                       "a TLS port (suffix 's') needs http.tls.cert_file and http.tls.key_file");
+    /* Client certificates are only asked for on TLS ports: on a plain port the
+     * "required" certificate would silently not be. */
+    if (c->http.enable && c->http.tls.ca_file[0] && !listen_all_tls(c->http.listen))
+        config_report(ld, origin_of(ld, "http.tls.ca_file"), "http.tls.ca_file",
+                      "client certificates need every http.listen port to be TLS (suffix 's'); "
+                      "a plain port would serve clients without one");
+    if (c->http.enable && c->http.long_waits_max >= c->http.threads)
+        config_report(ld, either_origin(ld, "http.long_waits_max", "http.threads"),
+                      "http.long_waits_max", "must be below http.threads (%d)", c->http.threads);
 
     if (c->influxdb.url[0] && c->influxdb.version == 2 &&
         (!c->influxdb.org[0] || !c->influxdb.bucket[0] || !c->influxdb.token[0]))
