@@ -34,6 +34,7 @@
 #include "topics/route_influxdb.h"
 #include "topics/routes.h"
 #include "topics/schedules.h"
+#include "topics/users.h"
 #include "topics/sense_monitors.h"
 #include "topics/publish.h"
 #include "topics/slack.h"
@@ -93,6 +94,8 @@ static const struct topic_family families[] = {
     /* Not shared: every instance keeps the whole store from the retained messages. */
     {"kv", "%s/kv/#", false, false, NULL, kv_on_message, kv_wanted},
     {"schedules", "%s/schedules/+", false, false, NULL, schedules_on_message, schedules_wanted},
+    /* Not shared: the active-user summary a restart rebuilds from (topics/users.c). */
+    {"users", "%s/sense/users/active", false, false, NULL, users_on_message, users_wanted},
     /* File commands (topics/file.c); the second %s of the node filter is file.node. */
     {"file", "%s/file/copy", true, false, file_run, NULL, file_wanted},
     {"file", "%s/file/move", true, false, file_run, NULL, file_wanted},
