@@ -174,8 +174,10 @@ def test_a_full_spool_holds_messages_at_the_broker_and_loses_none(workdir, broke
     one worker: 150 key-value-only starts of ~1 KiB each do not fit at once.
     The network thread never waits for room: it holds what the spool refuses
     unacknowledged (cutting the connection; the broker sends it again) while
-    the feeder and the worker make room. Every request is answered exactly
-    once."""
+    the feeder and the worker make room, answering through the outlet
+    connection meanwhile. Every request is answered (before: the network
+    thread waited for room for ever; aborting without the outlet livelocked,
+    each reconnect cut by the broker's resends before an answer got out)."""
     butler = Butler(workdir, broker, extra_yaml=TINY_POOL + "spool: {max_bytes: 65536}\n")
     # The harness's spool line sets the directory; keep it and add the cap.
     with open(butler.config_path) as f:
@@ -197,6 +199,9 @@ def test_a_full_spool_holds_messages_at_the_broker_and_loses_none(workdir, broke
 
     wait_until(answered, 90, message="all 150 starts answered through a full spool")
     for request_id in ids:
-        assert len(client.results(request_id)) == 1, request_id
+        # An answer in flight when the hold cut the connection is sent again
+        # (at least once across a dropped connection); it never differs.
+        answers = client.results(request_id)
+        assert all(a == answers[0] for a in answers), request_id
     assert "holding it unacknowledged" in butler.log(), "the spool never filled: test too weak"
     assert butler.stop() == 0
