@@ -31,8 +31,10 @@
 #include "topics/kv.h"
 #include "topics/newrelic.h"
 #include "topics/notifications.h"
+#include "topics/route_influxdb.h"
 #include "topics/routes.h"
 #include "topics/schedules.h"
+#include "topics/users.h"
 #include "topics/sense_monitors.h"
 #include "topics/publish.h"
 #include "topics/slack.h"
@@ -92,6 +94,8 @@ static const struct topic_family families[] = {
     /* Not shared: every instance keeps the whole store from the retained messages. */
     {"kv", "%s/kv/#", false, false, NULL, kv_on_message, kv_wanted},
     {"schedules", "%s/schedules/+", false, false, NULL, schedules_on_message, schedules_wanted},
+    /* Not shared: the active-user summary a restart rebuilds from (topics/users.c). */
+    {"users", "%s/sense/users/active", false, false, NULL, users_on_message, users_wanted},
     /* File commands (topics/file.c); the second %s of the node filter is file.node. */
     {"file", "%s/file/copy", true, false, file_run, NULL, file_wanted},
     {"file", "%s/file/move", true, false, file_run, NULL, file_wanted},
@@ -149,17 +153,16 @@ static void on_message(const struct mqtt_message *message, void *context)
         /* Keep one byte over the cap so the parser still reports "too large". */
         bounded.payload_length = TOPIC_PAYLOAD_MAX + 1;
     }
-    if (held_messages_active() && !bounded.session_resumed)
-        held_messages_clear(); /* a new session: the broker has nothing to send again */
     if (held_messages_active() && bounded.qos > 0 && !bounded.retain &&
         held_messages_take(bounded.message_id, bounded.topic, bounded.payload,
                            bounded.payload_length)) {
-        /* Spooled before the restart, not acknowledged: the spooled copy is
-         * replayed, so this one is only acknowledged. */
+        /* Spooled before a restart or a dropped connection, its PUBACK
+         * lost: the spooled copy runs (or ran), so this one is only
+         * acknowledged. */
         topics_count(family->name, "redelivered_held");
         LOG_INFO(MODULE,
-                 "the broker sent %s again (packet %u) after the restart; the copy in the spool "
-                 "is replayed instead",
+                 "the broker sent %s again (packet %u) on the resumed session; the copy in the "
+                 "spool is run instead",
                  bounded.topic, (unsigned)bounded.message_id);
         return;
     }
@@ -167,10 +170,20 @@ static void on_message(const struct mqtt_message *message, void *context)
     if (queued)
         queued->message = topic_message_copy(&bounded);
     if (queued == NULL || queued->message == NULL) {
-        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "out of memory: dropping a message on %s",
-                        message->topic);
         topics_count(family->name, "dropped_nomem");
         free(queued);
+        if (bounded.qos > 0) {
+            /* Not recorded: its PUBACK must not reach the broker, which then
+             * keeps the message and sends it again on the resumed session. */
+            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,
+                            "out of memory taking a message on %s; reconnecting so the broker "
+                            "keeps it",
+                            message->topic);
+            mqtt_link_abort_connection(runtime->link);
+        } else {
+            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "out of memory: dropping a message on %s",
+                            message->topic);
+        }
         return;
     }
     queued->run = family->run;
@@ -183,8 +196,14 @@ static void on_message(const struct mqtt_message *message, void *context)
             enum butler_status status = record ? spool_add(runtime->spool, record, record_length,
                                                            &queued->message->spool_id)
                                                : BUTLER_ERR_NOMEM;
-            if (status == BUTLER_OK)
+            if (status == BUTLER_OK) {
+                /* Should this PUBACK be lost, the broker's resend is
+                 * recognised (bridge/store/held_messages.h). */
+                if (bounded.qos > 0 && !bounded.retain)
+                    held_messages_add(bounded.message_id, bounded.topic, bounded.payload,
+                                      bounded.payload_length);
                 break;
+            }
             metrics_count("butler_spool_refused_total", "",
                           "Messages the spool could not take (full or failing); held back");
             LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,
@@ -297,6 +316,12 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
     }
     char family[256];
     struct topic_message *message = topics_spool_decode(entry->data, entry->length, family);
+    if (message && strcmp(family, INFLUXDB_SPOOL_FAMILY) == 0) {
+        /* A batch of InfluxDB points: the writer takes it from the spool. */
+        route_influxdb_recovered(entry->id, message->payload, message->payload_length);
+        topic_message_free(message); /* not spooled itself: marks nothing done */
+        return;
+    }
     if (message && strcmp(family, EVENTS_SPOOL_FAMILY) == 0) {
         /* Sense events have their own path: they are published by the UDP
          * publisher in order, not run by a worker. */
@@ -403,6 +428,7 @@ static void *replay_main(void *argument)
 
 void topics_replay(struct butler_runtime *runtime)
 {
+    route_influxdb_start(); /* the spool is open and read: batches found in it can go */
     if (recovered_work.count == 0) {
         free(recovered_work.items);
         recovered_work.items = NULL;
@@ -429,7 +455,8 @@ void topics_teardown(void)
 {
     topics_stop_replay();
     held_messages_clear();
-    publish_teardown(); /* before the spool closes: unanswered work stays in it */
+    route_influxdb_stop(); /* its open batch goes to the spool, dead letters still publish */
+    publish_teardown();    /* before the spool closes: unanswered work stays in it */
     if (butler_runtime_current && butler_runtime_current->spool) {
         spool_close(butler_runtime_current->spool);
         butler_runtime_current->spool = NULL;

@@ -13,6 +13,7 @@
 #include "bridge/core/clock.h"
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
+#include "bridge/store/held_messages.h"
 
 #define MODULE "mqtt"
 
@@ -228,6 +229,9 @@ static void on_connect(struct mosquitto *mosq, void *object, int reason, int fla
     metrics_add(link->connects_total, 1);
     link->backoff_attempt = 0;
     link->session_resumed = (flags & 1) != 0;
+    /* Before any message of this connection: a resumed session may resend
+     * what was spooled but not acknowledged. */
+    held_messages_connected(link->session_resumed);
     /* With a log callback set, libmosquitto formats a debug line (malloc +
      * vsnprintf + free) for every packet it sends or receives, six per task
      * start, only for on_log to drop it. Once connected, listen only when debug
