@@ -20,6 +20,7 @@
 #include "bridge/store/expiring_map.h"
 #include "topics/publish.h"
 #include "topics/route_influxdb.h"
+#include "topics/route_influxdb_node.h"
 #include "topics/route_internal.h"
 #include "topics/template.h"
 #include "topics/topics.h"
@@ -223,7 +224,7 @@ bool routes_wanted(const char *topic)
     for (size_t i = 0; i < routes->count; i++)
         if (mqtt_topic_matches(routes->items[i].match, topic))
             return true;
-    return false;
+    return route_influxdb_node_wanted(routes_runtime->config, topic);
 }
 
 void routes_run(struct topic_worker *worker, struct topic_message *message)
@@ -241,6 +242,8 @@ void routes_run(struct topic_worker *worker, struct topic_message *message)
             else
                 deliver_route(worker, route, message, event);
         }
+    if (!is_deadletter(message->topic))
+        keep |= route_influxdb_node_take(routes_runtime->config, message, event);
     if (keep)
         topic_message_keep(message);
     topics_count("routes", "done");
@@ -266,11 +269,16 @@ enum butler_status routes_setup(struct butler_runtime *runtime)
     const char *filters[ROUTE_SUBSCRIPTIONS_MAX];
     char *plan[ROUTE_SUBSCRIPTIONS_MAX] = {0};
     size_t plan_count = 0, unjoined = 0;
+    /* influxdb.node_measurements subscribes like routes do (one plan, so no
+     * two subscriptions overlap). */
+    char node_filters[INFLUXDB_NODE_FILTERS][INFLUXDB_NODE_FILTER_MAX];
+    size_t node_count =
+        route_influxdb_node_filters(runtime->config, node_filters, INFLUXDB_NODE_FILTERS);
     routes_runtime = runtime;
     status = route_influxdb_setup(runtime);
-    if (status != BUTLER_OK || routes->count == 0)
+    if (status != BUTLER_OK || routes->count + node_count == 0)
         return status;
-    if (routes->count > ROUTE_SUBSCRIPTIONS_MAX) {
+    if (routes->count + node_count > ROUTE_SUBSCRIPTIONS_MAX) {
         LOG_ERROR(MODULE, "more than %d routes", ROUTE_SUBSCRIPTIONS_MAX);
         return BUTLER_ERR_TOO_LARGE;
     }
@@ -279,12 +287,14 @@ enum butler_status routes_setup(struct butler_runtime *runtime)
         return status;
     for (size_t i = 0; i < routes->count; i++)
         filters[i] = routes->items[i].match;
+    for (size_t i = 0; i < node_count; i++)
+        filters[routes->count + i] = node_filters[i];
     /* No two subscriptions may match one topic: the broker sends a copy per
      * matching subscription and each copy would run every matching route.
      * routes_wanted/routes_run filter per route, so a wider subscription
      * only costs the messages no route wants (counted "unknown"). */
-    status = route_subscription_plan(filters, routes->count, join_reaches_commands, NULL, plan,
-                                     ROUTE_SUBSCRIPTIONS_MAX, &plan_count, &unjoined);
+    status = route_subscription_plan(filters, routes->count + node_count, join_reaches_commands,
+                                     NULL, plan, ROUTE_SUBSCRIPTIONS_MAX, &plan_count, &unjoined);
     if (status != BUTLER_OK)
         goto out;
     if (unjoined > 0)
