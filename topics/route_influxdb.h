@@ -84,6 +84,14 @@ enum butler_status route_influxdb_point(const struct config_route *route,
                                         uint64_t sequence, struct line_protocol *lp, char *error,
                                         size_t error_size);
 
+/* Reserve `count` sequence numbers (sub-millisecond parts of timestamps);
+ * returns the first. Any thread. */
+uint64_t route_influxdb_next_sequence(uint64_t count);
+
+/* Length of the first line of `lines` (at most `length` bytes), its '\n'
+ * included; a '\n' inside a quoted string does not end a line. */
+size_t route_influxdb_line_length(const char *lines, size_t length);
+
 /* Nanoseconds for a point: the message's own time when it has one. */
 int64_t route_influxdb_time_ns(const cJSON *event, uint64_t received_wall_ms, uint64_t sequence);
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "bridge/core/clock.h"
@@ -20,6 +21,7 @@
 #include "bridge/store/expiring_map.h"
 #include "topics/publish.h"
 #include "topics/route_influxdb.h"
+#include "topics/route_influxdb_node.h"
 #include "topics/route_internal.h"
 #include "topics/template.h"
 #include "topics/topics.h"
@@ -88,6 +90,28 @@ static bool rate_key_take(const char *key, uint64_t window_ms)
 
 /* ------------------------------------------------------------ one route */
 
+/* The body a route's template is rendered into: Slack text, a JSON body
+ * (webhooks without a Content-Type of their own, or one naming JSON; MQTT
+ * templates that start like JSON), else plain text. */
+static enum template_body body_for(const struct config_route *route)
+{
+    switch (route->to) {
+    case CONFIG_ROUTE_SLACK:
+        return TEMPLATE_BODY_SLACK;
+    case CONFIG_ROUTE_WEBHOOK:
+        for (size_t i = 0; i < route->headers.count; i++)
+            if (strcasecmp(route->headers.items[i].name, "Content-Type") == 0)
+                return strstr(route->headers.items[i].value, "json") ? TEMPLATE_BODY_JSON
+                                                                     : TEMPLATE_BODY_PLAIN;
+        return TEMPLATE_BODY_JSON;
+    case CONFIG_ROUTE_MQTT:
+        return template_looks_like_json(route->template_text) ? TEMPLATE_BODY_JSON
+                                                              : TEMPLATE_BODY_PLAIN;
+    default:
+        return TEMPLATE_BODY_PLAIN;
+    }
+}
+
 /* Deliver `message` through `route`. Worker thread. */
 static void deliver_route(struct topic_worker *worker, const struct config_route *route,
                           const struct topic_message *message, const cJSON *event)
@@ -125,10 +149,15 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
         }
     }
     bool templated = route_has_text(route->template_text);
-    status = templated ? template_render(route->template_text, event, payload,
-                                         message->payload_length, ROUTE_TEXT_MAX, &text, NULL)
-                       : route_default_text(event, message->topic, payload, config->sense.qmc_url,
-                                            config->sense.hub_url, &text);
+    if (templated) {
+        /* Values escaped for the body they go into (template.h). */
+        struct template_options options = {.body = body_for(route)};
+        status = template_render_for(route->template_text, &options, event, payload,
+                                     message->payload_length, ROUTE_TEXT_MAX, &text, NULL);
+    } else {
+        status = route_default_text(event, message->topic, payload, config->sense.qmc_url,
+                                    config->sense.hub_url, &text);
+    }
     if (status != BUTLER_OK)
         goto out;
     const char *url = route_has_text(route->webhook_url) ? route->webhook_url : NULL;
@@ -223,7 +252,7 @@ bool routes_wanted(const char *topic)
     for (size_t i = 0; i < routes->count; i++)
         if (mqtt_topic_matches(routes->items[i].match, topic))
             return true;
-    return false;
+    return route_influxdb_node_wanted(routes_runtime->config, topic);
 }
 
 void routes_run(struct topic_worker *worker, struct topic_message *message)
@@ -241,6 +270,8 @@ void routes_run(struct topic_worker *worker, struct topic_message *message)
             else
                 deliver_route(worker, route, message, event);
         }
+    if (!is_deadletter(message->topic))
+        keep |= route_influxdb_node_take(routes_runtime->config, message, event);
     if (keep)
         topic_message_keep(message);
     topics_count("routes", "done");
@@ -266,11 +297,16 @@ enum butler_status routes_setup(struct butler_runtime *runtime)
     const char *filters[ROUTE_SUBSCRIPTIONS_MAX];
     char *plan[ROUTE_SUBSCRIPTIONS_MAX] = {0};
     size_t plan_count = 0, unjoined = 0;
+    /* influxdb.node_measurements subscribes like routes do (one plan, so no
+     * two subscriptions overlap). */
+    char node_filters[INFLUXDB_NODE_FILTERS][INFLUXDB_NODE_FILTER_MAX];
+    size_t node_count =
+        route_influxdb_node_filters(runtime->config, node_filters, INFLUXDB_NODE_FILTERS);
     routes_runtime = runtime;
     status = route_influxdb_setup(runtime);
-    if (status != BUTLER_OK || routes->count == 0)
+    if (status != BUTLER_OK || routes->count + node_count == 0)
         return status;
-    if (routes->count > ROUTE_SUBSCRIPTIONS_MAX) {
+    if (routes->count + node_count > ROUTE_SUBSCRIPTIONS_MAX) {
         LOG_ERROR(MODULE, "more than %d routes", ROUTE_SUBSCRIPTIONS_MAX);
         return BUTLER_ERR_TOO_LARGE;
     }
@@ -279,12 +315,14 @@ enum butler_status routes_setup(struct butler_runtime *runtime)
         return status;
     for (size_t i = 0; i < routes->count; i++)
         filters[i] = routes->items[i].match;
+    for (size_t i = 0; i < node_count; i++)
+        filters[routes->count + i] = node_filters[i];
     /* No two subscriptions may match one topic: the broker sends a copy per
      * matching subscription and each copy would run every matching route.
      * routes_wanted/routes_run filter per route, so a wider subscription
      * only costs the messages no route wants (counted "unknown"). */
-    status = route_subscription_plan(filters, routes->count, join_reaches_commands, NULL, plan,
-                                     ROUTE_SUBSCRIPTIONS_MAX, &plan_count, &unjoined);
+    status = route_subscription_plan(filters, routes->count + node_count, join_reaches_commands,
+                                     NULL, plan, ROUTE_SUBSCRIPTIONS_MAX, &plan_count, &unjoined);
     if (status != BUTLER_OK)
         goto out;
     if (unjoined > 0)

@@ -147,3 +147,44 @@ def test_condition_one_rule_for_both_ways(butlers, events, qrs, http_sink):
                message="env-yes never matches (Department is HR, Env is Yes)")
     assert deliveries(butler, "opt-in", "delivered") == 2
     assert not [r for r in http_sink.requests if r["path"] == "/env-yes"]
+
+
+# ------------------------ issue 24 §4: templates escape for their body
+
+
+def test_templates_escape_for_their_body(butlers, events, http_sink):
+    url = http_sink.url
+    routes = f"""
+routes:
+  - name: hook
+    match: butler/events/task/failed/#
+    to: webhook
+    webhook_url: "{url}/hook"
+    template: '{{"task": "{{{{taskName}}}}", "severity": "low", "id": {{{{taskId}}}}}}'
+  - name: chat
+    match: butler/events/task/failed/#
+    to: slack
+    webhook_url: "{url}/slack"
+    template: "<!here> failed: {{{{taskName}}}}"
+  - name: chat-default
+    match: butler/events/task/failed/#
+    to: slack
+    webhook_url: "{url}/slack-default"
+"""
+    butler = butlers(extra_yaml=routes)
+    udp = Udp(butler.udp_port)
+    hostile = 'x", "severity": "critical", "z": "'
+    task_id = guid()
+    udp.send(datagram("butler-v15", "task-failed", task_id=task_id, task_name=hostile))
+    hook = http_sink.wait_for(1, 10, lambda r: r["path"] == "/hook")[0]
+    assert hook["json"] == {"task": hostile, "severity": "low", "id": task_id}, hook["body"]
+    pinging = "<!channel> & <http://evil.example|click>"
+    udp.send(datagram("butler-v15", "task-failed", task_id=guid(), task_name=pinging))
+    slack = http_sink.wait_for(1, 10, lambda r: r["path"] == "/slack" and "evil" in str(r["json"]))
+    assert slack[0]["json"]["text"] == (
+        "<!here> failed: &lt;!channel&gt; &amp; &lt;http://evil.example|click&gt;")
+    default = http_sink.wait_for(1, 10, lambda r: r["path"] == "/slack-default"
+                                 and "evil" in str(r["json"]))[0]["json"]
+    assert "<!channel>" not in default["text"] and "&lt;!channel&gt;" in default["text"]
+    assert pinging in json.dumps(default["blocks"], ensure_ascii=False).replace("\\", "") or \
+        any(pinging in b["text"]["text"] for b in default["blocks"] if b.get("type") == "section")

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import Butler, Client, free_udp_port, wait_until
 from test_events import Udp, datagram, guid, metric
+from test_http_api import OPENAPI, OPENAPI_DOC, validate
 import appender_emu
 
 EVENT_FIELDS = {"host", "command", "userDirectory", "userId", "origin", "context", "message",
@@ -60,7 +61,12 @@ def active_users(butler):
     url = f"http://127.0.0.1:{butler.http_port}/v4/activeusers"
     with urllib.request.urlopen(url, timeout=5) as r:
         assert r.headers["Content-Type"].startswith("application/json")
-        return json.loads(r.read())
+        body = json.loads(r.read())
+    # Every answer in the shape docs/api/openapi.json declares.
+    declared = OPENAPI.response("GET", "/v4/activeusers", 200)
+    validate(body, declared["content"]["application/json"]["schema"], "GET /v4/activeusers",
+             document=OPENAPI_DOC)
+    return body
 
 
 def summaries(client):
@@ -343,3 +349,46 @@ def test_proxy_flood_loses_no_task_event(start_butler, watch):
     assert metric(butler, "butler_udp_dropped_total") == 0
     assert metric(butler, "butler_udp_accepted_total") == 200
     assert metric(butler, "butler_udp_proxy_received_total") > 0
+
+
+# ------------------------------------------------------ the appender file
+
+
+def test_shipped_proxy_appender_patterns_are_accepted(start_butler, watch):
+    """config/sense/proxy/LocalLogConfig.xml: each conversion pattern, rendered as
+    log4net would (properties substituted, %message last), becomes its event."""
+    import os
+    import xml.etree.ElementTree as ElementTree
+    from conftest import ROOT
+
+    path = os.path.join(ROOT, "config", "sense", "proxy", "LocalLogConfig.xml")
+    root = ElementTree.parse(path).getroot()
+    patterns = {}
+    for node in root.iter("appender"):
+        for param in node.iter("param"):
+            if param.get("name") == "conversionpattern":
+                patterns[node.get("name")] = param.get("value")
+    assert set(patterns) == {"SessionLogger", "ConnectionLogger"}
+    loggers = {ref.get("ref") for ref in root.find("logger").iter("appender-ref")}
+    assert loggers == set(patterns) and root.find("logger").get("name") == "AuditActivity.Proxy"
+    butler = start_butler()
+    udp = Udp(butler.proxy_port)
+    cases = [("SessionLogger", "Start session", "Start session for user 'CORP\\xml'",
+              "session/start"),
+             ("ConnectionLogger", "Open connection",
+              "connection Opened for session 'x'; UserAgent: 'a;b'", "connection/open")]
+    for appender, command, message, _ in cases:
+        text = (patterns[appender].replace("%hostname", "sense-proxy-09")
+                .replace("%property{Command}", command)
+                .replace("%property{UserDirectory}", "CORP")
+                .replace("%property{UserId}", "xml")
+                .replace("%property{Origin}", "AppAccess")
+                .replace("%property{Context}", "/hub/")
+                .replace("%message", message))
+        assert "%" not in text
+        udp.send(text.encode("utf-8"))
+    for _, command, message, path_part in cases:
+        topic = f"butler/events/{path_part}/CORP/xml"
+        body = json.loads(watch.wait_for(lambda m: m["topic"] == topic, what=topic)[0]["payload"])
+        assert body["command"] == command and body["message"] == message
+        assert body["host"] == "sense-proxy-09"
