@@ -341,6 +341,8 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
         message->notes[i][entry->note_lengths[i]] = '\0';
         message->note_count = i + 1;
     }
+    if (run == task_start_run) /* holds its requestId until it runs (task_start.h) */
+        task_start_recovered(recovery->runtime->task_start, message);
     queued->run = run;
     queued->message = message;
     recovery->items[recovery->count++] = queued;

@@ -285,9 +285,8 @@ enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *
     if (entry->note_count >= SPOOL_NOTES_MAX)
         goto out;
     struct record_ref ref;
-    /* Not flushed even with spool.fsync: a note lost to a power cut only
-     * makes the replay ask QRS whether the task started (the contract's
-     * check for exactly that window), and the next flush of an ADD carries it. */
+    /* Not flushed here: a caller about to make a call with an effect flushes
+     * its notes once (spool_flush), so several notes share one flush. */
     status = append_record(spool, false, SPOOL_PROGRESS, id, clock_wall_ms(), data, length, &ref);
     if (status == BUTLER_OK) {
         status = spool_index_push_note(spool, entry, ref);
@@ -295,6 +294,22 @@ enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *
             take_back(spool, &ref);
     }
 out:
+    pthread_mutex_unlock(&spool->mutex);
+    return status;
+}
+
+enum butler_status spool_flush(struct spool *spool)
+{
+    if (!spool->options.fsync)
+        return BUTLER_OK;
+    enum butler_status status = BUTLER_OK;
+    pthread_mutex_lock(&spool->mutex);
+    if (fdatasync(spool->fd) != 0) {
+        spool->stats.append_failures++;
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot flush %s: %s", spool->path,
+                        strerror(errno));
+        status = BUTLER_ERR_IO;
+    }
     pthread_mutex_unlock(&spool->mutex);
     return status;
 }
