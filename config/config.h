@@ -77,6 +77,7 @@ enum config_route_destination {
     CONFIG_ROUTE_EMAIL,
     CONFIG_ROUTE_WEBHOOK,
     CONFIG_ROUTE_MQTT,
+    CONFIG_ROUTE_INFLUXDB,
 };
 
 /* One New Relic account (newrelic.accounts); every event and metric goes to each. */
@@ -125,6 +126,10 @@ struct config_route {
     char *condition_custom_property_value;
     /* Sent with each webhook delivery; a Content-Type here replaces the JSON default. */
     struct config_header_list headers;
+    /* influxdb: one point per message (contract 9.3); each value a template. */
+    char *measurement;
+    struct config_header_list tags;   /* {tag: template}, printed (not secret) */
+    struct config_header_list fields; /* {field: template} */
 };
 
 struct config_route_list {
@@ -189,7 +194,8 @@ struct butler_config {
         long max_body_bytes;
         int task_start_timeout_ms;
         struct config_string_list endpoints;
-        int threads; /* extension: CivetWeb worker threads */
+        int threads;        /* extension: CivetWeb worker threads */
+        int long_waits_max; /* requests that may wait past the timeout */
     } http;
 
     struct {
@@ -198,6 +204,11 @@ struct butler_config {
         struct config_string_list allowed_sources;
         int max_message_bytes;
         int dedup_ttl_s;
+        /* The Sense proxy's port (contract 9.5); "" = off. */
+        char *proxy_listen;
+        struct config_string_list proxy_allowed_sources;
+        int session_idle_s;
+        int active_users_max;
     } udp;
 
     struct {
@@ -299,6 +310,25 @@ struct butler_config {
     } smtp;
 
     struct config_route_list routes;
+
+    /* Time series (contract 9.3): routes `to: influxdb`, node_measurements. */
+    struct {
+        char *url; /* "" = off */
+        int version;
+        char *database;
+        char *retention_policy;
+        char *username;
+        char *password; /* secret */
+        char *org;
+        char *bucket;
+        char *token; /* secret */
+        struct config_header_list tags;
+        bool node_measurements;
+        int butler_interval_s;
+        int batch_max;
+        int flush_ms;
+        int timeout_ms;
+    } influxdb;
 
     struct {
         int max_attempts;

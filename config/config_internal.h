@@ -60,6 +60,7 @@ enum key_type {
     KEY_SECRET_LIST, /* struct config_string_list, never echoed or printed */
     KEY_OBJECTS,     /* a list of mappings described by its own table */
     KEY_HEADERS,     /* struct config_header_list from a mapping {Name: value}; values secret */
+    KEY_MAP,         /* struct config_header_list from a mapping {name: value}; values printed */
 };
 
 struct loader;

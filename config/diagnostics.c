@@ -124,6 +124,8 @@ const char *config_describe_expected(const struct key_def *key, char *buffer, si
         return "a list of mappings";
     case KEY_HEADERS:
         return "a mapping of HTTP header names to values";
+    case KEY_MAP:
+        return "a mapping of names to values";
     }
     return "a value";
 }

@@ -24,7 +24,8 @@
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_format_names[] = {"text", "json", NULL};
 static const char *const metrics_auth_names[] = {"token", "open", NULL};
-static const char *const route_to_names[] = {"slack", "teams", "email", "webhook", "mqtt", NULL};
+static const char *const route_to_names[] = {"slack", "teams",    "email", "webhook",
+                                             "mqtt",  "influxdb", NULL};
 static const char *const http_method_names[] = {"POST", "PUT", NULL};
 /* "" = take qrs.verify_peer. */
 static const char *const inherit_bool_names[] = {"", "true", "false", NULL};
@@ -270,6 +271,11 @@ static const char *check_host_port(const char *value)
     return NULL;
 }
 
+static const char *check_host_port_or_empty(const char *value)
+{
+    return *value ? check_host_port(value) : NULL;
+}
+
 /* CivetWeb listening_ports: comma-separated [host:]port with an optional s/r suffix. */
 static const char *check_listen(const char *value)
 {
@@ -333,6 +339,7 @@ static const struct {
     {check_guid, "task id (GUID)"},
     {check_ip_or_cidr, "IP address or CIDR block"},
     {check_host_port, "host:port"},
+    {check_host_port_or_empty, "host:port, or empty"},
     {check_listen, "[host:]port[s], comma-separated"},
     {check_token, "non-empty, no spaces"},
     {check_directory, "absolute directory without . or .. components"},
@@ -372,6 +379,7 @@ const char *config_check_text(value_check check)
     .path = (p), .type = KEY_SECRET_LIST, .offset = (o), .check = (c), .has_file = (f)
 #define K_OBJECTS(p, o, l) .path = (p), .type = KEY_OBJECTS, .offset = (o), .objects = (l)
 #define K_HEADERS(p, o) .path = (p), .type = KEY_HEADERS, .offset = (o)
+#define K_MAP(p, o) .path = (p), .type = KEY_MAP, .offset = (o)
 
 static const struct key_def custom_property_keys[] = {
     {K_STR("name", PROP(name), NULL, check_not_empty), .required = true,
@@ -393,7 +401,7 @@ static const struct key_def route_keys[] = {
     {K_STR("match", ROUTE(match), NULL, check_topic_filter), .required = true,
      .doc = "MQTT topic filter whose messages the route forwards."},
     {K_ENUM("to", ROUTE(to), route_to_names, "slack"), .required = true,
-     .doc = "Destination: slack, teams, email, webhook or mqtt."},
+     .doc = "Destination: slack, teams, email, webhook, mqtt or influxdb."},
     {K_SECRET("webhook_url", ROUTE(webhook_url), false),
      .doc = "Webhook for slack, teams or webhook routes; default: slack/teams.webhook_url."},
     {K_STR("channel", ROUTE(channel), NULL, check_single_line), .doc = "Slack channel."},
@@ -424,6 +432,13 @@ static const struct key_def route_keys[] = {
     {K_HEADERS("headers", ROUTE(headers)),
      .doc = "Extra HTTP headers {Name: value} sent with each delivery; a Content-Type replaces "
             "the JSON default (values are secret)."},
+    {K_STR("measurement", ROUTE(measurement), NULL, check_single_line),
+     .doc = "InfluxDB routes: measurement name template (required for influxdb routes)."},
+    {K_MAP("tags", ROUTE(tags)),
+     .doc = "InfluxDB routes: {tag: template}; a tag whose value renders empty is left out."},
+    {K_MAP("fields", ROUTE(fields)),
+     .doc = "InfluxDB routes: {field: template}; numbers, true/false and text as such (at least "
+            "one)."},
 };
 
 static const struct key_def user_ref_keys[] = {
@@ -637,6 +652,10 @@ static const struct key_def config_keys[] = {
     {K_LIST("http.endpoints", CFG(http.endpoints), check_not_empty),
      .doc = "Empty = every implemented endpoint; else the allow-list of endpoint names."},
     {K_INT("http.threads", CFG(http.threads), 2, 512, "32"), .doc = "HTTP worker threads."},
+    {K_INT("http.long_waits_max", CFG(http.long_waits_max), 0, 511, "0"),
+     .doc = "Requests that may wait longer than http.task_start_timeout_ms (?wait=true app "
+            "reloads, app dumps) at once; more get 503. 0 = a quarter of http.threads (at least "
+            "1); else below http.threads."},
 
     {K_BOOL("udp.enable", CFG(udp.enable), "true"),
      .doc = "Listen for Sense log-appender events over UDP."},
@@ -648,6 +667,15 @@ static const struct key_def config_keys[] = {
      .doc = "Largest datagram accepted; longer ones are dropped and counted."},
     {K_INT("udp.dedup_ttl_s", CFG(udp.dedup_ttl_s), 0, 604800, "600"),
      .doc = "Events with the same ExecutionId within this window count as one."},
+    {K_STR("udp.proxy_listen", CFG(udp.proxy_listen), "", check_host_port_or_empty),
+     .doc = "UDP host:port for the Sense proxy's session and connection events (e.g. "
+            "0.0.0.0:9997); empty = off."},
+    {K_LIST("udp.proxy_allowed_sources", CFG(udp.proxy_allowed_sources), check_ip_or_cidr),
+     .doc = "Allow-list of the proxy port; empty = the same as udp.allowed_sources."},
+    {K_INT("udp.session_idle_s", CFG(udp.session_idle_s), 1, 2147483647, "1800"),
+     .doc = "A user without session or connection activity for this long is no longer active."},
+    {K_INT("udp.active_users_max", CFG(udp.active_users_max), 1, 10000000, "100000"),
+     .doc = "Active users remembered; past it the least recently active is evicted and counted."},
 
     {K_STR("qrs.url", CFG(qrs.url), NULL, check_http_url),
      .doc = "Sense Repository Service URL (e.g. https://sense.example.com:4242); empty = QRS "
@@ -796,6 +824,37 @@ static const struct key_def config_keys[] = {
     {K_OBJECTS("routes", CFG(routes), &route_objects),
      .doc = "Rules that forward matching MQTT messages to Slack, Teams, e-mail, a webhook or "
             "another topic."},
+
+    {K_STR("influxdb.url", CFG(influxdb.url), NULL, check_http_url),
+     .doc = "InfluxDB base URL (http(s)://host:8086); empty = no InfluxDB writes."},
+    {K_INT("influxdb.version", CFG(influxdb.version), 1, 3, "1"),
+     .doc = "InfluxDB API: 1 (/write), 2 (/api/v2/write) or 3 (/api/v3/write_lp)."},
+    {K_STR("influxdb.database", CFG(influxdb.database), "butler", check_single_line),
+     .doc = "Database (v1, created when missing; v3)."},
+    {K_STR("influxdb.retention_policy", CFG(influxdb.retention_policy), NULL, check_single_line),
+     .doc = "Retention policy (v1); empty = the database's default."},
+    {K_STR("influxdb.username", CFG(influxdb.username), NULL, check_single_line),
+     .doc = "User for basic authentication (v1); empty = none."},
+    {K_SECRET("influxdb.password", CFG(influxdb.password), true),
+     .doc = "Password for basic authentication (v1)."},
+    {K_STR("influxdb.org", CFG(influxdb.org), NULL, check_single_line),
+     .doc = "Organization (v2)."},
+    {K_STR("influxdb.bucket", CFG(influxdb.bucket), NULL, check_single_line),
+     .doc = "Bucket (v2)."},
+    {K_SECRET("influxdb.token", CFG(influxdb.token), true),
+     .doc = "API token (v2: Authorization: Token; v3: Bearer)."},
+    {K_MAP("influxdb.tags", CFG(influxdb.tags)),
+     .doc = "Static tags added to every point {tag: value}."},
+    {K_BOOL("influxdb.node_measurements", CFG(influxdb.node_measurements), "false"),
+     .doc = "Also write the Node.js Butler's measurements (docs/influxdb.md)."},
+    {K_INT("influxdb.butler_interval_s", CFG(influxdb.butler_interval_s), 1, 86400, "900"),
+     .doc = "Interval of butler_memory_usage points (with node_measurements)."},
+    {K_INT("influxdb.batch_max", CFG(influxdb.batch_max), 1, 50000, "5000"),
+     .doc = "Most points in one write."},
+    {K_INT("influxdb.flush_ms", CFG(influxdb.flush_ms), 1, 60000, "1000"),
+     .doc = "Longest a point waits for its batch to fill before it is written."},
+    {K_INT("influxdb.timeout_ms", CFG(influxdb.timeout_ms), 100, 600000, "10000"),
+     .doc = "Total timeout of one write request."},
 
     {K_INT("retry.max_attempts", CFG(retry.max_attempts), 1, 100, "5"),
      .doc = "Attempts per outbound call (QRS, HTTP, SMTP), the first included."},

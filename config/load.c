@@ -243,14 +243,16 @@ static void apply_headers(struct loader *ld, const struct key_def *key, void *ba
     struct config_header_list headers = {0};
     struct origin at = config_origin_at(node->line, node->column);
     char got[ECHO_TEXT], item_path[PATH_TEXT];
+    bool map = key->type == KEY_MAP;
     if (node->kind != NODE_MAPPING) {
-        config_report(ld, &at, path, "expected a mapping of HTTP header names to values, got %s",
-                      describe_node(node, true, got, sizeof got));
+        config_report(ld, &at, path, "expected a mapping of %s to values, got %s",
+                      map ? "names" : "HTTP header names",
+                      describe_node(node, !map, got, sizeof got));
         return;
     }
     if (node->count > MAX_HEADERS) {
-        config_report(ld, &at, path, "at most %u headers are allowed, got %zu", MAX_HEADERS,
-                      node->count);
+        config_report(ld, &at, path, "at most %u %s are allowed, got %zu", MAX_HEADERS,
+                      map ? "entries" : "headers", node->count);
         return;
     }
     if (node->count == 0)
@@ -265,20 +267,27 @@ static void apply_headers(struct loader *ld, const struct key_def *key, void *ba
         const struct node *value = entry->value;
         struct origin entry_at = config_origin_at(entry->line, entry->column);
         snprintf(item_path, sizeof item_path, "%s.%s", path, entry->key);
-        if (!is_header_name(entry->key)) {
+        if (map && (entry->key[0] == '\0' || !is_single_line(entry->key))) {
+            config_report(ld, &entry_at, item_path,
+                          "expected a non-empty name without control characters");
+            continue;
+        }
+        if (!map && !is_header_name(entry->key)) {
             config_report(ld, &entry_at, item_path,
                           "expected an HTTP header name (letters, digits, -)");
             continue;
         }
         if (value->kind != NODE_SCALAR || !is_single_line(value->text ? value->text : "")) {
-            config_report(ld, &entry_at, item_path, "expected a single-line header value");
+            config_report(ld, &entry_at, item_path, "expected a single-line %s",
+                          map ? "value" : "header value");
             continue;
         }
         bool duplicate = false;
         for (size_t j = 0; j < headers.count && !duplicate; j++)
-            duplicate = strcasecmp(headers.items[j].name, entry->key) == 0;
+            duplicate = map ? strcmp(headers.items[j].name, entry->key) == 0
+                            : strcasecmp(headers.items[j].name, entry->key) == 0;
         if (duplicate) {
-            config_report(ld, &entry_at, item_path, "header given twice");
+            config_report(ld, &entry_at, item_path, "%s given twice", map ? "name" : "header");
             continue;
         }
         struct config_header *header = &headers.items[headers.count++];
@@ -318,6 +327,7 @@ static void apply_node(struct loader *ld, const struct key_table *table, size_t 
         walk_objects(ld, key, base, node, path, states ? &states[index] : NULL);
         break;
     case KEY_HEADERS:
+    case KEY_MAP:
         apply_headers(ld, key, base, node, path);
         break;
     default:

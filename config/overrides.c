@@ -62,7 +62,7 @@ void config_apply_environment(struct loader *ld, struct butler_config *config)
         struct origin at = {0};
         const char *value;
 
-        if (key->type == KEY_OBJECTS || key->type == KEY_HEADERS ||
+        if (key->type == KEY_OBJECTS || key->type == KEY_HEADERS || key->type == KEY_MAP ||
             !env_name(key->path, "", at.env, sizeof at.env))
             continue;
         value = getenv(at.env);

@@ -127,6 +127,22 @@ static void print_value(FILE *out, const struct key_def *key, const void *base, 
         }
         return;
     }
+    case KEY_MAP: {
+        const struct config_header_list *map = field;
+        if (map->count == 0) {
+            fputs(" {}\n", out);
+            return;
+        }
+        fputc('\n', out);
+        for (size_t i = 0; i < map->count; i++) {
+            print_indent(out, indent + 2, &no_dash);
+            print_quoted(out, map->items[i].name);
+            fputs(": ", out);
+            print_quoted(out, map->items[i].value);
+            fputc('\n', out);
+        }
+        return;
+    }
     case KEY_OBJECTS: {
         size_t count = 0;
         const char *items = key->objects->get(field, &count);

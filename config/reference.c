@@ -56,6 +56,7 @@ static void fill_type(struct reference_row *row, const struct key_def *key)
         [KEY_SECRET_LIST] = "list of strings",
         [KEY_OBJECTS] = "list of mappings",
         [KEY_HEADERS] = "mapping of header names to values",
+        [KEY_MAP] = "mapping of names to values",
     };
     snprintf(row->type, sizeof row->type, "%s", type_names[key->type]);
     row->secret =
@@ -83,6 +84,9 @@ static bool fill_range(struct reference_row *row, const struct key_def *key)
         return true;
     case KEY_HEADERS:
         snprintf(row->range, sizeof row->range, "at most %u headers", MAX_HEADERS);
+        return true;
+    case KEY_MAP:
+        snprintf(row->range, sizeof row->range, "at most %u entries", MAX_HEADERS);
         return true;
     case KEY_STRING:
     case KEY_SECRET:
@@ -112,6 +116,7 @@ static void fill_default(struct reference_row *row, const struct key_def *key)
         text = "[]";
         break;
     case KEY_HEADERS:
+    case KEY_MAP:
         text = "{}";
         break;
     case KEY_SECRET:

@@ -32,6 +32,14 @@ void config_check_route(struct loader *ld, void *items, size_t index, const char
         config_join_path(at_path, sizeof at_path, path, "webhook_url");
         config_report(ld, at, at_path, "required when to is webhook");
     }
+    if (route->to == CONFIG_ROUTE_INFLUXDB && !route->measurement[0]) {
+        config_join_path(at_path, sizeof at_path, path, "measurement");
+        config_report(ld, at, at_path, "required when to is influxdb");
+    }
+    if (route->to == CONFIG_ROUTE_INFLUXDB && route->fields.count == 0) {
+        config_join_path(at_path, sizeof at_path, path, "fields");
+        config_report(ld, at, at_path, "at least one field is required when to is influxdb");
+    }
     if (route->to == CONFIG_ROUTE_EMAIL && route->recipients.count == 0) {
         config_join_path(at_path, sizeof at_path, path, "recipients");
         config_report(ld, at, at_path, "required when to is email");
@@ -59,6 +67,18 @@ static const struct origin *either_origin(const struct loader *ld, const char *f
     if (a && (a->line || a->env[0]))
         return a;
     return b;
+}
+
+static bool listen_all_tls(const char *listen)
+{
+    for (const char *part = listen; part;) {
+        const char *comma = strchr(part, ',');
+        size_t length = comma ? (size_t)(comma - part) : strlen(part);
+        if (length == 0 || part[length - 1] != 's')
+            return false;
+        part = comma ? comma + 1 : NULL;
+    }
+    return true;
 }
 
 static bool listen_has_tls(const char *listen)
@@ -144,7 +164,23 @@ void config_validate(struct loader *ld, const struct butler_config *c)
     if (c->http.enable && listen_has_tls(c->http.listen) && !c->http.tls.cert_file[0])
         config_report(ld, origin_of(ld, "http.listen"), "http.listen",
                       "a TLS port (suffix 's') needs http.tls.cert_file and http.tls.key_file");
+    /* Client certificates are only asked for on TLS ports: on a plain port the
+     * "required" certificate would silently not be. */
+    if (c->http.enable && c->http.tls.ca_file[0] && !listen_all_tls(c->http.listen))
+        config_report(ld, origin_of(ld, "http.tls.ca_file"), "http.tls.ca_file",
+                      "client certificates need every http.listen port to be TLS (suffix 's'); "
+                      "a plain port would serve clients without one");
+    if (c->http.enable && c->http.long_waits_max >= c->http.threads)
+        config_report(ld, either_origin(ld, "http.long_waits_max", "http.threads"),
+                      "http.long_waits_max", "must be below http.threads (%d)", c->http.threads);
 
+    if (c->influxdb.url[0] && c->influxdb.version == 2 &&
+        (!c->influxdb.org[0] || !c->influxdb.bucket[0] || !c->influxdb.token[0]))
+        config_report(ld, origin_of(ld, "influxdb.version"), "influxdb.version",
+                      "version 2 needs influxdb.org, influxdb.bucket and influxdb.token");
+    if (c->influxdb.node_measurements && !c->influxdb.url[0])
+        config_report(ld, origin_of(ld, "influxdb.node_measurements"), "influxdb.node_measurements",
+                      "needs influxdb.url");
     validate_notifications(ld, c);
     validate_monitors(ld, c);
 
@@ -156,6 +192,10 @@ void config_validate(struct loader *ld, const struct butler_config *c)
             config_report(ld, at, path, "required when to is slack and slack.webhook_url is empty");
         if (route->to == CONFIG_ROUTE_TEAMS && !route->webhook_url[0] && !c->teams.webhook_url[0])
             config_report(ld, at, path, "required when to is teams and teams.webhook_url is empty");
+        if (route->to == CONFIG_ROUTE_INFLUXDB && !c->influxdb.url[0]) {
+            snprintf(path, sizeof path, "routes[%zu].to", i);
+            config_report(ld, at, path, "influxdb routes need influxdb.url");
+        }
         if (route->to == CONFIG_ROUTE_EMAIL && !c->smtp.url[0]) {
             snprintf(path, sizeof path, "routes[%zu].to", i);
             config_report(ld, at, path, "email routes need smtp.url");

@@ -201,6 +201,7 @@ bool config_set_scalar(struct loader *ld, const struct key_def *key, void *base,
     case KEY_SECRET_LIST:
     case KEY_OBJECTS:
     case KEY_HEADERS:
+    case KEY_MAP:
         config_report(ld, at, path, "internal error: not a scalar key");
         return false;
     }
@@ -330,6 +331,7 @@ void config_free_table(const struct key_table *table, void *base)
             free_objects(key, base);
             break;
         case KEY_HEADERS:
+        case KEY_MAP:
             config_free_headers(field);
             break;
         case KEY_BOOL:
@@ -348,7 +350,7 @@ void config_apply_defaults(struct loader *ld, const struct key_table *table, voi
     for (size_t i = 0; i < table->count && ld->status == BUTLER_OK; i++) {
         const struct key_def *key = &table->keys[i];
         if (key->type == KEY_LIST || key->type == KEY_SECRET_LIST || key->type == KEY_OBJECTS ||
-            key->type == KEY_HEADERS)
+            key->type == KEY_HEADERS || key->type == KEY_MAP)
             continue;
         config_set_scalar(ld, key, base, key->def ? key->def : "", NULL, key->path, true);
     }

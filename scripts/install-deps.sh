@@ -6,12 +6,14 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(
   build-essential cmake pkg-config git ca-certificates openssl curl
   libmosquitto-dev libcurl4-openssl-dev libssl-dev libcjson-dev libyaml-dev
-  libcivetweb-dev civetweb libwebsockets-dev mosquitto mosquitto-clients
+  libcivetweb-dev civetweb libwebsockets-dev zlib1g-dev mosquitto mosquitto-clients
   python3 python3-paho-mqtt python3-pytest python3-websockets
 )
 if [[ "${1:-}" == "--test" ]]; then
   # Sanitizers, fuzzing (clang's libFuzzer), valgrind and load tools for the test suite.
   packages+=(clang libclang-rt-14-dev valgrind wrk)
+  # tests/integration/test_influxdb.py runs a real influxd (1.6); promtool checks deploy/grafana rules.
+  packages+=(influxdb prometheus)
   # Packaging checks: the runtime image's package list in a chroot, shell lint.
   packages+=(debootstrap shellcheck)
   # scripts/check-packages.sh: the image and compose stack with podman (rootful:

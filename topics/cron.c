@@ -563,6 +563,22 @@ enum butler_status cron_next(const struct cron_expr *expr, const struct cron_zon
     return BUTLER_ERR_NOT_FOUND;
 }
 
+/* See cron.h. The lower bound "now - 1" lets a slot of the current second fire when the
+ * scheduler compiles late in that second; the other two bounds keep that slot from being one
+ * the schedule did not exist for (set_ms) or has already handled (last_run_s). */
+enum butler_status cron_first_firing(const struct cron_expr *expr, const struct cron_zone *zone,
+                                     uint64_t set_ms, int64_t last_run_s, int64_t now,
+                                     int64_t *next)
+{
+    int64_t after = now - 1;
+    const int64_t set_s = (int64_t)(set_ms / 1000u);
+    if (set_s > after)
+        after = set_s;
+    if (last_run_s > after)
+        after = last_run_s;
+    return cron_next(expr, zone, after, next);
+}
+
 void cron_firings_between(const struct cron_expr *expr, const struct cron_zone *zone, int64_t after,
                           int64_t before, int64_t *times, size_t list_max, size_t count_max,
                           size_t *count)

@@ -113,6 +113,18 @@ enum butler_status cron_next(const struct cron_expr *expr, const struct cron_zon
                              int64_t after, int64_t *next);
 
 /*
+ * A schedule's next firing when its timing is (re)compiled at wall second `now`: the first
+ * slot that is at or after `now`, strictly after the second in which the timing was set
+ * (`set_ms`, wall milliseconds: creation, a changed expression or zone, a start; 0 when not
+ * known, e.g. restored from the broker) and strictly after `last_run_s` (the last firing
+ * handled, 0 = none). A slot is a whole second, so a schedule created at 04.497 first fires
+ * for 05.000 or later, never for 04.000, a second that began before it existed. Pure.
+ */
+enum butler_status cron_first_firing(const struct cron_expr *expr, const struct cron_zone *zone,
+                                     uint64_t set_ms, int64_t last_run_s, int64_t now,
+                                     int64_t *next);
+
+/*
  * Firings strictly between `after` and `before` (UTC seconds): up to
  * `list_max` of them into `times` (may be NULL with list_max 0), the total in
  * *count, counting at most `count_max` (the search stops there). Pure.

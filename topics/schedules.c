@@ -11,6 +11,7 @@
  */
 #include "topics/schedules.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,6 +30,9 @@
 
 enum {
     ID_MAX = 64,
+    /* A firing's requestId is "schedule-<id>-<epoch seconds>": with up to 11
+     * digits it fits TASK_REQUEST_ID_MAX (64) only when the id is at most 44. */
+    ID_TEXT_MAX = 44,
     NAME_MAX_BYTES = 1024,
     TAGS_MAX = 64,
     ZONES_MAX = 128,
@@ -49,6 +53,9 @@ struct schedule {
     bool started; /* lastKnownState */
     char created[32];
     int64_t last_run_s; /* lastRunAt: the last firing time handled (0 = never) */
+    /* Wall ms when this process saw the timing (expression, zone, state) set: the first
+     * firing is for a slot strictly after that second. 0 = restored, not set here. */
+    uint64_t timing_set_ms;
 
     /* Scheduler thread state. */
     struct cron_expr expr;
@@ -208,6 +215,7 @@ static enum butler_status schedule_from_json(const cJSON *json, const char *id,
         clock_format_iso8601(now, schedule->created, sizeof schedule->created);
         schedule->started = state_is_started(startup);
         schedule->last_run_s = (int64_t)(now / 1000);
+        schedule->timing_set_ms = now;
     } else {
         const char *created = json_string_member(json, "created");
         const char *last_state = json_string_member(json, "lastKnownState");
@@ -287,6 +295,11 @@ static enum butler_status upsert_locked(struct schedule *schedule)
             schedule->zone = old->zone;
             schedule->next_s = old->next_s;
             schedule->dirty = old->dirty;
+            schedule->timing_set_ms = old->timing_set_ms;
+        } else if (schedule->timing_set_ms == 0) {
+            /* A changed record from the broker (edited, or another Butler): the new
+             * expression owes nothing for the second already begun. */
+            schedule->timing_set_ms = clock_wall_ms();
         }
         schedule->seen = old->seen;
         if (old->last_run_s > schedule->last_run_s)
@@ -323,6 +336,19 @@ enum butler_status schedules_setup(const struct butler_config *config)
     return BUTLER_OK;
 }
 
+/* A schedule id Butler holds: 1..ID_TEXT_MAX of A-Z a-z 0-9 - _, so its
+ * firings' requestIds are valid and it needs no escaping anywhere. */
+static bool id_valid(const char *id)
+{
+    size_t length = strlen(id);
+    if (length == 0 || length > ID_TEXT_MAX)
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+            return false;
+    return true;
+}
+
 /* "<root>/schedules/<id>" -> id (bounded); false for other topics. */
 static bool topic_id(const char *topic, char *id, size_t id_size)
 {
@@ -346,6 +372,14 @@ void schedules_on_message(const struct mqtt_message *message, void *context)
     char id[ID_MAX + 1], error[256];
     if (state.config == NULL || !topic_id(message->topic, id, sizeof id))
         return;
+    if (!id_valid(id)) {
+        metrics_count("butler_rejected_total", "family=\"schedules\",reason=\"bad_id\"",
+                      "Messages rejected as malformed, by topic family and reason");
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
+                        "ignoring schedule record %s: an id is 1 to %d of A-Z a-z 0-9 - _",
+                        message->topic, ID_TEXT_MAX);
+        return;
+    }
     if (message->payload_length == 0) {
         pthread_mutex_lock(&state.lock);
         remove_locked(id);
@@ -466,11 +500,20 @@ static void report_missed(struct butler_runtime *runtime, const struct schedule 
 /* Publish the task start of one firing. Scheduler thread. */
 static void fire(struct butler_runtime *runtime, const struct schedule *schedule, int64_t at)
 {
-    char topic[512], payload[256];
+    char topic[512], request_id[TASK_REQUEST_ID_MAX + 1];
     snprintf(topic, sizeof topic, "%s/task/start", state.config->mqtt.topic_root);
-    snprintf(payload, sizeof payload, "{\"taskId\":\"%s\",\"requestId\":\"schedule-%s-%lld\"}",
-             schedule->task_id, schedule->id, (long long)at);
-    enum butler_status status = publish_wait(runtime, topic, payload, false, PUBLISH_TIMEOUT_MS);
+    snprintf(request_id, sizeof request_id, "schedule-%s-%lld", schedule->id, (long long)at);
+    /* Built with cJSON: the record's fields are never pasted into JSON. */
+    cJSON *json = cJSON_CreateObject();
+    char *payload = json && cJSON_AddStringToObject(json, "taskId", schedule->task_id) &&
+                            cJSON_AddStringToObject(json, "requestId", request_id)
+                        ? cJSON_PrintUnformatted(json)
+                        : NULL;
+    cJSON_Delete(json);
+    enum butler_status status =
+        payload ? publish_wait(runtime, topic, payload, false, PUBLISH_TIMEOUT_MS)
+                : BUTLER_ERR_NOMEM;
+    free(payload);
     if (status == BUTLER_OK) {
         count_firing("published");
         LOG_INFO(MODULE, "schedule %s (\"%s\") fired: task %s", schedule->id, schedule->name,
@@ -509,7 +552,8 @@ static size_t scan_locked(int64_t now, struct due *due, size_t due_max)
             if (schedule->zone == NULL)
                 LOG_ERROR(MODULE, "schedule %s cannot run: %s", schedule->id, error);
             if (schedule->zone == NULL ||
-                cron_next(&schedule->expr, schedule->zone, now - 1, &schedule->next_s) != BUTLER_OK)
+                cron_first_firing(&schedule->expr, schedule->zone, schedule->timing_set_ms,
+                                  schedule->last_run_s, now, &schedule->next_s) != BUTLER_OK)
                 schedule->next_s = 0;
         }
         if (!schedule->started || schedule->zone == NULL) {
@@ -736,8 +780,10 @@ enum butler_status schedules_set_state(struct butler_runtime *runtime, const cha
             continue;
         copy->started = start;
         /* A (re)started schedule owes nothing for the time it was stopped. */
-        if (start && !schedule->started)
-            copy->last_run_s = (int64_t)(clock_wall_ms() / 1000);
+        if (start && !schedule->started) {
+            copy->timing_set_ms = clock_wall_ms();
+            copy->last_run_s = (int64_t)(copy->timing_set_ms / 1000);
+        }
         copies[count++] = copy;
     }
     pthread_mutex_unlock(&state.lock);
@@ -759,6 +805,7 @@ enum butler_status schedules_set_state(struct butler_runtime *runtime, const cha
             if (schedule->started != start) {
                 schedule->started = start;
                 schedule->last_run_s = copies[i]->last_run_s;
+                schedule->timing_set_ms = copies[i]->timing_set_ms;
                 schedule->dirty = true;
             }
         }

@@ -5,6 +5,7 @@
  * message, and 503 + Retry-After within http.task_start_timeout_ms when the
  * broker cannot be reached. Runs on CivetWeb worker threads.
  */
+#include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +18,10 @@
 #include "bridge/core/clock.h"
 #include "bridge/ingress/http_app.h"
 #include "bridge/ingress/http_body.h"
+#include "bridge/ingress/http_command.h"
 #include "bridge/ingress/http_file.h"
 #include "bridge/ingress/http_newrelic.h"
+#include "bridge/ingress/http_users.h"
 #include "bridge/ingress/http_openapi.h"
 #include "bridge/ingress/http_server.h"
 #include "bridge/ingress/http_store.h"
@@ -73,6 +76,8 @@ static const struct route routes[] = {
     {"postNewRelicMetric", "/v4/newrelic/metric", M_POST, "POST", true, http_newrelic_metric},
     {"apiListEnabledEndpoints", "/v4/configfile/endpointsenabled", M_GET, "GET", true,
      handle_endpoints},
+    /* Active users from the Sense proxy (bridge/ingress/http_users.c). */
+    {"getActiveUsers", "/v4/activeusers", M_GET, "GET", true, http_users_active},
     {"base62ToBase16", "/v4/base62tobase16", M_GET, "GET", true, handle_base62_to_base16},
     {"base16ToBase62", "/v4/base16tobase62", M_GET, "GET", true, handle_base16_to_base62},
     /* Key-value store and schedules (bridge/ingress/http_store.c). Several routes may
@@ -292,36 +297,6 @@ static bool require_json(struct http_exchange *exchange)
     return false;
 }
 
-/* Publish and wait for the broker's acknowledgement within the HTTP timeout.
- * Answers 503/400 itself and returns false on failure. */
-static bool publish_acknowledged(struct http_exchange *exchange, const char *topic,
-                                 const char *payload, size_t length, int qos, bool retain,
-                                 int timeout_ms)
-{
-    struct mqtt_link *link = exchange->runtime->link;
-    if (timeout_ms <= 0 || !mqtt_link_connected(link)) {
-        http_exchange_reply_error(exchange, 503, "the MQTT broker is unreachable; try again later",
-                                  retry_after);
-        return false;
-    }
-    struct mqtt_publish_options options = {.qos = qos, .retain = retain};
-    enum butler_status status =
-        mqtt_link_publish_wait(link, topic, payload, length, &options, timeout_ms);
-    if (status == BUTLER_OK)
-        return true;
-    if (status == BUTLER_ERR_INVALID) {
-        http_exchange_reply_error(exchange, 400, "the broker link refused this topic or payload",
-                                  NULL);
-        return false;
-    }
-    char message[160];
-    snprintf(message, sizeof message, "the MQTT broker did not acknowledge the message (%s)",
-             butler_status_str(status));
-    LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "publish to %s: %s", topic, butler_status_str(status));
-    http_exchange_reply_error(exchange, 503, message, retry_after);
-    return false;
-}
-
 /* A query variable into out; 0 found, -1 absent, -2 too long, -3 holds a
  * NUL byte (%00: the C string would silently stop there). */
 static int query_var(const struct http_exchange *exchange, const char *name, char *out,
@@ -332,14 +307,6 @@ static int query_var(const struct http_exchange *exchange, const char *name, cha
         return 0;
     out[0] = '\0';
     return length >= 0 ? -3 : length == -1 ? -1 : -2;
-}
-
-static bool printable_text(const char *text)
-{
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            return false;
-    return true;
 }
 
 /* Optional boolean query flag: absent = false. False on a bad value (answered 400). */
@@ -448,7 +415,7 @@ static void handle_mqtt_publish(struct http_exchange *exchange)
         http_exchange_reply_error(exchange, status == BUTLER_ERR_NOMEM ? 500 : 400, error, NULL);
         return;
     }
-    if (publish_acknowledged(exchange, body.topic, body.message, strlen(body.message), body.qos,
+    if (http_command_publish(exchange, body.topic, body.message, strlen(body.message), body.qos,
                              body.retain, config->http.task_start_timeout_ms))
         http_exchange_reply_json(exchange, 201, body.echo, NULL);
     http_publish_body_clear(&body);
@@ -469,7 +436,7 @@ static void handle_slack_post(struct http_exchange *exchange)
     }
     char topic[512];
     snprintf(topic, sizeof topic, "%s/slack/post", config->mqtt.topic_root);
-    if (publish_acknowledged(exchange, topic, payload, strlen(payload), 1, false,
+    if (http_command_publish(exchange, topic, payload, strlen(payload), 1, false,
                              config->http.task_start_timeout_ms))
         http_exchange_reply_json(exchange, 201, echo, NULL);
     free(payload);
@@ -489,9 +456,8 @@ static void handle_slack_post(struct http_exchange *exchange)
 static void handle_task_start(struct http_exchange *exchange)
 {
     const struct butler_config *config = exchange->runtime->config;
-    const uint64_t deadline = clock_monotonic_ms() + (uint64_t)config->http.task_start_timeout_ms;
-    struct task_result_waiter *waiter = NULL;
     char *payload = NULL, *result = NULL, *node = NULL;
+    size_t result_length = 0;
     char error[512];
     char request_id[TASK_REQUEST_ID_MAX + 1];
     bool all_must_exist = false, asynchronous = false;
@@ -512,14 +478,8 @@ static void handle_task_start(struct http_exchange *exchange)
     /* Butler extension: ?requestId= lets a caller retry after a 503 without
      * starting the task twice (a requestId is started once within
      * task_start.dedup_ttl_s); without it every call gets a fresh one. */
-    int found = query_var(exchange, "requestId", request_id, sizeof request_id);
-    if (found == -1 || (found == 0 && request_id[0] == '\0')) {
-        task_make_uuid(request_id);
-    } else if (found != 0 || !printable_text(request_id)) {
-        http_exchange_reply_error(
-            exchange, 400, "query parameter requestId must be 1 to 64 printable characters", NULL);
+    if (!http_api_request_id(exchange, request_id, sizeof request_id))
         goto out;
-    }
     enum butler_status status =
         http_body_task_start_payload(task_id, exchange->body, exchange->body_length, all_must_exist,
                                      request_id, &payload, error, sizeof error);
@@ -537,40 +497,33 @@ static void handle_task_start(struct http_exchange *exchange)
             http_exchange_reply_json(exchange, 200, node, NULL);
         goto out;
     }
-    if (!asynchronous && task_result_register(request_id, &waiter) != BUTLER_OK) {
-        http_exchange_reply_error(exchange, 503, "too many task starts waiting for their result",
-                                  retry_after);
-        goto out;
+    const struct http_command command = {
+        .topic_suffix = "task/start",
+        .payload = payload,
+        .request_id = asynchronous ? NULL : request_id,
+        .publish_timeout_ms = config->http.task_start_timeout_ms,
+        .answer_timeout_ms = -1,
+        .pending_metric = "butler_http_task_start_pending_total",
+        .pending_help = "Task starts accepted by the broker but not answered within the timeout",
+    };
+    switch (http_command_run(exchange, &command, &result, &result_length)) {
+    case HTTP_COMMAND_FAILED:
+        break;
+    case HTTP_COMMAND_PUBLISHED:
+        http_api_reply_pending(exchange, 202, request_id, NULL);
+        break;
+    case HTTP_COMMAND_PENDING:
+        http_api_reply_pending(exchange, 202, request_id, "pending");
+        break;
+    case HTTP_COMMAND_ANSWERED:
+        if (http_body_task_result_to_node(result, result_length, &node) != BUTLER_OK)
+            http_exchange_reply_error(exchange, 500, "the task-start answer could not be read",
+                                      NULL);
+        else
+            http_exchange_reply_json(exchange, 200, node, NULL);
+        break;
     }
-    char topic[512];
-    snprintf(topic, sizeof topic, "%s/task/start", config->mqtt.topic_root);
-    if (!publish_acknowledged(exchange, topic, payload, strlen(payload), 1, false,
-                              (int)(deadline - clock_monotonic_ms())))
-        goto out;
-    if (asynchronous) {
-        char body[96];
-        snprintf(body, sizeof body, "{\"requestId\":\"%s\"}", request_id);
-        http_exchange_reply_json(exchange, 202, body, NULL);
-        goto out;
-    }
-    uint64_t now = clock_monotonic_ms();
-    size_t result_length = 0;
-    if (now >= deadline ||
-        task_result_wait(waiter, (int)(deadline - now), &result, &result_length) != BUTLER_OK) {
-        metrics_count("butler_http_task_start_pending_total", "",
-                      "Task starts accepted by the broker but not answered within the timeout");
-        char body[128];
-        snprintf(body, sizeof body, "{\"requestId\":\"%s\",\"status\":\"pending\"}", request_id);
-        http_exchange_reply_json(exchange, 202, body, NULL);
-        goto out;
-    }
-    if (http_body_task_result_to_node(result, result_length, &node) != BUTLER_OK) {
-        http_exchange_reply_error(exchange, 500, "the task-start answer could not be read", NULL);
-        goto out;
-    }
-    http_exchange_reply_json(exchange, 200, node, NULL);
 out:
-    task_result_release(waiter);
     free(payload);
     free(result);
     free(node);
@@ -611,7 +564,7 @@ static void handle_qrs_notification(struct http_exchange *exchange)
         return;
     char topic[512];
     snprintf(topic, sizeof topic, "%s/qrs/notification", config->mqtt.topic_root);
-    if (publish_acknowledged(exchange, topic, exchange->body, exchange->body_length, 1, false,
+    if (http_command_publish(exchange, topic, exchange->body, exchange->body_length, 1, false,
                              config->http.task_start_timeout_ms))
         http_exchange_reply_json(exchange, 200, "{\"status\":\"accepted\"}", NULL);
 }
@@ -656,10 +609,44 @@ bool http_api_read_json_body(struct http_exchange *exchange)
     return require_json(exchange) && read_body(exchange);
 }
 
-bool http_api_publish_acknowledged(struct http_exchange *exchange, const char *topic,
-                                   const char *payload, size_t length, int timeout_ms)
+/* A query requestId is a key in answers, topics' payloads and logs: a
+ * conservative alphabet keeps it from being anything else there. */
+static bool request_id_text(const char *text)
 {
-    return publish_acknowledged(exchange, topic, payload, length, 1, false, timeout_ms);
+    if (text[0] == '\0')
+        return false;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        if (!isalnum(*p) && *p != '-' && *p != '_' && *p != '.' && *p != ':')
+            return false;
+    return true;
+}
+
+bool http_api_request_id(struct http_exchange *exchange, char *out, size_t out_size)
+{
+    int found = query_var(exchange, "requestId", out, out_size);
+    if (found == -1 || (found == 0 && out[0] == '\0')) {
+        task_make_uuid(out);
+        return true;
+    }
+    if (found == 0 && request_id_text(out))
+        return true;
+    http_exchange_reply_error(exchange, 400,
+                              "query parameter requestId must be 1 to 64 characters of "
+                              "A-Z a-z 0-9 - _ . :",
+                              NULL);
+    return false;
+}
+
+void http_api_reply_pending(struct http_exchange *exchange, int status, const char *request_id,
+                            const char *state)
+{
+    cJSON *reply = cJSON_CreateObject();
+    if (reply && (!cJSON_AddStringToObject(reply, "requestId", request_id) ||
+                  (state && !cJSON_AddStringToObject(reply, "status", state)))) {
+        cJSON_Delete(reply);
+        reply = NULL;
+    }
+    http_exchange_reply_cjson(exchange, status, reply);
 }
 
 bool http_api_query_flag(struct http_exchange *exchange, const char *name, bool *value)

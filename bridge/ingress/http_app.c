@@ -5,20 +5,16 @@
  * uses, so a request the topic would refuse is a 400 here, before publishing.
  */
 #include "bridge/ingress/http_app.h"
+#include "bridge/ingress/http_command.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "bridge/core/clock.h"
 #include "bridge/core/json.h"
-#include "bridge/core/metrics.h"
 #include "bridge/model/app_request.h"
-#include "bridge/model/task_result.h"
 #include "bridge/model/task_request.h"
-
-static const char *const retry_after[] = {"Retry-After", "5", NULL};
 
 enum { RELOAD_WAIT_MAX_MS = 3600 * 1000 };
 
@@ -39,41 +35,37 @@ static bool path_app_id(struct http_exchange *exchange, const char *prefix, char
 }
 
 /*
- * Publish `payload` on <root>/app/<op> and wait up to wait_ms for its answer.
- * Returns the parsed answer (caller deletes), or NULL when the request was
- * answered here already (503) or *pending is set (accepted, not answered yet).
+ * Publish `payload` on <root>/app/<op> and wait up to wait_ms for its answer
+ * (a long wait when it may outlast http.task_start_timeout_ms). Returns the
+ * parsed answer (caller deletes), or NULL when the request was answered here
+ * already (503) or *pending is set (accepted, not answered yet).
  */
 static cJSON *publish_and_wait(struct http_exchange *exchange, const char *op,
                                const char *request_id, const char *payload, int wait_ms,
                                bool *pending)
 {
     const struct butler_config *config = exchange->runtime->config;
-    struct task_result_waiter *waiter = NULL;
-    char *text = NULL;
+    char topic_suffix[32], *text = NULL;
     size_t length = 0;
     cJSON *answer = NULL;
-    *pending = false;
-    if (task_result_register(request_id, &waiter) != BUTLER_OK) {
-        http_exchange_reply_error(exchange, 503, "too many requests waiting for their result",
-                                  retry_after);
-        goto out;
+    snprintf(topic_suffix, sizeof topic_suffix, "app/%s", op);
+    const struct http_command command = {
+        .topic_suffix = topic_suffix,
+        .payload = payload,
+        .request_id = request_id,
+        .publish_timeout_ms = config->http.task_start_timeout_ms,
+        .answer_timeout_ms = wait_ms,
+        .long_wait = wait_ms > config->http.task_start_timeout_ms,
+        .pending_metric = "butler_http_app_pending_total",
+        .pending_help = "App requests accepted by the broker but not answered in time",
+    };
+    enum http_command_outcome outcome = http_command_run(exchange, &command, &text, &length);
+    *pending = outcome == HTTP_COMMAND_PENDING;
+    if (outcome == HTTP_COMMAND_ANSWERED) {
+        answer = json_parse_exact(text, length, NULL);
+        if (answer == NULL)
+            http_exchange_reply_error(exchange, 500, "the app answer could not be read", NULL);
     }
-    char topic[512];
-    snprintf(topic, sizeof topic, "%s/app/%s", config->mqtt.topic_root, op);
-    if (!http_api_publish_acknowledged(exchange, topic, payload, strlen(payload),
-                                       config->http.task_start_timeout_ms))
-        goto out;
-    if (task_result_wait(waiter, wait_ms, &text, &length) != BUTLER_OK) {
-        metrics_count("butler_http_app_pending_total", "",
-                      "App requests accepted by the broker but not answered in time");
-        *pending = true;
-        goto out;
-    }
-    answer = json_parse_exact(text, length, NULL);
-    if (answer == NULL)
-        http_exchange_reply_error(exchange, 500, "the app answer could not be read", NULL);
-out:
-    task_result_release(waiter);
     free(text);
     return answer;
 }
@@ -137,10 +129,14 @@ void http_app_reload(struct http_exchange *exchange)
         goto out;
     }
     if (!wait) {
-        char topic[512];
-        snprintf(topic, sizeof topic, "%s/app/reload", config->mqtt.topic_root);
-        if (!http_api_publish_acknowledged(exchange, topic, payload, strlen(payload),
-                                           config->http.task_start_timeout_ms))
+        const struct http_command command = {
+            .topic_suffix = "app/reload",
+            .payload = payload,
+            .publish_timeout_ms = config->http.task_start_timeout_ms,
+        };
+        char *unused = NULL;
+        size_t unused_length = 0;
+        if (http_command_run(exchange, &command, &unused, &unused_length) != HTTP_COMMAND_PUBLISHED)
             goto out;
         cJSON *reply = cJSON_CreateObject();
         cJSON_AddStringToObject(reply, "appId", app_id);
@@ -184,12 +180,21 @@ out:
 void http_app_list(struct http_exchange *exchange)
 {
     const struct butler_config *config = exchange->runtime->config;
-    char request_id[TASK_REQUEST_ID_MAX + 1], payload[128];
+    char request_id[TASK_REQUEST_ID_MAX + 1];
     bool pending = false;
     task_make_uuid(request_id);
-    snprintf(payload, sizeof payload, "{\"requestId\":\"%s\"}", request_id);
+    cJSON *request = cJSON_CreateObject();
+    char *payload = request && cJSON_AddStringToObject(request, "requestId", request_id)
+                        ? cJSON_PrintUnformatted(request)
+                        : NULL;
+    cJSON_Delete(request);
+    if (payload == NULL) {
+        http_exchange_reply_error(exchange, 500, "out of memory", NULL);
+        return;
+    }
     cJSON *answer = publish_and_wait(exchange, "list", request_id, payload,
                                      engine_wait_ms(config, 2), &pending);
+    free(payload);
     if (pending) {
         http_exchange_reply_error(exchange, 504, "the engine did not answer in time", NULL);
     } else if (answer) {

@@ -5,6 +5,7 @@
  * the worker against its own approved directories.
  */
 #include "bridge/ingress/http_file.h"
+#include "bridge/ingress/http_command.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -13,16 +14,13 @@
 
 #include <cjson/cJSON.h>
 
-#include "bridge/core/clock.h"
 #include "bridge/core/json.h"
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "bridge/model/file_request.h"
-#include "bridge/model/task_result.h"
+#include "bridge/model/task_request.h"
 
 #define MODULE "http"
-
-static const char *const retry_after[] = {"Retry-After", "5", NULL};
 
 /* ?node= is a topic level: the same characters file.node allows. */
 static bool valid_node(const char *node)
@@ -32,14 +30,6 @@ static bool valid_node(const char *node)
         return false;
     for (const char *p = node; *p; p++)
         if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
-            return false;
-    return true;
-}
-
-static bool printable(const char *text)
-{
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
             return false;
     return true;
 }
@@ -113,12 +103,11 @@ static void reply_result(struct http_exchange *exchange, const struct file_reque
 static void handle(struct http_exchange *exchange, enum file_operation operation, bool qvd)
 {
     const struct butler_config *config = exchange->runtime->config;
-    const uint64_t deadline = clock_monotonic_ms() + (uint64_t)config->http.task_start_timeout_ms;
     struct file_request request = {0};
-    struct task_result_waiter *waiter = NULL;
-    cJSON *command = NULL;
+    cJSON *command_body = NULL;
     char *payload = NULL, *result = NULL;
-    char error[512], node[72], request_id[TASK_REQUEST_ID_MAX + 1];
+    size_t result_length = 0;
+    char error[512], node[72], topic_suffix[128];
     if (!http_api_read_json_body(exchange))
         goto out;
     /* No body at all: the missing-parameter answer, as for an empty object. */
@@ -133,61 +122,54 @@ static void handle(struct http_exchange *exchange, enum file_operation operation
     }
     if (operation == FILE_OPERATION_MKDIR)
         request.qvd = qvd;
-    int found = http_api_query_var(exchange, "requestId", request_id, sizeof request_id);
-    if (found == 0 && request_id[0] && printable(request_id)) {
+    /* Without ?requestId= the parser's own UUID stays. */
+    char request_id[TASK_REQUEST_ID_MAX + 1];
+    if (http_api_query_var(exchange, "requestId", request_id, sizeof request_id) != -1) {
+        if (!http_api_request_id(exchange, request_id, sizeof request_id))
+            goto out;
         snprintf(request.request_id, sizeof request.request_id, "%s", request_id);
-    } else if (found != -1) {
-        http_exchange_reply_error(
-            exchange, 400, "query parameter requestId must be 1 to 64 printable characters", NULL);
-        goto out;
     }
-    found = http_api_query_var(exchange, "node", node, sizeof node);
+    int found = http_api_query_var(exchange, "node", node, sizeof node);
     if (found != -1 && (found != 0 || !valid_node(node))) {
         http_exchange_reply_error(
             exchange, 400, "query parameter node must be 1 to 64 characters of A-Z a-z 0-9 - _",
             NULL);
         goto out;
     }
-    command = command_json(&request);
-    payload = command ? cJSON_PrintUnformatted(command) : NULL;
+    command_body = command_json(&request);
+    payload = command_body ? cJSON_PrintUnformatted(command_body) : NULL;
     if (payload == NULL) {
         http_exchange_reply_error(exchange, 500, "out of memory", NULL);
         goto out;
     }
-    if (task_result_register(request.request_id, &waiter) != BUTLER_OK) {
-        http_exchange_reply_error(exchange, 503, "too many requests waiting for their result",
-                                  retry_after);
-        goto out;
-    }
-    char topic[512];
     if (found == 0)
-        snprintf(topic, sizeof topic, "%s/file/%s/%s", config->mqtt.topic_root, node,
+        snprintf(topic_suffix, sizeof topic_suffix, "file/%s/%s", node,
                  file_operation_name(operation));
     else
-        snprintf(topic, sizeof topic, "%s/file/%s", config->mqtt.topic_root,
-                 file_operation_name(operation));
-    if (!http_api_publish_acknowledged(exchange, topic, payload, strlen(payload),
-                                       (int)(deadline - clock_monotonic_ms())))
-        goto out;
-    uint64_t now = clock_monotonic_ms();
-    size_t result_length = 0;
-    if (now >= deadline ||
-        task_result_wait(waiter, (int)(deadline - now), &result, &result_length) != BUTLER_OK) {
-        metrics_count("butler_http_file_pending_total", "",
-                      "File commands accepted by the broker but not answered within the timeout");
-        cJSON *pending = cJSON_CreateObject();
-        if (pending) {
-            cJSON_AddStringToObject(pending, "requestId", request.request_id);
-            cJSON_AddStringToObject(pending, "status", "pending");
-        }
-        http_exchange_reply_cjson(exchange, 202, pending);
-        goto out;
+        snprintf(topic_suffix, sizeof topic_suffix, "file/%s", file_operation_name(operation));
+    const struct http_command command = {
+        .topic_suffix = topic_suffix,
+        .payload = payload,
+        .request_id = request.request_id,
+        .publish_timeout_ms = config->http.task_start_timeout_ms,
+        .answer_timeout_ms = -1,
+        .pending_metric = "butler_http_file_pending_total",
+        .pending_help = "File commands accepted by the broker but not answered within the timeout",
+    };
+    switch (http_command_run(exchange, &command, &result, &result_length)) {
+    case HTTP_COMMAND_PENDING:
+        http_api_reply_pending(exchange, 202, request.request_id, "pending");
+        break;
+    case HTTP_COMMAND_ANSWERED:
+        reply_result(exchange, &request, result, result_length);
+        break;
+    case HTTP_COMMAND_FAILED:
+    case HTTP_COMMAND_PUBLISHED:
+        break;
     }
-    reply_result(exchange, &request, result, result_length);
 out:
-    task_result_release(waiter);
     file_request_clear(&request);
-    cJSON_Delete(command);
+    cJSON_Delete(command_body);
     free(payload);
     free(result);
 }

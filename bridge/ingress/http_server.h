@@ -74,11 +74,16 @@ void http_exchange_reply_error(struct http_exchange *exchange, int status, const
 /* Implemented by http_api.c: route and answer one request. */
 void http_api_handle(struct http_exchange *exchange);
 /* Implemented by http_api.c for endpoints in other files: read a JSON body
- * (answers 415/413/400 itself and returns false), and publish waiting for the
- * broker's PUBACK within timeout_ms (answers 503/400 itself, returns false). */
+ * (answers 415/413/400 itself and returns false). */
 bool http_api_read_json_body(struct http_exchange *exchange);
-bool http_api_publish_acknowledged(struct http_exchange *exchange, const char *topic,
-                                   const char *payload, size_t length, int timeout_ms);
+/* The optional ?requestId= into out (TASK_REQUEST_ID_MAX + 1 bytes): absent
+ * or empty = a fresh UUID; 1..64 of A-Z a-z 0-9 - _ . : is taken; anything
+ * else is answered 400 and returns false. */
+bool http_api_request_id(struct http_exchange *exchange, char *out, size_t out_size);
+/* Answer {"requestId": id[, "status": state]} (state may be NULL), built
+ * with cJSON so the id can never add keys. */
+void http_api_reply_pending(struct http_exchange *exchange, int status, const char *request_id,
+                            const char *state);
 /* Optional boolean query flag: absent = false; true/1, false/0; anything else
  * is answered 400 and returns false. */
 bool http_api_query_flag(struct http_exchange *exchange, const char *name, bool *value);

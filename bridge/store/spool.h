@@ -17,10 +17,14 @@
  * compacted into a new file that replaces the old one atomically (rename). So the file follows what
  * is live, not max_bytes.
  *
- * Bounded: the file never grows past spool.max_bytes; spool_add() then
- * refuses with BUTLER_ERR_FULL (after trying to compact) and the caller makes
- * the refusal visible. The in-memory index holds offsets, not data: about
- * 64 bytes per unfinished item (plus 12 per note) and 24 per retained answer;
+ * Bounded: the file never grows past spool.max_bytes (a compaction briefly
+ * writes a second, smaller file beside it). New work (spool_add) fills at
+ * most 7/8 of it and each unfinished item keeps room for the DONE that
+ * retires it, so work already taken can always note progress and always
+ * finish: past the cap spool_add() and spool_progress() refuse with
+ * BUTLER_ERR_FULL (after trying to compact) and spool_done() writes the DONE
+ * without its answer (counted). See spool.c "The byte budget". The in-memory index holds offsets,
+ * not data: about 64 bytes per unfinished item (plus 12 per note) and 24 per retained answer;
  * finished work leaves the index at once, retained answers when they expire.
  * Thread-safe: one mutex; appends are short writes (plus fdatasync with fsync on).
  */
@@ -93,6 +97,8 @@ struct spool_stats {
     uint64_t skipped_bytes; /* corrupt or truncated bytes skipped during recovery */
     uint64_t compactions;
     uint64_t append_failures; /* writes or flushes that failed (cut back, refused) */
+    uint64_t notes_refused;   /* notes refused for room (max_bytes) */
+    uint64_t answers_dropped; /* DONEs written without their answer for room (max_bytes) */
 };
 
 /*

@@ -108,6 +108,16 @@ void spool_index_expire_done(struct spool *spool, uint64_t now_wall_ms)
     }
 }
 
+void spool_index_evict_oldest_done(struct spool *spool)
+{
+    if (spool->done_count == 0)
+        return;
+    spool->live_bytes -= spool_index_done_at(spool, 0)->record.length;
+    spool->done_head = (spool->done_head + 1) % spool->done_capacity;
+    spool->done_count--;
+    spool->stats.done_evicted++;
+}
+
 /*
  * Retain an answer for done_retention_ms. At max_done_entries the oldest is
  * forgotten early (counted): that only shortens de-duplication for it.
@@ -116,12 +126,8 @@ void spool_index_push_done(struct spool *spool, uint64_t id, uint64_t wall_ms,
                            struct record_ref record)
 {
     spool_index_expire_done(spool, clock_wall_ms());
-    if (spool->done_count > 0 && spool->done_count >= spool->options.max_done_entries) {
-        spool->live_bytes -= spool_index_done_at(spool, 0)->record.length;
-        spool->done_head = (spool->done_head + 1) % spool->done_capacity;
-        spool->done_count--;
-        spool->stats.done_evicted++;
-    }
+    if (spool->done_count > 0 && spool->done_count >= spool->options.max_done_entries)
+        spool_index_evict_oldest_done(spool);
     if (spool->done_count == spool->done_capacity) {
         size_t grown = spool->done_capacity ? spool->done_capacity * 2 : 64;
         if (grown > spool->options.max_done_entries)

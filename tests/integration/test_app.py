@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from conftest import TASK_SALES, TIMEOUT_SCALE, VALGRIND, Butler, rss_anon_kb, start_calls, wait_until
+import sense_calls
 import simctl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -63,6 +64,8 @@ def engine_module(qrs_sim):
 def engine(engine_module):
     engine_module.control("POST", "/reset", {})
     yield engine_module
+    # Every method Butler called, held to docs/sense-calls.md at the end of the session.
+    sense_calls.note_engine_calls(engine_module.calls())
 
 
 def engine_yaml(engine, **keys):

@@ -228,3 +228,65 @@ def test_schedule_fires_survives_restart_stops_and_reports_missed(workdir, broke
     finally:
         butler.stop()
         client.close()
+
+
+def _epoch_ms(iso):
+    """'2026-12-07T02:30:04.497Z' -> epoch milliseconds."""
+    import calendar
+    seconds, _, fraction = iso.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(seconds, "%Y-%m-%dT%H:%M:%S")) * 1000 + int((fraction or "0")[:3])
+
+
+def _early_in_a_second():
+    """Wait until the wall clock is 0.15..0.6 s into a second, so a second that began before
+    the next action is distinct from the next slot (no fixed sleep: a bounded poll)."""
+    wait_until(lambda: 0.15 <= time.time() % 1.0 <= 0.6, 3, interval=0.005, message="early in a second")
+
+
+def test_schedule_first_fires_for_a_slot_after_it_was_created_or_changed(workdir, broker):
+    """Issue 23: '*/2 * * * * *' created at :04.497 fired for the slot :04.000, a second that
+    began before it existed. The first firing is the first slot strictly after creation, and
+    the same after the cron expression of the retained record changes."""
+    client = Client(broker)
+    client.subscribe("butler/task/start")
+    client.subscribe("butler/schedules/#")
+    butler = make_butler(workdir, broker).start()
+    try:
+        def slots(sid):
+            prefix = f"schedule-{sid}-"
+            out = []
+            with client.lock:
+                for m in client.messages:
+                    if m["topic"] == "butler/task/start":
+                        rid = json.loads(m["payload"]).get("requestId", "")
+                        if rid.startswith(prefix):
+                            out.append(int(rid[len(prefix):]))
+            return out
+
+        _early_in_a_second()
+        status, created = request(butler, "POST", "/v4/schedules", schedule_body("* * * * * *"))
+        assert status == 201
+        sid, created_ms = created["id"], _epoch_ms(created["created"])
+        wait_until(lambda: slots(sid), 10, message="the first firing")
+        assert slots(sid)[0] * 1000 > created_ms, (slots(sid), created["created"])
+
+        # A schedule that will not fire for months, then its expression changed on the broker.
+        status, quiet = request(butler, "POST", "/v4/schedules", schedule_body("0 0 1 1 *"))
+        assert status == 201
+        qid = quiet["id"]
+        record = client.wait_for(lambda m: m["topic"] == f"butler/schedules/{qid}" and m["payload"],
+                                 what="the schedule record")[-1]
+        changed = dict(json.loads(record["payload"]), cronSchedule="* * * * * *")
+        # In a later second than its creation (which the record's lastRunAt holds).
+        wait_until(lambda: time.time() >= _epoch_ms(quiet["created"]) / 1000 + 1, 3,
+                   message="a second after the creation")
+        _early_in_a_second()
+        changed_ms = int(time.time() * 1000)
+        client.publish(f"butler/schedules/{qid}", json.dumps(changed), retain=True)
+        wait_until(lambda: slots(qid), 10, message="the first firing after the change")
+        assert slots(qid)[0] * 1000 > changed_ms, (slots(qid), changed_ms)
+        for s in (sid, qid):
+            assert request(butler, "DELETE", f"/v4/schedules/{s}")[0] == 204
+    finally:
+        butler.stop()
+        client.close()

@@ -605,8 +605,8 @@ static void test_routes(void)
     expect_errors(text,
                   "t.yaml:7:12: routes[1].match: expected an MQTT topic filter ('+' alone in a "
                   "level, '#' alone in the last level), got \"a/#/b\"\n"
-                  "t.yaml:11:9: routes[2].to: expected one of slack|teams|email|webhook|mqtt, "
-                  "got \"pigeon\"\n"
+                  "t.yaml:11:9: routes[2].to: expected one of "
+                  "slack|teams|email|webhook|mqtt|influxdb, got \"pigeon\"\n"
                   "t.yaml:10:5: routes[2].name: required key is missing\n"
                   "t.yaml:12:5: routes[3].topic: required when to is mqtt\n"
                   "t.yaml:12:5: routes[3].name: duplicate route name \"ok\" (also used by "
@@ -650,6 +650,78 @@ static void test_routes(void)
                                  "- {name: r%d, match: a, to: mqtt, topic: b}\n", i);
     expect_error_containing(many, used, "routes: at most 1000 items are allowed, got 1001");
     free(many);
+}
+
+/* influxdb routes: measurement, tags and fields (a printed mapping), and
+ * the keys they need. */
+static void test_influxdb_routes(void)
+{
+    struct butler_config c;
+    char *errors = NULL;
+    const char *text = "influxdb:\n"
+                       "  url: http://127.0.0.1:8086\n"
+                       "  password: s3cret\n"
+                       "  tags: {site: north}\n"
+                       "routes:\n"
+                       "  - name: failed\n"
+                       "    match: butler/events/task/failed/#\n"
+                       "    to: influxdb\n"
+                       "    measurement: task_failed\n"
+                       "    tags: {host: '{{host}}', task: '{{taskName}}'}\n"
+                       "    fields: {message: '{{message}}'}\n";
+    UNIT_CHECK(load(text, &c, &errors) == BUTLER_OK);
+    free(errors);
+    UNIT_CHECK(c.routes.count == 1 && c.routes.items[0].to == CONFIG_ROUTE_INFLUXDB);
+    UNIT_CHECK_STR(c.routes.items[0].measurement, "task_failed");
+    UNIT_CHECK(c.routes.items[0].tags.count == 2 && c.routes.items[0].fields.count == 1);
+    UNIT_CHECK_STR(c.routes.items[0].tags.items[1].name, "task");
+    UNIT_CHECK_STR(c.routes.items[0].tags.items[1].value, "{{taskName}}");
+    UNIT_CHECK(c.influxdb.version == 1 && c.influxdb.batch_max == 5000);
+    UNIT_CHECK_STR(c.influxdb.database, "butler");
+    UNIT_CHECK(c.influxdb.tags.count == 1);
+    char *printed = NULL;
+    size_t printed_length = 0;
+    FILE *out = open_memstream(&printed, &printed_length);
+    UNIT_CHECK(out != NULL);
+    if (out) {
+        config_print(&c, out);
+        fclose(out);
+        /* Tags and fields are templates, not secrets: printed; the password is not. */
+        UNIT_CHECK(strstr(printed, "\"task\": \"{{taskName}}\"") != NULL);
+        UNIT_CHECK(strstr(printed, "\"site\": \"north\"") != NULL);
+        UNIT_CHECK(strstr(printed, "s3cret") == NULL);
+    }
+    free(printed);
+    config_free(&c);
+
+    expect_errors("routes:\n"
+                  "  - name: r\n"
+                  "    match: a/#\n"
+                  "    to: influxdb\n"
+                  "    measurement: m\n"
+                  "    fields: {v: '1'}\n"
+                  "    tags: [a]\n",
+                  "t.yaml:7:11: routes[0].tags: expected a mapping of names to values, got a "
+                  "list\n");
+    expect_errors("routes:\n"
+                  "  - name: r\n"
+                  "    match: a/#\n"
+                  "    to: influxdb\n",
+                  "t.yaml:2:5: routes[0].measurement: required when to is influxdb\n"
+                  "t.yaml:2:5: routes[0].fields: at least one field is required when to is "
+                  "influxdb\n");
+    expect_errors("routes:\n"
+                  "  - name: r\n"
+                  "    match: a/#\n"
+                  "    to: influxdb\n"
+                  "    measurement: m\n"
+                  "    fields: {v: '1'}\n",
+                  "t.yaml:2:5: routes[0].to: influxdb routes need influxdb.url\n");
+    expect_errors("influxdb:\n"
+                  "  url: http://h:8086\n"
+                  "  version: 2\n",
+                  "t.yaml:3:12: influxdb.version: version 2 needs influxdb.org, influxdb.bucket "
+                  "and influxdb.token\n");
 }
 
 static void test_cross_key_checks(void)
@@ -1025,6 +1097,7 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_unknown_and_duplicate_keys),
     UNIT_TEST(test_all_errors_reported),
     UNIT_TEST(test_routes),
+    UNIT_TEST(test_influxdb_routes),
     UNIT_TEST(test_cross_key_checks),
     UNIT_TEST(test_environment),
     UNIT_TEST(test_secret_files),

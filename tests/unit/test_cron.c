@@ -289,6 +289,38 @@ static void test_zone_names_and_rules(void)
     free(ruled);
 }
 
+/* Issue 23: "*\/2 * * * * *" created at :04.497 fired for the slot :04.000, a second that
+ * began before it existed. The first firing is the first slot strictly after the second the
+ * timing was set in, and never one already handled. */
+static void test_first_firing_is_after_the_timing_was_set(void)
+{
+    load_zones();
+    struct cron_expr every2, every1;
+    char error[160];
+    UNIT_CHECK(cron_parse("*/2 * * * * *", &every2, error, sizeof error) == BUTLER_OK);
+    UNIT_CHECK(cron_parse("* * * * * *", &every1, error, sizeof error) == BUTLER_OK);
+    const int64_t t4 = utc(2026, 12, 7, 1, 2, 4);
+    const uint64_t created_ms = (uint64_t)t4 * 1000u + 497u;
+    int64_t next = -1;
+    /* Compiled in the creation second itself, and later in it. */
+    UNIT_CHECK(cron_first_firing(&every2, &utc_zone, created_ms, t4, t4, &next) == BUTLER_OK);
+    UNIT_CHECK(next == t4 + 2);
+    UNIT_CHECK(cron_first_firing(&every1, &utc_zone, created_ms, 0, t4, &next) == BUTLER_OK);
+    UNIT_CHECK(next == t4 + 1);
+    /* Set exactly on a slot: that slot is not strictly after it. */
+    UNIT_CHECK(cron_first_firing(&every2, &utc_zone, (uint64_t)t4 * 1000u, 0, t4, &next) ==
+               BUTLER_OK);
+    UNIT_CHECK(next == t4 + 2);
+    /* Restored (set_ms 0): a slot of the current second still fires, unless handled. */
+    UNIT_CHECK(cron_first_firing(&every2, &utc_zone, 0, t4 - 10, t4, &next) == BUTLER_OK);
+    UNIT_CHECK(next == t4);
+    UNIT_CHECK(cron_first_firing(&every2, &utc_zone, 0, t4, t4, &next) == BUTLER_OK);
+    UNIT_CHECK(next == t4 + 2);
+    /* Compiled a while after the change: slots in between are not owed here. */
+    UNIT_CHECK(cron_first_firing(&every2, &utc_zone, created_ms, 0, t4 + 7, &next) == BUTLER_OK);
+    UNIT_CHECK(next == t4 + 8);
+}
+
 const struct unit_test unit_tests[] = {
     UNIT_TEST(test_basic_fields),
     UNIT_TEST(test_seconds_field),
@@ -299,5 +331,6 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_dst_fall_back),
     UNIT_TEST(test_invalid_expressions),
     UNIT_TEST(test_zone_names_and_rules),
+    UNIT_TEST(test_first_firing_is_after_the_timing_was_set),
     {0},
 };

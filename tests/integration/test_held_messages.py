@@ -1,0 +1,187 @@
+"""Resends after lost PUBACKs are acknowledged, not run twice (issue 22 s2).
+
+A TCP proxy between Butler and Mosquitto can swallow what Butler sends (its
+PUBACKs, pings and answers) and then cut the connection: exactly what a
+keepalive drop does to a Butler whose PUBACKs were queued but never read.
+The broker then resends, on the resumed session, every message it holds
+unacknowledged (up to the receive maximum of 100), with the same packet ids.
+
+- a reconnect mid-backlog (no crash): each file move is run once;
+- SIGKILL with a backlog of thousands of moves in the spool, the last ones
+  unacknowledged: the broker's resends are the newest messages, and are
+  recognised although more than 4,096 are unfinished.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import types
+import uuid
+
+import pytest
+
+from conftest import Broker, Butler, Client, free_port, wait_until
+
+
+class Proxy:
+    """Forwards loopback TCP to `port`; can swallow the client's bytes and cut."""
+
+    def __init__(self, port):
+        self.target = port
+        self.port = free_port()
+        self.swallow_upstream = False
+        self.connections = []
+        self.lock = threading.Lock()
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(8)
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.connections.append((downstream, upstream))
+            threading.Thread(target=self._pump, args=(downstream, upstream, True),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, downstream, False),
+                             daemon=True).start()
+
+    def _pump(self, source, sink, from_client):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if from_client and self.swallow_upstream:
+                    continue
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            connections, self.connections = self.connections, []
+        for pair in connections:
+            for s in pair:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self):
+        self.closed = True
+        self.cut()
+        self.listener.close()
+
+
+class Site:
+    """Butler with file moves prod -> archive, connected through a Proxy."""
+
+    def __init__(self, directory, more_yaml=""):
+        self.directory = directory
+        self.broker = Broker(directory).start()
+        self.proxy = Proxy(self.broker.port)
+        self.tree = os.path.join(directory, "tree")
+        for name in ("prod", "archive"):
+            os.makedirs(os.path.join(self.tree, name))
+        extra = f"""file:
+  enable: true
+  node: fs1
+  move: [{{from: {self.tree}/prod, to: {self.tree}/archive}}]
+""" + more_yaml
+        self.butler = Butler(directory, types.SimpleNamespace(port=self.proxy.port),
+                             extra_yaml=extra)
+        self.butler.start()
+        self.client = Client(self.broker)
+        self.client.subscribe("butler/file/result")
+
+    def p(self, *parts):
+        return os.path.join(self.tree, *parts)
+
+    def answers(self):
+        out = {}
+        for m in list(self.client.messages):
+            if m["topic"] == "butler/file/result":
+                body = json.loads(m["payload"])
+                out.setdefault(body.get("requestId"), []).append(body)
+        return out
+
+    def close(self):
+        self.client.close()
+        self.butler.stop()
+        self.proxy.close()
+        self.broker.stop()
+
+
+@pytest.fixture
+def site():
+    directory = tempfile.mkdtemp(prefix="butler-held-")
+    s = Site(directory)
+    yield s
+    s.close()
+    if os.environ.get("BUTLER_KEEP_WORKDIR") != "1":
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def publish_moves(site, prefix, count):
+    ids = []
+    for i in range(count):
+        name = f"{prefix}-{i}.qvd"
+        with open(site.p("prod", name), "w") as f:
+            f.write(name)
+    for i in range(count):
+        name = f"{prefix}-{i}.qvd"
+        rid = f"{prefix}-{i}-{uuid.uuid4()}"
+        ids.append(rid)
+        site.client.publish("butler/file/move", json.dumps(
+            {"requestId": rid, "fromFile": site.p("prod", name),
+             "toFile": site.p("archive", name)}))
+    return ids
+
+
+def assert_each_run_once(site, ids, timeout=120):
+    """Each move ran once (one "move <id> done" line, no refusal) and was
+    answered done. An answer may arrive twice: a publish cut by the drop is
+    sent again (that is the publish path's, not a second run)."""
+    wait_until(lambda: len([r for r in ids if r in site.answers()]) == len(ids), timeout,
+               message="every move answered")
+    answers = site.answers()
+    failed = {r: a for r in ids for a in answers[r] if a["status"] != "done"}
+    assert not failed, f"not done (run twice?): {list(failed.items())[:3]}"
+    log = site.butler.log()
+    twice = [r for r in ids if log.count(f"[file] move {r} done") != 1]
+    assert not twice, f"run {len(twice)} time(s) other than once: {twice[:3]}"
+    assert "does not exist" not in log
+
+
+def test_reconnect_mid_backlog_runs_nothing_twice(site):
+    """Butler's PUBACKs are swallowed, then the connection is cut: the broker
+    resends up to 100 moves Butler has already spooled (and run). Matching
+    must apply at this resumed CONNACK, not only after a restart."""
+    site.proxy.swallow_upstream = True
+    ids = publish_moves(site, "drop", 250)
+    # The broker stops at the receive maximum: ~100 moves taken, unacknowledged.
+    wait_until(lambda: len(os.listdir(site.p("archive"))) >= 100, 60,
+               message="the first hundred moves to run")
+    site.proxy.cut()
+    site.proxy.swallow_upstream = False
+    assert_each_run_once(site, ids)
+    assert sorted(os.listdir(site.p("archive"))) == sorted(
+        f"drop-{i}.qvd" for i in range(250))
+    assert "on the resumed session" in site.butler.log()
