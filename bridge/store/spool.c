@@ -515,6 +515,8 @@ void spool_get_stats(struct spool *spool, struct spool_stats *stats)
     stats->live_bytes = spool->live_bytes;
     stats->live_entries = spool->live_active;
     stats->done_entries = spool->done_count;
+    stats->index_bytes = spool->live_capacity * sizeof(struct live_entry) +
+                         spool->done_capacity * sizeof(struct done_entry);
     pthread_mutex_unlock(&spool->mutex);
 }
 
