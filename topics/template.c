@@ -286,7 +286,8 @@ bool template_looks_like_json(const char *text)
 {
     while (text && is_space(*text))
         text++;
-    return text && (*text == '{' || *text == '[');
+    /* "{{" opens a placeholder, not an object. */
+    return text && ((text[0] == '{' && text[1] != '{') || text[0] == '[');
 }
 
 enum butler_status template_render(const char *text, const cJSON *message, const char *payload,

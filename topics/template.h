@@ -75,7 +75,7 @@ enum butler_status template_escape_text(const char *text, enum template_body bod
                                         char **out);
 
 /* True when a template (after leading white space) starts a JSON object or
- * array: such a template is rendered as a JSON body. */
+ * array (not a placeholder's "{{"): such a template is rendered as a JSON body. */
 bool template_looks_like_json(const char *text);
 
 /* The item at dotted `path` (length `path_length`) in `message`, or NULL. */

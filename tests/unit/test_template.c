@@ -132,6 +132,15 @@ static void test_json_body_escapes_values(void)
     check_for("{{taskName}}", TEMPLATE_BODY_PLAIN, "{\"taskName\":\"a\\\"<b>\"}", "a\"<b>");
 }
 
+static void test_looks_like_json(void)
+{
+    UNIT_CHECK(template_looks_like_json(" {\"a\": 1}"));
+    UNIT_CHECK(template_looks_like_json("[{{a}}]"));
+    UNIT_CHECK(!template_looks_like_json("{{taskName}} / {{user}}"));
+    UNIT_CHECK(!template_looks_like_json("text"));
+    UNIT_CHECK(!template_looks_like_json(""));
+}
+
 static void test_slack_body_escapes_markup(void)
 {
     check_for("<!here> {{slack}}", TEMPLATE_BODY_SLACK, hostile,
@@ -166,6 +175,7 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_json_body_escapes_values),
     UNIT_TEST(test_slack_body_escapes_markup),
     UNIT_TEST(test_custom_escaper),
+    UNIT_TEST(test_looks_like_json),
     UNIT_TEST(test_fields),
     UNIT_TEST(test_malformed_templates),
     UNIT_TEST(test_bounded),
