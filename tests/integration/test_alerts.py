@@ -269,3 +269,20 @@ def test_enrichment_reads_the_run_the_event_names(butlers, events, qrs):
               if m["topic"] == f"butler/events/task/failed/{TASK_FINANCE}"][1]
     assert second["qrs"]["executionResultSource"] == "task", second["qrs"]
     assert second["qrs"]["executionStatus"] == "FinishedSuccess", second["qrs"]
+
+
+# ------------- 11. a success and a distribute of one execution: two events
+
+
+def test_success_and_distribute_of_one_execution_are_two_events(butlers, events):
+    butler = butlers()
+    udp = Udp(butler.udp_port)
+    task_id, execution_id = guid(), guid()
+    udp.send(datagram("butler-v15", "task-success", task_id=task_id, execution_id=execution_id))
+    udp.send(datagram("butler-v15", "distribute", task_id=task_id, execution_id=execution_id))
+    udp.send(datagram("butler-v15", "distribute", task_id=task_id, execution_id=execution_id))
+    wait_event(events, f"butler/events/task/success/{task_id}")
+    wait_event(events, f"butler/events/task/distribute/{task_id}")
+    wait_until(lambda: metric(butler, "butler_udp_dropped_total", {"reason": "duplicate"}) == 1,
+               10, message="the repeated distribute dropped as a duplicate")
+    assert len([m for m in events.messages if task_id in m["topic"]]) == 2
