@@ -56,19 +56,19 @@ int main(int argc, char **argv)
     char buf[1024];
     while (sent < count) {
         for (long k = 0; k < per_slice && sent < count; k++, sent++) {
-            int len =
-                proxy ? snprintf(buf, sizeof buf,
-                                 "/proxy-session/;sense-proxy-01;Start session;CORP;u%x-%lx;"
-                                 "AppAccess;/hub/;Start session for user 'CORP\\u%x-%lx'",
-                                 seed, sent, seed, sent)
-                      : snprintf(buf, sizeof buf,
-                               "/scheduler-task-failed/;sense-node-01;Reload Sales Dashboard;"
-                               "Sales Dashboard;INTERNAL\\sa_scheduler;"
-                               "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;"
-                               "1e2feb89-414c-443c-9027-c4d1c386bbc4;2026-11-27 20:31:54,760;"
-                               "ERROR;%08x-7311-48a3-82ce-%012lx;"
-                               "Task finished with state FinishedFail. Max retries reached.",
-                               seed, sent);
+            int len = proxy
+                          ? snprintf(buf, sizeof buf,
+                                     "/proxy-session/;sense-proxy-01;Start session;CORP;u%x-%lx;"
+                                     "AppAccess;/hub/;Start session for user 'CORP\\u%x-%lx'",
+                                     seed, sent, seed, sent)
+                          : snprintf(buf, sizeof buf,
+                                     "/scheduler-task-failed/;sense-node-01;Reload Sales Dashboard;"
+                                     "Sales Dashboard;INTERNAL\\sa_scheduler;"
+                                     "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;"
+                                     "1e2feb89-414c-443c-9027-c4d1c386bbc4;2026-11-27 20:31:54,760;"
+                                     "ERROR;%08x-7311-48a3-82ce-%012lx;"
+                                     "Task finished with state FinishedFail. Max retries reached.",
+                                     seed, sent);
             send(fd, buf, (size_t)len, 0);
         }
         if (sent >= count)

@@ -1,7 +1,6 @@
 /* GET /v4/activeusers; see http_users.h. */
 #include "bridge/ingress/http_users.h"
 
-
 #include "bridge/model/active_users.h"
 
 void http_users_active(struct http_exchange *exchange)
