@@ -211,7 +211,7 @@ out:
     return status;
 }
 
-/* Lock held. Grow `*buffer` to hold `need` bytes. */
+/* Lock held. Grow `*buffer` to hold `need` bytes (never past a batch's bytes). */
 static bool ensure(char **buffer, size_t *capacity, size_t need)
 {
     if (need <= *capacity)
@@ -219,6 +219,8 @@ static bool ensure(char **buffer, size_t *capacity, size_t need)
     size_t grown = *capacity ? *capacity : 4096;
     while (grown < need)
         grown *= 2;
+    if (grown > INFLUXDB_BATCH_BYTES_MAX + 2)
+        grown = INFLUXDB_BATCH_BYTES_MAX + 2;
     char *bigger = realloc(*buffer, grown);
     if (bigger == NULL)
         return false;

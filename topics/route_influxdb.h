@@ -38,8 +38,10 @@
 #define INFLUXDB_SPOOL_FAMILY "influxdb"
 
 enum {
-    INFLUXDB_BATCH_BYTES_MAX = 1536 * 1024, /* one batch record stays under SPOOL_RECORD_DATA_MAX */
-    INFLUXDB_QUEUE_MAX = 100000,            /* batches waiting (the spool holds no more items) */
+    /* Lines and topics of one batch: the open batch's memory, and one record
+     * (under SPOOL_RECORD_DATA_MAX). ~4,000 points of 250 bytes. */
+    INFLUXDB_BATCH_BYTES_MAX = 1024 * 1024,
+    INFLUXDB_QUEUE_MAX = 100000, /* batches waiting (the spool holds no more items) */
 };
 
 /* Start-up (main thread), before recovery: nothing when influxdb.url is

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "bridge/core/clock.h"
@@ -89,6 +90,28 @@ static bool rate_key_take(const char *key, uint64_t window_ms)
 
 /* ------------------------------------------------------------ one route */
 
+/* The body a route's template is rendered into: Slack text, a JSON body
+ * (webhooks without a Content-Type of their own, or one naming JSON; MQTT
+ * templates that start like JSON), else plain text. */
+static enum template_body body_for(const struct config_route *route)
+{
+    switch (route->to) {
+    case CONFIG_ROUTE_SLACK:
+        return TEMPLATE_BODY_SLACK;
+    case CONFIG_ROUTE_WEBHOOK:
+        for (size_t i = 0; i < route->headers.count; i++)
+            if (strcasecmp(route->headers.items[i].name, "Content-Type") == 0)
+                return strstr(route->headers.items[i].value, "json") ? TEMPLATE_BODY_JSON
+                                                                     : TEMPLATE_BODY_PLAIN;
+        return TEMPLATE_BODY_JSON;
+    case CONFIG_ROUTE_MQTT:
+        return template_looks_like_json(route->template_text) ? TEMPLATE_BODY_JSON
+                                                              : TEMPLATE_BODY_PLAIN;
+    default:
+        return TEMPLATE_BODY_PLAIN;
+    }
+}
+
 /* Deliver `message` through `route`. Worker thread. */
 static void deliver_route(struct topic_worker *worker, const struct config_route *route,
                           const struct topic_message *message, const cJSON *event)
@@ -126,10 +149,15 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
         }
     }
     bool templated = route_has_text(route->template_text);
-    status = templated ? template_render(route->template_text, event, payload,
-                                         message->payload_length, ROUTE_TEXT_MAX, &text, NULL)
-                       : route_default_text(event, message->topic, payload, config->sense.qmc_url,
-                                            config->sense.hub_url, &text);
+    if (templated) {
+        /* Values escaped for the body they go into (template.h). */
+        struct template_options options = {.body = body_for(route)};
+        status = template_render_for(route->template_text, &options, event, payload,
+                                     message->payload_length, ROUTE_TEXT_MAX, &text, NULL);
+    } else {
+        status = route_default_text(event, message->topic, payload, config->sense.qmc_url,
+                                    config->sense.hub_url, &text);
+    }
     if (status != BUTLER_OK)
         goto out;
     const char *url = route_has_text(route->webhook_url) ? route->webhook_url : NULL;

@@ -500,13 +500,15 @@ void spool_get_stats(struct spool *spool, struct spool_stats *stats)
     stats->live_bytes = spool->live_bytes;
     stats->live_entries = spool->live_active;
     stats->done_entries = spool->done_count;
+    stats->index_bytes = spool->live_capacity * sizeof(struct live_entry) +
+                         spool->done_capacity * sizeof(struct done_entry);
     pthread_mutex_unlock(&spool->mutex);
 }
 
 void spool_update_metrics(struct spool *spool)
 {
-    static struct metric *file_bytes, *live_bytes, *unfinished, *answers, *evicted, *compactions,
-        *compaction_max_us;
+    static struct metric *file_bytes, *live_bytes, *max_bytes, *unfinished, *answers, *evicted,
+        *compactions, *compaction_max_us;
     if (spool == NULL)
         return;
     if (file_bytes == NULL) {
@@ -514,6 +516,9 @@ void spool_update_metrics(struct spool *spool)
                                  "Spool file size, and the part of it a compaction would keep");
         live_bytes = metrics_get("butler_spool_bytes", "part=\"live\"", METRIC_GAUGE,
                                  "Spool file size, and the part of it a compaction would keep");
+        /* The cap, so an alert can say "near the cap" without knowing the config. */
+        max_bytes = metrics_get("butler_spool_bytes", "part=\"max\"", METRIC_GAUGE,
+                                "Spool file size, and the part of it a compaction would keep");
         unfinished = metrics_get("butler_spool_entries", "kind=\"unfinished\"", METRIC_GAUGE,
                                  "Unfinished work and retained answers in the spool");
         answers = metrics_get("butler_spool_entries", "kind=\"answers\"", METRIC_GAUGE,
@@ -529,6 +534,7 @@ void spool_update_metrics(struct spool *spool)
     spool_get_stats(spool, &stats);
     metrics_set(file_bytes, (int64_t)stats.file_bytes);
     metrics_set(live_bytes, (int64_t)stats.live_bytes);
+    metrics_set(max_bytes, (int64_t)spool->options.max_bytes);
     metrics_set(unfinished, (int64_t)stats.live_entries);
     metrics_set(answers, (int64_t)stats.done_entries);
     metrics_set(evicted, (int64_t)stats.done_evicted);

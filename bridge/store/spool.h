@@ -99,6 +99,7 @@ struct spool_stats {
     uint64_t append_failures; /* writes or flushes that failed (cut back, refused) */
     uint64_t notes_refused;   /* notes refused for room (max_bytes) */
     uint64_t answers_dropped; /* DONEs written without their answer for room (max_bytes) */
+    uint64_t index_bytes;     /* the in-memory index's arrays (unfinished work, answers) */
 };
 
 /*

@@ -25,6 +25,8 @@ enum {
     STACK_RECORD_BYTES = 1024,
     /* Compaction writes the new file through a buffer of this size. */
     COMPACT_BUFFER_BYTES = 1024 * 1024,
+    /* An empty index keeps its array up to this many entries (64 kB). */
+    SPOOL_INDEX_KEEP_ENTRIES = 1024,
 };
 
 struct record_ref {

@@ -270,6 +270,45 @@ static void test_steady_state_follows_live(void)
     remove_directory();
 }
 
+/* One old item stays unfinished (an InfluxDB batch while InfluxDB is away)
+ * while 100,000 newer ones come and go: the index holds what is unfinished,
+ * not every item finished since the oldest one (64 bytes each: 6.4 MB). */
+static void test_index_follows_unfinished_behind_an_old_item(void)
+{
+    fresh_directory();
+    struct collected c;
+    struct spool *spool = open_spool(&c, 256u * 1024 * 1024);
+    uint64_t old_id = 0, kept_id = 0;
+    UNIT_CHECK(spool_add(spool, "old", 3, &old_id) == BUTLER_OK);
+    uint64_t largest_index = 0;
+    for (int i = 0; i < 100000; i++) {
+        uint64_t id = 0;
+        UNIT_CHECK(spool_add(spool, "item", 4, &id) == BUTLER_OK);
+        if (i % 5000 == 4999)
+            kept_id = id; /* every 5000th stays unfinished, like a batch */
+        else
+            UNIT_CHECK(spool_done(spool, id, NULL, 0) == BUTLER_OK);
+        struct spool_stats stats;
+        spool_get_stats(spool, &stats);
+        if (stats.index_bytes > largest_index)
+            largest_index = stats.index_bytes;
+    }
+    struct spool_stats stats;
+    spool_get_stats(spool, &stats);
+    UNIT_CHECK(stats.live_entries == 21);
+    UNIT_CHECK(largest_index <= 64 * 1024);
+    /* Ids are still found after the squeezes. */
+    unsigned char *data = NULL;
+    size_t length = 0;
+    UNIT_CHECK(spool_read(spool, old_id, &data, &length) == BUTLER_OK && length == 3);
+    free(data);
+    UNIT_CHECK(spool_read(spool, kept_id, &data, &length) == BUTLER_OK && length == 4);
+    free(data);
+    UNIT_CHECK(spool_done(spool, old_id, NULL, 0) == BUTLER_OK);
+    spool_close(spool);
+    remove_directory();
+}
+
 /* Answers leave when their retention ends, and empty answers are not kept at all. */
 static void test_done_retention(void)
 {
@@ -438,6 +477,7 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_max_bytes_is_a_hard_cap),
     UNIT_TEST(test_resync_ignores_records_inside_a_payload),
     UNIT_TEST(test_steady_state_follows_live),
+    UNIT_TEST(test_index_follows_unfinished_behind_an_old_item),
     UNIT_TEST(test_done_retention),
     UNIT_TEST(test_many_notes),
     UNIT_TEST(test_replay_unfinished),
