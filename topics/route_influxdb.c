@@ -5,6 +5,7 @@
  */
 #include "topics/route_influxdb.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@ enum {
     TOPIC_KEPT_MAX = 512,  /* of each point's topic, for its dead letter */
     BACKOFF_MIN_MS = 500,
     BACKOFF_MAX_MS = 30000,
+    BACKOFF_TRIM_MS = 4000, /* from this backoff on, each failed write trims the heap */
     WAIT_SLICE_MS = 1000,
     ERROR_MAX = 512,
 };
@@ -304,7 +306,10 @@ bool route_influxdb_take(const struct config_route *route, const struct topic_me
     char error[ERROR_MAX] = "";
     struct line_protocol lp;
     lp_init(&lp, INFLUXDB_BATCH_BYTES_MAX / 2);
-    uint64_t sequence = route_influxdb_next_sequence(1);
+    /* The spool id when there is one: a message replayed after a crash (its
+     * batch spooled, its own DONE not yet) makes the very same point again,
+     * which InfluxDB keeps once. */
+    uint64_t sequence = message->spool_id ? message->spool_id : route_influxdb_next_sequence(1);
     enum butler_status status = route_influxdb_point(
         route, &influx.config->influxdb.tags, event, (const char *)message->payload,
         message->payload_length, message->received_wall_ms, sequence, &lp, error, sizeof error);
@@ -534,6 +539,11 @@ static void *writer_main(void *context)
             } else {
                 if (replacement)
                     influx.queue[influx.head].id = replacement;
+                /* InfluxDB is away and points keep coming through the workers:
+                 * give what they freed back to the system now, so waiting
+                 * points cost disk (the spool), not memory. */
+                if (backoff_ms == 0 || backoff_ms >= BACKOFF_TRIM_MS)
+                    malloc_trim(0);
                 backoff_ms = backoff_ms ? backoff_ms * 2 : BACKOFF_MIN_MS;
                 if (backoff_ms > BACKOFF_MAX_MS)
                     backoff_ms = BACKOFF_MAX_MS;
