@@ -339,6 +339,8 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
     /* The broker may send it again if the PUBACK never left: see held_messages.h. */
     held_messages_add(message->message_id, message->topic, message->payload,
                       message->payload_length);
+    if (run == task_start_run) /* holds its requestId until it runs (task_start.h) */
+        task_start_recovered(recovery->runtime->task_start, message);
     if ((entry->note_count && message->note_count != entry->note_count) ||
         feeder_push(run, message) != BUTLER_OK) {
         /* A replay without all its notes could run twice: the next start. */

@@ -308,8 +308,14 @@ static void handle_datagram(struct udp_ingress *ingress, const unsigned char *da
     const char *execution_id = parsed.dedup_key;
     bool keyed =
         ingress->spec.dedup && execution_id && execution_id[0] != '\0' && ingress->dedup_ttl_ms > 0;
-    if (keyed && expiring_map_insert_new(ingress->dedup, execution_id, NULL, ingress->dedup_ttl_ms,
-                                         NULL) != BUTLER_OK) {
+    /* Keyed by outcome too: a success and a distribute datagram of one
+     * execution are two events (execution_ids.h). */
+    char key[EXECUTION_IDS_KEY_MAX] = "";
+    if (keyed)
+        execution_ids_key(execution_id, sense_event_outcome(ingress->scratch->sense.type), key,
+                          sizeof key);
+    if (keyed && expiring_map_insert_new(ingress->dedup, key, NULL, ingress->dedup_ttl_ms, NULL) !=
+                     BUTLER_OK) {
         count_drop(ingress, DROP_DUPLICATE, source_text);
         return;
     }
@@ -318,14 +324,14 @@ static void handle_datagram(struct udp_ingress *ingress, const unsigned char *da
          * full ring means the disk cannot keep up either. The ExecutionId is
          * released so a resend is not taken for a duplicate. */
         if (keyed)
-            expiring_map_remove(ingress->dedup, execution_id);
+            expiring_map_remove(ingress->dedup, key);
         count_drop(ingress, DROP_QUEUE_FULL, source_text);
         return;
     }
     void *copy = scratch_copy(ingress, now_wall);
     if (copy == NULL) {
         if (keyed)
-            expiring_map_remove(ingress->dedup, execution_id);
+            expiring_map_remove(ingress->dedup, key);
         count_drop(ingress, DROP_QUEUE_FULL, source_text);
         return;
     }

@@ -363,9 +363,8 @@ enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *
     /* A compaction moved the index: find the entry again. */
     entry = spool_index_find_live(spool, id);
     struct record_ref ref;
-    /* Not flushed even with spool.fsync: a note lost to a power cut only
-     * makes the replay ask QRS whether the task started (the contract's
-     * check for exactly that window), and the next flush of an ADD carries it. */
+    /* Not flushed here: a caller about to make a call with an effect flushes
+     * its notes once (spool_flush), so several notes share one flush. */
     status = append_record(spool, false, SPOOL_PROGRESS, id, clock_wall_ms(), data, length, &ref);
     if (status == BUTLER_OK) {
         status = spool_index_push_note(spool, entry, ref);
@@ -373,6 +372,22 @@ enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *
             take_back(spool, &ref);
     }
 out:
+    pthread_mutex_unlock(&spool->mutex);
+    return status;
+}
+
+enum butler_status spool_flush(struct spool *spool)
+{
+    if (!spool->options.fsync)
+        return BUTLER_OK;
+    enum butler_status status = BUTLER_OK;
+    pthread_mutex_lock(&spool->mutex);
+    if (fdatasync(spool->fd) != 0) {
+        spool->stats.append_failures++;
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot flush %s: %s", spool->path,
+                        strerror(errno));
+        status = BUTLER_ERR_IO;
+    }
     pthread_mutex_unlock(&spool->mutex);
     return status;
 }

@@ -118,6 +118,11 @@ enum butler_status spool_add(struct spool *spool, const void *data, size_t lengt
 /* Record a note about unfinished work `id`. */
 enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *data,
                                   size_t length);
+/* With spool.fsync: flush what was appended so far (notes ride unflushed
+ * otherwise), so a note written before a call with an effect survives a power
+ * cut. BUTLER_OK at once without spool.fsync; BUTLER_ERR_IO when the flush
+ * failed (the caller retries before its call). Any thread. */
+enum butler_status spool_flush(struct spool *spool);
 /* Mark `id` finished; non-empty `data` (the answer) is kept for
  * done_retention_ms and handed back by spool_open's recovery. */
 enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data, size_t length);
