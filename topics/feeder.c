@@ -185,6 +185,12 @@ static void housekeeping(uint64_t *last_ms, bool forced)
     if (feeder_runtime->spool)
         spool_housekeeping(feeder_runtime->spool);
     release_hold_if_room();
+    static struct metric *waiting;
+    if (waiting == NULL)
+        waiting =
+            metrics_get("butler_feeder_waiting", "", METRIC_GAUGE,
+                        "Consumed messages recorded in the spool, not yet queued for a worker");
+    metrics_set(waiting, (int64_t)feeder_depth());
 }
 
 /*
