@@ -16,6 +16,7 @@
 #include "bridge/link/mqtt_link.h"
 #include "bridge/store/spool.h"
 #include "topics/handoff.h"
+#include "topics/publish.h"
 
 #define MODULE "feeder"
 
@@ -169,6 +170,9 @@ static void release_hold_if_room(void)
     struct spool *spool = feeder_runtime->spool;
     if (link == NULL || spool == NULL || !mqtt_link_holding(link))
         return;
+    /* Answers parked when the hold cut the connection: the outlet may have
+     * been up all along, so no CONNACK will send them. */
+    publish_retry_parked();
     struct spool_stats stats;
     spool_get_stats(spool, &stats);
     uint64_t max_bytes = (uint64_t)feeder_runtime->config->spool.max_bytes;
