@@ -208,6 +208,11 @@ struct butler_config {
         struct config_string_list allowed_sources;
         int max_message_bytes;
         int dedup_ttl_s;
+        /* The Sense proxy's port (contract 9.5); "" = off. */
+        char *proxy_listen;
+        struct config_string_list proxy_allowed_sources;
+        int session_idle_s;
+        int active_users_max;
     } udp;
 
     struct {

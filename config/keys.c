@@ -271,6 +271,11 @@ static const char *check_host_port(const char *value)
     return NULL;
 }
 
+static const char *check_host_port_or_empty(const char *value)
+{
+    return *value ? check_host_port(value) : NULL;
+}
+
 /* CivetWeb listening_ports: comma-separated [host:]port with an optional s/r suffix. */
 static const char *check_listen(const char *value);
 
@@ -365,6 +370,7 @@ static const struct {
     {check_guid, "task id (GUID)"},
     {check_ip_or_cidr, "IP address or CIDR block"},
     {check_host_port, "host:port"},
+    {check_host_port_or_empty, "host:port, or empty"},
     {check_listen, "[host:]port[s], comma-separated"},
     {check_origin, "http(s)://host[:port]"},
     {check_health_listen, "plain [host:]port, comma-separated, or empty"},
@@ -706,6 +712,15 @@ static const struct key_def config_keys[] = {
      .doc = "Largest datagram accepted; longer ones are dropped and counted."},
     {K_INT("udp.dedup_ttl_s", CFG(udp.dedup_ttl_s), 0, 604800, "600"),
      .doc = "Events with the same ExecutionId within this window count as one."},
+    {K_STR("udp.proxy_listen", CFG(udp.proxy_listen), "", check_host_port_or_empty),
+     .doc = "UDP host:port for the Sense proxy's session and connection events (e.g. "
+            "0.0.0.0:9997); empty = off."},
+    {K_LIST("udp.proxy_allowed_sources", CFG(udp.proxy_allowed_sources), check_ip_or_cidr),
+     .doc = "Allow-list of the proxy port; empty = the same as udp.allowed_sources."},
+    {K_INT("udp.session_idle_s", CFG(udp.session_idle_s), 1, 2147483647, "1800"),
+     .doc = "A user without session or connection activity for this long is no longer active."},
+    {K_INT("udp.active_users_max", CFG(udp.active_users_max), 1, 10000000, "100000"),
+     .doc = "Active users remembered; past it the least recently active is evicted and counted."},
 
     {K_STR("qrs.url", CFG(qrs.url), NULL, check_http_url),
      .doc = "Sense Repository Service URL (e.g. https://sense.example.com:4242); empty = QRS "

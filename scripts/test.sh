@@ -17,6 +17,8 @@ jobs=$(nproc)
 status=0
 
 bash scripts/check-source.sh || status=1
+# deploy/grafana: promtool check rules + test rules, metric names the code registers.
+bash scripts/check-grafana.sh || status=1
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"

@@ -302,6 +302,34 @@ static cJSON *dump_items(struct engine_session *session, int doc, const struct d
     return out;
 }
 
+/*
+ * The dump's "lineage": Doc.GetLineage's qLineage, [{qDiscriminator, qStatement}] (the LOAD,
+ * SELECT and STORE statements of the script and where their data comes from), as the Node.js
+ * Butler's dump carries it. Optional there too: an engine that answers GetLineage with an
+ * error (an older release, an app without data) leaves it out and the dump goes on; a dead
+ * session fails the dump like every other call.
+ */
+static void dump_lineage(struct engine_session *session, int doc, cJSON *dump,
+                         enum butler_status *status, char *error, size_t error_size)
+{
+    char call_error[ENGINE_ERROR_MAX] = "";
+    enum butler_status call_status;
+    cJSON *lineage = call_member(session, doc, "GetLineage", NULL, "qLineage", &call_status,
+                                 call_error, sizeof call_error);
+    if (call_status == BUTLER_OK && cJSON_IsArray(lineage)) {
+        cJSON_AddItemToObject(dump, "lineage", lineage);
+        return;
+    }
+    cJSON_Delete(lineage);
+    if (call_status == BUTLER_OK || call_status == BUTLER_ERR_REMOTE) {
+        LOG_INFO(MODULE, "app dump: no lineage (%s)",
+                 call_status == BUTLER_OK ? "qLineage is not an array" : call_error);
+        return;
+    }
+    *status = call_status;
+    snprintf(error, error_size, "%s", call_error);
+}
+
 static cJSON *dump_app(struct engine_session *session, int doc, const char *app_id,
                        enum butler_status *status, char *error, size_t error_size)
 {
@@ -319,6 +347,8 @@ static cJSON *dump_app(struct engine_session *session, int doc, const char *app_
                              error_size);
         cJSON_AddItemToObject(dump, "dataconnections", member ? member : cJSON_CreateNull());
     }
+    if (*status == BUTLER_OK)
+        dump_lineage(session, doc, dump, status, error, error_size);
     cJSON *lists = NULL;
     if (*status == BUTLER_OK) {
         cJSON *params = dump_lists_properties();

@@ -24,6 +24,7 @@
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "bridge/core/runtime.h"
+#include "bridge/model/sense_event.h"
 #include "topics/events.h"
 
 #define MODULE "events"
@@ -31,8 +32,11 @@
 enum {
     QRS_CALL_TIMEOUT_MS = 1500,
     QRS_CONNECT_TIMEOUT_MS = 1000,
-    QRS_LAG_PAUSE_MS = 500,
-    QRS_LAG_TRIES = 3,
+    QRS_LAG_PAUSE_MS = 300,
+    QRS_LAG_TRIES = 3, /* script log reference tries */
+    /* Kept back from waiting for QRS to catch up: the app read, the script
+     * log reference and its download still need time after the wait. */
+    QRS_LAG_RESERVE_MS = 2 * QRS_CALL_TIMEOUT_MS,
     PATH_MAX_BYTES = 512,
 };
 
@@ -336,6 +340,36 @@ static cJSON *script_log_tail(struct enrich_thread *state, const char *task_id,
     return NULL;
 }
 
+/*
+ * The newest ExecutionResult of `execution_id` (one per attempt when the
+ * task retries; sense-interfaces.md 7.2), or NULL when QRS has none or the
+ * call failed. Owned by the caller.
+ */
+static cJSON *result_of_execution(struct qrs_client *qrs, const char *execution_id)
+{
+    char filter[96];
+    cJSON *answer = NULL, *newest = NULL;
+    struct qrs_result result;
+    snprintf(filter, sizeof filter, "ExecutionId eq %s", execution_id);
+    if (qrs_get(qrs, "executionresult/full", filter, &answer, &result) != BUTLER_OK)
+        return NULL;
+    const cJSON *item;
+    const char *newest_start = NULL;
+    int index = 0, newest_index = -1;
+    cJSON_ArrayForEach(item, answer)
+    {
+        const char *start = json_string_member(item, "startTime");
+        start = start ? start : "";
+        if (newest_index < 0 || strcmp(start, newest_start) >= 0)
+            newest_start = start, newest_index = index;
+        index++;
+    }
+    if (cJSON_IsArray(answer) && newest_index >= 0)
+        newest = cJSON_DetachItemFromArray(answer, newest_index);
+    cJSON_Delete(answer);
+    return newest;
+}
+
 static enum butler_status enrich(struct enrich_thread *state, const struct sense_event *event,
                                  uint64_t deadline, cJSON *out, char *error, size_t error_size)
 {
@@ -344,29 +378,58 @@ static enum butler_status enrich(struct enrich_thread *state, const struct sense
     cJSON *task = NULL, *app = NULL;
     enum butler_status status = BUTLER_ERR_REMOTE;
     const cJSON *last_result = NULL;
+    cJSON *run = NULL; /* the event's own execution result, when QRS has it */
+    bool caught_up = true;
+    int polls = 0;
     bool is_task = event->type != SENSE_EVENT_ENGINE_RELOAD_FAILED;
 
     if (is_task) {
-        for (int attempt = 0; attempt < QRS_LAG_TRIES; attempt++) {
-            if (!can_call(deadline)) {
-                snprintf(error, error_size, "QRS enrichment ran out of time");
-                goto out;
+        if (!can_call(deadline)) {
+            snprintf(error, error_size, "QRS enrichment ran out of time");
+            goto out;
+        }
+        task = qrs_get_one(state->qrs, "task/full", task_id, error, error_size);
+        if (task == NULL)
+            goto out;
+        /* The run the event names, not whatever ran last; QRS lags the
+         * scheduler's log line, so poll until it shows a final status. */
+        const char *execution_id = event->fields[SENSE_FIELD_EXECUTION_ID];
+        bool by_execution = sense_is_guid(execution_id, strlen(execution_id));
+        for (;;) {
+            cJSON_Delete(run);
+            run = NULL;
+            if (by_execution)
+                run = result_of_execution(state->qrs, execution_id);
+            if (run == NULL && polls > 0) {
+                /* No result for that id: the task's newest, read again. */
+                cJSON *fresh = qrs_get_one(state->qrs, "task/full", task_id, error, error_size);
+                if (fresh) {
+                    cJSON_Delete(task);
+                    task = fresh;
+                }
             }
-            cJSON_Delete(task);
-            task = qrs_get_one(state->qrs, "task/full", task_id, error, error_size);
-            if (task == NULL)
-                goto out;
-            const cJSON *operational = cJSON_GetObjectItemCaseSensitive(task, "operational");
-            last_result = cJSON_GetObjectItemCaseSensitive(operational, "lastExecutionResult");
+            polls++;
+            if (run) {
+                last_result = run;
+            } else {
+                const cJSON *operational = cJSON_GetObjectItemCaseSensitive(task, "operational");
+                last_result = cJSON_GetObjectItemCaseSensitive(operational, "lastExecutionResult");
+            }
             const cJSON *run_status = cJSON_GetObjectItemCaseSensitive(last_result, "status");
-            /* QRS lags the scheduler's log line: wait briefly for a final status. */
-            bool settled = !cJSON_IsNumber(run_status) ||
-                           !status_is_running(run_status->valueint) ||
-                           event->type == SENSE_EVENT_DISTRIBUTE;
-            if (settled || remaining_ms(deadline) < QRS_LAG_PAUSE_MS + 3 * QRS_CALL_TIMEOUT_MS)
+            caught_up = !cJSON_IsNumber(run_status) || !status_is_running(run_status->valueint) ||
+                        event->type == SENSE_EVENT_DISTRIBUTE;
+            if (caught_up || remaining_ms(deadline) < QRS_LAG_PAUSE_MS + QRS_LAG_RESERVE_MS ||
+                butler_runtime_stopping())
                 break;
             sleep_ms(QRS_LAG_PAUSE_MS);
         }
+        cJSON_AddStringToObject(out, "executionResultSource", run ? "executionId" : "task");
+        /* False: QRS still showed the run as going on when the wait ended,
+         * so executionStatus and the log tail may be from before its end. */
+        cJSON_AddBoolToObject(out, "caughtUp", caught_up);
+        if (!caught_up)
+            metrics_count("butler_enrichment_not_caught_up_total", "",
+                          "Events published before QRS showed their run's final status");
         const cJSON *task_type = cJSON_GetObjectItemCaseSensitive(task, "taskType");
         if (cJSON_IsNumber(task_type))
             cJSON_AddNumberToObject(out, "taskType", task_type->valuedouble);
@@ -406,6 +469,7 @@ static enum butler_status enrich(struct enrich_thread *state, const struct sense
     error[0] = '\0';
     status = BUTLER_OK;
 out:
+    cJSON_Delete(run);
     cJSON_Delete(task);
     cJSON_Delete(app);
     return status;

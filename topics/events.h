@@ -28,7 +28,9 @@
 #include "bridge/model/sense_event.h"
 
 enum {
-    EVENTS_ENRICH_BUDGET_MS = 5000, /* QRS enrichment never delays an event longer */
+    /* QRS enrichment never delays an event longer; room to wait ~4.5 s for QRS
+     * to show the run final (it lags the log line) and still read the log. */
+    EVENTS_ENRICH_BUDGET_MS = 8000,
     /* Event messages held for the broker (each also recorded in the spool);
      * past EVENTS_BACKLOG_MAX_BYTES of text in memory only their spool ids are
      * kept and the text is read back from the spool when its turn comes. */

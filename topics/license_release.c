@@ -18,6 +18,7 @@
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "bridge/core/runtime.h"
+#include "bridge/store/spool.h"
 #include "topics/publish.h"
 
 #define MODULE "license"
@@ -122,7 +123,11 @@ struct release_run {
     cJSON *kept;
     char *error;
     size_t error_size;
+    size_t notes_used; /* notes the run's spooled message carries: at most SPOOL_NOTES_MAX */
 };
+
+/* Notes one release needs: "attempt" before the DELETE, "reported" after the event. */
+enum { NOTES_PER_RELEASE = 2 };
 
 /* A GUID-shaped id (what goes into a QRS path); anything else is refused. */
 static bool is_plain_id(const char *id)
@@ -162,6 +167,8 @@ static enum butler_status note(struct release_run *run, const char *word, const 
     snprintf(text, length, "%s %s%s%s", word, id, rest ? " " : "", rest ? rest : "");
     enum butler_status status = topic_message_note(run->message, text);
     free(text);
+    if (status == BUTLER_OK)
+        run->notes_used++;
     return status;
 }
 
@@ -196,7 +203,12 @@ static enum butler_status keep(struct release_run *run, const char *type, const 
     return BUTLER_OK;
 }
 
-/* The event for a (would-be) release, then the item into the summary. */
+/*
+ * Put a (would-be) release into the summary, then publish its event. The
+ * summary entry stays whatever the event's fate: the release happened. Only
+ * a failed event is returned (shutdown: the replay reports it again, as it
+ * has no "reported" note).
+ */
 static enum butler_status report_release(struct release_run *run, const cJSON *item)
 {
     const char *type = json_string_member(item, "type");
@@ -207,31 +219,38 @@ static enum butler_status report_release(struct release_run *run, const cJSON *i
     cJSON *summary_item = cJSON_Duplicate(item, true);
     char *payload = NULL;
     enum butler_status status = BUTLER_ERR_NOMEM;
-    if (event == NULL || summary_item == NULL)
+    if (event == NULL || summary_item == NULL || !cJSON_AddItemToArray(run->released, summary_item))
         goto out;
-    cJSON_DeleteItemFromObjectCaseSensitive(event, "type");
-    if (!cJSON_AddBoolToObject(event, "dryRun", run->dry_run) ||
-        (payload = cJSON_PrintUnformatted(event)) == NULL)
-        goto out;
-    struct mqtt_publish_options options = {.qos = 1};
-    status = publish_reliably(topic, payload, strlen(payload), &options);
-    if (status != BUTLER_OK)
-        goto out;
-    if (!cJSON_AddItemToArray(run->released, summary_item)) {
-        status = BUTLER_ERR_NOMEM;
-        goto out;
-    }
     summary_item = NULL;
     char labels[96];
     snprintf(labels, sizeof labels, "type=\"%s\",dry_run=\"%s\"", type,
              run->dry_run ? "true" : "false");
     metrics_count("butler_license_released_total", labels,
                   "Access allocations released (or, in a dry run, that would be)");
+    cJSON_DeleteItemFromObjectCaseSensitive(event, "type");
+    if (!cJSON_AddBoolToObject(event, "dryRun", run->dry_run) ||
+        (payload = cJSON_PrintUnformatted(event)) == NULL)
+        goto out;
+    struct mqtt_publish_options options = {.qos = 1};
+    status = publish_reliably(topic, payload, strlen(payload), &options);
 out:
     cJSON_Delete(event);
     cJSON_Delete(summary_item);
     free(payload);
     return status;
+}
+
+/* After a release's event: note it, so a replay does not send it again. A
+ * note that cannot be written costs at most a second event after a crash,
+ * never the release's place in the summary: logged, not fatal. */
+static void note_reported(struct release_run *run, const char *license_id)
+{
+    enum butler_status status = note(run, "reported", license_id, NULL);
+    if (status != BUTLER_OK)
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
+                        "cannot note that the release of %s was reported (%s): a crash now "
+                        "would report it again",
+                        license_id, butler_status_str(status));
 }
 
 /* Report a release noted before a crash, unless its event already went out. */
@@ -248,8 +267,8 @@ static enum butler_status report_noted(struct release_run *run, const cJSON *ite
     }
     enum butler_status status = report_release(run, item);
     if (status == BUTLER_OK)
-        status = note(run, "reported", license_id, NULL);
-    return status;
+        note_reported(run, license_id);
+    return status == BUTLER_ERR_SHUTDOWN ? status : BUTLER_OK;
 }
 
 /* True when a note before `index` is an attempt for `license_id`. */
@@ -285,7 +304,8 @@ static enum butler_status settle_attempts(struct release_run *run)
             LOG_WARN(MODULE, "replay: ignoring an unreadable attempt note");
         } else if (attempted_before(run->message, i, license_id)) {
             /* Attempted again after an earlier replay: settled with the first note. */
-        } else if (find_note(run->message, "released", license_id)) {
+        } else if (find_note(run->message, "released", license_id) ||
+                   find_note(run->message, "reported", license_id)) {
             status = report_noted(run, item, license_id);
         } else {
             char path[PATH_TEXT_MAX];
@@ -297,9 +317,7 @@ static enum butler_status settle_attempts(struct release_run *run)
             if (status == BUTLER_ERR_NOT_FOUND) {
                 LOG_INFO(MODULE, "replay: %s allocation %s was released before the restart", type,
                          license_id);
-                status = note(run, "released", license_id, NULL);
-                if (status == BUTLER_OK)
-                    status = report_noted(run, item, license_id);
+                status = report_noted(run, item, license_id);
             } else if (status != BUTLER_OK) {
                 snprintf(run->error, run->error_size, "replay: GET /qrs/%s: %s", path,
                          result.error[0] ? result.error : butler_status_str(status));
@@ -316,17 +334,26 @@ static enum butler_status settle_attempts(struct release_run *run)
 static enum butler_status release_one(struct release_run *run, cJSON *item, const char *type,
                                       const char *license_id)
 {
-    if (run->dry_run)
-        return report_release(run, item);
+    const char *directory = json_string_member(item, "userDirectory");
+    const char *user_id = json_string_member(item, "userId");
+    if (run->dry_run) {
+        enum butler_status status = report_release(run, item);
+        return status == BUTLER_ERR_SHUTDOWN ? status : BUTLER_OK;
+    }
+    if (run->notes_used + NOTES_PER_RELEASE > SPOOL_NOTES_MAX)
+        return keep(run, type, directory, user_id,
+                    "deferred to the next run: one run notes at most this many releases");
     char *item_text = cJSON_PrintUnformatted(item);
     enum butler_status status =
         item_text ? note(run, "attempt", license_id, item_text) : BUTLER_ERR_NOMEM;
     free(item_text);
     if (status != BUTLER_OK) {
         /* Not noted: not released either, so a crash cannot hide a release. */
-        snprintf(run->error, run->error_size, "cannot note the release of %s: %s", license_id,
+        char reason[REASON_TEXT_MAX];
+        snprintf(reason, sizeof reason, "not released: cannot note the attempt (%s)",
                  butler_status_str(status));
-        return status;
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "%s allocation %s %s", type, license_id, reason);
+        return keep(run, type, directory, user_id, reason);
     }
     char path[PATH_TEXT_MAX];
     snprintf(path, sizeof path, "license/%saccesstype/%s", type, license_id);
@@ -335,8 +362,7 @@ static enum butler_status release_one(struct release_run *run, cJSON *item, cons
     if (status == BUTLER_ERR_NOT_FOUND && result.attempts > 1)
         status = BUTLER_OK; /* an earlier attempt went through before its answer was lost */
     if (status == BUTLER_ERR_NOT_FOUND)
-        return keep(run, type, json_string_member(item, "userDirectory"),
-                    json_string_member(item, "userId"), "allocation already gone");
+        return keep(run, type, directory, user_id, "allocation already gone");
     if (status != BUTLER_OK) {
         char reason[REASON_TEXT_MAX];
         snprintf(reason, sizeof reason, "release failed: %s",
@@ -344,17 +370,18 @@ static enum butler_status release_one(struct release_run *run, cJSON *item, cons
         LOG_ERROR(MODULE, "DELETE /qrs/%s: %s", path, reason);
         if (status == BUTLER_ERR_SHUTDOWN)
             return status;
-        return keep(run, type, json_string_member(item, "userDirectory"),
-                    json_string_member(item, "userId"), reason);
+        return keep(run, type, directory, user_id, reason);
     }
-    LOG_INFO(MODULE, "released %s allocation %s of %s\\%s", type, license_id,
-             json_string_member(item, "userDirectory"), json_string_member(item, "userId"));
-    status = note(run, "released", license_id, NULL);
+    LOG_INFO(MODULE, "released %s allocation %s of %s\\%s", type, license_id, directory, user_id);
+    /* Released: from here on only shutdown ends the run early, so the
+     * summary lists this release whatever else fails. */
+    status = report_release(run, item);
     if (status == BUTLER_OK)
-        status = report_release(run, item);
-    if (status == BUTLER_OK)
-        status = note(run, "reported", license_id, NULL);
-    return status;
+        note_reported(run, license_id);
+    else if (status != BUTLER_ERR_SHUTDOWN)
+        LOG_ERROR(MODULE, "the event for the release of %s was not published: %s", license_id,
+                  butler_status_str(status));
+    return status == BUTLER_ERR_SHUTDOWN ? status : BUTLER_OK;
 }
 
 static long days_since(const char *last_used, uint64_t now_ms)
@@ -376,7 +403,8 @@ static enum butler_status consider(struct release_run *run, const char *type,
     const char *user_guid = json_string_member(user_ref, "id");
     if (!is_plain_id(license_id))
         return keep(run, type, directory, user_id, "allocation without a usable id");
-    if (find_note(run->message, "released", license_id))
+    if (find_note(run->message, "released", license_id) ||
+        find_note(run->message, "reported", license_id))
         return BUTLER_OK; /* settled by settle_attempts */
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(allocation, "quarantined")))
         return keep(run, type, directory, user_id, "quarantined");
@@ -457,6 +485,7 @@ enum butler_status license_release_run(struct topic_worker *worker, struct topic
         .kept = cJSON_CreateArray(),
         .error = error,
         .error_size = error_size,
+        .notes_used = message->note_count,
     };
     cJSON *summary = NULL;
     char *text = NULL;

@@ -10,11 +10,20 @@
  * summary <root>/sense/license/release.
  *
  * Crash safety: the run is a spooled command (<root>/monitor/run/license_release).
- * Before each DELETE it notes "attempt <item>", after it "released <id>",
- * after the event "reported <id>". A replay after SIGKILL releases nothing
- * noted as released, asks QRS whether an attempted allocation still exists
- * (gone = it was released before the crash), and reports every release
- * that happened, so nothing is released twice and no release goes unreported.
+ * Before each DELETE it notes "attempt <item>", after the event "reported
+ * <id>": two notes per release (older versions also noted "released <id>"
+ * after the DELETE; a replay still reads it). A replay after SIGKILL asks QRS
+ * whether an attempted allocation still exists (gone = it was released
+ * before the crash) and reports every release that happened and has no
+ * "reported" note, so nothing is released twice and no release goes
+ * unreported.
+ *
+ * Every release made is reported, however many: a DELETE is only attempted
+ * once its attempt note is written and with room left for its "reported"
+ * note (a spooled message carries at most SPOOL_NOTES_MAX notes: about 2,000
+ * releases per run; further candidates are kept with the reason "deferred to
+ * the next run"), and nothing after a successful DELETE (event, note) ends
+ * the run early except shutdown, so the summary always lists it.
  */
 #ifndef BUTLER_TOPICS_LICENSE_RELEASE_H
 #define BUTLER_TOPICS_LICENSE_RELEASE_H

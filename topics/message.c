@@ -90,6 +90,80 @@ enum butler_status topic_message_note(struct topic_message *message, const char 
     return spool_progress(spool, message->spool_id, note, strlen(note));
 }
 
+enum { ATTEMPT_RETRY_FIRST_MS = 50, ATTEMPT_RETRY_MAX_MS = 2000, ATTEMPT_SLICE_MS = 50 };
+
+/* Wait `delay_ms` in short slices so shutdown is noticed; false when stopping. */
+static bool wait_unless_stopping(uint64_t delay_ms)
+{
+    for (uint64_t waited = 0; waited < delay_ms; waited += ATTEMPT_SLICE_MS) {
+        if (butler_runtime_stopping())
+            return false;
+        clock_sleep_ms(ATTEMPT_SLICE_MS);
+    }
+    return !butler_runtime_stopping();
+}
+
+/* Try `record` until it succeeds, can never succeed, or Butler stops. `what`
+ * and `spool_id` are for the log only. */
+static enum butler_status until_recorded(enum butler_status (*record)(void *), void *context,
+                                         const char *what, uint64_t spool_id)
+{
+    uint64_t delay_ms = ATTEMPT_RETRY_FIRST_MS;
+    bool waited = false;
+    for (;;) {
+        enum butler_status status = record(context);
+        if (status == BUTLER_OK) {
+            if (waited)
+                LOG_INFO(MODULE, "%s for spooled work %llu recorded after waiting; going on", what,
+                         (unsigned long long)spool_id);
+            return BUTLER_OK;
+        }
+        if (status == BUTLER_ERR_NOT_FOUND || status == BUTLER_ERR_TOO_LARGE)
+            return status;
+        if (!waited)
+            metrics_count("butler_attempt_note_waits_total", "",
+                          "Calls with an effect that waited because the spool refused their "
+                          "attempt note (full disk, write or flush error)");
+        waited = true;
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
+                        "cannot record the %s for spooled work %llu (%s); the call waits until it "
+                        "is recorded",
+                        what, (unsigned long long)spool_id, butler_status_str(status));
+        if (!wait_unless_stopping(delay_ms))
+            return BUTLER_ERR_SHUTDOWN;
+        delay_ms = delay_ms * 2 < ATTEMPT_RETRY_MAX_MS ? delay_ms * 2 : ATTEMPT_RETRY_MAX_MS;
+    }
+}
+
+struct note_try {
+    struct topic_message *message;
+    const char *note;
+};
+
+static enum butler_status try_note(void *context)
+{
+    struct note_try *try = context;
+    return topic_message_note(try->message, try->note);
+}
+
+static enum butler_status try_flush(void *context)
+{
+    (void)context;
+    struct spool *spool = butler_runtime_current ? butler_runtime_current->spool : NULL;
+    return spool ? spool_flush(spool) : BUTLER_OK;
+}
+
+enum butler_status topic_message_note_attempt(struct topic_message *message, const char *note)
+{
+    struct note_try try = {message, note};
+    return until_recorded(try_note, &try, "attempt note", message->spool_id);
+}
+
+enum butler_status topic_message_flush_attempts(void)
+{
+    return until_recorded(try_flush, NULL, "flush of attempt notes", 0);
+}
+
 void topic_message_set_answer(struct topic_message *message, const char *answer)
 {
     free(message->answer);

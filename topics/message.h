@@ -64,6 +64,20 @@ void topic_message_keep(struct topic_message *message);
 /* Record a PROGRESS note for a spooled message (e.g. "started <taskId>");
  * no-op when the message is not spooled. */
 enum butler_status topic_message_note(struct topic_message *message, const char *note);
+/*
+ * Record an attempt note before a call with an effect (contract section 7:
+ * no such call before its note is recorded). While the spool refuses the
+ * note (full disk, write error) the caller waits and the note is tried again,
+ * with a counted, rate-limited warning. BUTLER_OK once recorded (or when the
+ * message is not spooled); BUTLER_ERR_SHUTDOWN when Butler stops first (the
+ * caller must then keep the message, not make the call); BUTLER_ERR_NOT_FOUND
+ * or BUTLER_ERR_TOO_LARGE when it can never be recorded (the caller must not
+ * make the call). Worker threads only: it may wait.
+ */
+enum butler_status topic_message_note_attempt(struct topic_message *message, const char *note);
+/* After one or more attempt notes and before the call: with spool.fsync, flush
+ * them, retrying as above. Same results. Worker threads only. */
+enum butler_status topic_message_flush_attempts(void);
 /* Set the answer stored with the DONE record (copied). */
 void topic_message_set_answer(struct topic_message *message, const char *answer);
 

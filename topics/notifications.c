@@ -506,8 +506,10 @@ static const char *handle_result(struct topic_worker *worker, const char *result
     const struct butler_config *config = butler_runtime_current->config;
     uint64_t ttl_ms = (uint64_t)config->udp.dedup_ttl_s * 1000u;
     struct expiring_map *window = NULL;
+    char key[EXECUTION_IDS_KEY_MAX];
+    execution_ids_key(execution_id, sense_event_outcome(type), key, sizeof key);
     if (execution_id[0] && ttl_ms > 0 && execution_ids_open(&window) == BUTLER_OK &&
-        expiring_map_insert_new(window, execution_id, NULL, ttl_ms, NULL) != BUTLER_OK) {
+        expiring_map_insert_new(window, key, NULL, ttl_ms, NULL) != BUTLER_OK) {
         why = "duplicate";
         goto out;
     }
@@ -515,7 +517,7 @@ static const char *handle_result(struct topic_worker *worker, const char *result
     if (event == NULL) {
         why = "nomem";
         if (window)
-            expiring_map_remove(window, execution_id);
+            expiring_map_remove(window, key);
         goto out;
     }
     event->type = type;
@@ -538,7 +540,7 @@ static const char *handle_result(struct topic_worker *worker, const char *result
     if (events_deliver_qrs(event, received_wall_ms) != BUTLER_OK) {
         why = "nomem";
         if (window)
-            expiring_map_remove(window, execution_id);
+            expiring_map_remove(window, key);
     }
 out:
     free(event);

@@ -27,7 +27,10 @@ enum butler_status publish_reliably(const char *topic, const void *payload, size
     for (;;) {
         status = mqtt_link_publish_wait(runtime->link, topic, payload, payload_length, options,
                                         ACK_TIMEOUT_MS);
-        if (status == BUTLER_OK || status == BUTLER_ERR_INVALID || status == BUTLER_ERR_NOMEM)
+        /* A refusal (by the broker, or too large for it) is final: sending it
+         * again would be refused again, forever. */
+        if (status == BUTLER_OK || status == BUTLER_ERR_INVALID || status == BUTLER_ERR_NOMEM ||
+            status == BUTLER_ERR_REMOTE || status == BUTLER_ERR_TOO_LARGE)
             return status;
         /* At shutdown, one more try once the link had its chance, then give up:
          * the caller's work stays unfinished and is redelivered by the broker. */
@@ -86,7 +89,10 @@ out:
 struct publish_group {
     pthread_mutex_t mutex;
     size_t pending;
-    enum butler_status status; /* first failure, or BUTLER_OK */
+    /* First failure that leaves the work unfinished (not sent because Butler
+     * stopped, out of memory), or BUTLER_OK. Refusals do not count here. */
+    enum butler_status status;
+    size_t refused; /* parts the broker refused for good */
     void (*finished)(void *context, enum butler_status status);
     void *context;
 };
@@ -116,11 +122,21 @@ static void part_free(struct publish_part *part)
     free(part);
 }
 
+/* A publish refused for good: by the broker (PUBACK reason >= 0x80), too
+ * large for it, or not a valid topic. Sending it again cannot help. */
+static bool refused_for_good(enum butler_status status)
+{
+    return status == BUTLER_ERR_REMOTE || status == BUTLER_ERR_TOO_LARGE ||
+           status == BUTLER_ERR_INVALID;
+}
+
 /* Drop one count of the group; the last one calls `finished` and frees it. */
 static void group_release(struct publish_group *group, enum butler_status status)
 {
     pthread_mutex_lock(&group->mutex);
-    if (status != BUTLER_OK && group->status == BUTLER_OK)
+    if (refused_for_good(status))
+        group->refused++;
+    else if (status != BUTLER_OK && group->status == BUTLER_OK)
         group->status = status;
     bool last = --group->pending == 0;
     pthread_mutex_unlock(&group->mutex);
@@ -131,10 +147,18 @@ static void group_release(struct publish_group *group, enum butler_status status
     free(group);
 }
 
-/* A part is over (acknowledged or abandoned). */
+/* A part is over (acknowledged, refused or abandoned). */
 static void part_finish(struct publish_part *part, enum butler_status status)
 {
     struct publish_group *group = part->group;
+    if (refused_for_good(status)) {
+        metrics_count("butler_answers_refused_total", "",
+                      "Answers and Response Topic copies the broker refused for good; the "
+                      "request was finished without them");
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
+                        "the broker refused the publish to %s (%s): not sent again", part->topic,
+                        butler_status_str(status));
+    }
     part_free(part);
     group_release(group, status);
 }
@@ -164,7 +188,8 @@ static void part_acknowledged(void *context, enum butler_status status)
         park(part);
         return;
     }
-    part_finish(part, status == BUTLER_OK ? BUTLER_OK : BUTLER_ERR_SHUTDOWN);
+    part_finish(part,
+                status == BUTLER_OK || refused_for_good(status) ? status : BUTLER_ERR_SHUTDOWN);
 }
 
 static struct publish_part *take_parked(void)
@@ -275,7 +300,10 @@ void publish_teardown(void)
     }
 }
 
-/* Only now is the request finished; unanswered, it stays in the spool. */
+/* Only now is the request finished; unanswered because of a disconnect or
+ * shutdown, it stays in the spool. An answer the broker refused for good does
+ * not keep it (publish_all reports BUTLER_OK then): replaying the request
+ * would only be refused again at every start. */
 static void answer_published(void *context, enum butler_status status)
 {
     struct topic_message *message = context;

@@ -2,8 +2,10 @@
  * Publishing from worker threads, where a message must get out: waits for the
  * broker's PUBACK, and while the broker is unreachable waits for it to come
  * back rather than dropping the message. Gives up only when Butler is
- * stopping (BUTLER_ERR_SHUTDOWN) or the message itself is refused
- * (BUTLER_ERR_INVALID). Never call it from the MQTT network thread.
+ * stopping (BUTLER_ERR_SHUTDOWN) or the message itself is refused for good:
+ * not a valid topic (BUTLER_ERR_INVALID), over the broker's Maximum Packet
+ * Size (BUTLER_ERR_TOO_LARGE), refused by the broker in its PUBACK, e.g. by
+ * its ACL (BUTLER_ERR_REMOTE). Never call it from the MQTT network thread.
  */
 #ifndef BUTLER_TOPICS_PUBLISH_H
 #define BUTLER_TOPICS_PUBLISH_H
@@ -27,12 +29,14 @@ struct publish_item {
 
 /*
  * Publish every item at QoS 1 without blocking the worker on the PUBACKs:
- * `finished(context, status)` runs once all were acknowledged (BUTLER_OK), or
- * with BUTLER_ERR_SHUTDOWN when Butler stops first. A publish the broker never
- * acknowledged because the connection dropped is parked and sent again after
- * the next CONNACK; while the broker is unreachable at the start, the calling
- * worker waits for it as publish_reliably does. `finished` may run on the
- * network thread (must not block) or on the calling thread.
+ * `finished(context, status)` runs once every item was acknowledged or
+ * refused for good (BUTLER_OK; refusals are counted in
+ * butler_answers_refused_total and logged), or with BUTLER_ERR_SHUTDOWN when
+ * Butler stops before one could be sent (BUTLER_ERR_NOMEM: out of memory). A publish the broker
+ * never acknowledged because the connection dropped is parked and sent again after the next
+ * CONNACK; while the broker is unreachable at the start, the calling worker waits for it as
+ * publish_reliably does. `finished` may run on the network thread (must not block) or on the
+ * calling thread.
  */
 void publish_all(const struct publish_item *items, size_t count,
                  void (*finished)(void *context, enum butler_status status), void *context);
@@ -43,8 +47,10 @@ struct topic_message;
  * Answer a consumed request: publish `text` on `result_topic` and, when the
  * request carried an MQTT v5 Response Topic, there too with its Correlation
  * Data. Takes ownership of `message`: it is freed (its spool record finished)
- * once the broker acknowledged every answer, or kept in the spool for the
- * next start when Butler stops first. Worker threads; `text` is copied.
+ * once the broker acknowledged or refused for good every answer (a Response
+ * Topic outside Butler's ACL must not keep the request in the spool for
+ * ever), or kept in the spool for the next start when Butler stops first. Worker threads; `text` is
+ * copied.
  */
 void publish_answer(const char *result_topic, struct topic_message *message, const char *text);
 

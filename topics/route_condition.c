@@ -1,20 +1,48 @@
 /*
  * Route conditions: is a custom property set on the event's task?
  * Worker threads (uses the worker's QRS client).
+ *
+ * One rule, whichever way the properties were obtained (the event's
+ * qrs.taskCustomProperties or the task read live from QRS): the name and
+ * the value must belong to the same property, and both compare without
+ * regard to letter case, as QRS compares strings (sense-interfaces.md 1.2).
  */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "bridge/clients/qrs.h"
 #include "bridge/model/sense_event.h"
 #include "topics/route_internal.h"
 
 enum {
-    FILTER_MAX = 1024,
+    FILTER_MAX = 128,
 };
 
-/* Is custom property name=value set on the event's task? Uses the event's
- * qrs data when present, else asks QRS. BUTLER_OK = yes, DENIED = no. */
+/* A property's name in either shape: {"name"} (events) or
+ * {"definition": {"name"}} (QRS entities). NULL when it has none. */
+static const char *property_name(const cJSON *property)
+{
+    const char *name = json_string_member(property, "name");
+    if (name == NULL)
+        name = json_string_member(cJSON_GetObjectItemCaseSensitive(property, "definition"), "name");
+    return name;
+}
+
+bool route_condition_matches(const cJSON *properties, const char *name, const char *value)
+{
+    const cJSON *property;
+    cJSON_ArrayForEach(property, properties)
+    {
+        const char *got_name = property_name(property);
+        const char *got_value = json_string_member(property, "value");
+        if (got_name && strcasecmp(got_name, name) == 0 &&
+            strcasecmp(got_value ? got_value : "", value ? value : "") == 0)
+            return true;
+    }
+    return false;
+}
+
 enum butler_status route_check_condition(struct topic_worker *worker,
                                          const struct config_route *route, const cJSON *event,
                                          char *error, size_t error_size)
@@ -25,16 +53,8 @@ enum butler_status route_check_condition(struct topic_worker *worker,
         return BUTLER_OK;
     const cJSON *qrs = cJSON_GetObjectItemCaseSensitive(event, "qrs");
     const cJSON *properties = cJSON_GetObjectItemCaseSensitive(qrs, "taskCustomProperties");
-    if (cJSON_IsArray(properties)) {
-        const cJSON *property;
-        cJSON_ArrayForEach(property, properties)
-        {
-            if (strcmp(route_json_string(property, "name"), name) == 0 &&
-                strcmp(route_json_string(property, "value"), value ? value : "") == 0)
-                return BUTLER_OK;
-        }
-        return BUTLER_ERR_DENIED;
-    }
+    if (cJSON_IsArray(properties))
+        return route_condition_matches(properties, name, value) ? BUTLER_OK : BUTLER_ERR_DENIED;
     const char *task_id = route_json_string(event, "taskId");
     if (!sense_is_guid(task_id, strlen(task_id))) {
         snprintf(error, error_size, "condition needs a taskId in the message");
@@ -44,21 +64,28 @@ enum butler_status route_check_condition(struct topic_worker *worker,
         snprintf(error, error_size, "condition needs QRS (qrs.url) to look the task up");
         return BUTLER_ERR_REMOTE;
     }
-    char quoted_name[300], quoted_value[300], filter[FILTER_MAX];
-    if (qrs_filter_quote(name, quoted_name, sizeof quoted_name) != BUTLER_OK ||
-        qrs_filter_quote(value ? value : "", quoted_value, sizeof quoted_value) != BUTLER_OK)
-        return BUTLER_ERR_TOO_LARGE;
-    snprintf(filter, sizeof filter,
-             "id eq %s and customProperties.definition.name eq %s and customProperties.value eq %s",
-             task_id, quoted_name, quoted_value);
+    /* The whole task, then the same rule as above: a QRS filter on name and
+     * value would match them on two different properties. */
+    char filter[FILTER_MAX];
+    snprintf(filter, sizeof filter, "id eq %s", task_id);
     cJSON *tasks = NULL;
     struct qrs_result result;
     enum butler_status status = qrs_find_tasks(worker->qrs, filter, &tasks, &result);
     if (status != BUTLER_OK) {
-        snprintf(error, error_size, "condition lookup: %s", result.error);
+        snprintf(error, error_size, "condition lookup in QRS: %s",
+                 result.error[0] ? result.error : butler_status_str(status));
         return BUTLER_ERR_REMOTE;
     }
-    bool set = cJSON_GetArraySize(tasks) == 1;
+    const cJSON *task = cJSON_GetArrayItem(tasks, 0);
+    if (task == NULL) {
+        snprintf(error, error_size, "condition: QRS has no task %s", task_id);
+        status = BUTLER_ERR_DENIED;
+    } else {
+        status = route_condition_matches(cJSON_GetObjectItemCaseSensitive(task, "customProperties"),
+                                         name, value)
+                     ? BUTLER_OK
+                     : BUTLER_ERR_DENIED;
+    }
     cJSON_Delete(tasks);
-    return set ? BUTLER_OK : BUTLER_ERR_DENIED;
+    return status;
 }

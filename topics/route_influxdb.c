@@ -17,6 +17,7 @@
 #include "bridge/core/metrics.h"
 #include "bridge/store/spool.h"
 #include "topics/publish.h"
+#include "topics/route_influxdb_node.h"
 #include "topics/template.h"
 
 #define MODULE "influxdb"
@@ -210,7 +211,7 @@ out:
     return status;
 }
 
-/* Lock held. Grow `*buffer` to hold `need` bytes. */
+/* Lock held. Grow `*buffer` to hold `need` bytes (never past a batch's bytes). */
 static bool ensure(char **buffer, size_t *capacity, size_t need)
 {
     if (need <= *capacity)
@@ -218,6 +219,8 @@ static bool ensure(char **buffer, size_t *capacity, size_t need)
     size_t grown = *capacity ? *capacity : 4096;
     while (grown < need)
         grown *= 2;
+    if (grown > INFLUXDB_BATCH_BYTES_MAX + 2)
+        grown = INFLUXDB_BATCH_BYTES_MAX + 2;
     char *bigger = realloc(*buffer, grown);
     if (bigger == NULL)
         return false;
@@ -301,7 +304,7 @@ bool route_influxdb_take(const struct config_route *route, const struct topic_me
     char error[ERROR_MAX] = "";
     struct line_protocol lp;
     lp_init(&lp, INFLUXDB_BATCH_BYTES_MAX / 2);
-    uint64_t sequence = atomic_fetch_add(&influx.sequence, 1);
+    uint64_t sequence = route_influxdb_next_sequence(1);
     enum butler_status status = route_influxdb_point(
         route, &influx.config->influxdb.tags, event, (const char *)message->payload,
         message->payload_length, message->received_wall_ms, sequence, &lp, error, sizeof error);
@@ -326,6 +329,11 @@ bool route_influxdb_take(const struct config_route *route, const struct topic_me
     }
     lp_free(&lp);
     return kept;
+}
+
+uint64_t route_influxdb_next_sequence(uint64_t n)
+{
+    return atomic_fetch_add(&influx.sequence, n);
 }
 
 /* ------------------------------------------------------------- writing */
@@ -353,6 +361,15 @@ static bool next_line(const char **p, const char *end, const char **line, size_t
     *length = (size_t)(q - s);
     *p = q < end ? q + 1 : end;
     return true;
+}
+
+size_t route_influxdb_line_length(const char *lines, size_t length)
+{
+    const char *p = lines, *line;
+    size_t n;
+    if (!next_line(&p, lines + length, &line, &n))
+        return 0;
+    return (size_t)(p - lines);
 }
 
 /* The next topic of a batch's topic list. */
@@ -484,10 +501,17 @@ static void *writer_main(void *context)
         LOG_ERROR(MODULE, "cannot create the InfluxDB client; points stay in the spool");
         return NULL;
     }
-    uint64_t backoff_ms = 0, retry_at_ms = 0;
+    uint64_t backoff_ms = 0, retry_at_ms = 0, memory_at_ms = clock_monotonic_ms();
     pthread_mutex_lock(&influx.lock);
     while (!influx.stop) {
         uint64_t now = clock_monotonic_ms();
+        if (config->influxdb.node_measurements && now >= memory_at_ms) {
+            memory_at_ms = now + (uint64_t)config->influxdb.butler_interval_s * 1000u;
+            pthread_mutex_unlock(&influx.lock);
+            route_influxdb_node_memory_now(config);
+            pthread_mutex_lock(&influx.lock);
+            continue;
+        }
         if (influx.points > 0 && now - influx.opened_ms >= (uint64_t)config->influxdb.flush_ms)
             (void)close_batch();
         if (influx.count > 0 && now >= retry_at_ms) {
@@ -527,6 +551,8 @@ static void *writer_main(void *context)
         }
         if (influx.count > 0 && retry_at_ms > now && retry_at_ms - now < wait_ms)
             wait_ms = retry_at_ms - now;
+        if (config->influxdb.node_measurements && memory_at_ms - now < wait_ms)
+            wait_ms = memory_at_ms - now;
         if (wait_ms > WAIT_SLICE_MS)
             wait_ms = WAIT_SLICE_MS;
         if (wait_ms > 0) {

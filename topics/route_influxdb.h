@@ -38,8 +38,10 @@
 #define INFLUXDB_SPOOL_FAMILY "influxdb"
 
 enum {
-    INFLUXDB_BATCH_BYTES_MAX = 1536 * 1024, /* one batch record stays under SPOOL_RECORD_DATA_MAX */
-    INFLUXDB_QUEUE_MAX = 100000,            /* batches waiting (the spool holds no more items) */
+    /* Lines and topics of one batch: the open batch's memory, and one record
+     * (under SPOOL_RECORD_DATA_MAX). ~4,000 points of 250 bytes. */
+    INFLUXDB_BATCH_BYTES_MAX = 1024 * 1024,
+    INFLUXDB_QUEUE_MAX = 100000, /* batches waiting (the spool holds no more items) */
 };
 
 /* Start-up (main thread), before recovery: nothing when influxdb.url is
@@ -83,6 +85,14 @@ enum butler_status route_influxdb_point(const struct config_route *route,
                                         size_t payload_length, uint64_t received_wall_ms,
                                         uint64_t sequence, struct line_protocol *lp, char *error,
                                         size_t error_size);
+
+/* Reserve `count` sequence numbers (sub-millisecond parts of timestamps);
+ * returns the first. Any thread. */
+uint64_t route_influxdb_next_sequence(uint64_t count);
+
+/* Length of the first line of `lines` (at most `length` bytes), its '\n'
+ * included; a '\n' inside a quoted string does not end a line. */
+size_t route_influxdb_line_length(const char *lines, size_t length);
 
 /* Nanoseconds for a point: the message's own time when it has one. */
 int64_t route_influxdb_time_ns(const cJSON *event, uint64_t received_wall_ms, uint64_t sequence);

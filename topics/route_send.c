@@ -13,6 +13,7 @@
 #include "bridge/core/clock.h"
 #include "bridge/core/log.h"
 #include "topics/route_internal.h"
+#include "topics/template.h"
 
 enum {
     HTTP_TIMEOUT_MS = 10000,
@@ -158,7 +159,21 @@ char *route_slack_body(const struct butler_config *config, const struct config_r
                        const char *text, bool block_kit)
 {
     cJSON *body = cJSON_CreateObject();
-    cJSON_AddStringToObject(body, "text", text);
+    if (block_kit) {
+        /* The default text is all event fields: escaped, since Slack reads
+         * "text" as markup (a task name could ping <!channel>). The section
+         * below is plain_text, which Slack shows as it is. */
+        char *escaped = NULL;
+        if (template_escape_text(text, TEMPLATE_BODY_SLACK, 4 * ROUTE_TEXT_MAX, &escaped) !=
+            BUTLER_OK) {
+            cJSON_Delete(body);
+            return NULL;
+        }
+        cJSON_AddStringToObject(body, "text", escaped);
+        free(escaped);
+    } else {
+        cJSON_AddStringToObject(body, "text", text); /* escaped when rendered */
+    }
     if (route_has_text(route->channel))
         cJSON_AddStringToObject(body, "channel", route->channel);
     if (route_has_text(route->username))

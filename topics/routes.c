@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "bridge/core/clock.h"
 #include "bridge/core/log.h"
@@ -19,6 +21,7 @@
 #include "bridge/store/expiring_map.h"
 #include "topics/publish.h"
 #include "topics/route_influxdb.h"
+#include "topics/route_influxdb_node.h"
 #include "topics/route_internal.h"
 #include "topics/template.h"
 #include "topics/topics.h"
@@ -41,10 +44,73 @@ static void count_route(const char *route, const char *outcome)
     snprintf(labels, sizeof labels, "route=\"%s\",outcome=\"%s\"", route, outcome);
     metrics_count("butler_route_deliveries_total", labels,
                   "Route deliveries by route and outcome (delivered, failed, rate_limited, "
-                  "condition)");
+                  "condition, condition_undecided)");
+}
+
+/* ------------------------------------------------------- rate-limit keys */
+
+/* A key is "pending" while its delivery is in flight and "sent" once it was
+ * delivered; a failed delivery removes it. Only a delivered alert holds the
+ * key for the window, and a burst of one key still sends one. */
+static const char RATE_KEY_PENDING[] = "pending";
+static const char RATE_KEY_SENT[] = "sent";
+
+enum {
+    RATE_KEY_POLL_MS = 50,
+    RATE_KEY_WAIT_MAX_MS = 120000, /* longer than any delivery's retries */
+};
+
+/*
+ * Worker thread. True when this delivery may go (the key is now pending and
+ * ours to mark sent or remove); false when an alert with this key was
+ * delivered within the window. While another delivery of the key is in
+ * flight, waits (bounded) for its outcome.
+ */
+static bool rate_key_take(const char *key, uint64_t window_ms)
+{
+    uint64_t give_up = clock_monotonic_ms() + RATE_KEY_WAIT_MAX_MS;
+    for (;;) {
+        char *value = NULL;
+        if (expiring_map_insert_new(rate_limits, key, RATE_KEY_PENDING, window_ms, &value) ==
+            BUTLER_OK)
+            return true;
+        bool sent = value == NULL || strcmp(value, RATE_KEY_SENT) == 0;
+        free(value);
+        if (sent)
+            return false;
+        if (clock_monotonic_ms() >= give_up || butler_runtime_stopping()) {
+            /* The other delivery is stuck: send this one rather than lose it. */
+            expiring_map_put(rate_limits, key, RATE_KEY_PENDING, window_ms, NULL);
+            return true;
+        }
+        struct timespec pause = {0, RATE_KEY_POLL_MS * 1000000L};
+        nanosleep(&pause, NULL);
+    }
 }
 
 /* ------------------------------------------------------------ one route */
+
+/* The body a route's template is rendered into: Slack text, a JSON body
+ * (webhooks without a Content-Type of their own, or one naming JSON; MQTT
+ * templates that start like JSON), else plain text. */
+static enum template_body body_for(const struct config_route *route)
+{
+    switch (route->to) {
+    case CONFIG_ROUTE_SLACK:
+        return TEMPLATE_BODY_SLACK;
+    case CONFIG_ROUTE_WEBHOOK:
+        for (size_t i = 0; i < route->headers.count; i++)
+            if (strcasecmp(route->headers.items[i].name, "Content-Type") == 0)
+                return strstr(route->headers.items[i].value, "json") ? TEMPLATE_BODY_JSON
+                                                                     : TEMPLATE_BODY_PLAIN;
+        return TEMPLATE_BODY_JSON;
+    case CONFIG_ROUTE_MQTT:
+        return template_looks_like_json(route->template_text) ? TEMPLATE_BODY_JSON
+                                                              : TEMPLATE_BODY_PLAIN;
+    default:
+        return TEMPLATE_BODY_PLAIN;
+    }
+}
 
 /* Deliver `message` through `route`. Worker thread. */
 static void deliver_route(struct topic_worker *worker, const struct config_route *route,
@@ -55,28 +121,43 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
     char error[ROUTE_ERROR_MAX] = "";
     char *text = NULL, *body = NULL, *key = NULL, *subject = NULL;
     int attempts = 0;
+    bool delivered = false;
     enum butler_status status = route_check_condition(worker, route, event, error, sizeof error);
+    if (status == BUTLER_ERR_DENIED) {
+        count_route(route->name, "condition");
+        goto out;
+    }
     if (status != BUTLER_OK) {
-        if (status != BUTLER_ERR_DENIED)
-            LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "route %s: %s", route->name, error);
-        count_route(route->name, status == BUTLER_ERR_DENIED ? "condition" : "condition_error");
+        /* Undecided (QRS down after the client's retries): never dropped,
+         * the dead letter says why. */
+        char reason[ROUTE_ERROR_MAX];
+        snprintf(reason, sizeof reason, "route %s: condition undecided: %s", route->name, error);
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "%s", reason);
+        count_route(route->name, "condition_undecided");
+        publish_deadletter("routes", message->topic, (const unsigned char *)payload,
+                           message->payload_length, reason, 1, message->received_wall_ms);
         goto out;
     }
     if (route->rate_limit_window_s > 0) {
         if (route_rate_key(route, event, payload, message->payload_length, &key) != BUTLER_OK)
             goto out;
-        if (expiring_map_insert_new(rate_limits, key, NULL,
-                                    (uint64_t)route->rate_limit_window_s * 1000u,
-                                    NULL) != BUTLER_OK) {
+        if (!rate_key_take(key, (uint64_t)route->rate_limit_window_s * 1000u)) {
             count_route(route->name, "rate_limited");
+            free(key);
+            key = NULL; /* not ours: never released below */
             goto out;
         }
     }
     bool templated = route_has_text(route->template_text);
-    status = templated ? template_render(route->template_text, event, payload,
-                                         message->payload_length, ROUTE_TEXT_MAX, &text, NULL)
-                       : route_default_text(event, message->topic, payload, config->sense.qmc_url,
-                                            config->sense.hub_url, &text);
+    if (templated) {
+        /* Values escaped for the body they go into (template.h). */
+        struct template_options options = {.body = body_for(route)};
+        status = template_render_for(route->template_text, &options, event, payload,
+                                     message->payload_length, ROUTE_TEXT_MAX, &text, NULL);
+    } else {
+        status = route_default_text(event, message->topic, payload, config->sense.qmc_url,
+                                    config->sense.hub_url, &text);
+    }
     if (status != BUTLER_OK)
         goto out;
     const char *url = route_has_text(route->webhook_url) ? route->webhook_url : NULL;
@@ -133,7 +214,11 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
                                               &route->headers, error, sizeof error, &attempts);
     }
     if (status == BUTLER_OK) {
+        if (key)
+            expiring_map_put(rate_limits, key, RATE_KEY_SENT,
+                             (uint64_t)route->rate_limit_window_s * 1000u, NULL);
         count_route(route->name, "delivered");
+        delivered = true;
         goto out;
     }
     LOG_WARN(MODULE, "route %s: delivery failed for good after %d attempt(s): %s", route->name,
@@ -142,6 +227,8 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
     publish_deadletter("routes", message->topic, (const unsigned char *)payload,
                        message->payload_length, error, attempts, message->received_wall_ms);
 out:
+    if (key && !delivered)
+        expiring_map_remove(rate_limits, key); /* not delivered: the next one may go */
     free(text);
     free(body);
     free(key);
@@ -165,7 +252,7 @@ bool routes_wanted(const char *topic)
     for (size_t i = 0; i < routes->count; i++)
         if (mqtt_topic_matches(routes->items[i].match, topic))
             return true;
-    return false;
+    return route_influxdb_node_wanted(routes_runtime->config, topic);
 }
 
 void routes_run(struct topic_worker *worker, struct topic_message *message)
@@ -183,6 +270,8 @@ void routes_run(struct topic_worker *worker, struct topic_message *message)
             else
                 deliver_route(worker, route, message, event);
         }
+    if (!is_deadletter(message->topic))
+        keep |= route_influxdb_node_take(routes_runtime->config, message, event);
     if (keep)
         topic_message_keep(message);
     topics_count("routes", "done");
@@ -208,11 +297,16 @@ enum butler_status routes_setup(struct butler_runtime *runtime)
     const char *filters[ROUTE_SUBSCRIPTIONS_MAX];
     char *plan[ROUTE_SUBSCRIPTIONS_MAX] = {0};
     size_t plan_count = 0, unjoined = 0;
+    /* influxdb.node_measurements subscribes like routes do (one plan, so no
+     * two subscriptions overlap). */
+    char node_filters[INFLUXDB_NODE_FILTERS][INFLUXDB_NODE_FILTER_MAX];
+    size_t node_count =
+        route_influxdb_node_filters(runtime->config, node_filters, INFLUXDB_NODE_FILTERS);
     routes_runtime = runtime;
     status = route_influxdb_setup(runtime);
-    if (status != BUTLER_OK || routes->count == 0)
+    if (status != BUTLER_OK || routes->count + node_count == 0)
         return status;
-    if (routes->count > ROUTE_SUBSCRIPTIONS_MAX) {
+    if (routes->count + node_count > ROUTE_SUBSCRIPTIONS_MAX) {
         LOG_ERROR(MODULE, "more than %d routes", ROUTE_SUBSCRIPTIONS_MAX);
         return BUTLER_ERR_TOO_LARGE;
     }
@@ -221,12 +315,14 @@ enum butler_status routes_setup(struct butler_runtime *runtime)
         return status;
     for (size_t i = 0; i < routes->count; i++)
         filters[i] = routes->items[i].match;
+    for (size_t i = 0; i < node_count; i++)
+        filters[routes->count + i] = node_filters[i];
     /* No two subscriptions may match one topic: the broker sends a copy per
      * matching subscription and each copy would run every matching route.
      * routes_wanted/routes_run filter per route, so a wider subscription
      * only costs the messages no route wants (counted "unknown"). */
-    status = route_subscription_plan(filters, routes->count, join_reaches_commands, NULL, plan,
-                                     ROUTE_SUBSCRIPTIONS_MAX, &plan_count, &unjoined);
+    status = route_subscription_plan(filters, routes->count + node_count, join_reaches_commands,
+                                     NULL, plan, ROUTE_SUBSCRIPTIONS_MAX, &plan_count, &unjoined);
     if (status != BUTLER_OK)
         goto out;
     if (unjoined > 0)

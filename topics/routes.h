@@ -93,6 +93,12 @@ enum butler_status route_default_text(const cJSON *event, const char *topic, con
 enum butler_status route_rate_key(const struct config_route *route, const cJSON *event,
                                   const char *payload, size_t payload_length, char **out);
 
+/* The route condition's one rule: does `properties` (an array of
+ * {"name","value"} or QRS's {"definition":{"name"},"value"}) hold one
+ * property with this name and this value, both compared without regard to
+ * letter case (as QRS compares strings)? `value` NULL means "". */
+bool route_condition_matches(const cJSON *properties, const char *name, const char *value);
+
 /* RFC 5322 message for SMTP; CR/LF removed from header values so a payload
  * cannot inject headers. *out owned by the caller. */
 enum butler_status route_build_email(const char *from, const struct config_string_list *to,

@@ -148,11 +148,6 @@ static bool first_time(struct task_start_state *state, struct request_work *work
     work->message = NULL;
     return false;
 }
-/* One task start of a batch: which request, which task. */
-struct batched_start {
-    struct request_work *work;
-    struct chosen_task *task;
-};
 
 /*
  * Start the tasks of several requests with one POST /qrs/task/start/many:
@@ -164,6 +159,9 @@ struct batched_start {
 static void start_many(struct topic_worker *worker, struct task_start_state *state,
                        struct batched_start *starts, size_t count)
 {
+    count = task_start_note_shared(state, starts, count);
+    if (count == 0)
+        return;
     const char **ids = calloc(count, sizeof *ids);
     if (ids == NULL) {
         for (size_t i = 0; i < count; i++)
@@ -173,15 +171,8 @@ static void start_many(struct topic_worker *worker, struct task_start_state *sta
         return;
     }
     char note[64];
-    for (size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < count; i++)
         ids[i] = starts[i].task->id;
-        snprintf(note, sizeof note, "attempt %s", ids[i]);
-        if (topic_message_note(starts[i].work->message, note) != BUTLER_OK)
-            LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
-                            "cannot note the start attempt of task %s; a crash now could start "
-                            "it twice",
-                            ids[i]);
-    }
     struct qrs_result result = {0};
     enum butler_status status = qrs_task_start_many(worker->qrs, ids, count, &result);
     metrics_count("butler_task_start_shared_calls_total", "",
@@ -197,6 +188,7 @@ static void start_many(struct topic_worker *worker, struct task_start_state *sta
             continue;
         }
         if (status == BUTLER_OK) {
+            /* A "started" note lost (full disk) only makes a replay ask QRS. */
             snprintf(note, sizeof note, "started %s", ids[i]);
             topic_message_note(work->message, note);
         }
@@ -305,8 +297,11 @@ static void run_requests(struct topic_worker *worker, struct topic_message *firs
         }
         if (!parse_work(state, work, legacy))
             continue;
-        /* Before the requestId is remembered: the next worker sees it as new. */
-        if (!task_start_resolves_from_cache(state, work) &&
+        /* Before the requestId is remembered: the next worker sees it as new.
+         * A replay is never sent back behind new work: it may have started its
+         * tasks before the restart, and a copy of it that ran first would
+         * start them again. */
+        if (!work->message->replay && !task_start_resolves_from_cache(state, work) &&
             topics_requeue(run, work->message) == BUTLER_OK) {
             work->message = NULL; /* another worker has it now */
             continue;
@@ -316,7 +311,13 @@ static void run_requests(struct topic_worker *worker, struct topic_message *firs
     }
     start_works(worker, state, works, count);
     for (size_t i = 0; i < count; i++) {
-        if (works[i].message) {
+        if (works[i].message && works[i].answer.keep) {
+            LOG_WARN(MODULE,
+                     "request %s kept for the next start: Butler is stopping and its start "
+                     "attempt could not be recorded",
+                     works[i].request.request_id);
+            topic_message_keep(works[i].message);
+        } else if (works[i].message) {
             task_start_finish_request(runtime->config, state, works[i].message, &works[i].request,
                                       &works[i].answer);
             works[i].message = NULL;
@@ -327,6 +328,31 @@ out:
     if (works != &single)
         free(works);
     free(waiting);
+}
+
+void task_start_recovered(struct task_start_state *state, const struct topic_message *message)
+{
+    struct task_request request;
+    char error[256];
+    if (task_request_parse(topic_task_id(message->topic), false, message->payload,
+                           message->payload_length, &request, error, sizeof error) != BUTLER_OK)
+        return; /* answered "invalid" when it runs: nothing to hold */
+    if (!request.request_id_generated) {
+        char mark[32];
+        snprintf(mark, sizeof mark, "%c%llu", TASK_START_REPLAY_MARK,
+                 (unsigned long long)message->spool_id);
+        /* The first spooled copy holds the requestId; an answer recovered from a
+         * DONE record already holds it (insert_new then leaves it). */
+        char *held = NULL;
+        if (expiring_map_insert_new(state->requests, request.request_id, mark,
+                                    (uint64_t)state->config->task_start.dedup_ttl_s * 1000u,
+                                    &held) == BUTLER_OK)
+            metrics_count("butler_task_start_replays_held_total", "",
+                          "requestIds of replayed task starts held at recovery, so that no "
+                          "other copy runs before the replay");
+        free(held);
+    }
+    task_request_clear(&request);
 }
 
 void task_start_run(struct topic_worker *worker, struct topic_message *message)

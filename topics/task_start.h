@@ -35,6 +35,13 @@ void task_start_state_destroy(struct task_start_state *state);
 void task_start_remember_answer(struct task_start_state *state, const char *answer, size_t length,
                                 uint64_t answered_wall_ms, uint64_t spool_id);
 
+/* Recovery: a task start found unfinished in the spool (message->replay,
+ * message->spool_id set) holds its requestId from now on, so that a copy with
+ * the same requestId (a client's retry, a resend) that reaches a worker first
+ * waits for the replay's answer instead of starting the tasks again. Start-up
+ * thread, before any worker runs a task start. Borrows `message`. */
+void task_start_recovered(struct task_start_state *state, const struct topic_message *message);
+
 /* Worker entry point: owns and frees `message`. */
 void task_start_run(struct topic_worker *worker, struct topic_message *message);
 /* Same for qliksense/start_task (bare GUID payloads only). */

@@ -41,8 +41,8 @@ static char *remembered_value(uint64_t spool_id, const char *answer, size_t leng
  * running (its own answer is on the way). Returns malloc'd text. */
 static char *earlier_answer(const char *remembered)
 {
-    if (remembered == NULL || remembered[0] == '\0')
-        return NULL;
+    if (remembered == NULL || remembered[0] == '\0' || remembered[0] == TASK_START_REPLAY_MARK)
+        return NULL; /* running, or a replay that will run: its answer is on the way */
     if (remembered[0] != '#')
         return strdup(remembered);
     char *end = NULL;
@@ -216,15 +216,21 @@ void task_start_record_outcome(struct task_start_state *state, struct task_answe
                      source == START_NOTED_BEFORE ? "noted before the restart"
                                                   : "attempt noted, QRS confirms a run");
         }
+    } else if (source == START_NOT_RECORDED) {
+        cJSON_AddItemToArray(answer->failed, entry);
+        task_start_note_error(answer, "%s",
+                              "the start attempt could not be recorded in the spool; not started");
     } else if (status == BUTLER_ERR_NOT_FOUND) {
         cJSON_AddItemToArray(answer->invalid, entry);
         expiring_map_remove(state->task_names, task->id);
         task_start_note_error(answer, "QRS does not know task %s", task->id);
     } else {
         cJSON_AddItemToArray(answer->failed, entry);
-        task_start_note_error(answer, "%s",
-                              result->error[0] ? result->error
-                                               : "QRS is not configured (qrs.url is empty)");
+        /* The transport error (hosts, ports) went to the log; the answer says
+         * only what happened. */
+        char reason[128];
+        qrs_plain_reason(status, result, reason, sizeof reason);
+        task_start_note_error(answer, "%s", reason);
     }
 }
 
@@ -258,6 +264,17 @@ bool task_start_answer_repeat(const struct butler_config *config, struct task_st
                                 (uint64_t)config->task_start.dedup_ttl_s * 1000u,
                                 &remembered) == BUTLER_OK)
         return false;
+    if (message->replay && remembered && remembered[0] == TASK_START_REPLAY_MARK) {
+        char *end = NULL;
+        unsigned long long holder = strtoull(remembered + 1, &end, 10);
+        if (end && *end == '\0' && holder == message->spool_id) {
+            /* Held for this replay at recovery: it runs now ("" while running). */
+            expiring_map_put(state->requests, request->request_id, "",
+                             (uint64_t)config->task_start.dedup_ttl_s * 1000u, NULL);
+            free(remembered);
+            return false;
+        }
+    }
     char *earlier = earlier_answer(remembered);
     free(remembered);
     metrics_count("butler_task_start_duplicates_total", "",

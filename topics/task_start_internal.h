@@ -45,6 +45,9 @@ struct task_answer {
     bool key_values_stored; /* ... and they were stored */
     char error[512];
     int attempts;
+    /* Butler began stopping while a start waited for its attempt note: the
+     * request stays in the spool unanswered and the next start replays it. */
+    bool keep;
 };
 
 /* A task chosen for starting, in request order, unique by id. */
@@ -72,7 +75,12 @@ enum start_outcome_source {
     START_CALLED,          /* this request's own QRS start call */
     START_NOTED_BEFORE,    /* replay: this request's start was noted before the crash */
     START_REPLAY_VERIFIED, /* replay: attempt noted, QRS says the task started since */
+    START_NOT_RECORDED,    /* the attempt note can never be recorded: not started */
 };
+
+/* What the requestId window holds for a replayed request not yet run: "@<spool
+ * id>", so that only that replay runs it and any other copy waits for its answer. */
+#define TASK_START_REPLAY_MARK '@'
 
 /* One request of a batch, from its message to its answer. */
 struct request_work {
@@ -115,6 +123,17 @@ void task_start_choose_work(struct topic_worker *worker, struct task_start_state
                             struct request_work *work);
 
 /* ---- task_start_replay.c ---- */
+
+/* Note the attempts of several starts before one shared call (and flush them
+ * with spool.fsync), waiting while the spool refuses. starts[i] whose note
+ * cannot be made is filed in its request's answer (or the request marked
+ * keep); returns how many remain, moved to the front. */
+struct batched_start {
+    struct request_work *work;
+    struct chosen_task *task;
+};
+size_t task_start_note_shared(struct task_start_state *state, struct batched_start *starts,
+                              size_t count);
 
 void task_start_each(struct topic_worker *worker, struct task_start_state *state,
                      struct topic_message *message, const char *request_id,

@@ -12,7 +12,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "bridge/core/clock.h"
 #include "bridge/core/log.h"
 
 /* ---- replay after a crash ---- */
@@ -47,26 +46,10 @@ static enum replay_noted replay_noted_for(const struct topic_message *message, c
  */
 static bool started_since(struct topic_worker *worker, const char *task_id, uint64_t since_wall_ms)
 {
-    char filter[64];
-    snprintf(filter, sizeof filter, "id eq %s", task_id);
-    cJSON *tasks = NULL;
-    struct qrs_result result;
-    if (worker->qrs == NULL || qrs_find_tasks(worker->qrs, filter, &tasks, &result) != BUTLER_OK)
-        return false;
-    const cJSON *operational =
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tasks, 0), "operational");
-    const cJSON *last = cJSON_GetObjectItemCaseSensitive(operational, "lastExecutionResult");
-    const cJSON *start = cJSON_GetObjectItemCaseSensitive(last, "startTime");
-    const cJSON *status = cJSON_GetObjectItemCaseSensitive(last, "status");
-    uint64_t start_ms = 0;
-    bool started = cJSON_IsString(start) && clock_parse_iso8601(start->valuestring, &start_ms) &&
-                   start_ms >= since_wall_ms;
-    /* Triggered, started, queued, aborting, retrying, distributing: a run is under way. */
-    int code = cJSON_IsNumber(status) ? status->valueint : 0;
-    bool running = code == 1 || code == 2 || code == 3 || code == 4 || code == 5 || code == 10 ||
-                   code == 13 || code == 14;
-    cJSON_Delete(tasks);
-    return started || running;
+    bool started = false;
+    return worker->qrs != NULL &&
+           qrs_task_started_since(worker->qrs, task_id, since_wall_ms, &started) == BUTLER_OK &&
+           started;
 }
 
 /*
@@ -96,13 +79,18 @@ static enum butler_status start_task_once(struct topic_worker *worker,
     }
     if (worker->qrs == NULL)
         return BUTLER_ERR_REMOTE;
+    /* No start before its attempt note is recorded (and flushed with
+     * spool.fsync): while the spool refuses it, the start waits. */
     snprintf(note, sizeof note, "attempt %s", task_id);
-    if (topic_message_note(message, note) != BUTLER_OK)
-        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
-                        "cannot note the start attempt of task %s; a crash now could start it "
-                        "twice",
-                        task_id);
-    enum butler_status status = qrs_task_start(worker->qrs, task_id, result);
+    enum butler_status status = topic_message_note_attempt(message, note);
+    if (status == BUTLER_OK)
+        status = topic_message_flush_attempts();
+    if (status != BUTLER_OK) {
+        if (status != BUTLER_ERR_SHUTDOWN)
+            *source = START_NOT_RECORDED;
+        return status;
+    }
+    status = qrs_task_start(worker->qrs, task_id, result);
     if (status == BUTLER_OK) {
         snprintf(note, sizeof note, "started %s", task_id);
         topic_message_note(message, note);
@@ -115,11 +103,51 @@ void task_start_each(struct topic_worker *worker, struct task_start_state *state
                      struct topic_message *message, const char *request_id,
                      struct chosen_task **startable, size_t to_start, struct task_answer *answer)
 {
-    for (size_t i = 0; i < to_start; i++) {
+    for (size_t i = 0; i < to_start && !answer->keep; i++) {
         struct qrs_result result = {0};
         enum start_outcome_source source;
         enum butler_status status =
             start_task_once(worker, message, startable[i]->id, &result, &source);
+        if (status == BUTLER_ERR_SHUTDOWN && source == START_CALLED) {
+            answer->keep = true; /* stopping before the attempt was recorded */
+            return;
+        }
         task_start_record_outcome(state, answer, request_id, startable[i], status, source, &result);
     }
+}
+
+size_t task_start_note_shared(struct task_start_state *state, struct batched_start *starts,
+                              size_t count)
+{
+    char note[64];
+    size_t kept = 0;
+    for (size_t i = 0; i < count; i++) {
+        struct request_work *work = starts[i].work;
+        enum butler_status status = BUTLER_ERR_SHUTDOWN;
+        if (!work->answer.keep) {
+            snprintf(note, sizeof note, "attempt %s", starts[i].task->id);
+            status = topic_message_note_attempt(work->message, note);
+        }
+        if (status == BUTLER_OK) {
+            starts[kept++] = starts[i];
+        } else if (status == BUTLER_ERR_SHUTDOWN) {
+            work->answer.keep = true;
+        } else {
+            struct qrs_result none = {0};
+            task_start_record_outcome(state, &work->answer, work->request.request_id,
+                                      starts[i].task, status, START_NOT_RECORDED, &none);
+        }
+    }
+    /* One flush for the whole shared call. */
+    if (kept > 0 && topic_message_flush_attempts() != BUTLER_OK) {
+        for (size_t i = 0; i < kept; i++)
+            starts[i].work->answer.keep = true;
+        kept = 0;
+    }
+    /* A request marked keep part-way through keeps all its starts back. */
+    size_t left = 0;
+    for (size_t i = 0; i < kept; i++)
+        if (!starts[i].work->answer.keep)
+            starts[left++] = starts[i];
+    return left;
 }

@@ -185,9 +185,10 @@ static void resolve_selector(struct topic_worker *worker, struct task_start_stat
     if (result.attempts > answer->attempts)
         answer->attempts = result.attempts;
     if (status != BUTLER_OK) {
+        char reason[128]; /* hosts and ports stay in the log (qrs.c logged the failure) */
+        qrs_plain_reason(status, &result, reason, sizeof reason);
         cJSON_AddItemToArray(answer->failed, task_start_selector_json(selector));
-        task_start_note_error(answer, "%s",
-                              result.error[0] ? result.error : butler_status_str(status));
+        task_start_note_error(answer, "%s", reason);
         return;
     }
     cJSON_AddItemToArray(chosen->lookups, tasks);

@@ -105,17 +105,125 @@ const cJSON *template_lookup(const cJSON *message, const char *path, size_t path
     return item;
 }
 
-/* Append the text form of one JSON value. */
-static void append_value(struct output *out, const cJSON *item)
+/* ---- escaping: every value goes through write_text() ---- */
+
+struct render {
+    struct output *out;
+    const struct template_options *options;
+    bool in_string; /* JSON body: inside a string literal of the template */
+};
+
+static void emit_to_output(void *sink, const char *bytes, size_t length)
 {
-    if (item == NULL || cJSON_IsNull(item))
+    append(sink, bytes, length);
+}
+
+/* JSON string content: `"`, `\` and control characters escaped. */
+static void escape_json(struct output *out, const char *text, size_t length)
+{
+    size_t run = 0;
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        append(out, text + run, i - run);
+        char escaped[8];
+        switch (c) {
+        case '"':
+            append(out, "\\\"", 2);
+            break;
+        case '\\':
+            append(out, "\\\\", 2);
+            break;
+        case '\n':
+            append(out, "\\n", 2);
+            break;
+        case '\r':
+            append(out, "\\r", 2);
+            break;
+        case '\t':
+            append(out, "\\t", 2);
+            break;
+        default:
+            snprintf(escaped, sizeof escaped, "\\u%04x", c);
+            append(out, escaped, 6);
+        }
+        run = i + 1;
+    }
+    append(out, text + run, length - run);
+}
+
+/* Slack text: & < > as entities, so a value cannot form <!channel> or <url|x>. */
+static void escape_slack(struct output *out, const char *text, size_t length)
+{
+    size_t run = 0;
+    for (size_t i = 0; i < length; i++) {
+        const char *entity = text[i] == '&'   ? "&amp;"
+                             : text[i] == '<' ? "&lt;"
+                             : text[i] == '>' ? "&gt;"
+                                              : NULL;
+        if (entity == NULL)
+            continue;
+        append(out, text + run, i - run);
+        append(out, entity, strlen(entity));
+        run = i + 1;
+    }
+    append(out, text + run, length - run);
+}
+
+/* One value's text, escaped for the body. `quote`: JSON outside a string,
+ * where a string must become a whole JSON string. */
+static void write_text(struct render *render, const char *text, size_t length, bool raw, bool quote)
+{
+    const struct template_options *options = render->options;
+    struct output *out = render->out;
+    if (raw || options == NULL) {
+        append(out, text, length);
         return;
+    }
+    switch (options->body) {
+    case TEMPLATE_BODY_JSON:
+        if (quote)
+            append(out, "\"", 1);
+        escape_json(out, text, length);
+        if (quote)
+            append(out, "\"", 1);
+        return;
+    case TEMPLATE_BODY_SLACK:
+        escape_slack(out, text, length);
+        return;
+    case TEMPLATE_BODY_PLAIN:
+        break;
+    }
+    if (options->escape)
+        options->escape(text, length, emit_to_output, out);
+    else
+        append(out, text, length);
+}
+
+static bool json_outside_string(const struct render *render)
+{
+    return render->options && render->options->body == TEMPLATE_BODY_JSON && !render->in_string;
+}
+
+/* Append one JSON value: its text form (strings as they are, numbers and
+ * booleans as JSON text, objects and arrays as compact JSON, null and
+ * missing as nothing), escaped for the body. */
+static void append_value(struct render *render, const cJSON *item, bool raw)
+{
+    bool whole_value = json_outside_string(render) && !raw;
+    if (item == NULL || cJSON_IsNull(item)) {
+        if (whole_value)
+            append(render->out, "null", 4);
+        return;
+    }
     if (cJSON_IsString(item)) {
-        append(out, item->valuestring, strlen(item->valuestring));
+        write_text(render, item->valuestring, strlen(item->valuestring), raw, whole_value);
         return;
     }
     if (cJSON_IsBool(item)) {
-        append(out, cJSON_IsTrue(item) ? "true" : "false", cJSON_IsTrue(item) ? 4 : 5);
+        write_text(render, cJSON_IsTrue(item) ? "true" : "false", cJSON_IsTrue(item) ? 4 : 5,
+                   raw || whole_value, false);
         return;
     }
     if (cJSON_IsNumber(item)) {
@@ -126,23 +234,77 @@ static void append_value(struct output *out, const cJSON *item)
             snprintf(number, sizeof number, "%lld", (long long)value);
         else
             snprintf(number, sizeof number, "%.17g", value);
-        append(out, number, strlen(number));
+        write_text(render, number, strlen(number), raw || whole_value, false);
         return;
     }
     char *json = cJSON_PrintUnformatted(item);
     if (json == NULL) {
-        out->failed = true;
+        render->out->failed = true;
         return;
     }
-    append(out, json, strlen(json));
+    /* Outside a JSON string, compact JSON is already a valid value. */
+    write_text(render, json, strlen(json), raw || whole_value, false);
     cJSON_free(json);
+}
+
+/* Template text between placeholders: copied as it is; in a JSON body it
+ * moves us in and out of string literals. */
+static void append_literal(struct render *render, const char *text, size_t length)
+{
+    append(render->out, text, length);
+    if (render->options == NULL || render->options->body != TEMPLATE_BODY_JSON)
+        return;
+    for (size_t i = 0; i < length; i++) {
+        if (render->in_string && text[i] == '\\')
+            i++; /* the escaped character cannot end the string */
+        else if (text[i] == '"')
+            render->in_string = !render->in_string;
+    }
+}
+
+enum butler_status template_escape_text(const char *text, enum template_body body, size_t out_max,
+                                        char **out)
+{
+    struct output output = {.max = out_max};
+    struct template_options options = {.body = body};
+    struct render render = {.out = &output, .options = &options, .in_string = true};
+    write_text(&render, text, strlen(text), false, false);
+    reserve(&output, 0);
+    if (!output.failed && output.data == NULL)
+        output.data = malloc(1);
+    if (output.failed || output.data == NULL) {
+        free(output.data);
+        *out = NULL;
+        return BUTLER_ERR_NOMEM;
+    }
+    output.data[output.used] = '\0';
+    *out = output.data;
+    return BUTLER_OK;
+}
+
+bool template_looks_like_json(const char *text)
+{
+    while (text && is_space(*text))
+        text++;
+    /* "{{" opens a placeholder, not an object. */
+    return text && ((text[0] == '{' && text[1] != '{') || text[0] == '[');
 }
 
 enum butler_status template_render(const char *text, const cJSON *message, const char *payload,
                                    size_t payload_length, size_t out_max, char **out,
                                    bool *truncated_out)
 {
+    return template_render_for(text, NULL, message, payload, payload_length, out_max, out,
+                               truncated_out);
+}
+
+enum butler_status template_render_for(const char *text, const struct template_options *options,
+                                       const cJSON *message, const char *payload,
+                                       size_t payload_length, size_t out_max, char **out,
+                                       bool *truncated_out)
+{
     struct output output = {.max = out_max};
+    struct render render = {.out = &output, .options = options};
     enum butler_status status = BUTLER_ERR_NOMEM;
     const char *p = text;
     *out = NULL;
@@ -150,22 +312,29 @@ enum butler_status template_render(const char *text, const cJSON *message, const
         const char *open = strstr(p, "{{");
         const char *close = open ? strstr(open + 2, "}}") : NULL;
         if (open == NULL || close == NULL) {
-            append(&output, p, strlen(p));
+            append_literal(&render, p, strlen(p));
             break;
         }
-        append(&output, p, (size_t)(open - p));
+        append_literal(&render, p, (size_t)(open - p));
         const char *name = open + 2;
         const char *name_end = close;
         while (name < name_end && is_space(*name))
             name++;
         while (name_end > name && is_space(name_end[-1]))
             name_end--;
+        bool raw = (size_t)(name_end - name) >= 4 && memcmp(name, "raw:", 4) == 0;
+        if (raw)
+            name += 4;
         size_t name_length = (size_t)(name_end - name);
         if (name_length == 7 && memcmp(name, "payload", 7) == 0) {
+            /* Outside a JSON string, a payload that is JSON goes in as itself. */
+            bool as_is = raw || (json_outside_string(&render) && message != NULL);
             if (payload)
-                append(&output, payload, payload_length);
+                write_text(&render, payload, payload_length, as_is, json_outside_string(&render));
+            else if (json_outside_string(&render) && !raw)
+                append(&output, "null", 4);
         } else {
-            append_value(&output, template_lookup(message, name, name_length));
+            append_value(&render, template_lookup(message, name, name_length), raw);
         }
         p = close + 2;
     }

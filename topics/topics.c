@@ -2,16 +2,17 @@
  * The table of topics Butler consumes, and the hand-off from the MQTT network
  * thread to the workers.
  *
- * on_message runs on the network thread and must return quickly: it copies the
- * message and queues it for a worker. With QoS 1 the PUBACK goes out only after
- * it returns, so a message is acknowledged only once it is recorded in the
- * spool and queued: if Butler dies after that, the spool replays it; if it
- * dies before, the broker redelivers it. When the spool or the queue is full
- * it waits (backpressure) instead of dropping.
+ * on_message runs on the network thread and never waits for another thread:
+ * it copies the message, records it in the spool and pushes it to the feeder
+ * (topics/feeder.c), whose thread waits for room in the worker queue. With
+ * QoS 1 the PUBACK goes out only after it returns, so a message is
+ * acknowledged only once it is recorded in the spool: if Butler dies after
+ * that, the spool replays it; if it dies before, the broker redelivers it.
+ * When the spool cannot take it, the connection is cut before the PUBACK
+ * leaves (the broker holds the message) instead of dropping it.
  */
 #include "topics/topics.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #include "bridge/core/worker_pool.h"
 #include "topics/app.h"
 #include "topics/events.h"
+#include "topics/feeder.h"
 #include "topics/file.h"
 #include "topics/handoff.h"
 #include "topics/kv.h"
@@ -34,6 +36,7 @@
 #include "topics/route_influxdb.h"
 #include "topics/routes.h"
 #include "topics/schedules.h"
+#include "topics/users.h"
 #include "topics/sense_monitors.h"
 #include "topics/publish.h"
 #include "topics/slack.h"
@@ -93,6 +96,8 @@ static const struct topic_family families[] = {
     /* Not shared: every instance keeps the whole store from the retained messages. */
     {"kv", "%s/kv/#", false, false, NULL, kv_on_message, kv_wanted},
     {"schedules", "%s/schedules/+", false, false, NULL, schedules_on_message, schedules_wanted},
+    /* Not shared: the active-user summary a restart rebuilds from (topics/users.c). */
+    {"users", "%s/sense/users/active", false, false, NULL, users_on_message, users_wanted},
     /* File commands (topics/file.c); the second %s of the node filter is file.node. */
     {"file", "%s/file/copy", true, false, file_run, NULL, file_wanted},
     {"file", "%s/file/move", true, false, file_run, NULL, file_wanted},
@@ -112,19 +117,40 @@ static const struct topic_family families[] = {
      newrelic_wanted},
 };
 
-enum { FAMILY_COUNT = sizeof families / sizeof families[0], SUBMIT_SLICE_MS = 1000 };
-
-/* A message on its way to a worker: the family that runs it. */
-struct queued_message {
-    topic_family_run run;
-    struct topic_message *message;
-};
+enum { FAMILY_COUNT = sizeof families / sizeof families[0] };
 
 /* Filters expanded with the topic root at start-up, parallel to `families`. */
 static char *family_filters[FAMILY_COUNT];
 
+/* Not recorded, so not to be acknowledged: cut the connection before the
+ * PUBACK libmosquitto queued can leave; the broker keeps the message for the
+ * session and sends it again after the reconnect (backpressure through the
+ * broker, the documented hold point). Network thread. */
+static void hold_unacknowledged(struct butler_runtime *runtime, const char *family,
+                                const struct mqtt_message *message, const char *why)
+{
+    metrics_count("butler_spool_refused_total", "",
+                  "Messages the spool could not take (full or failing); held back");
+    if (message->qos == 0) {
+        /* No PUBACK to hold back, and the broker will not send it again. */
+        topics_count(family, "dropped");
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot record %s (%s); dropping it (QoS 0)",
+                        message->topic, why);
+        return;
+    }
+    topics_count(family, "held");
+    LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,
+                    "cannot record %s (%s); holding it unacknowledged: the broker sends it again",
+                    message->topic, why);
+    mqtt_link_abort_connection(runtime->link);
+    feeder_wake(); /* a full spool may have room after a compaction */
+}
+
 /*
- * Network thread. Oversized payloads are still handed on (the family answers
+ * Network thread: never waits for another thread. A consumed message is
+ * recorded in the spool (durable from then on, so its PUBACK may go out when
+ * this returns) and pushed to the feeder, which waits for room in the worker
+ * queue instead. Oversized payloads are still handed on (the family answers
  * them with an error) but not copied beyond the cap.
  */
 static void on_message(const struct mqtt_message *message, void *context)
@@ -163,83 +189,49 @@ static void on_message(const struct mqtt_message *message, void *context)
                  bounded.topic, (unsigned)bounded.message_id);
         return;
     }
-    struct queued_message *queued = calloc(1, sizeof *queued);
-    if (queued)
-        queued->message = topic_message_copy(&bounded);
-    if (queued == NULL || queued->message == NULL) {
-        topics_count(family->name, "dropped_nomem");
-        free(queued);
-        if (bounded.qos > 0) {
-            /* Not recorded: its PUBACK must not reach the broker, which then
-             * keeps the message and sends it again on the resumed session. */
-            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,
-                            "out of memory taking a message on %s; reconnecting so the broker "
-                            "keeps it",
-                            message->topic);
-            mqtt_link_abort_connection(runtime->link);
-        } else {
-            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "out of memory: dropping a message on %s",
-                            message->topic);
-        }
+    struct topic_message *copy = topic_message_copy(&bounded);
+    if (copy == NULL) {
+        hold_unacknowledged(runtime, family->name, &bounded, "out of memory");
         return;
     }
-    queued->run = family->run;
     /* Record before acknowledging: once this returns, the PUBACK goes out. */
     if (runtime->spool) {
         size_t record_length = 0;
-        unsigned char *record =
-            topics_message_record(family->name, queued->message, &record_length);
-        for (;;) {
-            enum butler_status status = record ? spool_add(runtime->spool, record, record_length,
-                                                           &queued->message->spool_id)
-                                               : BUTLER_ERR_NOMEM;
-            if (status == BUTLER_OK) {
-                /* Should this PUBACK be lost, the broker's resend is
-                 * recognised (bridge/store/held_messages.h). */
-                if (bounded.qos > 0 && !bounded.retain)
-                    held_messages_add(bounded.message_id, bounded.topic, bounded.payload,
-                                      bounded.payload_length);
-                break;
-            }
-            metrics_count("butler_spool_refused_total", "",
-                          "Messages the spool could not take (full or failing); held back");
-            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,
-                            "spool cannot take %s (%s); holding it until there is room",
-                            message->topic, butler_status_str(status));
-            if (atomic_load(&runtime->stopping) || status == BUTLER_ERR_TOO_LARGE) {
-                /* Not recorded: the PUBACK libmosquitto has queued must never
-                 * reach the broker, so cut the connection before returning;
-                 * the broker keeps the message for the session. */
-                mqtt_link_abort_connection(runtime->link);
-                free(record);
-                topic_message_free(queued->message);
-                free(queued);
-                return;
-            }
-            struct timespec pause = {0, 100 * 1000000L};
-            nanosleep(&pause, NULL);
-        }
+        unsigned char *record = topics_message_record(family->name, copy, &record_length);
+        enum butler_status status =
+            record ? spool_add(runtime->spool, record, record_length, &copy->spool_id)
+                   : BUTLER_ERR_NOMEM;
+        /* Should this PUBACK be lost, the broker's resend is recognised
+         * (bridge/store/held_messages.h). */
+        if (status == BUTLER_OK && bounded.qos > 0 && !bounded.retain)
+            held_messages_add(bounded.message_id, bounded.topic, bounded.payload,
+                              bounded.payload_length);
         free(record);
-    }
-    /* Backpressure: wait for room rather than acknowledge what we cannot hold. */
-    for (;;) {
-        enum butler_status status = topics_submit(queued->run, queued->message, SUBMIT_SLICE_MS);
-        if (status == BUTLER_OK) {
-            topics_count(family->name, "queued");
-            free(queued);
+        if (status != BUTLER_OK) {
+            hold_unacknowledged(runtime, family->name, &bounded, butler_status_str(status));
+            topic_message_free(copy); /* not spooled: marks nothing */
             return;
         }
-        if (status == BUTLER_ERR_FULL) {
-            LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "worker queue full; holding %s",
-                            message->topic);
-            continue;
+    }
+    enum butler_status status = feeder_push(family->run, copy);
+    if (status != BUTLER_OK) {
+        if (copy->spool_id == 0) {
+            hold_unacknowledged(runtime, family->name, &bounded, butler_status_str(status));
+            topic_message_free(copy);
+            return;
         }
-        LOG_WARN(MODULE, "not accepting %s: %s", message->topic, butler_status_str(status));
-        topic_message_keep(queued->message); /* recorded: replayed at the next start */
-        topic_message_free(queued->message);
-        free(queued);
+        /* Recorded (so acknowledged) but the feeder cannot take it now: the
+         * spool replays it at the next start. */
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,
+                        "%s is in the spool but cannot be queued now (%s); it runs after the "
+                        "next start",
+                        message->topic, butler_status_str(status));
+        topics_count(family->name, "deferred");
+        topic_message_keep(copy);
+        topic_message_free(copy);
         return;
     }
+    topics_count(family->name, "queued");
 }
 
 bool topics_family_overlaps(const char *filter)
@@ -284,15 +276,10 @@ enum butler_status topics_setup(struct butler_runtime *runtime)
 
 struct recovery {
     struct butler_runtime *runtime;
-    struct queued_message **items;
-    size_t count, capacity;
+    size_t replayed;
     size_t malformed;
     size_t events; /* Sense event messages handed to topics/events.c */
 };
-
-static struct recovery recovered_work;
-static pthread_t replay_thread;
-static bool replay_thread_started;
 
 static topic_family_run family_by_name(const char *name)
 {
@@ -302,7 +289,8 @@ static topic_family_run family_by_name(const char *name)
     return NULL;
 }
 
-/* Spool callback (start-up, main thread): data is valid only during the call. */
+/* Spool callback (start-up, main thread): data is valid only during the call.
+ * Unfinished work goes to the feeder, in spool order, before anything new. */
 static void on_recovered(void *context, const struct spool_recovered *entry)
 {
     struct recovery *recovery = context;
@@ -331,29 +319,14 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
         return;
     }
     topic_family_run run = message ? family_by_name(family) : NULL;
-    struct queued_message *queued = run ? calloc(1, sizeof *queued) : NULL;
-    if (queued && recovery->count == recovery->capacity) {
-        size_t grown = recovery->capacity ? recovery->capacity * 2 : 64;
-        struct queued_message **bigger = realloc(recovery->items, grown * sizeof *bigger);
-        if (bigger) {
-            recovery->items = bigger;
-            recovery->capacity = grown;
-        }
-    }
-    if (queued == NULL || recovery->count == recovery->capacity) {
+    if (run == NULL) {
         /* Leave it in the spool (not marked done): the next start tries again. */
         recovery->malformed++;
-        free(queued);
-        if (message)
-            topic_message_keep(message);
-        topic_message_free(message);
+        topic_message_free(message); /* spool_id 0: marks nothing */
         return;
     }
     message->spool_id = entry->id;
     message->replay = true;
-    /* The broker may send it again if the PUBACK never left: see held_messages.h. */
-    held_messages_add(message->message_id, message->topic, message->payload,
-                      message->payload_length);
     message->notes = entry->note_count ? calloc(entry->note_count, sizeof *message->notes) : NULL;
     for (size_t i = 0; message->notes && i < entry->note_count; i++) {
         message->notes[i] = malloc(entry->note_lengths[i] + 1);
@@ -363,9 +336,20 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
         message->notes[i][entry->note_lengths[i]] = '\0';
         message->note_count = i + 1;
     }
-    queued->run = run;
-    queued->message = message;
-    recovery->items[recovery->count++] = queued;
+    /* The broker may send it again if the PUBACK never left: see held_messages.h. */
+    held_messages_add(message->message_id, message->topic, message->payload,
+                      message->payload_length);
+    if (run == task_start_run) /* holds its requestId until it runs (task_start.h) */
+        task_start_recovered(recovery->runtime->task_start, message);
+    if ((entry->note_count && message->note_count != entry->note_count) ||
+        feeder_push(run, message) != BUTLER_OK) {
+        /* A replay without all its notes could run twice: the next start. */
+        recovery->malformed++;
+        topic_message_keep(message);
+        topic_message_free(message);
+        return;
+    }
+    recovery->replayed++;
 }
 
 enum butler_status topics_recover(struct butler_runtime *runtime)
@@ -377,62 +361,33 @@ enum butler_status topics_recover(struct butler_runtime *runtime)
         .max_bytes = (uint64_t)config->spool.max_bytes,
         .done_retention_ms = (uint64_t)config->task_start.dedup_ttl_s * 1000u,
         .max_done_entries = (uint64_t)config->task_start.dedup_max_requests,
+        /* The network thread adds and finishes records: it must never
+         * compact. The feeder thread does (topics/feeder.c). */
+        .compact_in_housekeeping = true,
     };
-    recovered_work = (struct recovery){.runtime = runtime};
-    enum butler_status status =
-        spool_open(&options, on_recovered, &recovered_work, &runtime->spool);
+    struct recovery recovery = {.runtime = runtime};
+    enum butler_status status = spool_open(&options, on_recovered, &recovery, &runtime->spool);
     if (status != BUTLER_OK) {
         LOG_ERROR(MODULE, "cannot open the spool in %s: %s", config->spool.dir,
                   butler_status_str(status));
         return status;
     }
-    if (recovered_work.events)
+    if (recovery.events)
         LOG_INFO(MODULE, "%zu Sense event message(s) from the spool will be published",
-                 recovered_work.events);
-    if (recovered_work.malformed)
+                 recovery.events);
+    if (recovery.replayed)
+        LOG_INFO(MODULE, "replaying %zu item(s) from the spool", recovery.replayed);
+    if (recovery.malformed)
         LOG_WARN(MODULE, "%zu spooled item(s) could not be replayed now; kept for the next start",
-                 recovered_work.malformed);
+                 recovery.malformed);
     return BUTLER_OK;
-}
-
-/* Feed recovered work to the pool without holding up start-up or shutdown:
- * workers may wait for the broker, so the queue can stay full for a while. */
-static void *replay_main(void *argument)
-{
-    struct butler_runtime *runtime = argument;
-    size_t next = 0;
-    while (next < recovered_work.count && !atomic_load(&runtime->stopping)) {
-        struct queued_message *queued = recovered_work.items[next];
-        enum butler_status status = topics_submit(queued->run, queued->message, SUBMIT_SLICE_MS);
-        if (status == BUTLER_OK) {
-            free(queued);
-            next++;
-        } else if (status != BUTLER_ERR_FULL)
-            break;
-    }
-    if (next)
-        LOG_INFO(MODULE, "replayed %zu item(s) from the spool", next);
-    for (; next < recovered_work.count; next++) {
-        topic_message_keep(recovered_work.items[next]->message);
-        topic_message_free(recovered_work.items[next]->message);
-        free(recovered_work.items[next]);
-    }
-    free(recovered_work.items);
-    recovered_work.items = NULL;
-    recovered_work.count = 0;
-    return NULL;
 }
 
 void topics_replay(struct butler_runtime *runtime)
 {
     route_influxdb_start(); /* the spool is open and read: batches found in it can go */
-    if (recovered_work.count == 0) {
-        free(recovered_work.items);
-        recovered_work.items = NULL;
-        return;
-    }
-    if (pthread_create(&replay_thread, NULL, replay_main, runtime) == 0)
-        replay_thread_started = true;
+    if (feeder_start(runtime) != BUTLER_OK)
+        LOG_ERROR(MODULE, "cannot start the feeder thread: spooled work waits for the next start");
 }
 
 void topics_stop_intake(struct butler_runtime *runtime)
@@ -442,15 +397,12 @@ void topics_stop_intake(struct butler_runtime *runtime)
 
 void topics_stop_replay(void)
 {
-    if (replay_thread_started) {
-        pthread_join(replay_thread, NULL);
-        replay_thread_started = false;
-    }
+    feeder_stop_feeding();
 }
 
 void topics_teardown(void)
 {
-    topics_stop_replay();
+    feeder_stop(); /* after the link: nothing pushes any more */
     held_messages_clear();
     route_influxdb_stop(); /* its open batch goes to the spool, dead letters still publish */
     publish_teardown();    /* before the spool closes: unanswered work stays in it */

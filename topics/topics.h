@@ -37,9 +37,11 @@ void topics_worker_cleanup(void *worker_state, void *context);
  * recently finished work to the families that de-duplicate. Start-up only,
  * after the worker pool exists. */
 enum butler_status topics_recover(struct butler_runtime *runtime);
-/* Queue the recovered work (from a short-lived thread). After the link starts. */
+/* Start the feeder thread (topics/feeder.h), which hands the recovered work
+ * and then every consumed message to the workers. After the link starts. */
 void topics_replay(struct butler_runtime *runtime);
-/* Wait for the replay thread (it stops once the pool stops accepting). */
+/* Stop handing work to the workers (shutdown; what is left stays in the
+ * spool). The thread itself is joined by topics_teardown. */
 void topics_stop_replay(void);
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge/core/clock.h"
 #include "bridge/core/json.h"
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
@@ -252,13 +253,72 @@ enum butler_status qrs_find_tasks(struct qrs_client *client, const char *filter,
     return status;
 }
 
+/*
+ * A start call (one task or many) whose retries first ask QRS whether an
+ * earlier attempt got through: a timeout or a broken connection does not say
+ * QRS refused the start, and a short task started twice is the defect this
+ * prevents. The licence DELETE path makes the same check before retrying.
+ */
+struct checked_start {
+    struct qrs_attempt *call;
+    const char *const *task_ids;
+    size_t count;
+    uint64_t since_wall_ms; /* just before the first attempt */
+};
+
+static enum butler_status checked_start_once(void *context, int attempt, long *retry_after_s)
+{
+    struct checked_start *start = context;
+    if (attempt == 1)
+        start->since_wall_ms = clock_wall_ms();
+    /* Only a failure that does not say QRS refused can hide an accepted start:
+     * no answer at all (a timeout, a broken connection) or a gateway's 502/504.
+     * An answer from QRS itself (a 503 or 429, say) is a refusal: retry as is. */
+    long last_status = start->call->result->http_status;
+    bool unclear = last_status == 0 || last_status == 502 || last_status == 504;
+    for (size_t i = 0; attempt > 1 && unclear && i < start->count; i++) {
+        bool started = false;
+        /* On doubt (QRS cannot tell) the start is sent again: a rare double
+         * start beats a lost one, as for a replay. */
+        if (qrs_task_started_since(start->call->client, start->task_ids[i], start->since_wall_ms,
+                                   &started) == BUTLER_OK &&
+            started) {
+            start->call->result->verified = true;
+            metrics_count("butler_qrs_start_retry_verified_total", "",
+                          "QRS start calls not sent again because QRS confirmed an unanswered "
+                          "attempt had started the task");
+            LOG_WARN(MODULE,
+                     "task %s started after an unanswered attempt (%s); not sending the "
+                     "start again",
+                     start->task_ids[i], start->call->response->error);
+            return BUTLER_OK;
+        }
+    }
+    return qrs_attempt_once(start->call, attempt, retry_after_s);
+}
+
+static enum butler_status qrs_call_body(struct qrs_client *client, const char *method,
+                                        const char *route, const char *path_and_query,
+                                        const char *body, struct http_response *response,
+                                        struct qrs_result *result, struct checked_start *checked);
+static enum butler_status qrs_post_checked(struct qrs_client *client, const char *route,
+                                           const char *path_and_query, const char *body,
+                                           cJSON **json_out, struct qrs_result *result,
+                                           struct checked_start *checked);
+
 enum butler_status qrs_task_start(struct qrs_client *client, const char *task_id,
                                   struct qrs_result *result)
 {
     char path[128];
     struct http_response response = {.retry_after_s = -1};
     snprintf(path, sizeof path, "task/%s/start", task_id);
-    enum butler_status status = qrs_call(client, "POST", "task/start", path, &response, result);
+    const char *ids[1] = {task_id};
+    struct checked_start checked = {.task_ids = ids, .count = 1};
+    enum butler_status status =
+        qrs_call_body(client, "POST", "task/start", path, NULL, &response, result, &checked);
+    if (status != BUTLER_OK)
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "POST task/start failed after %d attempt(s): %s",
+                        result->attempts, result->error);
     if (status == BUTLER_ERR_REMOTE && (response.status == 404 || response.status == 400))
         status = BUTLER_ERR_NOT_FOUND;
     http_response_clear(&response);
@@ -295,18 +355,21 @@ enum butler_status qrs_task_start_many(struct qrs_client *client, const char *co
     }
     body[used++] = ']';
     body[used] = '\0';
-    status = qrs_post(client, "task/start/many", "task/start/many", body, &answer, result);
+    struct checked_start checked = {.task_ids = task_ids, .count = count};
+    status = qrs_post_checked(client, "task/start/many", "task/start/many", body, &answer, result,
+                              &checked);
 out:
     cJSON_Delete(answer);
     free(body);
     return status;
 }
 
-/* qrs_call with a request body (change subscriptions). */
+/* qrs_call with a request body (change subscriptions, starts); `checked`
+ * (may be NULL) makes it a start call checked before each retry. */
 static enum butler_status qrs_call_body(struct qrs_client *client, const char *method,
                                         const char *route, const char *path_and_query,
                                         const char *body, struct http_response *response,
-                                        struct qrs_result *result)
+                                        struct qrs_result *result, struct checked_start *checked)
 {
     memset(result, 0, sizeof *result);
     if (!qrs_enabled(client->config)) {
@@ -315,8 +378,15 @@ static enum butler_status qrs_call_body(struct qrs_client *client, const char *m
     }
     struct qrs_attempt call = {client,   method, route, path_and_query,
                                response, result, body,  body ? strlen(body) : 0};
-    enum butler_status status =
-        retry_run(&client->retry, client->should_stop, qrs_attempt_once, &call, &result->attempts);
+    enum butler_status status;
+    if (checked) {
+        checked->call = &call;
+        status = retry_run(&client->retry, client->should_stop, checked_start_once, checked,
+                           &result->attempts);
+    } else {
+        status = retry_run(&client->retry, client->should_stop, qrs_attempt_once, &call,
+                           &result->attempts);
+    }
     if (status != BUTLER_OK && response->error[0])
         snprintf(result->error, sizeof result->error, "QRS %s %s: %s%s%.120s", method, route,
                  response->error, response->body && response->body[0] ? ": " : "",
@@ -328,10 +398,18 @@ enum butler_status qrs_post(struct qrs_client *client, const char *route,
                             const char *path_and_query, const char *body, cJSON **json_out,
                             struct qrs_result *result)
 {
+    return qrs_post_checked(client, route, path_and_query, body, json_out, result, NULL);
+}
+
+static enum butler_status qrs_post_checked(struct qrs_client *client, const char *route,
+                                           const char *path_and_query, const char *body,
+                                           cJSON **json_out, struct qrs_result *result,
+                                           struct checked_start *checked)
+{
     struct http_response response = {.retry_after_s = -1};
     *json_out = NULL;
     enum butler_status status =
-        qrs_call_body(client, "POST", route, path_and_query, body, &response, result);
+        qrs_call_body(client, "POST", route, path_and_query, body, &response, result, checked);
     if (status == BUTLER_ERR_REMOTE && (response.status == 404 || response.status == 400))
         status = BUTLER_ERR_NOT_FOUND;
     if (status == BUTLER_OK && response.body_length > 0) {
@@ -351,9 +429,56 @@ enum butler_status qrs_delete(struct qrs_client *client, const char *route,
 {
     struct http_response response = {.retry_after_s = -1};
     enum butler_status status =
-        qrs_call_body(client, "DELETE", route, path_and_query, NULL, &response, result);
+        qrs_call_body(client, "DELETE", route, path_and_query, NULL, &response, result, NULL);
     if (status == BUTLER_ERR_REMOTE && (response.status == 404 || response.status == 400))
         status = BUTLER_ERR_NOT_FOUND;
     http_response_clear(&response);
     return status;
+}
+
+enum butler_status qrs_task_started_since(struct qrs_client *client, const char *task_id,
+                                          uint64_t since_wall_ms, bool *started)
+{
+    char filter[64];
+    snprintf(filter, sizeof filter, "id eq %s", task_id);
+    cJSON *tasks = NULL;
+    struct qrs_result result;
+    *started = false;
+    enum butler_status status = qrs_find_tasks(client, filter, &tasks, &result);
+    if (status != BUTLER_OK)
+        return status;
+    const cJSON *operational =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tasks, 0), "operational");
+    const cJSON *last = cJSON_GetObjectItemCaseSensitive(operational, "lastExecutionResult");
+    const cJSON *start = cJSON_GetObjectItemCaseSensitive(last, "startTime");
+    const cJSON *run_status = cJSON_GetObjectItemCaseSensitive(last, "status");
+    uint64_t start_ms = 0;
+    bool since = cJSON_IsString(start) && clock_parse_iso8601(start->valuestring, &start_ms) &&
+                 start_ms >= since_wall_ms;
+    /* Triggered, started, queued, aborting, retrying, distributing: a run is under way. */
+    int code = cJSON_IsNumber(run_status) ? run_status->valueint : 0;
+    bool running = code == 1 || code == 2 || code == 3 || code == 4 || code == 5 || code == 10 ||
+                   code == 13 || code == 14;
+    *started = since || running;
+    cJSON_Delete(tasks);
+    return BUTLER_OK;
+}
+
+void qrs_plain_reason(enum butler_status status, const struct qrs_result *result, char *out,
+                      size_t out_size)
+{
+    if (status == BUTLER_ERR_REMOTE && result->error[0] != '\0' && result->http_status == 0 &&
+        strstr(result->error, "not configured") != NULL)
+        snprintf(out, out_size, "QRS is not configured (qrs.url is empty)");
+    else if (result->http_status >= 400)
+        snprintf(out, out_size, "QRS answered HTTP %ld", result->http_status);
+    else if (status == BUTLER_ERR_TIMEOUT ||
+             (status == BUTLER_ERR_RETRYABLE && strstr(result->error, "imeout") != NULL))
+        snprintf(out, out_size, "QRS did not answer in time");
+    else if (status == BUTLER_ERR_RETRYABLE || status == BUTLER_ERR_IO)
+        snprintf(out, out_size, "QRS could not be reached");
+    else if (status == BUTLER_ERR_SHUTDOWN)
+        snprintf(out, out_size, "Butler is stopping");
+    else
+        snprintf(out, out_size, "QRS call failed (%s)", butler_status_str(status));
 }

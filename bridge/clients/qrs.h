@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stddef.h>
 
 #include "bridge/clients/http_client.h"
@@ -24,7 +25,10 @@ struct qrs_client;
 struct qrs_result {
     long http_status; /* last HTTP status, 0 if none arrived */
     int attempts;
-    char error[256]; /* human-readable reason when not BUTLER_OK */
+    char error[256]; /* human-readable reason when not BUTLER_OK; may name hosts and
+                      * ports: for the log, never for an answer (qrs_plain_reason) */
+    bool verified;   /* a start: an attempt went unanswered and QRS confirmed the task
+                      * started since, so it was not sent again */
 };
 
 enum butler_status qrs_client_create(const struct butler_config *config, bool (*should_stop)(void),
@@ -43,7 +47,11 @@ enum butler_status qrs_get(struct qrs_client *client, const char *path, const ch
                            cJSON **json_out, struct qrs_result *result);
 
 /* POST /qrs/task/{id}/start. 204/2xx -> OK; 404 or 400 -> BUTLER_ERR_NOT_FOUND
- * (no such task); retryable failures are retried per the `retry` section. */
+ * (no such task); retryable failures are retried per the `retry` section, but
+ * an attempt that got no clear refusal (a timeout, a broken connection, a 5xx)
+ * may have been accepted: before each retry QRS is asked whether the task
+ * started since the first attempt (qrs_task_started_since), and if so it is
+ * not sent again (result->verified). */
 enum butler_status qrs_task_start(struct qrs_client *client, const char *task_id,
                                   struct qrs_result *result);
 
@@ -55,6 +63,8 @@ enum butler_status qrs_task_start(struct qrs_client *client, const char *task_id
  * tasks one by one to learn which); retried per the `retry` section.
  */
 enum { QRS_START_MANY_MAX = 1000 };
+/* (The same check before each retry: one call is accepted as a whole or not at
+ * all, so any listed task started since the first attempt means it was.) */
 enum butler_status qrs_task_start_many(struct qrs_client *client, const char *const *task_ids,
                                        size_t count, struct qrs_result *result);
 
@@ -75,6 +85,21 @@ enum butler_status qrs_delete(struct qrs_client *client, const char *route,
 /* GET /qrs/task/full?filter=...; *tasks_out is a JSON array owned by the caller. */
 enum butler_status qrs_find_tasks(struct qrs_client *client, const char *filter, cJSON **tasks_out,
                                   struct qrs_result *result);
+
+/*
+ * Did task `task_id` start at or after `since_wall_ms` (its last execution's
+ * startTime), or is a run of it under way now? BUTLER_OK with *started set;
+ * any other status when QRS could not tell (the caller decides what doubt
+ * means). Thread: the owning worker.
+ */
+enum butler_status qrs_task_started_since(struct qrs_client *client, const char *task_id,
+                                          uint64_t since_wall_ms, bool *started);
+
+/* A reason for an answer, from a failed call's status and result: what QRS
+ * answered or that it could not be reached, never hosts, ports or transport
+ * errors (those stay in the log). Writes into `out`. */
+void qrs_plain_reason(enum butler_status status, const struct qrs_result *result, char *out,
+                      size_t out_size);
 
 /*
  * Write `value` as a QRS filter string literal: single-quoted, with ' and \

@@ -21,6 +21,7 @@
 #include "bridge/ingress/http_command.h"
 #include "bridge/ingress/http_file.h"
 #include "bridge/ingress/http_newrelic.h"
+#include "bridge/ingress/http_users.h"
 #include "bridge/ingress/http_openapi.h"
 #include "bridge/ingress/http_server.h"
 #include "bridge/ingress/http_store.h"
@@ -75,6 +76,8 @@ static const struct route routes[] = {
     {"postNewRelicMetric", "/v4/newrelic/metric", M_POST, "POST", true, http_newrelic_metric},
     {"apiListEnabledEndpoints", "/v4/configfile/endpointsenabled", M_GET, "GET", true,
      handle_endpoints},
+    /* Active users from the Sense proxy (bridge/ingress/http_users.c). */
+    {"getActiveUsers", "/v4/activeusers", M_GET, "GET", true, http_users_active},
     {"base62ToBase16", "/v4/base62tobase16", M_GET, "GET", true, handle_base62_to_base16},
     {"base16ToBase62", "/v4/base16tobase62", M_GET, "GET", true, handle_base16_to_base62},
     /* Key-value store and schedules (bridge/ingress/http_store.c). Several routes may

@@ -12,6 +12,8 @@
 #define _GNU_SOURCE
 #include "bridge/ingress/udp_ingress.h"
 
+#include "bridge/ingress/proxy_datagram.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -62,14 +64,47 @@ struct allow_entry {
     uint32_t network, mask;
 };
 
+/* Which datagrams a port takes; decides the parser, the event type, the
+ * sink and the metric names. */
+enum port_kind {
+    PORT_SCHEDULER,
+    PORT_PROXY,
+};
+
+struct port_spec {
+    enum port_kind kind;
+    const char *listen;
+    const char *listen_key; /* for log lines: "udp.listen" */
+    const struct config_string_list *allowed;
+    const char *allowed_key;
+    const char *metric_prefix; /* "butler_udp" */
+    const char *queue_label;   /* butler_queue_depth{queue="..."} */
+    bool dedup;
+};
+
+/* Ring entries: one heap block each, the event holding only its used bytes. */
 struct queued_event {
     uint64_t received_wall_ms;
     struct sense_event event;
 };
+struct queued_proxy {
+    uint64_t received_wall_ms;
+    struct proxy_event event;
+};
+
+/* The parse target of the socket thread. */
+union scratch_event {
+    struct sense_event sense;
+    struct proxy_event proxy;
+};
 
 struct udp_ingress {
     const struct butler_config *config;
-    struct udp_ingress_sink sink;
+    struct port_spec spec;
+    struct udp_ingress_sink sink;     /* PORT_SCHEDULER */
+    struct udp_proxy_sink proxy_sink; /* PORT_PROXY */
+    void (*idle)(void *context);      /* the kind's sink idle and context */
+    void *sink_context;
     int fd;
     size_t max_bytes;
     uint64_t dedup_ttl_ms;
@@ -77,8 +112,9 @@ struct udp_ingress {
     struct allow_entry allow[ALLOW_MAX];
     size_t allow_count;
 
-    /* Ring: slots[head .. head+count) hold compact copies (queued_event_copy). */
-    struct queued_event **slots;
+    /* Ring: slots[head .. head+count) hold compact copies (queued_*_copy):
+     * struct queued_event on the scheduler port, queued_proxy on the proxy port. */
+    void **slots;
     size_t head, count;
     pthread_mutex_t mutex;
     pthread_cond_t not_empty;
@@ -92,7 +128,7 @@ struct udp_ingress {
     struct mmsghdr messages[RECV_BATCH];
     struct iovec iov[RECV_BATCH];
     struct sockaddr_in sources[RECV_BATCH];
-    struct sense_event *scratch; /* parse target; queued as a compact copy */
+    union scratch_event *scratch; /* parse target; queued as a compact copy */
 
     struct metric *received_total, *accepted_total, *utf8_replaced_total, *depth_gauge;
     struct metric *dropped[DROP_KIND_COUNT];
@@ -187,6 +223,52 @@ static struct queued_event *queued_event_copy(const struct sense_event *event, u
     return copy;
 }
 
+static struct queued_proxy *queued_proxy_copy(const struct proxy_event *event, uint64_t received)
+{
+    size_t used = offsetof(struct queued_proxy, event.storage) + event->storage_used;
+    struct queued_proxy *copy = malloc(used);
+    if (copy == NULL)
+        return NULL;
+    copy->received_wall_ms = received;
+    memcpy(&copy->event, event, offsetof(struct proxy_event, storage) + event->storage_used);
+    for (size_t i = 0; i < PROXY_FIELD_COUNT; i++)
+        copy->event.fields[i] = copy->event.storage + (event->fields[i] - event->storage);
+    return copy;
+}
+
+/* What the socket thread needs to know of a parsed datagram, whatever its kind. */
+struct parsed {
+    enum udp_drop_reason reason;
+    bool sanitized, utf8_replaced;
+    const char *dedup_key; /* NULL or "" = none */
+};
+
+static struct parsed parse_datagram(struct udp_ingress *ingress, const unsigned char *data,
+                                    size_t length)
+{
+    struct parsed parsed = {0};
+    if (ingress->spec.kind == PORT_PROXY) {
+        struct proxy_event *event = &ingress->scratch->proxy;
+        parsed.reason = proxy_parse(data, length, ingress->max_bytes, event);
+        parsed.sanitized = event->sanitized;
+        parsed.utf8_replaced = event->utf8_replaced;
+        return parsed;
+    }
+    struct sense_event *event = &ingress->scratch->sense;
+    parsed.reason = udp_parse(data, length, ingress->max_bytes, event);
+    parsed.sanitized = event->sanitized;
+    parsed.utf8_replaced = event->utf8_replaced;
+    parsed.dedup_key = event->fields[SENSE_FIELD_EXECUTION_ID];
+    return parsed;
+}
+
+static void *scratch_copy(struct udp_ingress *ingress, uint64_t received)
+{
+    if (ingress->spec.kind == PORT_PROXY)
+        return queued_proxy_copy(&ingress->scratch->proxy, received);
+    return queued_event_copy(&ingress->scratch->sense, received);
+}
+
 /*
  * Handle one received datagram on the socket thread: allow-list, parse into
  * scratch, de-duplicate, commit a compact copy to the tail slot.
@@ -207,26 +289,33 @@ static void handle_datagram(struct udp_ingress *ingress, const unsigned char *da
     size_t tail = (ingress->head + ingress->count) % UDP_QUEUE_MAX;
     pthread_mutex_unlock(&ingress->mutex);
     /* Only this thread adds, so the tail slot stays free until we commit. */
-    struct sense_event *event = ingress->scratch;
-    enum udp_drop_reason reason =
-        truncated ? UDP_DROP_SIZE : udp_parse(data, length, ingress->max_bytes, event);
-    if (reason != UDP_DROP_NONE) {
-        count_drop(ingress, (int)reason, source_text);
+    struct parsed parsed = {.reason = UDP_DROP_SIZE};
+    if (!truncated)
+        parsed = parse_datagram(ingress, data, length);
+    if (parsed.reason != UDP_DROP_NONE) {
+        count_drop(ingress, (int)parsed.reason, source_text);
         return;
     }
-    if (event->sanitized)
+    if (parsed.sanitized)
         LOG_RATELIMITED(LOG_LEVEL_INFO, MODULE,
                         "datagram from %s sanitised (control characters or over-long fields)",
                         source_text);
-    if (event->utf8_replaced)
+    if (parsed.utf8_replaced)
         LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
                         "datagram from %s is not valid UTF-8: decoded with U+FFFD (is the "
                         "appender's encoding utf-8?)",
                         source_text);
-    const char *execution_id = event->fields[SENSE_FIELD_EXECUTION_ID];
-    bool keyed = execution_id[0] != '\0' && ingress->dedup_ttl_ms > 0;
-    if (keyed && expiring_map_insert_new(ingress->dedup, execution_id, NULL, ingress->dedup_ttl_ms,
-                                         NULL) != BUTLER_OK) {
+    const char *execution_id = parsed.dedup_key;
+    bool keyed =
+        ingress->spec.dedup && execution_id && execution_id[0] != '\0' && ingress->dedup_ttl_ms > 0;
+    /* Keyed by outcome too: a success and a distribute datagram of one
+     * execution are two events (execution_ids.h). */
+    char key[EXECUTION_IDS_KEY_MAX] = "";
+    if (keyed)
+        execution_ids_key(execution_id, sense_event_outcome(ingress->scratch->sense.type), key,
+                          sizeof key);
+    if (keyed && expiring_map_insert_new(ingress->dedup, key, NULL, ingress->dedup_ttl_ms, NULL) !=
+                     BUTLER_OK) {
         count_drop(ingress, DROP_DUPLICATE, source_text);
         return;
     }
@@ -235,19 +324,19 @@ static void handle_datagram(struct udp_ingress *ingress, const unsigned char *da
          * full ring means the disk cannot keep up either. The ExecutionId is
          * released so a resend is not taken for a duplicate. */
         if (keyed)
-            expiring_map_remove(ingress->dedup, execution_id);
+            expiring_map_remove(ingress->dedup, key);
         count_drop(ingress, DROP_QUEUE_FULL, source_text);
         return;
     }
-    struct queued_event *copy = queued_event_copy(event, now_wall);
+    void *copy = scratch_copy(ingress, now_wall);
     if (copy == NULL) {
         if (keyed)
-            expiring_map_remove(ingress->dedup, execution_id);
+            expiring_map_remove(ingress->dedup, key);
         count_drop(ingress, DROP_QUEUE_FULL, source_text);
         return;
     }
     metrics_add(ingress->accepted_total, 1);
-    if (event->utf8_replaced)
+    if (parsed.utf8_replaced)
         metrics_add(ingress->utf8_replaced_total, 1);
     pthread_mutex_lock(&ingress->mutex);
     ingress->slots[tail] = copy;
@@ -305,6 +394,27 @@ static void sleep_ms(long ms)
     nanosleep(&pause, NULL);
 }
 
+/* Offer a ring entry to the port's sink (deliver), or take it for later (spill). */
+static enum butler_status offer(struct udp_ingress *ingress, void *slot, bool spill)
+{
+    if (ingress->spec.kind == PORT_PROXY) {
+        struct queued_proxy *entry = slot;
+        const struct udp_proxy_sink *sink = &ingress->proxy_sink;
+        return spill ? sink->spill(&entry->event, entry->received_wall_ms, sink->context)
+                     : sink->deliver(&entry->event, entry->received_wall_ms, sink->context);
+    }
+    struct queued_event *entry = slot;
+    const struct udp_ingress_sink *sink = &ingress->sink;
+    return spill ? sink->spill(&entry->event, entry->received_wall_ms, sink->context)
+                 : sink->deliver(&entry->event, entry->received_wall_ms, sink->context);
+}
+
+static bool can_spill(const struct udp_ingress *ingress)
+{
+    return ingress->spec.kind == PORT_PROXY ? ingress->proxy_sink.spill != NULL
+                                            : ingress->sink.spill != NULL;
+}
+
 /* Publisher thread: hand the head event to the sink until stopped. */
 static void *publisher_main(void *argument)
 {
@@ -319,30 +429,26 @@ static void *publisher_main(void *argument)
             idle = ingress->count == 0;
         }
         size_t count = ingress->count;
-        struct queued_event *slot = count ? ingress->slots[ingress->head] : NULL;
+        void *slot = count ? ingress->slots[ingress->head] : NULL;
         pthread_mutex_unlock(&ingress->mutex);
         metrics_set(ingress->depth_gauge, (int64_t)count);
-        if (idle && ingress->sink.idle)
-            ingress->sink.idle(ingress->sink.context);
+        if (idle && ingress->idle)
+            ingress->idle(ingress->sink_context);
         if (slot == NULL) {
             if (atomic_load(&ingress->stop_socket))
                 break; /* socket closed and nothing left */
             continue;
         }
         bool drop_rest = atomic_load(&ingress->stop_publisher);
-        enum butler_status status =
-            drop_rest ? BUTLER_ERR_SHUTDOWN
-                      : ingress->sink.deliver(&slot->event, slot->received_wall_ms,
-                                              ingress->sink.context);
+        enum butler_status status = drop_rest ? BUTLER_ERR_SHUTDOWN : offer(ingress, slot, false);
         bool later = status == BUTLER_ERR_NOT_CONNECTED || status == BUTLER_ERR_FULL ||
                      status == BUTLER_ERR_TIMEOUT;
         /* Broker away, ring filling up, or stopping: to the spool, so the
          * ring keeps draining and a crash loses nothing. */
-        if (ingress->sink.spill &&
+        if (can_spill(ingress) &&
             (status == BUTLER_ERR_NOT_CONNECTED || status == BUTLER_ERR_SHUTDOWN ||
              (later && count > UDP_SPILL_THRESHOLD))) {
-            enum butler_status spilled =
-                ingress->sink.spill(&slot->event, slot->received_wall_ms, ingress->sink.context);
+            enum butler_status spilled = offer(ingress, slot, true);
             if (spilled == BUTLER_ERR_FULL) {
                 count_drop(ingress, DROP_SPOOL_FULL, "queue");
                 status = BUTLER_OK; /* counted: take it off the ring */
@@ -356,8 +462,8 @@ static void *publisher_main(void *argument)
         }
         if (later) {
             /* Keep it at the head; the broker or the outbound window will come back. */
-            if (ingress->sink.idle)
-                ingress->sink.idle(ingress->sink.context);
+            if (ingress->idle)
+                ingress->idle(ingress->sink_context);
             sleep_ms(RETRY_PAUSE_MS);
             continue;
         }
@@ -384,40 +490,56 @@ size_t udp_ingress_depth(struct udp_ingress *ingress)
     return count;
 }
 
+/* The port's counter `<prefix>_<suffix>` (e.g. butler_udp_proxy_received_total). */
+static struct metric *port_metric(const struct udp_ingress *ingress, const char *suffix,
+                                  const char *labels, enum metric_kind type, const char *help)
+{
+    char name[96];
+    snprintf(name, sizeof name, "%s_%s", ingress->spec.metric_prefix, suffix);
+    return metrics_get(name, labels, type, help);
+}
+
 static void register_metrics(struct udp_ingress *ingress)
 {
-    ingress->received_total = metrics_get("butler_udp_received_total", "", METRIC_COUNTER,
-                                          "UDP datagrams received from log appenders");
-    ingress->accepted_total = metrics_get("butler_udp_accepted_total", "", METRIC_COUNTER,
-                                          "UDP datagrams accepted as events");
-    ingress->utf8_replaced_total = metrics_get(
-        "butler_udp_utf8_replaced_total", "", METRIC_COUNTER,
+    bool proxy = ingress->spec.kind == PORT_PROXY;
+    ingress->received_total =
+        port_metric(ingress, "received_total", "", METRIC_COUNTER,
+                    proxy ? "UDP datagrams received from the Sense proxy's log appender"
+                          : "UDP datagrams received from log appenders");
+    ingress->accepted_total = port_metric(ingress, "accepted_total", "", METRIC_COUNTER,
+                                          proxy ? "Proxy datagrams accepted as events"
+                                                : "UDP datagrams accepted as events");
+    ingress->utf8_replaced_total = port_metric(
+        ingress, "utf8_replaced_total", "", METRIC_COUNTER,
         "UDP datagrams accepted although not valid UTF-8 (bad bytes decoded as U+FFFD)");
-    ingress->depth_gauge = metrics_get("butler_queue_depth", "queue=\"udp\"", METRIC_GAUGE,
-                                       "Items waiting in a bounded queue");
+    char labels[64];
+    snprintf(labels, sizeof labels, "queue=\"%s\"", ingress->spec.queue_label);
+    ingress->depth_gauge =
+        metrics_get("butler_queue_depth", labels, METRIC_GAUGE, "Items waiting in a bounded queue");
     for (int kind = UDP_DROP_SIZE; kind < DROP_KIND_COUNT; kind++) {
-        char labels[64];
+        if (!ingress->spec.dedup && kind == DROP_DUPLICATE)
+            continue;
         snprintf(labels, sizeof labels, "reason=\"%s\"", drop_name(kind));
-        ingress->dropped[kind] = metrics_get("butler_udp_dropped_total", labels, METRIC_COUNTER,
-                                             "UDP datagrams dropped, by reason");
+        ingress->dropped[kind] = port_metric(ingress, "dropped_total", labels, METRIC_COUNTER,
+                                             proxy ? "Proxy datagrams dropped, by reason"
+                                                   : "UDP datagrams dropped, by reason");
     }
 }
 
 /* Allow-list from config; IPv6 entries cannot match an IPv4 socket. */
 static enum butler_status load_allow_list(struct udp_ingress *ingress)
 {
-    const struct config_string_list *list = &ingress->config->udp.allowed_sources;
+    const struct config_string_list *list = ingress->spec.allowed;
     for (size_t i = 0; i < list->count; i++) {
         uint32_t network, mask;
         if (udp_parse_cidr(list->items[i], &network, &mask) != BUTLER_OK) {
             LOG_WARN(MODULE,
-                     "udp.allowed_sources: \"%s\" is not IPv4; it cannot match the IPv4 "
-                     "socket and is ignored",
-                     list->items[i]);
+                     "%s: \"%s\" is not IPv4; it cannot match the IPv4 socket and is ignored",
+                     ingress->spec.allowed_key, list->items[i]);
             continue;
         }
         if (ingress->allow_count >= ALLOW_MAX) {
-            LOG_ERROR(MODULE, "udp.allowed_sources: more than %d entries", ALLOW_MAX);
+            LOG_ERROR(MODULE, "%s: more than %d entries", ingress->spec.allowed_key, ALLOW_MAX);
             return BUTLER_ERR_TOO_LARGE;
         }
         ingress->allow[ingress->allow_count++] = (struct allow_entry){network, mask};
@@ -433,9 +555,9 @@ static enum butler_status load_allow_list(struct udp_ingress *ingress)
 static enum butler_status open_socket(struct udp_ingress *ingress)
 {
     struct sockaddr_in address;
-    if (parse_listen(ingress->config->udp.listen, &address) != BUTLER_OK) {
-        LOG_ERROR(MODULE, "udp.listen \"%s\": expected IPv4-host:port",
-                  ingress->config->udp.listen);
+    if (parse_listen(ingress->spec.listen, &address) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "%s \"%s\": expected IPv4-host:port", ingress->spec.listen_key,
+                  ingress->spec.listen);
         return BUTLER_ERR_INVALID;
     }
     ingress->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -452,26 +574,26 @@ static enum butler_status open_socket(struct udp_ingress *ingress)
     socklen_t actual_length = sizeof actual;
     getsockopt(ingress->fd, SOL_SOCKET, SO_RCVBUF, &actual, &actual_length);
     if (bind(ingress->fd, (struct sockaddr *)&address, sizeof address) != 0) {
-        LOG_ERROR(MODULE, "cannot bind udp.listen %s: %s", ingress->config->udp.listen,
+        LOG_ERROR(MODULE, "cannot bind %s %s: %s", ingress->spec.listen_key, ingress->spec.listen,
                   strerror(errno));
         return BUTLER_ERR_IO;
     }
-    LOG_INFO(MODULE, "listening on %s (receive buffer %d bytes, %zu allowed sources)",
-             ingress->config->udp.listen, actual, ingress->allow_count);
+    LOG_INFO(MODULE, "%s: listening on %s (receive buffer %d bytes, %zu allowed sources)",
+             ingress->spec.listen_key, ingress->spec.listen, actual, ingress->allow_count);
     return BUTLER_OK;
 }
 
-enum butler_status udp_ingress_start(const struct butler_config *config,
-                                     const struct udp_ingress_sink *sink, struct udp_ingress **out)
+/*
+ * Start one port: `ingress` (calloc'd, spec and sink filled in by the caller)
+ * is taken over: on failure it is freed and *out stays NULL.
+ */
+static enum butler_status start_port(struct udp_ingress *ingress,
+                                     const struct butler_config *config, struct udp_ingress **out)
 {
     enum butler_status status = BUTLER_ERR_NOMEM;
-    struct udp_ingress *ingress = calloc(1, sizeof *ingress);
     *out = NULL;
-    if (ingress == NULL)
-        return BUTLER_ERR_NOMEM;
     ingress->fd = -1;
     ingress->config = config;
-    ingress->sink = *sink;
     ingress->max_bytes = (size_t)config->udp.max_message_bytes;
     ingress->dedup_ttl_ms = (uint64_t)config->udp.dedup_ttl_s * 1000u;
     pthread_mutex_init(&ingress->mutex, NULL);
@@ -484,9 +606,11 @@ enum butler_status udp_ingress_start(const struct butler_config *config,
         goto out;
     /* The window is shared with the QRS notification source (one execution,
      * one event, whichever source hears it first). */
-    status = execution_ids_open(&ingress->dedup);
-    if (status != BUTLER_OK)
-        goto out;
+    if (ingress->spec.dedup) {
+        status = execution_ids_open(&ingress->dedup);
+        if (status != BUTLER_OK)
+            goto out;
+    }
     status = load_allow_list(ingress);
     if (status != BUTLER_OK)
         goto out;
@@ -506,6 +630,54 @@ out:
     if (status != BUTLER_OK)
         udp_ingress_stop(ingress, 0);
     return status;
+}
+
+enum butler_status udp_ingress_start(const struct butler_config *config,
+                                     const struct udp_ingress_sink *sink, struct udp_ingress **out)
+{
+    struct udp_ingress *ingress = calloc(1, sizeof *ingress);
+    *out = NULL;
+    if (ingress == NULL)
+        return BUTLER_ERR_NOMEM;
+    ingress->spec = (struct port_spec){
+        .kind = PORT_SCHEDULER,
+        .listen = config->udp.listen,
+        .listen_key = "udp.listen",
+        .allowed = &config->udp.allowed_sources,
+        .allowed_key = "udp.allowed_sources",
+        .metric_prefix = "butler_udp",
+        .queue_label = "udp",
+        .dedup = true,
+    };
+    ingress->sink = *sink;
+    ingress->idle = sink->idle;
+    ingress->sink_context = sink->context;
+    return start_port(ingress, config, out);
+}
+
+enum butler_status udp_ingress_start_proxy(const struct butler_config *config,
+                                           const struct udp_proxy_sink *sink,
+                                           struct udp_ingress **out)
+{
+    struct udp_ingress *ingress = calloc(1, sizeof *ingress);
+    *out = NULL;
+    if (ingress == NULL)
+        return BUTLER_ERR_NOMEM;
+    bool own_list = config->udp.proxy_allowed_sources.count > 0;
+    ingress->spec = (struct port_spec){
+        .kind = PORT_PROXY,
+        .listen = config->udp.proxy_listen,
+        .listen_key = "udp.proxy_listen",
+        .allowed = own_list ? &config->udp.proxy_allowed_sources : &config->udp.allowed_sources,
+        .allowed_key = own_list ? "udp.proxy_allowed_sources" : "udp.allowed_sources",
+        .metric_prefix = "butler_udp_proxy",
+        .queue_label = "udp_proxy",
+        .dedup = false,
+    };
+    ingress->proxy_sink = *sink;
+    ingress->idle = sink->idle;
+    ingress->sink_context = sink->context;
+    return start_port(ingress, config, out);
 }
 
 void udp_ingress_stop(struct udp_ingress *ingress, int grace_ms)

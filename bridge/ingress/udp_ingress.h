@@ -1,6 +1,10 @@
 /*
- * UDP ingress: the socket that hears Qlik Sense log appenders (contract
- * section 5) and hands each accepted event, in arrival order, to a sink.
+ * UDP ingress: a socket that hears Qlik Sense log appenders and hands each
+ * accepted event, in arrival order, to a sink. One instance per port: the
+ * scheduler port (udp.listen, contract section 5, struct sense_event) and
+ * the proxy port (udp.proxy_listen, contract 9.5, struct proxy_event). Each
+ * has its own socket, allow-list, ring, threads and counters, so a flood on
+ * one cannot delay or drop the other's events.
  *
  * Two threads:
  *   - the socket thread drains the socket with recvmmsg() in batches (large
@@ -19,8 +23,9 @@
  *
  * Memory is bounded: the ring has UDP_QUEUE_MAX fixed slots allocated at
  * start, the receive batch is fixed, and the de-duplication map is capped.
- * Drops are counted in butler_udp_dropped_total{reason="..."} with a
- * rate-limited log line.
+ * Drops are counted in butler_udp_dropped_total{reason="..."} (the proxy
+ * port: butler_udp_proxy_dropped_total) with a rate-limited log line. The
+ * proxy port has no de-duplication (sessions carry no ExecutionId).
  */
 #ifndef BUTLER_UDP_INGRESS_H
 #define BUTLER_UDP_INGRESS_H
@@ -29,6 +34,7 @@
 
 #include "bridge/core/status.h"
 #include "bridge/ingress/udp_datagram.h"
+#include "bridge/model/proxy_event.h"
 #include "config/config.h"
 
 enum {
@@ -62,6 +68,29 @@ struct udp_ingress_sink {
                                 void *context);
     void *context;
 };
+
+/*
+ * The proxy port's sink: as udp_ingress_sink, for proxy events. `spill` may be
+ * NULL: an event the sink cannot take now then stays in the ring (dropped as
+ * "queue_full" once the ring is full).
+ */
+struct udp_proxy_sink {
+    enum butler_status (*deliver)(const struct proxy_event *event, uint64_t received_wall_ms,
+                                  void *context);
+    void (*idle)(void *context);
+    enum butler_status (*spill)(const struct proxy_event *event, uint64_t received_wall_ms,
+                                void *context);
+    void *context;
+};
+
+/*
+ * Bind udp.proxy_listen (allow-list udp.proxy_allowed_sources, or
+ * udp.allowed_sources when that is empty) and start both threads; otherwise
+ * as udp_ingress_start.
+ */
+enum butler_status udp_ingress_start_proxy(const struct butler_config *config,
+                                           const struct udp_proxy_sink *sink,
+                                           struct udp_ingress **out);
 
 /*
  * Bind udp.listen and start both threads. `config` and `sink->context` must

@@ -22,6 +22,9 @@ enum {
     TOPIC_MAX = 65535,
     PENDING_BUCKETS = 1024,
     LOOP_TIMEOUT_MS = 100,
+    LOOP_STALE_MIN_MS = 2000,
+    /* A connection that lasted this long resets the reconnect backoff. */
+    STABLE_CONNECTION_MS = 10000,
     STATUS_PAYLOAD_MAX = 256,
 };
 
@@ -65,12 +68,23 @@ struct mqtt_link {
     char offline_payload[STATUS_PAYLOAD_MAX];
 
     unsigned int backoff_attempt;
+    uint64_t connected_at_ms; /* monotonic, of the latest CONNACK; network thread */
+    /* Monotonic ms of the network loop's latest turn: a loop stuck in a
+     * callback sends no PINGREQ, so the link is not "connected" for long. */
+    _Atomic uint64_t loop_turn_ms;
+    /* Set by mqtt_link_abort_connection, cleared by the next CONNACK: until
+     * then inbound messages are dropped unacknowledged (the socket is shut,
+     * so their PUBACKs never leave and the broker sends them again). */
+    atomic_bool aborted;
     bool session_resumed; /* CONNACK session-present of the current connection; network thread */
     unsigned int random_state;
 
     struct metric *published_total;
     struct metric *publish_refused_not_connected;
     struct metric *publish_refused_full;
+    struct metric *publish_refused_broker;
+    struct metric *publish_refused_too_large;
+    struct metric *publish_refused_invalid;
     struct metric *received_total;
     struct metric *connects_total;
     struct metric *disconnects_total;
@@ -227,7 +241,11 @@ static void on_connect(struct mosquitto *mosq, void *object, int reason, int fla
              link->protocol_version == MQTT_PROTOCOL_V5 ? "5" : "3.1.1",
              (flags & 1) ? "resumed" : "new");
     metrics_add(link->connects_total, 1);
-    link->backoff_attempt = 0;
+    atomic_store(&link->aborted, false);
+    /* The backoff is reset only once this connection has stayed up a while
+     * (network_thread): a broker that accepts and then drops Butler at once
+     * (a packet it refuses, an ACL) must not get a reconnect storm. */
+    link->connected_at_ms = clock_monotonic_ms();
     link->session_resumed = (flags & 1) != 0;
     /* Before any message of this connection: a resumed session may resend
      * what was spooled but not acknowledged. */
@@ -311,6 +329,13 @@ static void on_publish(struct mosquitto *mosq, void *object, int mid, int reason
         pending_release(link, node);
     pthread_cond_broadcast(&link->changed);
     pthread_mutex_unlock(&link->mutex);
+    if (reason >= 0x80) {
+        /* Refused for good (not authorized, quota, ...): not a reason to send
+         * it again; the caller decides what the refusal means. */
+        metrics_add(link->publish_refused_broker, 1);
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "the broker refused publish %d: %s (%d)", mid,
+                        mosquitto_reason_string(reason), reason);
+    }
     if (done)
         done(context, reason < 0x80 ? BUTLER_OK : BUTLER_ERR_REMOTE);
 }
@@ -321,7 +346,7 @@ static void on_message(struct mosquitto *mosq, void *object, const struct mosqui
     (void)mosq;
     struct mqtt_link *link = object;
     metrics_add(link->received_total, 1);
-    if (link->handler == NULL)
+    if (link->handler == NULL || atomic_load(&link->aborted))
         return;
     struct mqtt_message message = {
         .topic = msg->topic,
@@ -386,6 +411,7 @@ static void *network_thread(void *argument)
     struct mqtt_link *link = argument;
     bool have_socket = false;
     while (!is_stopping(link)) {
+        atomic_store(&link->loop_turn_ms, clock_monotonic_ms());
         if (!have_socket) {
             mosquitto_log_callback_set(link->mosq, on_log);
             int rc = connect_once(link);
@@ -407,6 +433,10 @@ static void *network_thread(void *argument)
             pthread_mutex_unlock(&link->mutex);
             if (was_connected)
                 LOG_WARN(MODULE, "broker connection closed: %s", rc_text(rc));
+            if (link->connected_at_ms &&
+                clock_monotonic_ms() - link->connected_at_ms >= STABLE_CONNECTION_MS)
+                link->backoff_attempt = 0;
+            link->connected_at_ms = 0;
             fail_all_pending(link, BUTLER_ERR_NOT_CONNECTED);
             mosquitto_disconnect(link->mosq);
             wait_unless_stopping(link, backoff_delay_ms(link));
@@ -511,6 +541,15 @@ enum butler_status mqtt_link_create(const struct butler_config *config, uint64_t
     link->publish_refused_full =
         metrics_get("butler_mqtt_publish_refused_total", "reason=\"inflight_full\"", METRIC_COUNTER,
                     "Publishes refused by the MQTT link");
+    link->publish_refused_broker =
+        metrics_get("butler_mqtt_publish_refused_total", "reason=\"broker\"", METRIC_COUNTER,
+                    "Publishes refused by the MQTT link");
+    link->publish_refused_too_large =
+        metrics_get("butler_mqtt_publish_refused_total", "reason=\"too_large\"", METRIC_COUNTER,
+                    "Publishes refused by the MQTT link");
+    link->publish_refused_invalid =
+        metrics_get("butler_mqtt_publish_refused_total", "reason=\"invalid\"", METRIC_COUNTER,
+                    "Publishes refused by the MQTT link");
     link->received_total = metrics_get("butler_mqtt_received_total", "", METRIC_COUNTER,
                                        "Messages received from the broker");
     link->connects_total = metrics_get("butler_mqtt_connects_total", "", METRIC_COUNTER,
@@ -559,6 +598,7 @@ enum butler_status mqtt_link_add_subscription(struct mqtt_link *link, const char
 void mqtt_link_abort_connection(struct mqtt_link *link)
 {
     int fd = mosquitto_socket(link->mosq);
+    atomic_store(&link->aborted, true);
     if (fd >= 0)
         shutdown(fd, SHUT_RDWR);
     LOG_WARN(MODULE, "connection aborted so an unrecorded message is not acknowledged");
@@ -596,8 +636,13 @@ enum butler_status mqtt_link_publish(struct mqtt_link *link, const char *topic, 
     if (options == NULL)
         options = &defaults;
     if (topic == NULL || topic[0] == '\0' || strlen(topic) > TOPIC_MAX ||
-        mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS || payload_length > 256u * 1024 * 1024)
+        mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS ||
+        payload_length > 256u * 1024 * 1024 ||
+        (options->response_topic &&
+         mosquitto_pub_topic_check(options->response_topic) != MOSQ_ERR_SUCCESS)) {
+        metrics_add(link->publish_refused_invalid, 1);
         return BUTLER_ERR_INVALID;
+    }
 
     enum butler_status status = BUTLER_OK;
     mosquitto_property *properties = NULL;
@@ -640,9 +685,16 @@ enum butler_status mqtt_link_publish(struct mqtt_link *link, const char *topic, 
     if (rc != MOSQ_ERR_SUCCESS) {
         if (node)
             pending_release(link, node);
+        /* Larger than the broker's Maximum Packet Size (CONNACK): final. */
+        bool too_large = rc == MOSQ_ERR_OVERSIZE_PACKET || rc == MOSQ_ERR_PAYLOAD_SIZE;
         status = (rc == MOSQ_ERR_NO_CONN) ? BUTLER_ERR_NOT_CONNECTED
                  : (rc == MOSQ_ERR_NOMEM) ? BUTLER_ERR_NOMEM
+                 : too_large              ? BUTLER_ERR_TOO_LARGE
                                           : BUTLER_ERR_INVALID;
+        if (status == BUTLER_ERR_TOO_LARGE)
+            metrics_add(link->publish_refused_too_large, 1);
+        else if (status == BUTLER_ERR_INVALID)
+            metrics_add(link->publish_refused_invalid, 1);
         LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "publish to %s failed: %s", topic, rc_text(rc));
         goto out;
     }
@@ -727,13 +779,29 @@ enum butler_status mqtt_link_publish_wait(struct mqtt_link *link, const char *to
     return status;
 }
 
+uint64_t mqtt_link_loop_age_ms(const struct mqtt_link *link)
+{
+    uint64_t turn = atomic_load(&((struct mqtt_link *)link)->loop_turn_ms);
+    uint64_t now = clock_monotonic_ms();
+    return link->thread_started && now > turn ? now - turn : 0;
+}
+
+/* Half the keepalive: by then a PINGREQ was due, and the broker drops the
+ * session at one and a half. Never below LOOP_STALE_MIN_MS (a slow disk under
+ * the spool write is not an outage). */
+static uint64_t loop_stale_ms(const struct mqtt_link *link)
+{
+    uint64_t half = (uint64_t)link->config->mqtt.keepalive_s * 500u;
+    return half > LOOP_STALE_MIN_MS ? half : LOOP_STALE_MIN_MS;
+}
+
 bool mqtt_link_connected(const struct mqtt_link *link)
 {
     struct mqtt_link *mutable_link = (struct mqtt_link *)link;
     pthread_mutex_lock(&mutable_link->mutex);
     bool connected = link->connected;
     pthread_mutex_unlock(&mutable_link->mutex);
-    return connected;
+    return connected && mqtt_link_loop_age_ms(link) < loop_stale_ms(link);
 }
 
 int mqtt_link_protocol_version(const struct mqtt_link *link)

@@ -81,7 +81,9 @@ void mqtt_link_unsubscribe_all(struct mqtt_link *link);
 
 /* Shut the socket down at once, without DISCONNECT, so packets libmosquitto
  * has queued (a PUBACK for a message we could not record) are never sent.
- * The link reconnects as after any network failure. Any thread. */
+ * Messages still read from that connection are dropped unacknowledged (the
+ * broker sends them again). The link reconnects as after any network
+ * failure. Any thread. */
 void mqtt_link_abort_connection(struct mqtt_link *link);
 
 /* Called on the network thread after each successful CONNACK (after the
@@ -110,7 +112,13 @@ enum butler_status mqtt_link_publish_wait(struct mqtt_link *link, const char *to
                                           const struct mqtt_publish_options *options,
                                           int timeout_ms);
 
+/* Connected, and the network loop turned within half the keepalive (at least
+ * 2 s): a loop stuck in a callback sends no PINGREQ and reads no PUBACK, so
+ * the broker is about to drop the session and nothing published gets through.
+ * What /health reports. Any thread. */
 bool mqtt_link_connected(const struct mqtt_link *link);
+/* Milliseconds since the network loop's latest turn (0 before it starts). */
+uint64_t mqtt_link_loop_age_ms(const struct mqtt_link *link);
 /* Block until connected, stopped or `timeout_ms` passed. */
 enum butler_status mqtt_link_wait_connected(struct mqtt_link *link, int timeout_ms);
 /* 5 or 4 (for 3.1.1) once connected; 0 before the first CONNACK. */

@@ -1,6 +1,7 @@
 #include "bridge/store/execution_ids.h"
 
 #include <stddef.h>
+#include <stdio.h>
 
 /* Written at start-up before any user thread exists, read-only afterwards. */
 static struct expiring_map *shared_map;
@@ -18,4 +19,9 @@ void execution_ids_close(void)
 {
     expiring_map_destroy(shared_map);
     shared_map = NULL;
+}
+
+void execution_ids_key(const char *execution_id, const char *outcome, char *out, size_t size)
+{
+    snprintf(out, size, "%s/%s", outcome, execution_id);
 }

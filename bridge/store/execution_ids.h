@@ -18,8 +18,18 @@
 #include "bridge/core/status.h"
 
 enum {
-    EXECUTION_IDS_MAX = 20000
-}; /* ExecutionIds remembered, hard cap: ~33 executions/s for the default 10-minute window */
+    EXECUTION_IDS_MAX = 20000,   /* keys remembered, hard cap: ~33 executions/s for the default
+                                    10-minute window */
+    EXECUTION_IDS_KEY_MAX = 640, /* an ExecutionId field (500 bytes at most) and an outcome */
+};
+
+/*
+ * The window's key for one execution and outcome word ("failed", "success",
+ * "distribute", ...): "<outcome>/<executionId>". A success and a distribute
+ * datagram of one execution are two events; the UDP and QRS sources of the
+ * same outcome are one. Cut to `size` (callers pass EXECUTION_IDS_KEY_MAX).
+ */
+void execution_ids_key(const char *execution_id, const char *outcome, char *out, size_t size);
 
 /* The shared map, created on the first call. Start-up only (main thread).
  * The map stays owned by this module. */

@@ -239,6 +239,79 @@ out:
     return status;
 }
 
+/*
+ * The byte budget behind spool.max_bytes (a hard cap of the file):
+ *   - every unfinished item keeps DONE_RESERVE_BYTES set aside for the empty
+ *     DONE that retires it, so finishing work always fits and never waits
+ *     for room that only finishing work can free;
+ *   - new work (ADD) may fill the file only up to max_bytes minus
+ *     ADD_HEADROOM of it, so the work already taken can still write its notes
+ *     and answers when ADDs have filled their part;
+ *   - notes and answers (PROGRESS, non-empty DONE) may use the rest;
+ *     past it a note is refused (BUTLER_ERR_FULL: the caller waits, as for
+ *     any note it cannot write) and an answer is dropped: the DONE is written
+ *     empty (the work is finished; only its answer is not kept for a
+ *     repeated request), counted in spool_stats.answers_dropped.
+ * Whatever would not fit first tries a compaction (or asks the housekeeping
+ * thread for one with compact_in_housekeeping). Caller holds the mutex.
+ */
+enum {
+    DONE_RESERVE_BYTES = HEADER_BYTES + BODY_FIXED_BYTES,
+    ADD_HEADROOM_DIVISOR = 8, /* ADDs stop at 7/8 of max_bytes */
+};
+
+/* True when `bytes` more fit under `limit`, with the DONE reserve of
+ * `reserved_items` unfinished items kept free. */
+static bool fits(const struct spool *spool, uint64_t bytes, uint64_t limit, uint64_t reserved_items)
+{
+    return spool->file_bytes + bytes + reserved_items * DONE_RESERVE_BYTES <= limit;
+}
+
+/*
+ * Compact, and when that is not enough for `bytes` (with new work, only:
+ * `evict_answers`), forget the oldest retained answers, counted as evicted,
+ * and compact again: new work goes before remembered answers, which only
+ * serve repeated requests. Caller holds the mutex.
+ */
+static void compact_for(struct spool *spool, uint64_t bytes, uint64_t limit,
+                        uint64_t reserved_items, bool evict_answers)
+{
+    if (spool_compact(spool) != BUTLER_OK) {
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "compaction of a full spool failed");
+        return;
+    }
+    if (!evict_answers || fits(spool, bytes, limit, reserved_items) || spool->done_count == 0)
+        return;
+    /* After a compaction the file is what is live: evict until it would fit. */
+    while (spool->done_count > 0 &&
+           spool->live_bytes + bytes + reserved_items * DONE_RESERVE_BYTES > limit)
+        spool_index_evict_oldest_done(spool);
+    if (spool_compact(spool) != BUTLER_OK)
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "compaction of a full spool failed");
+}
+
+/* Make room for `bytes` under `limit` if a compaction can: inline, or (with
+ * compact_in_housekeeping) by asking the housekeeping thread and refusing now. */
+static bool make_room(struct spool *spool, uint64_t bytes, uint64_t limit, uint64_t reserved_items,
+                      bool evict_answers)
+{
+    if (fits(spool, bytes, limit, reserved_items))
+        return true;
+    if (spool->options.compact_in_housekeeping) {
+        spool->compact_wanted = true;
+        if (evict_answers && bytes > spool->room_wanted)
+            spool->room_wanted = bytes;
+        return false;
+    }
+    compact_for(spool, bytes, limit, reserved_items, evict_answers);
+    return fits(spool, bytes, limit, reserved_items);
+}
+
+static uint64_t add_limit(const struct spool *spool)
+{
+    return spool->options.max_bytes - spool->options.max_bytes / ADD_HEADROOM_DIVISOR;
+}
+
 enum butler_status spool_add(struct spool *spool, const void *data, size_t length, uint64_t *id_out)
 {
     if (length > SPOOL_RECORD_DATA_MAX)
@@ -246,12 +319,8 @@ enum butler_status spool_add(struct spool *spool, const void *data, size_t lengt
     enum butler_status status;
     pthread_mutex_lock(&spool->mutex);
     uint64_t record_bytes = HEADER_BYTES + BODY_FIXED_BYTES + length;
-    if (spool->file_bytes + record_bytes > spool->options.max_bytes &&
-        !spool->options.compact_in_housekeeping && spool_compact(spool) != BUTLER_OK)
-        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "compaction of a full spool failed");
-    if (spool->file_bytes + record_bytes > spool->options.max_bytes ||
-        spool->live_active >= SPOOL_LIVE_MAX) {
-        spool->compact_wanted = true; /* for spool_housekeeping */
+    if (spool->live_active >= SPOOL_LIVE_MAX ||
+        !make_room(spool, record_bytes, add_limit(spool), spool->live_active + 1, true)) {
         status = BUTLER_ERR_FULL;
         goto out;
     }
@@ -284,10 +353,18 @@ enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *
     status = BUTLER_ERR_FULL;
     if (entry->note_count >= SPOOL_NOTES_MAX)
         goto out;
+    if (!make_room(spool, HEADER_BYTES + BODY_FIXED_BYTES + length, spool->options.max_bytes,
+                   spool->live_active, false)) {
+        spool->stats.notes_refused++;
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "spool full: cannot note progress of %llu",
+                        (unsigned long long)id);
+        goto out;
+    }
+    /* A compaction moved the index: find the entry again. */
+    entry = spool_index_find_live(spool, id);
     struct record_ref ref;
-    /* Not flushed even with spool.fsync: a note lost to a power cut only
-     * makes the replay ask QRS whether the task started (the contract's
-     * check for exactly that window), and the next flush of an ADD carries it. */
+    /* Not flushed here: a caller about to make a call with an effect flushes
+     * its notes once (spool_flush), so several notes share one flush. */
     status = append_record(spool, false, SPOOL_PROGRESS, id, clock_wall_ms(), data, length, &ref);
     if (status == BUTLER_OK) {
         status = spool_index_push_note(spool, entry, ref);
@@ -299,15 +376,42 @@ out:
     return status;
 }
 
+enum butler_status spool_flush(struct spool *spool)
+{
+    if (!spool->options.fsync)
+        return BUTLER_OK;
+    enum butler_status status = BUTLER_OK;
+    pthread_mutex_lock(&spool->mutex);
+    if (fdatasync(spool->fd) != 0) {
+        spool->stats.append_failures++;
+        LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot flush %s: %s", spool->path,
+                        strerror(errno));
+        status = BUTLER_ERR_IO;
+    }
+    pthread_mutex_unlock(&spool->mutex);
+    return status;
+}
+
 enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data, size_t length)
 {
     if (length > SPOOL_RECORD_DATA_MAX)
         return BUTLER_ERR_TOO_LARGE;
     enum butler_status status = BUTLER_ERR_NOT_FOUND;
     pthread_mutex_lock(&spool->mutex);
-    struct live_entry *entry = spool_index_find_live(spool, id);
-    if (entry == NULL)
+    if (spool_index_find_live(spool, id) == NULL)
         goto out;
+    /* This item's own reserve pays for an empty DONE; an answer must fit
+     * beside the other items' reserves, else it is not kept. */
+    if (length > 0 && !make_room(spool, HEADER_BYTES + BODY_FIXED_BYTES + length,
+                                 spool->options.max_bytes, spool->live_active - 1, false)) {
+        spool->stats.answers_dropped++;
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
+                        "spool full: the answer of %llu is not kept (a repeated request runs "
+                        "again)",
+                        (unsigned long long)id);
+        length = 0;
+    }
+    struct live_entry *entry = spool_index_find_live(spool, id);
     struct record_ref ref;
     uint64_t wall_ms = clock_wall_ms();
     /* Not flushed either: a DONE lost to a power cut replays finished work,
@@ -390,9 +494,11 @@ bool spool_housekeeping(struct spool *spool)
     pthread_mutex_lock(&spool->mutex);
     uint64_t before = spool->stats.compactions;
     if (spool->compact_wanted) {
+        /* Room for the largest refused ADD, answers evicted if need be. */
+        compact_for(spool, spool->room_wanted, add_limit(spool), spool->live_active + 1,
+                    spool->room_wanted > 0);
         spool->compact_wanted = false;
-        if (spool_compact(spool) != BUTLER_OK)
-            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "compaction of a full spool failed");
+        spool->room_wanted = 0;
     } else {
         spool_maybe_compact(spool);
     }
@@ -409,13 +515,15 @@ void spool_get_stats(struct spool *spool, struct spool_stats *stats)
     stats->live_bytes = spool->live_bytes;
     stats->live_entries = spool->live_active;
     stats->done_entries = spool->done_count;
+    stats->index_bytes = spool->live_capacity * sizeof(struct live_entry) +
+                         spool->done_capacity * sizeof(struct done_entry);
     pthread_mutex_unlock(&spool->mutex);
 }
 
 void spool_update_metrics(struct spool *spool)
 {
-    static struct metric *file_bytes, *live_bytes, *unfinished, *answers, *evicted, *compactions,
-        *compaction_max_us;
+    static struct metric *file_bytes, *live_bytes, *max_bytes, *unfinished, *answers, *evicted,
+        *compactions, *compaction_max_us;
     if (spool == NULL)
         return;
     if (file_bytes == NULL) {
@@ -423,6 +531,9 @@ void spool_update_metrics(struct spool *spool)
                                  "Spool file size, and the part of it a compaction would keep");
         live_bytes = metrics_get("butler_spool_bytes", "part=\"live\"", METRIC_GAUGE,
                                  "Spool file size, and the part of it a compaction would keep");
+        /* The cap, so an alert can say "near the cap" without knowing the config. */
+        max_bytes = metrics_get("butler_spool_bytes", "part=\"max\"", METRIC_GAUGE,
+                                "Spool file size, and the part of it a compaction would keep");
         unfinished = metrics_get("butler_spool_entries", "kind=\"unfinished\"", METRIC_GAUGE,
                                  "Unfinished work and retained answers in the spool");
         answers = metrics_get("butler_spool_entries", "kind=\"answers\"", METRIC_GAUGE,
@@ -438,6 +549,7 @@ void spool_update_metrics(struct spool *spool)
     spool_get_stats(spool, &stats);
     metrics_set(file_bytes, (int64_t)stats.file_bytes);
     metrics_set(live_bytes, (int64_t)stats.live_bytes);
+    metrics_set(max_bytes, (int64_t)spool->options.max_bytes);
     metrics_set(unfinished, (int64_t)stats.live_entries);
     metrics_set(answers, (int64_t)stats.done_entries);
     metrics_set(evicted, (int64_t)stats.done_evicted);

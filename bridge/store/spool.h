@@ -17,10 +17,14 @@
  * compacted into a new file that replaces the old one atomically (rename). So the file follows what
  * is live, not max_bytes.
  *
- * Bounded: the file never grows past spool.max_bytes; spool_add() then
- * refuses with BUTLER_ERR_FULL (after trying to compact) and the caller makes
- * the refusal visible. The in-memory index holds offsets, not data: about
- * 64 bytes per unfinished item (plus 12 per note) and 24 per retained answer;
+ * Bounded: the file never grows past spool.max_bytes (a compaction briefly
+ * writes a second, smaller file beside it). New work (spool_add) fills at
+ * most 7/8 of it and each unfinished item keeps room for the DONE that
+ * retires it, so work already taken can always note progress and always
+ * finish: past the cap spool_add() and spool_progress() refuse with
+ * BUTLER_ERR_FULL (after trying to compact) and spool_done() writes the DONE
+ * without its answer (counted). See spool.c "The byte budget". The in-memory index holds offsets,
+ * not data: about 64 bytes per unfinished item (plus 12 per note) and 24 per retained answer;
  * finished work leaves the index at once, retained answers when they expire.
  * Thread-safe: one mutex; appends are short writes (plus fdatasync with fsync on).
  */
@@ -93,6 +97,9 @@ struct spool_stats {
     uint64_t skipped_bytes; /* corrupt or truncated bytes skipped during recovery */
     uint64_t compactions;
     uint64_t append_failures; /* writes or flushes that failed (cut back, refused) */
+    uint64_t notes_refused;   /* notes refused for room (max_bytes) */
+    uint64_t answers_dropped; /* DONEs written without their answer for room (max_bytes) */
+    uint64_t index_bytes;     /* the in-memory index's arrays (unfinished work, answers) */
 };
 
 /*
@@ -111,6 +118,11 @@ enum butler_status spool_add(struct spool *spool, const void *data, size_t lengt
 /* Record a note about unfinished work `id`. */
 enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *data,
                                   size_t length);
+/* With spool.fsync: flush what was appended so far (notes ride unflushed
+ * otherwise), so a note written before a call with an effect survives a power
+ * cut. BUTLER_OK at once without spool.fsync; BUTLER_ERR_IO when the flush
+ * failed (the caller retries before its call). Any thread. */
+enum butler_status spool_flush(struct spool *spool);
 /* Mark `id` finished; non-empty `data` (the answer) is kept for
  * done_retention_ms and handed back by spool_open's recovery. */
 enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data, size_t length);

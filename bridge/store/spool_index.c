@@ -30,6 +30,19 @@ enum butler_status spool_index_push_live(struct spool *spool, uint64_t id, uint6
 {
     if (spool->live_active >= SPOOL_LIVE_MAX)
         return BUTLER_ERR_FULL;
+    size_t window = spool->live_count - spool->live_head;
+    if (spool->live_count == spool->live_capacity && spool->live_active * 2 <= window) {
+        /* Half the window is finished work behind an older unfinished item
+         * (an InfluxDB batch waiting while InfluxDB is away, say): squeeze
+         * the tombstones out, in order, instead of growing. Without this the
+         * index grows with every item done after the oldest unfinished one. */
+        size_t kept = 0;
+        for (size_t i = spool->live_head; i < spool->live_count; i++)
+            if (!spool->live[i].finished)
+                spool->live[kept++] = spool->live[i];
+        spool->live_head = 0;
+        spool->live_count = kept;
+    }
     if (spool->live_count == spool->live_capacity && spool->live_head > 0) {
         /* Slide the window to the front before growing. */
         memmove(spool->live, spool->live + spool->live_head,
@@ -86,8 +99,15 @@ void spool_index_finish_live(struct spool *spool, struct live_entry *entry)
      * the front so the index holds what is in flight, not what was done. */
     while (spool->live_head < spool->live_count && spool->live[spool->live_head].finished)
         spool->live_head++;
-    if (spool->live_head == spool->live_count)
+    if (spool->live_head == spool->live_count) {
         spool->live_head = spool->live_count = 0;
+        if (spool->live_capacity > SPOOL_INDEX_KEEP_ENTRIES) {
+            /* A burst is over: give the large array back. */
+            free(spool->live);
+            spool->live = NULL;
+            spool->live_capacity = 0;
+        }
+    }
 }
 
 struct done_entry *spool_index_done_at(struct spool *spool, size_t index)
@@ -108,6 +128,16 @@ void spool_index_expire_done(struct spool *spool, uint64_t now_wall_ms)
     }
 }
 
+void spool_index_evict_oldest_done(struct spool *spool)
+{
+    if (spool->done_count == 0)
+        return;
+    spool->live_bytes -= spool_index_done_at(spool, 0)->record.length;
+    spool->done_head = (spool->done_head + 1) % spool->done_capacity;
+    spool->done_count--;
+    spool->stats.done_evicted++;
+}
+
 /*
  * Retain an answer for done_retention_ms. At max_done_entries the oldest is
  * forgotten early (counted): that only shortens de-duplication for it.
@@ -116,12 +146,8 @@ void spool_index_push_done(struct spool *spool, uint64_t id, uint64_t wall_ms,
                            struct record_ref record)
 {
     spool_index_expire_done(spool, clock_wall_ms());
-    if (spool->done_count > 0 && spool->done_count >= spool->options.max_done_entries) {
-        spool->live_bytes -= spool_index_done_at(spool, 0)->record.length;
-        spool->done_head = (spool->done_head + 1) % spool->done_capacity;
-        spool->done_count--;
-        spool->stats.done_evicted++;
-    }
+    if (spool->done_count > 0 && spool->done_count >= spool->options.max_done_entries)
+        spool_index_evict_oldest_done(spool);
     if (spool->done_count == spool->done_capacity) {
         size_t grown = spool->done_capacity ? spool->done_capacity * 2 : 64;
         if (grown > spool->options.max_done_entries)

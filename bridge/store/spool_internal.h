@@ -25,6 +25,8 @@ enum {
     STACK_RECORD_BYTES = 1024,
     /* Compaction writes the new file through a buffer of this size. */
     COMPACT_BUFFER_BYTES = 1024 * 1024,
+    /* An empty index keeps its array up to this many entries (64 kB). */
+    SPOOL_INDEX_KEEP_ENTRIES = 1024,
 };
 
 struct record_ref {
@@ -67,7 +69,8 @@ struct spool {
     struct done_entry *done;
     size_t done_head, done_count, done_capacity;
     struct spool_stats stats;
-    bool compact_wanted; /* an add was refused for room (compact_in_housekeeping) */
+    uint64_t room_wanted; /* largest ADD refused for room since the last housekeeping */
+    bool compact_wanted;  /* an add was refused for room (compact_in_housekeeping) */
 };
 
 /* ---- record format: little-endian fields ---- */
@@ -112,6 +115,8 @@ enum butler_status spool_index_push_note(struct spool *spool, struct live_entry 
 void spool_index_finish_live(struct spool *spool, struct live_entry *entry);
 struct done_entry *spool_index_done_at(struct spool *spool, size_t index);
 void spool_index_expire_done(struct spool *spool, uint64_t now_wall_ms);
+/* Forget the oldest retained answer before its time (counted in done_evicted). */
+void spool_index_evict_oldest_done(struct spool *spool);
 void spool_index_push_done(struct spool *spool, uint64_t id, uint64_t wall_ms,
                            struct record_ref record);
 

@@ -23,6 +23,8 @@ import tempfile
 import threading
 import time
 
+import contextlib
+
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -38,6 +40,8 @@ VALGRIND = os.environ.get("BUTLER_VALGRIND") == "1"
 TIMEOUT_SCALE = 6 if VALGRIND else 1
 
 TASK_SALES = "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91"
+
+import sense_calls  # noqa: E402  (tests/integration, after the path set-up)
 
 
 def free_port():
@@ -349,14 +353,45 @@ def broker(workdir):
     b.stop()
 
 
-@pytest.fixture(scope="module")
-def qrs_sim():
+@contextlib.contextmanager
+def recorded_qrs_sim(directory, **kwargs):
+    """simctl.start_qrs_sim with every call mirrored to a record file; on exit the requests
+    Butler sent are handed to sense_calls (held to docs/sense-calls.md at the session end)."""
     import simctl
 
+    record_file = os.path.join(directory, "qrs_calls.jsonl")
+    extra = list(kwargs.pop("extra_args", ())) + ["--record-file", record_file]
+    try:
+        with simctl.start_qrs_sim(directory, extra_args=extra, **kwargs) as sim:
+            yield sim
+    finally:
+        sense_calls.note_qrs_records(sense_calls.read_record_file(record_file))
+
+
+@pytest.fixture(scope="module")
+def qrs_sim():
     directory = tempfile.mkdtemp(prefix="butler-qrs-")
-    with simctl.start_qrs_sim(directory) as sim:
+    with recorded_qrs_sim(directory) as sim:
         yield sim
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when Butler called a QRS route or an engine method that
+    docs/sense-calls.md does not list (the table is the reviewed record of every call)."""
+    missing_qrs, missing_engine = sense_calls.unlisted()
+    if not missing_qrs and not missing_engine:
+        return
+    lines = ["Butler made calls that docs/sense-calls.md does not list:"]
+    lines += [f"  QRS {method} {path}" for method, path in missing_qrs]
+    lines += [f"  engine {method}" for method in missing_engine]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")
+        reporter.write_line("\n".join(lines), red=True)
+    else:
+        print("\n".join(lines), file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

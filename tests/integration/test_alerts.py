@@ -3,9 +3,16 @@ escaped for the body they go into (issue 24 §4): the real binary, a real
 broker, the QRS simulator, the HTTP sink and the SMTP sink. Every wait polls
 with a deadline."""
 import json
+import signal
+import socket
+import tempfile
 import time
+import urllib.parse
 
-from conftest import wait_until
+import pytest
+
+import simctl
+from conftest import Butler, wait_until
 from test_events import (Udp, butlers, datagram, events, guid, metric,  # noqa: F401 (fixtures)
                          smtp_sink, wait_event)
 
@@ -53,3 +60,229 @@ routes:
     assert sorted(got) == sorted([("/failed-only", task_id), ("/any-task", task_id),
                                   ("/any-task", marker)]), got
     assert metric(butler, "butler_messages_in_total", {"family": "routes", "outcome": "done"}) == 2
+
+
+# ------------------------------------- 3. a failed delivery takes no rate key
+
+
+def test_failed_delivery_does_not_suppress_the_next(butlers, events, http_sink):
+    routes = f"""
+routes:
+  - name: limited
+    match: butler/events/task/failed/#
+    to: webhook
+    webhook_url: "{http_sink.url}/limited"
+    rate_limit: {{ key: "{{{{taskId}}}}", window_s: 300 }}
+"""
+    butler = butlers(extra_yaml=routes)
+    udp = Udp(butler.udp_port)
+    task_id = guid()
+    http_sink.fail(500, times=3)  # retry.max_attempts is 3: the first alert dead-letters
+    udp.send(datagram("butler-v15", "task-failed", task_id=task_id))
+    events.wait_for(lambda m: m["topic"].startswith(
+        f"butler/deadletter/butler/events/task/failed/{task_id}"), 15)
+    udp.send(datagram("butler-v15", "task-failed", task_id=task_id))
+    delivered = http_sink.wait_for(1, 15, lambda r: r["status"] == 200)
+    assert delivered[0]["json"]["taskId"] == task_id
+    # The delivered one took the key: a third is held back.
+    udp.send(datagram("butler-v15", "task-failed", task_id=task_id))
+    wait_until(lambda: deliveries(butler, "limited", "rate_limited") == 1, 10,
+               message="third alert rate-limited")
+    assert deliveries(butler, "limited", "delivered") == 1
+    assert deliveries(butler, "limited", "failed") == 1
+
+
+# ------------------------------- 4. conditions: never dropped, one rule
+
+
+TASK_FINANCE = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
+APP_FINANCE = "9e8d7c6b-5a49-4382-a716-0f5e4d3c2b1a"
+TASK_HR = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+APP_HR = "7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910"
+
+
+def condition_route(url, name="opt-in", value="finance"):
+    # Letter case differs from the fixture's "Finance" on purpose.
+    return f"""
+routes:
+  - name: {name}
+    match: butler/events/task/failed/#
+    to: webhook
+    webhook_url: "{url}/{name}"
+    condition: {{ custom_property: {{ name: department, value: {value} }} }}
+"""
+
+
+def test_condition_undecided_is_dead_lettered_not_dropped(butlers, events, qrs, http_sink):
+    qrs.control("POST", "/_sim/faults", {"match": {"path_re": "/qrs/"},
+                                         "action": {"type": "status", "status": 503}})
+    butler = butlers(qrs=qrs, extra_yaml=condition_route(http_sink.url))
+    udp = Udp(butler.udp_port)
+    udp.send(datagram("butler-v15", "task-failed", task_id=TASK_FINANCE, app_id=APP_FINANCE))
+    letter = events.wait_for(lambda m: m["topic"] == (
+        f"butler/deadletter/butler/events/task/failed/{TASK_FINANCE}"), 20)[0]
+    body = json.loads(letter["payload"])
+    assert "condition undecided" in body["error"] and "opt-in" in body["error"], body
+    assert json.loads(body["payload"])["taskId"] == TASK_FINANCE
+    assert deliveries(butler, "opt-in", "condition_undecided") == 1
+    assert not http_sink.requests
+
+
+def test_condition_one_rule_for_both_ways(butlers, events, qrs, http_sink):
+    # HR's task gets a second property whose value is the route's value: a QRS
+    # filter on name and value matches them on different properties.
+    qrs.control("PATCH", f"/_sim/tasks/{TASK_HR}", {"customProperties": [
+        {"name": "Department", "value": "HR"}, {"name": "Env", "value": "Yes"}]})
+    routes = condition_route(http_sink.url) + condition_route(
+        http_sink.url, "env-yes", "yes").replace("routes:\n", "")
+    butler = butlers(qrs=qrs, extra_yaml=routes.replace(
+        "name: department, value: yes", "name: Department, value: Yes"))
+    udp = Udp(butler.udp_port)
+    # Enriched: the event carries the properties.
+    udp.send(datagram("butler-v15", "task-failed", task_id=TASK_FINANCE, app_id=APP_FINANCE))
+    http_sink.wait_for(1, 15, lambda r: r["path"] == "/opt-in")
+    # Not enriched (its task/full read fails once): the route asks QRS itself.
+    qrs.control("POST", "/_sim/faults", {"match": {"path_re": "/qrs/task/full", "times": 1},
+                                         "action": {"type": "status", "status": 503}})
+    udp.send(datagram("butler-v15", "task-failed", task_id=TASK_FINANCE, app_id=APP_FINANCE))
+    wait_event(events, f"butler/events/task/failed/{TASK_FINANCE}")
+    http_sink.wait_for(2, 15, lambda r: r["path"] == "/opt-in")
+    qrs.control("POST", "/_sim/faults", {"match": {"path_re": "/qrs/task/full", "times": 1},
+                                         "action": {"type": "status", "status": 503}})
+    udp.send(datagram("butler-v15", "task-failed", task_id=TASK_HR, app_id=APP_HR))
+    wait_until(lambda: deliveries(butler, "env-yes", "condition") == 3, 15,
+               message="env-yes never matches (Department is HR, Env is Yes)")
+    assert deliveries(butler, "opt-in", "delivered") == 2
+    assert not [r for r in http_sink.requests if r["path"] == "/env-yes"]
+
+
+# ------------------------ issue 24 §4: templates escape for their body
+
+
+def test_templates_escape_for_their_body(butlers, events, http_sink):
+    url = http_sink.url
+    routes = f"""
+routes:
+  - name: hook
+    match: butler/events/task/failed/#
+    to: webhook
+    webhook_url: "{url}/hook"
+    template: '{{"task": "{{{{taskName}}}}", "severity": "low", "id": {{{{taskId}}}}}}'
+  - name: chat
+    match: butler/events/task/failed/#
+    to: slack
+    webhook_url: "{url}/slack"
+    template: "<!here> failed: {{{{taskName}}}}"
+  - name: chat-default
+    match: butler/events/task/failed/#
+    to: slack
+    webhook_url: "{url}/slack-default"
+"""
+    butler = butlers(extra_yaml=routes)
+    udp = Udp(butler.udp_port)
+    hostile = 'x", "severity": "critical", "z": "'
+    task_id = guid()
+    udp.send(datagram("butler-v15", "task-failed", task_id=task_id, task_name=hostile))
+    hook = http_sink.wait_for(1, 10, lambda r: r["path"] == "/hook")[0]
+    assert hook["json"] == {"task": hostile, "severity": "low", "id": task_id}, hook["body"]
+    pinging = "<!channel> & <http://evil.example|click>"
+    udp.send(datagram("butler-v15", "task-failed", task_id=guid(), task_name=pinging))
+    slack = http_sink.wait_for(1, 10, lambda r: r["path"] == "/slack" and "evil" in str(r["json"]))
+    assert slack[0]["json"]["text"] == (
+        "<!here> failed: &lt;!channel&gt; &amp; &lt;http://evil.example|click&gt;")
+    default = http_sink.wait_for(1, 10, lambda r: r["path"] == "/slack-default"
+                                 and "evil" in str(r["json"]))[0]["json"]
+    assert "<!channel>" not in default["text"] and "&lt;!channel&gt;" in default["text"]
+    assert pinging in json.dumps(default["blocks"], ensure_ascii=False).replace("\\", "") or \
+        any(pinging in b["text"]["text"] for b in default["blocks"] if b.get("type") == "section")
+
+
+# ------------------ 2. wait for QRS to catch up; 5. the run the event names
+
+
+@pytest.fixture
+def sim_with_udp(workdir):
+    """A QRS simulator of its own that sends the log-appender datagrams to a
+    free UDP port (butler listens there)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        udp_port = s.getsockname()[1]
+    simdir = tempfile.mkdtemp(prefix="butler-qrs-udp-", dir=workdir)
+    with simctl.start_qrs_sim(simdir, udp_target=f"127.0.0.1:{udp_port}") as sim:
+        yield sim, udp_port
+
+
+@pytest.mark.parametrize("lead_ms, caught_up", [(1200, True), (7000, False)])
+def test_enrichment_waits_for_qrs_to_catch_up(lead_ms, caught_up, workdir, broker, events,
+                                              sim_with_udp):
+    sim, udp_port = sim_with_udp
+    butler = Butler(workdir, broker, qrs=sim, udp=udp_port, http_yaml=[]).start()
+    try:
+        # The datagram goes out lead_ms before QRS shows the run failed.
+        sim.control("PATCH", f"/_sim/tasks/{TASK_FINANCE}", {"maxRetries": 0, "run": {
+            "outcomes": ["fail"], "durationMs": 100 + lead_ms, "udpLeadMs": lead_ms}})
+        status, _, _ = sim.qrs("POST", f"/qrs/task/{TASK_FINANCE}/start")
+        assert status in (200, 201, 204), status
+        body = wait_event(events, f"butler/events/task/failed/{TASK_FINANCE}", 20)
+        assert body["qrs"], body
+        assert body["qrs"]["caughtUp"] is caught_up, body["qrs"]
+        if caught_up:
+            assert body["qrs"]["executionStatus"] == "FinishedFail", body["qrs"]
+            assert body["qrs"]["scriptLogTail"], body["qrs"]
+        else:
+            assert body["qrs"]["executionStatus"] == "Started", body["qrs"]
+            assert metric(butler, "butler_enrichment_not_caught_up_total") == 1
+    finally:
+        butler.stop(signal.SIGKILL)
+
+
+def test_enrichment_reads_the_run_the_event_names(butlers, events, qrs):
+    # Run A fails, then run B of the same task succeeds; the event names A.
+    qrs.control("PATCH", f"/_sim/tasks/{TASK_FINANCE}", {"maxRetries": 0, "run": {
+        "outcomes": ["fail", "success"], "durationMs": 50}})
+    status, _, answer = qrs.qrs("POST", f"/qrs/task/{TASK_FINANCE}/start/synchronous")
+    assert status in (200, 201), status
+    run_a = json.loads(answer)["value"]
+
+    def finished(execution_id, wanted):
+        _, _, body = qrs.qrs("GET", "/qrs/executionresult/full?filter=" + urllib.parse.quote(
+            f"ExecutionId eq {execution_id}"))
+        return any(r["status"] == wanted for r in json.loads(body))
+
+    wait_until(lambda: finished(run_a, 8), 10, message="run A FinishedFail")
+    status, _, answer = qrs.qrs("POST", f"/qrs/task/{TASK_FINANCE}/start/synchronous")
+    run_b = json.loads(answer)["value"]
+    wait_until(lambda: finished(run_b, 7), 10, message="run B FinishedSuccess")
+    butler = butlers(qrs=qrs)
+    udp = Udp(butler.udp_port)
+    udp.send(datagram("butler-v15", "task-failed", task_id=TASK_FINANCE, app_id=APP_FINANCE,
+                      execution_id=run_a))
+    body = wait_event(events, f"butler/events/task/failed/{TASK_FINANCE}", 15)
+    assert body["qrs"]["executionResultSource"] == "executionId", body["qrs"]
+    assert body["qrs"]["executionStatus"] == "FinishedFail", body["qrs"]
+    # An id QRS has no result for: the task's newest run, said so.
+    udp.send(datagram("butler-v15", "task-failed", task_id=TASK_FINANCE, app_id=APP_FINANCE,
+                      execution_id=guid()))
+    events.wait_for(lambda m: m["topic"] == f"butler/events/task/failed/{TASK_FINANCE}", 15,
+                    count=2)
+    second = [json.loads(m["payload"]) for m in events.messages
+              if m["topic"] == f"butler/events/task/failed/{TASK_FINANCE}"][1]
+    assert second["qrs"]["executionResultSource"] == "task", second["qrs"]
+    assert second["qrs"]["executionStatus"] == "FinishedSuccess", second["qrs"]
+
+
+# ------------- 11. a success and a distribute of one execution: two events
+
+
+def test_success_and_distribute_of_one_execution_are_two_events(butlers, events):
+    butler = butlers()
+    udp = Udp(butler.udp_port)
+    task_id, execution_id = guid(), guid()
+    udp.send(datagram("butler-v15", "task-success", task_id=task_id, execution_id=execution_id))
+    udp.send(datagram("butler-v15", "distribute", task_id=task_id, execution_id=execution_id))
+    udp.send(datagram("butler-v15", "distribute", task_id=task_id, execution_id=execution_id))
+    wait_event(events, f"butler/events/task/success/{task_id}")
+    wait_event(events, f"butler/events/task/distribute/{task_id}")
+    wait_until(lambda: metric(butler, "butler_udp_dropped_total", {"reason": "duplicate"}) == 1,
+               10, message="the repeated distribute dropped as a duplicate")
+    assert len([m for m in events.messages if task_id in m["topic"]]) == 2

@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from conftest import TASK_SALES, TIMEOUT_SCALE, VALGRIND, Butler, rss_anon_kb, start_calls, wait_until
+import sense_calls
 import simctl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -63,6 +64,8 @@ def engine_module(qrs_sim):
 def engine(engine_module):
     engine_module.control("POST", "/reset", {})
     yield engine_module
+    # Every method Butler called, held to docs/sense-calls.md at the end of the session.
+    sense_calls.note_engine_calls(engine_module.calls())
 
 
 def engine_yaml(engine, **keys):
@@ -181,6 +184,17 @@ def test_list_and_dump(workdir, broker, client, qrs, engine):
     assert "LOAD" in body["loadScript"]
     assert len(body["sheets"]) == 2 and body["sheets"][0]["qProperty"]["qInfo"]["qId"] == "sheet-1"
     assert [f["qName"] for f in body["fields"]] == ["Amount", "Region"]
+    # Doc.GetLineage's qLineage, as the Node.js Butler's dump carries it.
+    assert body["lineage"][0] == {"qDiscriminator": "lib://Data/sales.qvd",
+                                  "qStatement": "LOAD * FROM [lib://Data/sales.qvd] (qvd)"}
+    assert len(body["lineage"]) == 2
+    assert engine.calls("GetLineage")
+    # An engine that answers GetLineage with an error: the dump goes on without lineage.
+    engine.control("POST", "/fault", {"lineage": "error"})
+    client.publish("butler/app/dump", json.dumps({"appId": APP_SALES, "requestId": "d-2"}))
+    dump = app_result(client, "d-2")
+    assert dump["status"] == "done" and "lineage" not in dump["dump"]
+    assert "LOAD" in dump["dump"]["loadScript"]
     assert butler.stop() == 0
 
 

@@ -18,9 +18,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 import pytest
 
-from conftest import ROOT, TASK_SALES, Butler, Client, free_port, wait_until
+from conftest import ROOT, TASK_SALES, Butler, Client, free_port, recorded_qrs_sim, wait_until
 import appender_emu
-import simctl
 
 TASK_FINANCE = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
 TASK_HR = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
@@ -530,7 +529,7 @@ def test_qrs_simulator_failed_run_end_to_end(workdir, broker, events):
         s.bind(("127.0.0.1", 0))
         udp_port = s.getsockname()[1]
     simdir = tempfile.mkdtemp(prefix="butler-qrs-udp-")
-    with simctl.start_qrs_sim(simdir, udp_target=f"127.0.0.1:{udp_port}") as sim:
+    with recorded_qrs_sim(simdir, udp_target=f"127.0.0.1:{udp_port}") as sim:
         butler = Butler(workdir, broker, qrs=sim, udp=udp_port, http_yaml=[]).start()
         try:
             sim.control("PATCH", f"/_sim/tasks/{TASK_FINANCE}",

@@ -224,3 +224,51 @@ def test_v3_request_shape_and_retry_on_503(workdir, broker, http_sink):
     finally:
         client.close()
         butler.stop()
+
+
+def test_node_measurements_as_the_nodejs_butler_writes_them(workdir, broker, influx):
+    extra = "  node_measurements: true\n  butler_interval_s: 1\n"
+    butler = Butler(workdir, broker, extra_yaml=influx_yaml(influx.url, extra)).start()
+    client = Client(broker)
+    try:
+        failed = {"type": "failed", "host": "sense1", "taskName": "Reload Sales", "appName": "Sales",
+                  "user": "INTERNAL\\sa_scheduler", "taskId": "t-1", "appId": "a-1",
+                  "logTimestamp": "2024-05-01 02:30:11,123", "level": "ERROR",
+                  "executionId": "e-1", "message": "Reload failed",
+                  "receivedAt": "2024-05-01T00:30:11.140Z",
+                  "qrs": {"taskTags": ["nightly"], "appTags": ["finance"],
+                          "executionStatus": "FinishedFail",
+                          "scriptLogTail": "Line 1\nError: Field 'Amount' not found"}}
+        client.publish("butler/events/task/failed/t-1", json.dumps(failed))
+        client.publish("butler/sense/license/access", json.dumps(
+            {"professional": {"allocated": 10, "available": 2, "excess": 0, "quarantined": 1,
+                              "total": 13, "used": 8}}), retain=True)
+        client.publish("butler/sense/license/server", json.dumps(
+            {"expired": False, "expiresAt": "2027-01-01", "daysLeft": 25}), retain=True)
+
+        def rows(measurement):
+            return influx.rows(f'SELECT * FROM "{measurement}"')
+        wait_until(lambda: rows("reload_task_failed") and rows("qlik_sense_license")
+                   and rows("qlik_sense_server_license") and rows("butler_memory_usage"), 20,
+                   message="the node measurements")
+        row = rows("reload_task_failed")[0]
+        assert row["task_name"] == "Reload Sales" and row["task_id"] == "t-1"
+        assert row["user"] == "INTERNAL\\sa_scheduler" and row["log_level"] == "ERROR"
+        assert row["taskTag_nightly"] == "true" and row["appTag_finance"] == "true"
+        assert row["task_exeuctionStatusText"] == "FinishedFail"
+        assert row["scriptLog"] == "Line 1\nError: Field 'Amount' not found"
+        assert row["log_message"] == "Reload failed" and row["execution_id"] == "e-1"
+        assert row["site"] == "north pole"
+        license_row = rows("qlik_sense_license")[0]
+        assert license_row["license_type"] == "professional" and license_row["used"] == 8
+        server = rows("qlik_sense_server_license")[0]
+        assert server["license_expired"] is False and server["days_until_expiry"] == 25
+        memory = rows("butler_memory_usage")[0]
+        assert memory["process_memory"] > 0 and memory["version"]
+        # The user's own route saw the failed event too: not matched (different topic).
+        assert rows("reload") == []
+    finally:
+        client.publish("butler/sense/license/access", b"", retain=True)
+        client.publish("butler/sense/license/server", b"", retain=True)
+        client.close()
+        butler.stop()

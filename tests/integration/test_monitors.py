@@ -295,3 +295,47 @@ def test_killed_release_run_deletes_nothing_twice_and_reports_every_release(
     finally:
         butler.stop()
         watcher.close()
+
+
+@pytest.mark.parametrize("count", [1500, 2100])
+def test_a_run_of_1500_releases_reports_every_one(workdir, broker, qrs, count):
+    """Issue 22 s5: three notes per release reached the 4,096 notes a spooled
+    message may carry at ~1,365 releases; past it a successful DELETE could go
+    unreported and the run's summary was lost. Every release made is reported,
+    in the summary and as an event, however many. Past what one run can note
+    (two notes per release), the rest are kept as deferred to the next run."""
+    with open(os.path.join(ROOT, "tests", "sim", "fixture.json")) as f:
+        fixture = json.load(f)
+    users = [{"id": f"e5000000-0000-4000-8000-{i:012d}", "userDirectory": "BULK",
+              "userId": f"bulk{i}", "name": f"Bulk {i}"} for i in range(count)]
+    fixture["users"] = fixture["users"] + users
+    fixture["licenses"]["professional"] = {"total": count + 10, "allocations": [
+        {"id": f"f5000000-0000-4000-8000-{i:012d}", "userId": users[i]["id"],
+         "lastUsedDaysAgo": 90} for i in range(count)]}
+    fixture["licenses"]["analyzer"] = {"total": 0, "allocations": []}
+    status, body = qrs.control("POST", "/_sim/fixture", fixture)
+    assert status == 200, body
+    watcher = Client(broker)
+    watcher.subscribe("butler/#")
+    butler = release_butler(workdir, broker, qrs, dry_run=False).start()
+    try:
+        summary = retained(watcher, "butler/sense/license/release", timeout=300)
+        released = {r["licenseId"] for r in summary["released"]}
+        deleted = {c["path"].rsplit("/", 1)[1] for c in delete_calls(qrs)
+                   if c["response"]["status"] == 204}
+        assert released == deleted, (len(released), summary["kept"][:3])
+        _, left = qrs.control("GET", "/_sim/licenses")
+        assert len(left["professional"]) == count - len(deleted)
+        deferred = [k for k in summary["kept"] if k["reason"].startswith("deferred")]
+        assert len(deferred) == count - len(deleted)
+        if count == 1500:
+            assert len(deleted) == count
+        else:
+            assert 2000 <= len(deleted) < count
+        wait_until(lambda: len(events(watcher, "butler/events/license/released/"))
+                   >= len(deleted), 60, message="an event for every release")
+        assert {e["licenseId"] for _, e in events(watcher, "butler/events/license/released/")} \
+            == deleted
+    finally:
+        butler.stop()
+        watcher.close()

@@ -12,8 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TASK_SALES, Butler, free_udp_port, wait_until
-import simctl
+from conftest import TASK_SALES, Butler, free_udp_port, recorded_qrs_sim, wait_until
 from test_http_api import request as http_request
 
 SECRET = "s3cret-0123456789abcdef"
@@ -29,7 +28,7 @@ def udp_port():
 def sim(udp_port):
     """A simulator of its own: it sends datagrams to the port the UDP tests give Butler."""
     directory = tempfile.mkdtemp(prefix="butler-notify-")
-    with simctl.start_qrs_sim(directory, udp_target=("127.0.0.1", udp_port)) as s:
+    with recorded_qrs_sim(directory, udp_target=("127.0.0.1", udp_port)) as s:
         yield s
     shutil.rmtree(directory, ignore_errors=True)
 

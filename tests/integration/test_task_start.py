@@ -301,8 +301,10 @@ def test_qrs_transport_faults_are_retried_then_dead_lettered(workdir, broker, qr
         assert result["status"] == expect, result
         client.wait_for(lambda m: m["topic"] == "butler/deadletter/butler/task/start")
         # retry.max_attempts = 3; libcurl itself resends once when a reused
-        # connection dies before any answer, so a drop may show one call more.
-        assert 3 <= len(start_calls(qrs, TASK_SALES)) <= 4
+        # connection dies before any answer, so a drop may show one call more
+        # per attempt (before each retry Butler asks QRS whether the start got
+        # through, so every retry goes out on a reused connection).
+        assert 3 <= len(start_calls(qrs, TASK_SALES)) <= 6
         # Once QRS behaves again, so does Butler.
         qrs.control("DELETE", "/_sim/faults")
         rid = request(client, {"taskId": TASK_SALES})

@@ -34,6 +34,16 @@ SCHEDULER_FIELDS = ["host", "task_name", "app_name", "user", "task_id", "app_id"
                     "level", "execution_id", "message"]
 ENGINE_FIELDS = ["host", "app_id", "session_id", "user_directory", "user_id", "date", "level",
                  "message"]
+# The proxy's pattern (3.4): prefix;%hostname;%property{Command};%property{UserDirectory};
+# %property{UserId};%property{Origin};%property{Context};%message (port 9997).
+PROXY_FIELDS = ["host", "command", "user_directory", "user_id", "origin", "context", "message"]
+# Commands (field 2) and the filter substring the appender's StringMatchFilter needs.
+PROXY_COMMANDS = {
+    "session-start": ("Start session", "Start session for user"),
+    "session-stop": ("Stop session", "Stop session for user"),
+    "connection-open": ("Open connection", "connection Opened for session"),
+    "connection-close": ("Close connection", "connection Closed for session"),
+}
 
 # event -> (prefix, layout, default level, default message, task-type note)
 PROFILES = {
@@ -78,6 +88,19 @@ PROFILES = {
     "engine": {
         "engine-reload-failed": ("/engine-reload-failed/", "engine", "ERROR",
                                  "Reload failed: Field 'Amount' not found"),
+    },
+    # Port 9997: the Sense proxy's session and connection events (3.4, 3.5).
+    "proxy-v5": {
+        event: ("/proxy-%s/" % event.split("-")[0], "proxy", "INFO", PROXY_COMMANDS[event][1])
+        for event in PROXY_COMMANDS
+    },
+    "butler-sos-user": {
+        event: ("/qseow-proxy-%s/" % event.split("-")[0], "proxy", "INFO",
+                PROXY_COMMANDS[event][1])
+        for event in PROXY_COMMANDS
+    },
+    "proxy-legacy": {
+        event: ("", "proxy-4", "INFO", PROXY_COMMANDS[event][1]) for event in PROXY_COMMANDS
     },
 }
 
@@ -155,7 +178,26 @@ def default_fields(profile, event, generator=None, missing_property_render="empt
         "session_id": g.guid(),
         "user_directory": "CORP",
         "user_id": "jdoe",
+        # Proxy events: the message carries the filter substring and, for
+        # connections, a UserAgent with ';' in it, as the proxy writes it.
+        **_proxy_defaults(event, message, g),
     }
+
+
+def _proxy_defaults(event, message, g):
+    if event not in PROXY_COMMANDS:
+        return {}
+    command = PROXY_COMMANDS[event][0]
+    if event.startswith("session"):
+        text = "%s 'CORP\\jdoe'" % message
+        context = "/hub/"
+    else:
+        app = g.guid()
+        text = ("%s '%s'; UserAgent: 'Mozilla/5.0 (Windows NT 10.0; Win64; x64)'"
+                % (message, g.guid()))
+        context = "/app/%s" % app
+    return {"host": "sense-proxy-01", "command": command, "origin": "AppAccess",
+            "context": context, "proxy_message": text}
 
 
 def render(profile, event, fields=None, encoding="utf-8", fix_success_prefix=False,
@@ -172,6 +214,13 @@ def render(profile, event, fields=None, encoding="utf-8", fix_success_prefix=Fal
         parts = [values[k] for k in SCHEDULER_FIELDS]
     elif layout == "engine":
         parts = [values[k] for k in ENGINE_FIELDS]
+    elif layout == "proxy":
+        values.setdefault("proxy_message", values["message"])
+        if fields and "message" in fields:
+            values["proxy_message"] = fields["message"]
+        parts = [values[k] for k in PROXY_FIELDS[:-1]] + [values["proxy_message"]]
+    elif layout == "proxy-4":
+        parts = [values["host"], values["command"], values["user_directory"], values["user_id"]]
     elif layout == "v1":
         parts = [values["host"], values["task_name"], values["app_name"],
                  values["user"].split("\\")[-1]]

@@ -9,7 +9,7 @@ implements the calls Butler makes: EngineVersion, GetDocList, OpenDoc,
 DoReloadEx, DoReload, GetProgress, DoSave, GetAppLayout, GetAppProperties,
 GetScript, GetConnections, CreateSessionObject + GetLayout (object lists),
 GetObject + GetFullPropertyTree, GetDimension/GetMeasure/GetBookmark/
-GetVariableById + GetProperties.
+GetVariableById + GetProperties, GetLineage.
 
     engine_sim.py --server-cert server.pem --server-key server_key.pem --ca root.pem \
                   [--port 0] [--control-port 0]
@@ -18,7 +18,8 @@ Prints "READY <port> <control-port>". Control API (plain HTTP on loopback):
   GET  /calls            every call so far: [{method, handle, params, app, user}]
   GET  /stats            {"open": n, "peak": n, "connections": n, "saves": {appId: n}}
   POST /fault            {"reload": null|"script_error"|"hang"|"drop",
-                          "reload_ms": n, "refuse_certificate": bool}
+                          "reload_ms": n, "refuse_certificate": bool,
+                          "lineage": null|"error" (GetLineage answers an engine error)}
   POST /reset            clear calls, stats and faults
   POST /app              {"id", "name", "lastReloadTime"?}: add or change an app
 Python standard library plus python3-websockets (Debian 12: 10.4).
@@ -66,7 +67,8 @@ class State:
             self.peak = 0
             self.connections = 0
             self.saves = {}
-            self.fault = {"reload": None, "reload_ms": 50, "refuse_certificate": False}
+            self.fault = {"reload": None, "reload_ms": 50, "refuse_certificate": False,
+                          "lineage": None}
 
     def snapshot(self):
         with self.lock:
@@ -212,6 +214,21 @@ class Session:
                               "sheetTitleBgColor": "#F2F2F2"}}
         if method == "GetScript":
             return {"qScript": f"// {app.get('name')}\nLOAD * FROM [lib://Data/sales.qvd] (qvd);\n"}
+        if method == "GetLineage":
+            # Doc.GetLineage (Qlik's Engine JSON API; .NET SDK LineageInfo): qLineage, one
+            # LineageInfo per LOAD/SELECT/STORE statement of the script, qDiscriminator saying
+            # where the data comes from (the file name for a file, INLINE, RESIDENT <table>,
+            # AUTOGENERATE, the provider of a connection, STORE for a stored file) and qStatement
+            # the statement itself.
+            with STATE.lock:
+                fault = STATE.fault.get("lineage")
+            if fault == "error":
+                raise RpcError(-128, "Internal engine error", "GetLineage")
+            return {"qLineage": [
+                {"qDiscriminator": "lib://Data/sales.qvd",
+                 "qStatement": "LOAD * FROM [lib://Data/sales.qvd] (qvd)"},
+                {"qDiscriminator": "RESIDENT Sales",
+                 "qStatement": "LOAD Region, Sum(Amount) AS Amount RESIDENT Sales GROUP BY Region"}]}
         if method == "GetConnections":
             return {"qConnections": [{"qId": "f1e2d3c4-0000-4000-8000-000000000001",
                                       "qName": "Data", "qConnectionString": "C:\\Data",

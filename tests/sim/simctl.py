@@ -98,7 +98,9 @@ class QrsSim:
         -> (status, headers dict with lower-case names, body bytes)."""
         if xrfkey is not None:
             path += ("&" if "?" in path else "?") + "xrfkey=" + xrfkey
-        hdrs = {}
+        # Marks the tests' own calls, so that a check of Butler's calls
+        # (tests/integration/sense_calls.py) can tell them apart.
+        hdrs = {"User-Agent": "simctl"}
         if xrfkey is not None:
             hdrs["X-Qlik-Xrfkey"] = xrfkey
         if user is not None:

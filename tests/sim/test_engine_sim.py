@@ -168,6 +168,8 @@ def test_against_enigma_js(sim):
     assert "qPersistentProgress" in out["progress"]
     assert out["properties"]["qTitle"] == "Sales" and "LOAD" in out["script"]
     assert out["connections"][0]["qName"] == "Data"
+    assert [set(item) for item in out["lineage"]] == [{"qDiscriminator", "qStatement"}] * 2
+    assert out["lineage"][0]["qDiscriminator"] == "lib://Data/sales.qvd"
     assert out["listsType"] == ["GenericObject", "ButlerAppDump"]
     assert out["lists"]["sheets"]["qAppObjectList"]["qItems"][0]["qInfo"]["qType"] == "sheet"
     assert [f["qName"] for f in out["lists"]["fields"]["qFieldList"]["qItems"]] == ["Amount", "Region"]

@@ -480,6 +480,24 @@ def test_fault_delay_and_nth(sim):
     assert sim.control("GET", "/_sim/faults")[1]["faults"][0]["applied"] == 1
 
 
+def test_fault_delay_after_processing_starts_then_answers_late(sim):
+    """The start happens at once; only the answer waits (QRS accepted it, the client timed out)."""
+    import threading
+
+    add_fault(sim, {"method": "POST", "path_re": START_RE, "times": 1},
+              {"type": "delay", "ms": 3000, "when": "after_processing"})
+    status = {}
+    thread = threading.Thread(target=lambda: status.update(code=start(sim, SALES)[0]))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while sim.control("GET", "/_sim/stats")[1]["starts"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # Started while the caller still waits for its answer.
+    assert sim.control("GET", "/_sim/stats")[1]["starts"] == 1 and "code" not in status
+    thread.join(10)
+    assert status["code"] == 204
+
+
 @pytest.mark.parametrize("action,check", [
     ({"type": "empty_body"}, lambda s, h, b: s == 200 and b == b""),
     ({"type": "wrong_content_type"}, lambda s, h, b: h["content-type"].startswith("text/html")),

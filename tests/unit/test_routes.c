@@ -184,6 +184,26 @@ static void test_subscription_plan_has_no_overlap(void)
                BUTLER_ERR_TOO_LARGE);
 }
 
+static void test_condition_one_rule(void)
+{
+    cJSON *event_shape = cJSON_Parse("[{\"name\":\"Department\",\"value\":\"HR\"},"
+                                     "{\"name\":\"Env\",\"value\":\"Finance\"}]");
+    cJSON *qrs_shape = cJSON_Parse("[{\"definition\":{\"name\":\"Department\"},\"value\":"
+                                   "\"HR\"},{\"definition\":{\"name\":\"Env\"},\"value\":"
+                                   "\"Finance\"}]");
+    cJSON *shapes[] = {event_shape, qrs_shape};
+    for (size_t i = 0; i < 2; i++) {
+        UNIT_CHECK(route_condition_matches(shapes[i], "Department", "HR"));
+        UNIT_CHECK(route_condition_matches(shapes[i], "department", "hr"));
+        UNIT_CHECK(!route_condition_matches(shapes[i], "Department", "Finance")); /* pairing */
+        UNIT_CHECK(!route_condition_matches(shapes[i], "Owner", "HR"));
+        UNIT_CHECK(!route_condition_matches(shapes[i], "Department", NULL));
+    }
+    UNIT_CHECK(!route_condition_matches(NULL, "Department", "HR"));
+    cJSON_Delete(event_shape);
+    cJSON_Delete(qrs_shape);
+}
+
 static void test_email_no_header_injection(void)
 {
     char *to_items[] = {"ops@example.com", "x@example.com"};
@@ -207,5 +227,6 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_filters_overlap_and_join),
     UNIT_TEST(test_subscription_plan_has_no_overlap),
     UNIT_TEST(test_email_no_header_injection),
+    UNIT_TEST(test_condition_one_rule),
     {0},
 };

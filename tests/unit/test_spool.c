@@ -270,6 +270,45 @@ static void test_steady_state_follows_live(void)
     remove_directory();
 }
 
+/* One old item stays unfinished (an InfluxDB batch while InfluxDB is away)
+ * while 100,000 newer ones come and go: the index holds what is unfinished,
+ * not every item finished since the oldest one (64 bytes each: 6.4 MB). */
+static void test_index_follows_unfinished_behind_an_old_item(void)
+{
+    fresh_directory();
+    struct collected c;
+    struct spool *spool = open_spool(&c, 256u * 1024 * 1024);
+    uint64_t old_id = 0, kept_id = 0;
+    UNIT_CHECK(spool_add(spool, "old", 3, &old_id) == BUTLER_OK);
+    uint64_t largest_index = 0;
+    for (int i = 0; i < 100000; i++) {
+        uint64_t id = 0;
+        UNIT_CHECK(spool_add(spool, "item", 4, &id) == BUTLER_OK);
+        if (i % 5000 == 4999)
+            kept_id = id; /* every 5000th stays unfinished, like a batch */
+        else
+            UNIT_CHECK(spool_done(spool, id, NULL, 0) == BUTLER_OK);
+        struct spool_stats stats;
+        spool_get_stats(spool, &stats);
+        if (stats.index_bytes > largest_index)
+            largest_index = stats.index_bytes;
+    }
+    struct spool_stats stats;
+    spool_get_stats(spool, &stats);
+    UNIT_CHECK(stats.live_entries == 21);
+    UNIT_CHECK(largest_index <= 64 * 1024);
+    /* Ids are still found after the squeezes. */
+    unsigned char *data = NULL;
+    size_t length = 0;
+    UNIT_CHECK(spool_read(spool, old_id, &data, &length) == BUTLER_OK && length == 3);
+    free(data);
+    UNIT_CHECK(spool_read(spool, kept_id, &data, &length) == BUTLER_OK && length == 4);
+    free(data);
+    UNIT_CHECK(spool_done(spool, old_id, NULL, 0) == BUTLER_OK);
+    spool_close(spool);
+    remove_directory();
+}
+
 /* Answers leave when their retention ends, and empty answers are not kept at all. */
 static void test_done_retention(void)
 {
@@ -374,9 +413,71 @@ static void test_resync_ignores_records_inside_a_payload(void)
     }
 }
 
+/*
+ * spool.max_bytes is a hard cap: notes and answers count too (they used to be
+ * appended unchecked: 30 times the cap in a harness), and the work already
+ * taken can still finish when the file is full (every item keeps room for
+ * its DONE), with or without inline compaction.
+ */
+static void test_max_bytes_is_a_hard_cap(void)
+{
+    for (int housekeeping = 0; housekeeping < 2; housekeeping++) {
+        fresh_directory();
+        const uint64_t cap = 64 * 1024;
+        struct spool_options options = {
+            .directory = directory,
+            .max_bytes = cap,
+            .done_retention_ms = 600000,
+            .compact_in_housekeeping = housekeeping,
+        };
+        struct spool *spool = NULL;
+        UNIT_CHECK(spool_open(&options, NULL, NULL, &spool) == BUTLER_OK);
+        struct spool_stats stats;
+        char data[1000], note[200], answer[2000];
+        memset(data, 'd', sizeof data);
+        memset(note, 'n', sizeof note);
+        memset(answer, 'a', sizeof answer);
+        uint64_t ids[128];
+        int added = 0;
+        while (added < 128 && spool_add(spool, data, sizeof data, &ids[added]) == BUTLER_OK)
+            added++;
+        UNIT_CHECK(added > 20 && added < 128);
+        spool_get_stats(spool, &stats);
+        UNIT_CHECK(stats.file_bytes <= cap - cap / 8); /* ADDs leave the last eighth */
+        int notes = 0, refused = 0;
+        for (int round = 0; round < 20; round++)
+            for (int i = 0; i < added; i++) {
+                enum butler_status status = spool_progress(spool, ids[i], note, sizeof note);
+                UNIT_CHECK(status == BUTLER_OK || status == BUTLER_ERR_FULL);
+                status == BUTLER_OK ? notes++ : refused++;
+                spool_get_stats(spool, &stats);
+                UNIT_CHECK(stats.file_bytes <= cap);
+            }
+        UNIT_CHECK(notes > 0 && refused > 0);
+        /* Full: every item still finishes, answer or not. */
+        for (int i = 0; i < added; i++) {
+            UNIT_CHECK(spool_done(spool, ids[i], answer, sizeof answer) == BUTLER_OK);
+            spool_get_stats(spool, &stats);
+            UNIT_CHECK(stats.file_bytes <= cap);
+        }
+        spool_get_stats(spool, &stats);
+        UNIT_CHECK(stats.live_entries == 0);
+        UNIT_CHECK(stats.notes_refused == (uint64_t)refused);
+        UNIT_CHECK(stats.answers_dropped > 0);
+        if (housekeeping)
+            spool_housekeeping(spool);
+        uint64_t id = 0;
+        UNIT_CHECK(spool_add(spool, data, sizeof data, &id) == BUTLER_OK);
+        spool_close(spool);
+        remove_directory();
+    }
+}
+
 const struct unit_test unit_tests[] = {
+    UNIT_TEST(test_max_bytes_is_a_hard_cap),
     UNIT_TEST(test_resync_ignores_records_inside_a_payload),
     UNIT_TEST(test_steady_state_follows_live),
+    UNIT_TEST(test_index_follows_unfinished_behind_an_old_item),
     UNIT_TEST(test_done_retention),
     UNIT_TEST(test_many_notes),
     UNIT_TEST(test_replay_unfinished),

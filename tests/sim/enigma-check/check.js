@@ -69,6 +69,7 @@ async function main() {
     out.properties = await doc.getAppProperties();
     out.script = await doc.getScript();
     out.connections = await doc.getConnections();
+    out.lineage = await doc.getLineage();
     const lists = await doc.createSessionObject({
       qInfo: { qType: 'ButlerAppDump' },
       sheets: { qAppObjectListDef: { qType: 'sheet', qData: {} } },

@@ -15,7 +15,10 @@ REQUIRED = object()
 
 # type -> {parameter: default or REQUIRED}.
 ACTIONS = {
-    "delay": {"ms": REQUIRED},
+    # when="after_processing" is an addition to the spec: the request is handled at
+    # once (a task really starts) and only the answer waits, as a QRS that accepted
+    # a start and answered past the client's timeout.
+    "delay": {"ms": REQUIRED, "when": "before_processing"},
     "slow_body": {"bytes_per_sec": 200, "chunk": 16},
     "status": {"status": REQUIRED, "body": "", "content_type": None, "headers": {}},
     # after_processing is an addition to the spec: the request is handled (a task
@@ -68,6 +71,8 @@ def _validate_action(action):
         raise FaultError("status.headers: expected an object")
     if t in ("delay",) and not (isinstance(merged["ms"], (int, float)) and merged["ms"] >= 0):
         raise FaultError("delay.ms: expected a non-negative number")
+    if t == "delay" and merged["when"] not in ("before_processing", "after_processing"):
+        raise FaultError("delay.when: before_processing or after_processing")
     if t == "slow_body" and not (merged["bytes_per_sec"] > 0 and merged["chunk"] > 0):
         raise FaultError("slow_body: bytes_per_sec and chunk must be positive")
     return merged

@@ -159,6 +159,10 @@ class QrsApi:
         kind = action["type"]
         rec.fault = {"id": rule.id, "type": kind}
         if kind == "delay":
+            if action.get("when") == "after_processing":
+                resp = self._serve(req)
+                time.sleep(action["ms"] / 1000.0)
+                return resp
             time.sleep(action["ms"] / 1000.0)
             return self._serve(req)
         if kind == "status":

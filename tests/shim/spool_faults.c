@@ -1,0 +1,107 @@
+/*
+ * LD_PRELOAD shim for integration tests: makes the spool's file fail as a full
+ * disk or a failing flush would, on demand, without root or a mount.
+ *
+ *   BUTLER_SPOOL_FAULTS=<directory>   where the test puts its switches:
+ *     <directory>/enospc  exists -> write() of a PROGRESS or DONE record to a
+ *                                   file named spool.log fails with ENOSPC
+ *                                   (nothing written): a disk that filled up
+ *                                   after the requests themselves were recorded;
+ *     <directory>/eio     exists -> fdatasync()/fsync() of it fail with EIO while
+ *                                   a PROGRESS note written since the switch
+ *                                   was turned on has not been flushed (a flush
+ *                                   with no such note pending works).
+ *
+ * The record type is the byte after the 12-byte record header
+ * (bridge/store/spool_internal.h); Butler writes each record with one write().
+ * Only descriptors whose path ends in "/spool.log" are touched; everything
+ * else goes straight to libc. Checking the switches costs a stat() per call,
+ * which is fine for a test. Not linked into Butler.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static bool is_spool(int fd)
+{
+    char link[64], path[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t length = readlink(link, path, sizeof path - 1);
+    if (length <= 0)
+        return false;
+    path[length] = '\0';
+    size_t suffix = strlen("/spool.log");
+    return (size_t)length >= suffix && strcmp(path + length - suffix, "/spool.log") == 0;
+}
+
+static bool switched_on(const char *name)
+{
+    const char *directory = getenv("BUTLER_SPOOL_FAULTS");
+    char path[PATH_MAX];
+    struct stat info;
+    if (directory == NULL)
+        return false;
+    snprintf(path, sizeof path, "%s/%s", directory, name);
+    return stat(path, &info) == 0;
+}
+
+enum { RECORD_TYPE_OFFSET = 12, PROGRESS = 2, DONE = 3 };
+
+/* A PROGRESS note was written and no flush has succeeded since. */
+static volatile bool note_unflushed;
+
+ssize_t write(int fd, const void *data, size_t length)
+{
+    static ssize_t (*real)(int, const void *, size_t);
+    if (real == NULL)
+        real = (ssize_t(*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+    if (length > RECORD_TYPE_OFFSET && is_spool(fd)) {
+        int type = ((const unsigned char *)data)[RECORD_TYPE_OFFSET];
+        if ((type == PROGRESS || type == DONE) && switched_on("enospc")) {
+            errno = ENOSPC;
+            return -1;
+        }
+        ssize_t written = real(fd, data, length);
+        if (written > 0 && type == PROGRESS && switched_on("eio"))
+            note_unflushed = true;
+        return written;
+    }
+    return real(fd, data, length);
+}
+
+int fdatasync(int fd)
+{
+    static int (*real)(int);
+    if (real == NULL)
+        real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    if (note_unflushed && switched_on("eio") && is_spool(fd)) {
+        errno = EIO;
+        return -1;
+    }
+    int status = real(fd);
+    if (status == 0 && is_spool(fd))
+        note_unflushed = false;
+    return status;
+}
+
+int fsync(int fd)
+{
+    static int (*real)(int);
+    if (real == NULL)
+        real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    if (note_unflushed && switched_on("eio") && is_spool(fd)) {
+        errno = EIO;
+        return -1;
+    }
+    int status = real(fd);
+    if (status == 0 && is_spool(fd))
+        note_unflushed = false;
+    return status;
+}

@@ -1,0 +1,547 @@
+/*
+ * Active-user state; see users_state.h.
+ *
+ * Slots hold users; a doubly linked list through the slots orders them by
+ * last activity (oldest first), so expiry and eviction take from the head.
+ * The index is open addressing with linear probing over slot numbers
+ * (backward-shift deletion, no tombstones), at most half full. Names live in
+ * one arena addressed by offset (realloc may move it); a removed name is
+ * garbage until the arena is compacted.
+ */
+#include "topics/users_state.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "bridge/core/clock.h"
+#include "bridge/core/json.h"
+
+enum {
+    SLOTS_INITIAL = 1024,
+    ARENA_INITIAL = 16384,
+    HOST_NONE = 0xFFFF, /* host not known (rebuilt from a summary without enough perHost) */
+};
+
+#define NIL UINT32_MAX
+
+struct slot {
+    uint32_t name_offset;
+    uint16_t name_length; /* 0 = free slot */
+    uint16_t host;
+    uint32_t last_s; /* last activity, whole seconds of the caller's clock */
+    uint32_t older, newer;
+};
+
+struct host {
+    char *name;
+    size_t users;
+};
+
+struct users_state {
+    size_t max_users;
+    struct slot *slots;
+    size_t slot_capacity, count;
+    uint32_t free_head; /* free slots chained through `older` */
+    uint32_t oldest, newest;
+    uint32_t *index; /* slot numbers; NIL = empty */
+    size_t index_mask;
+    char *arena;
+    size_t arena_used, arena_capacity, arena_garbage;
+    struct host hosts[USERS_HOSTS_MAX];
+    size_t host_count;
+};
+
+static uint64_t hash_name(const char *name, size_t length)
+{
+    uint64_t hash = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < length; i++) {
+        hash ^= (unsigned char)name[i];
+        hash *= 1099511628211ULL;
+    }
+    return hash;
+}
+
+static const char *slot_name(const struct users_state *state, const struct slot *slot)
+{
+    return state->arena + slot->name_offset;
+}
+
+static bool slot_is(const struct users_state *state, uint32_t number, const char *name,
+                    size_t length)
+{
+    const struct slot *slot = &state->slots[number];
+    return slot->name_length == length && memcmp(slot_name(state, slot), name, length) == 0;
+}
+
+/* Position in the index of `name`, or of the empty entry where it would go. */
+static size_t index_find(const struct users_state *state, const char *name, size_t length)
+{
+    size_t i = (size_t)hash_name(name, length) & state->index_mask;
+    while (state->index[i] != NIL && !slot_is(state, state->index[i], name, length))
+        i = (i + 1) & state->index_mask;
+    return i;
+}
+
+/* Remove index entry `i`, shifting back the entries of its probe run. */
+static void index_delete(struct users_state *state, size_t i)
+{
+    size_t hole = i;
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & state->index_mask;
+        uint32_t number = state->index[j];
+        if (number == NIL)
+            break;
+        const struct slot *slot = &state->slots[number];
+        size_t home =
+            (size_t)hash_name(slot_name(state, slot), slot->name_length) & state->index_mask;
+        /* Move it into the hole unless its home lies cyclically in (hole, j]. */
+        bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+        if (!stays) {
+            state->index[hole] = number;
+            hole = j;
+        }
+    }
+    state->index[hole] = NIL;
+}
+
+/* Build a fresh index of `size` entries (a power of two) over the used slots. */
+static enum butler_status index_rebuild(struct users_state *state, size_t size)
+{
+    uint32_t *index = malloc(size * sizeof *index);
+    if (index == NULL)
+        return BUTLER_ERR_NOMEM;
+    memset(index, 0xFF, size * sizeof *index);
+    free(state->index);
+    state->index = index;
+    state->index_mask = size - 1;
+    for (uint32_t n = state->oldest; n != NIL; n = state->slots[n].newer) {
+        size_t i =
+            index_find(state, slot_name(state, &state->slots[n]), state->slots[n].name_length);
+        state->index[i] = n;
+    }
+    return BUTLER_OK;
+}
+
+enum butler_status users_state_create(size_t max_users, struct users_state **out)
+{
+    *out = NULL;
+    if (max_users == 0 || max_users >= NIL / 2)
+        return BUTLER_ERR_INVALID;
+    struct users_state *state = calloc(1, sizeof *state);
+    if (state == NULL)
+        return BUTLER_ERR_NOMEM;
+    state->max_users = max_users;
+    state->free_head = state->oldest = state->newest = NIL;
+    size_t size = 1;
+    while (size < 2 * SLOTS_INITIAL)
+        size <<= 1;
+    if (index_rebuild(state, size) != BUTLER_OK) {
+        users_state_free(state);
+        return BUTLER_ERR_NOMEM;
+    }
+    *out = state;
+    return BUTLER_OK;
+}
+
+void users_state_free(struct users_state *state)
+{
+    if (state == NULL)
+        return;
+    for (size_t i = 0; i < state->host_count; i++)
+        free(state->hosts[i].name);
+    free(state->slots);
+    free(state->index);
+    free(state->arena);
+    free(state);
+}
+
+size_t users_state_count(const struct users_state *state)
+{
+    return state->count;
+}
+
+/* ---- the activity list ---- */
+
+static void list_unlink(struct users_state *state, uint32_t n)
+{
+    struct slot *slot = &state->slots[n];
+    if (slot->older != NIL)
+        state->slots[slot->older].newer = slot->newer;
+    else
+        state->oldest = slot->newer;
+    if (slot->newer != NIL)
+        state->slots[slot->newer].older = slot->older;
+    else
+        state->newest = slot->older;
+    slot->older = slot->newer = NIL;
+}
+
+static void list_append(struct users_state *state, uint32_t n)
+{
+    struct slot *slot = &state->slots[n];
+    slot->older = state->newest;
+    slot->newer = NIL;
+    if (state->newest != NIL)
+        state->slots[state->newest].newer = n;
+    else
+        state->oldest = n;
+    state->newest = n;
+}
+
+/* ---- hosts ---- */
+
+/* The interned number of `host`; HOST_NONE when the table is full or out of memory. */
+static uint16_t host_number(struct users_state *state, const char *host)
+{
+    for (size_t i = 0; i < state->host_count; i++)
+        if (strcmp(state->hosts[i].name, host) == 0)
+            return (uint16_t)i;
+    if (state->host_count >= USERS_HOSTS_MAX)
+        return HOST_NONE;
+    char *copy = strdup(host);
+    if (copy == NULL)
+        return HOST_NONE;
+    state->hosts[state->host_count] = (struct host){copy, 0};
+    return (uint16_t)state->host_count++;
+}
+
+static void host_count_add(struct users_state *state, uint16_t host, int delta)
+{
+    if (host != HOST_NONE)
+        state->hosts[host].users = (size_t)((long long)state->hosts[host].users + delta);
+}
+
+/* ---- the name arena ---- */
+
+/* Copy every live name into a new arena with room for `extra` more bytes. */
+static enum butler_status arena_compact(struct users_state *state, size_t extra)
+{
+    size_t live = state->arena_used - state->arena_garbage;
+    size_t capacity = (live + extra) * 2;
+    if (capacity < ARENA_INITIAL)
+        capacity = ARENA_INITIAL;
+    char *arena = malloc(capacity);
+    if (arena == NULL)
+        return BUTLER_ERR_NOMEM;
+    size_t used = 0;
+    for (uint32_t n = state->oldest; n != NIL; n = state->slots[n].newer) {
+        struct slot *slot = &state->slots[n];
+        memcpy(arena + used, slot_name(state, slot), slot->name_length);
+        slot->name_offset = (uint32_t)used;
+        used += slot->name_length;
+    }
+    free(state->arena);
+    state->arena = arena;
+    state->arena_used = used;
+    state->arena_capacity = capacity;
+    state->arena_garbage = 0;
+    return BUTLER_OK;
+}
+
+/* Room for `length` more bytes at arena_used. */
+static enum butler_status arena_reserve(struct users_state *state, size_t length)
+{
+    if (state->arena_used + length <= state->arena_capacity)
+        return BUTLER_OK;
+    if (state->arena_garbage > 0 && state->arena_garbage >= state->arena_used / 2)
+        return arena_compact(state, length);
+    size_t capacity = state->arena_capacity ? state->arena_capacity * 2 : ARENA_INITIAL;
+    while (capacity < state->arena_used + length)
+        capacity *= 2;
+    if (capacity > UINT32_MAX)
+        return arena_compact(state, length);
+    char *arena = realloc(state->arena, capacity);
+    if (arena == NULL)
+        return BUTLER_ERR_NOMEM;
+    state->arena = arena;
+    state->arena_capacity = capacity;
+    return BUTLER_OK;
+}
+
+/* ---- slots ---- */
+
+static void remove_slot(struct users_state *state, uint32_t n)
+{
+    struct slot *slot = &state->slots[n];
+    index_delete(state, index_find(state, slot_name(state, slot), slot->name_length));
+    list_unlink(state, n);
+    host_count_add(state, slot->host, -1);
+    state->arena_garbage += slot->name_length;
+    slot->name_length = 0;
+    slot->older = state->free_head;
+    state->free_head = n;
+    state->count--;
+}
+
+/* A free slot number, growing the slot array (and the index) up to max_users. */
+static enum butler_status take_slot(struct users_state *state, uint32_t *out)
+{
+    if (state->free_head == NIL) {
+        size_t capacity = state->slot_capacity ? state->slot_capacity * 2 : SLOTS_INITIAL;
+        if (capacity > state->max_users)
+            capacity = state->max_users;
+        if (capacity <= state->slot_capacity)
+            return BUTLER_ERR_FULL;
+        struct slot *slots = realloc(state->slots, capacity * sizeof *slots);
+        if (slots == NULL)
+            return BUTLER_ERR_NOMEM;
+        state->slots = slots;
+        size_t index_size = state->index_mask + 1;
+        while (index_size < 2 * capacity)
+            index_size <<= 1;
+        if (index_size != state->index_mask + 1 && index_rebuild(state, index_size) != BUTLER_OK) {
+            /* Keep the bigger array but do not use the new slots yet. */
+            return BUTLER_ERR_NOMEM;
+        }
+        for (size_t i = capacity; i-- > state->slot_capacity;) {
+            slots[i] = (struct slot){.older = state->free_head, .newer = NIL};
+            state->free_head = (uint32_t)i;
+        }
+        state->slot_capacity = capacity;
+    }
+    *out = state->free_head;
+    state->free_head = state->slots[*out].older;
+    return BUTLER_OK;
+}
+
+/* "DIR\user" into `out` (USERS_NAME_MAX bytes), cut on a UTF-8 boundary. */
+static size_t make_name(const char *directory, const char *user, char out[USERS_NAME_MAX])
+{
+    int written = snprintf(out, USERS_NAME_MAX, "%s\\%s", directory, user);
+    size_t length = written < 0 ? 0 : (size_t)written;
+    if (length >= USERS_NAME_MAX) {
+        length = USERS_NAME_MAX - 1;
+        while (length > 0 && ((unsigned char)out[length] & 0xC0) == 0x80)
+            length--;
+        out[length] = '\0';
+    }
+    return length;
+}
+
+static uint32_t seconds(uint64_t now_ms)
+{
+    return (uint32_t)(now_ms / 1000u);
+}
+
+/* Mark user `n` seen now on `host`. */
+static void refresh(struct users_state *state, uint32_t n, uint16_t host, uint64_t now_ms,
+                    struct users_change *change)
+{
+    struct slot *slot = &state->slots[n];
+    slot->last_s = seconds(now_ms);
+    if (host != slot->host && host != HOST_NONE) {
+        host_count_add(state, slot->host, -1);
+        host_count_add(state, host, +1);
+        slot->host = host;
+        change->changed = true;
+    }
+    list_unlink(state, n);
+    list_append(state, n);
+}
+
+/* Insert or refresh the user named `name` (length bytes). */
+static enum butler_status upsert(struct users_state *state, const char *name, size_t length,
+                                 uint16_t host, uint64_t now_ms, struct users_change *change)
+{
+    size_t i = index_find(state, name, length);
+    if (state->index[i] != NIL) {
+        refresh(state, state->index[i], host, now_ms, change);
+        return BUTLER_OK;
+    }
+    if (state->count >= state->max_users) {
+        remove_slot(state, state->oldest);
+        change->evicted = true;
+        change->changed = true;
+    }
+    if (arena_reserve(state, length) != BUTLER_OK)
+        return BUTLER_ERR_NOMEM;
+    uint32_t n;
+    enum butler_status status = take_slot(state, &n);
+    if (status != BUTLER_OK)
+        return status;
+    memcpy(state->arena + state->arena_used, name, length);
+    state->slots[n] = (struct slot){
+        .name_offset = (uint32_t)state->arena_used,
+        .name_length = (uint16_t)length,
+        .host = host,
+        .last_s = seconds(now_ms),
+        .older = NIL,
+        .newer = NIL,
+    };
+    state->arena_used += length;
+    host_count_add(state, host, +1);
+    list_append(state, n);
+    /* The index may have been rebuilt by take_slot: look the place up again. */
+    state->index[index_find(state, name, length)] = n;
+    state->count++;
+    change->changed = true;
+    return BUTLER_OK;
+}
+
+enum butler_status users_state_start(struct users_state *state, const char *directory,
+                                     const char *user, const char *host, uint64_t now_ms,
+                                     struct users_change *change)
+{
+    char name[USERS_NAME_MAX];
+    size_t length = make_name(directory, user, name);
+    return upsert(state, name, length, host_number(state, host), now_ms, change);
+}
+
+void users_state_touch(struct users_state *state, const char *directory, const char *user,
+                       const char *host, uint64_t now_ms, struct users_change *change)
+{
+    char name[USERS_NAME_MAX];
+    size_t length = make_name(directory, user, name);
+    size_t i = index_find(state, name, length);
+    if (state->index[i] != NIL)
+        refresh(state, state->index[i], host_number(state, host), now_ms, change);
+}
+
+void users_state_stop(struct users_state *state, const char *directory, const char *user,
+                      struct users_change *change)
+{
+    char name[USERS_NAME_MAX];
+    size_t length = make_name(directory, user, name);
+    size_t i = index_find(state, name, length);
+    if (state->index[i] == NIL)
+        return;
+    remove_slot(state, state->index[i]);
+    change->changed = true;
+}
+
+size_t users_state_expire(struct users_state *state, uint64_t now_ms, uint64_t idle_ms)
+{
+    size_t removed = 0;
+    uint64_t now_s = now_ms / 1000u, idle_s = (idle_ms + 999u) / 1000u;
+    while (state->oldest != NIL && (uint64_t)state->slots[state->oldest].last_s + idle_s < now_s) {
+        remove_slot(state, state->oldest);
+        removed++;
+    }
+    return removed;
+}
+
+/* ---- the summary ---- */
+
+/* Bytes `text` takes as a JSON string body (without the quotes). */
+static size_t escaped_length(const char *text, size_t length)
+{
+    size_t out = 0;
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char)text[i];
+        out += (c == '"' || c == '\\') ? 2 : c < 0x20 ? 6 : 1;
+    }
+    return out;
+}
+
+static char *append_escaped(char *out, const char *text, size_t length)
+{
+    static const char hex[] = "0123456789abcdef";
+    *out++ = '"';
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c == '"' || c == '\\') {
+            *out++ = '\\';
+            *out++ = (char)c;
+        } else if (c < 0x20) {
+            memcpy(out, "\\u00", 4);
+            out[4] = hex[c >> 4];
+            out[5] = hex[c & 15];
+            out += 6;
+        } else {
+            *out++ = (char)c;
+        }
+    }
+    *out++ = '"';
+    return out;
+}
+
+char *users_state_summary(const struct users_state *state, uint64_t wall_ms, size_t *length)
+{
+    char at[40], head[64];
+    clock_format_iso8601(wall_ms, at, sizeof at);
+    int head_length = snprintf(head, sizeof head, "{\"count\":%zu,\"users\":[", state->count);
+    /* Measure, allocate once, then write: no growing buffer. */
+    size_t total = (size_t)head_length;
+    for (uint32_t n = state->oldest; n != NIL; n = state->slots[n].newer)
+        total +=
+            escaped_length(slot_name(state, &state->slots[n]), state->slots[n].name_length) + 3;
+    total += sizeof "],\"perHost\":{" + sizeof "},\"at\":\"\"}" + strlen(at);
+    for (size_t h = 0; h < state->host_count; h++)
+        total += escaped_length(state->hosts[h].name, strlen(state->hosts[h].name)) + 4 + 21;
+    char *text = malloc(total + 1);
+    if (text == NULL)
+        return NULL;
+    char *out = text;
+    memcpy(out, head, (size_t)head_length);
+    out += head_length;
+    for (uint32_t n = state->oldest; n != NIL; n = state->slots[n].newer) {
+        if (n != state->oldest)
+            *out++ = ',';
+        out = append_escaped(out, slot_name(state, &state->slots[n]), state->slots[n].name_length);
+    }
+    memcpy(out, "],\"perHost\":{", 13);
+    out += 13;
+    bool first = true;
+    for (size_t h = 0; h < state->host_count; h++) {
+        if (state->hosts[h].users == 0)
+            continue;
+        if (!first)
+            *out++ = ',';
+        first = false;
+        out = append_escaped(out, state->hosts[h].name, strlen(state->hosts[h].name));
+        out += snprintf(out, 23, ":%zu", state->hosts[h].users);
+    }
+    out += snprintf(out, (size_t)(text + total + 1 - out), "},\"at\":\"%s\"}", at);
+    *length = (size_t)(out - text);
+    return text;
+}
+
+enum butler_status users_state_load(struct users_state *state, const char *json, size_t length,
+                                    uint64_t now_ms, size_t *added)
+{
+    enum butler_status status = BUTLER_ERR_INVALID;
+    *added = 0;
+    cJSON *root = json_parse_exact(json, length, NULL);
+    const cJSON *users = cJSON_GetObjectItemCaseSensitive(root, "users");
+    const cJSON *per_host = cJSON_GetObjectItemCaseSensitive(root, "perHost");
+    if (!cJSON_IsObject(root) || !cJSON_IsArray(users))
+        goto out;
+    const cJSON *host_item = cJSON_IsObject(per_host) ? per_host->child : NULL;
+    double host_left = host_item && cJSON_IsNumber(host_item) ? host_item->valuedouble : 0;
+    const cJSON *user;
+    cJSON_ArrayForEach(user, users)
+    {
+        if (state->count >= state->max_users)
+            break;
+        /* The next host with users left to hand out. */
+        while (host_item && host_left < 1) {
+            host_item = host_item->next;
+            host_left = host_item && cJSON_IsNumber(host_item) ? host_item->valuedouble : 0;
+        }
+        uint16_t host = HOST_NONE;
+        if (host_item) {
+            host = host_number(state, host_item->string);
+            host_left -= 1;
+        }
+        if (!cJSON_IsString(user) || user->valuestring[0] == '\0')
+            continue;
+        size_t name_length = strlen(user->valuestring);
+        if (name_length >= USERS_NAME_MAX)
+            continue;
+        if (state->index[index_find(state, user->valuestring, name_length)] != NIL)
+            continue; /* already active: the live event wins */
+        struct users_change change = {0};
+        status = upsert(state, user->valuestring, name_length, host, now_ms, &change);
+        if (status != BUTLER_OK)
+            goto out;
+        (*added)++;
+    }
+    status = BUTLER_OK;
+out:
+    cJSON_Delete(root);
+    return status;
+}
