@@ -32,6 +32,7 @@ QUICK = "--quick" in sys.argv
 N_TASK = 2000 if QUICK else 6000          # task starts per run (after a 300-start warm-up)
 WRK_SECONDS = 2 if QUICK else 5
 UDP_RATES = [10000, 15000, 20000, 22500, 25000, 27500, 30000, 35000, 40000, 50000, 60000]
+USERS_FILL_RATE = int(os.environ.get("BENCH_USERS_FILL_RATE", "4000"))  # users/s when filling
 UDP_SECONDS = 2.0                           # datagrams per step = rate * UDP_SECONDS
 N_ROUTE = 5000 if QUICK else 20000
 N_STARTS = 20                               # exec -> /health 200 samples
@@ -173,17 +174,22 @@ class Bench:
         except OSError:
             return False
 
-    def butler_config(self, name, http=True, udp=False, qrs=False, routes="", session_s=0):
+    def butler_config(self, name, http=True, udp=False, qrs=False, routes="", session_s=0,
+                      proxy=False, root="butler"):
         self.http_port = free_port()
         self.udp_port = free_port(socket.SOCK_DGRAM)
+        self.proxy_port = free_port(socket.SOCK_DGRAM)
+        proxy_line = f", proxy_listen: 127.0.0.1:{self.proxy_port}" if proxy else ""
         lines = [
             "log: { level: warn }",
             "mqtt:",
             f"  port: {self.mqtt_port}",
             f"  client_id: butler-bench-{name}",
+            f"  topic_root: {root}",
             f"  session_expiry_s: {session_s}",
             f"http: {{ enable: {'true' if http else 'false'}, listen: 127.0.0.1:{self.http_port} }}",
-            f"udp: {{ enable: {'true' if udp else 'false'}, listen: 127.0.0.1:{self.udp_port} }}",
+            f"udp: {{ enable: {'true' if udp else 'false'}, listen: 127.0.0.1:{self.udp_port}"
+            f"{proxy_line} }}",
             f"spool: {{ dir: {json.dumps(os.path.join(self.dir, 'state-' + name))} }}",
         ]
         if qrs:
@@ -361,6 +367,83 @@ class Bench:
                  + f"; ceiling = broker pub→sub QoS 1 (1 publisher, 1 subscriber, 200 B); "
                    f"drops by reason {[(r.decode(), int(n)) for r, n in drops if int(n)]}")
 
+    def metric_value(self, name):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics").read().decode()
+        m = re.search(rf"^{name} (\d+)$", text, re.M)
+        return int(m.group(1)) if m else 0
+
+    def scenario_users(self):
+        """The Sense proxy's port (udp.proxy_listen, issue 27): session datagrams -> events
+        with 0 loss, stepped like the UDP scenario; then RssAnon with 100,000 active users."""
+        log("== Users (proxy port)")
+        broker = run_json([self.tool("mqtt_load"), "broker", "127.0.0.1", str(self.mqtt_port),
+                           "100000", "1000"])
+        log("   broker ceiling", broker)
+        p, sampler = self.start_butler(self.butler_config("users", udp=True, proxy=True))
+        idle = sampler.idle()
+        best, steps = 0, []
+        for i, rate in enumerate(UDP_RATES):
+            count = int(rate * UDP_SECONDS)
+            counter = subprocess.Popen([self.tool("mqtt_load"), "count", "127.0.0.1",
+                                        str(self.mqtt_port), "butler/events/session/#",
+                                        str(count), "60", "2"], stdout=subprocess.PIPE, text=True)
+            assert counter.stdout.readline().strip() == "READY"
+            sent = run_json([self.tool("udp_load"), "127.0.0.1", str(self.proxy_port),
+                             str(count), str(rate), str(2000 + i), "proxy"])
+            got = json.loads(counter.stdout.readline())
+            counter.wait()
+            lost = count - got["received"]
+            step = {"rate": rate, "achieved": sent["rate"], "sent": count,
+                    "events": got["received"], "lost": lost}
+            log("   step", step)
+            steps.append(step)
+            if lost:
+                break
+            best = sent["rate"]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics").read()
+        drops = re.findall(rb'butler_udp_proxy_dropped_total\{reason="([^"]+)"\} (\d+)', metrics)
+        self.load_sample("users")
+        self.finish("Users: proxy events", p, sampler, idle)
+        self.row("Proxy session datagrams → events, 0 loss", best, broker["rate"], "datagrams/s",
+                 "≥ 20000/s", best >= 20000,
+                 "steps " + ", ".join(f"{s['rate']}:{'ok' if not s['lost'] else 'lost %d' % s['lost']}"
+                                      for s in steps)
+                 + f"; each datagram a new user (active-user state updated, evictions past "
+                   f"100,000); ceiling = broker pub→sub QoS 1; drops by reason "
+                   f"{[(r.decode(), int(n)) for r, n in drops if int(n)]}")
+
+        # 100,000 active users: what the state costs above idle, once the retained
+        # summary (about 2 MB) has been published.
+        # Its own topic root: the first instance's retained summary would be taken over.
+        p, sampler = self.start_butler(self.butler_config("users-mem", udp=True, proxy=True,
+                                                          root="bench-users"))
+        idle = sampler.idle()
+        users = 100000
+        # Paced (USERS_FILL_RATE) below what a loaded machine drops, so the figure is the
+        # state's and not a flood's leftovers; topped up (new users) until all are there.
+        for seed in range(77, 87):
+            missing = users - self.metric_value("butler_users_active")
+            if missing <= 0:
+                break
+            run_json([self.tool("udp_load"), "127.0.0.1", str(self.proxy_port), str(missing),
+                      str(USERS_FILL_RATE), str(seed), "proxy"])
+            time.sleep(1.0)  # let the ring drain before counting again (not a correctness wait)
+        wait_for(lambda: self.metric_value("butler_users_active") == users, 60,
+                 "100,000 active users")
+        # A changed summary goes out within a second: after 3 s the last one (all 100,000
+        # users) has been built and published (figures, not a correctness wait).
+        time.sleep(3.0)
+        steady = sampler.read()
+        self.load_sample("users-mem")
+        self.finish("Users: 100,000 active", p, sampler, idle)
+        above = (steady[1] - idle[1]) / 1024
+        peak_above = (self.memory[-1]["peak_rssanon_kb"] - idle[1]) / 1024
+        self.row("RssAnon above idle, 100,000 active users", above, None, "MB", "≤ 8 MB",
+                 above <= 8,
+                 f"after the summary of all 100,000 was published; idle RssAnon "
+                 f"{idle[1] / 1024:.1f} MB; peak above idle {peak_above:.1f} MB (while "
+                 f"adding users at {USERS_FILL_RATE}/s and building ~2 MB summaries)")
+
     def scenario_routes(self):
         log("== Routes")
         sink_port = free_port()
@@ -462,7 +545,8 @@ class Bench:
         for r in self.rows:
             ceiling = f"{r['ceiling']:.0f}" if r["ceiling"] else "–"
             ratio = f"{r['ratio']:.2f}" if r["ratio"] else "–"
-            value = f"{r['butler']:.1f} {r['unit']}" if r["unit"] == "ms" else f"{r['butler']:.0f} {r['unit']}"
+            value = (f"{r['butler']:.1f} {r['unit']}" if r["unit"] in ("ms", "MB")
+                     else f"{r['butler']:.0f} {r['unit']}")
             met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
             print(f"| {r['scenario']} | {value} | {ceiling} | {ratio} | {r['target'] or ''} | "
                   f"{met} | {r['note']} |")
@@ -486,8 +570,9 @@ class Bench:
             self.start_broker()
             with simctl.start_qrs_sim(os.path.join(self.dir, "sim")) as sim:
                 self.sim = sim
-                only = os.environ.get("BENCH_ONLY", "task,http,udp,routes,startup").split(",")
-                for name in ("task", "http", "udp", "routes", "startup"):
+                only = os.environ.get("BENCH_ONLY",
+                                      "task,http,udp,users,routes,startup").split(",")
+                for name in ("task", "http", "udp", "users", "routes", "startup"):
                     if name in only:
                         getattr(self, "scenario_" + name)()
             self.report()

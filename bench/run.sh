@@ -2,7 +2,7 @@
 # One command for the whole benchmark: build a release Butler and the C load tools,
 # then run every scenario against its ceiling and print one table (bench/bench.py).
 # Usage: bench/run.sh [--quick]        (about 2 minutes; --quick less)
-# Env: BENCH_ONLY=task,http,udp,routes,startup  BENCH_NO_BUILD=1  BENCH_BUTLER=path  BENCH_KEEP=1
+# Env: BENCH_ONLY=task,http,udp,users,routes,startup  BENCH_NO_BUILD=1  BENCH_BUTLER=path  BENCH_KEEP=1
 # Needs: cmake, gcc, wrk, mosquitto, libmosquitto-dev, libcurl4-openssl-dev,
 # libcivetweb-dev, python3 (the QRS simulator). Uses free loopback ports.
 set -eu

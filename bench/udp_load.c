@@ -3,7 +3,11 @@
  * /scheduler-task-failed/ layout, as tests/sim/appender_emu.py renders it), each
  * with a distinct ExecutionId so Butler's dedup keeps every one.
  *
- *   udp_load HOST PORT COUNT RATE [SEED]
+ *   udp_load HOST PORT COUNT RATE [SEED [LAYOUT]]
+ *
+ * LAYOUT "proxy": the Sense proxy's /proxy-session/ "Start session" datagram
+ * (8 fields, as tests/sim/appender_emu.py profile proxy-v5 renders it), each
+ * for a distinct user <SEED><n>, so every datagram adds an active user.
  *
  * Sends in 1 ms slices of RATE/1000 datagrams. Prints one JSON line:
  * {"sent","seconds","rate"} (the achieved rate).
@@ -29,12 +33,13 @@ static double now_s(void)
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s HOST PORT COUNT RATE [SEED]\n", argv[0]);
+        fprintf(stderr, "usage: %s HOST PORT COUNT RATE [SEED [proxy]]\n", argv[0]);
         return 2;
     }
     long count = number_argument(argv[3]);
     double rate = atof(argv[4]);
     unsigned seed = argc > 5 ? (unsigned)number_argument(argv[5]) : (unsigned)getpid();
+    int proxy = argc > 6 && strcmp(argv[6], "proxy") == 0;
     struct sockaddr_in to = {.sin_family = AF_INET,
                              .sin_port = htons((uint16_t)(int)number_argument(argv[2]))};
     inet_pton(AF_INET, argv[1], &to.sin_addr);
@@ -51,14 +56,19 @@ int main(int argc, char **argv)
     char buf[1024];
     while (sent < count) {
         for (long k = 0; k < per_slice && sent < count; k++, sent++) {
-            int len = snprintf(buf, sizeof buf,
-                               "/scheduler-task-failed/;sense-node-01;Reload Sales Dashboard;"
-                               "Sales Dashboard;INTERNAL\\sa_scheduler;"
-                               "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;"
-                               "1e2feb89-414c-443c-9027-c4d1c386bbc4;2026-11-27 20:31:54,760;"
-                               "ERROR;%08x-7311-48a3-82ce-%012lx;"
-                               "Task finished with state FinishedFail. Max retries reached.",
-                               seed, sent);
+            int len = proxy
+                          ? snprintf(buf, sizeof buf,
+                                     "/proxy-session/;sense-proxy-01;Start session;CORP;u%x-%lx;"
+                                     "AppAccess;/hub/;Start session for user 'CORP\\u%x-%lx'",
+                                     seed, sent, seed, sent)
+                          : snprintf(buf, sizeof buf,
+                                     "/scheduler-task-failed/;sense-node-01;Reload Sales Dashboard;"
+                                     "Sales Dashboard;INTERNAL\\sa_scheduler;"
+                                     "5e2f4c1a-8b7d-4a3e-9f10-2c6d8e4b7a91;"
+                                     "1e2feb89-414c-443c-9027-c4d1c386bbc4;2026-11-27 20:31:54,760;"
+                                     "ERROR;%08x-7311-48a3-82ce-%012lx;"
+                                     "Task finished with state FinishedFail. Max retries reached.",
+                                     seed, sent);
             send(fd, buf, (size_t)len, 0);
         }
         if (sent >= count)

@@ -26,6 +26,7 @@
 #include "bridge/core/runtime.h"
 #include "bridge/model/sense_event.h"
 #include "topics/events.h"
+#include "topics/log_tail.h"
 
 #define MODULE "events"
 
@@ -38,6 +39,9 @@ enum {
      * log reference and its download still need time after the wait. */
     QRS_LAG_RESERVE_MS = 2 * QRS_CALL_TIMEOUT_MS,
     PATH_MAX_BYTES = 512,
+    /* Bytes of a script log's end read (the rest streams past): several
+     * times the tail, so 20 long lines still fit. */
+    LOG_READ_TAIL_BYTES = 64 * 1024,
 };
 
 /* The QRS settings enrichment uses: the configured ones with short timeouts
@@ -204,8 +208,9 @@ static const char *value_of(const cJSON *answer)
  * query and header, X-Qlik-User, client certificate. One attempt with the
  * enrichment timeouts. On OK *text_out is owned by the caller.
  */
-static enum butler_status raw_get(struct http_client *http, const char *route,
-                                  const char *path_and_query, char **text_out)
+static enum butler_status raw_get_bounded(struct http_client *http, const char *route,
+                                          const char *path_and_query, size_t tail_bytes,
+                                          char **text_out, size_t *length_out, bool *head_cut_out)
 {
     const struct butler_config *config = &enrich_config;
     char xrfkey[17], url[1024], xrf_header[64], user_header[300], labels[128];
@@ -232,7 +237,8 @@ static enum butler_status raw_get(struct http_client *http, const char *route,
         .client_key_file = config->qrs.key_file,
         .ca_file = config->qrs.ca_file,
         .verify_peer = config->qrs.verify_peer,
-        .max_response_bytes = 16 << 20,
+        .max_response_bytes = tail_bytes ? tail_bytes : 16 << 20,
+        .keep_tail = tail_bytes > 0,
     };
     struct http_response response = {.retry_after_s = -1};
     enum butler_status status = http_client_perform(http, &request, &response);
@@ -240,10 +246,20 @@ static enum butler_status raw_get(struct http_client *http, const char *route,
     metrics_count("butler_qrs_calls_total", labels, "QRS calls by route and HTTP status");
     if (status == BUTLER_OK) {
         *text_out = response.body;
+        if (length_out)
+            *length_out = response.body_length;
+        if (head_cut_out)
+            *head_cut_out = response.head_cut;
         response.body = NULL;
     }
     http_response_clear(&response);
     return status;
+}
+
+static enum butler_status raw_get(struct http_client *http, const char *route,
+                                  const char *path_and_query, char **text_out)
+{
+    return raw_get_bounded(http, route, path_and_query, 0, text_out, NULL, NULL);
 }
 
 /* raw_get of a JSON answer; *json_out owned by the caller. */
@@ -261,27 +277,12 @@ static enum butler_status raw_get_json(struct http_client *http, const char *rou
     return status;
 }
 
-/* The last EVENTS_LOG_TAIL_LINES lines of `text`, CR removed, bounded. */
-static cJSON *log_tail(const char *text)
+/* The event's tail of a log (topics/log_tail.h) as a JSON string. */
+static cJSON *log_tail_json(const char *text, size_t length, bool head_cut)
 {
-    size_t length = strlen(text);
-    while (length > 0 && (text[length - 1] == '\n' || text[length - 1] == '\r'))
-        length--;
-    size_t start = length;
-    int lines = 0;
-    while (start > 0 && length - start < EVENTS_LOG_TAIL_MAX_BYTES) {
-        if (text[start - 1] == '\n' && ++lines == EVENTS_LOG_TAIL_LINES)
-            break;
-        start--;
-    }
-    char *tail = malloc(length - start + 1);
+    char *tail = log_tail(text, length, head_cut, EVENTS_LOG_TAIL_LINES, EVENTS_LOG_TAIL_MAX_BYTES);
     if (tail == NULL)
         return NULL;
-    size_t used = 0;
-    for (size_t i = start; i < length; i++)
-        if (text[i] != '\r')
-            tail[used++] = text[i];
-    tail[used] = '\0';
     cJSON *string = cJSON_CreateString(tail);
     free(tail);
     return string;
@@ -324,13 +325,17 @@ static cJSON *script_log_tail(struct enrich_thread *state, const char *task_id,
         }
         const char *reference = status == BUTLER_OK ? value_of(answer) : NULL;
         char *text = NULL;
+        size_t text_length = 0;
+        bool head_cut = false;
         if (reference && reference[0] && can_call(deadline)) {
+            /* A log of any size: only its last LOG_READ_TAIL_BYTES are kept. */
             snprintf(path, sizeof path, "download/reloadtask/%s/scriptlog.txt", reference);
-            if (raw_get(state->http, "download/reloadtask/scriptlog.txt", path, &text) != BUTLER_OK)
+            if (raw_get_bounded(state->http, "download/reloadtask/scriptlog.txt", path,
+                                LOG_READ_TAIL_BYTES, &text, &text_length, &head_cut) != BUTLER_OK)
                 text = NULL;
         }
         if (text) {
-            cJSON *tail = log_tail(text);
+            cJSON *tail = log_tail_json(text, text_length, head_cut);
             free(text);
             cJSON_Delete(answer);
             return tail;

@@ -61,7 +61,8 @@ void topic_message_free(struct topic_message *message)
     struct spool *spool = butler_runtime_current ? butler_runtime_current->spool : NULL;
     if (message->spool_id && !message->keep_in_spool && spool) {
         const char *answer = message->answer ? message->answer : "";
-        enum butler_status status = spool_done(spool, message->spool_id, answer, strlen(answer));
+        enum butler_status status =
+            spool_done_kind(spool, message->spool_id, message->family, answer, strlen(answer));
         if (status != BUTLER_OK)
             LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "cannot mark spooled work %llu done: %s",
                             (unsigned long long)message->spool_id, butler_status_str(status));

@@ -27,6 +27,9 @@ struct topic_message {
     size_t correlation_length;
     uint64_t received_wall_ms;
     uint16_t message_id; /* the broker's packet id; 0 = unknown (spooled by an older version) */
+    /* The topic family that runs it (a name from the family table, static):
+     * its DONE record carries it, so recovery gives the answer back to it. */
+    const char *family;
 
     /* Spool bookkeeping (contract section 7). A message recorded in the spool
      * is marked finished when it is freed, unless the handler called

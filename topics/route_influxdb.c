@@ -5,6 +5,7 @@
  */
 #include "topics/route_influxdb.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@ enum {
     TOPIC_KEPT_MAX = 512,  /* of each point's topic, for its dead letter */
     BACKOFF_MIN_MS = 500,
     BACKOFF_MAX_MS = 30000,
+    BACKOFF_TRIM_MS = 4000, /* from this backoff on, each failed write trims the heap */
     WAIT_SLICE_MS = 1000,
     ERROR_MAX = 512,
 };
@@ -534,6 +536,11 @@ static void *writer_main(void *context)
             } else {
                 if (replacement)
                     influx.queue[influx.head].id = replacement;
+                /* InfluxDB is away and points keep coming through the workers:
+                 * give what they freed back to the system now, so waiting
+                 * points cost disk (the spool), not memory. */
+                if (backoff_ms == 0 || backoff_ms >= BACKOFF_TRIM_MS)
+                    malloc_trim(0);
                 backoff_ms = backoff_ms ? backoff_ms * 2 : BACKOFF_MIN_MS;
                 if (backoff_ms > BACKOFF_MAX_MS)
                     backoff_ms = BACKOFF_MAX_MS;

@@ -194,6 +194,7 @@ static void on_message(const struct mqtt_message *message, void *context)
         hold_unacknowledged(runtime, family->name, &bounded, "out of memory");
         return;
     }
+    copy->family = family->name;
     /* Record before acknowledging: once this returns, the PUBACK goes out. */
     if (runtime->spool) {
         size_t record_length = 0;
@@ -281,12 +282,31 @@ struct recovery {
     size_t events; /* Sense event messages handed to topics/events.c */
 };
 
-static topic_family_run family_by_name(const char *name)
+static const struct topic_family *family_by_name(const char *name)
 {
     for (size_t i = 0; i < FAMILY_COUNT; i++)
         if (families[i].run && strcmp(families[i].name, name) == 0)
-            return families[i].run;
+            return &families[i];
     return NULL;
+}
+
+/* A retained answer from the spool, to the family that gave it. Task starts
+ * keep theirs in the requestId window; so do answers written before DONE
+ * records had a family (kind ""), as they always were. Other families keep
+ * no window of answers today: theirs are counted and left (a file answer
+ * in the task-start window answered a task start with the same requestId). */
+static void answer_recovered(struct recovery *recovery, const struct spool_recovered *entry)
+{
+    if (entry->kind[0] == '\0' || strcmp(entry->kind, "task_start") == 0 ||
+        strcmp(entry->kind, "legacy_start_task") == 0) {
+        task_start_remember_answer(recovery->runtime->task_start, (const char *)entry->data,
+                                   entry->length, entry->wall_ms, entry->id);
+        return;
+    }
+    char labels[300];
+    snprintf(labels, sizeof labels, "family=\"%.255s\"", entry->kind);
+    metrics_count("butler_spool_answers_recovered_unused_total", labels,
+                  "Answers read back from the spool at start-up that no family keeps");
 }
 
 /* Spool callback (start-up, main thread): data is valid only during the call.
@@ -295,8 +315,7 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
 {
     struct recovery *recovery = context;
     if (entry->type == SPOOL_DONE) {
-        task_start_remember_answer(recovery->runtime->task_start, (const char *)entry->data,
-                                   entry->length, entry->wall_ms, entry->id);
+        answer_recovered(recovery, entry);
         return;
     }
     char family[256];
@@ -318,7 +337,8 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
         topic_message_free(message); /* not spooled itself: marks nothing done */
         return;
     }
-    topic_family_run run = message ? family_by_name(family) : NULL;
+    const struct topic_family *owner = message ? family_by_name(family) : NULL;
+    topic_family_run run = owner ? owner->run : NULL;
     if (run == NULL) {
         /* Leave it in the spool (not marked done): the next start tries again. */
         recovery->malformed++;
@@ -327,6 +347,7 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
     }
     message->spool_id = entry->id;
     message->replay = true;
+    message->family = owner->name;
     message->notes = entry->note_count ? calloc(entry->note_count, sizeof *message->notes) : NULL;
     for (size_t i = 0; message->notes && i < entry->note_count; i++) {
         message->notes[i] = malloc(entry->note_lengths[i] + 1);

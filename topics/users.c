@@ -237,7 +237,7 @@ static void tick(void)
         .qos = 1, .retain = true, .content_type = "application/json"};
     enum butler_status status = mqtt_link_publish(users.runtime->link, topic, summary, length,
                                                   &options, summary_done, NULL);
-    free(summary);
+    users_state_summary_free(summary);
     users.last_publish_ms = now;
     if (status == BUTLER_OK) {
         metrics_add(users.summaries, 1);
@@ -344,4 +344,9 @@ enum butler_status active_users_summary(char **json, size_t *length)
     }
     pthread_mutex_unlock(&users.lock);
     return status;
+}
+
+void active_users_summary_free(char *json)
+{
+    users_state_summary_free(json);
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <cjson/cJSON.h>
 
@@ -23,6 +24,8 @@ enum {
     SLOTS_INITIAL = 1024,
     ARENA_INITIAL = 16384,
     HOST_NONE = 0xFFFF, /* host not known (rebuilt from a summary without enough perHost) */
+    SUMMARY_MMAP_MIN = 128 * 1024, /* summaries this big get a mapping of their own */
+    SUMMARY_HEADER = 16,           /* the block's size, before the text */
 };
 
 #define NIL UINT32_MAX
@@ -472,9 +475,19 @@ char *users_state_summary(const struct users_state *state, uint64_t wall_ms, siz
     total += sizeof "],\"perHost\":{" + sizeof "},\"at\":\"\"}" + strlen(at);
     for (size_t h = 0; h < state->host_count; h++)
         total += escaped_length(state->hosts[h].name, strlen(state->hosts[h].name)) + 4 + 21;
-    char *text = malloc(total + 1);
-    if (text == NULL)
+    size_t block = SUMMARY_HEADER + total + 1;
+    char *base = NULL;
+    if (block >= SUMMARY_MMAP_MIN) {
+        base = mmap(NULL, block, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (base == MAP_FAILED)
+            base = NULL;
+    } else {
+        base = malloc(block);
+    }
+    if (base == NULL)
         return NULL;
+    memcpy(base, &block, sizeof block);
+    char *text = base + SUMMARY_HEADER;
     char *out = text;
     memcpy(out, head, (size_t)head_length);
     out += head_length;
@@ -498,6 +511,19 @@ char *users_state_summary(const struct users_state *state, uint64_t wall_ms, siz
     out += snprintf(out, (size_t)(text + total + 1 - out), "},\"at\":\"%s\"}", at);
     *length = (size_t)(out - text);
     return text;
+}
+
+void users_state_summary_free(char *summary)
+{
+    if (summary == NULL)
+        return;
+    char *base = summary - SUMMARY_HEADER;
+    size_t block;
+    memcpy(&block, base, sizeof block);
+    if (block >= SUMMARY_MMAP_MIN)
+        munmap(base, block);
+    else
+        free(base);
 }
 
 enum butler_status users_state_load(struct users_state *state, const char *json, size_t length,

@@ -60,11 +60,15 @@ size_t users_state_count(const struct users_state *state);
 
 /*
  * The summary {"count", "users": ["DIR\\user", ...] (least recently active
- * first), "perHost": {"<host>": n}, "at"} as one malloc'd, NUL-terminated
- * string owned by the caller (free()); `at` is `wall_ms` in ISO 8601. NULL
- * when out of memory.
+ * first), "perHost": {"<host>": n}, "at"} as one NUL-terminated string owned
+ * by the caller, released with users_state_summary_free(); `at` is `wall_ms`
+ * in ISO 8601. NULL when out of memory. A large summary (100,000 users make
+ * about 2 MB) is mapped with mmap() of its own, so that releasing it returns
+ * the pages at once instead of leaving them in a malloc arena or raising
+ * malloc's mmap threshold for everyone.
  */
 char *users_state_summary(const struct users_state *state, uint64_t wall_ms, size_t *length);
+void users_state_summary_free(char *summary);
 
 /*
  * Rebuild from a summary (the retained message after a restart): each user

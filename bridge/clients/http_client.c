@@ -76,16 +76,39 @@ struct body_sink {
     size_t capacity;
     size_t limit;
     bool overflow;
+    bool keep_tail;
 };
+
+/* keep_tail: make room for `length` more bytes by dropping the oldest, so
+ * the buffer never holds more than 2 * limit (amortised: a shift happens
+ * once per `limit` bytes received). */
+static void drop_head(struct body_sink *sink, const char **data, size_t *length)
+{
+    struct http_response *response = sink->response;
+    if (*length >= sink->limit) {
+        *data += *length - sink->limit;
+        *length = sink->limit;
+        response->body_length = 0;
+        response->head_cut = true;
+    } else if (response->body_length + *length > 2 * sink->limit) {
+        size_t keep = sink->limit - *length;
+        memmove(response->body, response->body + response->body_length - keep, keep);
+        response->body_length = keep;
+        response->head_cut = true;
+    }
+}
 
 /* Grows the body buffer geometrically up to the cap; returning a short count
  * makes curl abort the transfer when the cap is passed. */
 static size_t write_body(char *data, size_t size, size_t count, void *user)
 {
     struct body_sink *sink = user;
-    size_t length = size * count;
+    size_t length = size * count, taken = length;
     struct http_response *response = sink->response;
-    if (response->body_length + length > sink->limit) {
+    size_t cap = sink->keep_tail ? 2 * sink->limit : sink->limit;
+    if (sink->keep_tail)
+        drop_head(sink, (const char **)&data, &length);
+    if (response->body_length + length > cap) {
         sink->overflow = true;
         return 0;
     }
@@ -93,8 +116,8 @@ static size_t write_body(char *data, size_t size, size_t count, void *user)
         size_t grown = sink->capacity ? sink->capacity * 2 : 1024;
         while (grown < response->body_length + length + 1)
             grown *= 2;
-        if (grown > sink->limit + 1)
-            grown = sink->limit + 1;
+        if (grown > cap + 1)
+            grown = cap + 1;
         char *bigger = realloc(response->body, grown);
         if (bigger == NULL)
             return 0;
@@ -104,7 +127,7 @@ static size_t write_body(char *data, size_t size, size_t count, void *user)
     memcpy(response->body + response->body_length, data, length);
     response->body_length += length;
     response->body[response->body_length] = '\0';
-    return length;
+    return taken;
 }
 
 static size_t read_header(char *data, size_t size, size_t count, void *user)
@@ -188,6 +211,7 @@ enum butler_status http_client_perform(struct http_client *client,
     struct body_sink sink = {
         .response = response,
         .limit = request->max_response_bytes ? request->max_response_bytes : DEFAULT_MAX_RESPONSE,
+        .keep_tail = request->keep_tail,
     };
     char error_buffer[CURL_ERROR_SIZE] = "";
 
@@ -251,6 +275,13 @@ enum butler_status http_client_perform(struct http_client *client,
             status = BUTLER_ERR_RETRYABLE;
         }
         goto out;
+    }
+    if (sink.keep_tail && response->body_length > sink.limit) {
+        /* Only the last `limit` bytes are the caller's. */
+        size_t drop = response->body_length - sink.limit;
+        memmove(response->body, response->body + drop, sink.limit + 1);
+        response->body_length = sink.limit;
+        response->head_cut = true;
     }
     if (response->body == NULL) {
         response->body = calloc(1, 1);

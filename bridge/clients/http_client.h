@@ -33,6 +33,9 @@ struct http_request {
     const char *ca_file; /* NULL = system store */
     bool verify_peer;
     size_t max_response_bytes; /* 0 = 4 MiB */
+    /* Keep the last max_response_bytes of a longer body instead of failing
+     * (a log's tail): memory stays bounded whatever the body's size. */
+    bool keep_tail;
 };
 
 struct http_response {
@@ -40,6 +43,7 @@ struct http_response {
     char *body;  /* NUL-terminated, owned by the response; free with http_response_clear */
     size_t body_length;
     long retry_after_s; /* from Retry-After (seconds form), -1 if absent */
+    bool head_cut;      /* keep_tail: the start of the body was dropped */
     char error[256];    /* transport error text, or "" */
 };
 

@@ -1,8 +1,6 @@
 /* GET /v4/activeusers; see http_users.h. */
 #include "bridge/ingress/http_users.h"
 
-#include <stdlib.h>
-
 #include "bridge/model/active_users.h"
 
 void http_users_active(struct http_exchange *exchange)
@@ -19,5 +17,5 @@ void http_users_active(struct http_exchange *exchange)
         http_exchange_reply_error(exchange, 500, "out of memory", NULL);
     else
         http_exchange_reply(exchange, 200, "application/json", json, length, NULL);
-    free(json);
+    active_users_summary_free(json);
 }

@@ -13,10 +13,11 @@
 
 /*
  * The summary object {"count", "users", "perHost", "at"}, the same as the
- * retained <root>/sense/users/active, as of now. *json is malloc'd and owned
- * by the caller (free()). BUTLER_ERR_NOT_FOUND when the proxy port is off
- * (udp.proxy_listen empty), BUTLER_ERR_NOMEM. Any thread.
+ * retained <root>/sense/users/active, as of now. *json is owned by the caller
+ * and released with active_users_summary_free(). BUTLER_ERR_NOT_FOUND when
+ * the proxy port is off (udp.proxy_listen empty), BUTLER_ERR_NOMEM. Any thread.
  */
 enum butler_status active_users_summary(char **json, size_t *length);
+void active_users_summary_free(char *json);
 
 #endif

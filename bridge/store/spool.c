@@ -109,8 +109,8 @@ static enum butler_status restore_end(struct spool *spool)
  * truncation moves where the next write lands. Caller holds the mutex.
  */
 static enum butler_status append_record(struct spool *spool, bool sync, enum spool_record_type type,
-                                        uint64_t id, uint64_t wall_ms, const void *data,
-                                        size_t length, struct record_ref *where)
+                                        uint8_t flags, uint64_t id, uint64_t wall_ms,
+                                        const void *data, size_t length, struct record_ref *where)
 {
     enum butler_status status = BUTLER_ERR_NOMEM;
     unsigned char small[STACK_RECORD_BYTES];
@@ -124,7 +124,8 @@ static enum butler_status append_record(struct spool *spool, bool sync, enum spo
         goto out;
     unsigned char *p = buffer + HEADER_BYTES;
     p[0] = (unsigned char)type;
-    p[1] = p[2] = p[3] = 0;
+    p[1] = flags;
+    p[2] = p[3] = 0;
     spool_put64(p + 4, id);
     spool_put64(p + 12, wall_ms);
     if (length)
@@ -327,7 +328,8 @@ enum butler_status spool_add(struct spool *spool, const void *data, size_t lengt
     uint64_t id = spool->next_id++;
     uint64_t wall_ms = clock_wall_ms();
     struct record_ref ref;
-    status = append_record(spool, spool->options.fsync, SPOOL_ADD, id, wall_ms, data, length, &ref);
+    status =
+        append_record(spool, spool->options.fsync, SPOOL_ADD, 0, id, wall_ms, data, length, &ref);
     if (status != BUTLER_OK)
         goto out;
     status = spool_index_push_live(spool, id, wall_ms, ref);
@@ -365,7 +367,8 @@ enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *
     struct record_ref ref;
     /* Not flushed here: a caller about to make a call with an effect flushes
      * its notes once (spool_flush), so several notes share one flush. */
-    status = append_record(spool, false, SPOOL_PROGRESS, id, clock_wall_ms(), data, length, &ref);
+    status =
+        append_record(spool, false, SPOOL_PROGRESS, 0, id, clock_wall_ms(), data, length, &ref);
     if (status == BUTLER_OK) {
         status = spool_index_push_note(spool, entry, ref);
         if (status != BUTLER_OK)
@@ -394,15 +397,31 @@ enum butler_status spool_flush(struct spool *spool)
 
 enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data, size_t length)
 {
-    if (length > SPOOL_RECORD_DATA_MAX)
+    return spool_done_kind(spool, id, NULL, data, length);
+}
+
+/*
+ * A DONE with an answer and a kind carries DONE_FLAG_KIND and, as its data,
+ * u8 kind length | kind | answer; without either (and in files written
+ * before kinds) the data is the answer alone. The flag byte was always 0, so
+ * old files read as before.
+ */
+enum butler_status spool_done_kind(struct spool *spool, uint64_t id, const char *kind,
+                                   const void *data, size_t length)
+{
+    size_t kind_length = kind ? strlen(kind) : 0;
+    if (kind_length > SPOOL_KIND_MAX)
+        return BUTLER_ERR_INVALID;
+    if (length + 1 + kind_length > SPOOL_RECORD_DATA_MAX)
         return BUTLER_ERR_TOO_LARGE;
     enum butler_status status = BUTLER_ERR_NOT_FOUND;
+    unsigned char *tagged = NULL;
     pthread_mutex_lock(&spool->mutex);
     if (spool_index_find_live(spool, id) == NULL)
         goto out;
     /* This item's own reserve pays for an empty DONE; an answer must fit
      * beside the other items' reserves, else it is not kept. */
-    if (length > 0 && !make_room(spool, HEADER_BYTES + BODY_FIXED_BYTES + length,
+    if (length > 0 && !make_room(spool, HEADER_BYTES + BODY_FIXED_BYTES + 1 + kind_length + length,
                                  spool->options.max_bytes, spool->live_active - 1, false)) {
         spool->stats.answers_dropped++;
         LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
@@ -416,7 +435,20 @@ enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data
     uint64_t wall_ms = clock_wall_ms();
     /* Not flushed either: a DONE lost to a power cut replays finished work,
      * which the notes, the QRS check and the requestId window make harmless. */
-    status = append_record(spool, false, SPOOL_DONE, id, wall_ms, data, length, &ref);
+    uint8_t flags = 0;
+    if (length > 0 && kind_length > 0) {
+        status = BUTLER_ERR_NOMEM;
+        tagged = malloc(1 + kind_length + length);
+        if (tagged == NULL)
+            goto out;
+        tagged[0] = (unsigned char)kind_length;
+        memcpy(tagged + 1, kind, kind_length);
+        memcpy(tagged + 1 + kind_length, data, length);
+        data = tagged;
+        length += 1 + kind_length;
+        flags = DONE_FLAG_KIND;
+    }
+    status = append_record(spool, false, SPOOL_DONE, flags, id, wall_ms, data, length, &ref);
     if (status != BUTLER_OK)
         goto out;
     spool_index_finish_live(spool, entry);
@@ -427,6 +459,7 @@ enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data
         spool_maybe_compact(spool);
 out:
     pthread_mutex_unlock(&spool->mutex);
+    free(tagged);
     return status;
 }
 
@@ -443,9 +476,12 @@ static enum butler_status read_record_data(struct spool *spool, const struct rec
     if (pread(spool->fd, record, ref->length, (off_t)ref->offset) != (ssize_t)ref->length ||
         spool_crc32(record + HEADER_BYTES, ref->length - HEADER_BYTES) != spool_get32(record + 8))
         goto out;
-    size_t length = ref->length - HEADER_BYTES - BODY_FIXED_BYTES;
-    /* Move the data to the front of the buffer the caller gets. */
-    memmove(record, record + HEADER_BYTES + BODY_FIXED_BYTES, length);
+    struct spool_done_parts parts =
+        spool_record_parts(record + HEADER_BYTES, ref->length - HEADER_BYTES);
+    size_t length = parts.answer_length;
+    /* Move the data (a DONE's answer, without its kind) to the front of the
+     * buffer the caller gets. */
+    memmove(record, parts.answer, length);
     *data_out = record;
     *length_out = length;
     record = NULL;

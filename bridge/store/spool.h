@@ -48,6 +48,8 @@ enum spool_record_type {
 enum {
     /* Largest data one record may carry. */
     SPOOL_RECORD_DATA_MAX = 2 * 1024 * 1024,
+    /* Longest kind of a DONE (spool_done_kind). */
+    SPOOL_KIND_MAX = 255,
     /* Unfinished items at once; spool_add() refuses beyond (BUTLER_ERR_FULL). */
     SPOOL_LIVE_MAX = 100000,
     /* Notes one item may carry (a task start notes two per task it starts). */
@@ -77,9 +79,12 @@ struct spool_options {
 struct spool_recovered {
     enum spool_record_type type; /* SPOOL_ADD (unfinished work) or SPOOL_DONE (recent answer) */
     uint64_t id;
-    uint64_t wall_ms; /* when the record was written */
-    const unsigned char *data;
+    uint64_t wall_ms;          /* when the record was written */
+    const unsigned char *data; /* SPOOL_ADD: the work; SPOOL_DONE: the answer */
     size_t length;
+    /* For SPOOL_DONE: the kind given to spool_done_kind ("" without one, and
+     * for files written before kinds existed). NUL-terminated. */
+    const char *kind;
     /* For SPOOL_ADD: its PROGRESS notes, in order. */
     size_t note_count;
     const unsigned char *const *notes;
@@ -126,6 +131,11 @@ enum butler_status spool_flush(struct spool *spool);
 /* Mark `id` finished; non-empty `data` (the answer) is kept for
  * done_retention_ms and handed back by spool_open's recovery. */
 enum butler_status spool_done(struct spool *spool, uint64_t id, const void *data, size_t length);
+/* The same, and the answer carries `kind` (NULL or "" = none; at most
+ * SPOOL_KIND_MAX bytes): recovery hands it back in spool_recovered.kind, so
+ * the caller can give each answer to whoever it belongs to. */
+enum butler_status spool_done_kind(struct spool *spool, uint64_t id, const char *kind,
+                                   const void *data, size_t length);
 
 /* Read back the data of unfinished work `id` (what spool_add recorded), so a
  * caller can keep only the id in memory. *data_out is malloc'd, owned by the

@@ -311,12 +311,18 @@ enum butler_status spool_report_recovered(struct spool *spool, const unsigned ch
         const struct done_entry *done = spool_index_done_at(spool, i);
         if (done->wall_ms + spool->options.done_retention_ms <= now)
             continue;
+        struct spool_done_parts parts = spool_record_parts(map + done->record.offset + HEADER_BYTES,
+                                                           done->record.length - HEADER_BYTES);
+        char kind[SPOOL_KIND_MAX + 1];
+        memcpy(kind, parts.kind, parts.kind_length);
+        kind[parts.kind_length] = '\0';
         struct spool_recovered entry = {
             .type = SPOOL_DONE,
             .id = done->id,
             .wall_ms = done->wall_ms,
-            .data = map + done->record.offset + HEADER_BYTES + BODY_FIXED_BYTES,
-            .length = done->record.length - HEADER_BYTES - BODY_FIXED_BYTES,
+            .data = parts.answer,
+            .length = parts.answer_length,
+            .kind = kind,
         };
         recovered(context, &entry);
     }
@@ -343,6 +349,7 @@ enum butler_status spool_report_recovered(struct spool *spool, const unsigned ch
             .note_count = live->note_count,
             .notes = notes,
             .note_lengths = note_lengths,
+            .kind = "",
         };
         spool->stats.recovered_entries++;
         if (recovered)

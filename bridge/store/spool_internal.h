@@ -103,6 +103,36 @@ static inline uint64_t spool_get64(const unsigned char *p)
     return v;
 }
 
+/* Flag byte of a record body (byte 1): set on a DONE whose data starts with
+ * its kind (u8 length | kind), see spool_done_kind. */
+enum { DONE_FLAG_KIND = 1 };
+
+/* A record body split into its kind (empty when it has none) and its data. */
+struct spool_done_parts {
+    const unsigned char *kind;
+    size_t kind_length;
+    const unsigned char *answer;
+    size_t answer_length;
+};
+
+/* Split the body (`body_length` bytes from the type byte on) of a checked
+ * record. A kind prefix that does not fit leaves it all data. */
+static inline struct spool_done_parts spool_record_parts(const unsigned char *body,
+                                                         size_t body_length)
+{
+    const unsigned char *data = body + BODY_FIXED_BYTES;
+    size_t length = body_length - BODY_FIXED_BYTES;
+    struct spool_done_parts parts = {(const unsigned char *)"", 0, data, length};
+    if (body[0] == SPOOL_DONE && (body[1] & DONE_FLAG_KIND) && length >= 1 &&
+        (size_t)data[0] + 1 <= length) {
+        parts.kind = data + 1;
+        parts.kind_length = data[0];
+        parts.answer = data + 1 + data[0];
+        parts.answer_length = length - 1 - data[0];
+    }
+    return parts;
+}
+
 /* spool.c */
 enum butler_status spool_write_all(int fd, const unsigned char *data, size_t length);
 

@@ -286,3 +286,33 @@ def test_success_and_distribute_of_one_execution_are_two_events(butlers, events)
     wait_until(lambda: metric(butler, "butler_udp_dropped_total", {"reason": "duplicate"}) == 1,
                10, message="the repeated distribute dropped as a duplicate")
     assert len([m for m in events.messages if task_id in m["topic"]]) == 2
+
+
+# ------------------------------- 7. the tail of a script log of any size
+
+
+def test_script_log_tail_of_a_log_over_16_mb(butlers, events, qrs):
+    line = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor " \
+           "incididunt ut labore et dolore magna aliqua. \u00e4\u20ac\n"
+    big = line * (17 * 1024 * 1024 // len(line.encode())) + "Error: Field 'Amount' not found"
+    qrs.control("PATCH", f"/_sim/tasks/{TASK_FINANCE}", {"maxRetries": 0, "run": {
+        "outcomes": ["fail"], "durationMs": 50, "scriptLog": big}})
+    status, _, answer = qrs.qrs("POST", f"/qrs/task/{TASK_FINANCE}/start/synchronous")
+    assert status in (200, 201), status
+    run = json.loads(answer)["value"]
+
+    def failed():
+        _, _, body = qrs.qrs("GET", "/qrs/executionresult/full?filter=" + urllib.parse.quote(
+            f"ExecutionId eq {run}"))
+        return any(r["status"] == 8 for r in json.loads(body))
+
+    wait_until(failed, 15, message="the run FinishedFail")
+    butler = butlers(qrs=qrs)
+    udp = Udp(butler.udp_port)
+    udp.send(datagram("butler-v15", "task-failed", task_id=TASK_FINANCE, app_id=APP_FINANCE,
+                      execution_id=run))
+    body = wait_event(events, f"butler/events/task/failed/{TASK_FINANCE}", 15)
+    tail = body["qrs"]["scriptLogTail"]
+    assert tail and tail.endswith("Error: Field 'Amount' not found"), body["qrs"]
+    assert len(tail.encode()) <= 8192 and "\ufffd" not in tail
+    assert tail.split("\n")[0] == line.rstrip("\n")  # whole lines, whole characters

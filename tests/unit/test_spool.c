@@ -16,6 +16,7 @@ struct collected {
     uint64_t add_ids[64];
     int notes[64];
     char done_data[64][64];
+    char done_kind[64][16];
     size_t all_dones, most_notes;
 };
 
@@ -33,6 +34,7 @@ static void collect(void *context, const struct spool_recovered *entry)
         c->adds++;
     } else if (entry->type == SPOOL_DONE && c->dones < 64) {
         snprintf(c->done_data[c->dones], 64, "%.*s", (int)entry->length, entry->data);
+        snprintf(c->done_kind[c->dones], 16, "%s", entry->kind);
         c->dones++;
     }
 }
@@ -473,7 +475,55 @@ static void test_max_bytes_is_a_hard_cap(void)
     }
 }
 
+static void check_answer(struct spool *spool, uint64_t id, const char *expected)
+{
+    unsigned char *data = NULL;
+    size_t length = 0;
+    UNIT_CHECK(spool_read_answer(spool, id, &data, &length) == BUTLER_OK);
+    char text[64];
+    snprintf(text, sizeof text, "%.*s", (int)length, data ? (const char *)data : "");
+    UNIT_CHECK_STR(text, expected);
+    free(data);
+}
+
+/*
+ * DONE records carry the kind (the family) of their answer, so recovery can
+ * hand each answer to its own family, not all to task starts. A DONE without
+ * one (and every DONE of a spool written before kinds) reads as kind "".
+ */
+static void test_answers_keep_their_kind(void)
+{
+    fresh_directory();
+    struct collected c;
+    struct spool *spool = open_spool(&c, 1 << 20);
+    uint64_t a = 0, b = 0, d = 0, e = 0;
+    UNIT_CHECK(spool_add(spool, "a", 1, &a) == BUTLER_OK);
+    UNIT_CHECK(spool_add(spool, "b", 1, &b) == BUTLER_OK);
+    UNIT_CHECK(spool_add(spool, "d", 1, &d) == BUTLER_OK);
+    UNIT_CHECK(spool_add(spool, "e", 1, &e) == BUTLER_OK);
+    UNIT_CHECK(spool_done_kind(spool, a, "task_start", "{\"requestId\":\"r1\"}", 18) == BUTLER_OK);
+    UNIT_CHECK(spool_done_kind(spool, b, "file", "\x04file-answer", 12) == BUTLER_OK);
+    UNIT_CHECK(spool_done(spool, d, "\x03old", 4) == BUTLER_OK);         /* no kind: as before */
+    UNIT_CHECK(spool_done_kind(spool, e, "file", NULL, 0) == BUTLER_OK); /* nothing to keep */
+    check_answer(spool, a, "{\"requestId\":\"r1\"}");
+    check_answer(spool, b, "\x04file-answer");
+    check_answer(spool, d, "\x03old");
+    spool_close(spool);
+    spool = open_spool(&c, 1 << 20);
+    UNIT_CHECK(c.dones == 3);
+    UNIT_CHECK_STR(c.done_kind[0], "task_start");
+    UNIT_CHECK_STR(c.done_data[0], "{\"requestId\":\"r1\"}");
+    UNIT_CHECK_STR(c.done_kind[1], "file");
+    UNIT_CHECK_STR(c.done_data[1], "\x04file-answer");
+    UNIT_CHECK_STR(c.done_kind[2], "");
+    UNIT_CHECK_STR(c.done_data[2], "\x03old");
+    check_answer(spool, b, "\x04file-answer"); /* after the compaction at open too */
+    spool_close(spool);
+    remove_directory();
+}
+
 const struct unit_test unit_tests[] = {
+    UNIT_TEST(test_answers_keep_their_kind),
     UNIT_TEST(test_max_bytes_is_a_hard_cap),
     UNIT_TEST(test_resync_ignores_records_inside_a_payload),
     UNIT_TEST(test_steady_state_follows_live),

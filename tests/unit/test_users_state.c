@@ -24,7 +24,7 @@ static cJSON *summary(const struct users_state *state)
     UNIT_CHECK(text != NULL && strlen(text) == length);
     cJSON *json = cJSON_Parse(text);
     UNIT_CHECK(json != NULL);
-    free(text);
+    users_state_summary_free(text);
     return json;
 }
 
@@ -145,6 +145,28 @@ static void test_churn(void)
     users_state_free(state);
 }
 
+/* A summary past 128 kB takes the mmap path; it must read the same. */
+static void test_large_summary(void)
+{
+    struct users_state *state = make(20000);
+    struct users_change change = {0};
+    char user[64];
+    for (int i = 0; i < 8000; i++) {
+        snprintf(user, sizeof user, "a-rather-long-user-name-%05d", i);
+        UNIT_CHECK(users_state_start(state, "DIR", user, "h", 1000, &change) == BUTLER_OK);
+    }
+    size_t length = 0;
+    char *text = users_state_summary(state, 0, &length);
+    UNIT_CHECK(text != NULL && length > 128 * 1024 && strlen(text) == length);
+    cJSON *json = cJSON_Parse(text);
+    UNIT_CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(json, "users")) == 8000);
+    UNIT_CHECK(has_user(json, "DIR\\a-rather-long-user-name-07999"));
+    cJSON_Delete(json);
+    users_state_summary_free(text);
+    users_state_summary_free(NULL);
+    users_state_free(state);
+}
+
 static void test_summary_escapes(void)
 {
     struct users_state *state = make(10);
@@ -185,6 +207,7 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_idle_expiry),
     UNIT_TEST(test_eviction_at_the_cap),
     UNIT_TEST(test_churn),
+    UNIT_TEST(test_large_summary),
     UNIT_TEST(test_summary_escapes),
     UNIT_TEST(test_rebuild),
     {0},
