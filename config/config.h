@@ -386,8 +386,10 @@ struct butler_config {
         struct config_string_list delete_roots; /* key file.delete */
         struct config_string_list mkdir_roots;  /* key file.mkdir */
         char *qvd_path;                         /* base of createdirqvd; "" = off */
-        int workers;   /* extension: file commands run at once, on their own threads */
-        int queue_max; /* extension: file commands waiting for those threads, hard cap */
+        int workers;           /* extension: file commands run at once, on their own threads */
+        int queue_max;         /* extension: file commands waiting for those threads, hard cap */
+        long copy_max_entries; /* a directory copy: entries in the tree, hard cap */
+        long copy_max_bytes;   /* a directory copy: bytes of its files, hard cap */
     } file;
 };
 

@@ -937,6 +937,12 @@ static const struct key_def config_keys[] = {
             "task starts."},
     {K_INT("file.queue_max", CFG(file.queue_max), 1, 100000, "1024"),
      .doc = "File commands waiting for those threads, hard cap; past it the broker keeps them."},
+    {K_LONG("file.copy_max_entries", CFG(file.copy_max_entries), 1, 10000000, "10000"),
+     .doc = "A directory copy: files and directories in the source tree, hard cap; a larger "
+            "tree is refused before anything is written."},
+    {K_LONG("file.copy_max_bytes", CFG(file.copy_max_bytes), 1, 1099511627776LL, "10737418240"),
+     .doc = "A directory copy: bytes of the files in the source tree, hard cap; a larger tree "
+            "is refused before anything is written."},
 };
 
 const struct key_table config_key_table = {config_keys, ARRAY_COUNT(config_keys)};

@@ -13,6 +13,7 @@
 #include "bridge/core/clock.h"
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
+#include "bridge/link/mqtt_link.h"
 #include "bridge/store/spool.h"
 #include "topics/handoff.h"
 
@@ -158,6 +159,23 @@ static void pop_head(void)
     count--;
 }
 
+/* While the link holds intake (spool full), release it once the spool could
+ * take a good share of new work again: half of spool.max_bytes live at most
+ * and half of its item cap, so that the broker's resends do not fill it at
+ * once and hold again. */
+static void release_hold_if_room(void)
+{
+    struct mqtt_link *link = feeder_runtime->link;
+    struct spool *spool = feeder_runtime->spool;
+    if (link == NULL || spool == NULL || !mqtt_link_holding(link))
+        return;
+    struct spool_stats stats;
+    spool_get_stats(spool, &stats);
+    uint64_t max_bytes = (uint64_t)feeder_runtime->config->spool.max_bytes;
+    if (stats.live_bytes <= max_bytes / 2 && stats.live_entries < SPOOL_LIVE_MAX / 2)
+        mqtt_link_release_hold(link);
+}
+
 static void housekeeping(uint64_t *last_ms, bool forced)
 {
     uint64_t now = clock_monotonic_ms();
@@ -166,6 +184,7 @@ static void housekeeping(uint64_t *last_ms, bool forced)
     *last_ms = now;
     if (feeder_runtime->spool)
         spool_housekeeping(feeder_runtime->spool);
+    release_hold_if_room();
 }
 
 /*

@@ -249,10 +249,16 @@ static enum butler_status run_operation(const struct file_request *request,
     enum butler_status status;
     char token[17];
     temp_token(request->request_id, token);
+    const struct butler_config *config = butler_runtime_current->config;
     const struct file_copy_options options = {
         .overwrite = request->overwrite,
         .preserve_timestamp = request->preserve_timestamp,
         .temp_token = token,
+        .max_entries = config->file.copy_max_entries,
+        .max_bytes = config->file.copy_max_bytes,
+        /* Each file of a directory copy lands whole: on a replay, one already there was
+         * copied by the run that crashed. */
+        .keep_existing = replay,
     };
     /* A crash may have left this request's temporary file: the re-run uses
      * a fresh name, so remove the old one first. */

@@ -306,7 +306,10 @@ bool route_influxdb_take(const struct config_route *route, const struct topic_me
     char error[ERROR_MAX] = "";
     struct line_protocol lp;
     lp_init(&lp, INFLUXDB_BATCH_BYTES_MAX / 2);
-    uint64_t sequence = route_influxdb_next_sequence(1);
+    /* The spool id when there is one: a message replayed after a crash (its
+     * batch spooled, its own DONE not yet) makes the very same point again,
+     * which InfluxDB keeps once. */
+    uint64_t sequence = message->spool_id ? message->spool_id : route_influxdb_next_sequence(1);
     enum butler_status status = route_influxdb_point(
         route, &influx.config->influxdb.tags, event, (const char *)message->payload,
         message->payload_length, message->received_wall_ms, sequence, &lp, error, sizeof error);

@@ -136,7 +136,7 @@ static size_t task_point(const struct butler_config *config, const char *measure
 }
 
 static size_t access_points(const struct butler_config *config, const cJSON *report,
-                            int64_t time_ns, uint64_t *sequence, struct line_protocol *lp)
+                            int64_t time_ns, struct line_protocol *lp)
 {
     static const struct {
         const char *type, *license_type;
@@ -185,8 +185,8 @@ static size_t access_points(const struct butler_config *config, const cJSON *rep
         static_tags(config, lp);
         for (size_t f = 0; f < 6 && types[i].fields[f][0]; f++)
             int_field(lp, types[i].fields[f][0], numbers, types[i].fields[f][1]);
-        /* One series per type: a distinct time each, below the millisecond. */
-        points += lp_end(lp, time_ns + (int64_t)((*sequence)++ % 1000u)) == BUTLER_OK;
+        /* One series per type (the license_type tag): the same time is fine. */
+        points += lp_end(lp, time_ns) == BUTLER_OK;
     }
     return points;
 }
@@ -216,7 +216,7 @@ size_t route_influxdb_node_points(const struct butler_config *config, const char
         return lp_end(lp, time_ns) == BUTLER_OK;
     }
     case NODE_ACCESS_LICENSE:
-        return access_points(config, event, time_ns, sequence, lp);
+        return access_points(config, event, time_ns, lp);
     case NODE_LICENSE_RELEASE: {
         if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(event, "dryRun")) ||
             lp_begin(lp, "qlik_sense_license_release") != BUTLER_OK)
@@ -298,7 +298,8 @@ bool route_influxdb_node_take(const struct butler_config *config,
 {
     struct line_protocol lp;
     lp_init(&lp, LINES_MAX);
-    uint64_t sequence = route_influxdb_next_sequence(8);
+    /* As in route_influxdb_take: a replayed message makes the same points. */
+    uint64_t sequence = message->spool_id ? message->spool_id : route_influxdb_next_sequence(1);
     size_t points = route_influxdb_node_points(config, message->topic, event,
                                                message->received_wall_ms, &sequence, &lp);
     bool kept = false;

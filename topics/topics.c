@@ -125,9 +125,10 @@ static char *family_filters[FAMILY_COUNT];
 /* Not recorded, so not to be acknowledged: cut the connection before the
  * PUBACK libmosquitto queued can leave; the broker keeps the message for the
  * session and sends it again after the reconnect (backpressure through the
- * broker, the documented hold point). Network thread. */
+ * broker, the documented hold point). A full spool (`full`) holds the link
+ * down until there is room. Network thread. */
 static void hold_unacknowledged(struct butler_runtime *runtime, const char *family,
-                                const struct mqtt_message *message, const char *why)
+                                const struct mqtt_message *message, const char *why, bool full)
 {
     metrics_count("butler_spool_refused_total", "",
                   "Messages the spool could not take (full or failing); held back");
@@ -142,8 +143,15 @@ static void hold_unacknowledged(struct butler_runtime *runtime, const char *fami
     LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,
                     "cannot record %s (%s); holding it unacknowledged: the broker sends it again",
                     message->topic, why);
-    mqtt_link_abort_connection(runtime->link);
-    feeder_wake(); /* a full spool may have room after a compaction */
+    if (full) {
+        /* Stay away until the feeder sees room (feeder.c), answering through
+         * the outlet meanwhile: reconnecting at once would only be cut again
+         * by the broker's resends, before any answer's PUBACK came back. */
+        mqtt_link_hold(runtime->link);
+        feeder_wake();
+    } else {
+        mqtt_link_abort_connection(runtime->link);
+    }
 }
 
 /*
@@ -191,7 +199,7 @@ static void on_message(const struct mqtt_message *message, void *context)
     }
     struct topic_message *copy = topic_message_copy(&bounded);
     if (copy == NULL) {
-        hold_unacknowledged(runtime, family->name, &bounded, "out of memory");
+        hold_unacknowledged(runtime, family->name, &bounded, "out of memory", false);
         return;
     }
     copy->family = family->name;
@@ -209,7 +217,8 @@ static void on_message(const struct mqtt_message *message, void *context)
                               bounded.payload_length);
         free(record);
         if (status != BUTLER_OK) {
-            hold_unacknowledged(runtime, family->name, &bounded, butler_status_str(status));
+            hold_unacknowledged(runtime, family->name, &bounded, butler_status_str(status),
+                                status == BUTLER_ERR_FULL);
             topic_message_free(copy); /* not spooled: marks nothing */
             return;
         }
@@ -217,7 +226,7 @@ static void on_message(const struct mqtt_message *message, void *context)
     enum butler_status status = feeder_push(family->run, copy);
     if (status != BUTLER_OK) {
         if (copy->spool_id == 0) {
-            hold_unacknowledged(runtime, family->name, &bounded, butler_status_str(status));
+            hold_unacknowledged(runtime, family->name, &bounded, butler_status_str(status), false);
             topic_message_free(copy);
             return;
         }

@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE /* openat2 flags, copy_file_range, renameat2, O_PATH */
 #include "bridge/clients/file_system.h"
+#include "bridge/clients/file_system_internal.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -188,7 +189,7 @@ bool file_path_beneath(const char *root, const char *path, const char **rest)
 /* ---- gate 3: opening beneath the root ---- */
 
 /* errno after a failed lookup, as a status: an escape is a policy refusal. */
-static enum butler_status lookup_status(int error_number)
+enum butler_status file_lookup_status(int error_number)
 {
     switch (error_number) {
     case ENOENT:
@@ -251,7 +252,7 @@ static int walk_beneath(int root_fd, const char *relative, int flags)
 }
 
 /* Open `relative` beneath root_fd. Sets errno on failure. */
-static int open_beneath(int root_fd, const char *relative, int flags)
+int file_open_beneath(int root_fd, const char *relative, int flags)
 {
     if (atomic_load(&walk_forced) || !file_system_has_openat2())
         return walk_beneath(root_fd, relative, flags);
@@ -266,7 +267,7 @@ static int open_beneath(int root_fd, const char *relative, int flags)
     return -1;
 }
 
-static int open_root(const char *root, char *error, size_t error_size, enum butler_status *status)
+int file_open_root(const char *root, char *error, size_t error_size, enum butler_status *status)
 {
     int fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
@@ -297,15 +298,15 @@ static const char *split_last(const char *relative, char directory[FILE_PATH_MAX
  * in the directory just opened beneath the root, then opened again beneath
  * the root: a symlink swapped in between is refused by that second lookup.
  */
-static enum butler_status open_directory(int root_fd, const char *relative, bool create, int *out,
-                                         const char *role, char *error, size_t error_size)
+enum butler_status file_open_directory(int root_fd, const char *relative, bool create, int *out,
+                                       const char *role, char *error, size_t error_size)
 {
-    *out = open_beneath(root_fd, relative, O_PATH | O_DIRECTORY);
+    *out = file_open_beneath(root_fd, relative, O_PATH | O_DIRECTORY);
     if (*out >= 0)
         return BUTLER_OK;
     int saved = errno;
     if (saved == ENOENT && create) {
-        int parent = open_beneath(root_fd, "", O_PATH | O_DIRECTORY);
+        int parent = file_open_beneath(root_fd, "", O_PATH | O_DIRECTORY);
         char prefix[FILE_PATH_MAX + 1];
         const char *p = relative;
         while (parent >= 0) {
@@ -313,7 +314,7 @@ static enum butler_status open_directory(int root_fd, const char *relative, bool
             size_t end = (size_t)(p - relative) + n;
             memcpy(prefix, relative, end);
             prefix[end] = '\0';
-            int next = open_beneath(root_fd, prefix, O_PATH | O_DIRECTORY);
+            int next = file_open_beneath(root_fd, prefix, O_PATH | O_DIRECTORY);
             if (next < 0 && errno == ENOENT) {
                 char name[FILE_NAME_MAX + 1];
                 snprintf(name, sizeof name, "%.*s", (int)n, p);
@@ -323,7 +324,7 @@ static enum butler_status open_directory(int root_fd, const char *relative, bool
                     parent = -1;
                     break;
                 }
-                next = open_beneath(root_fd, prefix, O_PATH | O_DIRECTORY);
+                next = file_open_beneath(root_fd, prefix, O_PATH | O_DIRECTORY);
             }
             saved = errno;
             close(parent);
@@ -337,7 +338,7 @@ static enum butler_status open_directory(int root_fd, const char *relative, bool
             return BUTLER_OK;
         }
     }
-    enum butler_status status = lookup_status(saved);
+    enum butler_status status = file_lookup_status(saved);
     if (status == BUTLER_ERR_DENIED)
         butler_error_set(error, error_size,
                          "the %s directory leads out of its approved directory (through a symbolic "
@@ -367,11 +368,12 @@ static enum butler_status open_parent(const struct file_place *place, const char
         butler_error_set(error, error_size, "the %s names an approved directory itself", role);
         return BUTLER_ERR_INVALID;
     }
-    *root_fd = open_root(place->root, error, error_size, &status);
+    *root_fd = file_open_root(place->root, error, error_size, &status);
     if (*root_fd < 0)
         return status;
     *name = split_last(place->relative, directory);
-    status = open_directory(*root_fd, directory, create, directory_fd, role, error, error_size);
+    status =
+        file_open_directory(*root_fd, directory, create, directory_fd, role, error, error_size);
     if (status == BUTLER_ERR_NOT_FOUND)
         butler_error_set(error, error_size, "the %s does not exist", role);
     return status;
@@ -452,9 +454,23 @@ static bool temp_name_of_token(const char *name, const char *token)
            strcmp(name + length - 4, ".tmp") == 0;
 }
 
-/* Remove temporary files of this token (a crash left them) from directory_fd. */
-static void remove_stale_temporaries(int directory_fd, const char *token)
+/* Keep only [A-Za-z0-9_-] of the caller's token, at most TEMP_TOKEN_MAX. */
+static void clean_token(const char *token, char out[TEMP_TOKEN_MAX + 1])
 {
+    size_t n = 0;
+    for (const char *p = token ? token : ""; *p && n < TEMP_TOKEN_MAX; p++)
+        if (isalnum((unsigned char)*p) || *p == '_' || *p == '-')
+            out[n++] = *p;
+    if (n == 0)
+        out[n++] = 'x';
+    out[n] = '\0';
+}
+
+/* Remove temporary files of this token (a crash left them) from directory_fd. */
+void file_remove_stale_temporaries(int directory_fd, const char *raw_token)
+{
+    char token[TEMP_TOKEN_MAX + 1];
+    clean_token(raw_token, token);
     int fd = openat(directory_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *directory = fd >= 0 ? fdopendir(fd) : NULL;
     if (directory == NULL) {
@@ -467,18 +483,6 @@ static void remove_stale_temporaries(int directory_fd, const char *token)
         if (temp_name_of_token(entry->d_name, token))
             unlinkat(directory_fd, entry->d_name, 0);
     closedir(directory);
-}
-
-/* Keep only [A-Za-z0-9_-] of the caller's token, at most TEMP_TOKEN_MAX. */
-static void clean_token(const char *token, char out[TEMP_TOKEN_MAX + 1])
-{
-    size_t n = 0;
-    for (const char *p = token ? token : ""; *p && n < TEMP_TOKEN_MAX; p++)
-        if (isalnum((unsigned char)*p) || *p == '_' || *p == '-')
-            out[n++] = *p;
-    if (n == 0)
-        out[n++] = 'x';
-    out[n] = '\0';
 }
 
 /* Rename temp over (overwrite) or beside (no overwrite) name, atomically. */
@@ -502,9 +506,9 @@ static int rename_into_place(int directory_fd, const char *temp, int target_fd, 
  * Copy open regular file src into directory_fd/name through a temporary file
  * in the same directory, then rename it into place.
  */
-static enum butler_status copy_into(int src, const struct stat *source_stat, int directory_fd,
-                                    const char *name, const struct file_copy_options *options,
-                                    char *error, size_t error_size)
+enum butler_status file_copy_into(int src, const struct stat *source_stat, int directory_fd,
+                                  const char *name, const struct file_copy_options *options,
+                                  char *error, size_t error_size)
 {
     enum butler_status status = BUTLER_ERR_IO;
     char token[TEMP_TOKEN_MAX + 1], temp[FILE_NAME_MAX + 1];
@@ -615,14 +619,15 @@ enum butler_status file_copy(const struct file_place *source, const struct file_
         status = BUTLER_ERR_INVALID;
         goto out;
     }
-    fds[FROM_ROOT] = open_root(source->root, error, error_size, &status);
+    fds[FROM_ROOT] = file_open_root(source->root, error, error_size, &status);
     if (fds[FROM_ROOT] < 0)
         goto out;
     /* O_NONBLOCK: a FIFO must not hang the worker; it is refused below. */
-    fds[SOURCE] = open_beneath(fds[FROM_ROOT], source->relative, O_RDONLY | O_NOCTTY | O_NONBLOCK);
+    fds[SOURCE] =
+        file_open_beneath(fds[FROM_ROOT], source->relative, O_RDONLY | O_NOCTTY | O_NONBLOCK);
     if (fds[SOURCE] < 0) {
         int saved = errno;
-        status = lookup_status(saved);
+        status = file_lookup_status(saved);
         if (status == BUTLER_ERR_NOT_FOUND)
             butler_error_set(error, error_size, "the source file does not exist");
         else if (status == BUTLER_ERR_DENIED)
@@ -631,6 +636,11 @@ enum butler_status file_copy(const struct file_place *source, const struct file_
                 "the source leads out of its approved directory (through a symbolic link)");
         else
             butler_error_set(error, error_size, "the source cannot be opened: %s", strerror(saved));
+        goto out;
+    }
+    if (fstat(fds[SOURCE], &source_stat) == 0 && S_ISDIR(source_stat.st_mode) &&
+        options->max_entries > 0) {
+        status = file_tree_copy(fds[FROM_ROOT], source, target, options, error, error_size);
         goto out;
     }
     if (fstat(fds[SOURCE], &source_stat) != 0 || !S_ISREG(source_stat.st_mode)) {
@@ -644,8 +654,8 @@ enum butler_status file_copy(const struct file_place *source, const struct file_
                             &name, directory, error, error_size);
     if (status != BUTLER_OK)
         goto out;
-    status = copy_into(fds[SOURCE], &source_stat, fds[TARGET_DIRECTORY], name, options, error,
-                       error_size);
+    status = file_copy_into(fds[SOURCE], &source_stat, fds[TARGET_DIRECTORY], name, options, error,
+                            error_size);
 out:
     close_all(fds, FD_COUNT);
     return status;
@@ -721,8 +731,8 @@ enum butler_status file_move(const struct file_place *source, const struct file_
     fcntl(fds[SOURCE], F_SETFL, fcntl(fds[SOURCE], F_GETFL) & ~O_NONBLOCK);
     struct file_copy_options copy_options = *options;
     copy_options.preserve_timestamp = true; /* a move keeps the file as it was */
-    status = copy_into(fds[SOURCE], &opened, fds[TARGET_DIRECTORY], target_name, &copy_options,
-                       error, error_size);
+    status = file_copy_into(fds[SOURCE], &opened, fds[TARGET_DIRECTORY], target_name, &copy_options,
+                            error, error_size);
     if (status == BUTLER_OK && unlinkat(fds[SOURCE_DIRECTORY], source_name, 0) != 0) {
         butler_error_set(error, error_size, "copied, but the source cannot be removed: %s",
                          strerror(errno));
@@ -771,11 +781,11 @@ enum butler_status file_mkdir(const struct file_place *place, char *error, size_
 {
     enum butler_status status = BUTLER_ERR_IO;
     int directory_fd = -1;
-    int root_fd = open_root(place->root, error, error_size, &status);
+    int root_fd = file_open_root(place->root, error, error_size, &status);
     if (root_fd < 0)
         return status;
-    status =
-        open_directory(root_fd, place->relative, true, &directory_fd, "new", error, error_size);
+    status = file_open_directory(root_fd, place->relative, true, &directory_fd, "new", error,
+                                 error_size);
     if (status == BUTLER_ERR_INVALID)
         butler_error_set(error, error_size, "a part of the path exists and is not a directory");
     if (directory_fd >= 0)
@@ -792,7 +802,7 @@ void file_remove_temporaries(const struct file_place *target, const char *temp_t
     clean_token(temp_token, token);
     if (open_parent(target, "target", false, &root_fd, &directory_fd, directory, &name, NULL, 0) ==
         BUTLER_OK)
-        remove_stale_temporaries(directory_fd, token);
+        file_remove_stale_temporaries(directory_fd, token);
     int fds[] = {root_fd, directory_fd};
     close_all(fds, 2);
 }

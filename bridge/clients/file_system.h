@@ -74,10 +74,35 @@ struct file_copy_options {
     bool preserve_timestamp; /* target gets the source's atime and mtime */
     /* Per-request token in the temporary name (see file_remove_temporaries). */
     const char *temp_token;
+    /* Directory copies (file_copy of a directory); 0 = directories are refused. */
+    long max_entries;    /* files and directories in the source tree, hard cap */
+    long long max_bytes; /* bytes of the files in the source tree, hard cap */
+    /* A replay of a directory copy: a target file that exists is kept, not an error (a
+     * copy lands whole or not at all, so it is the crashed run's own copy). */
+    bool keep_existing;
 };
 
-/* Copy a regular file; missing directories beneath the target root are
- * created. */
+enum {
+    FILE_TREE_DEPTH_MAX = 64, /* directory levels beneath a copied directory */
+};
+
+/*
+ * Copy a regular file; missing directories beneath the target root are
+ * created.
+ *
+ * A directory is copied recursively when options->max_entries > 0 (BUTLER_ERR_INVALID
+ * otherwise), as the Node.js Butler does: the target directory is created or, when it
+ * exists, merged into. Every entry goes through gate 3 beneath its approved root, exactly
+ * as a single file does: a symbolic link is followed only while it stays beneath the source
+ * root and only to a regular file (one leading out: BUTLER_ERR_DENIED; to a directory,
+ * FIFO or device: BUTLER_ERR_INVALID), and each file lands atomically (temporary name,
+ * then rename). A first pass checks the whole tree before anything is written: entries
+ * beyond max_entries, bytes beyond max_bytes or levels beyond FILE_TREE_DEPTH_MAX are
+ * BUTLER_ERR_TOO_LARGE, an existing target file without overwrite (and without
+ * keep_existing) BUTLER_ERR_INVALID, a target inside the source BUTLER_ERR_INVALID; so a
+ * refused copy writes nothing. The second pass copies, and stops at the first failure
+ * (the files copied until then stay, each whole).
+ */
 enum butler_status file_copy(const struct file_place *source, const struct file_place *target,
                              const struct file_copy_options *options, char *error,
                              size_t error_size);

@@ -28,11 +28,17 @@ class InfluxServer:
     def __init__(self, directory):
         self.directory = os.path.join(directory, "influxdb")
         os.makedirs(self.directory, exist_ok=True)
+        self.process = None
+        self.config_path = os.path.join(self.directory, "influxdb.conf")
+        self.log_path = os.path.join(self.directory, "influxd.log")
+        self._choose_ports()
+
+    def _choose_ports(self):
+        """Free ports now; another process may take one before influxd binds it
+        (the machine is shared), so the first start tries again with new ones."""
         self.port = _free_port()
         self.rpc_port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = None
-        self.config_path = os.path.join(self.directory, "influxdb.conf")
         d = self.directory
         with open(self.config_path, "w") as f:
             f.write(f"""reporting-disabled = true
@@ -53,9 +59,23 @@ bind-address = "127.0.0.1:{self.rpc_port}"
   bind-address = "127.0.0.1:{self.port}"
   log-enabled = false
 """)
-        self.log_path = os.path.join(d, "influxd.log")
 
     def start(self, timeout=30):
+        """Start and wait for /ping. The first start picks new ports when influxd
+        cannot bind them; a restart keeps them (a test's Butler knows the URL)."""
+        first = not hasattr(self, "_started_once")
+        for attempt in range(3 if first else 1):
+            try:
+                self._start(timeout)
+                self._started_once = True
+                return self
+            except RuntimeError:
+                if not first or attempt == 2:
+                    raise
+                self._choose_ports()
+        return self
+
+    def _start(self, timeout):
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(["influxd", "-config", self.config_path],
                                         stdout=log, stderr=subprocess.STDOUT)
@@ -67,7 +87,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
             try:
                 with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as r:
                     if r.status == 204:
-                        return self
+                        return
             except OSError:
                 pass
             time.sleep(0.05)

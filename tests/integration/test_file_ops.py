@@ -92,7 +92,7 @@ def make_big(path, size=BIG):
 
 
 class Site:
-    def __init__(self, directory, broker, more_yaml=""):
+    def __init__(self, directory, broker, more_yaml="", file_yaml=""):
         self.broker = broker
         self.tree = os.path.join(directory, "tree")
         self.shm = tempfile.mkdtemp(prefix="butler-it-shm-", dir="/dev/shm")
@@ -114,7 +114,7 @@ class Site:
   delete: [{t}/archive]
   mkdir: [{t}/made]
   qvd_path: {t}/qvd
-""" + more_yaml
+""" + file_yaml + more_yaml
         self.butler = Butler(directory, broker, extra_yaml=extra, http_yaml=[
             "task_start_timeout_ms: 60000"])
         self.butler.start()
@@ -171,6 +171,19 @@ def one_worker_site():
     directory = tempfile.mkdtemp(prefix="butler-fileops-one-")
     broker = Broker(directory).start()
     s = Site(directory, broker, more_yaml="task_start: {workers: 1}\n")
+    yield s
+    s.close()
+    broker.stop()
+    if os.environ.get("BUTLER_KEEP_WORKDIR") != "1":
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def bounded_site():
+    """A site whose directory copies are bounded at 5 entries and 1000 bytes."""
+    directory = tempfile.mkdtemp(prefix="butler-fileops-bounded-")
+    broker = Broker(directory).start()
+    s = Site(directory, broker, file_yaml="  copy_max_entries: 5\n  copy_max_bytes: 1000\n")
     yield s
     s.close()
     broker.stop()
@@ -585,3 +598,64 @@ def test_a_long_copy_does_not_hold_up_task_starts(one_worker_site):
     starts.close()
     os.unlink(source)
     os.unlink(target)
+
+
+# ---- directories (issue 23: the Node.js Butler copies them recursively) ----
+
+def test_directory_copy(site):
+    for relative, data in (("a.qvd", b"A"), ("sub/b.qvd", b"B"), ("sub/deep/c.qvd", b"C")):
+        write(site.p(f"stage/dir/{relative}"), data)
+    status, body = site.call("PUT", "/v4/filecopy", {"fromFile": site.p("stage/dir"),
+                                                      "toFile": site.p("prod/dircopy")})
+    assert status == 201, body
+    for relative, data in (("a.qvd", b"A"), ("sub/b.qvd", b"B"), ("sub/deep/c.qvd", b"C")):
+        assert open(site.p(f"prod/dircopy/{relative}"), "rb").read() == data
+    assert temporaries(site.p("prod/dircopy")) == [] and temporaries(site.p("prod/dircopy/sub")) == []
+    # Onto the copy without overwrite: refused, untouched; with overwrite, through the topic.
+    write(site.p("stage/dir/a.qvd"), b"A2")
+    status, body = site.call("PUT", "/v4/filecopy", {"fromFile": site.p("stage/dir"),
+                                                      "toFile": site.p("prod/dircopy")})
+    assert status == 400 and "overwrite" in body["message"]
+    assert open(site.p("prod/dircopy/a.qvd"), "rb").read() == b"A"
+    result = site.command("butler/file/copy", {"fromFile": site.p("stage/dir"),
+                                               "toFile": site.p("prod/dircopy"), "overwrite": True})
+    assert result["status"] == "done", result
+    assert open(site.p("prod/dircopy/a.qvd"), "rb").read() == b"A2"
+
+
+def test_directory_copy_with_a_symlink_out_is_refused_whole(site):
+    write(site.p("stage/leaky/ok.qvd"), b"ok")
+    os.symlink(site.p("outside/secret.txt"), site.p("stage/leaky/leak.qvd"))
+    before = snapshot(site.p("prod"))
+    status, body = site.call("PUT", "/v4/filecopy", {"fromFile": site.p("stage/leaky"),
+                                                      "toFile": site.p("prod/leaky")})
+    assert status == 403 and "leak.qvd" in body["message"], body
+    assert not os.path.exists(site.p("prod/leaky")) and snapshot(site.p("prod")) == before
+    # A directory holding a link to a directory (here a loop) is refused too.
+    os.makedirs(site.p("stage/loop"))
+    os.symlink(".", site.p("stage/loop/again"))
+    status, body = site.call("PUT", "/v4/filecopy", {"fromFile": site.p("stage/loop"),
+                                                      "toFile": site.p("prod/loop")})
+    assert status in (400, 403) and not os.path.exists(site.p("prod/loop")), body
+
+
+def test_directory_copy_bounds(bounded_site):
+    site = bounded_site
+    for i in range(6):
+        write(site.p(f"stage/many/f{i}.qvd"), b"x")
+    status, body = site.call("PUT", "/v4/filecopy", {"fromFile": site.p("stage/many"),
+                                                      "toFile": site.p("prod/many")})
+    assert status == 400 and "file.copy_max_entries" in body["message"], body
+    assert not os.path.exists(site.p("prod/many"))
+    write(site.p("stage/heavy/one.qvd"), b"y" * 600)
+    write(site.p("stage/heavy/two.qvd"), b"z" * 600)
+    status, body = site.call("PUT", "/v4/filecopy", {"fromFile": site.p("stage/heavy"),
+                                                      "toFile": site.p("prod/heavy")})
+    assert status == 400 and "file.copy_max_bytes" in body["message"], body
+    assert not os.path.exists(site.p("prod/heavy"))
+    # Within the bounds (5 entries, 1000 bytes) it is copied.
+    os.remove(site.p("stage/heavy/two.qvd"))
+    status, body = site.call("PUT", "/v4/filecopy", {"fromFile": site.p("stage/heavy"),
+                                                      "toFile": site.p("prod/heavy")})
+    assert status == 201, body
+    assert open(site.p("prod/heavy/one.qvd"), "rb").read() == b"y" * 600

@@ -413,6 +413,137 @@ static void test_sparse_and_timestamp(void)
     remove_tree();
 }
 
+static void make_directory(const char *relative)
+{
+    char path[512];
+    path_of(path, sizeof path, relative);
+    UNIT_CHECK(mkdir(path, 0755) == 0);
+}
+
+static void make_link(const char *relative, const char *to)
+{
+    char path[512];
+    path_of(path, sizeof path, relative);
+    UNIT_CHECK(symlink(to, path) == 0);
+}
+
+/* Issue 23: a directory is copied recursively beneath the approved pairs, every entry
+ * checked as a single file is, bounded in entries and bytes, nothing written when refused. */
+static void run_directory_copy(bool walk)
+{
+    file_system_force_walk(walk);
+    make_tree();
+    char stage[300], prod[300], outside[300], error[FILE_ERROR_MAX];
+    path_of(stage, sizeof stage, "stage");
+    path_of(prod, sizeof prod, "prod");
+    path_of(outside, sizeof outside, "outside/secret");
+    make_directory("stage/tree");
+    make_directory("stage/tree/sub");
+    make_directory("stage/tree/sub/deeper");
+    write_file("stage/tree/a.txt", "A");
+    write_file("stage/tree/sub/b.txt", "B");
+    write_file("stage/tree/sub/deeper/c.txt", "C");
+    write_file("stage/tree/" FILE_TEMP_PREFIX "zz-1.tmp", "another copy's half file");
+    struct file_copy_options options = {.temp_token = "d1", .max_entries = 100, .max_bytes = 1000};
+    struct file_place source = {stage, "tree"}, target = {prod, "copied"};
+
+    UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) == BUTLER_OK);
+    UNIT_CHECK(content_is("prod/copied/a.txt", "A") && content_is("prod/copied/sub/b.txt", "B"));
+    UNIT_CHECK(content_is("prod/copied/sub/deeper/c.txt", "C"));
+    UNIT_CHECK(count_entries("prod/copied") == 2); /* a.txt, sub: no temporary copied */
+    UNIT_CHECK(count_entries("prod/copied/sub") == 2);
+
+    /* Directories off (max_entries 0): refused as before. */
+    struct file_copy_options off = {.temp_token = "d0"};
+    target.relative = "off";
+    UNIT_CHECK(file_copy(&source, &target, &off, error, sizeof error) == BUTLER_ERR_INVALID);
+    UNIT_CHECK(!exists("prod/off"));
+
+    /* Bounds: five entries, three bytes. Refused before anything is written. */
+    options.max_entries = 4;
+    target.relative = "bounded";
+    UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) == BUTLER_ERR_TOO_LARGE);
+    UNIT_CHECK(strstr(error, "file.copy_max_entries") != NULL && !exists("prod/bounded"));
+    options.max_entries = 5;
+    options.max_bytes = 2;
+    UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) == BUTLER_ERR_TOO_LARGE);
+    UNIT_CHECK(strstr(error, "file.copy_max_bytes") != NULL && !exists("prod/bounded"));
+    options.max_bytes = 3;
+    UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) == BUTLER_OK);
+
+    /* Onto the earlier copy: without overwrite refused and untouched; a replay keeps what
+     * is there and fills in what is missing (and removes its own stale temporaries). */
+    write_file("prod/copied/a.txt", "kept");
+    target.relative = "copied";
+    UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) == BUTLER_ERR_INVALID);
+    UNIT_CHECK(strstr(error, "overwrite") != NULL && content_is("prod/copied/a.txt", "kept"));
+    char path[512];
+    path_of(path, sizeof path, "prod/copied/sub/b.txt");
+    UNIT_CHECK(unlink(path) == 0);
+    write_file("prod/copied/sub/" FILE_TEMP_PREFIX "d1-0000000000000001.tmp", "half");
+    options.keep_existing = true;
+    UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) == BUTLER_OK);
+    UNIT_CHECK(content_is("prod/copied/a.txt", "kept") && content_is("prod/copied/sub/b.txt", "B"));
+    UNIT_CHECK(!exists("prod/copied/sub/" FILE_TEMP_PREFIX "d1-0000000000000001.tmp"));
+    options.keep_existing = false;
+    options.overwrite = true;
+    UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) == BUTLER_OK);
+    UNIT_CHECK(content_is("prod/copied/a.txt", "A"));
+
+    /* A symlink in the tree leading out: the whole copy is refused, nothing written. */
+    make_directory("stage/leaky");
+    write_file("stage/leaky/ok.txt", "ok");
+    make_link("stage/leaky/leak.txt", outside);
+    source.relative = "leaky";
+    target.relative = "leaky";
+    UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) == BUTLER_ERR_DENIED);
+    UNIT_CHECK(strstr(error, "leak.txt") != NULL && !exists("prod/leaky"));
+    /* A symlink to a directory (here a loop) is never followed. */
+    make_directory("stage/loop");
+    make_link("stage/loop/again", ".");
+    source.relative = "loop";
+    target.relative = "loop";
+    UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) != BUTLER_OK);
+    UNIT_CHECK(!exists("prod/loop"));
+    /* A symlink to a file inside the root: followed with openat2, refused by the walk. */
+    make_directory("stage/linked");
+    make_link("stage/linked/alias.txt", "../tree/a.txt");
+    source.relative = "linked";
+    target.relative = "linked";
+    UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) ==
+               (walk ? BUTLER_ERR_DENIED : BUTLER_OK));
+    UNIT_CHECK(walk || content_is("prod/linked/alias.txt", "A"));
+    /* A FIFO is not a file. */
+    make_directory("stage/odd");
+    path_of(path, sizeof path, "stage/odd/pipe");
+    UNIT_CHECK(mkfifo(path, 0600) == 0);
+    source.relative = "odd";
+    target.relative = "odd";
+    UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) == BUTLER_ERR_INVALID);
+    UNIT_CHECK(!exists("prod/odd"));
+    /* The target inside the source, and the target through a symlink leading out. */
+    struct file_place into_itself = {stage, "tree/inner"};
+    source.relative = "tree";
+    UNIT_CHECK(file_copy(&source, &into_itself, &options, error, sizeof error) ==
+               BUTLER_ERR_INVALID);
+    UNIT_CHECK(!exists("stage/tree/inner"));
+    target.relative = "out/planted";
+    UNIT_CHECK(file_copy(&source, &target, &options, error, sizeof error) == BUTLER_ERR_DENIED);
+    UNIT_CHECK(count_entries("outside") == 1);
+    remove_tree();
+    file_system_force_walk(false);
+}
+
+static void test_directory_copy_openat2(void)
+{
+    run_directory_copy(false);
+}
+
+static void test_directory_copy_walk(void)
+{
+    run_directory_copy(true);
+}
+
 const struct unit_test unit_tests[] = {
     UNIT_TEST(test_path_text),
     UNIT_TEST(test_normalize_and_beneath),
@@ -420,5 +551,7 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_operations_openat2),
     UNIT_TEST(test_operations_walk),
     UNIT_TEST(test_sparse_and_timestamp),
+    UNIT_TEST(test_directory_copy_openat2),
+    UNIT_TEST(test_directory_copy_walk),
     {0},
 };
