@@ -516,3 +516,14 @@ def test_long_waits_are_bounded_and_counted(workdir, broker, qrs):
     finally:
         engine.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_check_config_masks_url_userinfo_and_queries(tmp_path):
+    """--check-config printed smtp://user:pass@... and qrs.url's query as given."""
+    result = check_config(tmp_path, 'smtp:\n  url: "smtp://mailer:Pa55word@mail.example.com:587"\n'
+                          'qrs:\n  url: "https://sense.example.com:4242/?xrfkey=QuerySecret"\n')
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "Pa55word" not in output and "QuerySecret" not in output, output
+    assert "smtp://***@mail.example.com:587" in output
+    assert "https://sense.example.com:4242/?***" in output
