@@ -527,3 +527,31 @@ def test_check_config_masks_url_userinfo_and_queries(tmp_path):
     assert "Pa55word" not in output and "QuerySecret" not in output, output
     assert "smtp://***@mail.example.com:587" in output
     assert "https://sense.example.com:4242/?***" in output
+
+
+def test_mqtt_publish_cannot_get_around_the_endpoint_list(workdir, broker):
+    """PUT /v4/mqttpublishmessage reached every command topic, so a caller allowed
+    only to publish could create directories or start tasks."""
+    butler = make_butler(workdir, broker, http_yaml=[
+        "endpoints: [mqttPublishMessage, senseStartTask]"]).start()
+    observer = Client(broker)
+    observer.subscribe("#")
+    try:
+        port = butler.http_port
+        for topic in ("butler/file/mkdir", "butler/file/node-1/copy", "butler/schedules/x",
+                      "butler/kv/ns", "butler/app/reload", "butler/events/task/failed/x",
+                      "butler/task/result"):
+            status, body, raw, _ = call(port, "PUT", "/v4/mqttpublishmessage",
+                                        {"topic": topic, "message": "{}"})
+            assert status == 403 and "http.endpoints" in body["message"], (topic, raw)
+        for topic in ("butler/task/start", "elsewhere/topic"):
+            status, body, raw, _ = call(port, "PUT", "/v4/mqttpublishmessage",
+                                        {"topic": topic, "message": "{\"taskId\": \"-\"}"})
+            assert status == 201, (topic, raw)
+        observer.wait_for(lambda m: m["topic"] == "elsewhere/topic", 10, what="the allowed one")
+        refused = {"butler/file/mkdir", "butler/file/node-1/copy", "butler/schedules/x",
+                   "butler/kv/ns", "butler/app/reload", "butler/events/task/failed/x"}
+        assert not [m for m in observer.messages if m["topic"] in refused]
+    finally:
+        observer.close()
+        butler.stop()
