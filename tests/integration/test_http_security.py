@@ -555,3 +555,26 @@ def test_mqtt_publish_cannot_get_around_the_endpoint_list(workdir, broker):
     finally:
         observer.close()
         butler.stop()
+
+
+def test_response_topic_under_the_root_must_be_an_answer_topic(workdir, broker):
+    """A v5 Response Topic under <root>/ was used as given: a client allowed only to
+    start tasks could make Butler publish into an event topic a webhook route reads."""
+    butler = make_butler(workdir, broker).start()
+    client = Client(broker)
+    client.subscribe("#")
+    try:
+        client.publish("butler/task/start", json.dumps({"taskId": TASK_SALES, "requestId": "rt-1"}),
+                       response_topic="butler/events/task/failed/injected", correlation=b"c1")
+        client.publish("butler/task/start", json.dumps({"taskId": TASK_SALES, "requestId": "rt-2"}),
+                       response_topic="replies/mine", correlation=b"c2")
+        client.wait_result("rt-1")
+        client.wait_result("rt-2")
+        client.wait_for(lambda m: m["topic"] == "replies/mine", 10, what="the allowed reply")
+        wait_until(lambda: "not answering on Response Topic" in butler.log(), 10,
+                   message="the refusal in the log")
+        assert not [m for m in client.messages
+                    if m["topic"] == "butler/events/task/failed/injected"]
+    finally:
+        client.close()
+        butler.stop()
