@@ -578,3 +578,21 @@ def test_response_topic_under_the_root_must_be_an_answer_topic(workdir, broker):
     finally:
         client.close()
         butler.stop()
+
+
+def test_udp_beyond_loopback_without_allowed_sources_warns(workdir, broker):
+    from conftest import free_udp_port
+    port = free_udp_port()
+    exposed = make_butler(workdir, broker, name="exposed", udp=True,
+                          env={"BUTLER_UDP_LISTEN": f"0.0.0.0:{port}"}).start()
+    try:
+        assert f"listening on 0.0.0.0:{port}" in exposed.log()
+        assert "udp.allowed_sources is empty" in exposed.log()
+    finally:
+        exposed.stop()
+    local = make_butler(workdir, broker, name="local", udp=True).start()
+    try:
+        assert "listening on 127.0.0.1" in local.log()
+        assert "udp.allowed_sources is empty" not in local.log()
+    finally:
+        local.stop()
