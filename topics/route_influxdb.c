@@ -399,7 +399,7 @@ static void log_retry(const struct influxdb_result *result)
  * BUTLER_ERR_RETRYABLE: try again later; *replacement (when not 0) is a new
  * record holding only the points still to write.
  */
-static enum butler_status write_batch(struct influxdb_client *client, uint64_t id,
+static enum butler_status write_batch(struct influxdb_client *client, uint64_t id, uint64_t points,
                                       uint64_t *replacement, uint64_t *retry_after_ms)
 {
     enum butler_status status;
@@ -422,6 +422,7 @@ static enum butler_status write_batch(struct influxdb_client *client, uint64_t i
     status = influxdb_write(client, lines, batch->payload_length, &result);
     if (status == BUTLER_OK) {
         count_writes("ok");
+        count_points("written", points);
         goto out;
     }
     if (status != BUTLER_ERR_REMOTE) {
@@ -524,12 +525,11 @@ static void *writer_main(void *context)
             pthread_mutex_unlock(&influx.lock);
             uint64_t replacement = 0, retry_after_ms = 0;
             enum butler_status status =
-                write_batch(client, batch.id, &replacement, &retry_after_ms);
+                write_batch(client, batch.id, batch.points, &replacement, &retry_after_ms);
             if (status == BUTLER_OK || replacement)
                 (void)spool_done(influx.runtime->spool, batch.id, NULL, 0);
             pthread_mutex_lock(&influx.lock);
             if (status == BUTLER_OK) {
-                count_points("written", batch.points);
                 influx.head = (influx.head + 1) % influx.capacity;
                 influx.count--;
                 influx.waiting_points -= batch.points;

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+import urllib.request
 
 import pytest
 
@@ -130,7 +131,7 @@ def test_a_refused_point_goes_to_the_dead_letters_the_rest_is_written(workdir, b
     influx.write('reload seq=-1,message="first",ok=true 1000000000')  # sets the field types
     butler = Butler(workdir, broker,
                     extra_yaml=influx_yaml(influx.url, "  flush_ms: 1000\n").replace(
-                        "  flush_ms: 50\n", "", 1)).start()
+                        "  flush_ms: 50\n", "", 1), http_yaml=[]).start()
     client = Client(broker)
     client.subscribe("butler/deadletter/#")
     try:
@@ -146,6 +147,15 @@ def test_a_refused_point_goes_to_the_dead_letters_the_rest_is_written(workdir, b
         assert 'ok="maybe"' in letter["payload"]
         wait_until(lambda: count_points(influx) == 3, 20, message="the other points")
         assert sorted(r["seq"] for r in influx.rows('SELECT "seq" FROM "reload"')) == [-1, 1, 3]
+        def metrics():
+            with urllib.request.urlopen(f"http://127.0.0.1:{butler.http_port}/metrics") as r:
+                return r.read().decode()
+        # Counted right after InfluxDB answered: wait for it.
+        wait_until(lambda: 'butler_influxdb_points_total{outcome="written"} 2' in metrics(), 10,
+                   message="2 points counted written")
+        text = metrics()
+        assert 'butler_influxdb_points_total{outcome="refused"} 1' in text
+        assert 'butler_influxdb_writes_total{outcome="refused"} 1' in text
     finally:
         client.close()
         butler.stop()
