@@ -286,11 +286,14 @@ static bool read_body(struct http_exchange *exchange)
     return false;
 }
 
-/* 415 unless the request declares JSON (or declares nothing at all). */
+/* 415 unless a request with a body declares it JSON. A body without a
+ * Content-Type is what a browser's "simple" cross-origin POST sends (no
+ * preflight), so it is refused too; no body needs no Content-Type. */
 static bool require_json(struct http_exchange *exchange)
 {
     const char *content_type = http_exchange_header(exchange, "Content-Type");
-    if (content_type == NULL || http_body_is_json_content_type(content_type))
+    if (content_type == NULL ? !http_exchange_has_body(exchange)
+                             : http_body_is_json_content_type(content_type))
         return true;
     http_exchange_reply_error(exchange, 415,
                               "the body must be JSON (Content-Type: application/json)", NULL);
@@ -473,7 +476,10 @@ static void handle_task_start(struct http_exchange *exchange)
     if (!query_flag(exchange, "allTaskIdsMustExist", &all_must_exist) ||
         !query_flag(exchange, "async", &asynchronous) || !read_body(exchange))
         goto out;
-    if (exchange->body_length > 0 && !require_json(exchange))
+    /* A blank body names nothing, as no body does (the Node.js Butler's
+     * "-" with nothing): it needs no Content-Type. */
+    if (exchange->body_length > 0 && strspn(exchange->body, " \t\r\n") != exchange->body_length &&
+        !require_json(exchange))
         goto out;
     /* Butler extension: ?requestId= lets a caller retry after a 503 without
      * starting the task twice (a requestId is started once within
