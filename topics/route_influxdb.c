@@ -670,8 +670,10 @@ void route_influxdb_start(void)
         return;
     }
     influx.thread_running = true;
+    char masked[512];
+    log_mask_url(influx.config->influxdb.url, masked, sizeof masked);
     LOG_INFO(MODULE, "writing points to InfluxDB %d at %s", influx.config->influxdb.version,
-             influx.config->influxdb.url);
+             masked);
 }
 
 void route_influxdb_recovered(uint64_t spool_id, const unsigned char *lines, size_t length)
