@@ -367,8 +367,8 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
         message->note_count = i + 1;
     }
     /* The broker may send it again if the PUBACK never left: see held_messages.h. */
-    held_messages_add(message->message_id, message->topic, message->payload,
-                      message->payload_length);
+    held_messages_add_recovered(message->message_id, message->topic, message->payload,
+                                message->payload_length);
     if (run == task_start_run) /* holds its requestId until it runs (task_start.h) */
         task_start_recovered(recovery->runtime->task_start, message);
     if ((entry->note_count && message->note_count != entry->note_count) ||
@@ -402,6 +402,9 @@ enum butler_status topics_recover(struct butler_runtime *runtime)
                   butler_status_str(status));
         return status;
     }
+    /* Resends the broker may still make of what was spooled before: see
+     * held_messages.h. Without the file, matching works from memory. */
+    held_messages_open(config->spool.dir);
     if (recovery.events)
         LOG_INFO(MODULE, "%zu Sense event message(s) from the spool will be published",
                  recovery.events);
@@ -433,6 +436,7 @@ void topics_stop_replay(void)
 void topics_teardown(void)
 {
     feeder_stop(); /* after the link: nothing pushes any more */
+    held_messages_close();
     held_messages_clear();
     route_influxdb_stop(); /* its open batch goes to the spool, dead letters still publish */
     publish_teardown();    /* before the spool closes: unanswered work stays in it */

@@ -111,10 +111,17 @@ static enum butler_status smtp_send_once(const struct butler_config *config,
     curl_easy_setopt(curl, CURLOPT_READDATA, &upload);
     curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_USE_SSL, (long)CURLUSESSL_TRY);
+    /* Credentials never travel in clear text: with a username, TLS is
+     * required (smtps://, or STARTTLS that must succeed), unless the relay is
+     * on loopback and smtp.plaintext_auth_loopback says so (config/validate.c
+     * refuses that key for any other host). Without credentials STARTTLS is
+     * used when offered. */
+    const bool credentials = config->smtp.username && config->smtp.username[0];
+    const bool tls_required = credentials && !config->smtp.plaintext_auth_loopback;
+    curl_easy_setopt(curl, CURLOPT_USE_SSL, (long)(tls_required ? CURLUSESSL_ALL : CURLUSESSL_TRY));
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)SMTP_TIMEOUT_MS);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)SMTP_CONNECT_TIMEOUT_MS);
-    if (config->smtp.username && config->smtp.username[0]) {
+    if (credentials) {
         curl_easy_setopt(curl, CURLOPT_USERNAME, config->smtp.username);
         curl_easy_setopt(curl, CURLOPT_PASSWORD,
                          config->smtp.password ? config->smtp.password : "");
@@ -141,6 +148,14 @@ static enum butler_status smtp_send_once(const struct butler_config *config,
                      trace.refused, to->count, trace.first_refused);
         }
         status = BUTLER_OK;
+        goto out;
+    }
+    if (code == CURLE_USE_SSL_FAILED) {
+        snprintf(error, error_size,
+                 "SMTP: the server offers no STARTTLS, and smtp.username is set: credentials are "
+                 "sent only over TLS (use smtps://, or smtp.plaintext_auth_loopback for a relay "
+                 "on loopback)");
+        status = BUTLER_ERR_REMOTE;
         goto out;
     }
     if (trace.accepted == 0 && trace.refused > 0 && trace.refused_5xx == trace.refused) {
