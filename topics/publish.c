@@ -285,6 +285,11 @@ void publish_all(const struct publish_item *items, size_t count,
     group_release(group, BUTLER_OK); /* this function's own count */
 }
 
+void publish_retry_parked(void)
+{
+    resend_parked(NULL);
+}
+
 void publish_setup(void)
 {
     mqtt_link_set_connect_hook(butler_runtime_current->link, resend_parked, NULL);
