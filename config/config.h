@@ -194,8 +194,12 @@ struct butler_config {
         long max_body_bytes;
         int task_start_timeout_ms;
         struct config_string_list endpoints;
-        int threads;        /* extension: CivetWeb worker threads */
-        int long_waits_max; /* requests that may wait past the timeout */
+        int threads;           /* extension: CivetWeb worker threads */
+        int long_waits_max;    /* requests that may wait past the timeout */
+        int header_timeout_ms; /* reading a request line and headers, each body read */
+        char *health_listen;   /* "" = no listener of /health's own */
+        struct config_string_list allowed_origins; /* cross-origin pages allowed in */
+        struct config_string_list allowed_hosts;   /* Host names besides the machine's */
     } http;
 
     struct {
@@ -306,7 +310,8 @@ struct butler_config {
         char *url;
         char *from;
         char *username;
-        char *password; /* secret */
+        char *password;               /* secret */
+        bool plaintext_auth_loopback; /* credentials without TLS to a loopback relay */
     } smtp;
 
     struct config_route_list routes;

@@ -277,6 +277,37 @@ static const char *check_host_port_or_empty(const char *value)
 }
 
 /* CivetWeb listening_ports: comma-separated [host:]port with an optional s/r suffix. */
+static const char *check_listen(const char *value);
+
+/* Empty, or plain [host:]port entries (no TLS suffix). */
+static const char *check_health_listen(const char *value)
+{
+    if (value[0] == '\0')
+        return NULL;
+    static const char message[] = "expected [host:]port entries without a TLS suffix, or \"\"";
+    if (check_listen(value) != NULL)
+        return message;
+    for (const char *part = value; part; part = strchr(part, ',') ? strchr(part, ',') + 1 : NULL) {
+        size_t length = strcspn(part, ",");
+        if (length > 0 && (part[length - 1] == 's' || part[length - 1] == 'r'))
+            return message;
+    }
+    return NULL;
+}
+
+/* A browser origin: scheme://host[:port], nothing after. */
+static const char *check_origin(const char *value)
+{
+    const char *host = NULL;
+    if (has_scheme(value, "http://"))
+        host = value + 7;
+    else if (has_scheme(value, "https://"))
+        host = value + 8;
+    if (host == NULL || host[0] == '\0' || has_control(value) || strpbrk(host, "/?# @") != NULL)
+        return "expected an origin: http(s)://host[:port] without a path";
+    return NULL;
+}
+
 static const char *check_listen(const char *value)
 {
     static const char message[] =
@@ -341,6 +372,8 @@ static const struct {
     {check_host_port, "host:port"},
     {check_host_port_or_empty, "host:port, or empty"},
     {check_listen, "[host:]port[s], comma-separated"},
+    {check_origin, "http(s)://host[:port]"},
+    {check_health_listen, "plain [host:]port, comma-separated, or empty"},
     {check_token, "non-empty, no spaces"},
     {check_directory, "absolute directory without . or .. components"},
     {check_directory_or_empty, "absolute directory, or empty"},
@@ -656,6 +689,18 @@ static const struct key_def config_keys[] = {
      .doc = "Requests that may wait longer than http.task_start_timeout_ms (?wait=true app "
             "reloads, app dumps) at once; more get 503. 0 = a quarter of http.threads (at least "
             "1); else below http.threads."},
+    {K_INT("http.header_timeout_ms", CFG(http.header_timeout_ms), 100, 600000, "5000"),
+     .doc = "A connection must send its request line and headers (and each part of a body) "
+            "within this, or it is closed: idle connections cannot hold worker threads."},
+    {K_STR("http.health_listen", CFG(http.health_listen), NULL, check_health_listen),
+     .doc = "Non-empty: a plain listener ([host:]port) of its own serving only /health and "
+            "/metrics on threads of its own, answered while the API's threads are busy."},
+    {K_LIST("http.allowed_origins", CFG(http.allowed_origins), check_origin),
+     .doc = "Browser origins (scheme://host[:port]) besides Butler's own whose requests are "
+            "served; any other Origin header is refused with 403."},
+    {K_LIST("http.allowed_hosts", CFG(http.allowed_hosts), check_not_empty),
+     .doc = "Host header names accepted besides the listeners' addresses, localhost, the "
+            "machine's addresses and names (e.g. a reverse proxy's name); others get 421."},
 
     {K_BOOL("udp.enable", CFG(udp.enable), "true"),
      .doc = "Listen for Sense log-appender events over UDP."},
@@ -820,6 +865,9 @@ static const struct key_def config_keys[] = {
     {K_STR("smtp.username", CFG(smtp.username), NULL, check_single_line),
      .doc = "SMTP user name; empty = no authentication."},
     {K_SECRET("smtp.password", CFG(smtp.password), true), .doc = "SMTP password."},
+    {K_BOOL("smtp.plaintext_auth_loopback", CFG(smtp.plaintext_auth_loopback), "false"),
+     .doc = "Send smtp.username/password without TLS, only to a relay on a loopback address "
+            "(127.x, [::1], localhost); elsewhere credentials always need smtps:// or STARTTLS."},
 
     {K_OBJECTS("routes", CFG(routes), &route_objects),
      .doc = "Rules that forward matching MQTT messages to Slack, Teams, e-mail, a webhook or "

@@ -9,6 +9,7 @@
 
 #include <ctype.h>
 #include <string.h>
+#include <strings.h>
 
 static const struct origin *origin_of(const struct loader *ld, const char *path)
 {
@@ -79,6 +80,25 @@ static bool listen_all_tls(const char *listen)
         part = comma ? comma + 1 : NULL;
     }
     return true;
+}
+
+/* smtp://[user@]host[:port]... names a loopback host: 127.x, [::1] or
+ * localhost. */
+static bool smtp_url_is_loopback(const char *url)
+{
+    const char *host = strstr(url, "://");
+    if (host == NULL)
+        return false;
+    host += 3;
+    size_t authority = strcspn(host, "/?#");
+    const char *at = memchr(host, '@', authority);
+    if (at)
+        host = at + 1;
+    size_t length = strcspn(host, ":/?#");
+    if (host[0] == '[')
+        return strncmp(host, "[::1]", 5) == 0;
+    return (length > 4 && strncmp(host, "127.", 4) == 0) ||
+           (length == 9 && strncasecmp(host, "localhost", 9) == 0);
 }
 
 static bool listen_has_tls(const char *listen)
@@ -173,6 +193,10 @@ void config_validate(struct loader *ld, const struct butler_config *c)
     if (c->http.enable && c->http.long_waits_max >= c->http.threads)
         config_report(ld, either_origin(ld, "http.long_waits_max", "http.threads"),
                       "http.long_waits_max", "must be below http.threads (%d)", c->http.threads);
+    if (c->smtp.plaintext_auth_loopback && c->smtp.url[0] && !smtp_url_is_loopback(c->smtp.url))
+        config_report(ld, origin_of(ld, "smtp.plaintext_auth_loopback"),
+                      "smtp.plaintext_auth_loopback",
+                      "only allowed when smtp.url names a loopback host (127.x, [::1], localhost)");
 
     if (c->influxdb.url[0] && c->influxdb.version == 2 &&
         (!c->influxdb.org[0] || !c->influxdb.bucket[0] || !c->influxdb.token[0]))

@@ -5,10 +5,13 @@
  * GetProgress while it runs (the log tail for the event), DoSave when the
  * engine says it succeeded, then the answer, the event and the chained task
  * starts. Crash safety: the request is in the spool until answered; a PROGRESS
- * note "reloaded" is written once the engine finished successfully, and a
- * replayed request without that note first asks the engine (GetAppLayout's
- * qLastReloadTime) whether the app was reloaded after the request arrived, so
- * a reload interrupted by a SIGKILL is not run twice.
+ * note "attempt <wall ms>" is recorded before DoReloadEx (the reload waits
+ * while the spool refuses it) and "reloaded" once the engine finished
+ * successfully. A replay decides from its own notes: "reloaded" -> not
+ * reloaded again; an attempt without "reloaded" -> it asks the engine
+ * (GetAppLayout's qLastReloadTime) whether the app was reloaded since that
+ * attempt; no attempt -> the reload never began, so it runs (someone else's
+ * reload of the same app since the request arrived never counts).
  */
 #include "topics/app.h"
 #include "topics/handoff.h"
@@ -513,6 +516,21 @@ static bool noted(const struct topic_message *message, const char *note)
     return false;
 }
 
+/* The wall time of this request's first reload attempt, 0 when none was noted. */
+static uint64_t noted_attempt_ms(const struct topic_message *message)
+{
+    for (size_t i = 0; i < message->note_count; i++) {
+        const char *note = message->notes[i];
+        char *end = NULL;
+        if (strncmp(note, "attempt ", 8) != 0)
+            continue;
+        unsigned long long ms = strtoull(note + 8, &end, 10);
+        if (end != note + 8 && *end == '\0' && ms > 0)
+            return (uint64_t)ms;
+    }
+    return 0;
+}
+
 /* Replay: did the engine reload the app after the request arrived? */
 static bool reloaded_since(struct engine_session *session, int doc, uint64_t since_wall_ms,
                            char *when, size_t when_size)
@@ -605,9 +623,10 @@ static void run_reload(struct topic_message *message, const struct app_request *
         status = open_app(request->app_id, &session, &doc, error, sizeof error);
     bool already = false;
     char when[64] = "";
+    uint64_t attempt_ms = message->replay ? noted_attempt_ms(message) : 0;
     if (status == BUTLER_OK && message->replay &&
         (noted(message, "reloaded") ||
-         reloaded_since(session, doc, message->received_wall_ms, when, sizeof when))) {
+         (attempt_ms > 0 && reloaded_since(session, doc, attempt_ms, when, sizeof when)))) {
         /* Reloaded before the crash: save (harmless twice) rather than reload. */
         already = true;
         success = true;
@@ -617,8 +636,19 @@ static void run_reload(struct topic_message *message, const struct app_request *
                  request->app_id, request->request_id, when[0] ? when : "noted");
         log_append(log, "Butler: reloaded before a restart; not reloaded again");
     } else if (status == BUTLER_OK) {
-        status = reload_in_engine(session, doc, request, &success, log, error, sizeof error);
-        if (status == BUTLER_OK && success)
+        /* No reload before its attempt is recorded (contract section 7). */
+        char note[48];
+        snprintf(note, sizeof note, "attempt %llu", (unsigned long long)clock_wall_ms());
+        status = topic_message_note_attempt(message, note);
+        if (status == BUTLER_OK)
+            status = topic_message_flush_attempts();
+        if (status == BUTLER_ERR_NOT_FOUND || status == BUTLER_ERR_TOO_LARGE) {
+            snprintf(error, sizeof error, "the reload attempt could not be recorded in the spool");
+            status = BUTLER_ERR_IO;
+        }
+        if (status == BUTLER_OK)
+            status = reload_in_engine(session, doc, request, &success, log, error, sizeof error);
+        if (status == BUTLER_OK && success) /* lost: the replay asks the engine */
             topic_message_note(message, "reloaded");
     }
     if (status == BUTLER_OK && success) {
@@ -757,7 +787,9 @@ enum butler_status app_setup(struct butler_runtime *runtime)
         };
         enum butler_status status = engine_client_create(&options, &engine);
         if (status != BUTLER_OK) {
-            LOG_ERROR(MODULE, "cannot start the engine client for %s: %s", config->engine.url,
+            char masked[512];
+            log_mask_url(config->engine.url, masked, sizeof masked);
+            LOG_ERROR(MODULE, "cannot start the engine client for %s: %s", masked,
                       butler_status_str(status));
             return status;
         }

@@ -588,6 +588,55 @@ enum butler_status events_spill(const struct sense_event *event, uint64_t receiv
     return BUTLER_OK;
 }
 
+enum butler_status events_deliver_prepared(const struct events_prepared *prepared, size_t count,
+                                           uint64_t received_wall_ms, const char *type, bool spill)
+{
+    struct outbound *messages[EVENTS_PREPARED_MAX] = {0};
+    enum butler_status status = BUTLER_OK;
+    if (count == 0 || count > EVENTS_PREPARED_MAX || events_runtime == NULL)
+        return BUTLER_ERR_INVALID;
+    if (!spill) {
+        status = drain_backlog();
+        if (status != BUTLER_OK)
+            return status; /* keep order: the ingress spills or offers it again */
+    }
+    for (size_t i = 0; i < count; i++) {
+        messages[i] = outbound_new(prepared[i].topic, prepared[i].payload);
+        if (messages[i] == NULL) {
+            status = BUTLER_ERR_FULL; /* out of memory: offered again shortly */
+            goto out;
+        }
+        messages[i]->received_wall_ms = received_wall_ms;
+    }
+    if (spill) {
+        messages[0]->count_type = type;
+        status = park(messages[0], true);
+        if (status != BUTLER_OK) {
+            if (status == BUTLER_ERR_FULL)
+                goto out;       /* still ours: not taken */
+            messages[0] = NULL; /* park freed it and counted the loss */
+            status = BUTLER_OK; /* taken (and lost): do not offer it again */
+            goto out;
+        }
+    } else {
+        status = send_outbound(messages[0]);
+        if (status != BUTLER_OK)
+            goto out;
+        count_published(type);
+    }
+    messages[0] = NULL; /* the link or the backlog owns it */
+    /* Legacy copies follow; one the link refuses now is parked. */
+    for (size_t i = 1; i < count; i++) {
+        if (spill || send_outbound(messages[i]) != BUTLER_OK)
+            park(messages[i], false);
+        messages[i] = NULL;
+    }
+out:
+    for (size_t i = 0; i < count; i++)
+        outbound_free(messages[i]);
+    return status;
+}
+
 enum butler_status events_recovered(const char *topic, const void *payload, size_t length,
                                     uint64_t spool_id, uint64_t received_wall_ms)
 {

@@ -20,6 +20,7 @@
 #define BUTLER_TOPICS_EVENTS_H
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,6 +59,26 @@ enum butler_status events_deliver(const struct sense_event *event, uint64_t rece
 enum butler_status events_spill(const struct sense_event *event, uint64_t received_wall_ms,
                                 void *context);
 void events_idle(void *context);
+
+/*
+ * Ready-made event messages from another UDP port (topics/users.c: the
+ * proxy's session events), published through the same backlog and spool as
+ * Sense events: [0] is the event, the rest its legacy copies (at most
+ * EVENTS_PREPARED_MAX in all). Without `spill`: published now when nothing
+ * older waits and the broker takes it (BUTLER_OK), else BUTLER_ERR_NOT_CONNECTED,
+ * FULL or TIMEOUT (not taken: offer again or spill). With `spill`: recorded in
+ * the spool and queued behind older ones, published after reconnect or the
+ * next start; BUTLER_ERR_FULL when the spool is full (not taken). `type`
+ * labels butler_events_published_total (a string literal). Copies everything.
+ * Run on a UDP publisher thread.
+ */
+enum { EVENTS_PREPARED_MAX = 2 };
+struct events_prepared {
+    const char *topic;
+    const char *payload; /* NUL-terminated */
+};
+enum butler_status events_deliver_prepared(const struct events_prepared *messages, size_t count,
+                                           uint64_t received_wall_ms, const char *type, bool spill);
 
 /*
  * Start-up recovery (topics_recover, main thread): an event message found

@@ -13,8 +13,10 @@
 #include "bridge/core/clock.h"
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
+#include "bridge/link/mqtt_link.h"
 #include "bridge/store/spool.h"
 #include "topics/handoff.h"
+#include "topics/publish.h"
 
 #define MODULE "feeder"
 
@@ -158,6 +160,26 @@ static void pop_head(void)
     count--;
 }
 
+/* While the link holds intake (spool full), release it once the spool could
+ * take a good share of new work again: half of spool.max_bytes live at most
+ * and half of its item cap, so that the broker's resends do not fill it at
+ * once and hold again. */
+static void release_hold_if_room(void)
+{
+    struct mqtt_link *link = feeder_runtime->link;
+    struct spool *spool = feeder_runtime->spool;
+    if (link == NULL || spool == NULL || !mqtt_link_holding(link))
+        return;
+    /* Answers parked when the hold cut the connection: the outlet may have
+     * been up all along, so no CONNACK will send them. */
+    publish_retry_parked();
+    struct spool_stats stats;
+    spool_get_stats(spool, &stats);
+    uint64_t max_bytes = (uint64_t)feeder_runtime->config->spool.max_bytes;
+    if (stats.live_bytes <= max_bytes / 2 && stats.live_entries < SPOOL_LIVE_MAX / 2)
+        mqtt_link_release_hold(link);
+}
+
 static void housekeeping(uint64_t *last_ms, bool forced)
 {
     uint64_t now = clock_monotonic_ms();
@@ -166,6 +188,13 @@ static void housekeeping(uint64_t *last_ms, bool forced)
     *last_ms = now;
     if (feeder_runtime->spool)
         spool_housekeeping(feeder_runtime->spool);
+    release_hold_if_room();
+    static struct metric *waiting;
+    if (waiting == NULL)
+        waiting =
+            metrics_get("butler_feeder_waiting", "", METRIC_GAUGE,
+                        "Consumed messages recorded in the spool, not yet queued for a worker");
+    metrics_set(waiting, (int64_t)feeder_depth());
 }
 
 /*

@@ -25,6 +25,12 @@
  * without running it again (the crash came between the work and the answer). */
 static const char done_note[] = "done";
 
+/* PROGRESS note written before the operation (contract section 7: nothing
+ * with an effect before its attempt is recorded), with what existed just
+ * before: "attempt source=<0|1> target=<0|1>". A replay decides from its own
+ * note, never from what others may have done to the same paths since. */
+static const char attempt_format[] = "attempt source=%d target=%d";
+
 bool file_wanted(const struct butler_config *config)
 {
     return config->file.enable;
@@ -233,6 +239,63 @@ static bool noted_done(const struct topic_message *message)
     return false;
 }
 
+/* What existed before the operation: from the attempt note of a replay. */
+struct file_attempt {
+    bool noted;
+    bool source; /* source (copy, move) or the path (delete, mkdir) existed */
+    bool target; /* target (copy, move) existed */
+};
+
+static struct file_attempt noted_attempt(const struct topic_message *message)
+{
+    struct file_attempt attempt = {0};
+    for (size_t i = 0; i < message->note_count; i++) {
+        int source = 0, target = 0;
+        if (sscanf(message->notes[i], attempt_format, &source, &target) == 2) {
+            attempt = (struct file_attempt){true, source != 0, target != 0};
+            break; /* the first attempt saw the state before any effect */
+        }
+    }
+    return attempt;
+}
+
+/* Record the attempt with what exists now; waits while the spool refuses. */
+static enum butler_status note_attempt(struct topic_message *message,
+                                       const struct file_request *request,
+                                       const struct file_places *places)
+{
+    bool two =
+        request->operation == FILE_OPERATION_COPY || request->operation == FILE_OPERATION_MOVE;
+    char note[64];
+    snprintf(note, sizeof note, attempt_format, file_exists(&places->source) ? 1 : 0,
+             two && file_exists(&places->target) ? 1 : 0);
+    enum butler_status status = topic_message_note_attempt(message, note);
+    return status == BUTLER_OK ? topic_message_flush_attempts() : status;
+}
+
+/*
+ * A replay whose attempt was noted but not its outcome: did the operation
+ * take effect before the crash? Judged only from this request's own note and
+ * the paths now (a move: the source was there and is gone, the target is
+ * there; a copy: the target was not there and now is, complete, since copies
+ * land by rename; a delete: the file was there and is gone).
+ */
+static bool took_effect(const struct file_request *request, const struct file_places *places,
+                        const struct file_attempt *attempt)
+{
+    switch (request->operation) {
+    case FILE_OPERATION_MOVE:
+        return attempt->source && !file_exists(&places->source) && file_exists(&places->target);
+    case FILE_OPERATION_COPY:
+        return !attempt->target && file_exists(&places->target);
+    case FILE_OPERATION_DELETE:
+        return attempt->source && !file_exists(&places->source);
+    case FILE_OPERATION_MKDIR:
+        return false; /* making a directory again is harmless */
+    }
+    return false;
+}
+
 /* A token for temporary names that is the same for a request and its replay. */
 static void temp_token(const char *request_id, char out[17])
 {
@@ -246,7 +309,8 @@ static enum butler_status run_operation(const struct file_request *request,
                                         const struct file_places *places, bool replay, char *error,
                                         size_t error_size)
 {
-    enum butler_status status;
+    /* Replay decisions were made by the caller from the attempt note: here
+     * every operation runs as it would the first time. */
     char token[17];
     temp_token(request->request_id, token);
     const struct butler_config *config = butler_runtime_current->config;
@@ -260,8 +324,9 @@ static enum butler_status run_operation(const struct file_request *request,
          * copied by the run that crashed. */
         .keep_existing = replay,
     };
-    /* A crash may have left this request's temporary file: the re-run uses
-     * a fresh name, so remove the old one first. */
+    /* A crash may have left this request's temporary file (its token is
+     * stable: see stable_request_id): the re-run uses a fresh name, so remove
+     * the old one first. */
     if (replay &&
         (request->operation == FILE_OPERATION_COPY || request->operation == FILE_OPERATION_MOVE))
         file_remove_temporaries(&places->target, token);
@@ -269,16 +334,9 @@ static enum butler_status run_operation(const struct file_request *request,
     case FILE_OPERATION_COPY:
         return file_copy(&places->source, &places->target, &options, error, error_size);
     case FILE_OPERATION_MOVE:
-        status = file_move(&places->source, &places->target, &options, error, error_size);
-        /* Killed after the rename but before the note: the move happened. */
-        if (replay && status == BUTLER_ERR_NOT_FOUND && file_exists(&places->target))
-            status = BUTLER_OK;
-        return status;
+        return file_move(&places->source, &places->target, &options, error, error_size);
     case FILE_OPERATION_DELETE:
-        status = file_delete(&places->source, error, error_size);
-        if (replay && status == BUTLER_ERR_NOT_FOUND)
-            status = BUTLER_OK;
-        return status;
+        return file_delete(&places->source, error, error_size);
     case FILE_OPERATION_MKDIR:
         return file_mkdir(&places->source, error, error_size);
     }
@@ -300,6 +358,13 @@ static void run_file(void *worker_state, void *item)
     bool known = last && file_operation_from_name(last + 1, &operation);
     status = file_request_parse(operation, message->payload, message->payload_length, &request,
                                 error, sizeof error);
+    if (request.request_id_generated && message->spool_id != 0)
+        /* Without a requestId the parser makes a new one each time; the id
+         * (and the temporary file's token from it) must be the same for the
+         * replay, which finds and removes the crashed copy's temporary file. */
+        snprintf(request.request_id, sizeof request.request_id, "spool-%llu-%llu",
+                 (unsigned long long)message->spool_id,
+                 (unsigned long long)message->received_wall_ms);
     if (!known) {
         snprintf(error, sizeof error, "unknown file operation in topic %s", message->topic);
         status = BUTLER_ERR_INVALID;
@@ -317,13 +382,36 @@ static void run_file(void *worker_state, void *item)
     status = file_request_places(config, &request, places, error, sizeof error);
     if (status != BUTLER_OK)
         goto answer;
-    if (message->replay && noted_done(message)) {
-        LOG_INFO(MODULE, "replay: %s %s was done before the restart",
-                 file_operation_name(operation), request.request_id);
+    struct file_attempt attempt =
+        message->replay ? noted_attempt(message) : (struct file_attempt){0};
+    if (message->replay &&
+        (noted_done(message) || (attempt.noted && took_effect(&request, places, &attempt)))) {
+        LOG_INFO(MODULE, "replay: %s %s was done before the restart (%s)",
+                 file_operation_name(operation), request.request_id,
+                 noted_done(message) ? "noted" : "attempt noted, the paths show it");
+        if (request.operation == FILE_OPERATION_COPY || request.operation == FILE_OPERATION_MOVE) {
+            char token[17];
+            temp_token(request.request_id, token);
+            file_remove_temporaries(&places->target, token);
+        }
+        goto answer;
+    }
+    status = note_attempt(message, &request, places);
+    if (status == BUTLER_ERR_SHUTDOWN) {
+        /* Stopping before the attempt was recorded: the next start runs it. */
+        topic_message_keep(message);
+        topic_message_free(message);
+        file_request_clear(&request);
+        free(places);
+        return;
+    }
+    if (status != BUTLER_OK) {
+        snprintf(error, sizeof error, "the attempt could not be recorded in the spool");
+        status = BUTLER_ERR_IO;
         goto answer;
     }
     status = run_operation(&request, places, message->replay, error, sizeof error);
-    if (status == BUTLER_OK)
+    if (status == BUTLER_OK) /* lost (full disk): the replay judges from the attempt note */
         topic_message_note(message, done_note);
 answer:
     answer(message, &request, status, error);

@@ -125,9 +125,10 @@ static char *family_filters[FAMILY_COUNT];
 /* Not recorded, so not to be acknowledged: cut the connection before the
  * PUBACK libmosquitto queued can leave; the broker keeps the message for the
  * session and sends it again after the reconnect (backpressure through the
- * broker, the documented hold point). Network thread. */
+ * broker, the documented hold point). A full spool (`full`) holds the link
+ * down until there is room. Network thread. */
 static void hold_unacknowledged(struct butler_runtime *runtime, const char *family,
-                                const struct mqtt_message *message, const char *why)
+                                const struct mqtt_message *message, const char *why, bool full)
 {
     metrics_count("butler_spool_refused_total", "",
                   "Messages the spool could not take (full or failing); held back");
@@ -142,8 +143,15 @@ static void hold_unacknowledged(struct butler_runtime *runtime, const char *fami
     LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,
                     "cannot record %s (%s); holding it unacknowledged: the broker sends it again",
                     message->topic, why);
-    mqtt_link_abort_connection(runtime->link);
-    feeder_wake(); /* a full spool may have room after a compaction */
+    if (full) {
+        /* Stay away until the feeder sees room (feeder.c), answering through
+         * the outlet meanwhile: reconnecting at once would only be cut again
+         * by the broker's resends, before any answer's PUBACK came back. */
+        mqtt_link_hold(runtime->link);
+        feeder_wake();
+    } else {
+        mqtt_link_abort_connection(runtime->link);
+    }
 }
 
 /*
@@ -191,7 +199,7 @@ static void on_message(const struct mqtt_message *message, void *context)
     }
     struct topic_message *copy = topic_message_copy(&bounded);
     if (copy == NULL) {
-        hold_unacknowledged(runtime, family->name, &bounded, "out of memory");
+        hold_unacknowledged(runtime, family->name, &bounded, "out of memory", false);
         return;
     }
     copy->family = family->name;
@@ -209,7 +217,8 @@ static void on_message(const struct mqtt_message *message, void *context)
                               bounded.payload_length);
         free(record);
         if (status != BUTLER_OK) {
-            hold_unacknowledged(runtime, family->name, &bounded, butler_status_str(status));
+            hold_unacknowledged(runtime, family->name, &bounded, butler_status_str(status),
+                                status == BUTLER_ERR_FULL);
             topic_message_free(copy); /* not spooled: marks nothing */
             return;
         }
@@ -217,7 +226,7 @@ static void on_message(const struct mqtt_message *message, void *context)
     enum butler_status status = feeder_push(family->run, copy);
     if (status != BUTLER_OK) {
         if (copy->spool_id == 0) {
-            hold_unacknowledged(runtime, family->name, &bounded, butler_status_str(status));
+            hold_unacknowledged(runtime, family->name, &bounded, butler_status_str(status), false);
             topic_message_free(copy);
             return;
         }
@@ -358,8 +367,8 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
         message->note_count = i + 1;
     }
     /* The broker may send it again if the PUBACK never left: see held_messages.h. */
-    held_messages_add(message->message_id, message->topic, message->payload,
-                      message->payload_length);
+    held_messages_add_recovered(message->message_id, message->topic, message->payload,
+                                message->payload_length);
     if (run == task_start_run) /* holds its requestId until it runs (task_start.h) */
         task_start_recovered(recovery->runtime->task_start, message);
     if ((entry->note_count && message->note_count != entry->note_count) ||
@@ -393,6 +402,9 @@ enum butler_status topics_recover(struct butler_runtime *runtime)
                   butler_status_str(status));
         return status;
     }
+    /* Resends the broker may still make of what was spooled before: see
+     * held_messages.h. Without the file, matching works from memory. */
+    held_messages_open(config->spool.dir);
     if (recovery.events)
         LOG_INFO(MODULE, "%zu Sense event message(s) from the spool will be published",
                  recovery.events);
@@ -424,6 +436,7 @@ void topics_stop_replay(void)
 void topics_teardown(void)
 {
     feeder_stop(); /* after the link: nothing pushes any more */
+    held_messages_close();
     held_messages_clear();
     route_influxdb_stop(); /* its open batch goes to the spool, dead letters still publish */
     publish_teardown();    /* before the spool closes: unanswered work stays in it */

@@ -20,6 +20,7 @@
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "bridge/model/active_users.h"
+#include "topics/events.h"
 #include "topics/users_state.h"
 
 #define MODULE "users"
@@ -41,7 +42,7 @@ static struct {
     atomic_bool rebuilt;        /* a summary came from the broker (or ours came back) */
     atomic_bool summary_failed; /* the last summary publish was not acknowledged */
     uint64_t last_publish_ms, last_sweep_ms, connected_since_ms;
-    struct metric *active, *evicted, *expired, *lost, *summaries;
+    struct metric *active, *evicted, *expired, *summaries;
 } users = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 bool users_wanted(const struct butler_config *config)
@@ -60,8 +61,6 @@ enum butler_status users_setup(struct butler_runtime *runtime)
                                 "Active users dropped because udp.active_users_max was reached");
     users.expired = metrics_get("butler_users_expired_total", "", METRIC_COUNTER,
                                 "Active users dropped after udp.session_idle_s without activity");
-    users.lost = metrics_get("butler_proxy_events_lost_total", "", METRIC_COUNTER,
-                             "Proxy event messages the broker never acknowledged");
     users.summaries = metrics_get("butler_users_summaries_published_total", "", METRIC_COUNTER,
                                   "Retained active-user summaries published");
     return users_state_create((size_t)runtime->config->udp.active_users_max, &users.state);
@@ -131,20 +130,16 @@ out:
     return text;
 }
 
-static void count_published(const struct proxy_event *event)
+/* butler_events_published_total{type=...}: a string literal per kind. */
+static const char *event_type(const struct proxy_event *event)
 {
-    char labels[64];
-    snprintf(labels, sizeof labels, "type=\"%s-%s\"", proxy_event_family(event->kind),
-             proxy_event_action(event->kind));
-    metrics_count("butler_proxy_events_published_total", labels,
-                  "Proxy session and connection events handed to the broker, by type");
-}
-
-static void publish_done(void *context, enum butler_status status)
-{
-    (void)context;
-    if (status != BUTLER_OK)
-        metrics_add(users.lost, 1);
+    static const char *const types[] = {
+        [PROXY_SESSION_START] = "session-start",
+        [PROXY_SESSION_STOP] = "session-stop",
+        [PROXY_CONNECTION_OPEN] = "connection-open",
+        [PROXY_CONNECTION_CLOSE] = "connection-close",
+    };
+    return (unsigned)event->kind < sizeof types / sizeof types[0] ? types[event->kind] : "proxy";
 }
 
 static void summary_done(void *context, enum butler_status status)
@@ -250,31 +245,18 @@ static void tick(void)
 
 /* ---- sink callbacks ---- */
 
-/* The legacy copy (mqtt.legacy_topics): "<host>: <dir>/<user>" on qliksense/<family>/<action>. */
-static void publish_legacy(const struct proxy_event *event)
+/*
+ * Publish (or, with `spill`, spool) one event and its legacy copy through the
+ * Sense events' backlog (topics/events.h), and update the state first: the
+ * state change is idempotent, so an event offered again changes nothing more.
+ */
+static enum butler_status deliver(const struct proxy_event *event, uint64_t received_wall_ms,
+                                  bool spill)
 {
-    char topic[64], payload[1600];
-    snprintf(topic, sizeof topic, "qliksense/%s/%s", proxy_event_family(event->kind),
-             proxy_event_action(event->kind));
-    int length =
-        snprintf(payload, sizeof payload, "%s: %s/%s", event->fields[PROXY_FIELD_HOST],
-                 event->fields[PROXY_FIELD_USER_DIRECTORY], event->fields[PROXY_FIELD_USER_ID]);
-    if (length < 0 || (size_t)length >= sizeof payload)
-        return;
-    const struct mqtt_publish_options options = {.qos = 1};
-    if (mqtt_link_publish(users.runtime->link, topic, payload, (size_t)length, &options,
-                          publish_done, NULL) != BUTLER_OK)
-        metrics_add(users.lost, 1);
-}
-
-enum butler_status users_deliver(const struct proxy_event *event, uint64_t received_wall_ms,
-                                 void *context)
-{
-    (void)context;
     const struct butler_config *config = users.runtime->config;
-    char topic[TOPIC_MAX];
+    char topic[TOPIC_MAX], legacy_topic[64], legacy[1600];
     apply(event, clock_monotonic_ms());
-    enum butler_status status = BUTLER_ERR_NOMEM;
+    enum butler_status status = BUTLER_ERR_FULL; /* out of memory: offered again */
     char *payload = NULL;
     if (!event_topic(config->mqtt.topic_root, event, topic, sizeof topic)) {
         status = BUTLER_ERR_TOO_LARGE; /* dropped, counted as publish_failed */
@@ -282,25 +264,53 @@ enum butler_status users_deliver(const struct proxy_event *event, uint64_t recei
     }
     payload = event_json(event, received_wall_ms);
     if (payload == NULL)
-        goto out; /* offered again */
-    const struct mqtt_publish_options options = {.qos = 1, .content_type = "application/json"};
-    status = mqtt_link_publish(users.runtime->link, topic, payload, strlen(payload), &options,
-                               publish_done, NULL);
-    if (status != BUTLER_OK)
         goto out;
-    count_published(event);
-    if (config->mqtt.legacy_topics)
-        publish_legacy(event);
+    struct events_prepared messages[EVENTS_PREPARED_MAX] = {{topic, payload}};
+    size_t count = 1;
+    if (config->mqtt.legacy_topics) {
+        /* The first Butler's "<host>: <dir>/<user>" on qliksense/<family>/<action>. */
+        snprintf(legacy_topic, sizeof legacy_topic, "qliksense/%s/%s",
+                 proxy_event_family(event->kind), proxy_event_action(event->kind));
+        int length =
+            snprintf(legacy, sizeof legacy, "%s: %s/%s", event->fields[PROXY_FIELD_HOST],
+                     event->fields[PROXY_FIELD_USER_DIRECTORY], event->fields[PROXY_FIELD_USER_ID]);
+        if (length > 0 && (size_t)length < sizeof legacy)
+            messages[count++] = (struct events_prepared){legacy_topic, legacy};
+    }
+    status = events_deliver_prepared(messages, count, received_wall_ms, event_type(event), spill);
 out:
     free(payload);
     tick();
-    /* NOMEM is offered again like a full window. */
-    return status == BUTLER_ERR_NOMEM ? BUTLER_ERR_FULL : status;
+    return status;
+}
+
+enum butler_status users_deliver(const struct proxy_event *event, uint64_t received_wall_ms,
+                                 void *context)
+{
+    (void)context;
+    return deliver(event, received_wall_ms, false);
+}
+
+/*
+ * Spooled only while the broker is away or Butler is stopping. With the broker
+ * up and the outbound window full (a flood), the event is not spooled: it
+ * stays in the proxy port's ring (dropped as "queue_full" once that is full),
+ * because spooled messages go out in order with the task events' backlog and
+ * a session flood must never delay a task event.
+ */
+enum butler_status users_spill(const struct proxy_event *event, uint64_t received_wall_ms,
+                               void *context)
+{
+    (void)context;
+    if (mqtt_link_connected(users.runtime->link) && !butler_runtime_stopping())
+        return BUTLER_ERR_TIMEOUT; /* offered again */
+    return deliver(event, received_wall_ms, true);
 }
 
 void users_idle(void *context)
 {
-    (void)context;
+    /* Also drains the events' backlog (after an outage) when only this port runs. */
+    events_idle(context);
     tick();
 }
 

@@ -15,10 +15,14 @@
  * summary changed, and answered by GET /v4/activeusers. After a restart the
  * state is rebuilt from the first retained summary the broker sends.
  *
- * Broker away: an event the link refuses stays in the proxy port's ring and
- * is offered again (dropped as "queue_full" once the ring is full, counted);
- * session events are not written to the spool. A publish whose PUBACK never
- * came is counted in butler_proxy_events_lost_total, not sent again.
+ * Events go out through the Sense events' backlog (topics/events.h,
+ * events_deliver_prepared): while the broker is away (or Butler stops) they
+ * are spooled and published after reconnect, or after a restart, like task
+ * events (contract 7). With the broker up and the outbound window full they
+ * are not spooled but wait in the proxy port's bounded ring (dropped and
+ * counted as "queue_full" beyond it), so a session flood never queues ahead of
+ * task events. butler_events_published_total counts them by type
+ * (session-start, ...).
  */
 #ifndef BUTLER_TOPICS_USERS_H
 #define BUTLER_TOPICS_USERS_H
@@ -41,9 +45,11 @@ void users_teardown(void);
 bool users_wanted(const struct butler_config *config);
 
 /* udp_proxy_sink callbacks; `context` is the struct butler_runtime. Run on
- * the proxy port's publisher thread. */
+ * the proxy port's publisher thread. events_setup() must have run. */
 enum butler_status users_deliver(const struct proxy_event *event, uint64_t received_wall_ms,
                                  void *context);
+enum butler_status users_spill(const struct proxy_event *event, uint64_t received_wall_ms,
+                               void *context);
 void users_idle(void *context);
 
 /* Direct family (network thread, never blocks): <root>/sense/users/active. */

@@ -6,8 +6,20 @@
 #include <curl/curl.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "bridge/clients/retry.h"
+#include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
+
+#define MODULE "smtp"
+
+/* libcurl 7.69 to 8.1 (Debian 12 has 7.88) spell the option with three L. */
+#if LIBCURL_VERSION_NUM >= 0x080200
+#define SMTP_RCPT_ALLOWFAILS CURLOPT_MAIL_RCPT_ALLOWFAILS
+#else
+#define SMTP_RCPT_ALLOWFAILS CURLOPT_MAIL_RCPT_ALLLOWFAILS
+#endif
 
 enum {
     SMTP_TIMEOUT_MS = 30000,
@@ -29,6 +41,47 @@ static size_t upload_read(char *buffer, size_t size, size_t count, void *context
     upload->data += n;
     upload->left -= n;
     return n;
+}
+
+/* What the server answered to the RCPT TO commands of one attempt, read
+ * from libcurl's protocol trace (it reports no per-recipient result). Only
+ * command verbs and reply codes are looked at: AUTH lines are never kept. */
+struct rcpt_trace {
+    bool in_rcpt;    /* the last command sent was RCPT TO */
+    int refused;     /* RCPT TO answered 4xx or 5xx */
+    int refused_5xx; /* ...of which permanent */
+    int accepted;
+    char first_refused[256];
+};
+
+static int trace_smtp(CURL *curl, curl_infotype type, char *data, size_t size, void *context)
+{
+    struct rcpt_trace *trace = context;
+    (void)curl;
+    if (type == CURLINFO_HEADER_OUT) {
+        trace->in_rcpt = size >= 8 && strncasecmp(data, "RCPT TO:", 8) == 0;
+        if (trace->in_rcpt && trace->refused == 0) {
+            /* Remember the address in case this one is refused. */
+            size_t n = size - 8 < sizeof trace->first_refused - 1 ? size - 8
+                                                                  : sizeof trace->first_refused - 1;
+            memcpy(trace->first_refused, data + 8, n);
+            trace->first_refused[n] = '\0';
+            trace->first_refused[strcspn(trace->first_refused, "\r\n")] = '\0';
+        }
+    } else if (type == CURLINFO_HEADER_IN && trace->in_rcpt && size >= 3 && data[0] >= '2' &&
+               data[0] <= '5' && (size == 3 || data[3] == ' ')) {
+        /* The final line of the reply ("250 OK"; "550-..." continues). */
+        trace->in_rcpt = false;
+        if (data[0] == '4' || data[0] == '5') {
+            trace->refused++;
+            trace->refused_5xx += data[0] == '5';
+        } else {
+            trace->accepted++;
+            if (trace->refused == 0)
+                trace->first_refused[0] = '\0';
+        }
+    }
+    return 0;
 }
 
 /* One SMTP attempt through libcurl. */
@@ -58,19 +111,58 @@ static enum butler_status smtp_send_once(const struct butler_config *config,
     curl_easy_setopt(curl, CURLOPT_READDATA, &upload);
     curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_USE_SSL, (long)CURLUSESSL_TRY);
+    /* Credentials never travel in clear text: with a username, TLS is
+     * required (smtps://, or STARTTLS that must succeed), unless the relay is
+     * on loopback and smtp.plaintext_auth_loopback says so (config/validate.c
+     * refuses that key for any other host). Without credentials STARTTLS is
+     * used when offered. */
+    const bool credentials = config->smtp.username && config->smtp.username[0];
+    const bool tls_required = credentials && !config->smtp.plaintext_auth_loopback;
+    curl_easy_setopt(curl, CURLOPT_USE_SSL, (long)(tls_required ? CURLUSESSL_ALL : CURLUSESSL_TRY));
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)SMTP_TIMEOUT_MS);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)SMTP_CONNECT_TIMEOUT_MS);
-    if (config->smtp.username && config->smtp.username[0]) {
+    if (credentials) {
         curl_easy_setopt(curl, CURLOPT_USERNAME, config->smtp.username);
         curl_easy_setopt(curl, CURLOPT_PASSWORD,
                          config->smtp.password ? config->smtp.password : "");
     }
+    /* One refused recipient must not cost the others their mail: libcurl
+     * goes on while at least one RCPT TO is accepted (libcurl >= 7.69). */
+    curl_easy_setopt(curl, SMTP_RCPT_ALLOWFAILS, 1L);
+    struct rcpt_trace trace = {0};
+    curl_easy_setopt(curl, CURLOPT_DEBUGFUNCTION, trace_smtp);
+    curl_easy_setopt(curl, CURLOPT_DEBUGDATA, &trace);
+    curl_easy_setopt(curl, CURLOPT_VERBOSE, 1L);
     CURLcode code = curl_easy_perform(curl);
     long reply = 0;
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply);
     if (code == CURLE_OK) {
+        if (trace.refused > 0) {
+            metrics_add(metrics_get("butler_email_recipients_refused_total", "", METRIC_COUNTER,
+                                    "E-mail recipients the server refused; the others still "
+                                    "got the mail"),
+                        (int64_t)trace.refused);
+            LOG_WARN(MODULE,
+                     "%d of %zu recipient(s) refused by the server (first: %s); sent "
+                     "to the others",
+                     trace.refused, to->count, trace.first_refused);
+        }
         status = BUTLER_OK;
+        goto out;
+    }
+    if (code == CURLE_USE_SSL_FAILED) {
+        snprintf(error, error_size,
+                 "SMTP: the server offers no STARTTLS, and smtp.username is set: credentials are "
+                 "sent only over TLS (use smtps://, or smtp.plaintext_auth_loopback for a relay "
+                 "on loopback)");
+        status = BUTLER_ERR_REMOTE;
+        goto out;
+    }
+    if (trace.accepted == 0 && trace.refused > 0 && trace.refused_5xx == trace.refused) {
+        /* Every recipient refused for good: retrying cannot help. */
+        snprintf(error, error_size, "SMTP: every recipient refused (first: %s)",
+                 trace.first_refused);
+        status = BUTLER_ERR_REMOTE;
         goto out;
     }
     snprintf(error, error_size, "SMTP: %s (reply %ld)", curl_easy_strerror(code), reply);

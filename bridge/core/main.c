@@ -174,9 +174,10 @@ static enum butler_status start_daemon(struct butler_runtime *runtime, struct da
         return BUTLER_ERR_INVALID;
     }
     /* The proxy's port: its own socket, ring and threads (topics/users.c). */
-    struct udp_proxy_sink proxy_sink = {users_deliver, users_idle, NULL, runtime};
+    struct udp_proxy_sink proxy_sink = {users_deliver, users_idle, users_spill, runtime};
     if (users_wanted(config) &&
-        udp_ingress_start_proxy(config, &proxy_sink, &parts->proxy) != BUTLER_OK) {
+        (events_setup(runtime) != BUTLER_OK ||
+         udp_ingress_start_proxy(config, &proxy_sink, &parts->proxy) != BUTLER_OK)) {
         LOG_ERROR(MODULE, "start-up failed: UDP proxy port");
         return BUTLER_ERR_INVALID;
     }

@@ -286,11 +286,14 @@ static bool read_body(struct http_exchange *exchange)
     return false;
 }
 
-/* 415 unless the request declares JSON (or declares nothing at all). */
+/* 415 unless a request with a body declares it JSON. A body without a
+ * Content-Type is what a browser's "simple" cross-origin POST sends (no
+ * preflight), so it is refused too; no body needs no Content-Type. */
 static bool require_json(struct http_exchange *exchange)
 {
     const char *content_type = http_exchange_header(exchange, "Content-Type");
-    if (content_type == NULL || http_body_is_json_content_type(content_type))
+    if (content_type == NULL ? !http_exchange_has_body(exchange)
+                             : http_body_is_json_content_type(content_type))
         return true;
     http_exchange_reply_error(exchange, 415,
                               "the body must be JSON (Content-Type: application/json)", NULL);
@@ -402,6 +405,83 @@ static void handle_base16_to_base62(struct http_exchange *exchange)
     convert(exchange, "base16", 16, "base62", 62);
 }
 
+/* Butler's command topics under <root>/ and the endpoint that publishes each
+ * (a trailing '/' matches any rest; file operations are matched by their
+ * last level, with or without a node level before it). */
+static const struct {
+    const char *topic;
+    const char *endpoint;
+} command_topics[] = {
+    {"task/start", "senseStartTask"},
+    {"task/start/", "senseStartTask"},
+    {"slack/post", "slackPostMessage"},
+    {"app/reload", "senseAppReload"},
+    {"app/dump", "senseAppDump"},
+    {"app/list", "senseListApps"},
+    {"newrelic/event", "postNewRelicEvent"},
+    {"newrelic/metric", "postNewRelicMetric"},
+    {"schedules/", "createNewSchedule"},
+    {"kv/", "keyValueStore"},
+};
+
+static const char *file_endpoint(const char *operation)
+{
+    static const char *const names[][2] = {{"copy", "fileCopy"},
+                                           {"move", "fileMove"},
+                                           {"delete", "fileDelete"},
+                                           {"mkdir", "createDir"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(operation, names[i][0]) == 0)
+            return names[i][1];
+    return NULL;
+}
+
+/* The first topic levels under <root>/ that Butler reads or writes itself
+ * (docs/topics.md). */
+static const char *const butler_families[] = {
+    "task", "slack", "teams",     "email",   "webhook",  "app",    "events",     "sense", "file",
+    "qrs",  "kv",    "schedules", "monitor", "newrelic", "status", "deadletter", NULL,
+};
+
+/*
+ * PUT /v4/mqttpublishmessage must not get around http.endpoints. With an
+ * allow-list set, a topic in one of Butler's own families under <root>/ is
+ * published only when it is the command topic of an endpoint the list
+ * enables; Butler's events, answers and other command families are refused.
+ * Other topics (outside <root>/, or a level Butler does not use) are the
+ * caller's business.
+ */
+static bool publish_topic_allowed(const struct butler_config *config, const char *topic)
+{
+    size_t root_length = strlen(config->mqtt.topic_root);
+    if (config->http.endpoints.count == 0 ||
+        strncmp(topic, config->mqtt.topic_root, root_length) != 0 || topic[root_length] != '/')
+        return true;
+    const char *rest = topic + root_length + 1;
+    size_t level = strcspn(rest, "/");
+    bool family = false;
+    for (size_t i = 0; butler_families[i] && !family; i++)
+        family =
+            strlen(butler_families[i]) == level && strncmp(rest, butler_families[i], level) == 0;
+    if (!family)
+        return true;
+    for (size_t i = 0; i < sizeof command_topics / sizeof command_topics[0]; i++) {
+        size_t length = strlen(command_topics[i].topic);
+        bool prefix = command_topics[i].topic[length - 1] == '/';
+        if (prefix ? strncmp(rest, command_topics[i].topic, length) == 0
+                   : strcmp(rest, command_topics[i].topic) == 0)
+            return endpoint_enabled(config, command_topics[i].endpoint);
+    }
+    if (strncmp(rest, "file/", 5) == 0) {
+        const char *operation = strrchr(rest, '/') + 1;
+        const char *endpoint = file_endpoint(operation);
+        return endpoint &&
+               (endpoint_enabled(config, endpoint) ||
+                (strcmp(operation, "mkdir") == 0 && endpoint_enabled(config, "createDirQVD")));
+    }
+    return false;
+}
+
 static void handle_mqtt_publish(struct http_exchange *exchange)
 {
     const struct butler_config *config = exchange->runtime->config;
@@ -413,6 +493,17 @@ static void handle_mqtt_publish(struct http_exchange *exchange)
         http_body_parse_publish(exchange->body, exchange->body_length, &body, error, sizeof error);
     if (status != BUTLER_OK) {
         http_exchange_reply_error(exchange, status == BUTLER_ERR_NOMEM ? 500 : 400, error, NULL);
+        return;
+    }
+    if (!publish_topic_allowed(config, body.topic)) {
+        metrics_count("butler_http_publish_refused_total", "",
+                      "mqttPublishMessage requests refused: a topic under <root>/ whose "
+                      "endpoint http.endpoints does not enable");
+        http_exchange_reply_error(exchange, 403,
+                                  "this topic is under the topic root and its endpoint is not "
+                                  "enabled in http.endpoints",
+                                  NULL);
+        http_publish_body_clear(&body);
         return;
     }
     if (http_command_publish(exchange, body.topic, body.message, strlen(body.message), body.qos,
@@ -473,7 +564,10 @@ static void handle_task_start(struct http_exchange *exchange)
     if (!query_flag(exchange, "allTaskIdsMustExist", &all_must_exist) ||
         !query_flag(exchange, "async", &asynchronous) || !read_body(exchange))
         goto out;
-    if (exchange->body_length > 0 && !require_json(exchange))
+    /* A blank body names nothing, as no body does (the Node.js Butler's
+     * "-" with nothing): it needs no Content-Type. */
+    if (exchange->body_length > 0 && strspn(exchange->body, " \t\r\n") != exchange->body_length &&
+        !require_json(exchange))
         goto out;
     /* Butler extension: ?requestId= lets a caller retry after a 503 without
      * starting the task twice (a requestId is started once within

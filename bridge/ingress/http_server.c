@@ -24,6 +24,7 @@
 
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
+#include "bridge/ingress/http_guard.h"
 #include "bridge/ingress/ssl_compat/ssl_compat.h"
 
 #define MODULE "http"
@@ -40,11 +41,17 @@ enum {
      * cannot be told apart there. */
     HEADER_READ_BUFFER = 4 * HEADER_BYTES_MAX,
     KEEP_ALIVE_MS = 5000,
+    /* The health listener: probes send their request at once. */
+    HEALTH_TIMEOUT_MS = 2000,
 };
+
+#define HEALTH_THREADS "4"
 
 struct http_server {
     struct mg_context *context;
+    struct mg_context *health_context; /* http.health_listen, or NULL */
     struct butler_runtime *runtime;
+    struct http_guard *guard;
 };
 
 /* ---- listeners ---- */
@@ -165,6 +172,8 @@ static const char *reason_phrase(int status)
         return "Payload Too Large";
     case 415:
         return "Unsupported Media Type";
+    case 421:
+        return "Misdirected Request";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -210,10 +219,17 @@ void http_exchange_reply(struct http_exchange *exchange, int status, const char 
     mg_response_header_add(connection, "Cache-Control", "no-store", -1);
     for (size_t i = 0; extra_headers && extra_headers[i] && extra_headers[i + 1]; i += 2)
         mg_response_header_add(connection, extra_headers[i], extra_headers[i + 1], -1);
+    if (exchange->cors_origin) {
+        mg_response_header_add(connection, "Access-Control-Allow-Origin", exchange->cors_origin,
+                               -1);
+        mg_response_header_add(connection, "Vary", "Origin", -1);
+    }
     if (pending)
         mg_response_header_add(connection, "Connection", "close", -1);
     mg_response_header_send(connection);
-    if (body && body_length > 0 && status != 204)
+    /* A HEAD answer is headers only: body bytes would be read as the start
+     * of the next answer on a kept-alive connection. */
+    if (body && body_length > 0 && status != 204 && exchange->method != HTTP_METHOD_HEAD)
         mg_write(connection, body, body_length);
 }
 
@@ -257,6 +273,22 @@ void http_exchange_reply_error(struct http_exchange *exchange, int status, const
     snprintf(body, sizeof body, "{\"statusCode\":%d,\"error\":\"%s\",\"message\":\"%s\"}", status,
              reason_phrase(status), escaped);
     http_exchange_reply_json(exchange, status, body, extra_headers);
+}
+
+bool http_exchange_has_body(const struct http_exchange *exchange)
+{
+    return exchange->body_read ? exchange->body_length > 0 : body_pending(exchange);
+}
+
+bool http_exchange_is_tls(const struct http_exchange *exchange)
+{
+    return mg_get_request_info(exchange->connection)->is_ssl != 0;
+}
+
+const char *http_exchange_request_method(const struct http_exchange *exchange)
+{
+    const char *method = mg_get_request_info(exchange->connection)->request_method;
+    return method ? method : "";
 }
 
 const char *http_exchange_header(const struct http_exchange *exchange, const char *name)
@@ -372,10 +404,10 @@ static bool refuse_large_headers(struct http_exchange *exchange, const struct mg
     return true;
 }
 
-/* CivetWeb worker thread: one call per request. */
-static int handle_request(struct mg_connection *connection, void *user_data)
+/* CivetWeb worker thread: one call per request. On the health listener
+ * (health_only) only /health and /metrics are served. */
+static int serve(struct http_server *server, struct mg_connection *connection, bool health_only)
 {
-    struct http_server *server = user_data;
     const struct mg_request_info *info = mg_get_request_info(connection);
     struct http_exchange exchange = {
         .connection = connection,
@@ -386,7 +418,15 @@ static int handle_request(struct mg_connection *connection, void *user_data)
         .query = info->query_string ? info->query_string : "",
         .endpoint = "unknown",
     };
-    if (!refuse_large_headers(&exchange, info))
+    if (refuse_large_headers(&exchange, info) || !http_guard_check(server->guard, &exchange))
+        ;
+    else if (health_only && strcmp(exchange.path, "/health") != 0 &&
+             strcmp(exchange.path, "/metrics") != 0)
+        http_exchange_reply_error(&exchange, 404,
+                                  "this listener (http.health_listen) serves /health and /metrics "
+                                  "only",
+                                  NULL);
+    else
         http_api_handle(&exchange);
     if (exchange.status == 0)
         http_exchange_reply_error(&exchange, 500, "no answer was produced", NULL);
@@ -397,6 +437,71 @@ static int handle_request(struct mg_connection *connection, void *user_data)
               secret_path ? "/qrs-notification/<secret>" : exchange.path, exchange.status);
     free(exchange.body);
     return exchange.status;
+}
+
+static int handle_request(struct mg_connection *connection, void *user_data)
+{
+    return serve(user_data, connection, false);
+}
+
+static int handle_health_request(struct mg_connection *connection, void *user_data)
+{
+    return serve(user_data, connection, true);
+}
+
+static int http_error(struct mg_connection *connection, int status, const char *message);
+
+/*
+ * The listener of /health's own (http.health_listen): a few threads that the
+ * API's requests never occupy, so a probe is answered while every API
+ * thread is busy or held by idle connections. Its own read timeout is short:
+ * probes send their request at once. Start-up only (main thread).
+ */
+static enum butler_status start_health_listener(struct http_server *server)
+{
+    const struct butler_config *config = server->runtime->config;
+    char request_timeout[16], header_max[16];
+    int timeout = config->http.header_timeout_ms < HEALTH_TIMEOUT_MS
+                      ? config->http.header_timeout_ms
+                      : HEALTH_TIMEOUT_MS;
+    snprintf(request_timeout, sizeof request_timeout, "%d", timeout);
+    snprintf(header_max, sizeof header_max, "%d", HEADER_READ_BUFFER);
+    const char *options[] = {
+        "listening_ports",
+        config->http.health_listen,
+        "num_threads",
+        HEALTH_THREADS,
+        "tcp_nodelay",
+        "1",
+        "request_timeout_ms",
+        request_timeout,
+        "enable_keep_alive",
+        "no",
+        "max_request_size",
+        header_max,
+        "enable_auth_domain_check",
+        "no",
+        "access_control_allow_origin",
+        "",
+        "access_control_allow_methods",
+        "",
+        "access_control_allow_headers",
+        "",
+        NULL,
+    };
+    struct mg_callbacks callbacks = {0};
+    callbacks.log_message = log_message;
+    callbacks.http_error = http_error;
+    server->health_context = mg_start(&callbacks, server, options);
+    if (server->health_context == NULL) {
+        LOG_ERROR(MODULE, "cannot start the health listener on %s (port in use or bad address)",
+                  config->http.health_listen);
+        return BUTLER_ERR_IO;
+    }
+    mg_set_request_handler(server->health_context, "/", handle_health_request, server);
+    LOG_INFO(MODULE, "health listener on %s (/health and /metrics, threads of its own)",
+             config->http.health_listen);
+    return BUTLER_OK;
 }
 
 /* CivetWeb's own errors (a malformed request, a header block past
@@ -456,11 +561,15 @@ enum butler_status http_server_start(struct butler_runtime *runtime, struct http
     if (server == NULL)
         goto out;
     server->runtime = runtime;
+    if (http_guard_create(config, &server->guard) != BUTLER_OK)
+        goto out;
     char threads[16], request_timeout[16], keep_alive[16], header_max[16];
     snprintf(threads, sizeof threads, "%d", config->http.threads);
-    /* Reading a request (headers and body) may take this long; the answer's
-     * own wait is bounded separately by task_start_timeout_ms. */
-    snprintf(request_timeout, sizeof request_timeout, "%d", 30000);
+    /* Reading a request line and headers (and each read of a body) may take
+     * this long (http.header_timeout_ms): a connection that sends half a
+     * request and then nothing holds a worker thread no longer. The answer's
+     * own wait is bounded separately (task_start_timeout_ms, long waits). */
+    snprintf(request_timeout, sizeof request_timeout, "%d", config->http.header_timeout_ms);
     snprintf(keep_alive, sizeof keep_alive, "%d", KEEP_ALIVE_MS);
     snprintf(header_max, sizeof header_max, "%d", HEADER_READ_BUFFER);
     const char *options[] = {
@@ -480,6 +589,15 @@ enum butler_status http_server_start(struct butler_runtime *runtime, struct http
         header_max,
         "enable_auth_domain_check",
         "no",
+        /* Empty: CivetWeb neither answers CORS preflights itself (it would
+         * allow any origin, method and header) nor adds
+         * Access-Control-Allow-Origin: * to answers. http_guard.c decides. */
+        "access_control_allow_origin",
+        "",
+        "access_control_allow_methods",
+        "",
+        "access_control_allow_headers",
+        "",
         NULL,
     };
     struct mg_callbacks callbacks = {0};
@@ -497,6 +615,10 @@ enum butler_status http_server_start(struct butler_runtime *runtime, struct http
         goto out;
     }
     mg_set_request_handler(server->context, "/", handle_request, server);
+    if (config->http.health_listen[0] && start_health_listener(server) != BUTLER_OK) {
+        mg_stop(server->context);
+        goto out;
+    }
     warn_if_exposed(config);
     if (config->http.tokens.count > 0 && config->health.metrics &&
         config->health.metrics_auth == CONFIG_METRICS_AUTH_OPEN)
@@ -510,6 +632,8 @@ enum butler_status http_server_start(struct butler_runtime *runtime, struct http
 out:
     if (status != BUTLER_OK && library)
         mg_exit_library();
+    if (server)
+        http_guard_free(server->guard);
     free(server);
     return status;
 }
@@ -518,8 +642,11 @@ void http_server_stop(struct http_server *server)
 {
     if (server == NULL)
         return;
+    if (server->health_context)
+        mg_stop(server->health_context);
     mg_stop(server->context);
     mg_exit_library(); /* pairs with mg_init_library() in http_server_start */
+    http_guard_free(server->guard);
     free(server);
     LOG_INFO(MODULE, "HTTP API stopped");
 }

@@ -38,6 +38,9 @@ struct http_exchange {
     size_t body_length;
     bool body_read;
     int status; /* the status answered, 0 until then */
+    /* Set by http_guard_check for an origin in http.allowed_origins: the
+     * answer carries Access-Control-Allow-Origin with it (borrowed header). */
+    const char *cors_origin;
 };
 
 /* Start listening per the `http` config. Returns BUTLER_OK with *out NULL
@@ -54,10 +57,18 @@ void http_server_stop(struct http_server *server);
  * declared or received length passes the cap, without reading the rest. */
 enum butler_status http_exchange_read_body(struct http_exchange *exchange);
 
+/* True while the request has a body (declared or chunked), read or not. */
+bool http_exchange_has_body(const struct http_exchange *exchange);
+/* True on a TLS listener. */
+bool http_exchange_is_tls(const struct http_exchange *exchange);
+/* The request line's method as sent ("OPTIONS"), never NULL. */
+const char *http_exchange_request_method(const struct http_exchange *exchange);
+
 /* A request header, or NULL. */
 const char *http_exchange_header(const struct http_exchange *exchange, const char *name);
 
-/* Answer with `json` (may be NULL for an empty body, e.g. 204).
+/* Answer with `json` (may be NULL for an empty body, e.g. 204). A HEAD
+ * request gets the headers only (Content-Length of the body it would get).
  * `extra_headers` (may be NULL) is a NULL-terminated list of name, value
  * pairs: {"Retry-After", "5", NULL}. */
 void http_exchange_reply(struct http_exchange *exchange, int status, const char *content_type,

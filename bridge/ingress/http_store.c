@@ -94,28 +94,6 @@ static bool required_query(struct http_exchange *exchange, const char *name, cha
     return false;
 }
 
-/* Read a JSON body: answers 413/415/400 itself and returns false on failure. */
-static bool read_json_body(struct http_exchange *exchange)
-{
-    const char *content_type = http_exchange_header(exchange, "Content-Type");
-    if (content_type && !http_body_is_json_content_type(content_type)) {
-        http_exchange_reply_error(exchange, 415,
-                                  "the body must be JSON (Content-Type: application/json)", NULL);
-        return false;
-    }
-    enum butler_status status = http_exchange_read_body(exchange);
-    if (status == BUTLER_ERR_TOO_LARGE) {
-        http_exchange_reply_error(exchange, 413, "the body is larger than http.max_body_bytes",
-                                  NULL);
-        return false;
-    }
-    if (status != BUTLER_OK) {
-        http_exchange_reply_error(exchange, 400, "the body could not be read", NULL);
-        return false;
-    }
-    return true;
-}
-
 static cJSON *kv_object(const char *namespace_name, const char *key, const char *value)
 {
     cJSON *json = cJSON_CreateObject();
@@ -158,7 +136,7 @@ static void kv_post(struct http_exchange *exchange, const char *namespace_name)
     char error[256];
     char *value_text = NULL;
     cJSON *body = NULL;
-    if (!read_json_body(exchange))
+    if (!http_api_read_json_body(exchange))
         goto out;
     body = json_parse_exact(exchange->body, exchange->body_length, NULL);
     const cJSON *key = cJSON_GetObjectItemCaseSensitive(body, "key");
@@ -318,7 +296,7 @@ void http_store_schedules_create(struct http_exchange *exchange)
 {
     char error[384] = "";
     cJSON *created = NULL;
-    if (!read_json_body(exchange))
+    if (!http_api_read_json_body(exchange))
         return;
     enum butler_status status =
         schedules_create(exchange->runtime, exchange->body, exchange->body_length,

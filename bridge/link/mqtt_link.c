@@ -13,6 +13,7 @@
 #include "bridge/core/clock.h"
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
+#include "bridge/link/mqtt_outlet.h"
 #include "bridge/store/held_messages.h"
 
 #define MODULE "mqtt"
@@ -26,6 +27,9 @@ enum {
     /* A connection that lasted this long resets the reconnect backoff. */
     STABLE_CONNECTION_MS = 10000,
     STATUS_PAYLOAD_MAX = 256,
+    /* A hold ends after this even if nobody released it: the next refusal
+     * holds again, so a forgotten release cannot keep Butler away for good. */
+    HOLD_MAX_MS = 30000,
 };
 
 /* A publish waiting for its PUBACK; nodes come from a fixed pool. */
@@ -76,6 +80,11 @@ struct mqtt_link {
      * then inbound messages are dropped unacknowledged (the socket is shut,
      * so their PUBACKs never leave and the broker sends them again). */
     atomic_bool aborted;
+    /* mqtt_link_hold: stay disconnected until released (or HOLD_MAX_MS),
+     * publishing through the outlet meanwhile. */
+    atomic_bool holding;
+    _Atomic uint64_t hold_since_ms;
+    struct mqtt_outlet *outlet; /* created at the first hold; guarded by mutex */
     bool session_resumed; /* CONNACK session-present of the current connection; network thread */
     unsigned int random_state;
 
@@ -412,6 +421,11 @@ static void *network_thread(void *argument)
     bool have_socket = false;
     while (!is_stopping(link)) {
         atomic_store(&link->loop_turn_ms, clock_monotonic_ms());
+        if (!have_socket && atomic_load(&link->holding) &&
+            clock_monotonic_ms() - atomic_load(&link->hold_since_ms) < HOLD_MAX_MS) {
+            wait_unless_stopping(link, LOOP_TIMEOUT_MS);
+            continue;
+        }
         if (!have_socket) {
             mosquitto_log_callback_set(link->mosq, on_log);
             int rc = connect_once(link);
@@ -604,6 +618,52 @@ void mqtt_link_abort_connection(struct mqtt_link *link)
     LOG_WARN(MODULE, "connection aborted so an unrecorded message is not acknowledged");
 }
 
+/* Outlet thread, after its CONNACK: wake publishers waiting for a way out
+ * and let the connect hook send what waits (publish.c's parked answers). */
+static void outlet_connected(void *context)
+{
+    struct mqtt_link *link = context;
+    pthread_mutex_lock(&link->mutex);
+    pthread_cond_broadcast(&link->changed);
+    pthread_mutex_unlock(&link->mutex);
+    if (link->connect_hook && atomic_load(&link->holding))
+        link->connect_hook(link->connect_hook_context);
+}
+
+void mqtt_link_hold(struct mqtt_link *link)
+{
+    atomic_store(&link->hold_since_ms, clock_monotonic_ms());
+    bool was_holding = atomic_exchange(&link->holding, true);
+    pthread_mutex_lock(&link->mutex);
+    if (link->outlet == NULL &&
+        mqtt_outlet_create(link->config, link->protocol_version, outlet_connected, link,
+                           &link->outlet) != BUTLER_OK)
+        LOG_ERROR(MODULE, "cannot create the outlet: answers wait for the hold to end");
+    struct mqtt_outlet *outlet = link->outlet;
+    pthread_mutex_unlock(&link->mutex);
+    mqtt_link_abort_connection(link);
+    if (!was_holding)
+        LOG_WARN(MODULE, "intake held: disconnected until the spool has room; publishing "
+                         "through the outlet meanwhile");
+    if (outlet)
+        mqtt_outlet_start(outlet);
+}
+
+void mqtt_link_release_hold(struct mqtt_link *link)
+{
+    if (!atomic_exchange(&link->holding, false))
+        return;
+    LOG_INFO(MODULE, "intake released: reconnecting");
+    pthread_mutex_lock(&link->mutex);
+    pthread_cond_broadcast(&link->changed);
+    pthread_mutex_unlock(&link->mutex);
+}
+
+bool mqtt_link_holding(const struct mqtt_link *link)
+{
+    return atomic_load(&((struct mqtt_link *)link)->holding);
+}
+
 void mqtt_link_unsubscribe_all(struct mqtt_link *link)
 {
     pthread_mutex_lock(&link->mutex);
@@ -627,6 +687,22 @@ enum butler_status mqtt_link_start(struct mqtt_link *link)
     return BUTLER_OK;
 }
 
+/* While holding: the same publish through the outlet (see mqtt_outlet.h). */
+static enum butler_status publish_via_outlet(struct mqtt_link *link, struct mqtt_outlet *outlet,
+                                             bool v5, const char *topic, const void *payload,
+                                             size_t payload_length,
+                                             const struct mqtt_publish_options *options,
+                                             mqtt_publish_done done, void *context)
+{
+    enum butler_status status =
+        mqtt_outlet_publish(outlet, v5, topic, payload, payload_length, options, done, context);
+    if (status == BUTLER_OK)
+        metrics_add(link->published_total, 1);
+    else if (status == BUTLER_ERR_FULL)
+        metrics_add(link->publish_refused_full, 1);
+    return status;
+}
+
 enum butler_status mqtt_link_publish(struct mqtt_link *link, const char *topic, const void *payload,
                                      size_t payload_length,
                                      const struct mqtt_publish_options *options,
@@ -647,6 +723,14 @@ enum butler_status mqtt_link_publish(struct mqtt_link *link, const char *topic, 
     enum butler_status status = BUTLER_OK;
     mosquitto_property *properties = NULL;
     pthread_mutex_lock(&link->mutex);
+    if (!link->connected && !link->stopped && atomic_load(&link->holding) && link->outlet &&
+        mqtt_outlet_connected(link->outlet)) {
+        struct mqtt_outlet *outlet = link->outlet;
+        bool v5 = link->protocol_version == MQTT_PROTOCOL_V5;
+        pthread_mutex_unlock(&link->mutex);
+        return publish_via_outlet(link, outlet, v5, topic, payload, payload_length, options, done,
+                                  context);
+    }
     if (!link->connected || link->stopped) {
         status = BUTLER_ERR_NOT_CONNECTED;
         metrics_add(link->publish_refused_not_connected, 1);
@@ -662,21 +746,8 @@ enum butler_status mqtt_link_publish(struct mqtt_link *link, const char *topic, 
         node = link->pending_free;
         link->pending_free = node->next;
     }
-    if (link->connected_protocol == MQTT_PROTOCOL_V5) {
-        if (options->response_topic)
-            mosquitto_property_add_string(&properties, MQTT_PROP_RESPONSE_TOPIC,
-                                          options->response_topic);
-        if (options->correlation_data)
-            mosquitto_property_add_binary(&properties, MQTT_PROP_CORRELATION_DATA,
-                                          options->correlation_data,
-                                          (uint16_t)options->correlation_length);
-        if (options->message_expiry_s)
-            mosquitto_property_add_int32(&properties, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL,
-                                         options->message_expiry_s);
-        if (options->content_type)
-            mosquitto_property_add_string(&properties, MQTT_PROP_CONTENT_TYPE,
-                                          options->content_type);
-    }
+    if (link->connected_protocol == MQTT_PROTOCOL_V5)
+        properties = mqtt_publish_properties(options);
     /* The mutex is held across the call so that on_publish, which takes the
      * same mutex, cannot look for this mid before it is registered. */
     int mid = 0;
@@ -714,68 +785,6 @@ out:
     mosquitto_property_free_all(&properties);
     if (status == BUTLER_OK && done)
         done(context, BUTLER_OK); /* QoS 0: nothing to wait for */
-    return status;
-}
-
-/* A waiter outlives a timed-out caller: whoever finishes last frees it. */
-struct publish_waiter {
-    pthread_mutex_t mutex;
-    pthread_cond_t done_cond;
-    bool finished;
-    enum butler_status status;
-    int references;
-};
-
-static void waiter_release(struct publish_waiter *waiter)
-{
-    pthread_mutex_lock(&waiter->mutex);
-    bool last = --waiter->references == 0;
-    pthread_mutex_unlock(&waiter->mutex);
-    if (last) {
-        pthread_mutex_destroy(&waiter->mutex);
-        pthread_cond_destroy(&waiter->done_cond);
-        free(waiter);
-    }
-}
-
-static void waiter_done(void *context, enum butler_status status)
-{
-    struct publish_waiter *waiter = context;
-    pthread_mutex_lock(&waiter->mutex);
-    waiter->finished = true;
-    waiter->status = status;
-    pthread_cond_signal(&waiter->done_cond);
-    pthread_mutex_unlock(&waiter->mutex);
-    waiter_release(waiter);
-}
-
-enum butler_status mqtt_link_publish_wait(struct mqtt_link *link, const char *topic,
-                                          const void *payload, size_t payload_length,
-                                          const struct mqtt_publish_options *options,
-                                          int timeout_ms)
-{
-    struct publish_waiter *waiter = calloc(1, sizeof *waiter);
-    if (waiter == NULL)
-        return BUTLER_ERR_NOMEM;
-    pthread_mutex_init(&waiter->mutex, NULL);
-    pthread_cond_init(&waiter->done_cond, NULL);
-    waiter->references = 2;
-    enum butler_status status =
-        mqtt_link_publish(link, topic, payload, payload_length, options, waiter_done, waiter);
-    if (status != BUTLER_OK) {
-        waiter->references = 1;
-        waiter_release(waiter);
-        return status;
-    }
-    struct timespec deadline;
-    clock_deadline_after(CLOCK_REALTIME, (uint64_t)timeout_ms, &deadline);
-    pthread_mutex_lock(&waiter->mutex);
-    while (!waiter->finished)
-        if (pthread_cond_timedwait(&waiter->done_cond, &waiter->mutex, &deadline) != 0)
-            break;
-    status = waiter->finished ? waiter->status : BUTLER_ERR_TIMEOUT;
-    pthread_mutex_unlock(&waiter->mutex);
-    waiter_release(waiter);
     return status;
 }
 
@@ -829,12 +838,15 @@ enum butler_status mqtt_link_wait_connected(struct mqtt_link *link, int timeout_
     struct timespec deadline;
     clock_deadline_after(CLOCK_REALTIME, (uint64_t)timeout_ms, &deadline);
     pthread_mutex_lock(&link->mutex);
-    while (!link->connected && !link->stopping)
+    while (!link->connected && !link->stopping &&
+           !(atomic_load(&link->holding) && link->outlet && mqtt_outlet_connected(link->outlet)))
         if (pthread_cond_timedwait(&link->changed, &link->mutex, &deadline) != 0)
             break;
-    enum butler_status status = link->connected  ? BUTLER_OK
-                                : link->stopping ? BUTLER_ERR_SHUTDOWN
-                                                 : BUTLER_ERR_TIMEOUT;
+    bool outlet_up =
+        atomic_load(&link->holding) && link->outlet && mqtt_outlet_connected(link->outlet);
+    enum butler_status status = link->connected || outlet_up ? BUTLER_OK
+                                : link->stopping             ? BUTLER_ERR_SHUTDOWN
+                                                             : BUTLER_ERR_TIMEOUT;
     pthread_mutex_unlock(&link->mutex);
     return status;
 }
@@ -874,16 +886,11 @@ void mqtt_link_destroy(struct mqtt_link *link)
         if (atomic_fetch_sub(&library_users, 1) == 1)
             mosquitto_lib_cleanup();
     }
+    mqtt_outlet_destroy(link->outlet);
     for (size_t i = 0; i < link->subscription_count; i++)
         free(link->subscriptions[i]);
     free(link->pending_pool);
     pthread_mutex_destroy(&link->mutex);
     pthread_cond_destroy(&link->changed);
     free(link);
-}
-
-bool mqtt_topic_matches(const char *filter, const char *topic)
-{
-    bool result = false;
-    return mosquitto_topic_matches_sub(filter, topic, &result) == MOSQ_ERR_SUCCESS && result;
 }

@@ -86,6 +86,18 @@ void mqtt_link_unsubscribe_all(struct mqtt_link *link);
  * failure. Any thread. */
 void mqtt_link_abort_connection(struct mqtt_link *link);
 
+/*
+ * Hold intake (the spool is full): cut the connection now, as
+ * mqtt_link_abort_connection, and stay disconnected until
+ * mqtt_link_release_hold() (at most 30 s: a refusal after that holds again),
+ * so the broker keeps every unacknowledged message. Meanwhile publishes go
+ * through a second, publish-only connection (the outlet), so the answers
+ * that make room in the spool still get out. Any thread.
+ */
+void mqtt_link_hold(struct mqtt_link *link);
+void mqtt_link_release_hold(struct mqtt_link *link);
+bool mqtt_link_holding(const struct mqtt_link *link);
+
 /* Called on the network thread after each successful CONNACK (after the
  * subscriptions were sent). Used to flush work that waited for the broker. */
 void mqtt_link_set_connect_hook(struct mqtt_link *link, void (*hook)(void *context), void *context);

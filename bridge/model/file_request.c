@@ -70,6 +70,7 @@ enum butler_status file_request_parse(enum file_operation operation, const unsig
     memset(request, 0, sizeof *request);
     request->operation = operation;
     task_make_uuid(request->request_id);
+    request->request_id_generated = true;
     if (length > TASK_MESSAGE_MAX) {
         snprintf(error, error_size, "the payload is larger than %d bytes", TASK_MESSAGE_MAX);
         return BUTLER_ERR_TOO_LARGE;
@@ -82,9 +83,10 @@ enum butler_status file_request_parse(enum file_operation operation, const unsig
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(request->json, "requestId");
     if (cJSON_IsString(id) && id->valuestring[0] &&
         strlen(id->valuestring) <= TASK_REQUEST_ID_MAX &&
-        task_valid_utf8((const unsigned char *)id->valuestring, strlen(id->valuestring)))
+        task_valid_utf8((const unsigned char *)id->valuestring, strlen(id->valuestring))) {
         snprintf(request->request_id, sizeof request->request_id, "%s", id->valuestring);
-    else if (id != NULL) {
+        request->request_id_generated = false;
+    } else if (id != NULL) {
         snprintf(error, error_size, "requestId must be a string of 1 to %d characters",
                  TASK_REQUEST_ID_MAX);
         return BUTLER_ERR_INVALID;

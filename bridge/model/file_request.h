@@ -32,6 +32,7 @@ enum file_operation {
 struct file_request {
     enum file_operation operation;
     char request_id[TASK_REQUEST_ID_MAX + 1];
+    bool request_id_generated; /* the payload had none: a new one on every parse */
     const char *from_file, *to_file, *delete_file, *directory;
     bool overwrite, preserve_timestamp, qvd;
     cJSON *json; /* owned; file_request_clear() */

@@ -316,3 +316,63 @@ def test_script_log_tail_of_a_log_over_16_mb(butlers, events, qrs):
     assert tail and tail.endswith("Error: Field 'Amount' not found"), body["qrs"]
     assert len(tail.encode()) <= 8192 and "\ufffd" not in tail
     assert tail.split("\n")[0] == line.rstrip("\n")  # whole lines, whole characters
+
+
+# ---------------------- 6. a refused recipient costs the others nothing
+
+
+def test_refused_recipient_is_dropped_the_others_get_the_mail(butlers, events, smtp_sink):
+    smtp_sink.refuse = {"gone@example.com"}
+    routes = f"""
+smtp: {{ url: "{smtp_sink.url}", from: "butler@example.com" }}
+routes:
+  - name: mail
+    match: butler/events/task/failed/#
+    to: email
+    recipients: [ops@example.com, gone@example.com, qlik@example.com]
+"""
+    butler = butlers(extra_yaml=routes)
+    udp = Udp(butler.udp_port)
+    udp.send(datagram("butler-v15", "task-failed", task_id=guid()))
+    mail = smtp_sink.wait_for(1, 15)[0]
+    assert sorted(mail["rcpt_to"]) == ["ops@example.com", "qlik@example.com"]
+    wait_until(lambda: deliveries(butler, "mail", "delivered") == 1, 10, message="delivered")
+    assert metric(butler, "butler_email_recipients_refused_total") == 1
+    assert len(smtp_sink.mails) == 1  # one attempt was enough
+    # Every recipient refused: dead-lettered at once, not retried.
+    smtp_sink.refuse = {"ops@example.com", "gone@example.com", "qlik@example.com"}
+    task_id = guid()
+    udp.send(datagram("butler-v15", "task-failed", task_id=task_id))
+    letter = events.wait_for(lambda m: m["topic"] == (
+        f"butler/deadletter/butler/events/task/failed/{task_id}"), 15)[0]
+    body = json.loads(letter["payload"])
+    assert "every recipient refused" in body["error"] and body["attempts"] == 1, body
+
+
+# --------------------- 9. Retry-After holds every worker of a destination
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_retry_after_holds_the_destination_for_every_worker(form, butlers, events, http_sink):
+    import email.utils
+
+    routes = f"""
+routes:
+  - name: chat
+    match: butler/events/task/failed/#
+    to: slack
+    webhook_url: "{http_sink.url}/slack"
+"""
+    butler = butlers(extra_yaml=routes)
+    udp = Udp(butler.udp_port)
+    retry_after = "2" if form == "seconds" else email.utils.formatdate(time.time() + 3,
+                                                                          usegmt=True)
+    http_sink.fail(429, times=1, retry_after=retry_after)
+    udp.send(datagram("butler-v15", "task-failed", task_id=guid()))
+    limited = http_sink.wait_for(1, 10, lambda r: r["status"] == 429)[0]
+    # A second alert, on another worker (the first sleeps in its retry).
+    udp.send(datagram("butler-v15", "task-failed", task_id=guid()))
+    sent = http_sink.wait_for(2, 15, lambda r: r["status"] == 200)
+    # Lower bounds only: a slow machine can only make them larger.
+    assert all(r["t"] - limited["t"] >= 1.0 for r in sent), [
+        round(r["t"] - limited["t"], 2) for r in sent]

@@ -346,7 +346,8 @@ def test_http_errors(workdir, broker, client, qrs, engine):
     assert resp.status == 422 and "App not found" in resp.json["message"]
     resp = request(port, "PUT", f"/v4/app/{APP_SALES}/reload", {"reloadMode": 9})
     assert resp.status == 400 and "reloadMode" in resp.json["message"]
-    resp = request(port, "PUT", f"/v4/app/{APP_SALES}/reload", "[1, 2]")
+    resp = request(port, "PUT", f"/v4/app/{APP_SALES}/reload", "[1, 2]",
+                   headers={"Content-Type": "application/json"})
     assert resp.status == 400
     resp = request(port, "PUT", f"/v4/app/{APP_SALES}/reload", "{", headers={"Content-Type": "text/plain"})
     assert resp.status == 415

@@ -7,9 +7,10 @@ The broker then resends, on the resumed session, every message it holds
 unacknowledged (up to the receive maximum of 100), with the same packet ids.
 
 - a reconnect mid-backlog (no crash): each file move is run once;
-- SIGKILL with a backlog of thousands of moves in the spool, the last ones
-  unacknowledged: the broker's resends are the newest messages, and are
-  recognised although more than 4,096 are unfinished.
+- SIGKILL after 4,100 messages, the PUBACKs of the last 100 moves lost although they
+  ran and were answered (finished in the spool): the broker resends them
+  after the restart, and they are recognised (held.ring keeps the newest
+  spooled messages, finished or not).
 """
 import json
 import os
@@ -27,12 +28,14 @@ from conftest import Broker, Butler, Client, free_port, wait_until
 
 
 class Proxy:
-    """Forwards loopback TCP to `port`; can swallow the client's bytes and cut."""
+    """Forwards loopback TCP to `port`; can swallow the client's bytes (or only
+    its PUBACKs) and cut."""
 
     def __init__(self, port):
         self.target = port
         self.port = free_port()
         self.swallow_upstream = False
+        self.drop_pubacks = False
         self.connections = []
         self.lock = threading.Lock()
         self.listener = socket.socket()
@@ -57,6 +60,7 @@ class Proxy:
                              daemon=True).start()
 
     def _pump(self, source, sink, from_client):
+        pending = b""
         try:
             while True:
                 data = source.recv(65536)
@@ -64,7 +68,14 @@ class Proxy:
                     break
                 if from_client and self.swallow_upstream:
                     continue
-                sink.sendall(data)
+                if not from_client:
+                    sink.sendall(data)
+                    continue
+                # Client to broker: whole MQTT packets, so PUBACKs can be dropped.
+                pending += data
+                out, pending = self._filter_packets(pending)
+                if out:
+                    sink.sendall(out)
         except OSError:
             pass
         for s in (source, sink):
@@ -72,6 +83,27 @@ class Proxy:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def _filter_packets(self, buffer):
+        """-> (bytes to forward, incomplete rest): every whole packet, minus
+        PUBACKs (type 4) while drop_pubacks is set."""
+        out = bytearray()
+        at = 0
+        while True:
+            length, multiplier, i = 0, 1, at + 1
+            while i < len(buffer) and i < at + 5:
+                length += (buffer[i] & 0x7F) * multiplier
+                multiplier *= 128
+                i += 1
+                if buffer[i - 1] & 0x80 == 0:
+                    break
+            else:
+                return bytes(out), buffer[at:]
+            if i + length > len(buffer):
+                return bytes(out), buffer[at:]
+            if not (self.drop_pubacks and buffer[at] >> 4 == 4):
+                out += buffer[at:i + length]
+            at = i + length
 
     def cut(self):
         with self.lock:
@@ -185,3 +217,28 @@ def test_reconnect_mid_backlog_runs_nothing_twice(site):
     assert sorted(os.listdir(site.p("archive"))) == sorted(
         f"drop-{i}.qvd" for i in range(250))
     assert "on the resumed session" in site.butler.log()
+
+
+def test_sigkill_with_puback_lost_after_4100_messages_runs_nothing_twice(site):
+    """The mv-4097 case: after 4,000 other messages (task starts, answered
+    "failed" at once: no QRS here, which keeps the test short), the last 100
+    moves ran and were answered, but their PUBACKs never reached the broker;
+    Butler is killed. After the restart the broker resends them on the
+    resumed session: each must run once."""
+    site.client.subscribe("butler/task/result")
+    for i in range(4000):
+        site.client.publish("butler/task/start", json.dumps(
+            {"taskId": "00000000-0000-4000-8000-000000000001", "requestId": f"ts-{i}"}))
+    wait_until(lambda: len([m for m in list(site.client.messages)
+                            if m["topic"] == "butler/task/result"]) >= 4000, 120,
+               message="4,000 task-start answers")
+    site.proxy.drop_pubacks = True
+    last = publish_moves(site, "late", 100)
+    wait_until(lambda: len([r for r in last if r in site.answers()]) == 100, 60,
+               message="the last 100 moves answered")
+    site.butler.stop(signal.SIGKILL)
+    site.proxy.drop_pubacks = False
+    site.proxy.cut()
+    site.butler.start()
+    assert_each_run_once(site, last)
+    assert site.butler.log().count("on the resumed session") == 100

@@ -1291,7 +1291,7 @@ def test_415_non_json_content_type(api):
 
 
 def test_413_declared_length(api):
-    head = (b"PUT /v4/mqttpublishmessage HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    head = (b"PUT /v4/mqttpublishmessage HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: 10000000\r\n\r\n")
     with socket.create_connection(("127.0.0.1", api.port), timeout=10) as s:
         s.sendall(head)
@@ -1306,7 +1306,7 @@ def test_413_declared_length(api):
 
 
 def test_413_chunked_and_the_exact_limit(api):
-    head = (b"PUT /v4/mqttpublishmessage HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    head = (b"PUT /v4/mqttpublishmessage HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n")
     chunk = b"400\r\n" + b" " * 1024 + b"\r\n"
     with socket.create_connection(("127.0.0.1", api.port), timeout=10) as s:
@@ -1325,9 +1325,10 @@ def test_413_chunked_and_the_exact_limit(api):
     prefix, suffix = b'{"topic": "test/http/big", "message": "', b'"}'
     exact = prefix + b"x" * (MAX_BODY - len(prefix) - len(suffix)) + suffix
     assert len(exact) == MAX_BODY
-    assert api.call("PUT", "/v4/mqttpublishmessage", exact).status == 201
+    json_type = {"Content-Type": "application/json"}
+    assert api.call("PUT", "/v4/mqttpublishmessage", exact, json_type).status == 201
     over = prefix + b"x" * (MAX_BODY + 1 - len(prefix) - len(suffix)) + suffix
-    assert api.call("PUT", "/v4/mqttpublishmessage", over).status == 413
+    assert api.call("PUT", "/v4/mqttpublishmessage", over, json_type).status == 413
     got = api.observer.wait_for(lambda m: m["topic"] == "test/http/big")
     assert len(got[0]["payload"]) == MAX_BODY - len(prefix) - len(suffix)
 
@@ -1340,7 +1341,7 @@ def test_keep_alive_connection_reuse(api):
 
     before = unknown_404s()
     conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
-    smuggled = b'GET /v4/nope HTTP/1.1\r\nHost: t\r\n\r\n'
+    smuggled = b'GET /v4/nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'
     try:
         sequence = [("GET", "/v4/nope", None, 404), ("PUT", "/v4/mqttpublishmessage", b'{"bad', 400),
                     ("GET", "/v4/butlerping", None, 200),
@@ -1477,7 +1478,7 @@ def test_https_listener(secure_env):
     assert resp.status == 200 and resp.json["response"] == "Butler reporting for duty"
     # The TLS port speaks only TLS, and the server certificate is checked by clients.
     with socket.create_connection(("127.0.0.1", env.tls_port), timeout=10) as s:
-        s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         try:
             data = read_until_close(s)
         except ConnectionError:
@@ -1518,15 +1519,15 @@ def test_huge_headers_and_url(api):
     """Request line and headers over 16 KiB, or 64 header fields and more: 431 in the JSON error
     shape (not CivetWeb's 400); what cannot be parsed at all stays 400."""
     auth_free = [  # /metrics and /v4 alike: the check comes before routing
-        b"GET /v4/butlerping HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
-        b"PUT /v4/reloadtask/-/start HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nCookie: "
+        b"GET /v4/butlerping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+        b"PUT /v4/reloadtask/-/start HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nCookie: "
         + b"c" * (HEADER_LIMIT + 1) + b"\r\n\r\n",
-        b"GET /v4/butlerping HTTP/1.1\r\nHost: t\r\n"
+        b"GET /v4/butlerping HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         + b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 100) for i in range(300)) + b"\r\n",
-        b"GET /v4/butlerping HTTP/1.1\r\nHost: t\r\n"
+        b"GET /v4/butlerping HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         + b"".join(b"X-H%d: b\r\n" % i for i in range(70)) + b"\r\n",
-        b"GET /v4/base62tobase16?base62=" + b"a" * 20000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
-        b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 60000 + b"\r\n\r\n",
+        b"GET /v4/base62tobase16?base62=" + b"a" * 20000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 60000 + b"\r\n\r\n",
     ]
     before = parse_metrics(api.call("GET", "/metrics").body.decode("utf-8"))
     for data in auth_free:
@@ -1540,14 +1541,14 @@ def test_huge_headers_and_url(api):
     assert metric(after, name, endpoint="headersTooLarge", status="431") - \
         metric(before, name, endpoint="headersTooLarge", status="431") == len(auth_free)
     # Just under the limits is served.
-    data = (b"GET /v4/butlerping HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Big: "
+    data = (b"GET /v4/butlerping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Big: "
             + b"a" * (HEADER_LIMIT - 1000) + b"\r\n"
             + b"".join(b"X-H%d: b\r\n" % i for i in range(60)) + b"\r\n")
     assert parse_raw_response(raw_exchange(api.port, data)).status == 200
     # Not a header block at all, a control character in a header, and a header block past
     # CivetWeb's 64 KiB read buffer (where CivetWeb cannot tell us why): 400, same JSON shape.
-    for data in (b"GARBAGE\r\n\r\n", b"GET /v4/butlerping HTTP/1.1\r\nHost: t\r\nX: a\x01b\r\n\r\n",
-                 b"GET /v4/butlerping HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"):
+    for data in (b"GARBAGE\r\n\r\n", b"GET /v4/butlerping HTTP/1.1\r\nHost: 127.0.0.1\r\nX: a\x01b\r\n\r\n",
+                 b"GET /v4/butlerping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"):
         resp = parse_raw_response(raw_exchange(api.port, data))
         assert resp.status == 400, (data[:60], resp)
         check_response("GET", "/v4/butlerping", resp)
@@ -1556,7 +1557,7 @@ def test_huge_headers_and_url(api):
 
 def test_huge_body(api):
     size = 2 * 1024 * 1024
-    head = (b"PUT /v4/mqttpublishmessage HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    head = (b"PUT /v4/mqttpublishmessage HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % size)
     with socket.create_connection(("127.0.0.1", api.port), timeout=10) as s:
         def send():
@@ -1576,7 +1577,7 @@ def test_huge_body(api):
 
 
 def test_truncated_body(api):
-    head = (b"PUT /v4/mqttpublishmessage HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    head = (b"PUT /v4/mqttpublishmessage HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: 1000\r\n\r\n")
     # Half-closed: the client still reads the answer.
     resp = parse_raw_response(raw_exchange(api.port, head + b'{"topic": "test/', shutdown=True))
@@ -1588,7 +1589,7 @@ def test_truncated_body(api):
             s.sendall(head + b'{"topic": "test/http/trunc", "mess')
     for _ in range(5):
         with socket.create_connection(("127.0.0.1", api.port), timeout=10) as s:
-            s.sendall(b"PUT /v4/reloadtask/-/start HTTP/1.1\r\nHost: t\r\nContent-Length: 50\r\n\r\n[")
+            s.sendall(b"PUT /v4/reloadtask/-/start HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50\r\n\r\n[")
     assert api.call("GET", "/v4/butlerping").status == 200
     assert not [m for m in api.observer.messages if m["topic"] in ("test/http/trunc",
                                                                    "butler/task/start")]

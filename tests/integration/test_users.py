@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from conftest import Butler, Client, free_udp_port, wait_until
-from test_events import Udp, datagram, guid, metric
+from test_events import DurableSubscriber, Udp, datagram, guid, metric
 from test_http_api import OPENAPI, OPENAPI_DOC, validate
 import appender_emu
 
@@ -312,6 +312,51 @@ routes:
                message="two suppressed deliveries")
     logins = [r for r in http_sink.requests if r["path"] == "/logins"]
     assert sorted(r["json"]["userId"] for r in logins) == ["asmith", "jdoe"]
+
+
+# ---------------------------------------------------------- broker outage
+
+
+class SessionSubscriber(DurableSubscriber):
+    """A persistent-session subscriber keeping the userId of each session event."""
+
+    def _on_message(self, client, userdata, message):
+        self.count += 1
+        self.ids.add(json.loads(message.payload)["userId"])
+
+
+@pytest.mark.parametrize("kill", [False, True])
+def test_broker_outage_session_events_published_after_reconnect(kill, start_butler, broker):
+    """Contract 7: while the broker is away session events go to the spool, and are
+    published after reconnect, or after a SIGKILL and restart."""
+    import time
+    subscriber = SessionSubscriber(broker, "butler/events/session/#")
+    try:
+        butler = start_butler()
+        udp = Udp(butler.proxy_port)
+        broker.stop()
+        wait_until(lambda: metric(butler, "butler_mqtt_connected") == 0, 10,
+                   message="butler sees the broker gone")
+        users = [f"outage{i:03d}" for i in range(300)]
+        for i, name in enumerate(users):
+            udp.send(proxy("proxy-v5", "session-start", user_id=name))
+            if i % 50 == 49:
+                time.sleep(0.01)  # moderate, so the kernel keeps every datagram
+        wait_until(lambda: metric(butler, "butler_events_spooled_total") >= len(users), 10,
+                   message="every session event spooled")
+        assert metric(butler, "butler_udp_proxy_accepted_total") == len(users)
+        if kill:
+            butler.process.send_signal(signal.SIGKILL)
+            butler.process.wait(10)
+        broker.start()
+        if kill:
+            butler.process = None
+            butler.start()
+        wait_until(lambda: subscriber.ids >= set(users), 30,
+                   message=f"{len(users)} session events after the outage "
+                           f"(got {len(subscriber.ids)})")
+    finally:
+        subscriber.close()
 
 
 # ------------------------------------------------------------------- load

@@ -8,7 +8,8 @@
         mails[0]["mail_from"], mails[0]["rcpt_to"], mails[0]["subject"], mails[0]["data"]
 
 Speaks just enough SMTP for libcurl: greeting, EHLO/HELO (no AUTH, no
-STARTTLS), MAIL FROM, RCPT TO, DATA (dot-unstuffed), RSET, NOOP, QUIT.
+STARTTLS), MAIL FROM, RCPT TO, DATA (dot-unstuffed), RSET, NOOP, QUIT. Addresses in
+`sink.refuse` get 550 to their RCPT TO.
 Python 3.11's smtpd is deprecated, hence socketserver. Standard library only.
 """
 
@@ -45,8 +46,14 @@ class _Handler(socketserver.StreamRequestHandler):
                 self._reply("250 OK")
             elif verb == b"RCPT":
                 found = _ADDRESS.search(line)
-                rcpt_to.append(found.group(1).decode() if found else "")
+                address = found.group(1).decode() if found else ""
+                if address in sink.refuse:  # RFC 5321 4.2.3: 550 mailbox unavailable
+                    self._reply("550 5.1.1 mailbox unavailable")
+                    continue
+                rcpt_to.append(address)
                 self._reply("250 OK")
+            elif verb == b"DATA" and not rcpt_to:
+                self._reply("554 no valid recipients")
             elif verb == b"DATA":
                 self._reply("354 end with <CRLF>.<CRLF>")
                 data = b""
@@ -88,7 +95,9 @@ def _subject(data):
 
 
 class SmtpSink:
-    def __init__(self, host="127.0.0.1"):
+    def __init__(self, host="127.0.0.1", refuse=()):
+        """refuse: addresses whose RCPT TO is answered 550 (the others are accepted)."""
+        self.refuse = set(refuse)
         self._lock = threading.Condition()
         self._mails = []
         self._server = _Server((host, 0), _Handler)

@@ -1,4 +1,8 @@
 /* Unit tests: recognising the broker's resend of a message the spool already took. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 #include "bridge/store/held_messages.h"
 #include "tests/unit/unit.h"
 
@@ -102,7 +106,53 @@ static void test_every_resumed_connack_matches_again(void)
     held_messages_clear();
 }
 
+/*
+ * The ring survives a restart (held.ring): messages that were spooled and
+ * had even finished before a SIGKILL that lost their PUBACKs are recognised
+ * when the broker resends them. Recovery's unfinished ones are not counted
+ * twice, and a new session empties the file.
+ */
+static void test_the_ring_survives_a_restart(void)
+{
+    char directory[64];
+    snprintf(directory, sizeof directory, "/tmp/butler-held-XXXXXX");
+    UNIT_CHECK(mkdtemp(directory) != NULL);
+    held_messages_clear();
+    UNIT_CHECK(held_messages_open(directory) == BUTLER_OK);
+    UNIT_CHECK(held_messages_count() == 0);
+    for (unsigned i = 1; i <= 1500; i++)
+        held_messages_add((uint16_t)i, "butler/file/move", &i, sizeof i);
+    held_messages_close(); /* killed: memory gone, the file stays */
+    held_messages_clear();
+    /* The restart: recovery hands back two unfinished ones first, one the
+     * file knows (1500) and one it does not (an older spool's, id 7). */
+    unsigned last = 1500, older = 7;
+    held_messages_add_recovered(1500, "butler/file/move", &last, sizeof last);
+    held_messages_add_recovered(7, "butler/file/move", &older, sizeof older);
+    UNIT_CHECK(held_messages_open(directory) == BUTLER_OK);
+    UNIT_CHECK(held_messages_count() == HELD_MESSAGES_MAX + 1);
+    held_messages_connected(true);
+    for (unsigned i = 1401; i <= 1500; i++)
+        UNIT_CHECK(held_messages_take((uint16_t)i, "butler/file/move", &i, sizeof i));
+    UNIT_CHECK(held_messages_take(7, "butler/file/move", &older, sizeof older));
+    unsigned gone = 100; /* older than the newest 1,024 */
+    UNIT_CHECK(!held_messages_take(100, "butler/file/move", &gone, sizeof gone));
+    /* A new session: nothing will be resent, now or after the next restart. */
+    held_messages_connected(false);
+    held_messages_close();
+    held_messages_clear();
+    UNIT_CHECK(held_messages_open(directory) == BUTLER_OK);
+    UNIT_CHECK(held_messages_count() == 0);
+    held_messages_close();
+    held_messages_clear();
+    char path[128];
+    snprintf(path, sizeof path, "%s/held.ring", directory);
+    unlink(path);
+    rmdir(directory);
+}
+
 const struct unit_test unit_tests[] = {
+    UNIT_TEST(test_the_ring_survives_a_restart),
     UNIT_TEST(test_a_repeat_is_taken_once),
     UNIT_TEST(test_the_first_new_message_ends_matching),
     UNIT_TEST(test_packet_id_topic_and_payload_must_all_match),
