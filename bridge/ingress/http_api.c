@@ -436,12 +436,20 @@ static const char *file_endpoint(const char *operation)
     return NULL;
 }
 
+/* The first topic levels under <root>/ that Butler reads or writes itself
+ * (docs/topics.md). */
+static const char *const butler_families[] = {
+    "task", "slack", "teams",     "email",   "webhook",  "app",    "events",     "sense", "file",
+    "qrs",  "kv",    "schedules", "monitor", "newrelic", "status", "deadletter", NULL,
+};
+
 /*
  * PUT /v4/mqttpublishmessage must not get around http.endpoints. With an
- * allow-list set, a topic under <root>/ is published only when it is the
- * command topic of an endpoint the list enables; any other topic under
- * <root>/ (Butler's own events and answers, other command families) is
- * refused. Topics outside <root>/ are the caller's business.
+ * allow-list set, a topic in one of Butler's own families under <root>/ is
+ * published only when it is the command topic of an endpoint the list
+ * enables; Butler's events, answers and other command families are refused.
+ * Other topics (outside <root>/, or a level Butler does not use) are the
+ * caller's business.
  */
 static bool publish_topic_allowed(const struct butler_config *config, const char *topic)
 {
@@ -450,6 +458,13 @@ static bool publish_topic_allowed(const struct butler_config *config, const char
         strncmp(topic, config->mqtt.topic_root, root_length) != 0 || topic[root_length] != '/')
         return true;
     const char *rest = topic + root_length + 1;
+    size_t level = strcspn(rest, "/");
+    bool family = false;
+    for (size_t i = 0; butler_families[i] && !family; i++)
+        family =
+            strlen(butler_families[i]) == level && strncmp(rest, butler_families[i], level) == 0;
+    if (!family)
+        return true;
     for (size_t i = 0; i < sizeof command_topics / sizeof command_topics[0]; i++) {
         size_t length = strlen(command_topics[i].topic);
         bool prefix = command_topics[i].topic[length - 1] == '/';

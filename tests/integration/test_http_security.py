@@ -544,7 +544,7 @@ def test_mqtt_publish_cannot_get_around_the_endpoint_list(workdir, broker):
             status, body, raw, _ = call(port, "PUT", "/v4/mqttpublishmessage",
                                         {"topic": topic, "message": "{}"})
             assert status == 403 and "http.endpoints" in body["message"], (topic, raw)
-        for topic in ("butler/task/start", "elsewhere/topic"):
+        for topic in ("butler/task/start", "elsewhere/topic", "butler/custom/level"):
             status, body, raw, _ = call(port, "PUT", "/v4/mqttpublishmessage",
                                         {"topic": topic, "message": "{\"taskId\": \"-\"}"})
             assert status == 201, (topic, raw)
