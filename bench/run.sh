@@ -20,4 +20,7 @@ gcc $cflags -o "$tools/qrs_ceiling" "$root/bench/qrs_ceiling.c" -lcurl -lpthread
 gcc $cflags -o "$tools/udp_load" "$root/bench/udp_load.c"
 gcc $cflags -o "$tools/http_sink" "$root/bench/http_sink.c" -lcivetweb
 gcc $cflags -o "$tools/civetweb_ceiling" "$root/bench/civetweb_ceiling.c" -lcivetweb
+# Links Butler's own parser and active-user state from the release build (static library).
+gcc $cflags -I"$root" -o "$tools/proxy_path" "$root/bench/proxy_path.c" "$build/libbutler_core.a" \
+    -lcjson -lm
 exec /usr/bin/python3 "$root/bench/bench.py" "$build" "$tools" "$@"

@@ -5,8 +5,10 @@
  * Thread context: any; reads the config only.
  */
 #include "config/config_internal.h"
+#include "bridge/core/log.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Double-quoted YAML scalar that libyaml reads back to the same bytes:
@@ -71,11 +73,19 @@ static void print_value(FILE *out, const struct key_def *key, const void *base, 
     case KEY_LONG:
         fprintf(out, " %ld\n", *(const long *)field);
         return;
-    case KEY_STRING:
+    case KEY_STRING: {
+        /* A URL's user:password@ and query are masked (smtp://user:pass@..., a
+         * token in qrs.url's query); the rest stays readable. */
+        const char *value = *(char *const *)field ? *(char *const *)field : "";
+        char *masked = strstr(value, "://") ? malloc(strlen(value) + 8) : NULL;
+        if (masked)
+            log_mask_url(value, masked, strlen(value) + 8);
         fputc(' ', out);
-        print_quoted(out, *(char *const *)field ? *(char *const *)field : "");
+        print_quoted(out, masked ? masked : value);
         fputc('\n', out);
+        free(masked);
         return;
+    }
     case KEY_SECRET: {
         const char *secret = *(char *const *)field;
         fprintf(out, " \"%s\"\n", secret && *secret ? "***" : "");

@@ -787,7 +787,9 @@ enum butler_status app_setup(struct butler_runtime *runtime)
         };
         enum butler_status status = engine_client_create(&options, &engine);
         if (status != BUTLER_OK) {
-            LOG_ERROR(MODULE, "cannot start the engine client for %s: %s", config->engine.url,
+            char masked[512];
+            log_mask_url(config->engine.url, masked, sizeof masked);
+            LOG_ERROR(MODULE, "cannot start the engine client for %s: %s", masked,
                       butler_status_str(status));
             return status;
         }

@@ -16,6 +16,7 @@
 #include "bridge/link/mqtt_link.h"
 #include "bridge/store/spool.h"
 #include "topics/handoff.h"
+#include "topics/publish.h"
 
 #define MODULE "feeder"
 
@@ -169,6 +170,9 @@ static void release_hold_if_room(void)
     struct spool *spool = feeder_runtime->spool;
     if (link == NULL || spool == NULL || !mqtt_link_holding(link))
         return;
+    /* Answers parked when the hold cut the connection: the outlet may have
+     * been up all along, so no CONNACK will send them. */
+    publish_retry_parked();
     struct spool_stats stats;
     spool_get_stats(spool, &stats);
     uint64_t max_bytes = (uint64_t)feeder_runtime->config->spool.max_bytes;
@@ -185,6 +189,12 @@ static void housekeeping(uint64_t *last_ms, bool forced)
     if (feeder_runtime->spool)
         spool_housekeeping(feeder_runtime->spool);
     release_hold_if_room();
+    static struct metric *waiting;
+    if (waiting == NULL)
+        waiting =
+            metrics_get("butler_feeder_waiting", "", METRIC_GAUGE,
+                        "Consumed messages recorded in the spool, not yet queued for a worker");
+    metrics_set(waiting, (int64_t)feeder_depth());
 }
 
 /*

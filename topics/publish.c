@@ -285,6 +285,11 @@ void publish_all(const struct publish_item *items, size_t count,
     group_release(group, BUTLER_OK); /* this function's own count */
 }
 
+void publish_retry_parked(void)
+{
+    resend_parked(NULL);
+}
+
 void publish_setup(void)
 {
     mqtt_link_set_connect_hook(butler_runtime_current->link, resend_parked, NULL);
@@ -315,6 +320,20 @@ static void answer_published(void *context, enum butler_status status)
     topic_message_free(message);
 }
 
+/* An MQTT v5 Response Topic Butler answers on: anything outside <root>/, or
+ * one of Butler's answer topics (<root>/.../result). Any other topic under
+ * <root>/ would let a client that may only send commands make Butler publish
+ * into a command or event topic (a webhook route, a file operation). */
+static bool response_topic_allowed(const char *topic)
+{
+    const char *root = butler_runtime_current->config->mqtt.topic_root;
+    size_t root_length = strlen(root);
+    if (strncmp(topic, root, root_length) != 0 || topic[root_length] != '/')
+        return true;
+    size_t length = strlen(topic);
+    return length >= 7 && strcmp(topic + length - 7, "/result") == 0;
+}
+
 void publish_answer(const char *result_topic, struct topic_message *message, const char *text)
 {
     struct publish_item items[2] = {
@@ -324,7 +343,18 @@ void publish_answer(const char *result_topic, struct topic_message *message, con
          .options = {.qos = 1}},
     };
     size_t count = 1;
-    if (message->response_topic && message->response_topic[0])
+    bool respond = message->response_topic && message->response_topic[0];
+    if (respond && !response_topic_allowed(message->response_topic)) {
+        respond = false;
+        metrics_count("butler_response_topic_refused_total", "",
+                      "MQTT v5 Response Topics refused: under the topic root but not an answer "
+                      "topic");
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
+                        "not answering on Response Topic %s: under the topic root and not an "
+                        "answer topic (answered on %s only)",
+                        message->response_topic, result_topic);
+    }
+    if (respond)
         items[count++] = (struct publish_item){
             .topic = message->response_topic,
             .payload = text,

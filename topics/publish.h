@@ -54,6 +54,10 @@ struct topic_message;
  */
 void publish_answer(const char *result_topic, struct topic_message *message, const char *text);
 
+/* Send the parked publishes again now, as after a CONNACK: while the link
+ * holds intake, the outlet may be up with no CONNACK to come (feeder thread). */
+void publish_retry_parked(void);
+
 /* Register the CONNACK hook that sends parked publishes again (start-up). */
 void publish_setup(void);
 /* Finish every parked publish with BUTLER_ERR_SHUTDOWN (after the link is gone). */

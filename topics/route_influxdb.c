@@ -377,20 +377,127 @@ size_t route_influxdb_line_length(const char *lines, size_t length)
     return (size_t)(p - lines);
 }
 
-/* The next topic of a batch's topic list. */
-static const char *next_topic(const char **p, char *out, size_t out_size)
-{
-    const char *newline = strchr(*p, '\n');
-    size_t n = newline ? (size_t)(newline - *p) : strlen(*p);
-    snprintf(out, out_size, "%.*s", (int)n, *p);
-    *p += newline ? n + 1 : n;
-    return out;
-}
-
 static void log_retry(const struct influxdb_result *result)
 {
     LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "InfluxDB write failed, points wait: %s",
                     result->error);
+}
+
+/* Writer thread: keep points [first, n) of a batch as a new spool record
+ * (*replacement; 0 when that fails: the whole batch is written again). */
+static void keep_rest(const struct topic_message *batch, const size_t *offsets,
+                      const size_t *topic_offsets, size_t first, size_t n, uint64_t *replacement)
+{
+    size_t record_length = 0;
+    const char *lines = (const char *)batch->payload;
+    unsigned char *record = topics_spool_record(
+        INFLUXDB_SPOOL_FAMILY, batch->topic + topic_offsets[first], lines + offsets[first],
+        offsets[n] - offsets[first], clock_wall_ms(), &record_length);
+    if (record == NULL ||
+        spool_add(influx.runtime->spool, record, record_length, replacement) != BUTLER_OK)
+        *replacement = 0;
+    free(record);
+}
+
+/*
+ * Writer thread: InfluxDB refused the batch as a whole. Write it again in
+ * halves, and halves of the halves that are refused, down to single points:
+ * each point refused on its own goes to the dead letters with InfluxDB's
+ * reason, the rest is written (writing a point twice is harmless). One bad
+ * point among n costs about 2 log2(n) requests. If InfluxDB goes away
+ * halfway, what is not yet written becomes *replacement. Returns BUTLER_OK
+ * or BUTLER_ERR_RETRYABLE.
+ */
+static enum butler_status find_refused(struct influxdb_client *client,
+                                       const struct topic_message *batch,
+                                       const struct influxdb_result *refused, uint64_t *replacement)
+{
+    enum butler_status status = BUTLER_ERR_RETRYABLE;
+    const char *lines = (const char *)batch->payload;
+    const char *end = lines + batch->payload_length;
+    size_t n = 0, *offsets = NULL, *topic_offsets = NULL;
+    const char *p = lines, *line;
+    size_t length;
+    while (next_line(&p, end, &line, &length))
+        n++;
+    offsets = malloc((n + 1) * sizeof *offsets);
+    topic_offsets = malloc((n + 1) * sizeof *topic_offsets);
+    if (offsets == NULL || topic_offsets == NULL)
+        goto out; /* try the whole batch again later */
+    p = lines;
+    const char *topics = batch->topic;
+    for (size_t i = 0; i < n; i++) {
+        offsets[i] = (size_t)(p - lines);
+        topic_offsets[i] = (size_t)(topics - batch->topic);
+        next_line(&p, end, &line, &length);
+        const char *newline = strchr(topics, '\n');
+        topics = newline ? newline + 1 : topics + strlen(topics);
+    }
+    offsets[n] = batch->payload_length;
+    topic_offsets[n] = (size_t)(topics - batch->topic);
+    /* Segments still to write, leftmost on top: everything left of the top
+     * segment is done, so "the rest" is always [top.first, n). */
+    struct {
+        size_t first, last;
+    } stack[2 * 64];
+    size_t depth = 0;
+    /* The whole batch first, known refused (the caller's write): its halves
+     * go on the stack without writing it again. */
+    if (n > 0) {
+        stack[0].first = 0;
+        stack[0].last = n;
+        depth = 1;
+    }
+    bool whole = true;
+    while (depth > 0) {
+        depth--;
+        size_t first = stack[depth].first, last = stack[depth].last;
+        struct influxdb_result result = *refused;
+        enum butler_status written = whole
+                                         ? BUTLER_ERR_REMOTE
+                                         : influxdb_write(client, lines + offsets[first],
+                                                          offsets[last] - offsets[first], &result);
+        whole = false;
+        if (written == BUTLER_OK) {
+            count_points("written", last - first);
+            continue;
+        }
+        if (written != BUTLER_ERR_REMOTE) {
+            log_retry(&result);
+            keep_rest(batch, offsets, topic_offsets, first, n, replacement);
+            goto out;
+        }
+        if (last - first > 1 && depth + 2 <= sizeof stack / sizeof stack[0]) {
+            size_t middle = first + (last - first) / 2;
+            stack[depth].first = middle; /* the right half after the left */
+            stack[depth].last = last;
+            stack[depth + 1].first = first;
+            stack[depth + 1].last = middle;
+            depth += 2;
+            continue;
+        }
+        /* One point (or, past the stack, a run of them) refused on its own. */
+        char topic[TOPIC_KEPT_MAX + 1];
+        const char *topic_start = batch->topic + topic_offsets[first];
+        const char *newline = strchr(topic_start, '\n');
+        snprintf(topic, sizeof topic, "%.*s",
+                 (int)(newline ? (size_t)(newline - topic_start) : strlen(topic_start)),
+                 topic_start);
+        size_t bytes = offsets[last] - offsets[first];
+        if (bytes > 0 && lines[offsets[first] + bytes - 1] == '\n')
+            bytes--;
+        count_points("refused", last - first);
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "InfluxDB refused a point from %s: %s", topic,
+                        result.error);
+        publish_deadletter(INFLUXDB_SPOOL_FAMILY, topic,
+                           (const unsigned char *)lines + offsets[first], bytes, result.error, 1,
+                           clock_wall_ms());
+    }
+    status = BUTLER_OK;
+out:
+    free(offsets);
+    free(topic_offsets);
+    return status;
 }
 
 /*
@@ -432,50 +539,10 @@ static enum butler_status write_batch(struct influxdb_client *client, uint64_t i
         status = BUTLER_ERR_RETRYABLE;
         goto out;
     }
-    /* Refused: find the points InfluxDB refuses on their own. Writing the
-     * others again is harmless (same series and time). */
+    /* Refused: find the points InfluxDB refuses on their own. */
     count_writes("refused");
-    const char *p = lines, *end = lines + batch->payload_length, *topics = batch->topic;
-    const char *line;
-    size_t length;
-    char topic[TOPIC_KEPT_MAX + 1];
-    while (next_line(&p, end, &line, &length)) {
-        next_topic(&topics, topic, sizeof topic);
-        if (length == 0)
-            continue;
-        status = influxdb_write(client, line, length, &result);
-        if (status == BUTLER_OK) {
-            count_points("written", 1);
-            continue;
-        }
-        if (status == BUTLER_ERR_REMOTE) {
-            count_points("refused", 1);
-            LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "InfluxDB refused a point from %s: %s", topic,
-                            result.error);
-            publish_deadletter(INFLUXDB_SPOOL_FAMILY, topic, (const unsigned char *)line, length,
-                               result.error, 1, clock_wall_ms());
-            continue;
-        }
-        /* InfluxDB went away halfway: keep what is left as a new batch. */
-        log_retry(&result);
-        /* The topics of the remaining points: this one's and the rest. */
-        size_t topics_length = strlen(topic) + 1 + strlen(topics);
-        char *rest_topics = malloc(topics_length + 1);
-        unsigned char *left_record = NULL;
-        if (rest_topics) {
-            snprintf(rest_topics, topics_length + 1, "%s\n%s", topic, topics);
-            left_record =
-                topics_spool_record(INFLUXDB_SPOOL_FAMILY, rest_topics, line, (size_t)(end - line),
-                                    clock_wall_ms(), &record_length);
-            free(rest_topics);
-        }
-        if (left_record == NULL ||
-            spool_add(influx.runtime->spool, left_record, record_length, replacement) != BUTLER_OK)
-            *replacement = 0; /* write the whole batch again later */
-        free(left_record);
-        status = BUTLER_ERR_RETRYABLE;
-        goto out;
-    }
+    status = find_refused(client, batch, &result, replacement);
+    goto out;
     status = BUTLER_OK;
 out:
     if (batch)
@@ -603,8 +670,10 @@ void route_influxdb_start(void)
         return;
     }
     influx.thread_running = true;
+    char masked[512];
+    log_mask_url(influx.config->influxdb.url, masked, sizeof masked);
     LOG_INFO(MODULE, "writing points to InfluxDB %d at %s", influx.config->influxdb.version,
-             influx.config->influxdb.url);
+             masked);
 }
 
 void route_influxdb_recovered(uint64_t spool_id, const unsigned char *lines, size_t length)

@@ -12,7 +12,8 @@
  * answered 2xx. While InfluxDB is down or answers 5xx/429 (or 401/403/404),
  * batches wait in the spool and are written later, oldest first, with a
  * backoff; a restart finds them there. A batch answered with another 4xx is
- * written again point by point: each point refused on its own goes to
+ * written again in halves, refused halves in halves down to single points:
+ * each point refused on its own goes to
  * <root>/deadletter/<topic> with InfluxDB's reason, the others are written.
  * Points are timestamped in nanoseconds (the message's time, plus a sequence
  * number below the millisecond) so that writing a batch twice changes

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "bridge/clients/destination_limiter.h"
 #include "bridge/core/clock.h"
 #include "bridge/core/log.h"
 
@@ -136,15 +137,16 @@ static size_t read_header(char *data, size_t size, size_t count, void *user)
     size_t length = size * count;
     static const char name[] = "retry-after:";
     if (length > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0) {
-        char value[32];
+        char value[64];
         size_t value_length = length - (sizeof name - 1);
         if (value_length >= sizeof value)
             value_length = sizeof value - 1;
         memcpy(value, data + sizeof name - 1, value_length);
         value[value_length] = '\0';
-        char *end = NULL;
-        long seconds = strtol(value, &end, 10);
-        if (end != value && seconds >= 0)
+        value[strcspn(value, "\r\n")] = '\0';
+        /* Seconds or an HTTP-date (RFC 9110 10.2.3). */
+        long seconds = destination_retry_after_s(value, (int64_t)(clock_wall_ms() / 1000u));
+        if (seconds >= 0)
             response->retry_after_s = seconds;
     }
     return length;
@@ -309,13 +311,18 @@ struct retry_context {
     struct http_client *client;
     const struct http_request *request;
     struct http_response *response;
+    bool (*should_stop)(void);
 };
 
 static enum butler_status attempt_once(void *context, int attempt, long *retry_after_s)
 {
     struct retry_context *retry = context;
+    /* Another thread may have been told to wait by this destination. */
+    destination_wait(retry->request->url, retry->should_stop);
     enum butler_status status = http_client_perform(retry->client, retry->request, retry->response);
     *retry_after_s = retry->response->retry_after_s;
+    if (status == BUTLER_ERR_RETRYABLE && *retry_after_s > 0)
+        destination_hold(retry->request->url, *retry_after_s); /* for every thread */
     if (status == BUTLER_ERR_RETRYABLE)
         LOG_DEBUG(MODULE, "%s attempt %d failed: %s", retry->request->method, attempt,
                   retry->response->error);
@@ -328,6 +335,6 @@ enum butler_status http_client_perform_with_retry(struct http_client *client,
                                                   bool (*should_stop)(void),
                                                   struct http_response *response, int *attempts_out)
 {
-    struct retry_context context = {client, request, response};
+    struct retry_context context = {client, request, response, should_stop};
     return retry_run(policy, should_stop, attempt_once, &context, attempts_out);
 }

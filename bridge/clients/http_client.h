@@ -42,7 +42,8 @@ struct http_response {
     long status; /* 0 when no HTTP answer arrived */
     char *body;  /* NUL-terminated, owned by the response; free with http_response_clear */
     size_t body_length;
-    long retry_after_s; /* from Retry-After (seconds form), -1 if absent */
+    long retry_after_s; /* from Retry-After (seconds or HTTP-date form, in seconds from now), -1 if
+                           absent */
     bool head_cut;      /* keep_tail: the start of the body was dropped */
     char error[256];    /* transport error text, or "" */
 };

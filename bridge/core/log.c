@@ -123,6 +123,15 @@ bool log_rate_limit_allow(struct log_rate_limit *limit, uint32_t *suppressed_out
     return false;
 }
 
+/* The last '@' among the first `length` bytes (userinfo ends there), or NULL. */
+static const char *last_at(const char *text, size_t length)
+{
+    while (length > 0)
+        if (text[--length] == '@')
+            return text + length;
+    return NULL;
+}
+
 void log_redact_url(const char *url, char *out, size_t out_size)
 {
     if (out_size == 0)
@@ -133,9 +142,10 @@ void log_redact_url(const char *url, char *out, size_t out_size)
     }
     const char *scheme_end = strstr(url, "://");
     const char *host = scheme_end ? scheme_end + 3 : url;
-    const char *path = strchr(host, '/');
+    /* A query or fragment may follow the host directly ("https://h?token="). */
+    const char *path = strpbrk(host, "/?#");
     size_t host_length = path ? (size_t)(path - host) : strlen(host);
-    const char *at = memchr(host, '@', host_length);
+    const char *at = last_at(host, host_length);
     if (at) {
         host_length -= (size_t)(at + 1 - host);
         host = at + 1;
@@ -143,4 +153,22 @@ void log_redact_url(const char *url, char *out, size_t out_size)
     int scheme_length = scheme_end ? (int)(scheme_end - url) : 0;
     snprintf(out, out_size, "%.*s%s%.*s%s", scheme_length, url, scheme_end ? "://" : "",
              (int)host_length, host, path ? "/xxx" : "");
+}
+
+void log_mask_url(const char *url, char *out, size_t out_size)
+{
+    if (out_size == 0)
+        return;
+    if (url == NULL) {
+        out[0] = '\0';
+        return;
+    }
+    const char *scheme_end = strstr(url, "://");
+    const char *host = scheme_end ? scheme_end + 3 : url;
+    size_t authority_length = strcspn(host, "/?#");
+    const char *at = last_at(host, authority_length);
+    const char *rest = at ? at + 1 : host; /* host[:port][/path][?query] */
+    size_t kept = strcspn(rest, "?#");
+    snprintf(out, out_size, "%.*s%s%.*s%s", (int)(host - url), url, at ? "***@" : "", (int)kept,
+             rest, rest[kept] ? "?***" : "");
 }

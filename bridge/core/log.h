@@ -64,4 +64,10 @@ bool log_rate_limit_allow(struct log_rate_limit *limit, uint32_t *suppressed_out
  * without leaking its secret path. Always NUL-terminates (out_size > 0). */
 void log_redact_url(const char *url, char *out, size_t out_size);
 
+/* Copy `url` into `out` with its user:password@ replaced by "***@" and any
+ * query or fragment by "?***", keeping scheme, host, port and path: for a URL
+ * whose path is not a secret (qrs.url, smtp.url, engine.url) in a log line or
+ * --check-config. Always NUL-terminates (out_size > 0). */
+void log_mask_url(const char *url, char *out, size_t out_size);
+
 #endif

@@ -405,6 +405,83 @@ static void handle_base16_to_base62(struct http_exchange *exchange)
     convert(exchange, "base16", 16, "base62", 62);
 }
 
+/* Butler's command topics under <root>/ and the endpoint that publishes each
+ * (a trailing '/' matches any rest; file operations are matched by their
+ * last level, with or without a node level before it). */
+static const struct {
+    const char *topic;
+    const char *endpoint;
+} command_topics[] = {
+    {"task/start", "senseStartTask"},
+    {"task/start/", "senseStartTask"},
+    {"slack/post", "slackPostMessage"},
+    {"app/reload", "senseAppReload"},
+    {"app/dump", "senseAppDump"},
+    {"app/list", "senseListApps"},
+    {"newrelic/event", "postNewRelicEvent"},
+    {"newrelic/metric", "postNewRelicMetric"},
+    {"schedules/", "createNewSchedule"},
+    {"kv/", "keyValueStore"},
+};
+
+static const char *file_endpoint(const char *operation)
+{
+    static const char *const names[][2] = {{"copy", "fileCopy"},
+                                           {"move", "fileMove"},
+                                           {"delete", "fileDelete"},
+                                           {"mkdir", "createDir"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(operation, names[i][0]) == 0)
+            return names[i][1];
+    return NULL;
+}
+
+/* The first topic levels under <root>/ that Butler reads or writes itself
+ * (docs/topics.md). */
+static const char *const butler_families[] = {
+    "task", "slack", "teams",     "email",   "webhook",  "app",    "events",     "sense", "file",
+    "qrs",  "kv",    "schedules", "monitor", "newrelic", "status", "deadletter", NULL,
+};
+
+/*
+ * PUT /v4/mqttpublishmessage must not get around http.endpoints. With an
+ * allow-list set, a topic in one of Butler's own families under <root>/ is
+ * published only when it is the command topic of an endpoint the list
+ * enables; Butler's events, answers and other command families are refused.
+ * Other topics (outside <root>/, or a level Butler does not use) are the
+ * caller's business.
+ */
+static bool publish_topic_allowed(const struct butler_config *config, const char *topic)
+{
+    size_t root_length = strlen(config->mqtt.topic_root);
+    if (config->http.endpoints.count == 0 ||
+        strncmp(topic, config->mqtt.topic_root, root_length) != 0 || topic[root_length] != '/')
+        return true;
+    const char *rest = topic + root_length + 1;
+    size_t level = strcspn(rest, "/");
+    bool family = false;
+    for (size_t i = 0; butler_families[i] && !family; i++)
+        family =
+            strlen(butler_families[i]) == level && strncmp(rest, butler_families[i], level) == 0;
+    if (!family)
+        return true;
+    for (size_t i = 0; i < sizeof command_topics / sizeof command_topics[0]; i++) {
+        size_t length = strlen(command_topics[i].topic);
+        bool prefix = command_topics[i].topic[length - 1] == '/';
+        if (prefix ? strncmp(rest, command_topics[i].topic, length) == 0
+                   : strcmp(rest, command_topics[i].topic) == 0)
+            return endpoint_enabled(config, command_topics[i].endpoint);
+    }
+    if (strncmp(rest, "file/", 5) == 0) {
+        const char *operation = strrchr(rest, '/') + 1;
+        const char *endpoint = file_endpoint(operation);
+        return endpoint &&
+               (endpoint_enabled(config, endpoint) ||
+                (strcmp(operation, "mkdir") == 0 && endpoint_enabled(config, "createDirQVD")));
+    }
+    return false;
+}
+
 static void handle_mqtt_publish(struct http_exchange *exchange)
 {
     const struct butler_config *config = exchange->runtime->config;
@@ -416,6 +493,17 @@ static void handle_mqtt_publish(struct http_exchange *exchange)
         http_body_parse_publish(exchange->body, exchange->body_length, &body, error, sizeof error);
     if (status != BUTLER_OK) {
         http_exchange_reply_error(exchange, status == BUTLER_ERR_NOMEM ? 500 : 400, error, NULL);
+        return;
+    }
+    if (!publish_topic_allowed(config, body.topic)) {
+        metrics_count("butler_http_publish_refused_total", "",
+                      "mqttPublishMessage requests refused: a topic under <root>/ whose "
+                      "endpoint http.endpoints does not enable");
+        http_exchange_reply_error(exchange, 403,
+                                  "this topic is under the topic root and its endpoint is not "
+                                  "enabled in http.endpoints",
+                                  NULL);
+        http_publish_body_clear(&body);
         return;
     }
     if (http_command_publish(exchange, body.topic, body.message, strlen(body.message), body.qos,

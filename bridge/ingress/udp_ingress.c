@@ -580,6 +580,15 @@ static enum butler_status open_socket(struct udp_ingress *ingress)
     }
     LOG_INFO(MODULE, "%s: listening on %s (receive buffer %d bytes, %zu allowed sources)",
              ingress->spec.listen_key, ingress->spec.listen, actual, ingress->allow_count);
+    /* As HTTP does for a listener without tokens: beyond loopback with no
+     * allow-list, anyone who can reach the port can inject Sense events (and
+     * so alerts, webhooks, e-mails). */
+    if (ingress->allow_count == 0 && (ntohl(address.sin_addr.s_addr) >> 24) != 127)
+        LOG_WARN(MODULE,
+                 "%s %s is not loopback and %s is empty: anyone who can reach it can send "
+                 "events that raise alerts; set %s",
+                 ingress->spec.listen_key, ingress->spec.listen, ingress->spec.allowed_key,
+                 ingress->spec.allowed_key);
     return BUTLER_OK;
 }
 

@@ -347,3 +347,32 @@ routes:
         f"butler/deadletter/butler/events/task/failed/{task_id}"), 15)[0]
     body = json.loads(letter["payload"])
     assert "every recipient refused" in body["error"] and body["attempts"] == 1, body
+
+
+# --------------------- 9. Retry-After holds every worker of a destination
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_retry_after_holds_the_destination_for_every_worker(form, butlers, events, http_sink):
+    import email.utils
+
+    routes = f"""
+routes:
+  - name: chat
+    match: butler/events/task/failed/#
+    to: slack
+    webhook_url: "{http_sink.url}/slack"
+"""
+    butler = butlers(extra_yaml=routes)
+    udp = Udp(butler.udp_port)
+    retry_after = "2" if form == "seconds" else email.utils.formatdate(time.time() + 3,
+                                                                          usegmt=True)
+    http_sink.fail(429, times=1, retry_after=retry_after)
+    udp.send(datagram("butler-v15", "task-failed", task_id=guid()))
+    limited = http_sink.wait_for(1, 10, lambda r: r["status"] == 429)[0]
+    # A second alert, on another worker (the first sleeps in its retry).
+    udp.send(datagram("butler-v15", "task-failed", task_id=guid()))
+    sent = http_sink.wait_for(2, 15, lambda r: r["status"] == 200)
+    # Lower bounds only: a slow machine can only make them larger.
+    assert all(r["t"] - limited["t"] >= 1.0 for r in sent), [
+        round(r["t"] - limited["t"], 2) for r in sent]

@@ -516,3 +516,83 @@ def test_long_waits_are_bounded_and_counted(workdir, broker, qrs):
     finally:
         engine.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_check_config_masks_url_userinfo_and_queries(tmp_path):
+    """--check-config printed smtp://user:pass@... and qrs.url's query as given."""
+    result = check_config(tmp_path, 'smtp:\n  url: "smtp://mailer:Pa55word@mail.example.com:587"\n'
+                          'qrs:\n  url: "https://sense.example.com:4242/?xrfkey=QuerySecret"\n')
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "Pa55word" not in output and "QuerySecret" not in output, output
+    assert "smtp://***@mail.example.com:587" in output
+    assert "https://sense.example.com:4242/?***" in output
+
+
+def test_mqtt_publish_cannot_get_around_the_endpoint_list(workdir, broker):
+    """PUT /v4/mqttpublishmessage reached every command topic, so a caller allowed
+    only to publish could create directories or start tasks."""
+    butler = make_butler(workdir, broker, http_yaml=[
+        "endpoints: [mqttPublishMessage, senseStartTask]"]).start()
+    observer = Client(broker)
+    observer.subscribe("#")
+    try:
+        port = butler.http_port
+        for topic in ("butler/file/mkdir", "butler/file/node-1/copy", "butler/schedules/x",
+                      "butler/kv/ns", "butler/app/reload", "butler/events/task/failed/x",
+                      "butler/task/result"):
+            status, body, raw, _ = call(port, "PUT", "/v4/mqttpublishmessage",
+                                        {"topic": topic, "message": "{}"})
+            assert status == 403 and "http.endpoints" in body["message"], (topic, raw)
+        for topic in ("butler/task/start", "elsewhere/topic", "butler/custom/level"):
+            status, body, raw, _ = call(port, "PUT", "/v4/mqttpublishmessage",
+                                        {"topic": topic, "message": "{\"taskId\": \"-\"}"})
+            assert status == 201, (topic, raw)
+        observer.wait_for(lambda m: m["topic"] == "elsewhere/topic", 10, what="the allowed one")
+        refused = {"butler/file/mkdir", "butler/file/node-1/copy", "butler/schedules/x",
+                   "butler/kv/ns", "butler/app/reload", "butler/events/task/failed/x"}
+        assert not [m for m in observer.messages if m["topic"] in refused]
+    finally:
+        observer.close()
+        butler.stop()
+
+
+def test_response_topic_under_the_root_must_be_an_answer_topic(workdir, broker):
+    """A v5 Response Topic under <root>/ was used as given: a client allowed only to
+    start tasks could make Butler publish into an event topic a webhook route reads."""
+    butler = make_butler(workdir, broker).start()
+    client = Client(broker)
+    client.subscribe("#")
+    try:
+        client.publish("butler/task/start", json.dumps({"taskId": TASK_SALES, "requestId": "rt-1"}),
+                       response_topic="butler/events/task/failed/injected", correlation=b"c1")
+        client.publish("butler/task/start", json.dumps({"taskId": TASK_SALES, "requestId": "rt-2"}),
+                       response_topic="replies/mine", correlation=b"c2")
+        client.wait_result("rt-1")
+        client.wait_result("rt-2")
+        client.wait_for(lambda m: m["topic"] == "replies/mine", 10, what="the allowed reply")
+        wait_until(lambda: "not answering on Response Topic" in butler.log(), 10,
+                   message="the refusal in the log")
+        assert not [m for m in client.messages
+                    if m["topic"] == "butler/events/task/failed/injected"]
+    finally:
+        client.close()
+        butler.stop()
+
+
+def test_udp_beyond_loopback_without_allowed_sources_warns(workdir, broker):
+    from conftest import free_udp_port
+    port = free_udp_port()
+    exposed = make_butler(workdir, broker, name="exposed", udp=True,
+                          env={"BUTLER_UDP_LISTEN": f"0.0.0.0:{port}"}).start()
+    try:
+        assert f"listening on 0.0.0.0:{port}" in exposed.log()
+        assert "udp.allowed_sources is empty" in exposed.log()
+    finally:
+        exposed.stop()
+    local = make_butler(workdir, broker, name="local", udp=True).start()
+    try:
+        assert "listening on 127.0.0.1" in local.log()
+        assert "udp.allowed_sources is empty" not in local.log()
+    finally:
+        local.stop()

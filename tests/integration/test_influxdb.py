@@ -135,24 +135,25 @@ def test_a_refused_point_goes_to_the_dead_letters_the_rest_is_written(workdir, b
     client = Client(broker)
     client.subscribe("butler/deadletter/#")
     try:
-        # One batch: the middle message's "ok" is text where InfluxDB has booleans.
-        client.publish("butler/test/influx/a", event(1))
-        client.publish("butler/test/influx/b", event(2, ok="maybe"))
-        client.publish("butler/test/influx/c", event(3))
+        # One batch of 30: message 17's "ok" is text where InfluxDB has booleans.
+        for i in range(1, 31):
+            client.publish(f"butler/test/influx/{i}", event(i, ok="maybe") if i == 17 else event(i))
         letters = client.wait_for(lambda m: m["topic"].startswith("butler/deadletter/"), 20,
                                   what="a dead letter")
         letter = json.loads(letters[0]["payload"])
-        assert letters[0]["topic"] == "butler/deadletter/butler/test/influx/b"
+        assert letters[0]["topic"] == "butler/deadletter/butler/test/influx/17"
         assert "field type conflict" in letter["error"]
-        assert 'ok="maybe"' in letter["payload"]
-        wait_until(lambda: count_points(influx) == 3, 20, message="the other points")
-        assert sorted(r["seq"] for r in influx.rows('SELECT "seq" FROM "reload"')) == [-1, 1, 3]
+        assert 'ok="maybe"' in letter["payload"] and "seq=17" in letter["payload"]
+        wait_until(lambda: count_points(influx) == 30, 20, message="the other points")
+        assert sorted(r["seq"] for r in influx.rows('SELECT "seq" FROM "reload"')) == \
+            [-1] + [i for i in range(1, 31) if i != 17]
+        assert len([m for m in client.messages if m["topic"].startswith("butler/deadletter/")]) == 1
         def metrics():
             with urllib.request.urlopen(f"http://127.0.0.1:{butler.http_port}/metrics") as r:
                 return r.read().decode()
         # Counted right after InfluxDB answered: wait for it.
-        wait_until(lambda: 'butler_influxdb_points_total{outcome="written"} 2' in metrics(), 10,
-                   message="2 points counted written")
+        wait_until(lambda: 'butler_influxdb_points_total{outcome="written"} 29' in metrics(), 10,
+                   message="29 points counted written")
         text = metrics()
         assert 'butler_influxdb_points_total{outcome="refused"} 1' in text
         assert 'butler_influxdb_writes_total{outcome="refused"} 1' in text

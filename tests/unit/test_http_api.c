@@ -5,7 +5,9 @@
 
 #include <cjson/cJSON.h>
 
+#include "bridge/core/log.h"
 #include "bridge/ingress/http_body.h"
+#include "bridge/ingress/http_guard.h"
 #include "tests/unit/unit.h"
 
 static void test_base62_to_base16_example(void)
@@ -243,6 +245,46 @@ static void test_result_to_node_shape(void)
     UNIT_CHECK(node == NULL);
 }
 
+/* URLs in logs and --check-config: userinfo and queries never shown, also
+ * when the query follows the host directly. */
+static void test_url_masking(void)
+{
+    char out[256];
+    log_redact_url("https://hooks.example.com?token=SECRET", out, sizeof out);
+    UNIT_CHECK_STR(out, "https://hooks.example.com/xxx");
+    log_redact_url("https://user:pw@hooks.example.com/services/SECRET", out, sizeof out);
+    UNIT_CHECK_STR(out, "https://hooks.example.com/xxx");
+    log_redact_url("https://hooks.example.com", out, sizeof out);
+    UNIT_CHECK_STR(out, "https://hooks.example.com");
+    log_mask_url("smtp://user:pa55@mail.example.com:587", out, sizeof out);
+    UNIT_CHECK_STR(out, "smtp://***@mail.example.com:587");
+    log_mask_url("https://sense.example.com:4242/qrs?xrfkey=SECRET#frag", out, sizeof out);
+    UNIT_CHECK_STR(out, "https://sense.example.com:4242/qrs?***");
+    log_mask_url("https://a@b@sense.example.com?x", out, sizeof out);
+    UNIT_CHECK_STR(out, "https://***@sense.example.com?***");
+    log_mask_url("wss://engine.example.com:4747/app", out, sizeof out);
+    UNIT_CHECK_STR(out, "wss://engine.example.com:4747/app");
+}
+
+static void test_host_header_names(void)
+{
+    char out[64];
+    UNIT_CHECK(http_guard_host_name("LocalHost:8080", out, sizeof out));
+    UNIT_CHECK_STR(out, "localhost");
+    UNIT_CHECK(http_guard_host_name("[::1]:8080", out, sizeof out));
+    UNIT_CHECK_STR(out, "::1");
+    UNIT_CHECK(http_guard_host_name("butler.example.", out, sizeof out));
+    UNIT_CHECK_STR(out, "butler.example");
+    UNIT_CHECK(!http_guard_host_name("", out, sizeof out));
+    UNIT_CHECK(!http_guard_host_name(":8080", out, sizeof out));
+    UNIT_CHECK(!http_guard_host_name("[::1", out, sizeof out));
+    UNIT_CHECK(!http_guard_host_name("::1:80", out, sizeof out));
+    UNIT_CHECK(!http_guard_host_name("a b", out, sizeof out));
+    UNIT_CHECK(!http_guard_host_name("user@host", out, sizeof out));
+    UNIT_CHECK(!http_guard_host_name("a-very-long-name-that-does-not-fit-in-the-buffer.example.com",
+                                     out, 16));
+}
+
 const struct unit_test unit_tests[] = {
     UNIT_TEST(test_base62_to_base16_example),
     UNIT_TEST(test_base_edge_cases),
@@ -254,5 +296,7 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_task_start_payload),
     UNIT_TEST(test_task_start_nothing_shape),
     UNIT_TEST(test_result_to_node_shape),
+    UNIT_TEST(test_url_masking),
+    UNIT_TEST(test_host_header_names),
     {0},
 };
