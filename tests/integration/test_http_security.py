@@ -502,8 +502,9 @@ def test_long_waits_are_bounded_and_counted(workdir, broker, qrs):
             assert response.getheader("Retry-After")
             # Refused before publishing: one reload only reached the broker.
             assert len([m for m in observer.messages if m["topic"] == "butler/app/reload"]) == 1
-            # Short requests still run meanwhile.
+            # Short requests still run meanwhile, and the wait in progress is shown.
             assert call(butler.http_port, "GET", "/v4/butlerping")[0] == 200
+            assert "butler_http_long_waits 1" in call(butler.http_port, "GET", "/metrics")[2].decode()
             holder.join(60)
             assert first["answer"][0] == 201, first["answer"][2]
             metrics = call(butler.http_port, "GET", "/metrics")[2].decode()
