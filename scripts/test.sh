@@ -2,7 +2,7 @@
 # Installs what is needed, builds Butler three ways and runs every test:
 #   build/       normal build: unit and integration tests, then a 60 s soak (bench/soak)
 #   build-asan/  AddressSanitizer + UndefinedBehaviorSanitizer: the whole suite again
-#   valgrind     the task-start, crash and MQTT-link integration tests with butler under memcheck
+#   valgrind     the integration suites that start Butler and fit CI time, butler under memcheck
 #   build-fuzz/  clang + libFuzzer: every fuzz target for a bounded time on its seed corpus
 # and checks the packaging: docker/Dockerfile (dockerfilelint), deploy/systemd/butler.service
 # (systemd-analyze), the runtime image's package list (a debootstrap chroot, ~40 s), and
@@ -48,10 +48,19 @@ cmake --build build-asan -j"$jobs"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --output-on-failure -j2 -E '^(fuzz|simulator)/') || status=1
 
-# The integration tests that drive the daemon hardest, again under valgrind:
-# any memory error or definite leak makes butler exit 99 and the test fail.
+# The integration suites that start Butler, again under valgrind: any memory error or definite
+# leak makes butler exit 99 and the test fail. Their times under valgrind are in BENCHMARKS.md
+# ("Valgrind"). Not here, and why: test_app (about 7.5 min under valgrind on its own, past the CI
+# budget); test_events, test_kv_schedules, test_notifications (wall-clock budgets in Butler or in
+# the test, e.g. an enrichment answered within 7 s, that valgrind's slowdown breaks: they fail
+# there for time, not memory); test_monitors (under valgrind a second version-changed event for
+# one change: a stale retained version delivered after a run, see BENCHMARKS.md; to be fixed
+# before it joins). All of them run under ASan above. Serial on
+# purpose: two valgrind shards side by side made timing-bound tests of test_task_start and
+# test_http_api fail on a loaded machine.
 (cd tests/integration && BUTLER_VALGRIND=1 BUTLER_BINARY="$PWD/../../build/butler" \
-  /usr/bin/python3 -m pytest -q -p no:cacheprovider test_task_start.py test_crash.py test_mqtt_link.py) \
+  /usr/bin/python3 -m pytest -q -p no:cacheprovider test_task_start.py test_crash.py \
+  test_mqtt_link.py test_http_api.py test_file_ops.py test_newrelic.py test_node_red.py) \
   || status=1
 
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DBUTLER_FUZZ=ON -DBUTLER_SANITIZE=ON >/dev/null

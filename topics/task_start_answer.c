@@ -228,8 +228,9 @@ void task_start_record_outcome(struct task_start_state *state, struct task_answe
         cJSON_AddItemToArray(answer->failed, entry);
         /* The transport error (hosts, ports) went to the log; the answer says
          * only what happened. */
-        char reason[128];
-        qrs_plain_reason(status, result, reason, sizeof reason);
+        char reason[128] = "QRS is not configured (qrs.url is empty)"; /* no call was made */
+        if (result->error[0] != '\0' || result->http_status != 0)
+            qrs_plain_reason(status, result, reason, sizeof reason);
         task_start_note_error(answer, "%s", reason);
     }
 }

@@ -467,18 +467,16 @@ enum butler_status qrs_task_started_since(struct qrs_client *client, const char 
 void qrs_plain_reason(enum butler_status status, const struct qrs_result *result, char *out,
                       size_t out_size)
 {
-    if (status == BUTLER_ERR_REMOTE && result->error[0] != '\0' && result->http_status == 0 &&
-        strstr(result->error, "not configured") != NULL)
+    if (result->http_status == 0 && strstr(result->error, "not configured") != NULL)
         snprintf(out, out_size, "QRS is not configured (qrs.url is empty)");
-    else if (result->http_status >= 400)
-        snprintf(out, out_size, "QRS answered HTTP %ld", result->http_status);
-    else if (status == BUTLER_ERR_TIMEOUT ||
-             (status == BUTLER_ERR_RETRYABLE && strstr(result->error, "imeout") != NULL))
-        snprintf(out, out_size, "QRS did not answer in time");
-    else if (status == BUTLER_ERR_RETRYABLE || status == BUTLER_ERR_IO)
-        snprintf(out, out_size, "QRS could not be reached");
     else if (status == BUTLER_ERR_SHUTDOWN)
         snprintf(out, out_size, "Butler is stopping");
+    else if (result->http_status >= 300)
+        snprintf(out, out_size, "QRS answered HTTP %ld", result->http_status);
+    else if (result->http_status >= 200)
+        snprintf(out, out_size, "QRS answered with something Butler cannot read");
+    else if (status == BUTLER_ERR_TIMEOUT || strstr(result->error, "timed out") != NULL)
+        snprintf(out, out_size, "QRS did not answer in time");
     else
-        snprintf(out, out_size, "QRS call failed (%s)", butler_status_str(status));
+        snprintf(out, out_size, "QRS could not be reached");
 }

@@ -74,16 +74,20 @@ def message_record(family, topic, payload, received_ms, packet_id=0):
 ADD, PROGRESS = 1, 2
 
 
-def test_replay_holds_its_request_id_against_a_copy(workdir, broker, qrs):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_replay_holds_its_request_id_against_a_copy(workdir, broker, qrs, workers):
     """The spool holds (1) a blocker whose task lookup QRS answers slowly and (2)
     a request R for task T by name whose notes say T was started before the
-    crash. A copy D of R (same requestId and payload, a client's retry) arrives
-    while the worker is busy with the blocker. Before the fix R, needing a
-    lookup, went back behind D, D ran as new and started T a second time."""
+    crash; the worker that takes the blocker takes R with it. A copy D of R
+    (same requestId and payload, a client's retry) arrives while that worker
+    is busy with the blocker's lookup. One worker: before the fix R, needing a
+    lookup, went back behind D, and D ran as new and started T again. Two
+    workers: the other worker takes D at once; only R's requestId, held since
+    recovery, keeps D from starting T (fails without task_start_recovered)."""
     tasks = fixture_with(qrs, 2)
     blocker, target = tasks
     butler = Butler(workdir, broker, qrs,
-                    extra_yaml="task_start: { workers: 1, batch_max: 8 }\n")
+                    extra_yaml=f"task_start: {{ workers: {workers}, batch_max: 8 }}\n")
     butler.start()  # creates the state directory and Butler's session at the broker
     assert butler.stop() == 0
     now_ms = int(time.time() * 1000)
@@ -173,7 +177,7 @@ def refusing_spool(workdir, broker, qrs, switch, batch_max, fsync):
 
 
 def assert_no_start_while_refused(qrs, butler):
-    wait_until(lambda: "the call waits until it is recorded" in butler.log() or
+    wait_until(lambda: "the call waits" in butler.log() or
                all_starts(qrs) > 0, 15, message="the starts to wait or go out")
     time.sleep(1.0)  # room for a start that should not happen
     assert all_starts(qrs) == 0, "a start went out while its attempt note was not recorded"

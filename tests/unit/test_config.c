@@ -717,6 +717,16 @@ static void test_influxdb_routes(void)
                   "    measurement: m\n"
                   "    fields: {v: '1'}\n",
                   "t.yaml:2:5: routes[0].to: influxdb routes need influxdb.url\n");
+    expect_errors("influxdb: {url: http://h:8086}\n"
+                  "routes:\n"
+                  "  - name: r\n"
+                  "    match: a/#\n"
+                  "    to: influxdb\n"
+                  "    measurement: m\n"
+                  "    rate_limit: {window_s: 60}\n"
+                  "    fields: {v: '1'}\n",
+                  "t.yaml:3:5: routes[0].to: influxdb routes take no rate_limit or condition: "
+                  "every message is a point\n");
     expect_errors("influxdb:\n"
                   "  url: http://h:8086\n"
                   "  version: 2\n",
