@@ -370,6 +370,9 @@ routes:
     http_sink.fail(429, times=1, retry_after=retry_after)
     udp.send(datagram("butler-v15", "task-failed", task_id=guid()))
     limited = http_sink.wait_for(1, 10, lambda r: r["status"] == 429)[0]
+    # Once Butler has read the answer (the sink records it before Butler sees it):
+    wait_until(lambda: "(Retry-After): holding it for every worker" in butler.log(), 10,
+               message="the hold")
     # A second alert, on another worker (the first sleeps in its retry).
     udp.send(datagram("butler-v15", "task-failed", task_id=guid()))
     sent = http_sink.wait_for(2, 15, lambda r: r["status"] == 200)
