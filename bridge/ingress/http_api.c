@@ -693,6 +693,9 @@ static void handle_metrics(struct http_exchange *exchange)
     metrics_set(metrics_get("butler_http_task_start_waiting", "", METRIC_GAUGE,
                             "HTTP task starts waiting for their result"),
                 (int64_t)task_result_waiting());
+    metrics_set(metrics_get("butler_http_long_waits", "", METRIC_GAUGE,
+                            "HTTP requests in a long wait now (at most http.long_waits_max)"),
+                (int64_t)http_command_long_waits());
     if (metrics_render(&text, &length) != BUTLER_OK) {
         http_exchange_reply_error(exchange, 500, "metrics could not be rendered", NULL);
         return;
