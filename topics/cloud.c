@@ -73,11 +73,11 @@ static bool first_sight(const struct cloud_event *event)
 {
     char key[2 * CLOUD_ID_MAX + 8];
     snprintf(key, sizeof key, "e:%s:%s", event->tenant_id, event->event_id);
-    enum butler_status by_event = expiring_map_insert_new(seen_ids, key, NULL,
-                                                          CLOUD_DEDUP_TTL_MS, NULL);
+    enum butler_status by_event =
+        expiring_map_insert_new(seen_ids, key, NULL, CLOUD_DEDUP_TTL_MS, NULL);
     snprintf(key, sizeof key, "r:%s:%s", event->tenant_id, event->reload_id);
-    enum butler_status by_reload = expiring_map_insert_new(seen_ids, key, NULL,
-                                                           CLOUD_DEDUP_TTL_MS, NULL);
+    enum butler_status by_reload =
+        expiring_map_insert_new(seen_ids, key, NULL, CLOUD_DEDUP_TTL_MS, NULL);
     /* Out of memory remembering: publish (a duplicate beats a loss). */
     return by_event != BUTLER_ERR_DENIED && by_reload != BUTLER_ERR_DENIED;
 }
@@ -149,7 +149,8 @@ static const struct config_cloud_tenant *tenant_of(const struct butler_config *c
 {
     char prefix[512];
     int length = snprintf(prefix, sizeof prefix, "%s/cloud/webhook/", config->mqtt.topic_root);
-    if (length > 0 && (size_t)length < sizeof prefix && strncmp(topic, prefix, (size_t)length) == 0) {
+    if (length > 0 && (size_t)length < sizeof prefix &&
+        strncmp(topic, prefix, (size_t)length) == 0) {
         const struct config_cloud_tenant *tenant = cloud_tenant_by_name(config, topic + length);
         return tenant && strcmp(tenant->tenant_id, tenant_id) == 0 ? tenant : NULL;
     }

@@ -53,8 +53,8 @@ bool cloud_signature_matches(const char *secret, const void *body, size_t length
 }
 
 const struct config_cloud_tenant *cloud_tenant_for_signature(const struct butler_config *config,
-                                                            const void *body, size_t length,
-                                                            const char *header)
+                                                             const void *body, size_t length,
+                                                             const char *header)
 {
     for (size_t i = 0; i < config->qlik_cloud.tenants.count; i++) {
         const struct config_cloud_tenant *tenant = &config->qlik_cloud.tenants.items[i];
@@ -65,7 +65,7 @@ const struct config_cloud_tenant *cloud_tenant_for_signature(const struct butler
 }
 
 const struct config_cloud_tenant *cloud_tenant_by_id(const struct butler_config *config,
-                                                    const char *tenant_id)
+                                                     const char *tenant_id)
 {
     for (size_t i = 0; tenant_id && i < config->qlik_cloud.tenants.count; i++)
         if (strcmp(config->qlik_cloud.tenants.items[i].tenant_id, tenant_id) == 0)
@@ -74,7 +74,7 @@ const struct config_cloud_tenant *cloud_tenant_by_id(const struct butler_config 
 }
 
 const struct config_cloud_tenant *cloud_tenant_by_name(const struct butler_config *config,
-                                                      const char *name)
+                                                       const char *name)
 {
     for (size_t i = 0; name && i < config->qlik_cloud.tenants.count; i++)
         if (strcmp(config->qlik_cloud.tenants.items[i].name, name) == 0)
@@ -260,10 +260,8 @@ enum cloud_parse_result cloud_event_parse(const char *body, size_t length, struc
         !take_either(root, "toplevelresourceid", extensions, "topLevelResourceId", out->app_id,
                      sizeof out->app_id) ||
         !take_either(root, "userid", extensions, "userId", out->user_id, sizeof out->user_id) ||
-        !take_either(root, "ownerid", extensions, "ownerId", out->owner_id,
-                     sizeof out->owner_id) ||
-        !take_either(root, "spaceid", extensions, "spaceId", out->space_id,
-                     sizeof out->space_id)) {
+        !take_either(root, "ownerid", extensions, "ownerId", out->owner_id, sizeof out->owner_id) ||
+        !take_either(root, "spaceid", extensions, "spaceId", out->space_id, sizeof out->space_id)) {
         *reason = "an envelope field is not a short string";
         goto out;
     }
@@ -285,7 +283,7 @@ enum cloud_parse_result cloud_event_parse(const char *body, size_t length, struc
         goto out;
     }
     if (!(out->kind == CLOUD_EVENT_APP_RELOAD_FINISHED ? parse_app_reload(data, out, reason)
-                                                        : parse_reload(data, out, reason)))
+                                                       : parse_reload(data, out, reason)))
         goto out;
     if (!topic_level_ok(out->app_id) || out->reload_id[0] == '\0') {
         *reason = "no app id (or one with '/', '+' or '#') or no reload id";

@@ -85,14 +85,14 @@ bool cloud_signature_matches(const char *secret, const void *body, size_t length
 /* The first tenant whose webhook_secret signed `body`, or NULL (each secret
  * is tried, in constant time each). Borrowed from config. */
 const struct config_cloud_tenant *cloud_tenant_for_signature(const struct butler_config *config,
-                                                            const void *body, size_t length,
-                                                            const char *header);
+                                                             const void *body, size_t length,
+                                                             const char *header);
 
 /* The tenant with this tenant_id, or NULL. Borrowed from config. */
 const struct config_cloud_tenant *cloud_tenant_by_id(const struct butler_config *config,
-                                                    const char *tenant_id);
+                                                     const char *tenant_id);
 /* The tenant with this name, or NULL. Borrowed from config. */
 const struct config_cloud_tenant *cloud_tenant_by_name(const struct butler_config *config,
-                                                      const char *name);
+                                                       const char *name);
 
 #endif

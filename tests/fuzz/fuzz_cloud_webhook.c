@@ -23,7 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
          event.error_count > CLOUD_ERRORS_MAX))
         abort();
     /* A fixed 64-digit header: the check must simply not crash on any body. */
-    (void)cloud_signature_matches("fuzz-secret", data, size,
-                                  "0000000000000000000000000000000000000000000000000000000000000000");
+    (void)cloud_signature_matches(
+        "fuzz-secret", data, size,
+        "0000000000000000000000000000000000000000000000000000000000000000");
     return 0;
 }

@@ -75,8 +75,7 @@ static void test_legacy_app_reload(void)
 static void test_cloudevents_reload_finished(void)
 {
     struct cloud_event event;
-    UNIT_CHECK(cloud_event_parse(CLOUDEVENTS, strlen(CLOUDEVENTS), &event, NULL) ==
-               CLOUD_PARSE_OK);
+    UNIT_CHECK(cloud_event_parse(CLOUDEVENTS, strlen(CLOUDEVENTS), &event, NULL) == CLOUD_PARSE_OK);
     UNIT_CHECK(event.envelope == CLOUD_ENVELOPE_CLOUDEVENTS);
     UNIT_CHECK(event.kind == CLOUD_EVENT_RELOAD_FINISHED);
     UNIT_CHECK_STR(event.reload_id, "r-2");
