@@ -639,9 +639,12 @@ static void run_reload(struct topic_message *message, const struct app_request *
         /* No reload before its attempt is recorded (contract section 7). */
         char note[48];
         snprintf(note, sizeof note, "attempt %llu", (unsigned long long)clock_wall_ms());
-        status = topic_message_note_attempt(message, note);
-        if (status == BUTLER_OK)
-            status = topic_message_flush_attempts();
+        uint64_t delay_ms = 0;
+        do { /* a failed flush may have lost the note: write it again */
+            status = topic_message_note_attempt(message, note);
+            if (status == BUTLER_OK)
+                status = topic_message_flush_attempts(&delay_ms);
+        } while (status == BUTLER_ERR_IO);
         if (status == BUTLER_ERR_NOT_FOUND || status == BUTLER_ERR_TOO_LARGE) {
             snprintf(error, sizeof error, "the reload attempt could not be recorded in the spool");
             status = BUTLER_ERR_IO;

@@ -31,6 +31,7 @@
 #include "bridge/core/metrics.h"
 #include "bridge/link/mqtt_link.h"
 #include "bridge/clients/qrs.h"
+#include "bridge/store/execution_ids.h"
 #include "bridge/store/spool.h"
 #include "bridge/core/worker_pool.h"
 #include "topics/event_enrichment.h"
@@ -120,12 +121,27 @@ struct outbound {
     uint64_t received_wall_ms; /* kept in the spool record */
     uint64_t spool_id;         /* 0 = not recorded in the spool */
     const char *count_type;    /* event type to count when published from the backlog */
+    /* The event's ExecutionId claim ("<outcome>/<id>" parts), on the event's
+     * own message only, until the broker acknowledged it or the spool has
+     * it; freed with the message before that = lost: the claim is given back. */
+    char *claim_execution_id;
+    const char *claim_outcome;
 };
+
+/* The message is kept (PUBACK or spooled): its claim stays taken. */
+static void claim_keep(struct outbound *message)
+{
+    free(message->claim_execution_id);
+    message->claim_execution_id = NULL;
+}
 
 static void outbound_free(struct outbound *message)
 {
     if (message == NULL)
         return;
+    if (message->claim_execution_id) /* lost before the broker or spool had it */
+        execution_ids_release(message->claim_execution_id, message->claim_outcome);
+    free(message->claim_execution_id);
     free(message->topic);
     free(message->payload);
     free(message);
@@ -179,6 +195,10 @@ static size_t build_messages(const struct sense_event *event, const cJSON *json,
     messages[count] = outbound_new(topic, payload);
     if (messages[count] == NULL)
         goto out;
+    if (event->fields[SENSE_FIELD_EXECUTION_ID][0] && config->udp.dedup_ttl_s > 0) {
+        messages[count]->claim_execution_id = strdup(event->fields[SENSE_FIELD_EXECUTION_ID]);
+        messages[count]->claim_outcome = sense_event_outcome(event->type);
+    }
     count++;
     if (config->mqtt.legacy_topics &&
         (event->type == SENSE_EVENT_TASK_FAILED || event->type == SENSE_EVENT_TASK_ABORTED)) {
@@ -404,8 +424,11 @@ static bool backlog_empty(void)
 static enum butler_status park(struct outbound *message, bool refuse_when_full)
 {
     enum butler_status status = spool_message(message);
-    if (status == BUTLER_OK)
+    if (status == BUTLER_OK) {
+        if (message->spool_id != 0)
+            claim_keep(message); /* durable: the next start publishes it */
         status = backlog_push(message, false);
+    }
     if (status == BUTLER_OK)
         return BUTLER_OK;
     if (refuse_when_full && status == BUTLER_ERR_FULL)
@@ -423,6 +446,8 @@ static enum butler_status park(struct outbound *message, bool refuse_when_full)
 static void outbound_done(void *context, enum butler_status status)
 {
     struct outbound *message = context;
+    if (status == BUTLER_OK)
+        claim_keep(message);
     if (status == BUTLER_OK || status == BUTLER_ERR_REMOTE) {
         if (status == BUTLER_ERR_REMOTE) {
             LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "broker refused %s", message->topic);
@@ -436,6 +461,8 @@ static void outbound_done(void *context, enum butler_status status)
         /* Recorded in the spool, it is published after the next start. */
         if (spool_message(message) != BUTLER_OK)
             count_lost("shutdown");
+        else
+            claim_keep(message);
         outbound_free(message);
         return;
     }
@@ -552,6 +579,7 @@ static enum butler_status deliver_now(const struct sense_event *event, uint64_t 
         return BUTLER_ERR_NOMEM; /* offered again shortly */
     status = send_outbound(messages[0]);
     if (status != BUTLER_OK) {
+        claim_keep(messages[0]); /* the ingress still holds the event: offered again */
         for (size_t i = 0; i < count; i++)
             outbound_free(messages[i]);
         return status;

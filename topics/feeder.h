@@ -37,8 +37,10 @@ enum {
 /*
  * Append `message` (to be run by `run`) to the FIFO. Takes `message` on
  * BUTLER_OK; a spooled message may be freed at once and read back later.
- * BUTLER_ERR_FULL / BUTLER_ERR_NOMEM: the caller keeps it. Never waits for
- * other threads beyond the feeder's short mutex. Network thread and recovery.
+ * BUTLER_ERR_FULL / BUTLER_ERR_NOMEM: the caller keeps it. When nothing
+ * waits in the FIFO and the worker queue has room, it is queued at once
+ * (without waiting). Never waits for other threads beyond the feeder's and
+ * the pool's short mutexes. Network thread and recovery.
  */
 enum butler_status feeder_push(topic_family_run run, struct topic_message *message);
 

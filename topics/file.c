@@ -269,8 +269,14 @@ static enum butler_status note_attempt(struct topic_message *message,
     char note[64];
     snprintf(note, sizeof note, attempt_format, file_exists(&places->source) ? 1 : 0,
              two && file_exists(&places->target) ? 1 : 0);
-    enum butler_status status = topic_message_note_attempt(message, note);
-    return status == BUTLER_OK ? topic_message_flush_attempts() : status;
+    enum butler_status status;
+    uint64_t delay_ms = 0;
+    do { /* a failed flush may have lost the note: write it again */
+        status = topic_message_note_attempt(message, note);
+        if (status == BUTLER_OK)
+            status = topic_message_flush_attempts(&delay_ms);
+    } while (status == BUTLER_ERR_IO);
+    return status;
 }
 
 /*

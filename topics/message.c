@@ -147,22 +147,31 @@ static enum butler_status try_note(void *context)
     return topic_message_note(try->message, try->note);
 }
 
-static enum butler_status try_flush(void *context)
-{
-    (void)context;
-    struct spool *spool = butler_runtime_current ? butler_runtime_current->spool : NULL;
-    return spool ? spool_flush(spool) : BUTLER_OK;
-}
-
 enum butler_status topic_message_note_attempt(struct topic_message *message, const char *note)
 {
     struct note_try try = {message, note};
     return until_recorded(try_note, &try, "attempt note", message->spool_id);
 }
 
-enum butler_status topic_message_flush_attempts(void)
+enum butler_status topic_message_flush_attempts(uint64_t *delay_ms)
 {
-    return until_recorded(try_flush, NULL, "flush of attempt notes", 0);
+    struct spool *spool = butler_runtime_current ? butler_runtime_current->spool : NULL;
+    if (spool == NULL)
+        return BUTLER_OK;
+    enum butler_status status = spool_flush(spool);
+    if (status == BUTLER_OK)
+        return BUTLER_OK;
+    metrics_count("butler_attempt_note_waits_total", "",
+                  "Calls with an effect that waited because the spool refused their "
+                  "attempt note (full disk, write or flush error)");
+    LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
+                    "cannot flush attempt notes (%s); the call waits, and its notes are "
+                    "written again",
+                    butler_status_str(status));
+    *delay_ms = *delay_ms == 0                         ? ATTEMPT_RETRY_FIRST_MS
+                : *delay_ms * 2 < ATTEMPT_RETRY_MAX_MS ? *delay_ms * 2
+                                                       : ATTEMPT_RETRY_MAX_MS;
+    return wait_unless_stopping(*delay_ms) ? BUTLER_ERR_IO : BUTLER_ERR_SHUTDOWN;
 }
 
 void topic_message_set_answer(struct topic_message *message, const char *answer)

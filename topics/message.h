@@ -78,9 +78,16 @@ enum butler_status topic_message_note(struct topic_message *message, const char 
  * make the call). Worker threads only: it may wait.
  */
 enum butler_status topic_message_note_attempt(struct topic_message *message, const char *note);
-/* After one or more attempt notes and before the call: with spool.fsync, flush
- * them, retrying as above. Same results. Worker threads only. */
-enum butler_status topic_message_flush_attempts(void);
+/*
+ * After one or more attempt notes and before the call: with spool.fsync, flush
+ * them. BUTLER_OK when flushed (at once without spool.fsync); BUTLER_ERR_SHUTDOWN
+ * when Butler stops first; BUTLER_ERR_IO when the flush failed: the caller
+ * must record its notes again and flush again, because after a failed flush
+ * the kernel may have dropped them while a later flush reports success. This
+ * call has then already waited *delay_ms (start it at 0; it doubles up to
+ * 2 s). Worker threads only: it may wait.
+ */
+enum butler_status topic_message_flush_attempts(uint64_t *delay_ms);
 /* Set the answer stored with the DONE record (copied). */
 void topic_message_set_answer(struct topic_message *message, const char *answer);
 

@@ -224,8 +224,12 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
     LOG_WARN(MODULE, "route %s: delivery failed for good after %d attempt(s): %s", route->name,
              attempts, error);
     count_route(route->name, "failed");
+    /* Name the route: with overlapping filters one message may have several
+     * dead letters, and each says which route did not deliver. */
+    char reason[ROUTE_ERROR_MAX + 64];
+    snprintf(reason, sizeof reason, "route %s: %s", route->name, error);
     publish_deadletter("routes", message->topic, (const unsigned char *)payload,
-                       message->payload_length, error, attempts, message->received_wall_ms);
+                       message->payload_length, reason, attempts, message->received_wall_ms);
 out:
     if (key && !delivered)
         expiring_map_remove(rate_limits, key); /* not delivered: the next one may go */

@@ -82,9 +82,13 @@ static enum butler_status start_task_once(struct topic_worker *worker,
     /* No start before its attempt note is recorded (and flushed with
      * spool.fsync): while the spool refuses it, the start waits. */
     snprintf(note, sizeof note, "attempt %s", task_id);
-    enum butler_status status = topic_message_note_attempt(message, note);
-    if (status == BUTLER_OK)
-        status = topic_message_flush_attempts();
+    enum butler_status status;
+    uint64_t delay_ms = 0;
+    do { /* a failed flush may have lost the note: write it again */
+        status = topic_message_note_attempt(message, note);
+        if (status == BUTLER_OK)
+            status = topic_message_flush_attempts(&delay_ms);
+    } while (status == BUTLER_ERR_IO);
     if (status != BUTLER_OK) {
         if (status != BUTLER_ERR_SHUTDOWN)
             *source = START_NOT_RECORDED;
@@ -120,33 +124,39 @@ size_t task_start_note_shared(struct task_start_state *state, struct batched_sta
                               size_t count)
 {
     char note[64];
-    size_t kept = 0;
-    for (size_t i = 0; i < count; i++) {
-        struct request_work *work = starts[i].work;
-        enum butler_status status = BUTLER_ERR_SHUTDOWN;
-        if (!work->answer.keep) {
-            snprintf(note, sizeof note, "attempt %s", starts[i].task->id);
-            status = topic_message_note_attempt(work->message, note);
+    uint64_t delay_ms = 0;
+    for (;;) {
+        size_t kept = 0;
+        for (size_t i = 0; i < count; i++) {
+            struct request_work *work = starts[i].work;
+            enum butler_status status = BUTLER_ERR_SHUTDOWN;
+            if (!work->answer.keep) {
+                snprintf(note, sizeof note, "attempt %s", starts[i].task->id);
+                status = topic_message_note_attempt(work->message, note);
+            }
+            if (status == BUTLER_OK) {
+                starts[kept++] = starts[i];
+            } else if (status == BUTLER_ERR_SHUTDOWN) {
+                work->answer.keep = true;
+            } else {
+                struct qrs_result none = {0};
+                task_start_record_outcome(state, &work->answer, work->request.request_id,
+                                          starts[i].task, status, START_NOT_RECORDED, &none);
+            }
         }
-        if (status == BUTLER_OK) {
-            starts[kept++] = starts[i];
-        } else if (status == BUTLER_ERR_SHUTDOWN) {
-            work->answer.keep = true;
-        } else {
-            struct qrs_result none = {0};
-            task_start_record_outcome(state, &work->answer, work->request.request_id,
-                                      starts[i].task, status, START_NOT_RECORDED, &none);
-        }
-    }
-    /* One flush for the whole shared call. */
-    if (kept > 0 && topic_message_flush_attempts() != BUTLER_OK) {
-        for (size_t i = 0; i < kept; i++)
-            starts[i].work->answer.keep = true;
-        kept = 0;
+        /* One flush for the whole shared call; after a failed one every
+         * note is written again (the failed flush may have lost them). */
+        enum butler_status status = kept > 0 ? topic_message_flush_attempts(&delay_ms) : BUTLER_OK;
+        if (status == BUTLER_ERR_SHUTDOWN)
+            for (size_t i = 0; i < kept; i++)
+                starts[i].work->answer.keep = true;
+        count = kept;
+        if (status != BUTLER_ERR_IO)
+            break;
     }
     /* A request marked keep part-way through keeps all its starts back. */
     size_t left = 0;
-    for (size_t i = 0; i < kept; i++)
+    for (size_t i = 0; i < count; i++)
         if (!starts[i].work->answer.keep)
             starts[left++] = starts[i];
     return left;

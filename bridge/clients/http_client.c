@@ -321,8 +321,13 @@ static enum butler_status attempt_once(void *context, int attempt, long *retry_a
     destination_wait(retry->request->url, retry->should_stop);
     enum butler_status status = http_client_perform(retry->client, retry->request, retry->response);
     *retry_after_s = retry->response->retry_after_s;
-    if (status == BUTLER_ERR_RETRYABLE && *retry_after_s > 0)
+    if (status == BUTLER_ERR_RETRYABLE && *retry_after_s > 0) {
+        char redacted[256];
+        log_redact_url(retry->request->url, redacted, sizeof redacted);
         destination_hold(retry->request->url, *retry_after_s); /* for every thread */
+        LOG_INFO(MODULE, "%s asked to wait %ld s (Retry-After): holding it for every worker",
+                 redacted, *retry_after_s);
+    }
     if (status == BUTLER_ERR_RETRYABLE)
         LOG_DEBUG(MODULE, "%s attempt %d failed: %s", retry->request->method, attempt,
                   retry->response->error);

@@ -223,6 +223,9 @@ void http_api_handle(struct http_exchange *exchange)
                                   challenge);
         return;
     }
+    /* HEAD is GET without the body (http_exchange_reply leaves it out). */
+    const unsigned method_bit =
+        exchange->method == HTTP_METHOD_HEAD ? (unsigned)M_GET : 1u << exchange->method;
     const struct route *route = NULL;
     const char *wildcard = NULL;
     size_t wildcard_length = 0;
@@ -234,7 +237,7 @@ void http_api_handle(struct http_exchange *exchange)
         path_methods |= routes[i].methods;
         if (path_route == NULL)
             path_route = &routes[i];
-        if (route == NULL && (routes[i].methods & (1u << exchange->method)))
+        if (route == NULL && (routes[i].methods & method_bit))
             route = &routes[i];
     }
     if (route == NULL)
@@ -245,7 +248,7 @@ void http_api_handle(struct http_exchange *exchange)
         return;
     }
     exchange->endpoint = route->name;
-    if ((route->methods & (1u << exchange->method)) == 0) {
+    if ((route->methods & method_bit) == 0) {
         /* Every method some route of this path takes. */
         static const struct {
             unsigned bit;
@@ -689,6 +692,9 @@ static void handle_metrics(struct http_exchange *exchange)
     metrics_set(metrics_get("butler_http_task_start_waiting", "", METRIC_GAUGE,
                             "HTTP task starts waiting for their result"),
                 (int64_t)task_result_waiting());
+    metrics_set(metrics_get("butler_http_long_waits", "", METRIC_GAUGE,
+                            "HTTP requests in a long wait now (at most http.long_waits_max)"),
+                (int64_t)http_command_long_waits());
     if (metrics_render(&text, &length) != BUTLER_OK) {
         http_exchange_reply_error(exchange, 500, "metrics could not be rendered", NULL);
         return;

@@ -415,6 +415,18 @@ static bool can_spill(const struct udp_ingress *ingress)
                                             : ingress->sink.spill != NULL;
 }
 
+/* An event claimed its ExecutionId when it was taken; dropped here, before
+ * the broker or the spool had it, it gives the claim back so the QRS
+ * notification of that run can still deliver it (execution_ids.h). */
+static void release_claim(struct udp_ingress *ingress, void *slot)
+{
+    if (!ingress->spec.dedup || ingress->spec.kind == PORT_PROXY)
+        return;
+    const struct queued_event *entry = slot;
+    execution_ids_release(entry->event.fields[SENSE_FIELD_EXECUTION_ID],
+                          sense_event_outcome(entry->event.type));
+}
+
 /* Publisher thread: hand the head event to the sink until stopped. */
 static void *publisher_main(void *argument)
 {
@@ -451,6 +463,7 @@ static void *publisher_main(void *argument)
             enum butler_status spilled = offer(ingress, slot, true);
             if (spilled == BUTLER_ERR_FULL) {
                 count_drop(ingress, DROP_SPOOL_FULL, "queue");
+                release_claim(ingress, slot);
                 status = BUTLER_OK; /* counted: take it off the ring */
                 later = false;
             } else if (spilled == BUTLER_OK) {
@@ -469,8 +482,10 @@ static void *publisher_main(void *argument)
         }
         if (status == BUTLER_ERR_SHUTDOWN) {
             count_drop(ingress, DROP_SHUTDOWN, "queue");
+            release_claim(ingress, slot);
         } else if (status != BUTLER_OK) {
             count_drop(ingress, DROP_PUBLISH_FAILED, "queue");
+            release_claim(ingress, slot);
         }
         pthread_mutex_lock(&ingress->mutex);
         ingress->slots[ingress->head] = NULL;

@@ -243,7 +243,9 @@ void mqtt_outlet_destroy(struct mqtt_outlet *outlet)
     if (outlet->mosq) {
         if (outlet->started) {
             mosquitto_disconnect_v5(outlet->mosq, MQTT_RC_NORMAL_DISCONNECTION, NULL);
-            mosquitto_loop_stop(outlet->mosq, false);
+            /* Forced: a loop that never connected keeps retrying and would
+             * not stop on its own; the outlet has no will to lose. */
+            mosquitto_loop_stop(outlet->mosq, true);
         }
         mosquitto_destroy(outlet->mosq);
     }

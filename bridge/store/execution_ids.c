@@ -25,3 +25,12 @@ void execution_ids_key(const char *execution_id, const char *outcome, char *out,
 {
     snprintf(out, size, "%s/%s", outcome, execution_id);
 }
+
+void execution_ids_release(const char *execution_id, const char *outcome)
+{
+    char key[EXECUTION_IDS_KEY_MAX];
+    if (shared_map == NULL || execution_id == NULL || execution_id[0] == '\0')
+        return;
+    execution_ids_key(execution_id, outcome, key, sizeof key);
+    expiring_map_remove(shared_map, key);
+}

@@ -31,6 +31,15 @@ enum {
  */
 void execution_ids_key(const char *execution_id, const char *outcome, char *out, size_t size);
 
+/*
+ * Give up the claim on `execution_id`/`outcome` (the window must be open):
+ * its event was dropped before the broker or the spool had it, so the other
+ * source (a QRS notification, a resent datagram) may still deliver it. A
+ * claim is taken when a source accepts an event and kept once the event is
+ * published or spooled. Any thread.
+ */
+void execution_ids_release(const char *execution_id, const char *outcome);
+
 /* The shared map, created on the first call. Start-up only (main thread).
  * The map stays owned by this module. */
 enum butler_status execution_ids_open(struct expiring_map **out);

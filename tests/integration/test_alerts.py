@@ -12,9 +12,9 @@ import urllib.parse
 import pytest
 
 import simctl
-from conftest import Butler, wait_until
-from test_events import (Udp, butlers, datagram, events, guid, metric,  # noqa: F401 (fixtures)
-                         smtp_sink, wait_event)
+from conftest import Butler, Client, wait_until
+from test_events import (Udp, butlers, datagram, dropped, events, guid,  # noqa: F401 (fixtures)
+                         metric, smtp_sink, wait_event)
 
 
 def deliveries(butler, route, outcome):
@@ -370,9 +370,56 @@ routes:
     http_sink.fail(429, times=1, retry_after=retry_after)
     udp.send(datagram("butler-v15", "task-failed", task_id=guid()))
     limited = http_sink.wait_for(1, 10, lambda r: r["status"] == 429)[0]
+    # Once Butler has read the answer (the sink records it before Butler sees it):
+    wait_until(lambda: "(Retry-After): holding it for every worker" in butler.log(), 10,
+               message="the hold")
     # A second alert, on another worker (the first sleeps in its retry).
     udp.send(datagram("butler-v15", "task-failed", task_id=guid()))
     sent = http_sink.wait_for(2, 15, lambda r: r["status"] == 200)
     # Lower bounds only: a slow machine can only make them larger.
     assert all(r["t"] - limited["t"] >= 1.0 for r in sent), [
         round(r["t"] - limited["t"], 2) for r in sent]
+
+
+# ------------- 8. an event dropped after its claim gives the ExecutionId back
+
+
+def test_dropped_event_gives_its_execution_id_back(workdir, broker):
+    butler = Butler(workdir, broker, udp=True, http_yaml=[])
+    with open(butler.config_path) as f:
+        text = f.read()
+    with open(butler.config_path, "w") as f:  # the smallest spool there is
+        f.write(text.replace("spool: { dir: ", "spool: { max_bytes: 65536, dir: "))
+    butler.start()
+    watcher = None
+    try:
+        udp = Udp(butler.udp_port)
+        broker.stop()
+        wait_until(lambda: metric(butler, "butler_mqtt_connected") == 0, 10,
+                   message="butler to see the broker gone")
+        # Fill the spool while the broker is away; then the event that is lost.
+        for _ in range(400):
+            udp.send(datagram("butler-v15", "task-failed"))
+        wait_until(lambda: dropped(butler, "spool_full") > 0, 20, message="the spool full")
+        before = dropped(butler, "spool_full")
+        task_id, execution_id = guid(), guid()
+        udp.send(datagram("butler-v15", "task-failed", task_id=task_id,
+                          execution_id=execution_id))
+        wait_until(lambda: dropped(butler, "spool_full") > before, 10,
+                   message="the event dropped")
+        broker.start()
+        wait_until(lambda: metric(butler, "butler_mqtt_connected") == 1, 20,
+                   message="butler back on the broker")
+        watcher = Client(broker)
+        watcher.subscribe("butler/events/#")
+        # The same run reported again (a resent datagram here; a QRS
+        # notification takes the same window): not taken for a duplicate.
+        udp.send(datagram("butler-v15", "task-failed", task_id=task_id,
+                          execution_id=execution_id))
+        body = wait_event(watcher, f"butler/events/task/failed/{task_id}", 20)
+        assert body["executionId"] == execution_id
+        assert dropped(butler, "duplicate") == 0
+    finally:
+        if watcher:
+            watcher.close()
+        butler.stop(signal.SIGKILL)

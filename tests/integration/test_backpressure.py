@@ -12,7 +12,10 @@ every worker is busy.
 - a failing webhook's dead letter followed by file commands: all answered;
 - slow webhooks keeping the one worker busy, with no room in the queue, for
   longer than the broker waits for a keepalive: the broker never drops
-  Butler's session (no will, no reconnect) and /health stays 200.
+  Butler's session (no will, no reconnect) and /health stays 200;
+- a spool at its cap: the link holds intake (disconnected, the broker keeps
+  the messages) while answers leave through the outlet connection, and every
+  request is answered; SIGTERM during such a hold loses nothing.
 """
 import http.client
 import json
@@ -169,6 +172,39 @@ def test_busy_workers_do_not_cost_the_session(workdir, broker, client, slow_serv
     butler.stop()
 
 
+def full_spool_butler(workdir, broker):
+    butler = Butler(workdir, broker, extra_yaml=TINY_POOL)
+    # The harness's spool line sets the directory; add the cap to it.
+    with open(butler.config_path) as f:
+        text = f.read()
+    with open(butler.config_path, "w") as f:
+        f.write(text.replace("spool: { dir:", "spool: { max_bytes: 65536, dir:"))
+    return butler
+
+
+def publish_full_starts(client, ids):
+    filler = "x" * 900
+    for i, request_id in enumerate(ids):
+        client.publish("butler/task/start", json.dumps({"requestId": request_id, "items": [
+            {"type": "keyvaluestore",
+             "payload": {"namespace": "full", "key": f"k{i}", "value": filler, "ttl": 60000}}]}))
+
+
+def test_stopping_during_a_hold_loses_nothing(workdir, broker, client):
+    """SIGTERM while the link holds intake (spool full): Butler stops cleanly
+    (the outlet too), and the next start answers every request, from its
+    spool or from the broker."""
+    butler = full_spool_butler(workdir, broker).start()
+    ids = [f"stop-{i}" for i in range(150)]
+    publish_full_starts(client, ids)
+    wait_until(lambda: "intake held" in butler.log(), 30, message="the spool to fill")
+    assert butler.stop(timeout=60) == 0
+    butler.start()
+    wait_until(lambda: {r["requestId"] for r in client.results()} >= set(ids), 90,
+               message="all 150 starts answered after the restart")
+    assert butler.stop() == 0
+
+
 def test_a_full_spool_holds_messages_at_the_broker_and_loses_none(workdir, broker, client):
     """spool.max_bytes at its minimum (64 KiB, new work up to 7/8 of it) and
     one worker: 150 key-value-only starts of ~1 KiB each do not fit at once.
@@ -178,21 +214,9 @@ def test_a_full_spool_holds_messages_at_the_broker_and_loses_none(workdir, broke
     connection meanwhile. Every request is answered (before: the network
     thread waited for room for ever; aborting without the outlet livelocked,
     each reconnect cut by the broker's resends before an answer got out)."""
-    butler = Butler(workdir, broker, extra_yaml=TINY_POOL + "spool: {max_bytes: 65536}\n")
-    # The harness's spool line sets the directory; keep it and add the cap.
-    with open(butler.config_path) as f:
-        text = f.read()
-    text = text.replace("spool: {max_bytes: 65536}\n", "").replace(
-        "spool: { dir:", "spool: { max_bytes: 65536, dir:")
-    with open(butler.config_path, "w") as f:
-        f.write(text)
-    butler.start()
+    butler = full_spool_butler(workdir, broker).start()
     ids = [f"full-{i}" for i in range(150)]
-    filler = "x" * 900
-    for i, request_id in enumerate(ids):
-        client.publish("butler/task/start", json.dumps({"requestId": request_id, "items": [
-            {"type": "keyvaluestore",
-             "payload": {"namespace": "full", "key": f"k{i}", "value": filler, "ttl": 60000}}]}))
+    publish_full_starts(client, ids)
 
     def answered():
         return {r["requestId"] for r in client.results()} >= set(ids)

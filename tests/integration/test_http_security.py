@@ -51,7 +51,7 @@ def make_butler(workdir, broker, name="b", http_yaml=(), extra_yaml="", **kwargs
 def butler(workdir, broker):
     b = make_butler(workdir, broker).start()
     yield b
-    b.stop()
+    assert b.stop() == 0, b.log()[-3000:]
 
 
 # =============================================================================
@@ -128,7 +128,7 @@ def test_schedule_ids_are_restricted(workdir, broker):
         for topic_id in (long_id, quoted_id, good_id, sid):
             client.publish(f"butler/schedules/{topic_id}", b"", retain=True)
     finally:
-        butler.stop()
+        assert butler.stop() == 0, butler.log()[-3000:]
         client.close()
 
 
@@ -174,7 +174,7 @@ def guarded(workdir, broker):
         'allowed_origins: ["https://status.example.com"]',
         'allowed_hosts: ["butler.proxy.example"]']).start()
     yield b
-    b.stop()
+    assert b.stop() == 0, b.log()[-3000:]
 
 
 def test_preflights_reach_butler_and_are_refused(guarded):
@@ -275,7 +275,8 @@ def test_head_answers_have_no_body(butler):
                 break
             data += chunk
     first, _, rest = data.partition(b"\r\n\r\n")
-    assert first.startswith(b"HTTP/1.1 "), data
+    assert first.startswith(b"HTTP/1.1 200"), data  # HEAD is served as GET, headers only
+    assert b"Content-Length: 0" not in first, data
     assert rest.startswith(b"HTTP/1.1 200"), data
 
 
@@ -395,7 +396,7 @@ def test_smtp_password_needs_tls(workdir, broker):
         assert smtp.delivered == 0
     finally:
         client.close()
-        butler.stop()
+        assert butler.stop() == 0, butler.log()[-3000:]
         smtp.close()
 
 
@@ -410,7 +411,7 @@ def test_smtp_plaintext_opt_out_is_loopback_only(workdir, broker, tmp_path):
         assert b"AUTH" in smtp.received.upper()
     finally:
         client.close()
-        butler.stop()
+        assert butler.stop() == 0, butler.log()[-3000:]
         smtp.close()
     refused = check_config(tmp_path, 'smtp:\n  url: "smtp://mail.example.com:25"\n'
                            '  plaintext_auth_loopback: true\n')
@@ -467,7 +468,7 @@ def test_health_answers_while_half_open_connections_hold_the_api(workdir, broker
     finally:
         for s in sockets:
             s.close()
-        butler.stop()
+        assert butler.stop() == 0, butler.log()[-3000:]
 
 
 def test_long_waits_are_bounded_and_counted(workdir, broker, qrs):
@@ -502,8 +503,9 @@ def test_long_waits_are_bounded_and_counted(workdir, broker, qrs):
             assert response.getheader("Retry-After")
             # Refused before publishing: one reload only reached the broker.
             assert len([m for m in observer.messages if m["topic"] == "butler/app/reload"]) == 1
-            # Short requests still run meanwhile.
+            # Short requests still run meanwhile, and the wait in progress is shown.
             assert call(butler.http_port, "GET", "/v4/butlerping")[0] == 200
+            assert "butler_http_long_waits 1" in call(butler.http_port, "GET", "/metrics")[2].decode()
             holder.join(60)
             assert first["answer"][0] == 201, first["answer"][2]
             metrics = call(butler.http_port, "GET", "/metrics")[2].decode()
@@ -512,7 +514,7 @@ def test_long_waits_are_bounded_and_counted(workdir, broker, qrs):
             assert call(butler.http_port, "PUT", f"/v4/app/{APP_SALES}/reload?wait=true")[0] == 201
         finally:
             observer.close()
-            butler.stop()
+            assert butler.stop() == 0, butler.log()[-3000:]
     finally:
         engine.stop()
         shutil.rmtree(directory, ignore_errors=True)
@@ -554,7 +556,7 @@ def test_mqtt_publish_cannot_get_around_the_endpoint_list(workdir, broker):
         assert not [m for m in observer.messages if m["topic"] in refused]
     finally:
         observer.close()
-        butler.stop()
+        assert butler.stop() == 0, butler.log()[-3000:]
 
 
 def test_response_topic_under_the_root_must_be_an_answer_topic(workdir, broker):
@@ -577,7 +579,7 @@ def test_response_topic_under_the_root_must_be_an_answer_topic(workdir, broker):
                     if m["topic"] == "butler/events/task/failed/injected"]
     finally:
         client.close()
-        butler.stop()
+        assert butler.stop() == 0, butler.log()[-3000:]
 
 
 def test_udp_beyond_loopback_without_allowed_sources_warns(workdir, broker):
@@ -589,10 +591,10 @@ def test_udp_beyond_loopback_without_allowed_sources_warns(workdir, broker):
         assert f"listening on 0.0.0.0:{port}" in exposed.log()
         assert "udp.allowed_sources is empty" in exposed.log()
     finally:
-        exposed.stop()
+        assert exposed.stop() == 0, exposed.log()[-3000:]
     local = make_butler(workdir, broker, name="local", udp=True).start()
     try:
         assert "listening on 127.0.0.1" in local.log()
         assert "udp.allowed_sources is empty" not in local.log()
     finally:
-        local.stop()
+        assert local.stop() == 0, local.log()[-3000:]

@@ -272,6 +272,26 @@ def test_activeusers_is_404_without_the_proxy_port(workdir, broker):
         butler.stop(signal.SIGKILL)
 
 
+def test_proxy_port_alone_without_the_scheduler_port(workdir, broker, watch):
+    """udp.proxy_listen works with udp.enable false: its own port, events and summary."""
+    port = free_udp_port()
+    butler = Butler(workdir, broker, http_yaml=[], udp=False)
+    with open(butler.config_path) as f:
+        text = f.read()
+    assert "udp: { enable: false }" in text
+    with open(butler.config_path, "w") as f:
+        f.write(text.replace("udp: { enable: false }",
+                             f"udp: {{ enable: false, proxy_listen: 127.0.0.1:{port} }}"))
+    butler.start()
+    try:
+        Udp(port).send(proxy("proxy-v5", "session-start", user_id="alone"))
+        watch.wait_for(lambda m: m["topic"] == "butler/events/session/start/CORP/alone")
+        wait_summary(watch, lambda s: s["users"] == ["CORP\\alone"], what="the summary")
+        assert active_users(butler)["count"] == 1
+    finally:
+        butler.stop(signal.SIGKILL)
+
+
 # ------------------------------------------------------------------ legacy
 
 

@@ -202,6 +202,42 @@ static void test_rebuild(void)
     users_state_free(state);
 }
 
+/* The round trip at the default cap: 100,000 users (a summary of about 2 MB,
+ * past the 1 MB cap on command payloads) rebuild into a new state intact. */
+static void test_rebuild_at_full_size(void)
+{
+    struct users_state *state = make(100000);
+    struct users_change change = {0};
+    char user[32], host[16];
+    for (int i = 0; i < 100000; i++) {
+        snprintf(user, sizeof user, "user-%06d", i);
+        snprintf(host, sizeof host, "proxy-%d", i % 3);
+        UNIT_CHECK(users_state_start(state, "CORP", user, host, 1000, &change) == BUTLER_OK);
+    }
+    size_t length = 0;
+    char *text = users_state_summary(state, 0, &length);
+    UNIT_CHECK(text != NULL && length > 1024 * 1024);
+    struct users_state *rebuilt = make(100000);
+    size_t added = 0;
+    UNIT_CHECK(users_state_load(rebuilt, text, length, 5000, &added) == BUTLER_OK);
+    UNIT_CHECK(added == 100000 && users_state_count(rebuilt) == 100000);
+    size_t again_length = 0;
+    char *again = users_state_summary(rebuilt, 0, &again_length);
+    cJSON *before = cJSON_Parse(text), *after = cJSON_Parse(again);
+    UNIT_CHECK(cJSON_Compare(cJSON_GetObjectItem(before, "users"),
+                             cJSON_GetObjectItem(after, "users"), true));
+    UNIT_CHECK(per_host(after, "proxy-0") + per_host(after, "proxy-1") +
+                   per_host(after, "proxy-2") ==
+               100000);
+    UNIT_CHECK(per_host(after, "proxy-0") == per_host(before, "proxy-0"));
+    cJSON_Delete(before);
+    cJSON_Delete(after);
+    users_state_summary_free(text);
+    users_state_summary_free(again);
+    users_state_free(state);
+    users_state_free(rebuilt);
+}
+
 const struct unit_test unit_tests[] = {
     UNIT_TEST(test_start_stop_touch),
     UNIT_TEST(test_idle_expiry),
@@ -210,5 +246,6 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_large_summary),
     UNIT_TEST(test_summary_escapes),
     UNIT_TEST(test_rebuild),
+    UNIT_TEST(test_rebuild_at_full_size),
     {0},
 };
