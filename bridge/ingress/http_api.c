@@ -223,6 +223,9 @@ void http_api_handle(struct http_exchange *exchange)
                                   challenge);
         return;
     }
+    /* HEAD is GET without the body (http_exchange_reply leaves it out). */
+    const unsigned method_bit =
+        exchange->method == HTTP_METHOD_HEAD ? (unsigned)M_GET : 1u << exchange->method;
     const struct route *route = NULL;
     const char *wildcard = NULL;
     size_t wildcard_length = 0;
@@ -234,7 +237,7 @@ void http_api_handle(struct http_exchange *exchange)
         path_methods |= routes[i].methods;
         if (path_route == NULL)
             path_route = &routes[i];
-        if (route == NULL && (routes[i].methods & (1u << exchange->method)))
+        if (route == NULL && (routes[i].methods & method_bit))
             route = &routes[i];
     }
     if (route == NULL)
@@ -245,7 +248,7 @@ void http_api_handle(struct http_exchange *exchange)
         return;
     }
     exchange->endpoint = route->name;
-    if ((route->methods & (1u << exchange->method)) == 0) {
+    if ((route->methods & method_bit) == 0) {
         /* Every method some route of this path takes. */
         static const struct {
             unsigned bit;
