@@ -58,6 +58,7 @@ static const char RATE_KEY_SENT[] = "sent";
 enum {
     RATE_KEY_POLL_MS = 50,
     RATE_KEY_WAIT_MAX_MS = 120000, /* longer than any delivery's retries */
+    ROUTE_NOTE_MAX = 300,          /* "route " and a route name */
 };
 
 /*
@@ -88,6 +89,35 @@ static bool rate_key_take(const char *key, uint64_t window_ms)
     }
 }
 
+/* ------------------------------------------------- delivery notes (spool) */
+
+/*
+ * Each route that delivered a spooled message, or dead-lettered it, notes
+ * "route <name>" with it, so a replay after a restart (a crash between two
+ * routes, a lost PUBACK and the broker's resend matched to the spooled copy)
+ * runs only the routes that had not finished. What remains is in
+ * docs/guarantees.md: a call that timed out after the receiver took it.
+ */
+static void note_route_done(struct topic_message *message, const struct config_route *route)
+{
+    char note[ROUTE_NOTE_MAX];
+    snprintf(note, sizeof note, "route %s", route->name);
+    if (topic_message_note(message, note) != BUTLER_OK)
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
+                        "route %s: cannot note the delivery in the spool; a replay after a "
+                        "crash would send it again",
+                        route->name);
+}
+
+static bool route_done_before(const struct topic_message *message, const struct config_route *route)
+{
+    for (size_t i = 0; i < message->note_count; i++)
+        if (strncmp(message->notes[i], "route ", 6) == 0 &&
+            strcmp(message->notes[i] + 6, route->name) == 0)
+            return true;
+    return false;
+}
+
 /* ------------------------------------------------------------ one route */
 
 /* The body a route's template is rendered into: Slack text, a JSON body
@@ -114,7 +144,7 @@ static enum template_body body_for(const struct config_route *route)
 
 /* Deliver `message` through `route`. Worker thread. */
 static void deliver_route(struct topic_worker *worker, const struct config_route *route,
-                          const struct topic_message *message, const cJSON *event)
+                          struct topic_message *message, const cJSON *event)
 {
     const struct butler_config *config = routes_runtime->config;
     const char *payload = (const char *)message->payload;
@@ -136,6 +166,7 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
         count_route(route->name, "condition_undecided");
         publish_deadletter("routes", message->topic, (const unsigned char *)payload,
                            message->payload_length, reason, 1, message->received_wall_ms);
+        note_route_done(message, route);
         goto out;
     }
     if (route->rate_limit_window_s > 0) {
@@ -218,6 +249,7 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
             expiring_map_put(rate_limits, key, RATE_KEY_SENT,
                              (uint64_t)route->rate_limit_window_s * 1000u, NULL);
         count_route(route->name, "delivered");
+        note_route_done(message, route);
         delivered = true;
         goto out;
     }
@@ -230,6 +262,7 @@ static void deliver_route(struct topic_worker *worker, const struct config_route
     snprintf(reason, sizeof reason, "route %s: %s", route->name, error);
     publish_deadletter("routes", message->topic, (const unsigned char *)payload,
                        message->payload_length, reason, attempts, message->received_wall_ms);
+    note_route_done(message, route);
 out:
     if (key && !delivered)
         expiring_map_remove(rate_limits, key); /* not delivered: the next one may go */
@@ -269,10 +302,13 @@ void routes_run(struct topic_worker *worker, struct topic_message *message)
             const struct config_route *route = &routes->items[i];
             if (!mqtt_topic_matches(route->match, message->topic))
                 continue;
-            if (route->to == CONFIG_ROUTE_INFLUXDB)
+            if (route->to == CONFIG_ROUTE_INFLUXDB) {
                 keep |= route_influxdb_take(route, message, event);
-            else
+            } else if (message->replay && route_done_before(message, route)) {
+                count_route(route->name, "replay_skipped"); /* done before the restart */
+            } else {
                 deliver_route(worker, route, message, event);
+            }
         }
     if (!is_deadletter(message->topic))
         keep |= route_influxdb_node_take(routes_runtime->config, message, event);

@@ -17,6 +17,7 @@
 
 #include "bridge/core/clock.h"
 #include "bridge/ingress/http_app.h"
+#include "bridge/ingress/http_cloud.h"
 #include "bridge/ingress/http_body.h"
 #include "bridge/ingress/http_command.h"
 #include "bridge/ingress/http_file.h"
@@ -208,6 +209,9 @@ void http_api_handle(struct http_exchange *exchange)
         handle_qrs_notification(exchange);
         return;
     }
+    /* Qlik Cloud signs its webhooks instead of sending a token. */
+    if (http_cloud_handle(exchange))
+        return;
     /* /health stays open (liveness probes); /metrics takes the API tokens
      * unless health.metrics_auth is "open". */
     bool needs_token = strncmp(exchange->path, "/v4/", 4) == 0 ||
@@ -223,6 +227,9 @@ void http_api_handle(struct http_exchange *exchange)
                                   challenge);
         return;
     }
+    /* HEAD is GET without the body (http_exchange_reply leaves it out). */
+    const unsigned method_bit =
+        exchange->method == HTTP_METHOD_HEAD ? (unsigned)M_GET : 1u << exchange->method;
     const struct route *route = NULL;
     const char *wildcard = NULL;
     size_t wildcard_length = 0;
@@ -234,7 +241,7 @@ void http_api_handle(struct http_exchange *exchange)
         path_methods |= routes[i].methods;
         if (path_route == NULL)
             path_route = &routes[i];
-        if (route == NULL && (routes[i].methods & (1u << exchange->method)))
+        if (route == NULL && (routes[i].methods & method_bit))
             route = &routes[i];
     }
     if (route == NULL)
@@ -245,7 +252,7 @@ void http_api_handle(struct http_exchange *exchange)
         return;
     }
     exchange->endpoint = route->name;
-    if ((route->methods & (1u << exchange->method)) == 0) {
+    if ((route->methods & method_bit) == 0) {
         /* Every method some route of this path takes. */
         static const struct {
             unsigned bit;

@@ -418,15 +418,17 @@ static int serve(struct http_server *server, struct mg_connection *connection, b
         .query = info->query_string ? info->query_string : "",
         .endpoint = "unknown",
     };
-    if (refuse_large_headers(&exchange, info) || !http_guard_check(server->guard, &exchange))
-        ;
-    else if (health_only && strcmp(exchange.path, "/health") != 0 &&
-             strcmp(exchange.path, "/metrics") != 0)
+    /* Each step answers itself when it refuses (431, 421/403, 404). */
+    const bool refused =
+        refuse_large_headers(&exchange, info) || !http_guard_check(server->guard, &exchange);
+    const bool health_path =
+        strcmp(exchange.path, "/health") == 0 || strcmp(exchange.path, "/metrics") == 0;
+    if (!refused && health_only && !health_path)
         http_exchange_reply_error(&exchange, 404,
                                   "this listener (http.health_listen) serves /health and /metrics "
                                   "only",
                                   NULL);
-    else
+    else if (!refused)
         http_api_handle(&exchange);
     if (exchange.status == 0)
         http_exchange_reply_error(&exchange, 500, "no answer was produced", NULL);

@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -422,4 +423,69 @@ def test_dropped_event_gives_its_execution_id_back(workdir, broker):
     finally:
         if watcher:
             watcher.close()
+        butler.stop(signal.SIGKILL)
+
+
+# -------- 10. a restart between two routes: the replay sends only the rest
+
+
+class Hang:
+    """Accepts HTTP connections, reads, never answers (a receiver stuck mid-call)."""
+
+    def __init__(self):
+        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.requests = 0
+        self.connections = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+            if connection.recv(65536):
+                self.requests += 1
+
+    def close(self):
+        self.server.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def test_restart_between_two_routes_replays_only_the_rest(workdir, broker, http_sink):
+    hang = Hang()
+    task_id = guid()
+    topic = f"butler/events/task/failed/{task_id}"
+
+    def config(b_url):
+        return f"""
+routes:
+  - name: first
+    match: butler/events/task/failed/#
+    to: webhook
+    webhook_url: "{http_sink.url}/first"
+  - name: second
+    match: butler/events/task/failed/#
+    to: webhook
+    webhook_url: "{b_url}/second"
+"""
+    butler = Butler(workdir, broker, extra_yaml=config(hang.url)).start()
+    publisher = Client(broker)
+    try:
+        publisher.publish(topic, json.dumps({"type": "failed", "taskId": task_id}))
+        http_sink.wait_for(1, 10, lambda r: r["path"] == "/first")
+        wait_until(lambda: hang.requests >= 1, 10, message="the second route's call under way")
+        butler.stop(signal.SIGKILL)  # between the two routes' deliveries
+        butler = Butler(workdir, broker, extra_yaml=config(http_sink.url)).start()
+        http_sink.wait_for(1, 15, lambda r: r["path"] == "/second")
+        assert [r["json"]["taskId"] for r in http_sink.requests if r["path"] == "/first"] == [
+            task_id]
+    finally:
+        publisher.close()
+        hang.close()
         butler.stop(signal.SIGKILL)
