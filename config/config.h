@@ -92,6 +92,23 @@ struct config_newrelic_account_list {
     size_t count;
 };
 
+/* One Qlik Cloud tenant (qlik_cloud.tenants): its webhooks and its REST API. */
+struct config_cloud_tenant {
+    char *name;           /* a topic level and a label in alerts */
+    char *tenant_id;      /* events naming another tenant are refused */
+    char *url;            /* https://<tenant>.<region>.qlikcloud.com */
+    char *api_key;        /* secret: Bearer key (or the OAuth client below) */
+    char *client_id;      /* oauth.client_id */
+    char *client_secret;  /* secret: oauth.client_secret */
+    char *webhook_secret; /* secret: the webhook's HMAC key */
+    char *ca_file;        /* "" = the system's CAs */
+};
+
+struct config_cloud_tenant_list {
+    struct config_cloud_tenant *items;
+    size_t count;
+};
+
 /* One extra HTTP header of a route (`headers: {Name: value}`). */
 struct config_header {
     char *name;
@@ -292,6 +309,13 @@ struct butler_config {
         char *metric_url; /* the metric API endpoint itself */
         struct config_custom_property_list attributes; /* added to every event and metric */
     } newrelic;
+
+    /* Qlik Cloud reload events: POST /qlik-cloud/webhook and mqtt_topic. */
+    struct {
+        struct config_cloud_tenant_list tenants;
+        char *mqtt_topic; /* "" = none; a forwarder's topic filter */
+        int script_log_tail_lines;
+    } qlik_cloud;
 
     /* GET or POST a URL every interval (uptime services). */
     struct {

@@ -94,6 +94,11 @@ static const char *check_topic_filter(const char *value)
     }
 }
 
+static const char *check_filter_or_empty(const char *value)
+{
+    return *value ? check_topic_filter(value) : NULL;
+}
+
 static const char *check_topic_or_empty(const char *value)
 {
     return strpbrk(value, "+#") ? "expected an MQTT topic without '+' or '#'" : NULL;
@@ -359,6 +364,7 @@ static const struct {
     {check_single_line, "one line"},
     {check_topic_filter, "MQTT topic filter"},
     {check_topic_or_empty, "MQTT topic without + or #"},
+    {check_filter_or_empty, "empty, or an MQTT topic filter"},
     {check_topic_root, "topic prefix without +, #, a leading $ or a leading or trailing /"},
     {check_share_group, "name without /, + or #"},
     {check_route_name, "non-empty name without /, + or #"},
@@ -523,6 +529,53 @@ static const struct object_list newrelic_account_objects = {
     .max_items = 100,
     .get = newrelic_account_get,
     .set = newrelic_account_set,
+    .check_item = NULL,
+};
+
+#define CLOUD_TENANT(field) offsetof(struct config_cloud_tenant, field)
+
+static const struct key_def cloud_tenant_keys[] = {
+    {K_STR("name", CLOUD_TENANT(name), NULL, check_route_name), .required = true,
+     .doc = "Tenant name: a topic level and a label in alerts (no '/', '+' or '#')."},
+    {K_STR("tenant_id", CLOUD_TENANT(tenant_id), NULL, check_not_empty), .required = true,
+     .doc = "The tenant's id; events of other tenants are refused."},
+    {K_STR("url", CLOUD_TENANT(url), NULL, check_http_url), .required = true,
+     .doc = "The tenant's address, e.g. https://acme.eu.qlikcloud.com."},
+    {K_SECRET("api_key", CLOUD_TENANT(api_key), false), .check = check_token,
+     .doc = "API key sent as Bearer token to the tenant's REST API (secret)."},
+    {K_STR("oauth.client_id", CLOUD_TENANT(client_id), NULL, check_single_line),
+     .doc = "OAuth client id (client credentials), instead of api_key."},
+    {K_SECRET("oauth.client_secret", CLOUD_TENANT(client_secret), false), .check = check_token,
+     .doc = "OAuth client secret (secret)."},
+    {K_SECRET("webhook_secret", CLOUD_TENANT(webhook_secret), false), .check = check_token,
+     .required = true, .doc = "The webhook's secret: Qlik-Signature is checked with it (secret)."},
+    {K_STR("ca_file", CLOUD_TENANT(ca_file), NULL, check_single_line),
+     .doc = "Trust this CA for the tenant's API; empty = the system's CAs."},
+};
+
+static const struct key_table cloud_tenant_table = {cloud_tenant_keys,
+                                                    ARRAY_COUNT(cloud_tenant_keys)};
+
+static void *cloud_tenant_get(const void *list, size_t *count)
+{
+    const struct config_cloud_tenant_list *tenants = list;
+    *count = tenants->count;
+    return tenants->items;
+}
+
+static void cloud_tenant_set(void *list, void *items, size_t count)
+{
+    struct config_cloud_tenant_list *tenants = list;
+    tenants->items = items;
+    tenants->count = count;
+}
+
+static const struct object_list cloud_tenant_objects = {
+    .table = &cloud_tenant_table,
+    .item_size = sizeof(struct config_cloud_tenant),
+    .max_items = 32,
+    .get = cloud_tenant_get,
+    .set = cloud_tenant_set,
     .check_item = NULL,
 };
 
@@ -846,6 +899,14 @@ static const struct key_def config_keys[] = {
      .doc = "Metric API endpoint."},
     {K_OBJECTS("newrelic.attributes", CFG(newrelic.attributes), &custom_property_objects),
      .doc = "Attributes {name, value} added to every event and metric."},
+
+    {K_OBJECTS("qlik_cloud.tenants", CFG(qlik_cloud.tenants), &cloud_tenant_objects),
+     .doc = "Qlik Cloud tenants whose webhooks POST /qlik-cloud/webhook takes."},
+    {K_STR("qlik_cloud.mqtt_topic", CFG(qlik_cloud.mqtt_topic), NULL, check_filter_or_empty),
+     .doc = "Topic filter of events an existing forwarder publishes (e.g. qscloud/app/reload/#)."},
+    {K_INT("qlik_cloud.script_log_tail_lines", CFG(qlik_cloud.script_log_tail_lines), 0, 1000,
+           "20"),
+     .doc = "Last lines of a failed reload's script log put in its event (0 = none)."},
 
     {K_BOOL("heartbeat.enable", CFG(heartbeat.enable), "false"),
      .doc = "Call heartbeat.url at start and every interval."},

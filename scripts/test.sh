@@ -57,7 +57,9 @@ cmake --build build-asan -j"$jobs"
 # one change: a stale retained version delivered after a run, see BENCHMARKS.md; to be fixed
 # before it joins). All of them run under ASan above. Serial on
 # purpose: two valgrind shards side by side made timing-bound tests of test_task_start and
-# test_http_api fail on a loaded machine.
+# test_http_api fail on a loaded machine. Suites added after that measurement (test_alerts,
+# test_backpressure, test_exactly_once_*, test_held_messages, test_http_security,
+# test_influxdb, test_refused_answers, test_users) are not in this list yet: see BENCHMARKS.md.
 (cd tests/integration && BUTLER_VALGRIND=1 BUTLER_BINARY="$PWD/../../build/butler" \
   /usr/bin/python3 -m pytest -q -p no:cacheprovider test_task_start.py test_crash.py \
   test_mqtt_link.py test_http_api.py test_file_ops.py test_newrelic.py test_node_red.py) \

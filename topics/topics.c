@@ -33,6 +33,7 @@
 #include "topics/kv.h"
 #include "topics/newrelic.h"
 #include "topics/notifications.h"
+#include "topics/cloud.h"
 #include "topics/route_influxdb.h"
 #include "topics/routes.h"
 #include "topics/schedules.h"
@@ -87,6 +88,9 @@ static const struct topic_family families[] = {
     {"webhook", "%s/webhook/+", true, false, routes_webhook_run, NULL, NULL},
     /* QRS change notifications received by the HTTP ingress (topics/notifications.c). */
     {"qrs_notification", "%s/qrs/notification", true, false, notifications_run, NULL, NULL},
+    /* Qlik Cloud webhooks the HTTP ingress took (topics/cloud.c); the same
+     * family takes qlik_cloud.mqtt_topic, subscribed by cloud_setup(). */
+    {"cloud", "%s/cloud/webhook/+", true, false, cloud_run, NULL, cloud_wanted},
     /* No filter: routes subscribe their configured `match` filters themselves. */
     {"routes", NULL, true, false, routes_run, NULL, NULL},
     /* Not shared: the HTTP request waiting for a result may be on any instance. */
@@ -161,6 +165,8 @@ static void hold_unacknowledged(struct butler_runtime *runtime, const char *fami
  * queue instead. Oversized payloads are still handed on (the family answers
  * them with an error) but not copied beyond the cap.
  */
+static const struct topic_family *family_by_name(const char *name);
+
 static void on_message(const struct mqtt_message *message, void *context)
 {
     struct butler_runtime *runtime = context;
@@ -168,6 +174,8 @@ static void on_message(const struct mqtt_message *message, void *context)
     for (size_t i = 0; i < FAMILY_COUNT && family == NULL; i++)
         if (family_filters[i] && mqtt_topic_matches(family_filters[i], message->topic))
             family = &families[i];
+    if (family == NULL && cloud_forwarded(message->topic))
+        family = family_by_name("cloud");
     for (size_t i = 0; i < FAMILY_COUNT && family == NULL; i++)
         if (families[i].filter_format == NULL && routes_wanted(message->topic))
             family = &families[i];
@@ -274,6 +282,9 @@ enum butler_status topics_setup(struct butler_runtime *runtime)
         if (status != BUTLER_OK)
             return status;
     }
+    enum butler_status cloud_status = cloud_setup(runtime);
+    if (cloud_status != BUTLER_OK)
+        return cloud_status;
     enum butler_status routes_status = routes_setup(runtime);
     if (routes_status != BUTLER_OK)
         return routes_status;
@@ -449,6 +460,7 @@ void topics_teardown(void)
         family_filters[i] = NULL;
     }
     routes_teardown();
+    cloud_teardown();
 }
 
 void *topics_worker_init(int worker_index, void *context)

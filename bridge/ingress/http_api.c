@@ -17,6 +17,7 @@
 
 #include "bridge/core/clock.h"
 #include "bridge/ingress/http_app.h"
+#include "bridge/ingress/http_cloud.h"
 #include "bridge/ingress/http_body.h"
 #include "bridge/ingress/http_command.h"
 #include "bridge/ingress/http_file.h"
@@ -211,6 +212,9 @@ void http_api_handle(struct http_exchange *exchange)
         handle_qrs_notification(exchange);
         return;
     }
+    /* Qlik Cloud signs its webhooks instead of sending a token. */
+    if (http_cloud_handle(exchange))
+        return;
     /* /health stays open (liveness probes); /metrics takes the API tokens
      * unless health.metrics_auth is "open". */
     bool needs_token = strncmp(exchange->path, "/v4/", 4) == 0 ||

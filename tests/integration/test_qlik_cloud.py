@@ -1,0 +1,328 @@
+"""Qlik Cloud reload events (contract 9.2, issue 28): POST /qlik-cloud/webhook with its
+signature check, the three envelopes and both event types, de-duplication, the MQTT-forwarded
+path, enrichment through the tenant's REST API (tests/sim/qcs_sim.py), and bad input."""
+import json
+import os
+import signal
+import socket
+import time
+import urllib.request
+
+import pytest
+
+from conftest import Butler, Client, wait_until
+from qcs_sim import (APP_RELOAD_FINISHED, RELOAD_FINISHED, QcsSim, post_webhook, sign,
+                     webhook)
+
+SECRET = "s3cret-for-the-prod-webhook-0123456789"
+SECRET_DEV = "another-secret-for-the-dev-tenant-xyz"
+RELOAD = "0123456789abcdef01234567"
+
+
+def cloud_yaml(prod_url="http://127.0.0.1:9", dev_url="http://127.0.0.1:9", prod_auth=None,
+               extra=""):
+    prod_auth = prod_auth if prod_auth is not None else "api_key: api-key-prod"
+    return f"""qlik_cloud:
+  tenants:
+    - name: prod
+      tenant_id: t-prod
+      url: "{prod_url}"
+      {prod_auth}
+      webhook_secret: "{SECRET}"
+    - name: dev
+      tenant_id: t-dev
+      url: "{dev_url}"
+      webhook_secret: "{SECRET_DEV}"
+{extra}"""
+
+
+def url_of(butler):
+    return f"http://127.0.0.1:{butler.http_port}/qlik-cloud/webhook"
+
+
+def metric(butler, name, labels):
+    with urllib.request.urlopen(f"http://127.0.0.1:{butler.http_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def raw_post(butler, sent, declared, signature):
+    """POST `sent` bytes declaring Content-Length `declared`, then half-close; the status."""
+    with socket.create_connection(("127.0.0.1", butler.http_port), timeout=30) as s:
+        s.sendall(b"POST /qlik-cloud/webhook HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: " +
+                  str(declared).encode() + b"\r\nQlik-Signature: " + signature.encode() +
+                  b"\r\n\r\n")
+        try:
+            s.sendall(sent)
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # Butler may answer and close before reading it all
+        answer = s.recv(4096)
+    return int(answer.split(b" ")[1]) if answer else None
+
+
+def events(client, kind="#"):
+    return [json.loads(m["payload"]) for m in client.messages
+            if "/events/cloud/reload/" in m["topic"]]
+
+
+@pytest.fixture
+def tenant():
+    with QcsSim(tenant_id="t-prod", api_key="api-key-prod") as sim:
+        sim.add_app("app-1", "Sales", owner="user-1", tags=["butler-alert", "finance"])
+        sim.add_user("user-1", "Ann Analyst", email="ann@example.com")
+        sim.add_reload(RELOAD, "app-1", log="line 1\r\nline 2\r\nline 3\r\nError: boom\r\n")
+        yield sim
+
+
+def start(workdir, broker, yaml):
+    butler = Butler(workdir, broker, extra_yaml=yaml, http_yaml=[]).start()
+    client = Client(broker)
+    client.subscribe("butler/events/cloud/#")
+    return butler, client
+
+
+@pytest.mark.parametrize("envelope", ["legacy", "cloudevents", "hybrid"])
+@pytest.mark.parametrize("event_type", [APP_RELOAD_FINISHED, RELOAD_FINISHED])
+def test_each_envelope_and_type_becomes_one_event(workdir, broker, tenant, envelope, event_type):
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    try:
+        body = webhook(envelope, "t-prod", "app-1", RELOAD, status="error", event_type=event_type)
+        status, text = post_webhook(url_of(butler), body, secret=SECRET)
+        assert status == 204, text
+        found = client.wait_for(lambda m: m["topic"] == "butler/events/cloud/reload/failed/app-1",
+                                what="the cloud event")
+        event = json.loads(found[0]["payload"])
+        assert event["tenant"] == "prod" and event["tenantId"] == "t-prod"
+        assert event["appId"] == "app-1" and event["reloadId"] == RELOAD
+        assert event["status"] == "error" and event["eventId"] == body.get("id", body.get("eventId"))
+        assert event["errors"], event
+        assert event["durationMs"] == 65000
+        assert metric(butler, "butler_cloud_webhooks_total", 'result="accepted"') == 1
+    finally:
+        client.close()
+        butler.stop()
+
+
+def test_a_successful_reload_goes_to_the_ok_topic(workdir, broker, tenant):
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    try:
+        body = webhook("cloudevents", "t-prod", "app-1", RELOAD, status="ok")
+        assert post_webhook(url_of(butler), body, secret=SECRET)[0] == 204
+        found = client.wait_for(lambda m: m["topic"] == "butler/events/cloud/reload/ok/app-1")
+        assert json.loads(found[0]["payload"])["status"] == "ok"
+    finally:
+        client.close()
+        butler.stop()
+
+
+def test_two_tenants_each_with_its_own_secret(workdir, broker, tenant):
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    try:
+        dev = webhook("hybrid", "t-dev", "app-9", "fedcba9876543210fedcba98")
+        assert post_webhook(url_of(butler), dev, secret=SECRET_DEV)[0] == 204
+        found = client.wait_for(lambda m: m["topic"].endswith("/failed/app-9"))
+        assert json.loads(found[0]["payload"])["tenant"] == "dev"
+        # dev's secret does not sign prod's events, and the other way round.
+        prod = webhook("hybrid", "t-prod", "app-1", RELOAD)
+        assert post_webhook(url_of(butler), prod, secret=SECRET_DEV)[0] == 403
+        assert metric(butler, "butler_cloud_webhooks_total", 'result="unknown_tenant"') == 1
+    finally:
+        client.close()
+        butler.stop()
+
+
+def test_the_same_delivery_twice_is_one_event(workdir, broker, tenant):
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    try:
+        body = webhook("legacy", "t-prod", "app-1", RELOAD)
+        assert post_webhook(url_of(butler), body, secret=SECRET)[0] == 204
+        assert post_webhook(url_of(butler), body, secret=SECRET)[0] == 204
+        # The other event type for the same reload is the same reload: no second event.
+        other = webhook("cloudevents", "t-prod", "app-1", RELOAD, event_type=RELOAD_FINISHED)
+        assert post_webhook(url_of(butler), other, secret=SECRET)[0] == 204
+        wait_until(lambda: metric(butler, "butler_cloud_events_total",
+                                  'outcome="duplicate"') == 2, message="two duplicates")
+        # A marker event after them: once it is out, the earlier ones were handled.
+        marker = webhook("legacy", "t-prod", "app-2", "aaaaaaaaaaaaaaaaaaaaaaaa")
+        assert post_webhook(url_of(butler), marker, secret=SECRET)[0] == 204
+        client.wait_for(lambda m: m["topic"].endswith("/app-2"))
+        assert len([e for e in events(client) if e["appId"] == "app-1"]) == 1
+    finally:
+        client.close()
+        butler.stop()
+
+
+def test_bad_input_gets_its_status_and_counter_and_publishes_nothing(workdir, broker, tenant):
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    try:
+        url = url_of(butler)
+        good = json.dumps(webhook("legacy", "t-prod", "app-1", RELOAD)).encode()
+        assert post_webhook(url, good)[0] == 401                                  # unsigned
+        assert post_webhook(url, good, signature=sign("wrong-secret", good))[0] == 401
+        assert post_webhook(url, good, signature=sign(SECRET, good)[:-2])[0] == 401
+        not_json = b"{not json"
+        assert post_webhook(url, not_json, secret=SECRET)[0] == 400
+        shape = json.dumps({"hello": "world"}).encode()
+        assert post_webhook(url, shape, secret=SECRET)[0] == 400
+        no_app = webhook("cloudevents", "t-prod", "", RELOAD)
+        assert post_webhook(url, no_app, secret=SECRET)[0] == 400
+        stranger = webhook("cloudevents", "t-elsewhere", "app-1", RELOAD)
+        assert post_webhook(url, stranger, secret=SECRET)[0] == 403
+        other_type = webhook("cloudevents", "t-prod", "app-1", RELOAD,
+                             event_type="com.qlik.v1.app.created")
+        assert post_webhook(url, other_type, secret=SECRET)[0] == 204
+        big = b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+        assert raw_post(butler, big[:4096], len(big), sign(SECRET, big)) == 413
+        # Truncated: the declared length is longer than what is sent.
+        assert raw_post(butler, good[:100], len(good), sign(SECRET, good)) == 400
+        counts = {result: metric(butler, "butler_cloud_webhooks_total", f'result="{result}"')
+                  for result in ("unsigned", "bad_signature", "not_json", "wrong_shape",
+                                 "unknown_tenant", "ignored_type", "too_large", "unreadable", "accepted")}
+        assert counts == {"unsigned": 1, "bad_signature": 2, "not_json": 1, "wrong_shape": 2,
+                          "unknown_tenant": 1, "ignored_type": 1, "too_large": 1, "unreadable": 1,
+                          "accepted": 0}, counts
+        assert SECRET not in butler.log()
+        assert butler.process.poll() is None
+        assert events(client) == []
+    finally:
+        client.close()
+        butler.stop()
+
+
+def test_events_forwarded_over_mqtt_are_taken_too(workdir, broker, tenant):
+    yaml = cloud_yaml(tenant.url, extra='  mqtt_topic: "qscloud/app/reload/#"\n')
+    butler, client = start(workdir, broker, yaml)
+    try:
+        body = webhook("legacy", "t-prod", "app-1", RELOAD)
+        client.publish("qscloud/app/reload/t-prod", json.dumps(body))
+        found = client.wait_for(lambda m: m["topic"].endswith("/failed/app-1"))
+        assert json.loads(found[0]["payload"])["tenant"] == "prod"
+        # A forwarded event of a tenant not configured is dropped and counted.
+        client.publish("qscloud/app/reload/t-x", json.dumps(webhook("legacy", "t-x", "a", "r")))
+        wait_until(lambda: metric(butler, "butler_cloud_events_total",
+                                  'outcome="unknown_tenant"') == 1, message="unknown tenant")
+    finally:
+        client.close()
+        butler.stop()
+
+
+def test_sigkill_after_the_204_still_sends_the_event(workdir, broker, tenant):
+    tenant.delay_s = 3.0  # the worker sits in enrichment when the kill comes
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    try:
+        body = webhook("cloudevents", "t-prod", "app-1", RELOAD)
+        assert post_webhook(url_of(butler), body, secret=SECRET)[0] == 204
+        wait_until(lambda: tenant.calls, message="enrichment to begin")
+        butler.process.send_signal(signal.SIGKILL)
+        butler.process.wait(10)
+        butler.process = None
+        butler.log_file.close()
+        assert events(client) == []
+        tenant.delay_s = 0.0
+        butler.start()
+        found = client.wait_for(lambda m: m["topic"].endswith("/failed/app-1"), timeout=30)
+        assert json.loads(found[0]["payload"])["eventId"] == body["id"]
+    finally:
+        client.close()
+        butler.stop()
+
+
+def test_enrichment_with_an_api_key(workdir, broker, tenant):
+    tenant.add_user("user-2", "No Mail")  # a user without an email
+    tenant.add_app("app-2", "Budget", owner="user-2")
+    tenant.add_reload("bbbbbbbbbbbbbbbbbbbbbbbb", "app-2", log="x\r\ny\r\n")
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url, extra="  script_log_tail_lines: 2\n"))
+    try:
+        assert post_webhook(url_of(butler), webhook("hybrid", "t-prod", "app-1", RELOAD),
+                            secret=SECRET)[0] == 204
+        event = json.loads(client.wait_for(lambda m: m["topic"].endswith("/app-1"))[0]["payload"])
+        assert "enrichError" not in event, event
+        assert event["appName"] == "Sales"
+        assert event["owner"] == {"id": "user-1", "name": "Ann Analyst",
+                                  "email": "ann@example.com"}
+        assert event["appTags"] == ["butler-alert", "finance"]
+        assert event["scriptLogTail"] == "line 3\nError: boom"
+        assert event["startTime"] == "2026-12-07T03:00:00Z"
+        assert all(c["auth"] == "Bearer api-key-prod" for c in tenant.calls)
+        assert len(tenant.calls_to("/api/v1/apps/app-1/reloads/logs/")) == 1
+        assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-2",
+                                                    "bbbbbbbbbbbbbbbbbbbbbbbb"),
+                            secret=SECRET)[0] == 204
+        event = json.loads(client.wait_for(lambda m: m["topic"].endswith("/app-2"))[0]["payload"])
+        assert event["owner"] == {"id": "user-2", "name": "No Mail", "email": None}
+        assert "enrichError" not in event, event
+    finally:
+        client.close()
+        butler.stop()
+
+
+def test_enrichment_failure_still_publishes_with_enrich_error(workdir, broker, tenant):
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url,
+                                                       prod_auth="api_key: wrong-key"))
+    try:
+        assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-1", RELOAD),
+                            secret=SECRET)[0] == 204
+        event = json.loads(client.wait_for(lambda m: m["topic"].endswith("/app-1"))[0]["payload"])
+        assert "401" in event["enrichError"] and "wrong-key" not in event["enrichError"]
+        assert event["appName"] == "Sales"  # from the webhook itself
+        assert "wrong-key" not in butler.log()
+    finally:
+        client.close()
+        butler.stop()
+
+
+def test_enrichment_with_oauth_renews_the_token_before_it_expires(workdir, broker):
+    with QcsSim(tenant_id="t-prod", api_key=None, client_id="cid", client_secret="csecret-xyz",
+                token_expires_in=2) as sim:
+        sim.add_app("app-1", "Sales")
+        sim.add_user("user-1", "Ann")
+        sim.add_reload(RELOAD, "app-1", log="a\r\n")
+        auth = "oauth: {client_id: cid, client_secret: csecret-xyz}"
+        butler, client = start(workdir, broker, cloud_yaml(sim.url, prod_auth=auth))
+        try:
+            assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-1", RELOAD),
+                                secret=SECRET)[0] == 204
+            event = json.loads(client.wait_for(lambda m: m["topic"].endswith("/app-1"))[0]
+                               ["payload"])
+            assert "enrichError" not in event, event
+            assert len(sim.calls_to("/oauth/token")) == 1
+            first_token = sim.calls_to("/api/v1/")[0]["auth"]
+            # Let the 2 s token reach its renewal point; the next event must fetch a new one
+            # before using it (no call answered 401).
+            time.sleep(2.2)
+            second = "cccccccccccccccccccccccc"
+            sim.add_reload(second, "app-1", log="b\r\n")
+            assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-1", second),
+                                secret=SECRET)[0] == 204
+            client.wait_for(lambda m: m["topic"].endswith("/app-1"), count=2)
+            assert len(sim.calls_to("/oauth/token")) == 2
+            assert sim.calls_to("/api/v1/")[-1]["auth"] != first_token
+            assert [c for c in sim.calls if c.get("status") == 401] == []
+            assert "csecret-xyz" not in butler.log()
+        finally:
+            client.close()
+            butler.stop()
+
+
+def test_429_retry_after_is_honoured(workdir, broker, tenant):
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    try:
+        tenant.rate_limit(times=1, retry_after=2)
+        assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-1", RELOAD),
+                            secret=SECRET)[0] == 204
+        event = json.loads(client.wait_for(lambda m: m["topic"].endswith("/app-1"))[0]["payload"])
+        assert "enrichError" not in event, event
+        limited = [c for c in tenant.calls if c.get("status") == 429]
+        assert len(limited) == 1
+        later = [c for c in tenant.calls if c["t"] > limited[0]["t"]]
+        assert later, "no call after the 429"
+        # Nothing was sent before Retry-After had passed (a lower bound: slowness only adds).
+        assert later[0]["t"] - limited[0]["t"] >= 1.9
+    finally:
+        client.close()
+        butler.stop()

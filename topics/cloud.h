@@ -1,0 +1,42 @@
+/*
+ * Qlik Cloud reload events (CONTRACT.md 9.2): the family of
+ * <root>/cloud/webhook/<tenant> (signed deliveries the HTTP ingress
+ * published) and of qlik_cloud.mqtt_topic (bodies an existing forwarder
+ * publishes, the Node.js Butler's layout). Each finished reload becomes one
+ * <root>/events/cloud/reload/<ok|failed>/<appId> message, enriched through
+ * the tenant's REST API when it can be (else with "enrichError").
+ *
+ * De-duplication: one event id within 24 h is one event, and one reload id
+ * is one event across com.qlik.v1.app.reload.finished and
+ * com.qlik.v1.reload.finished (bounded map, CLOUD_DEDUP_MAX entries).
+ */
+#ifndef BUTLER_TOPICS_CLOUD_H
+#define BUTLER_TOPICS_CLOUD_H
+
+#include <stdbool.h>
+
+#include "bridge/core/runtime.h"
+#include "bridge/core/status.h"
+#include "topics/message.h"
+
+enum {
+    CLOUD_DEDUP_MAX = 50000, /* remembered event and reload ids, hard cap */
+};
+
+#define CLOUD_DEDUP_TTL_MS (24ULL * 3600 * 1000)
+
+/* Start-up (main thread, before any message): keep `runtime`, create the
+ * de-duplication map and subscribe qlik_cloud.mqtt_topic when set. */
+enum butler_status cloud_setup(struct butler_runtime *runtime);
+void cloud_teardown(void);
+
+/* True for qlik_cloud.tenants being configured (the webhook family's filter). */
+bool cloud_wanted(const struct butler_config *config);
+
+/* Network thread: true when `topic` is a forwarder's (qlik_cloud.mqtt_topic). */
+bool cloud_forwarded(const char *topic);
+
+/* The family's handler (worker thread); owns `message`. */
+void cloud_run(struct topic_worker *worker, struct topic_message *message);
+
+#endif
