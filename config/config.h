@@ -217,6 +217,7 @@ struct butler_config {
         char *health_listen;   /* "" = no listener of /health's own */
         struct config_string_list allowed_origins; /* cross-origin pages allowed in */
         struct config_string_list allowed_hosts;   /* Host names besides the machine's */
+        bool status_page;                          /* GET / serves the status page (contract 9.4) */
     } http;
 
     struct {

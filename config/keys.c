@@ -745,6 +745,9 @@ static const struct key_def config_keys[] = {
     {K_INT("http.header_timeout_ms", CFG(http.header_timeout_ms), 100, 600000, "5000"),
      .doc = "A connection must send its request line and headers (and each part of a body) "
             "within this, or it is closed: idle connections cannot hold worker threads."},
+    {K_BOOL("http.status_page", CFG(http.status_page), "true"),
+     .doc = "Serve the status page on GET / (it reads GET /v4/status, which needs a token like "
+            "every /v4 path); false = 404."},
     {K_STR("http.health_listen", CFG(http.health_listen), NULL, check_health_listen),
      .doc = "Non-empty: a plain listener ([host:]port) of its own serving only /health and "
             "/metrics on threads of its own, answered while the API's threads are busy."},

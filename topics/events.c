@@ -36,6 +36,7 @@
 #include "bridge/core/worker_pool.h"
 #include "topics/event_enrichment.h"
 #include "topics/message.h"
+#include "bridge/model/status_view.h"
 
 #define MODULE "events"
 
@@ -446,8 +447,10 @@ static enum butler_status park(struct outbound *message, bool refuse_when_full)
 static void outbound_done(void *context, enum butler_status status)
 {
     struct outbound *message = context;
-    if (status == BUTLER_OK)
+    if (status == BUTLER_OK) {
         claim_keep(message);
+        status_view_note_publish(message->topic, message->payload, message->length);
+    }
     if (status == BUTLER_OK || status == BUTLER_ERR_REMOTE) {
         if (status == BUTLER_ERR_REMOTE) {
             LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE, "broker refused %s", message->topic);
