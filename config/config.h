@@ -141,6 +141,7 @@ struct config_route {
      * has this value (the Node.js Butler's per-task opt-in). Empty = always. */
     char *condition_custom_property_name;
     char *condition_custom_property_value;
+    char *condition_tag; /* fire only when the event's app or task carries this tag */
     /* Sent with each webhook delivery; a Content-Type here replaces the JSON default. */
     struct config_header_list headers;
     /* influxdb: one point per message (contract 9.3); each value a template. */

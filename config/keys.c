@@ -468,6 +468,9 @@ static const struct key_def route_keys[] = {
     {K_STR("condition.custom_property.value", ROUTE(condition_custom_property_value), NULL,
            check_single_line),
      .doc = "The value the custom property must have."},
+    {K_STR("condition.tag", ROUTE(condition_tag), NULL, check_single_line),
+     .doc = "Fire only for events whose app or task carries this tag (appTags, qrs.taskTags, "
+            "qrs.appTags; exact name)."},
     {K_HEADERS("headers", ROUTE(headers)),
      .doc = "Extra HTTP headers {Name: value} sent with each delivery; a Content-Type replaces "
             "the JSON default (values are secret)."},

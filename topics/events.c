@@ -611,9 +611,12 @@ enum butler_status events_spill(const struct sense_event *event, uint64_t receiv
     messages[0]->count_type = event_type_label(event);
     enum butler_status status = park(messages[0], true);
     if (status != BUTLER_OK) {
-        for (size_t i = 0; i < count; i++)
+        /* Only a refusal for room leaves messages[0] with us; any other failure
+         * freed it and counted the loss, and offering it again would not help. */
+        size_t first_owned = status == BUTLER_ERR_FULL ? 0 : 1;
+        for (size_t i = first_owned; i < count; i++)
             outbound_free(messages[i]);
-        return status;
+        return status == BUTLER_ERR_FULL ? status : BUTLER_OK;
     }
     for (size_t i = 1; i < count; i++)
         park(messages[i], false);

@@ -326,3 +326,34 @@ def test_429_retry_after_is_honoured(workdir, broker, tenant):
     finally:
         client.close()
         butler.stop()
+
+
+def test_an_app_without_the_opt_in_tag_is_not_alerted(workdir, broker, tenant, http_sink):
+    tenant.add_app("app-3", "Untagged", tags=["other"])
+    tenant.add_reload("dddddddddddddddddddddddd", "app-3")
+    routes = f"""routes:
+  - name: cloud-failed
+    match: butler/events/cloud/reload/failed/#
+    to: slack
+    webhook_url: "{http_sink.url}/slack"
+    condition: {{ tag: butler-alert }}
+"""
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url) + routes)
+    try:
+        assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-3",
+                                                    "dddddddddddddddddddddddd"),
+                            secret=SECRET)[0] == 204
+        assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-1", RELOAD),
+                            secret=SECRET)[0] == 204
+        client.wait_for(lambda m: m["topic"].endswith("/app-3"))
+        posts = http_sink.wait_for(count=1, timeout=15)
+        text = posts[0]["json"]["text"]
+        assert text.startswith("Qlik Cloud reload failed: Sales (tenant prod)"), text
+        assert "Error: boom" in text
+        wait_until(lambda: metric(butler, "butler_route_deliveries_total",
+                                  'route="cloud-failed",outcome="condition"') == 1,
+                   message="the untagged app's event refused by the condition")
+        assert len(http_sink.requests) == 1
+    finally:
+        client.close()
+        butler.stop()
