@@ -13,6 +13,7 @@
 #include "bridge/core/runtime.h"
 #include "bridge/model/task_request.h"
 #include "topics/message.h"
+#include "bridge/model/status_view.h"
 
 #define MODULE "publish"
 
@@ -32,6 +33,8 @@ enum butler_status publish_reliably(const char *topic, const void *payload, size
     for (;;) {
         status = mqtt_link_publish_settled(runtime->link, topic, payload, payload_length, options,
                                            STOP_CHECK_MS, butler_runtime_stopping);
+        if (status == BUTLER_OK) /* the status page's recent lists */
+            status_view_note_publish(topic, payload, payload_length);
         /* Settled, or a refusal (by the broker, or too large for it) that is
          * final: sending it again would be refused again, forever. */
         if (status != BUTLER_ERR_NOT_CONNECTED && status != BUTLER_ERR_FULL)
@@ -194,6 +197,8 @@ static void part_acknowledged(void *context, enum butler_status status)
         park(part);
         return;
     }
+    if (status == BUTLER_OK)
+        status_view_note_publish(part->topic, part->payload, part->payload_length);
     part_finish(part,
                 status == BUTLER_OK || refused_for_good(status) ? status : BUTLER_ERR_SHUTDOWN);
 }

@@ -691,6 +691,36 @@ cJSON *schedules_list(const char *id, bool *found)
     return list;
 }
 
+/* The status page's view: the next firing is the one the timer will keep
+ * (next_s), so the page and the scheduler cannot disagree. */
+cJSON *schedules_overview(void)
+{
+    cJSON *list = cJSON_CreateArray();
+    pthread_mutex_lock(&state.lock);
+    for (size_t i = 0; list && i < state.count; i++) {
+        const struct schedule *schedule = state.items[i];
+        char next[32] = "";
+        if (schedule->started && schedule->next_s > 0)
+            clock_format_iso8601((uint64_t)schedule->next_s * 1000, next, sizeof next);
+        cJSON *item = cJSON_CreateObject();
+        if (item == NULL || !cJSON_AddStringToObject(item, "id", schedule->id) ||
+            !cJSON_AddStringToObject(item, "name", schedule->name) ||
+            !cJSON_AddStringToObject(item, "cron", schedule->cron_text) ||
+            !cJSON_AddStringToObject(item, "timezone", schedule->timezone) ||
+            !cJSON_AddStringToObject(item, "taskId", schedule->task_id) ||
+            !cJSON_AddStringToObject(item, "state", schedule->started ? "started" : "stopped") ||
+            !(next[0] ? cJSON_AddStringToObject(item, "next", next)
+                      : cJSON_AddNullToObject(item, "next")) ||
+            !cJSON_AddItemToArray(list, item)) {
+            cJSON_Delete(item);
+            cJSON_Delete(list);
+            list = NULL;
+        }
+    }
+    pthread_mutex_unlock(&state.lock);
+    return list;
+}
+
 enum butler_status schedules_create(struct butler_runtime *runtime, const char *body,
                                     size_t body_length, int timeout_ms, cJSON **created,
                                     char *error, size_t error_size)

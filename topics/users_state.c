@@ -15,10 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include <cjson/cJSON.h>
-
 #include "bridge/core/clock.h"
-#include "bridge/core/json.h"
 
 enum {
     SLOTS_INITIAL = 1024,
@@ -526,48 +523,365 @@ void users_state_summary_free(char *summary)
         free(base);
 }
 
+/* ---- reading a summary back ---- */
+
+/*
+ * A small JSON reader for users_state_load. cJSON would build a tree of
+ * 100,000 nodes (about 11 MB, which then stays in the malloc arena) to read
+ * a 2 MB summary; this reads the text twice instead (validate and find the
+ * members, then take them) and allocates nothing. Strict JSON (RFC 8259);
+ * nesting is limited to JSON_DEPTH_MAX.
+ */
+enum { JSON_DEPTH_MAX = 32 };
+
+struct reader {
+    const char *text;
+    size_t length, at;
+};
+
+static void skip_space(struct reader *r)
+{
+    while (r->at < r->length && (r->text[r->at] == ' ' || r->text[r->at] == '\t' ||
+                                 r->text[r->at] == '\n' || r->text[r->at] == '\r'))
+        r->at++;
+}
+
+static bool take(struct reader *r, char c)
+{
+    skip_space(r);
+    if (r->at < r->length && r->text[r->at] == c) {
+        r->at++;
+        return true;
+    }
+    return false;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static bool read_hex4(struct reader *r, unsigned *value)
+{
+    if (r->length - r->at < 4)
+        return false;
+    *value = 0;
+    for (int k = 0; k < 4; k++) {
+        int digit = hex_value(r->text[r->at++]);
+        if (digit < 0)
+            return false;
+        *value = *value * 16 + (unsigned)digit;
+    }
+    return true;
+}
+
+/* Append code point `cp` as UTF-8 when it fits in out[*used .. size-1). */
+static void put_utf8(char *out, size_t size, size_t *used, bool *cut, unsigned cp)
+{
+    char bytes[4];
+    size_t n;
+    if (cp < 0x80) {
+        bytes[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        bytes[0] = (char)(0xC0 | (cp >> 6));
+        bytes[1] = (char)(0x80 | (cp & 0x3F));
+        n = 2;
+    } else if (cp < 0x10000) {
+        bytes[0] = (char)(0xE0 | (cp >> 12));
+        bytes[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        bytes[2] = (char)(0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        bytes[0] = (char)(0xF0 | (cp >> 18));
+        bytes[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        bytes[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        bytes[3] = (char)(0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    if (*cut || *used + n >= size) {
+        *cut = true;
+        return;
+    }
+    memcpy(out + *used, bytes, n);
+    *used += n;
+}
+
+/*
+ * A string at r->at (after skipping blanks). With `out` (size bytes), its
+ * decoded text, NUL-terminated; *cut when it did not fit. False for invalid
+ * JSON (a raw control character, a bad escape, a lone surrogate).
+ */
+static bool read_string(struct reader *r, char *out, size_t size, size_t *length, bool *cut)
+{
+    size_t used = 0;
+    bool dummy_cut = false;
+    bool *too_long = cut ? cut : &dummy_cut;
+    *too_long = false;
+    if (!take(r, '"'))
+        return false;
+    while (r->at < r->length) {
+        unsigned char c = (unsigned char)r->text[r->at++];
+        if (c == '"') {
+            if (out)
+                out[used] = '\0';
+            if (length)
+                *length = used;
+            return true;
+        }
+        if (c < 0x20)
+            return false;
+        if (c != '\\') {
+            if (out) {
+                if (*too_long || used + 1 >= size)
+                    *too_long = true;
+                else
+                    out[used++] = (char)c;
+            }
+            continue;
+        }
+        if (r->at >= r->length)
+            return false;
+        char e = r->text[r->at++];
+        unsigned cp;
+        switch (e) {
+        case '"':
+        case '\\':
+        case '/':
+            cp = (unsigned char)e;
+            break;
+        case 'b':
+            cp = '\b';
+            break;
+        case 'f':
+            cp = '\f';
+            break;
+        case 'n':
+            cp = '\n';
+            break;
+        case 'r':
+            cp = '\r';
+            break;
+        case 't':
+            cp = '\t';
+            break;
+        case 'u':
+            if (!read_hex4(r, &cp))
+                return false;
+            if (cp >= 0xDC00 && cp <= 0xDFFF)
+                return false; /* a low surrogate first */
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                unsigned low;
+                if (r->length - r->at < 2 || r->text[r->at] != '\\' || r->text[r->at + 1] != 'u')
+                    return false;
+                r->at += 2;
+                if (!read_hex4(r, &low) || low < 0xDC00 || low > 0xDFFF)
+                    return false;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            }
+            break;
+        default:
+            return false;
+        }
+        if (out)
+            put_utf8(out, size, &used, too_long, cp);
+    }
+    return false;
+}
+
+/* A number; with `value`, its integer part when it is a plain non-negative integer. */
+static bool read_number(struct reader *r, long long *value, bool *integer)
+{
+    skip_space(r);
+    size_t start = r->at;
+    if (r->at < r->length && r->text[r->at] == '-')
+        r->at++;
+    size_t digits = r->at;
+    while (r->at < r->length && r->text[r->at] >= '0' && r->text[r->at] <= '9')
+        r->at++;
+    if (r->at == digits || (r->text[digits] == '0' && r->at - digits > 1))
+        return false;
+    bool plain = r->text[start] != '-' && r->at - digits <= 12;
+    if (r->at < r->length && r->text[r->at] == '.') {
+        plain = false;
+        size_t fraction = ++r->at;
+        while (r->at < r->length && r->text[r->at] >= '0' && r->text[r->at] <= '9')
+            r->at++;
+        if (r->at == fraction)
+            return false;
+    }
+    if (r->at < r->length && (r->text[r->at] == 'e' || r->text[r->at] == 'E')) {
+        plain = false;
+        r->at++;
+        if (r->at < r->length && (r->text[r->at] == '+' || r->text[r->at] == '-'))
+            r->at++;
+        size_t exponent = r->at;
+        while (r->at < r->length && r->text[r->at] >= '0' && r->text[r->at] <= '9')
+            r->at++;
+        if (r->at == exponent)
+            return false;
+    }
+    if (integer)
+        *integer = plain;
+    if (value && plain) {
+        *value = 0;
+        for (size_t i = digits; i < r->at; i++)
+            *value = *value * 10 + (r->text[i] - '0');
+    }
+    return true;
+}
+
+static bool skip_value(struct reader *r, int depth);
+
+static bool skip_literal(struct reader *r, const char *word)
+{
+    size_t n = strlen(word);
+    if (r->length - r->at < n || memcmp(r->text + r->at, word, n) != 0)
+        return false;
+    r->at += n;
+    return true;
+}
+
+/* Any value, checked and passed over. */
+static bool skip_value(struct reader *r, int depth)
+{
+    if (depth > JSON_DEPTH_MAX)
+        return false;
+    skip_space(r);
+    if (r->at >= r->length)
+        return false;
+    char c = r->text[r->at];
+    if (c == '"')
+        return read_string(r, NULL, 0, NULL, NULL);
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        r->at++;
+        if (take(r, close))
+            return true;
+        do {
+            if (c == '{' && (!read_string(r, NULL, 0, NULL, NULL) || !take(r, ':')))
+                return false;
+            if (!skip_value(r, depth + 1))
+                return false;
+        } while (take(r, ','));
+        return take(r, close);
+    }
+    if (c == 't')
+        return skip_literal(r, "true");
+    if (c == 'f')
+        return skip_literal(r, "false");
+    if (c == 'n')
+        return skip_literal(r, "null");
+    return read_number(r, NULL, NULL);
+}
+
+/*
+ * Pass 1: the whole text is one JSON object; remember where the values of
+ * its "users" and "perHost" members start (0 = absent).
+ */
+static bool find_members(struct reader *r, size_t *users_at, size_t *per_host_at)
+{
+    char name[16];
+    bool cut;
+    *users_at = *per_host_at = 0;
+    if (!take(r, '{'))
+        return false;
+    if (!take(r, '}')) {
+        do {
+            if (!read_string(r, name, sizeof name, NULL, &cut) || !take(r, ':'))
+                return false;
+            skip_space(r);
+            if (!cut && strcmp(name, "users") == 0)
+                *users_at = r->at;
+            else if (!cut && strcmp(name, "perHost") == 0)
+                *per_host_at = r->at;
+            if (!skip_value(r, 1))
+                return false;
+        } while (take(r, ','));
+        if (!take(r, '}'))
+            return false;
+    }
+    skip_space(r);
+    return r->at == r->length;
+}
+
+/* One host of "perHost" still to be handed out. */
+struct host_share {
+    uint16_t host;
+    long long left;
+};
+
 enum butler_status users_state_load(struct users_state *state, const char *json, size_t length,
                                     uint64_t now_ms, size_t *added)
 {
-    enum butler_status status = BUTLER_ERR_INVALID;
+    struct host_share shares[USERS_HOSTS_MAX];
+    size_t share_count = 0, share = 0;
+    size_t users_at, per_host_at;
+    char name[USERS_NAME_MAX];
+    size_t name_length;
+    bool cut;
     *added = 0;
-    cJSON *root = json_parse_exact(json, length, NULL);
-    const cJSON *users = cJSON_GetObjectItemCaseSensitive(root, "users");
-    const cJSON *per_host = cJSON_GetObjectItemCaseSensitive(root, "perHost");
-    if (!cJSON_IsObject(root) || !cJSON_IsArray(users))
-        goto out;
-    const cJSON *host_item = cJSON_IsObject(per_host) ? per_host->child : NULL;
-    double host_left = host_item && cJSON_IsNumber(host_item) ? host_item->valuedouble : 0;
-    const cJSON *user;
-    cJSON_ArrayForEach(user, users)
-    {
+    struct reader r = {json, length, 0};
+    if (!find_members(&r, &users_at, &per_host_at) || users_at == 0 || json[users_at] != '[' ||
+        (per_host_at != 0 && json[per_host_at] != '{'))
+        return BUTLER_ERR_INVALID;
+    /* Pass 2 (the text is known to be valid JSON): hosts first, then users. */
+    if (per_host_at) {
+        r.at = per_host_at + 1;
+        if (!take(&r, '}')) {
+            do {
+                long long count = 0;
+                bool integer = false;
+                if (!read_string(&r, name, sizeof name, NULL, &cut) || !take(&r, ':'))
+                    return BUTLER_ERR_INVALID;
+                skip_space(&r);
+                if (r.text[r.at] == '-' || (r.text[r.at] >= '0' && r.text[r.at] <= '9')) {
+                    if (!read_number(&r, &count, &integer))
+                        return BUTLER_ERR_INVALID;
+                } else if (!skip_value(&r, 2)) {
+                    return BUTLER_ERR_INVALID;
+                }
+                if (!cut && integer && count > 0 && share_count < USERS_HOSTS_MAX)
+                    shares[share_count++] = (struct host_share){host_number(state, name), count};
+            } while (take(&r, ','));
+        }
+    }
+    r.at = users_at + 1;
+    if (take(&r, ']'))
+        return BUTLER_OK;
+    do {
+        skip_space(&r);
+        if (r.text[r.at] != '"') {
+            if (!skip_value(&r, 2)) /* not a name: passed over */
+                return BUTLER_ERR_INVALID;
+            continue;
+        }
+        if (!read_string(&r, name, sizeof name, &name_length, &cut))
+            return BUTLER_ERR_INVALID;
+        while (share < share_count && shares[share].left < 1)
+            share++;
+        uint16_t host = HOST_NONE;
+        if (share < share_count) {
+            host = shares[share].host;
+            shares[share].left--;
+        }
         if (state->count >= state->max_users)
             break;
-        /* The next host with users left to hand out. */
-        while (host_item && host_left < 1) {
-            host_item = host_item->next;
-            host_left = host_item && cJSON_IsNumber(host_item) ? host_item->valuedouble : 0;
-        }
-        uint16_t host = HOST_NONE;
-        if (host_item) {
-            host = host_number(state, host_item->string);
-            host_left -= 1;
-        }
-        if (!cJSON_IsString(user) || user->valuestring[0] == '\0')
+        if (cut || name_length == 0 || memchr(name, '\0', name_length) != NULL)
             continue;
-        size_t name_length = strlen(user->valuestring);
-        if (name_length >= USERS_NAME_MAX)
-            continue;
-        if (state->index[index_find(state, user->valuestring, name_length)] != NIL)
+        if (state->index[index_find(state, name, name_length)] != NIL)
             continue; /* already active: the live event wins */
         struct users_change change = {0};
-        status = upsert(state, user->valuestring, name_length, host, now_ms, &change);
+        enum butler_status status = upsert(state, name, name_length, host, now_ms, &change);
         if (status != BUTLER_OK)
-            goto out;
+            return status;
         (*added)++;
-    }
-    status = BUTLER_OK;
-out:
-    cJSON_Delete(root);
-    return status;
+    } while (take(&r, ','));
+    return BUTLER_OK;
 }

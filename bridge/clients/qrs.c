@@ -10,6 +10,7 @@
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "bridge/core/random.h"
+#include "bridge/model/status_view.h"
 
 #define MODULE "qrs"
 
@@ -196,6 +197,10 @@ static enum butler_status qrs_call(struct qrs_client *client, const char *method
         LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "%s %s failed after %d attempt(s): %s", method,
                         route, result->attempts, response->error);
     }
+    /* The status page: a 4xx is QRS answering (unknown task), not QRS down. */
+    bool answered = status == BUTLER_OK || (response->status >= 400 && response->status < 500);
+    status_view_note_client(STATUS_CLIENT_QRS, answered,
+                            status == BUTLER_OK ? NULL : result->error);
     return status;
 }
 

@@ -20,6 +20,7 @@
 #include "bridge/core/metrics.h"
 #include "bridge/store/spool.h"
 #include "bridge/link/mqtt_link.h"
+#include "bridge/model/status_view.h"
 #include "bridge/clients/qrs.h"
 #include "bridge/core/runtime.h"
 #include "bridge/ingress/udp_ingress.h"
@@ -144,6 +145,7 @@ struct daemon_parts {
 static enum butler_status start_daemon(struct butler_runtime *runtime, struct daemon_parts *parts)
 {
     const struct butler_config *config = runtime->config;
+    status_view_setup(config->mqtt.topic_root); /* before the first publish */
     if (task_start_state_create(config, &runtime->task_start) != BUTLER_OK ||
         mqtt_link_create(config, runtime->started_at_wall_ms, &runtime->link) != BUTLER_OK) {
         LOG_ERROR(MODULE, "start-up failed");
@@ -280,6 +282,7 @@ static void stop_daemon(struct butler_runtime *runtime, struct daemon_parts *par
     users_teardown();
     execution_ids_close(); /* the UDP ingress and the workers are gone */
     task_start_state_destroy(runtime->task_start);
+    status_view_reset(); /* every thread that feeds it is gone */
 }
 
 /*

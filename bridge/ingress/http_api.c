@@ -24,6 +24,7 @@
 #include "bridge/ingress/http_newrelic.h"
 #include "bridge/ingress/http_users.h"
 #include "bridge/ingress/http_openapi.h"
+#include "bridge/ingress/http_status.h"
 #include "bridge/ingress/http_server.h"
 #include "bridge/ingress/http_store.h"
 #include "bridge/core/log.h"
@@ -79,6 +80,8 @@ static const struct route routes[] = {
      handle_endpoints},
     /* Active users from the Sense proxy (bridge/ingress/http_users.c). */
     {"getActiveUsers", "/v4/activeusers", M_GET, "GET", true, http_users_active},
+    /* The status page's data (bridge/ingress/http_status.c). */
+    {"getStatus", "/v4/status", M_GET, "GET", true, http_status_json},
     {"base62ToBase16", "/v4/base62tobase16", M_GET, "GET", true, handle_base62_to_base16},
     {"base16ToBase62", "/v4/base16tobase62", M_GET, "GET", true, handle_base16_to_base62},
     /* Key-value store and schedules (bridge/ingress/http_store.c). Several routes may

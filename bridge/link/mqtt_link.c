@@ -16,6 +16,7 @@
 #include "bridge/link/mqtt_link_internal.h"
 #include "bridge/link/mqtt_outlet.h"
 #include "bridge/store/held_messages.h"
+#include "bridge/model/status_view.h"
 
 #define MODULE "mqtt"
 
@@ -219,6 +220,7 @@ static void on_connect(struct mosquitto *mosq, void *object, int reason, int fla
     pthread_cond_broadcast(&link->changed);
     pthread_mutex_unlock(&link->mutex);
     mqtt_link_send_taken_back(link); /* what a hold took back and the outlet did not send */
+    status_view_note_client(STATUS_CLIENT_BROKER, true, NULL);
     if (link->connect_hook)
         link->connect_hook(link->connect_hook_context);
 }
@@ -259,6 +261,7 @@ static void on_disconnect(struct mosquitto *mosq, void *object, int reason,
     /* Pending publishes stay pending: libmosquitto sends them again after the
      * next CONNACK (see fail_all_pending). */
     if (was_connected) {
+        status_view_note_client(STATUS_CLIENT_BROKER, false, rc_text(reason));
         metrics_add(link->disconnects_total, 1);
         if (stopping)
             LOG_INFO(MODULE, "disconnected from broker");
@@ -389,8 +392,10 @@ static void *network_thread(void *argument)
             link->connected = false;
             pthread_cond_broadcast(&link->changed);
             pthread_mutex_unlock(&link->mutex);
-            if (was_connected)
+            if (was_connected) {
                 LOG_WARN(MODULE, "broker connection closed: %s", rc_text(rc));
+                status_view_note_client(STATUS_CLIENT_BROKER, false, rc_text(rc));
+            }
             if (link->connected_at_ms &&
                 clock_monotonic_ms() - link->connected_at_ms >= STABLE_CONNECTION_MS)
                 link->backoff_attempt = 0;

@@ -34,6 +34,9 @@ enum butler_status schedules_delete(struct butler_runtime *runtime, const char *
 /* id NULL = every schedule. *out: the changed schedule(s) as an array. */
 enum butler_status schedules_set_state(struct butler_runtime *runtime, const char *id, bool start,
                                        int timeout_ms, cJSON **out);
+/* [{"id", "name", "cron", "timezone", "taskId", "state", "next"}] for the
+ * status page; next is null for a stopped schedule. Caller owns; NULL on NOMEM. */
+cJSON *schedules_overview(void);
 /* "<id>: cron status: Running|Stopped\n" per schedule (caller frees). */
 char *schedules_status_text(void);
 

@@ -44,7 +44,7 @@ IMPLEMENTED = {"butlerping", "senseStartTask", "mqttPublishMessage", "slackPostM
                "getScheduleStatusAll", "startSchedule", "stopSchedule", "getSchedule",
                "createNewSchedule", "deleteSchedule", "postNewRelicEvent", "postNewRelicMetric",
                "fileCopy", "fileMove", "fileDelete", "createDir", "createDirQVD",
-               "getActiveUsers"}
+               "getActiveUsers", "getStatus"}
 BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 APP_ID = "a3c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34"
 
@@ -57,7 +57,7 @@ APP_ID = "a3c9e7d2-1f4b-4e8a-b6d5-7c2e9f0a1b34"
 # Any other keyword in a schema is an error (test_openapi_document_is_checkable),
 # so the description cannot say something the tests silently ignore.
 KNOWN_KEYWORDS = {"type", "properties", "required", "items", "enum", "description", "example",
-                  "additionalProperties", "maxLength", "$ref"}
+                  "additionalProperties", "maxLength", "$ref", "nullable", "maxItems", "allOf"}
 TYPES = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
@@ -96,6 +96,10 @@ def schema_errors(value, schema, where="$", document=None):
         if len(schema) != 1:
             raise SchemaError(f"{where}: $ref must stand alone (OpenAPI 3.0 ignores its siblings)")
         return schema_errors(value, resolve(document or OPENAPI_DOC, schema["$ref"]), where, document)
+    if value is None and schema.get("nullable") is True:
+        return []  # OpenAPI 3.0: null is allowed besides the type
+    for sub in schema.get("allOf", []):
+        errors += schema_errors(value, sub, where, document)
     kind = schema.get("type")
     if kind is not None:
         if kind not in TYPES:
@@ -120,6 +124,8 @@ def schema_errors(value, schema, where="$", document=None):
                 errors.append(f"{where}: unexpected property {name!r}")
             elif isinstance(extra, dict):
                 errors += schema_errors(value[name], extra, f"{where}.{name}", document)
+    if isinstance(value, list) and len(value) > schema.get("maxItems", len(value)):
+        errors.append(f"{where}: more than {schema['maxItems']} items")
     if isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
             errors += schema_errors(item, schema["items"], f"{where}[{i}]", document)
@@ -955,6 +961,7 @@ def test_openapi_operation(api, operation):
         # The api instance has no udp.proxy_listen: off (404); the 200 is checked
         # against this description in test_users.py.
         "GET /v4/activeusers": ("/v4/activeusers", None, 404),
+        "GET /v4/status": ("/v4/status", None, 200),
         "PUT /v4/mqttpublishmessage": ("/v4/mqttpublishmessage",
                                        {"topic": "test/http/op", "message": "m"}, 201),
         "PUT /v4/reloadtask/{taskId}/start": (f"/v4/reloadtask/{TASK_HR}/start", None, 200),
@@ -1114,6 +1121,8 @@ def test_openapi_document_is_checkable():
         for key in ("items", "additionalProperties"):
             if isinstance(schema.get(key), dict):
                 check_schema(schema[key], f"{where}.{key}")
+        for i, sub in enumerate(schema.get("allOf", [])):
+            check_schema(sub, f"{where}.allOf[{i}]")
 
     assert OPENAPI_DOC["openapi"].startswith("3.0.")
     walk(OPENAPI_DOC["paths"], "paths")

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import socket
+import time
 import urllib.request
 
 import pytest
@@ -208,3 +209,190 @@ def test_events_forwarded_over_mqtt_are_taken_too(workdir, broker, tenant):
     finally:
         client.close()
         butler.stop()
+
+
+def test_sigkill_after_the_204_still_sends_the_event(workdir, broker, tenant):
+    tenant.delay_s = 3.0  # the worker sits in enrichment when the kill comes
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    try:
+        body = webhook("cloudevents", "t-prod", "app-1", RELOAD)
+        assert post_webhook(url_of(butler), body, secret=SECRET)[0] == 204
+        wait_until(lambda: tenant.calls, message="enrichment to begin")
+        butler.process.send_signal(signal.SIGKILL)
+        butler.process.wait(10)
+        butler.process = None
+        butler.log_file.close()
+        assert events(client) == []
+        tenant.delay_s = 0.0
+        butler.start()
+        found = client.wait_for(lambda m: m["topic"].endswith("/failed/app-1"), timeout=30)
+        assert json.loads(found[0]["payload"])["eventId"] == body["id"]
+    finally:
+        client.close()
+        butler.stop()
+
+
+def test_enrichment_with_an_api_key(workdir, broker, tenant):
+    tenant.add_user("user-2", "No Mail")  # a user without an email
+    tenant.add_app("app-2", "Budget", owner="user-2")
+    tenant.add_reload("bbbbbbbbbbbbbbbbbbbbbbbb", "app-2", log="x\r\ny\r\n")
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url, extra="  script_log_tail_lines: 2\n"))
+    try:
+        assert post_webhook(url_of(butler), webhook("hybrid", "t-prod", "app-1", RELOAD),
+                            secret=SECRET)[0] == 204
+        event = json.loads(client.wait_for(lambda m: m["topic"].endswith("/app-1"))[0]["payload"])
+        assert "enrichError" not in event, event
+        assert event["appName"] == "Sales"
+        assert event["owner"] == {"id": "user-1", "name": "Ann Analyst",
+                                  "email": "ann@example.com"}
+        assert event["appTags"] == ["butler-alert", "finance"]
+        assert event["scriptLogTail"] == "line 3\nError: boom"
+        assert event["startTime"] == "2026-12-07T03:00:00Z"
+        assert all(c["auth"] == "Bearer api-key-prod" for c in tenant.calls)
+        assert len(tenant.calls_to("/api/v1/apps/app-1/reloads/logs/")) == 1
+        assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-2",
+                                                    "bbbbbbbbbbbbbbbbbbbbbbbb"),
+                            secret=SECRET)[0] == 204
+        event = json.loads(client.wait_for(lambda m: m["topic"].endswith("/app-2"))[0]["payload"])
+        assert event["owner"] == {"id": "user-2", "name": "No Mail", "email": None}
+        assert "enrichError" not in event, event
+    finally:
+        client.close()
+        butler.stop()
+
+
+def test_enrichment_failure_still_publishes_with_enrich_error(workdir, broker, tenant):
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url,
+                                                       prod_auth="api_key: wrong-key"))
+    try:
+        assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-1", RELOAD),
+                            secret=SECRET)[0] == 204
+        event = json.loads(client.wait_for(lambda m: m["topic"].endswith("/app-1"))[0]["payload"])
+        assert "401" in event["enrichError"] and "wrong-key" not in event["enrichError"]
+        assert event["appName"] == "Sales"  # from the webhook itself
+        assert "wrong-key" not in butler.log()
+    finally:
+        client.close()
+        butler.stop()
+
+
+def test_enrichment_with_oauth_renews_the_token_before_it_expires(workdir, broker):
+    with QcsSim(tenant_id="t-prod", api_key=None, client_id="cid", client_secret="csecret-xyz",
+                token_expires_in=2) as sim:
+        sim.add_app("app-1", "Sales")
+        sim.add_user("user-1", "Ann")
+        sim.add_reload(RELOAD, "app-1", log="a\r\n")
+        auth = "oauth: {client_id: cid, client_secret: csecret-xyz}"
+        butler, client = start(workdir, broker, cloud_yaml(sim.url, prod_auth=auth))
+        try:
+            assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-1", RELOAD),
+                                secret=SECRET)[0] == 204
+            event = json.loads(client.wait_for(lambda m: m["topic"].endswith("/app-1"))[0]
+                               ["payload"])
+            assert "enrichError" not in event, event
+            assert len(sim.calls_to("/oauth/token")) == 1
+            first_token = sim.calls_to("/api/v1/")[0]["auth"]
+            # Let the 2 s token reach its renewal point; the next event must fetch a new one
+            # before using it (no call answered 401).
+            time.sleep(2.2)
+            second = "cccccccccccccccccccccccc"
+            sim.add_reload(second, "app-1", log="b\r\n")
+            assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-1", second),
+                                secret=SECRET)[0] == 204
+            client.wait_for(lambda m: m["topic"].endswith("/app-1"), count=2)
+            assert len(sim.calls_to("/oauth/token")) == 2
+            assert sim.calls_to("/api/v1/")[-1]["auth"] != first_token
+            assert [c for c in sim.calls if c.get("status") == 401] == []
+            assert "csecret-xyz" not in butler.log()
+        finally:
+            client.close()
+            butler.stop()
+
+
+def test_429_retry_after_is_honoured(workdir, broker, tenant):
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    try:
+        tenant.rate_limit(times=1, retry_after=2)
+        assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-1", RELOAD),
+                            secret=SECRET)[0] == 204
+        event = json.loads(client.wait_for(lambda m: m["topic"].endswith("/app-1"))[0]["payload"])
+        assert "enrichError" not in event, event
+        limited = [c for c in tenant.calls if c.get("status") == 429]
+        assert len(limited) == 1
+        later = [c for c in tenant.calls if c["t"] > limited[0]["t"]]
+        assert later, "no call after the 429"
+        # Nothing was sent before Retry-After had passed (a lower bound: slowness only adds).
+        assert later[0]["t"] - limited[0]["t"] >= 1.9
+    finally:
+        client.close()
+        butler.stop()
+
+
+def test_an_app_without_the_opt_in_tag_is_not_alerted(workdir, broker, tenant, http_sink):
+    tenant.add_app("app-3", "Untagged", tags=["other"])
+    tenant.add_reload("dddddddddddddddddddddddd", "app-3")
+    routes = f"""routes:
+  - name: cloud-failed
+    match: butler/events/cloud/reload/failed/#
+    to: slack
+    webhook_url: "{http_sink.url}/slack"
+    condition: {{ tag: butler-alert }}
+"""
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url) + routes)
+    try:
+        assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-3",
+                                                    "dddddddddddddddddddddddd"),
+                            secret=SECRET)[0] == 204
+        assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-1", RELOAD),
+                            secret=SECRET)[0] == 204
+        client.wait_for(lambda m: m["topic"].endswith("/app-3"))
+        posts = http_sink.wait_for(count=1, timeout=15)
+        text = posts[0]["json"]["text"]
+        assert text.startswith("Qlik Cloud reload failed: Sales (tenant prod)"), text
+        assert "Error: boom" in text
+        wait_until(lambda: metric(butler, "butler_route_deliveries_total",
+                                  'route="cloud-failed",outcome="condition"') == 1,
+                   message="the untagged app's event refused by the condition")
+        assert len(http_sink.requests) == 1
+    finally:
+        client.close()
+        butler.stop()
+
+
+# ---- docs/sense-calls.md lists every call Butler made to the tenant simulator
+
+ALL_CALLS = []
+
+
+@pytest.fixture(autouse=True)
+def _collect_calls(request):
+    yield
+    sim = request.node.funcargs.get("tenant")
+    if sim is not None:
+        ALL_CALLS.extend((c["method"], c["path"]) for c in sim.calls)
+
+
+def listed_cloud_calls():
+    import re
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "sense-calls.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index("## Qlik Cloud"):]
+    section = section[:section.index("\n## ", 3)]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        found = re.match(r"`([^`]+)`", cells[1]) if len(cells) > 2 else None
+        if found and cells[0] in ("GET", "POST"):
+            regex = "^" + re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(found.group(1))) + "$"
+            rows.append((cells[0], re.compile(regex)))
+    return rows
+
+
+def test_zz_every_call_to_the_tenant_is_listed_in_sense_calls():
+    rows = listed_cloud_calls()
+    assert len(rows) == 6
+    assert ALL_CALLS, "no test of this module called the simulator"
+    unlisted = {(m, p) for m, p in ALL_CALLS
+                if not any(m == rm and rx.match(p) for rm, rx in rows)}
+    assert unlisted == set(), unlisted

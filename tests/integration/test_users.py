@@ -156,6 +156,23 @@ def test_topic_levels_and_bad_datagrams_counted_by_reason(start_butler, watch):
     assert metric(butler, "butler_udp_dropped_total") == 0  # the scheduler port's
 
 
+def test_each_port_has_its_own_allow_list(start_butler, watch):
+    """udp.proxy_allowed_sources guards the proxy port only; the scheduler port keeps
+    udp.allowed_sources (empty here: any source)."""
+    butler = start_butler(udp_yaml=["proxy_allowed_sources: [127.0.0.3]"])
+    udp = Udp(butler.proxy_port)
+    udp.send(proxy("proxy-v5", "session-start", user_id="spoofed"))  # from 127.0.0.1
+    udp.send(proxy("proxy-v5", "session-start", user_id="allowed"), source="127.0.0.3")
+    watch.wait_for(lambda m: m["topic"] == "butler/events/session/start/CORP/allowed")
+    wait_until(lambda: metric(butler, "butler_udp_proxy_dropped_total",
+                              {"reason": "source"}) == 1, 10, message="one source drop")
+    task_id = guid()
+    Udp(butler.udp_port).send(datagram("butler-v15", "task-failed", task_id=task_id))
+    watch.wait_for(lambda m: m["topic"] == f"butler/events/task/failed/{task_id}")
+    assert metric(butler, "butler_udp_dropped_total", {"reason": "source"}) == 0
+    assert not [m for m in watch.messages if m["topic"].endswith("/spoofed")]
+
+
 # --------------------------------------------------------- active users
 
 

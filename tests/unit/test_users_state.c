@@ -202,6 +202,63 @@ static void test_rebuild(void)
     users_state_free(state);
 }
 
+static enum butler_status load_text(struct users_state *state, const char *text, size_t *added)
+{
+    return users_state_load(state, text, strlen(text), 1000, added);
+}
+
+/* The reader behind users_state_load: JSON escapes, strictness, other members. */
+static void test_rebuild_reads_json_strictly(void)
+{
+    struct users_state *state = make(100);
+    size_t added = 0;
+    /* Escapes, \u with a surrogate pair, other members and nesting passed over. */
+    UNIT_CHECK(load_text(state,
+                         " {\"at\": \"x\", \"extra\": [1, -2.5e3, {\"a\": [true, false, null]}],"
+                         " \"users\": [\"CO\\\"RP\\\\j\\u00e9\\ud83d\\ude00\", 7, \"D\\/x\"],"
+                         " \"perHost\": {\"h1\": 5, \"h2\": \"x\"}, \"count\": 2} ",
+                         &added) == BUTLER_OK);
+    UNIT_CHECK(added == 2 && users_state_count(state) == 2);
+    cJSON *json = summary(state);
+    UNIT_CHECK(has_user(json, "CO\"RP\\j\xC3\xA9\xF0\x9F\x98\x80"));
+    UNIT_CHECK(has_user(json, "D/x"));
+    UNIT_CHECK(per_host(json, "h1") == 2);
+    cJSON_Delete(json);
+    /* Not JSON, or not a summary: nothing is taken. */
+    static const char *const bad[] = {
+        "{\"users\": [\"a\"]} x",           /* trailing text */
+        "{\"users\": [\"a\",]}",            /* trailing comma */
+        "{\"users\": [\"a\\q\"]}",          /* bad escape */
+        "{\"users\": [\"\\udc00\"]}",       /* lone low surrogate */
+        "{\"users\": [\"\\ud800x\"]}",      /* high surrogate without its pair */
+        "{\"users\": [\"a\tb\"]}",          /* raw control character */
+        "{\"users\": [01]}",                /* leading zero */
+        "{\"users\": [\"a\"], \"x\": tru}", /* bad literal */
+        "{\"users\": \"a\"}",               /* users not an array */
+        "{\"count\": 1}",                   /* no users */
+        "{\"users\": [\"a\"",               /* cut short */
+        "",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct users_state *fresh = make(10);
+        UNIT_CHECK(load_text(fresh, bad[i], &added) == BUTLER_ERR_INVALID);
+        UNIT_CHECK(users_state_count(fresh) == 0);
+        users_state_free(fresh);
+    }
+    /* Nesting past the limit is refused rather than recursing without end. */
+    char deep[200];
+    size_t at = 0;
+    at += (size_t)snprintf(deep, sizeof deep, "{\"users\": [], \"x\": ");
+    for (int i = 0; i < 40; i++)
+        deep[at++] = '[';
+    for (int i = 0; i < 40; i++)
+        deep[at++] = ']';
+    deep[at++] = '}';
+    deep[at] = '\0';
+    UNIT_CHECK(load_text(state, deep, &added) == BUTLER_ERR_INVALID);
+    users_state_free(state);
+}
+
 /* The round trip at the default cap: 100,000 users (a summary of about 2 MB,
  * past the 1 MB cap on command payloads) rebuild into a new state intact. */
 static void test_rebuild_at_full_size(void)
@@ -247,5 +304,6 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_summary_escapes),
     UNIT_TEST(test_rebuild),
     UNIT_TEST(test_rebuild_at_full_size),
+    UNIT_TEST(test_rebuild_reads_json_strictly),
     {0},
 };

@@ -1,0 +1,163 @@
+/* GET /v4/status; see http_status.h. */
+#include "bridge/ingress/http_status.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "bridge/core/clock.h"
+#include "bridge/core/worker_pool.h"
+#include "bridge/link/mqtt_link.h"
+#include "bridge/model/active_users.h"
+#include "bridge/model/schedule_store.h"
+#include "bridge/model/status_view.h"
+#include "bridge/store/spool.h"
+#include "config/config.h"
+
+/* Headers every status answer carries: the JSON holds task names, events and
+ * the configuration, which no cache and no referrer should keep. */
+static const char *const status_headers[] = {
+    "Cache-Control", "no-store", "X-Content-Type-Options", "nosniff", "Referrer-Policy",
+    "no-referrer",   NULL};
+
+/* An ISO time, or JSON null for 0 ("never"). */
+static bool add_time(cJSON *object, const char *name, uint64_t wall_ms)
+{
+    if (wall_ms == 0)
+        return cJSON_AddNullToObject(object, name) != NULL;
+    char text[32];
+    clock_format_iso8601(wall_ms, text, sizeof text);
+    return cJSON_AddStringToObject(object, name, text) != NULL;
+}
+
+/* {"state", "since", "lastOkAt", "lastError", "lastErrorAt"} of one client. */
+static cJSON *client_json(enum status_client client, const char *state_text)
+{
+    struct status_client_state state;
+    status_view_client(client, &state);
+    cJSON *json = cJSON_CreateObject();
+    if (json == NULL || !cJSON_AddStringToObject(json, "state", state_text) ||
+        !add_time(json, "since", state.since_ms) || !add_time(json, "lastOkAt", state.last_ok_ms) ||
+        !(state.last_error[0] ? cJSON_AddStringToObject(json, "lastError", state.last_error) != NULL
+                              : cJSON_AddNullToObject(json, "lastError") != NULL) ||
+        !add_time(json, "lastErrorAt", state.last_error_ms)) {
+        cJSON_Delete(json);
+        return NULL;
+    }
+    return json;
+}
+
+static const char *qrs_state(const struct butler_config *config)
+{
+    if (config->qrs.url == NULL || config->qrs.url[0] == '\0')
+        return "off";
+    struct status_client_state state;
+    status_view_client(STATUS_CLIENT_QRS, &state);
+    return !state.known ? "unknown" : state.ok ? "ok" : "failing";
+}
+
+/* The running configuration as --check-config prints it (config_print masks
+ * every secret), as one YAML text. NULL on NOMEM; caller frees. */
+static char *config_text(const struct butler_config *config)
+{
+    char *text = NULL;
+    size_t length = 0;
+    FILE *out = open_memstream(&text, &length);
+    if (out == NULL)
+        return NULL;
+    config_print(config, out);
+    if (fclose(out) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+/* A JSON text made by another module, added as it is (it is JSON already). */
+static bool add_raw(cJSON *object, const char *name, char *text)
+{
+    bool ok = text && cJSON_AddRawToObject(object, name, text) != NULL;
+    free(text);
+    return ok;
+}
+
+/* Everything but the recent lists and the configuration: small and cheap. */
+static bool add_states(cJSON *status, const struct butler_runtime *runtime)
+{
+    const struct butler_config *config = runtime->config;
+    char started[32];
+    clock_format_iso8601(runtime->started_at_wall_ms, started, sizeof started);
+    bool connected = runtime->link && mqtt_link_connected(runtime->link);
+    cJSON *engine = cJSON_AddObjectToObject(status, "engine");
+    if (engine == NULL ||
+        !cJSON_AddStringToObject(
+            engine, "state", config->engine.url && config->engine.url[0] ? "configured" : "off"))
+        return false;
+    struct spool_stats stats = {0};
+    if (runtime->spool)
+        spool_get_stats(runtime->spool, &stats);
+    /* Added at once, so that no early return below can leak them. */
+    cJSON *spool = cJSON_AddObjectToObject(status, "spool");
+    cJSON *queues = cJSON_AddObjectToObject(status, "queues");
+    return spool && queues && cJSON_AddStringToObject(status, "version", BUTLER_VERSION) &&
+           cJSON_AddStringToObject(status, "startedAt", started) &&
+           add_time(status, "now", clock_wall_ms()) &&
+           cJSON_AddItemToObject(
+               status, "broker",
+               client_json(STATUS_CLIENT_BROKER, connected ? "connected" : "disconnected")) &&
+           cJSON_AddItemToObject(status, "qrs",
+                                 client_json(STATUS_CLIENT_QRS, qrs_state(config))) &&
+           cJSON_AddStringToObject(status, "qrsUrl", config->qrs.url ? config->qrs.url : "") &&
+           cJSON_AddItemToObject(status, "qlikCloud", cJSON_CreateArray()) &&
+           cJSON_AddNumberToObject(spool, "liveBytes", (double)stats.live_bytes) &&
+           cJSON_AddNumberToObject(spool, "fileBytes", (double)stats.file_bytes) &&
+           cJSON_AddNumberToObject(spool, "pending", (double)stats.live_entries) &&
+           cJSON_AddNumberToObject(queues, "workerQueued",
+                                   runtime->pool ? (double)worker_pool_depth(runtime->pool) : 0) &&
+           cJSON_AddNumberToObject(queues, "workerBusy",
+                                   runtime->pool ? (double)worker_pool_busy(runtime->pool) : 0);
+}
+
+void http_status_json(struct http_exchange *exchange)
+{
+    const struct butler_runtime *runtime = exchange->runtime;
+    cJSON *status = cJSON_CreateObject();
+    char *recent = NULL, *license = NULL, *users = NULL, *text = NULL;
+    size_t length = 0;
+    bool ok = status && add_states(status, runtime);
+    ok = ok && status_view_recent(&recent, &length) == BUTLER_OK;
+    ok = ok && add_raw(status, "recent", recent);
+    recent = NULL;
+    cJSON *schedules = ok ? schedules_overview() : NULL;
+    ok = ok && cJSON_AddItemToObject(status, "schedules", schedules);
+    if (!ok)
+        cJSON_Delete(schedules); /* NULL or not added */
+    ok = ok && status_view_license(&license, &length) == BUTLER_OK;
+    ok = ok && add_raw(status, "license", license);
+    license = NULL;
+    if (ok) {
+        /* null while the proxy port is off (udp.proxy_listen empty). */
+        enum butler_status users_status = active_users_summary(&users, &length);
+        if (users_status == BUTLER_OK) {
+            ok = cJSON_AddRawToObject(status, "activeUsers", users) != NULL;
+        } else {
+            ok = users_status == BUTLER_ERR_NOT_FOUND &&
+                 cJSON_AddNullToObject(status, "activeUsers") != NULL;
+        }
+        active_users_summary_free(users);
+    }
+    char *config = ok ? config_text(runtime->config) : NULL;
+    ok = ok && config && cJSON_AddStringToObject(status, "config", config);
+    free(config);
+    text = ok ? cJSON_PrintUnformatted(status) : NULL;
+    cJSON_Delete(status);
+    if (text == NULL) {
+        http_exchange_reply_error(exchange, 500, "out of memory", status_headers);
+        return;
+    }
+    http_exchange_reply(exchange, 200, "application/json; charset=utf-8", text, strlen(text),
+                        status_headers);
+    free(text);
+}
