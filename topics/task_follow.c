@@ -25,7 +25,10 @@
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
 #include "bridge/core/runtime.h"
+#include "bridge/model/task_request.h"
 #include "bridge/store/spool.h"
+#include "topics/events.h"
+#include "topics/log_tail.h"
 #include "topics/message.h"
 #include "topics/publish.h"
 
@@ -33,9 +36,12 @@
 
 enum {
     RESULT_LOOKUPS_MAX = 3,
-    POKE_TRIES = 10,          /* after a task event: quick looks while QRS catches up */
-    POKE_PAUSE_MS = 300,      /* session gone and no result: tries before `error` */
-    BACKOFF_FIRST_MS = 500,   /* first pause after a failed QRS call */
+    POKE_TRIES = 10, /* after a task event: quick looks while QRS catches up */
+    POKE_PAUSE_MS = 300,
+    SCRIPT_LOG_READ_BYTES = 64 * 1024,
+    /* only the end of a log of any size is read */ /* session gone and no result: tries before
+                                                       `error` */
+    BACKOFF_FIRST_MS = 500,                         /* first pause after a failed QRS call */
     FINAL_LAG_PAUSE_MS = 500, /* session gone, result not final yet: look again soon */
 };
 
@@ -379,14 +385,76 @@ static const cJSON *newest_result(const cJSON *results)
     return newest;
 }
 
+/* The script-log download ticket of one call's answer ({"value": ..} or a
+ * bare string), or NULL. Borrowed from `answer`. */
+static const char *ticket_of(const cJSON *answer)
+{
+    const cJSON *value =
+        cJSON_IsObject(answer) ? cJSON_GetObjectItemCaseSensitive(answer, "value") : answer;
+    return cJSON_IsString(value) && value->valuestring[0] ? value->valuestring : NULL;
+}
+
+/*
+ * The tail of a finished run's script log as a JSON string, or NULL when QRS
+ * has none (not an error): the newer scriptlogfile?executionResultId= first,
+ * then the older scriptlog?fileReferenceId=, then the download of the ticket.
+ * Follower thread.
+ */
+static cJSON *script_log_tail(struct qrs_client *qrs, const char *task_id, const cJSON *result)
+{
+    const char *result_id = string_of(result, "id");
+    const char *file_reference = string_of(result, "fileReferenceID");
+    char path[256];
+    cJSON *answer = NULL;
+    struct qrs_result call = {0};
+    const char *ticket = NULL;
+    if (result_id && task_is_guid(result_id, strlen(result_id))) {
+        snprintf(path, sizeof path, "reloadtask/%s/scriptlogfile?executionResultId=%s", task_id,
+                 result_id);
+        if (qrs_get_route(qrs, "reloadtask/scriptlogfile", path, NULL, &answer, &call) == BUTLER_OK)
+            ticket = ticket_of(answer);
+    }
+    if (ticket == NULL && file_reference && task_is_guid(file_reference, strlen(file_reference)) &&
+        strcmp(file_reference, "00000000-0000-0000-0000-000000000000") != 0) {
+        cJSON_Delete(answer);
+        answer = NULL;
+        snprintf(path, sizeof path, "reloadtask/%s/scriptlog?fileReferenceId=%s", task_id,
+                 file_reference);
+        if (qrs_get_route(qrs, "reloadtask/scriptlog", path, NULL, &answer, &call) == BUTLER_OK)
+            ticket = ticket_of(answer);
+    }
+    cJSON *tail = NULL;
+    char *text = NULL;
+    size_t length = 0;
+    bool head_cut = false;
+    /* The ticket goes into a path: a GUID-like token only. */
+    if (ticket && strlen(ticket) < 100 &&
+        strspn(ticket, "0123456789abcdefABCDEF-") == strlen(ticket)) {
+        snprintf(path, sizeof path, "download/reloadtask/%s/scriptlog.txt", ticket);
+        if (qrs_get_text(qrs, "download/reloadtask/scriptlog.txt", path, SCRIPT_LOG_READ_BYTES,
+                         &text, &length, &head_cut, &call) == BUTLER_OK) {
+            char *lines =
+                log_tail(text, length, head_cut, EVENTS_LOG_TAIL_LINES, EVENTS_LOG_TAIL_MAX_BYTES);
+            if (lines)
+                tail = cJSON_CreateString(lines);
+            free(lines);
+        }
+    }
+    free(text);
+    cJSON_Delete(answer);
+    return tail;
+}
+
 /* Publish the finished message, then mark the follow done in the spool.
  * False when Butler stopped first (the follow stays in the spool). */
 static bool finish(struct follow *follow, const char *status, const cJSON *result,
-                   const char *reason)
+                   const char *reason, cJSON *log_tail_json)
 {
     cJSON *json = cJSON_CreateObject();
-    if (json == NULL)
+    if (json == NULL) {
+        cJSON_Delete(log_tail_json);
         return false;
+    }
     cJSON_AddStringToObject(json, "requestId", follow->request_id);
     cJSON_AddStringToObject(json, "taskId", follow->task_id);
     cJSON_AddStringToObject(json, "taskName", follow->task_name);
@@ -408,6 +476,8 @@ static bool finish(struct follow *follow, const char *status, const cJSON *resul
         cJSON_AddNumberToObject(json, "durationMs", duration->valuedouble);
     if (node)
         cJSON_AddStringToObject(json, "executingNode", node);
+    if (log_tail_json)
+        cJSON_AddItemToObject(json, "scriptLogTail", log_tail_json); /* takes it */
     if (reason)
         cJSON_AddStringToObject(json, "error", reason);
     char *text = cJSON_PrintUnformatted(json);
@@ -476,19 +546,21 @@ static bool poll_one(struct qrs_client *qrs, struct follow *follow)
     if (now - follow->started_mono_ms >= timeout_ms) {
         /* The session holds no status: the newest result has the last one seen. */
         const cJSON *newest = NULL;
-        if (qrs_get(qrs, "executionresult/full", filter, &json, &result) == BUTLER_OK &&
+        if (qrs_get_route(qrs, "executionresult/full", "executionresult/full", filter, &json,
+                          &result) == BUTLER_OK &&
             (newest = newest_result(json)) != NULL) {
             const cJSON *code = cJSON_GetObjectItemCaseSensitive(newest, "status");
             if (cJSON_IsNumber(code))
                 follow->last_status = code->valueint;
         }
-        bool ended =
-            finish(follow, "timeout", newest, "task_start.follow.timeout_s passed without an end");
+        bool ended = finish(follow, "timeout", newest,
+                            "task_start.follow.timeout_s passed without an end", NULL);
         cJSON_Delete(json);
         return ended;
     }
     snprintf(path, sizeof path, "executionsession/%s", follow->execution_id);
-    enum butler_status status = qrs_get(qrs, path, NULL, &json, &result);
+    enum butler_status status =
+        qrs_get_route(qrs, "executionsession/{id}", path, NULL, &json, &result);
     if (status == BUTLER_OK) {
         const cJSON *session_status = cJSON_GetObjectItemCaseSensitive(json, "status");
         if (cJSON_IsNumber(session_status))
@@ -510,7 +582,8 @@ static bool poll_one(struct qrs_client *qrs, struct follow *follow)
     }
     /* The session is gone: the run ended. */
     memset(&result, 0, sizeof result);
-    status = qrs_get(qrs, "executionresult/full", filter, &json, &result);
+    status =
+        qrs_get_route(qrs, "executionresult/full", "executionresult/full", filter, &json, &result);
     if (status != BUTLER_OK || !cJSON_IsArray(json)) {
         cJSON_Delete(json);
         if (status == BUTLER_ERR_SHUTDOWN)
@@ -523,7 +596,7 @@ static bool poll_one(struct qrs_client *qrs, struct follow *follow)
         cJSON_Delete(json);
         if (++follow->result_misses >= RESULT_LOOKUPS_MAX)
             return finish(follow, "error", NULL,
-                          "QRS knows neither the execution session nor a result for it");
+                          "QRS knows neither the execution session nor a result for it", NULL);
         follow->due_mono_ms = now + FINAL_LAG_PAUSE_MS;
         return false;
     }
@@ -536,7 +609,10 @@ static bool poll_one(struct qrs_client *qrs, struct follow *follow)
         follow->due_mono_ms = now + FINAL_LAG_PAUSE_MS;
         return false;
     }
-    bool ended = finish(follow, name, newest, NULL);
+    cJSON *tail = strcmp(name, "failed") == 0 || strcmp(name, "aborted") == 0
+                      ? script_log_tail(qrs, follow->task_id, newest)
+                      : NULL;
+    bool ended = finish(follow, name, newest, NULL, tail);
     cJSON_Delete(json);
     return ended;
 }

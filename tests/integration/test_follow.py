@@ -112,6 +112,38 @@ def test_outcomes_map_to_status(butler, watcher, qrs, outcome, status, code):
     assert answer["status"] == "started", answer
     done = finished(watcher, request_id)[0]
     assert (done["status"], done["statusCode"]) == (status, code), done
+    if status in ("failed", "aborted"):  # the script log's tail comes with these
+        assert isinstance(done.get("scriptLogTail"), str) and done["scriptLogTail"].strip(), done
+        # The newer call (executionResultId) first; no need for the older one.
+        paths = [c["path"] for c in calls(qrs)]
+        assert f"/qrs/reloadtask/{TASK_FINANCE}/scriptlogfile" in paths
+        assert f"/qrs/reloadtask/{TASK_FINANCE}/scriptlog" not in paths
+    else:
+        assert "scriptLogTail" not in done
+
+
+def test_script_log_from_the_older_call_when_the_newer_fails(butler, watcher, qrs):
+    plan(qrs, TASK_FINANCE, outcomes=["fail"], durationMs=300)
+    qrs.control("POST", "/_sim/faults", {
+        "id": "newer404", "match": {"method": "GET", "path_re": "/scriptlogfile$", "times": -1},
+        "action": {"type": "status", "status": 404, "body": "Not Found"}})
+    request_id, _ = start(watcher, {"taskId": TASK_FINANCE})
+    done = finished(watcher, request_id)[0]
+    assert done["status"] == "failed" and done["scriptLogTail"].strip()
+    paths = [c["path"] for c in calls(qrs)]
+    assert paths.index(f"/qrs/reloadtask/{TASK_FINANCE}/scriptlogfile") < \
+        paths.index(f"/qrs/reloadtask/{TASK_FINANCE}/scriptlog")
+
+
+def test_missing_script_log_is_not_an_error(butler, watcher, qrs):
+    plan(qrs, TASK_FINANCE, outcomes=["fail"], durationMs=300)
+    qrs.control("POST", "/_sim/faults", {
+        "id": "nolog", "match": {"method": "GET", "path_re": "^/qrs/reloadtask/.*/scriptlog",
+                                 "times": -1},
+        "action": {"type": "status", "status": 404, "body": "Not Found"}})
+    request_id, _ = start(watcher, {"taskId": TASK_FINANCE})
+    done = finished(watcher, request_id)[0]
+    assert done["status"] == "failed" and "scriptLogTail" not in done
 
 
 def test_retries_report_the_newest_result(butler, watcher, qrs):
@@ -265,3 +297,19 @@ def test_many_followed_runs_at_once(workdir, broker, qrs, watcher):
     finally:
         assert b.stop() == 0
     assert len(finished_now(watcher)) == 200
+
+
+def test_session_qrs_never_heard_of_ends_as_error(butler, watcher, qrs):
+    """The synchronous start answers an id QRS knows nothing of: the session is
+    404 and no result has it, so the follow ends as `error` with the reason."""
+    unknown = "9f9f9f9f-1111-4222-8333-444455556666"
+    qrs.control("POST", "/_sim/faults", {
+        "id": "unknownsid", "match": {"method": "POST", "path_re": "/start/synchronous$",
+                                      "times": 1},
+        "action": {"type": "status", "status": 201, "body": json.dumps({"value": unknown}),
+                   "content_type": "application/json"}})
+    request_id, answer = start(watcher, {"taskId": TASK_HR})
+    assert answer["started"][0]["executionId"] == unknown
+    done = finished(watcher, request_id)[0]
+    assert done["status"] == "error" and done["statusCode"] is None
+    assert "neither" in done["error"]
