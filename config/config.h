@@ -141,6 +141,7 @@ struct config_route {
      * has this value (the Node.js Butler's per-task opt-in). Empty = always. */
     char *condition_custom_property_name;
     char *condition_custom_property_value;
+    char *condition_tag; /* fire only when the event's app or task carries this tag */
     /* Sent with each webhook delivery; a Content-Type here replaces the JSON default. */
     struct config_header_list headers;
     /* influxdb: one point per message (contract 9.3); each value a template. */
@@ -265,6 +266,11 @@ struct butler_config {
         int queue_max;          /* extension: jobs waiting for a worker, hard cap */
         int name_cache_s;       /* extension: how long a task id -> name lookup is reused */
         int batch_max; /* extension: most waiting starts sent in one QRS call (1 = one each) */
+        struct {
+            int poll_s;    /* each followed execution polled at most this far apart */
+            int timeout_s; /* a run not ended after this is reported as `timeout` */
+            int max;       /* executions followed at once, hard cap */
+        } follow;
     } task_start;
 
     struct {

@@ -468,6 +468,9 @@ static const struct key_def route_keys[] = {
     {K_STR("condition.custom_property.value", ROUTE(condition_custom_property_value), NULL,
            check_single_line),
      .doc = "The value the custom property must have."},
+    {K_STR("condition.tag", ROUTE(condition_tag), NULL, check_single_line),
+     .doc = "Fire only for events whose app or task carries this tag (appTags, qrs.taskTags, "
+            "qrs.appTags; exact name)."},
     {K_HEADERS("headers", ROUTE(headers)),
      .doc = "Extra HTTP headers {Name: value} sent with each delivery; a Content-Type replaces "
             "the JSON default (values are secret)."},
@@ -541,14 +544,16 @@ static const struct key_def cloud_tenant_keys[] = {
      .doc = "The tenant's id; events of other tenants are refused."},
     {K_STR("url", CLOUD_TENANT(url), NULL, check_http_url), .required = true,
      .doc = "The tenant's address, e.g. https://acme.eu.qlikcloud.com."},
-    {K_SECRET("api_key", CLOUD_TENANT(api_key), false), .check = check_token,
-     .doc = "API key sent as Bearer token to the tenant's REST API (secret)."},
+    {K_SECRET("api_key", CLOUD_TENANT(api_key), true), .check = check_token,
+     .doc = "API key sent as Bearer token to the tenant's REST API (secret; or api_key_file)."},
     {K_STR("oauth.client_id", CLOUD_TENANT(client_id), NULL, check_single_line),
      .doc = "OAuth client id (client credentials), instead of api_key."},
-    {K_SECRET("oauth.client_secret", CLOUD_TENANT(client_secret), false), .check = check_token,
-     .doc = "OAuth client secret (secret)."},
-    {K_SECRET("webhook_secret", CLOUD_TENANT(webhook_secret), false), .check = check_token,
-     .required = true, .doc = "The webhook's secret: Qlik-Signature is checked with it (secret)."},
+    {K_SECRET("oauth.client_secret", CLOUD_TENANT(client_secret), true), .check = check_token,
+     .doc = "OAuth client secret (secret; or oauth.client_secret_file)."},
+    {K_SECRET("webhook_secret", CLOUD_TENANT(webhook_secret), true), .check = check_token,
+     .required = true,
+     .doc = "The webhook's secret: Qlik-Signature is checked with it (secret; or "
+            "webhook_secret_file)."},
     {K_STR("ca_file", CLOUD_TENANT(ca_file), NULL, check_single_line),
      .doc = "Trust this CA for the tenant's API; empty = the system's CAs."},
 };
@@ -835,6 +840,13 @@ static const struct key_def config_keys[] = {
      .doc = "Most task starts that waited together sent to QRS in one call (POST "
             "/qrs/task/start/many); a start that waits alone uses the one-task call. 1 = one "
             "call per task."},
+    {K_INT("task_start.follow.poll_s", CFG(task_start.follow.poll_s), 1, 300, "5"),
+     .doc = "A followed run's execution session is polled at most this many seconds apart."},
+    {K_INT("task_start.follow.timeout_s", CFG(task_start.follow.timeout_s), 1, 31536000, "21600"),
+     .doc = "A followed run that has not ended after this many seconds is reported as timeout."},
+    {K_INT("task_start.follow.max", CFG(task_start.follow.max), 1, 100000, "1000"),
+     .doc = "Executions followed at once; past it a request with follow is answered failed "
+            "and starts nothing."},
 
     {K_STR("sense.qmc_url", CFG(sense.qmc_url), NULL, check_http_url),
      .doc = "QMC URL used for links in default alert texts."},

@@ -343,6 +343,63 @@ static void apply_node(struct loader *ld, const struct key_table *table, size_t 
 }
 
 /*
+ * `<key>_file` inside a list item (qlik_cloud.tenants[].api_key_file): the
+ * item has no environment layer, so the file is read here at once. Giving
+ * both the key and its file is an error, in either order (the seen mask).
+ */
+static void object_secret_file(struct loader *ld, const struct key_table *table, size_t index,
+                               void *base, const struct node *value, const char *shown,
+                               uint64_t *seen)
+{
+    const struct key_def *key = &table->keys[index];
+    struct origin at = config_origin_at(value->line, value->column);
+    char got[ECHO_TEXT], *text = NULL;
+    size_t length = 0;
+    int error_number = 0;
+    if (value->kind != NODE_SCALAR || value->is_null) {
+        config_report(ld, &at, shown, "expected a file path, got %s",
+                      describe_node(value, true, got, sizeof got));
+        return;
+    }
+    if (index < 64 && (*seen & (UINT64_C(1) << index))) {
+        config_report(ld, &at, shown, "cannot be combined with %s; set only one of them",
+                      key->path);
+        return;
+    }
+    config_echo(got, sizeof got, value->text);
+    switch (config_read_bounded(value->text, MAX_SECRET_FILE_BYTES, true, &text, &length,
+                                &error_number)) {
+    case CONFIG_READ_OK:
+        break;
+    case CONFIG_READ_SYSTEM:
+        config_report(ld, &at, shown, "cannot read %s: %s", got, strerror(error_number));
+        goto out;
+    case CONFIG_READ_TOO_LARGE:
+        config_report(ld, &at, shown, "%s is larger than %u bytes", got, MAX_SECRET_FILE_BYTES);
+        goto out;
+    case CONFIG_READ_NOT_REGULAR:
+        config_report(ld, &at, shown, "%s is not a regular file", got);
+        goto out;
+    case CONFIG_READ_NOMEM:
+        config_out_of_memory(ld);
+        goto out;
+    }
+    while (length > 0 && (text[length - 1] == '\n' || text[length - 1] == '\r'))
+        length--;
+    if (memchr(text, '\0', length) || length == 0) {
+        config_report(ld, &at, shown, "%s is empty or contains a NUL byte", got);
+        goto out;
+    }
+    config_replace_string(ld, (char **)((char *)base + key->offset), text, length);
+    if (index < 64)
+        *seen |= UINT64_C(1) << index;
+out:
+    if (text)
+        memset(text, 0, length); /* do not leave a secret in freed heap */
+    free(text);
+}
+
+/*
  * Apply one YAML mapping to the struct at `base`. `prefix` is the table path
  * of this mapping ("" or "mqtt.tls"); `display` is what error messages put in
  * front of it ("" or "routes[2]"). `states` is non-NULL only for the top-level
@@ -381,6 +438,12 @@ static void walk_mapping(struct loader *ld, const struct key_table *table, void 
         }
 
         index = config_find_key(table, relative);
+        if (index >= 0 && !states && seen && table->keys[index].has_file && index < 64 &&
+            (*seen & (UINT64_C(1) << index))) {
+            config_report(ld, &key_at, shown, "cannot be combined with %s_file; set only one",
+                          relative);
+            continue;
+        }
         if (index >= 0) {
             apply_node(ld, table, (size_t)index, base, value, shown, seen, states);
             continue;
@@ -395,8 +458,12 @@ static void walk_mapping(struct loader *ld, const struct key_table *table, void 
             }
             continue;
         }
-        index = states ? find_file_key(table, relative) : -1;
-        if (index >= 0) {
+        index = find_file_key(table, relative);
+        if (index >= 0 && !states && seen) {
+            object_secret_file(ld, table, (size_t)index, base, value, shown, seen);
+            continue;
+        }
+        if (index >= 0 && states) {
             struct key_state *state = &states[index];
             struct origin at = config_origin_at(value->line, value->column);
             if (value->kind != NODE_SCALAR) {

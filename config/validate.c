@@ -38,7 +38,8 @@ void config_check_route(struct loader *ld, void *items, size_t index, const char
         config_report(ld, at, at_path, "required when to is influxdb");
     }
     if (route->to == CONFIG_ROUTE_INFLUXDB &&
-        (route->rate_limit_window_s > 0 || route->condition_custom_property_name[0])) {
+        (route->rate_limit_window_s > 0 || route->condition_custom_property_name[0] ||
+         route->condition_tag[0])) {
         /* Every matching message is one point: a time series with holes
          * would mislead; say so rather than ignore the keys. */
         config_join_path(at_path, sizeof at_path, path, "to");

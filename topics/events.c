@@ -19,6 +19,7 @@
  * broker is away.
  */
 #include "topics/events.h"
+#include "topics/task_follow.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -610,9 +611,12 @@ enum butler_status events_spill(const struct sense_event *event, uint64_t receiv
     messages[0]->count_type = event_type_label(event);
     enum butler_status status = park(messages[0], true);
     if (status != BUTLER_OK) {
-        for (size_t i = 0; i < count; i++)
+        /* Only a refusal for room leaves messages[0] with us; any other failure
+         * freed it and counted the loss, and offering it again would not help. */
+        size_t first_owned = status == BUTLER_ERR_FULL ? 0 : 1;
+        for (size_t i = first_owned; i < count; i++)
             outbound_free(messages[i]);
-        return status;
+        return status == BUTLER_ERR_FULL ? status : BUTLER_OK;
     }
     for (size_t i = 1; i < count; i++)
         park(messages[i], false);
@@ -762,6 +766,7 @@ enum butler_status events_deliver(const struct sense_event *event, uint64_t rece
                                   void *context)
 {
     struct butler_runtime *runtime = context;
+    task_follow_poke(event->fields[SENSE_FIELD_EXECUTION_ID]); /* a followed run ended */
     if (!qrs_enabled(runtime->config))
         return deliver_now(event, received_wall_ms);
     struct enrich_job *job = malloc(sizeof *job);
@@ -784,6 +789,7 @@ enum butler_status events_deliver(const struct sense_event *event, uint64_t rece
  * already: enrich and publish right here, the same way as a UDP event. */
 enum butler_status events_deliver_qrs(const struct sense_event *event, uint64_t received_wall_ms)
 {
+    task_follow_poke(event->fields[SENSE_FIELD_EXECUTION_ID]); /* a followed run ended */
     struct enrich_job *job = malloc(sizeof *job);
     if (job == NULL)
         return BUTLER_ERR_NOMEM;

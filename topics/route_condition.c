@@ -43,10 +43,38 @@ bool route_condition_matches(const cJSON *properties, const char *name, const ch
     return false;
 }
 
+/* True when `tags` (names, or {"name"} objects) holds `tag` exactly. */
+static bool tags_hold(const cJSON *tags, const char *tag)
+{
+    const cJSON *item;
+    cJSON_ArrayForEach(item, tags)
+    {
+        const char *name =
+            cJSON_IsString(item) ? item->valuestring : json_string_member(item, "name");
+        if (name && strcmp(name, tag) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* condition.tag: a Qlik Cloud event's appTags, a Sense event's qrs.taskTags
+ * or qrs.appTags (the Node.js Butler's per-app opt-in, exact tag name). An
+ * event that carries no tags does not opt in. */
+bool route_condition_tag_matches(const cJSON *event, const char *tag)
+{
+    const cJSON *qrs = cJSON_GetObjectItemCaseSensitive(event, "qrs");
+    return tags_hold(cJSON_GetObjectItemCaseSensitive(event, "appTags"), tag) ||
+           tags_hold(cJSON_GetObjectItemCaseSensitive(qrs, "taskTags"), tag) ||
+           tags_hold(cJSON_GetObjectItemCaseSensitive(qrs, "appTags"), tag);
+}
+
 enum butler_status route_check_condition(struct topic_worker *worker,
                                          const struct config_route *route, const cJSON *event,
                                          char *error, size_t error_size)
 {
+    if (route_has_text(route->condition_tag) &&
+        !route_condition_tag_matches(event, route->condition_tag))
+        return BUTLER_ERR_DENIED;
     const char *name = route->condition_custom_property_name;
     const char *value = route->condition_custom_property_value;
     if (!route_has_text(name))

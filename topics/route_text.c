@@ -227,6 +227,59 @@ static void text_line(struct text *text, const char *label, const char *value)
     text_str(text, "\n");
 }
 
+/* A Qlik Cloud reload event (<root>/events/cloud/reload/..., topics/cloud.c):
+ * its own fields; the first line is also an e-mail's default subject. */
+static enum butler_status cloud_text(const cJSON *event, struct text *text, char **out)
+{
+    bool failed = strcmp(route_json_string(event, "status"), "error") == 0;
+    const char *app_name = route_json_string(event, "appName");
+    const char *app_id = route_json_string(event, "appId");
+    text_str(text, failed ? "Qlik Cloud reload failed: " : "Qlik Cloud reload succeeded: ");
+    text_str(text, app_name[0] ? app_name : app_id);
+    text_str(text, " (tenant ");
+    text_str(text, route_json_string(event, "tenant"));
+    text_str(text, ")\n");
+    text_line(text, "App id: ", app_id);
+    text_line(text, "Reload id: ", route_json_string(event, "reloadId"));
+    text_line(text, "Started: ", route_json_string(event, "startTime"));
+    text_line(text, "Ended: ", route_json_string(event, "endTime"));
+    const cJSON *duration = cJSON_GetObjectItemCaseSensitive(event, "durationMs");
+    if (cJSON_IsNumber(duration)) {
+        char seconds[32];
+        snprintf(seconds, sizeof seconds, "%.1f s", duration->valuedouble / 1000.0);
+        text_line(text, "Duration: ", seconds);
+    }
+    const cJSON *owner = cJSON_GetObjectItemCaseSensitive(event, "owner");
+    const char *owner_name = route_json_string(owner, "name");
+    const char *owner_email = route_json_string(owner, "email");
+    if (owner_name[0] || owner_email[0]) {
+        text_str(text, "Owner: ");
+        text_str(text, owner_name[0] ? owner_name : route_json_string(owner, "id"));
+        if (owner_email[0]) {
+            text_str(text, " <");
+            text_str(text, owner_email);
+            text_str(text, ">");
+        }
+        text_str(text, "\n");
+    }
+    const cJSON *error;
+    cJSON_ArrayForEach(error, cJSON_GetObjectItemCaseSensitive(event, "errors"))
+    {
+        if (cJSON_IsString(error))
+            text_line(text, "Error: ", error->valuestring);
+    }
+    const char *tail = route_json_string(event, "scriptLogTail");
+    if (tail[0]) {
+        text_str(text, "Script log (last lines):\n");
+        text_str(text, tail);
+        text_str(text, "\n");
+    }
+    text_line(text, "Not enriched: ", route_json_string(event, "enrichError"));
+    if (text->used > 0 && text->data && text->data[text->used - 1] == '\n')
+        text->used--;
+    return text_finish(text, out);
+}
+
 enum butler_status route_default_text(const cJSON *event, const char *topic, const char *payload,
                                       const char *qmc_url, const char *hub_url, char **out)
 {
@@ -245,6 +298,9 @@ enum butler_status route_default_text(const cJSON *event, const char *topic, con
     for (size_t i = 0; i < sizeof headlines / sizeof headlines[0]; i++)
         if (strcmp(type, headlines[i].type) == 0)
             headline = headlines[i].headline;
+    if (headline == NULL && route_json_string(event, "tenantId")[0] &&
+        route_json_string(event, "reloadId")[0])
+        return cloud_text(event, &text, out);
     if (headline == NULL) {
         /* Not a Sense event: say where it came from and show it. */
         text_str(&text, "Message on ");

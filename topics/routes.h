@@ -99,6 +99,10 @@ enum butler_status route_rate_key(const struct config_route *route, const cJSON 
  * letter case (as QRS compares strings)? `value` NULL means "". */
 bool route_condition_matches(const cJSON *properties, const char *name, const char *value);
 
+/* condition.tag: true when the event's appTags (Qlik Cloud) or qrs.taskTags /
+ * qrs.appTags (Sense) hold `tag` exactly (names or {"name"} objects). Pure. */
+bool route_condition_tag_matches(const cJSON *event, const char *tag);
+
 /* RFC 5322 message for SMTP; CR/LF removed from header values so a payload
  * cannot inject headers. *out owned by the caller. */
 enum butler_status route_build_email(const char *from, const struct config_string_list *to,

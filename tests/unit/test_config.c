@@ -222,6 +222,62 @@ static void test_kv_and_scheduler(void)
     expect_errors("scheduler:\n  fire: true\n", "t.yaml:2:3: scheduler.fire: unknown key\n");
 }
 
+/* qlik_cloud.tenants: secrets inline or from *_file inside a list item, masked in print. */
+static void test_qlik_cloud_tenant_secret_files(void)
+{
+    static const char *const names[] = {"webhook_secret", "api_key"};
+    char webhook_path[256], key_path[256], text[1024], printed[16384];
+    struct butler_config c;
+    char *errors = NULL;
+    make_temp_dir();
+    write_file(webhook_path, sizeof webhook_path, names[0], "whsec-0123456789-0123456789-abcd\n");
+    write_file(key_path, sizeof key_path, names[1], "APIKEY-FROM-FILE\r\n");
+    snprintf(text, sizeof text,
+             "qlik_cloud:\n  tenants:\n    - name: prod\n      tenant_id: t-1\n"
+             "      url: https://acme.eu.qlikcloud.com\n      api_key_file: %s\n"
+             "      oauth: {client_id: cid, client_secret_file: %s}\n"
+             "      webhook_secret_file: %s\n",
+             key_path, key_path, webhook_path);
+    UNIT_CHECK(load(text, &c, &errors) == BUTLER_OK);
+    UNIT_CHECK_STR(errors, "");
+    free(errors);
+    UNIT_CHECK(c.qlik_cloud.tenants.count == 1);
+    if (c.qlik_cloud.tenants.count == 1) {
+        UNIT_CHECK_STR(c.qlik_cloud.tenants.items[0].webhook_secret,
+                       "whsec-0123456789-0123456789-abcd");
+        UNIT_CHECK_STR(c.qlik_cloud.tenants.items[0].api_key, "APIKEY-FROM-FILE");
+        UNIT_CHECK_STR(c.qlik_cloud.tenants.items[0].client_secret, "APIKEY-FROM-FILE");
+    }
+    FILE *out = fmemopen(printed, sizeof printed, "w");
+    UNIT_CHECK(out != NULL);
+    if (out) {
+        config_print(&c, out);
+        fclose(out);
+        printed[sizeof printed - 1] = '\0';
+        UNIT_CHECK(strstr(printed, "APIKEY-FROM-FILE") == NULL);
+        UNIT_CHECK(strstr(printed, "whsec-") == NULL);
+    }
+    config_free(&c);
+    /* Both the key and its file, in either order. */
+    snprintf(text, sizeof text,
+             "qlik_cloud:\n  tenants:\n    - name: prod\n      tenant_id: t-1\n"
+             "      url: https://acme.eu.qlikcloud.com\n      webhook_secret: abc\n"
+             "      webhook_secret_file: %s\n",
+             webhook_path);
+    UNIT_CHECK(load(text, &c, &errors) == BUTLER_ERR_INVALID);
+    UNIT_CHECK(errors && strstr(errors, "cannot be combined") != NULL);
+    free(errors);
+    snprintf(text, sizeof text,
+             "qlik_cloud:\n  tenants:\n    - name: prod\n      tenant_id: t-1\n"
+             "      url: https://acme.eu.qlikcloud.com\n      webhook_secret_file: %s\n"
+             "      webhook_secret: abc\n",
+             webhook_path);
+    UNIT_CHECK(load(text, &c, &errors) == BUTLER_ERR_INVALID);
+    UNIT_CHECK(errors && strstr(errors, "cannot be combined") != NULL);
+    free(errors);
+    remove_temp(names, 2);
+}
+
 /* qrs.notifications: defaults, values, secret_file, masking and the cross-key checks. */
 static void test_qrs_notifications(void)
 {
@@ -1117,5 +1173,6 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_hostile_inputs),
     UNIT_TEST(test_kv_and_scheduler),
     UNIT_TEST(test_qrs_notifications),
+    UNIT_TEST(test_qlik_cloud_tenant_secret_files),
     {0},
 };

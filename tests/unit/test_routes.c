@@ -219,7 +219,43 @@ static void test_email_no_header_injection(void)
     free(message);
 }
 
+static void test_default_text_cloud_reload(void)
+{
+    static const char cloud[] =
+        "{\"tenant\":\"prod\",\"tenantId\":\"t-1\",\"appId\":\"app-1\",\"appName\":\"Sales\","
+        "\"reloadId\":\"r-1\",\"status\":\"error\",\"durationMs\":65000,\"errors\":[\"bad field\"],"
+        "\"owner\":{\"id\":\"u-1\",\"name\":\"Ann\",\"email\":\"ann@example.com\"},"
+        "\"startTime\":\"s\",\"endTime\":\"e\",\"scriptLogTail\":\"a\\nb\"}";
+    char *text = default_text(cloud, NULL, NULL);
+    UNIT_CHECK_STR(text, "Qlik Cloud reload failed: Sales (tenant prod)\n"
+                         "App id: app-1\n"
+                         "Reload id: r-1\n"
+                         "Started: s\n"
+                         "Ended: e\n"
+                         "Duration: 65.0 s\n"
+                         "Owner: Ann <ann@example.com>\n"
+                         "Error: bad field\n"
+                         "Script log (last lines):\na\nb");
+    free(text);
+}
+
+static void test_condition_tag(void)
+{
+    cJSON *cloud = cJSON_Parse("{\"appTags\":[\"butler-alert\",\"x\"]}");
+    cJSON *sense = cJSON_Parse("{\"qrs\":{\"taskTags\":[\"t1\"],\"appTags\":[{\"name\":\"a1\"}]}}");
+    UNIT_CHECK(route_condition_tag_matches(cloud, "butler-alert"));
+    UNIT_CHECK(!route_condition_tag_matches(cloud, "Butler-Alert"));
+    UNIT_CHECK(!route_condition_tag_matches(cloud, "butler"));
+    UNIT_CHECK(route_condition_tag_matches(sense, "t1"));
+    UNIT_CHECK(route_condition_tag_matches(sense, "a1"));
+    UNIT_CHECK(!route_condition_tag_matches(sense, "butler-alert"));
+    cJSON_Delete(cloud);
+    cJSON_Delete(sense);
+}
+
 const struct unit_test unit_tests[] = {
+    UNIT_TEST(test_default_text_cloud_reload),
+    UNIT_TEST(test_condition_tag),
     UNIT_TEST(test_default_text_failed),
     UNIT_TEST(test_default_text_types),
     UNIT_TEST(test_rate_key),
