@@ -266,6 +266,11 @@ struct butler_config {
         int queue_max;          /* extension: jobs waiting for a worker, hard cap */
         int name_cache_s;       /* extension: how long a task id -> name lookup is reused */
         int batch_max; /* extension: most waiting starts sent in one QRS call (1 = one each) */
+        struct {
+            int poll_s;    /* each followed execution polled at most this far apart */
+            int timeout_s; /* a run not ended after this is reported as `timeout` */
+            int max;       /* executions followed at once, hard cap */
+        } follow;
     } task_start;
 
     struct {

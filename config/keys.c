@@ -840,6 +840,13 @@ static const struct key_def config_keys[] = {
      .doc = "Most task starts that waited together sent to QRS in one call (POST "
             "/qrs/task/start/many); a start that waits alone uses the one-task call. 1 = one "
             "call per task."},
+    {K_INT("task_start.follow.poll_s", CFG(task_start.follow.poll_s), 1, 300, "5"),
+     .doc = "A followed run's execution session is polled at most this many seconds apart."},
+    {K_INT("task_start.follow.timeout_s", CFG(task_start.follow.timeout_s), 1, 31536000, "21600"),
+     .doc = "A followed run that has not ended after this many seconds is reported as timeout."},
+    {K_INT("task_start.follow.max", CFG(task_start.follow.max), 1, 100000, "1000"),
+     .doc = "Executions followed at once; past it a request with follow is answered failed "
+            "and starts nothing."},
 
     {K_STR("sense.qmc_url", CFG(sense.qmc_url), NULL, check_http_url),
      .doc = "QMC URL used for links in default alert texts."},

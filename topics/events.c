@@ -19,6 +19,7 @@
  * broker is away.
  */
 #include "topics/events.h"
+#include "topics/task_follow.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -765,6 +766,7 @@ enum butler_status events_deliver(const struct sense_event *event, uint64_t rece
                                   void *context)
 {
     struct butler_runtime *runtime = context;
+    task_follow_poke(event->fields[SENSE_FIELD_EXECUTION_ID]); /* a followed run ended */
     if (!qrs_enabled(runtime->config))
         return deliver_now(event, received_wall_ms);
     struct enrich_job *job = malloc(sizeof *job);
@@ -787,6 +789,7 @@ enum butler_status events_deliver(const struct sense_event *event, uint64_t rece
  * already: enrich and publish right here, the same way as a UDP event. */
 enum butler_status events_deliver_qrs(const struct sense_event *event, uint64_t received_wall_ms)
 {
+    task_follow_poke(event->fields[SENSE_FIELD_EXECUTION_ID]); /* a followed run ended */
     struct enrich_job *job = malloc(sizeof *job);
     if (job == NULL)
         return BUTLER_ERR_NOMEM;

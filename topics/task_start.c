@@ -136,6 +136,7 @@ static bool parse_work(struct task_start_state *state, struct request_work *work
         return false;
     }
     work->request_parsed = true;
+    work->answer.follow = work->request.follow;
     return true;
 }
 
@@ -208,7 +209,7 @@ static void start_works(struct topic_worker *worker, struct task_start_state *st
 {
     size_t shared = 0;
     for (size_t i = 0; i < count; i++)
-        if (works[i].message && !works[i].message->replay)
+        if (works[i].message && !works[i].message->replay && !works[i].answer.follow)
             shared += works[i].to_start;
     size_t batch_max = (size_t)state->config->task_start.batch_max;
     struct batched_start *starts = NULL;
@@ -219,7 +220,9 @@ static void start_works(struct topic_worker *worker, struct task_start_state *st
         struct request_work *work = &works[i];
         if (work->message == NULL)
             continue;
-        if (starts == NULL || work->message->replay) {
+        /* A followed start needs its own synchronous call (the shared call
+         * answers no execution ids). */
+        if (starts == NULL || work->message->replay || work->answer.follow) {
             task_start_each(worker, state, work->message, work->request.request_id, work->startable,
                             work->to_start, &work->answer);
             continue;

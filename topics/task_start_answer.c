@@ -197,6 +197,20 @@ void task_start_record_outcome(struct task_start_state *state, struct task_answe
     if (result->attempts > answer->attempts)
         answer->attempts = result->attempts;
     cJSON *entry = task_start_task_json(task->id, task->name, task->selector);
+    if (status == BUTLER_OK && answer->follow &&
+        (task->execution_id[0] == '\0' ||
+         strcmp(task->execution_id, "00000000-0000-0000-0000-000000000000") == 0) &&
+        source == START_CALLED) {
+        /* Sense took the call but did not start the task (contract 9.1). */
+        cJSON_AddItemToArray(answer->failed, entry);
+        task_start_note_error(answer,
+                              "Sense did not start task %s (all-zero execution id: "
+                              "task disabled, no scheduler or app unavailable)",
+                              task->id);
+        return;
+    }
+    if (status == BUTLER_OK && task->execution_id[0] != '\0')
+        cJSON_AddStringToObject(entry, "executionId", task->execution_id);
     if (status == BUTLER_OK) {
         if (source == START_REPLAY_VERIFIED)
             cJSON_AddStringToObject(entry, "replay", "verified");

@@ -48,6 +48,7 @@ struct task_answer {
     /* Butler began stopping while a start waited for its attempt note: the
      * request stays in the spool unanswered and the next start replays it. */
     bool keep;
+    bool follow; /* "follow": true: synchronous starts, each run followed (task_follow.h) */
 };
 
 /* A task chosen for starting, in request order, unique by id. */
@@ -55,7 +56,8 @@ struct chosen_task {
     char id[37];
     char *name;
     const struct task_selector *selector;
-    cJSON *task; /* task/full object or NULL; borrowed from `lookups` */
+    cJSON *task;           /* task/full object or NULL; borrowed from `lookups` */
+    char execution_id[37]; /* follow: what the synchronous start answered ("" = none) */
 };
 
 /* Most requests choose one task: the first few slots are inline, more go to

@@ -13,6 +13,8 @@
 #include <strings.h>
 
 #include "bridge/core/log.h"
+#include "bridge/model/task_request.h"
+#include "topics/task_follow.h"
 
 /* ---- replay after a crash ---- */
 
@@ -58,15 +60,59 @@ static bool started_since(struct topic_worker *worker, const char *task_id, uint
  * section 7). A replayed request uses only its own notes: what other requests
  * did to the same task never counts. Worker thread.
  */
+/*
+ * POST /qrs/task/{id}/start/synchronous: the execution session id into
+ * task->execution_id (all zeros when Sense did not start the task). The
+ * answer is {"value": "<guid>"} or a bare JSON string (sense-interfaces.md
+ * 7.2). Worker thread.
+ */
+static enum butler_status start_synchronous(struct topic_worker *worker, struct chosen_task *task,
+                                            struct qrs_result *result)
+{
+    char path[96];
+    cJSON *json = NULL;
+    snprintf(path, sizeof path, "task/%s/start/synchronous", task->id);
+    enum butler_status status =
+        qrs_post(worker->qrs, "task/start/synchronous", path, NULL, &json, result);
+    if (status != BUTLER_OK)
+        goto out;
+    const cJSON *value =
+        cJSON_IsObject(json) ? cJSON_GetObjectItemCaseSensitive(json, "value") : json;
+    if (!cJSON_IsString(value) || !task_is_guid(value->valuestring, strlen(value->valuestring))) {
+        status = BUTLER_ERR_REMOTE;
+        snprintf(result->error, sizeof result->error,
+                 "the synchronous start answered no execution id");
+        goto out;
+    }
+    snprintf(task->execution_id, sizeof task->execution_id, "%s", value->valuestring);
+out:
+    cJSON_Delete(json);
+    return status;
+}
+
+static bool zero_id(const char *id)
+{
+    return strcmp(id, "00000000-0000-0000-0000-000000000000") == 0;
+}
+
 static enum butler_status start_task_once(struct topic_worker *worker,
-                                          struct topic_message *message, const char *task_id,
+                                          struct topic_message *message, const char *request_id,
+                                          struct chosen_task *task, bool follow,
                                           struct qrs_result *result,
                                           enum start_outcome_source *source)
 {
     char note[64];
+    const char *task_id = task->id;
     *source = START_CALLED;
     if (message->replay) {
         enum replay_noted noted = replay_noted_for(message, task_id);
+        /* A follow recorded before the crash: the run it follows is this
+         * request's start (the follow is written before the "started" note). */
+        if (follow && noted != REPLAY_NOTHING_NOTED &&
+            task_follow_find(request_id, task_id, task->execution_id)) {
+            *source = START_NOTED_BEFORE;
+            return BUTLER_OK;
+        }
         if (noted == REPLAY_STARTED_NOTED) {
             *source = START_NOTED_BEFORE;
             return BUTLER_OK;
@@ -94,7 +140,28 @@ static enum butler_status start_task_once(struct topic_worker *worker,
             *source = START_NOT_RECORDED;
         return status;
     }
-    status = qrs_task_start(worker->qrs, task_id, result);
+    if (!follow) {
+        status = qrs_task_start(worker->qrs, task_id, result);
+    } else {
+        status = start_synchronous(worker, task, result);
+        if (status == BUTLER_OK && !zero_id(task->execution_id)) {
+            /* Recorded before the "started" note and before the answer. */
+            struct task_follow_start start = {
+                .request_id = request_id,
+                .task_id = task_id,
+                .task_name = task->name,
+                .execution_id = task->execution_id,
+                .response_topic = message->response_topic,
+                .correlation = message->correlation_data,
+                .correlation_length = message->correlation_length,
+            };
+            if (task_follow_add(&start) != BUTLER_OK)
+                LOG_ERROR(MODULE,
+                          "execution %s of task %s started but cannot be followed: the spool "
+                          "refused its record",
+                          task->execution_id, task_id);
+        }
+    }
     if (status == BUTLER_OK) {
         snprintf(note, sizeof note, "started %s", task_id);
         topic_message_note(message, note);
@@ -107,17 +174,49 @@ void task_start_each(struct topic_worker *worker, struct task_start_state *state
                      struct topic_message *message, const char *request_id,
                      struct chosen_task **startable, size_t to_start, struct task_answer *answer)
 {
+    /* Room for every run this request may follow, or nothing starts
+     * (task_start.follow.max). Each start uses one reservation; what is left
+     * is given back. */
+    if (answer->follow && !message->replay && to_start > 0 && !task_follow_reserve(to_start)) {
+        for (size_t i = 0; i < to_start; i++)
+            cJSON_AddItemToArray(
+                answer->failed,
+                task_start_task_json(startable[i]->id, startable[i]->name, startable[i]->selector));
+        task_start_note_error(answer, "%s",
+                              "task_start.follow.max runs are followed already; nothing started");
+        return;
+    }
+    size_t reserved = answer->follow && !message->replay ? to_start : 0;
     for (size_t i = 0; i < to_start && !answer->keep; i++) {
         struct qrs_result result = {0};
         enum start_outcome_source source;
-        enum butler_status status =
-            start_task_once(worker, message, startable[i]->id, &result, &source);
+        if (answer->follow && message->replay && !task_follow_reserve(1)) {
+            cJSON_AddItemToArray(
+                answer->failed,
+                task_start_task_json(startable[i]->id, startable[i]->name, startable[i]->selector));
+            task_start_note_error(answer, "%s",
+                                  "task_start.follow.max runs are followed already; not started");
+            continue;
+        }
+        if (answer->follow && message->replay)
+            reserved++;
+        enum butler_status status = start_task_once(worker, message, request_id, startable[i],
+                                                    answer->follow, &result, &source);
+        if (answer->follow) { /* task_follow_add used the reservation when it followed */
+            bool followed = status == BUTLER_OK && source == START_CALLED &&
+                            startable[i]->execution_id[0] && !zero_id(startable[i]->execution_id);
+            if (!followed)
+                task_follow_release(1);
+            reserved--;
+        }
         if (status == BUTLER_ERR_SHUTDOWN && source == START_CALLED) {
             answer->keep = true; /* stopping before the attempt was recorded */
-            return;
+            break;
         }
         task_start_record_outcome(state, answer, request_id, startable[i], status, source, &result);
     }
+    if (reserved > 0)
+        task_follow_release(reserved);
 }
 
 size_t task_start_note_shared(struct task_start_state *state, struct batched_start *starts,

@@ -42,6 +42,7 @@
 #include "topics/publish.h"
 #include "topics/slack.h"
 #include "bridge/model/task_result.h"
+#include "topics/task_follow.h"
 #include "topics/task_start.h"
 
 #define MODULE "topics"
@@ -299,7 +300,8 @@ struct recovery {
     struct butler_runtime *runtime;
     size_t replayed;
     size_t malformed;
-    size_t events; /* Sense event messages handed to topics/events.c */
+    size_t events;  /* Sense event messages handed to topics/events.c */
+    size_t follows; /* followed task runs handed to topics/task_follow.c */
 };
 
 static const struct topic_family *family_by_name(const char *name)
@@ -343,6 +345,17 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
     if (message && strcmp(family, INFLUXDB_SPOOL_FAMILY) == 0) {
         /* A batch of InfluxDB points: the writer takes it from the spool. */
         route_influxdb_recovered(entry->id, message->payload, message->payload_length);
+        topic_message_free(message); /* not spooled itself: marks nothing done */
+        return;
+    }
+    if (message && strcmp(family, TASK_FOLLOW_SPOOL_FAMILY) == 0) {
+        /* A followed run: the follower resumes it (topics/task_follow.h). */
+        if (task_follow_recovered(entry->id, message->payload, message->payload_length,
+                                  message->response_topic, message->correlation_data,
+                                  message->correlation_length) == BUTLER_OK)
+            recovery->follows++;
+        else
+            recovery->malformed++;
         topic_message_free(message); /* not spooled itself: marks nothing done */
         return;
     }
@@ -407,7 +420,10 @@ enum butler_status topics_recover(struct butler_runtime *runtime)
         .compact_in_housekeeping = true,
     };
     struct recovery recovery = {.runtime = runtime};
-    enum butler_status status = spool_open(&options, on_recovered, &recovery, &runtime->spool);
+    enum butler_status status = task_follow_setup(runtime);
+    if (status != BUTLER_OK)
+        return status;
+    status = spool_open(&options, on_recovered, &recovery, &runtime->spool);
     if (status != BUTLER_OK) {
         LOG_ERROR(MODULE, "cannot open the spool in %s: %s", config->spool.dir,
                   butler_status_str(status));
@@ -419,6 +435,8 @@ enum butler_status topics_recover(struct butler_runtime *runtime)
     if (recovery.events)
         LOG_INFO(MODULE, "%zu Sense event message(s) from the spool will be published",
                  recovery.events);
+    if (recovery.follows)
+        LOG_INFO(MODULE, "resuming %zu followed task run(s) from the spool", recovery.follows);
     if (recovery.replayed)
         LOG_INFO(MODULE, "replaying %zu item(s) from the spool", recovery.replayed);
     if (recovery.malformed)
@@ -432,6 +450,9 @@ void topics_replay(struct butler_runtime *runtime)
     route_influxdb_start(); /* the spool is open and read: batches found in it can go */
     if (feeder_start(runtime) != BUTLER_OK)
         LOG_ERROR(MODULE, "cannot start the feeder thread: spooled work waits for the next start");
+    if (task_follow_start() != BUTLER_OK)
+        LOG_ERROR(MODULE,
+                  "cannot start the follower thread: followed runs wait for the next start");
 }
 
 void topics_stop_intake(struct butler_runtime *runtime)
@@ -442,6 +463,7 @@ void topics_stop_intake(struct butler_runtime *runtime)
 void topics_stop_replay(void)
 {
     feeder_stop_feeding();
+    task_follow_stop(); /* Butler is stopping: unfinished follows stay in the spool */
 }
 
 void topics_teardown(void)
@@ -450,7 +472,8 @@ void topics_teardown(void)
     held_messages_close();
     held_messages_clear();
     route_influxdb_stop(); /* its open batch goes to the spool, dead letters still publish */
-    publish_teardown();    /* before the spool closes: unanswered work stays in it */
+    task_follow_teardown();
+    publish_teardown(); /* before the spool closes: unanswered work stays in it */
     if (butler_runtime_current && butler_runtime_current->spool) {
         spool_close(butler_runtime_current->spool);
         butler_runtime_current->spool = NULL;

@@ -120,6 +120,7 @@ struct qrs_attempt {
     struct qrs_result *result;
     const char *body; /* NULL: POSTs send "{}" */
     size_t body_length;
+    size_t tail_bytes; /* > 0: keep only the last tail_bytes of the body (logs) */
 };
 
 /* One attempt: a fresh xrfkey in the query and the header every time. */
@@ -162,6 +163,8 @@ static enum butler_status qrs_attempt_once(void *context, int attempt, long *ret
         .client_key_file = client->config->qrs.key_file,
         .ca_file = client->config->qrs.ca_file,
         .verify_peer = client->config->qrs.verify_peer,
+        .max_response_bytes = call->tail_bytes,
+        .keep_tail = call->tail_bytes > 0,
     };
     enum butler_status status = http_client_perform(client->http, &request, call->response);
     *retry_after_s = call->response->retry_after_s;
@@ -177,16 +180,30 @@ static enum butler_status qrs_attempt_once(void *context, int attempt, long *ret
  * One logical QRS call, retried per the `retry` section. `path_and_query` is
  * relative to /qrs/ and may already carry a query. Thread: the owning worker.
  */
+static enum butler_status qrs_call_tail(struct qrs_client *client, const char *method,
+                                        const char *route, const char *path_and_query,
+                                        size_t tail_bytes, struct http_response *response,
+                                        struct qrs_result *result);
+
 static enum butler_status qrs_call(struct qrs_client *client, const char *method, const char *route,
                                    const char *path_and_query, struct http_response *response,
                                    struct qrs_result *result)
+{
+    return qrs_call_tail(client, method, route, path_and_query, 0, response, result);
+}
+
+static enum butler_status qrs_call_tail(struct qrs_client *client, const char *method,
+                                        const char *route, const char *path_and_query,
+                                        size_t tail_bytes, struct http_response *response,
+                                        struct qrs_result *result)
 {
     memset(result, 0, sizeof *result);
     if (!qrs_enabled(client->config)) {
         snprintf(result->error, sizeof result->error, "QRS is not configured (qrs.url is empty)");
         return BUTLER_ERR_REMOTE;
     }
-    struct qrs_attempt call = {client, method, route, path_and_query, response, result, NULL, 0};
+    struct qrs_attempt call = {client, method, route, path_and_query, response,
+                               result, NULL,   0,     tail_bytes};
     enum butler_status status =
         retry_run(&client->retry, client->should_stop, qrs_attempt_once, &call, &result->attempts);
     if (status != BUTLER_OK) {
@@ -207,6 +224,32 @@ static enum butler_status qrs_call(struct qrs_client *client, const char *method
 enum butler_status qrs_get(struct qrs_client *client, const char *path, const char *filter,
                            cJSON **json_out, struct qrs_result *result)
 {
+    return qrs_get_route(client, path, path, filter, json_out, result);
+}
+
+enum butler_status qrs_get_text(struct qrs_client *client, const char *route,
+                                const char *path_and_query, size_t tail_bytes, char **text_out,
+                                size_t *length_out, bool *head_cut_out, struct qrs_result *result)
+{
+    struct http_response response = {.retry_after_s = -1};
+    *text_out = NULL;
+    enum butler_status status =
+        qrs_call_tail(client, "GET", route, path_and_query, tail_bytes, &response, result);
+    if (status == BUTLER_ERR_REMOTE && response.status == 404)
+        status = BUTLER_ERR_NOT_FOUND;
+    if (status == BUTLER_OK) {
+        *text_out = response.body;
+        *length_out = response.body_length;
+        *head_cut_out = response.head_cut;
+        response.body = NULL;
+    }
+    http_response_clear(&response);
+    return status;
+}
+
+enum butler_status qrs_get_route(struct qrs_client *client, const char *route, const char *path,
+                                 const char *filter, cJSON **json_out, struct qrs_result *result)
+{
     enum butler_status status = BUTLER_ERR_NOMEM;
     struct http_response response = {.retry_after_s = -1};
     char path_and_query[URL_MAX];
@@ -225,7 +268,7 @@ enum butler_status qrs_get(struct qrs_client *client, const char *path, const ch
     } else {
         snprintf(path_and_query, sizeof path_and_query, "%s", path);
     }
-    status = qrs_call(client, "GET", path, path_and_query, &response, result);
+    status = qrs_call(client, "GET", route, path_and_query, &response, result);
     if (status == BUTLER_ERR_REMOTE && response.status == 404) {
         status = BUTLER_ERR_NOT_FOUND;
         goto out;
@@ -381,8 +424,8 @@ static enum butler_status qrs_call_body(struct qrs_client *client, const char *m
         snprintf(result->error, sizeof result->error, "QRS is not configured (qrs.url is empty)");
         return BUTLER_ERR_REMOTE;
     }
-    struct qrs_attempt call = {client,   method, route, path_and_query,
-                               response, result, body,  body ? strlen(body) : 0};
+    struct qrs_attempt call = {
+        client, method, route, path_and_query, response, result, body, body ? strlen(body) : 0, 0};
     enum butler_status status;
     if (checked) {
         checked->call = &call;

@@ -46,6 +46,21 @@ bool qrs_enabled(const struct butler_config *config);
 enum butler_status qrs_get(struct qrs_client *client, const char *path, const char *filter,
                            cJSON **json_out, struct qrs_result *result);
 
+/* The same with `route` as the call metric's label, for paths that carry ids
+ * (one label per id would grow /metrics without bound). */
+enum butler_status qrs_get_route(struct qrs_client *client, const char *route, const char *path,
+                                 const char *filter, cJSON **json_out, struct qrs_result *result);
+
+/*
+ * GET /qrs/<path_and_query> as text (script logs): with tail_bytes > 0 only
+ * the body's last tail_bytes are kept (*head_cut_out set when some were
+ * dropped). On BUTLER_OK *text_out is NUL-terminated, owned by the caller
+ * (free). 404 -> BUTLER_ERR_NOT_FOUND. Thread: the owning one.
+ */
+enum butler_status qrs_get_text(struct qrs_client *client, const char *route,
+                                const char *path_and_query, size_t tail_bytes, char **text_out,
+                                size_t *length_out, bool *head_cut_out, struct qrs_result *result);
+
 /* POST /qrs/task/{id}/start. 204/2xx -> OK; 404 or 400 -> BUTLER_ERR_NOT_FOUND
  * (no such task); retryable failures are retried per the `retry` section, but
  * an attempt that got no clear refusal (a timeout, a broken connection, a 5xx)

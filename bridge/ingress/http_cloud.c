@@ -48,13 +48,13 @@ static void handle_webhook(struct http_exchange *exchange)
 {
     const struct butler_config *config = exchange->runtime->config;
     exchange->endpoint = "qlikCloudWebhook";
-    if (config->qlik_cloud.tenants.count == 0) {
-        http_exchange_reply_error(exchange, 404, "no such endpoint (or it is disabled)", NULL);
-        return;
-    }
     if (exchange->method != HTTP_METHOD_POST) {
         static const char *const allow[] = {"Allow", "POST", NULL};
         http_exchange_reply_error(exchange, 405, "method not allowed on this endpoint", allow);
+        return;
+    }
+    if (config->qlik_cloud.tenants.count == 0) {
+        http_exchange_reply_error(exchange, 404, "no such endpoint (or it is disabled)", NULL);
         return;
     }
     enum butler_status status = http_exchange_read_body(exchange);

@@ -289,7 +289,7 @@ static enum butler_status parse_object(const cJSON *object, const char *topic_ta
 {
     static const char *const known[] = {"taskId",    "taskName", "tag",   "customProperty",
                                         "requestId", "kv",       "items", "allTaskIdsMustExist",
-                                        NULL};
+                                        "follow",    NULL};
     enum butler_status status = BUTLER_OK;
     const cJSON *member;
     int selectors = 0;
@@ -310,6 +310,14 @@ static enum butler_status parse_object(const cJSON *object, const char *topic_ta
             return BUTLER_ERR_INVALID;
         }
         request->all_task_ids_must_exist = cJSON_IsTrue(all_must_exist);
+    }
+    const cJSON *follow = cJSON_GetObjectItemCaseSensitive(object, "follow");
+    if (follow) {
+        if (!cJSON_IsBool(follow)) {
+            snprintf(error, error_size, "\"follow\" must be true or false");
+            return BUTLER_ERR_INVALID;
+        }
+        request->follow = cJSON_IsTrue(follow);
     }
     const cJSON *task_id = cJSON_GetObjectItemCaseSensitive(object, "taskId");
     const cJSON *task_name = cJSON_GetObjectItemCaseSensitive(object, "taskName");

@@ -55,6 +55,9 @@ struct task_request {
     struct task_kv_item *kv;
     size_t kv_count;
     bool all_task_ids_must_exist;
+    /* "follow": true: start with the synchronous start and follow each run to
+     * its end (contract 9.1, topics/task_follow.h). */
+    bool follow;
 };
 
 /*

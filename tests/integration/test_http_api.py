@@ -978,6 +978,9 @@ def test_openapi_operation(api, operation):
         # The api instance has no notification secret: the callback is refused as 404
         # (its 200 is covered by test_notifications.py).
         "POST /qrs-notification/{secret}": ("/qrs-notification/not-the-secret", [], 404),
+        # The api instance has no qlik_cloud.tenants: the webhook is off (404); its answers
+        # are covered by test_qlik_cloud.py.
+        "POST /qlik-cloud/webhook": ("/qlik-cloud/webhook", {}, 404),
         # The api instance has no engine.url: the engine endpoints are off (404); their
         # success answers are checked against this description in test_app.py.
         "PUT /v4/app/{appId}/reload": (f"/v4/app/{APP_ID}/reload", {}, 404),
@@ -1180,6 +1183,8 @@ def test_every_route_is_described():
     assert len(routed) >= 20, f"the route table was not read: {routed}"
     # The QRS callback is routed before the table (its secret is the last segment).
     routed["/qrs-notification/*"] = {"POST"}
+    # So is Qlik Cloud's webhook (signed, no token: bridge/ingress/http_cloud.c).
+    routed["/qlik-cloud/webhook"] = {"POST"}
     assert routed == described_routes()
 
 

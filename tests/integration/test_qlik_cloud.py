@@ -357,3 +357,42 @@ def test_an_app_without_the_opt_in_tag_is_not_alerted(workdir, broker, tenant, h
     finally:
         client.close()
         butler.stop()
+
+
+# ---- docs/sense-calls.md lists every call Butler made to the tenant simulator
+
+ALL_CALLS = []
+
+
+@pytest.fixture(autouse=True)
+def _collect_calls(request):
+    yield
+    sim = request.node.funcargs.get("tenant")
+    if sim is not None:
+        ALL_CALLS.extend((c["method"], c["path"]) for c in sim.calls)
+
+
+def listed_cloud_calls():
+    import re
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "sense-calls.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index("## Qlik Cloud"):]
+    section = section[:section.index("\n## ", 3)]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        found = re.match(r"`([^`]+)`", cells[1]) if len(cells) > 2 else None
+        if found and cells[0] in ("GET", "POST"):
+            regex = "^" + re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(found.group(1))) + "$"
+            rows.append((cells[0], re.compile(regex)))
+    return rows
+
+
+def test_zz_every_call_to_the_tenant_is_listed_in_sense_calls():
+    rows = listed_cloud_calls()
+    assert len(rows) == 6
+    assert ALL_CALLS, "no test of this module called the simulator"
+    unlisted = {(m, p) for m, p in ALL_CALLS
+                if not any(m == rm and rx.match(p) for rm, rx in rows)}
+    assert unlisted == set(), unlisted

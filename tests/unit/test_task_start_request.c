@@ -206,9 +206,37 @@ static void test_utf8_and_guid(void)
     UNIT_CHECK(uuid[14] == '4');
 }
 
+/* "follow" (contract 9.1): a boolean on any object form; anything else is refused. */
+static void test_follow(void)
+{
+    struct task_request request;
+    char error[256];
+    UNIT_CHECK(parse("{\"tag\":\"x\",\"follow\":true}", NULL, false, &request, error) == BUTLER_OK);
+    UNIT_CHECK(request.follow);
+    task_request_clear(&request);
+    UNIT_CHECK(parse("{\"tag\":\"x\",\"follow\":false}", NULL, false, &request, error) ==
+               BUTLER_OK);
+    UNIT_CHECK(!request.follow);
+    task_request_clear(&request);
+    UNIT_CHECK(parse("{\"tag\":\"x\"}", NULL, false, &request, error) == BUTLER_OK);
+    UNIT_CHECK(!request.follow);
+    task_request_clear(&request);
+    UNIT_CHECK(parse("{\"follow\":true}", TASK, false, &request, error) == BUTLER_OK);
+    UNIT_CHECK(request.follow);
+    task_request_clear(&request);
+    static const char *const bad[] = {"\"yes\"", "1", "null", "[]", "{}"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char payload[128];
+        snprintf(payload, sizeof payload, "{\"requestId\":\"f\",\"tag\":\"x\",\"follow\":%s}",
+                 bad[i]);
+        UNIT_CHECK(parse(payload, NULL, false, &request, error) == BUTLER_ERR_INVALID);
+        UNIT_CHECK(strstr(error, "\"follow\" must be true or false") != NULL);
+        UNIT_CHECK_STR(request.request_id, "f");
+    }
+}
+
 const struct unit_test unit_tests[] = {
-    UNIT_TEST(test_bare_guid),     UNIT_TEST(test_object_selectors),
-    UNIT_TEST(test_object_errors), UNIT_TEST(test_typed_items),
-    UNIT_TEST(test_topic_task_id), UNIT_TEST(test_hostile),
-    UNIT_TEST(test_utf8_and_guid), {0},
+    UNIT_TEST(test_bare_guid),     UNIT_TEST(test_object_selectors), UNIT_TEST(test_object_errors),
+    UNIT_TEST(test_typed_items),   UNIT_TEST(test_topic_task_id),    UNIT_TEST(test_hostile),
+    UNIT_TEST(test_utf8_and_guid), UNIT_TEST(test_follow),           {0},
 };

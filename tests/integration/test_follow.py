@@ -1,0 +1,315 @@
+"""Following a started task run to its end (contract 9.1, issue 26).
+
+A task start with "follow": true uses the synchronous start, answers with each
+task's executionId, then publishes exactly one <root>/task/finished/<taskId>
+per started execution (and on the v5 Response Topic) once the QRS simulator's
+execution session is gone (404) and its execution result says how it ended.
+Runs are shaped per task through the simulator's control API (outcomes,
+durations, retries); nothing here depends on timings beyond bounded waits.
+"""
+import json
+import signal
+import uuid
+
+import pytest
+
+from conftest import TASK_SALES, Butler, wait_until
+
+TASK_FINANCE = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
+TASK_HR = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
+TASK_DISABLED = "c2d3e4f5-a6b7-4c8d-9e0f-a1b2c3d4e5f6"
+TASK_MARKETING = "4e5f6a7b-8c9d-4e0f-9a1b-2c3d4e5f6a7b"
+ZERO = "00000000-0000-0000-0000-000000000000"
+FOLLOW_YAML = "task_start: { follow: { poll_s: 1, timeout_s: 60 } }\n"
+
+
+def plan(qrs, task_id, **run):
+    body = {"run": run}
+    if "maxRetries" in run:
+        body["maxRetries"] = run.pop("maxRetries")
+    status, answer = qrs.control("PATCH", f"/_sim/tasks/{task_id}", body)
+    assert status in (200, 204), answer
+
+
+def calls(qrs):
+    _, body = qrs.control("GET", "/_sim/calls")
+    return body.get("calls", body) if isinstance(body, dict) else body
+
+
+def sync_starts(qrs, task_id):
+    return [c for c in calls(qrs) if c["path"] == f"/qrs/task/{task_id}/start/synchronous"]
+
+
+def start(client, payload, **kwargs):
+    request_id = str(uuid.uuid4())
+    client.publish("butler/task/start", json.dumps(dict(payload, requestId=request_id, follow=True)),
+                   **kwargs)
+    return request_id, client.wait_result(request_id)
+
+
+def finished(client, request_id=None, count=1, timeout=30.0):
+    def match(m):
+        if not m["topic"].startswith("butler/task/finished/"):
+            return False
+        return request_id is None or json.loads(m["payload"]).get("requestId") == request_id
+    found = client.wait_for(match, timeout=timeout, count=count, what="finished message")
+    return [json.loads(m["payload"]) for m in found]
+
+
+def finished_now(client):
+    with client.lock:
+        return [json.loads(m["payload"]) for m in client.messages
+                if m["topic"].startswith("butler/task/finished/")]
+
+
+@pytest.fixture
+def butler(workdir, broker, qrs):
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
+    yield b
+    code = b.stop()
+    assert code == 0, f"butler exit code {code}\n{b.log()[-3000:]}"
+
+
+@pytest.fixture
+def watcher(client):
+    client.subscribe("reply/#")  # the fixture's client has butler/# already
+    return client
+
+
+def test_success_is_followed_to_its_end(butler, watcher, qrs):
+    plan(qrs, TASK_SALES, outcomes=["success"], durationMs=1500)
+    request_id, answer = start(watcher, {"taskId": TASK_SALES}, response_topic="reply/me",
+                               correlation=b"c-1")
+    assert answer["status"] == "started", answer
+    execution_id = answer["started"][0]["executionId"]
+    assert execution_id != ZERO and len(execution_id) == 36
+    done = finished(watcher, request_id)[0]
+    assert done["status"] == "success" and done["statusCode"] == 7
+    assert done["executionId"] == execution_id
+    assert done["taskId"] == TASK_SALES and done["taskName"] == "Reload Sales Dashboard"
+    assert done["durationMs"] >= 1000 and done["startTime"] and done["stopTime"]
+    assert "executingNode" in done
+    # The same message on the request's Response Topic with its Correlation Data.
+    replies = watcher.wait_for(lambda m: m["topic"] == "reply/me" and
+                               json.loads(m["payload"]).get("executionId") == execution_id)
+    assert replies[0]["correlation"] == b"c-1"
+    # Synchronous start used, the session polled until 404, then the result.
+    paths = [c["path"] for c in calls(qrs)]
+    assert f"/qrs/task/{TASK_SALES}/start/synchronous" in paths
+    assert any(p == f"/qrs/executionsession/{execution_id}" for p in paths)
+    assert "/qrs/executionresult/full" in paths
+    # Exactly one finished message.
+    wait_until(lambda: butler.log().count(f"execution {execution_id} of task") >= 1)
+    assert len([f for f in finished_now(watcher) if f["executionId"] == execution_id]) == 1, \
+        [m["topic"] for m in watcher.messages]
+
+
+@pytest.mark.parametrize("outcome,status,code", [("fail", "failed", 8), ("abort", "aborted", 6),
+                                                 ("skip", "skipped", 9), ("error", "error", 11)])
+def test_outcomes_map_to_status(butler, watcher, qrs, outcome, status, code):
+    plan(qrs, TASK_FINANCE, outcomes=[outcome], durationMs=300)
+    request_id, answer = start(watcher, {"taskId": TASK_FINANCE})
+    assert answer["status"] == "started", answer
+    done = finished(watcher, request_id)[0]
+    assert (done["status"], done["statusCode"]) == (status, code), done
+    if status in ("failed", "aborted"):  # the script log's tail comes with these
+        assert isinstance(done.get("scriptLogTail"), str) and done["scriptLogTail"].strip(), done
+        # The newer call (executionResultId) first; no need for the older one.
+        paths = [c["path"] for c in calls(qrs)]
+        assert f"/qrs/reloadtask/{TASK_FINANCE}/scriptlogfile" in paths
+        assert f"/qrs/reloadtask/{TASK_FINANCE}/scriptlog" not in paths
+    else:
+        assert "scriptLogTail" not in done
+
+
+def test_script_log_from_the_older_call_when_the_newer_fails(butler, watcher, qrs):
+    plan(qrs, TASK_FINANCE, outcomes=["fail"], durationMs=300)
+    qrs.control("POST", "/_sim/faults", {
+        "id": "newer404", "match": {"method": "GET", "path_re": "/scriptlogfile$", "times": -1},
+        "action": {"type": "status", "status": 404, "body": "Not Found"}})
+    request_id, _ = start(watcher, {"taskId": TASK_FINANCE})
+    done = finished(watcher, request_id)[0]
+    assert done["status"] == "failed" and done["scriptLogTail"].strip()
+    paths = [c["path"] for c in calls(qrs)]
+    assert paths.index(f"/qrs/reloadtask/{TASK_FINANCE}/scriptlogfile") < \
+        paths.index(f"/qrs/reloadtask/{TASK_FINANCE}/scriptlog")
+
+
+def test_missing_script_log_is_not_an_error(butler, watcher, qrs):
+    plan(qrs, TASK_FINANCE, outcomes=["fail"], durationMs=300)
+    qrs.control("POST", "/_sim/faults", {
+        "id": "nolog", "match": {"method": "GET", "path_re": "^/qrs/reloadtask/.*/scriptlog",
+                                 "times": -1},
+        "action": {"type": "status", "status": 404, "body": "Not Found"}})
+    request_id, _ = start(watcher, {"taskId": TASK_FINANCE})
+    done = finished(watcher, request_id)[0]
+    assert done["status"] == "failed" and "scriptLogTail" not in done
+
+
+def test_retries_report_the_newest_result(butler, watcher, qrs):
+    """A failing task with 2 retries leaves three results for one execution; the
+    older two end in 10 (Retry, not final), so only the newest gives an end."""
+    plan(qrs, TASK_HR, outcomes=["fail"], durationMs=200, retryDelayMs=100, maxRetries=2)
+    request_id, answer = start(watcher, {"taskId": TASK_HR})
+    execution_id = answer["started"][0]["executionId"]
+    done = finished(watcher, request_id)[0]
+    assert done["status"] == "failed" and done["statusCode"] == 8
+    assert done["executionId"] == execution_id
+    assert done["durationMs"] < 1000  # the last attempt's, not the whole session's
+    assert len(sync_starts(qrs, TASK_HR)) == 1
+
+
+def test_all_zero_id_is_failed(butler, watcher, qrs):
+    request_id, answer = start(watcher, {"taskId": TASK_DISABLED})
+    assert answer["status"] == "failed", answer
+    assert answer["failed"][0]["taskId"] == TASK_DISABLED
+    assert "all-zero" in answer["error"]
+    assert not answer["started"]
+
+
+def test_timeout(workdir, broker, qrs, watcher):
+    plan(qrs, TASK_MARKETING, outcomes=["hang"])
+    b = Butler(workdir, broker, qrs,
+               extra_yaml="task_start: { follow: { poll_s: 1, timeout_s: 2 } }\n").start()
+    try:
+        request_id, answer = start(watcher, {"taskId": TASK_MARKETING})
+        assert answer["status"] == "started"
+        done = finished(watcher, request_id)[0]
+        assert done["status"] == "timeout" and done["statusCode"] == 2, done
+    finally:
+        qrs.control("POST", f"/_sim/tasks/{TASK_MARKETING}/complete", {"outcome": "success"})
+        assert b.stop() == 0
+
+
+def test_follow_by_tag_starts_every_task_and_follows_each(butler, watcher, qrs):
+    plan(qrs, TASK_SALES, outcomes=["success"], durationMs=300)
+    plan(qrs, TASK_FINANCE, outcomes=["fail"], durationMs=300)
+    request_id, answer = start(watcher, {"tag": "nightly"})
+    # Legacy Budget is tagged too but disabled: all-zero id -> failed; the others started.
+    assert answer["status"] == "partial", answer
+    started = {s["taskId"]: s["executionId"] for s in answer["started"]}
+    assert set(started) == {TASK_SALES, TASK_FINANCE}
+    done = finished(watcher, request_id, count=2)
+    assert {d["taskId"]: d["status"] for d in done} == {TASK_SALES: "success",
+                                                        TASK_FINANCE: "failed"}
+
+
+def test_follow_must_be_boolean(butler, watcher):
+    request_id = str(uuid.uuid4())
+    watcher.publish("butler/task/start",
+                    json.dumps({"taskId": TASK_SALES, "requestId": request_id, "follow": "yes"}))
+    answer = watcher.wait_result(request_id)
+    assert answer["status"] == "invalid" and "follow" in answer["error"]
+
+
+def test_max_follows_refuses_and_starts_nothing(workdir, broker, qrs, watcher):
+    plan(qrs, TASK_MARKETING, outcomes=["hang"])
+    b = Butler(workdir, broker, qrs,
+               extra_yaml="task_start: { follow: { poll_s: 1, max: 1 } }\n").start()
+    try:
+        _, first = start(watcher, {"taskId": TASK_MARKETING})
+        assert first["status"] == "started"
+        _, second = start(watcher, {"taskId": TASK_SALES})
+        assert second["status"] == "failed" and "task_start.follow.max" in second["error"]
+        assert not any(c["path"].startswith(f"/qrs/task/{TASK_SALES}/start") for c in calls(qrs))
+    finally:
+        qrs.control("POST", f"/_sim/tasks/{TASK_MARKETING}/complete", {"outcome": "success"})
+        assert b.stop() == 0
+
+
+def test_qrs_failures_are_retried_and_the_follow_kept(butler, watcher, qrs):
+    plan(qrs, TASK_SALES, outcomes=["success"], durationMs=1500)
+    status, _ = qrs.control("POST", "/_sim/faults", {
+        "id": "sess500", "match": {"method": "GET", "path_re": "^/qrs/executionsession/",
+                                   "times": 3},
+        "action": {"type": "status", "status": 503, "body": "{}"}})
+    assert status in (200, 201)
+    qrs.control("POST", "/_sim/faults", {
+        "id": "resgarbage", "match": {"method": "GET", "path_re": "^/qrs/executionresult",
+                                      "times": 2},
+        "action": {"type": "malformed_json"}})
+    request_id, answer = start(watcher, {"taskId": TASK_SALES})
+    assert answer["status"] == "started"
+    done = finished(watcher, request_id, timeout=60)[0]
+    assert done["status"] == "success"
+
+
+def test_sigkill_mid_follow_resumes_with_exactly_one_message(workdir, broker, qrs, watcher):
+    tasks = [TASK_SALES, TASK_FINANCE, TASK_HR]
+    for t in tasks:
+        plan(qrs, t, outcomes=["hang"])
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
+    ids = {}
+    for t in tasks:
+        request_id, answer = start(watcher, {"taskId": t})
+        ids[answer["started"][0]["executionId"]] = request_id
+    # Polled at least once each, then killed mid-follow.
+    for execution_id in ids:
+        qrs.control("GET", "/_sim/calls/wait?path_re=/qrs/executionsession/" + execution_id +
+                    "&count=1&timeout_ms=10000")
+    b.stop(sig=signal.SIGKILL)
+    # One run ends while Butler is down: found through executionresult after the restart.
+    qrs.control("POST", f"/_sim/tasks/{TASK_HR}/complete", {"outcome": "fail"})
+    offset = len(b.log())
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
+    try:
+        wait_until(lambda: "resuming 3 followed task run(s)" in b.log()[offset:])
+        done = finished(watcher, count=1, timeout=30)
+        assert [d["taskId"] for d in done] == [TASK_HR] and done[0]["status"] == "failed"
+        for t in (TASK_SALES, TASK_FINANCE):
+            qrs.control("POST", f"/_sim/tasks/{t}/complete", {"outcome": "success"})
+        done = finished(watcher, count=3, timeout=30)
+        assert sorted(d["executionId"] for d in done) == sorted(ids)
+        assert {d["executionId"]: d["requestId"] for d in done} == ids
+    finally:
+        assert b.stop() == 0
+    # Nothing more after another restart: each follow was marked done.
+    offset = len(b.log())
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
+    try:
+        assert "resuming" not in b.log()[offset:]
+    finally:
+        assert b.stop() == 0
+    assert len(finished_now(watcher)) == 3
+
+
+def test_many_followed_runs_at_once(workdir, broker, qrs, watcher):
+    """200 follows with one request each: every one gets exactly one finished message."""
+    namespace = uuid.UUID("6d1f0c52-7a1e-4f38-9b2d-4c1e8a7f3b61")
+    import os
+    with open(os.path.join(os.path.dirname(__file__), "..", "sim", "fixture.json")) as f:
+        fixture = json.load(f)
+    app_id = fixture["tasks"][0]["appId"] if "appId" in fixture["tasks"][0] else None
+    tasks = [{"id": str(uuid.uuid5(namespace, str(i))), "name": f"Follow {i}", "taskType": 0,
+              "appId": app_id or fixture["apps"][0]["id"], "tags": ["many"],
+              "customProperties": [], "run": {"durationMs": 2000 + 10 * i}}
+             for i in range(200)]
+    fixture["tasks"] = tasks
+    status, body = qrs.control("POST", "/_sim/fixture", fixture)
+    assert status in (200, 204), body
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
+    try:
+        request_id, answer = start(watcher, {"tag": "many"})
+        assert answer["status"] == "started" and len(answer["started"]) == 200
+        done = finished(watcher, request_id, count=200, timeout=120)
+        assert len({d["executionId"] for d in done}) == 200
+        assert all(d["status"] == "success" for d in done)
+    finally:
+        assert b.stop() == 0
+    assert len(finished_now(watcher)) == 200
+
+
+def test_session_qrs_never_heard_of_ends_as_error(butler, watcher, qrs):
+    """The synchronous start answers an id QRS knows nothing of: the session is
+    404 and no result has it, so the follow ends as `error` with the reason."""
+    unknown = "9f9f9f9f-1111-4222-8333-444455556666"
+    qrs.control("POST", "/_sim/faults", {
+        "id": "unknownsid", "match": {"method": "POST", "path_re": "/start/synchronous$",
+                                      "times": 1},
+        "action": {"type": "status", "status": 201, "body": json.dumps({"value": unknown}),
+                   "content_type": "application/json"}})
+    request_id, answer = start(watcher, {"taskId": TASK_HR})
+    assert answer["started"][0]["executionId"] == unknown
+    done = finished(watcher, request_id)[0]
+    assert done["status"] == "error" and done["statusCode"] is None
+    assert "neither" in done["error"]
