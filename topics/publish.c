@@ -17,8 +17,13 @@
 
 #define MODULE "publish"
 
-enum { ACK_TIMEOUT_MS = 10000, RECONNECT_WAIT_MS = 1000 };
+enum { STOP_CHECK_MS = 1000, RECONNECT_WAIT_MS = 1000 };
 
+/* Worker thread. Sends again only what the link did not take (not connected,
+ * in-flight window full). Once taken, the publish is the link's: it survives
+ * reconnects (libmosquitto sends it again itself), so this waits for its
+ * PUBACK however long that takes, until Butler stops; a copy sent from here
+ * too reached subscribers twice. */
 enum butler_status publish_reliably(const char *topic, const void *payload, size_t payload_length,
                                     const struct mqtt_publish_options *options)
 {
@@ -26,14 +31,13 @@ enum butler_status publish_reliably(const char *topic, const void *payload, size
     enum butler_status status;
     bool final_try = false;
     for (;;) {
-        status = mqtt_link_publish_wait(runtime->link, topic, payload, payload_length, options,
-                                        ACK_TIMEOUT_MS);
+        status = mqtt_link_publish_settled(runtime->link, topic, payload, payload_length, options,
+                                           STOP_CHECK_MS, butler_runtime_stopping);
         if (status == BUTLER_OK) /* the status page's recent lists */
             status_view_note_publish(topic, payload, payload_length);
-        /* A refusal (by the broker, or too large for it) is final: sending it
-         * again would be refused again, forever. */
-        if (status == BUTLER_OK || status == BUTLER_ERR_INVALID || status == BUTLER_ERR_NOMEM ||
-            status == BUTLER_ERR_REMOTE || status == BUTLER_ERR_TOO_LARGE)
+        /* Settled, or a refusal (by the broker, or too large for it) that is
+         * final: sending it again would be refused again, forever. */
+        if (status != BUTLER_ERR_NOT_CONNECTED && status != BUTLER_ERR_FULL)
             return status;
         /* At shutdown, one more try once the link had its chance, then give up:
          * the caller's work stays unfinished and is redelivered by the broker. */
@@ -44,7 +48,7 @@ enum butler_status publish_reliably(const char *topic, const void *payload, size
         LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE, "publish to %s waiting: %s", topic,
                         butler_status_str(status));
         mqtt_link_wait_connected(runtime->link, RECONNECT_WAIT_MS);
-        if (status == BUTLER_ERR_FULL || status == BUTLER_ERR_TIMEOUT) {
+        if (status == BUTLER_ERR_FULL) {
             struct timespec pause = {0, 50 * 1000000L};
             nanosleep(&pause, NULL);
         }
@@ -182,8 +186,10 @@ static void park(struct publish_part *part)
     pthread_mutex_unlock(&parked_mutex);
 }
 
-/* Network thread (or the caller at shutdown): the broker's answer, or the
- * connection dropped first, in which case the part waits for the next CONNACK. */
+/* Network thread (or the caller at shutdown): the broker's answer, or the link
+ * stopped first. A dropped connection does not come here: the link keeps the
+ * publish and libmosquitto sends it again itself. BUTLER_ERR_NOT_CONNECTED is
+ * still parked for the next CONNACK, should a link ever report it. */
 static void part_acknowledged(void *context, enum butler_status status)
 {
     struct publish_part *part = context;

@@ -13,6 +13,7 @@
 #include "bridge/core/clock.h"
 #include "bridge/core/log.h"
 #include "bridge/core/metrics.h"
+#include "bridge/link/mqtt_link_internal.h"
 #include "bridge/link/mqtt_outlet.h"
 #include "bridge/store/held_messages.h"
 #include "bridge/model/status_view.h"
@@ -20,84 +21,14 @@
 #define MODULE "mqtt"
 
 enum {
-    SUBSCRIPTIONS_MAX = 64,
     TOPIC_MAX = 65535,
-    PENDING_BUCKETS = 1024,
     LOOP_TIMEOUT_MS = 100,
     LOOP_STALE_MIN_MS = 2000,
     /* A connection that lasted this long resets the reconnect backoff. */
     STABLE_CONNECTION_MS = 10000,
-    STATUS_PAYLOAD_MAX = 256,
     /* A hold ends after this even if nobody released it: the next refusal
      * holds again, so a forgotten release cannot keep Butler away for good. */
     HOLD_MAX_MS = 30000,
-};
-
-/* A publish waiting for its PUBACK; nodes come from a fixed pool. */
-struct pending_publish {
-    int mid;
-    mqtt_publish_done done;
-    void *context;
-    struct pending_publish *next;
-};
-
-struct mqtt_link {
-    const struct butler_config *config;
-    struct mosquitto *mosq;
-    pthread_t thread;
-    bool thread_started;
-
-    pthread_mutex_t mutex; /* guards everything below */
-    pthread_cond_t changed;
-    bool connected;
-    bool stopping;
-    bool stopped;
-    int protocol_version; /* MQTT_PROTOCOL_V5 or MQTT_PROTOCOL_V311 */
-    int connected_protocol;
-
-    struct pending_publish *pending_pool;
-    struct pending_publish *pending_free;
-    struct pending_publish *pending_buckets[PENDING_BUCKETS];
-    size_t pending_count;
-
-    mqtt_message_handler handler;
-    void *handler_context;
-    void (*connect_hook)(void *context);
-    void *connect_hook_context;
-    char *subscriptions[SUBSCRIPTIONS_MAX];
-    size_t subscription_count;
-    size_t subscribe_pending; /* SUBSCRIBEs of this connection not yet acknowledged */
-
-    char status_topic[512];
-    char online_payload[STATUS_PAYLOAD_MAX];
-    char offline_payload[STATUS_PAYLOAD_MAX];
-
-    unsigned int backoff_attempt;
-    uint64_t connected_at_ms; /* monotonic, of the latest CONNACK; network thread */
-    /* Monotonic ms of the network loop's latest turn: a loop stuck in a
-     * callback sends no PINGREQ, so the link is not "connected" for long. */
-    _Atomic uint64_t loop_turn_ms;
-    /* Set by mqtt_link_abort_connection, cleared by the next CONNACK: until
-     * then inbound messages are dropped unacknowledged (the socket is shut,
-     * so their PUBACKs never leave and the broker sends them again). */
-    atomic_bool aborted;
-    /* mqtt_link_hold: stay disconnected until released (or HOLD_MAX_MS),
-     * publishing through the outlet meanwhile. */
-    atomic_bool holding;
-    _Atomic uint64_t hold_since_ms;
-    struct mqtt_outlet *outlet; /* created at the first hold; guarded by mutex */
-    bool session_resumed; /* CONNACK session-present of the current connection; network thread */
-    unsigned int random_state;
-
-    struct metric *published_total;
-    struct metric *publish_refused_not_connected;
-    struct metric *publish_refused_full;
-    struct metric *publish_refused_broker;
-    struct metric *publish_refused_too_large;
-    struct metric *publish_refused_invalid;
-    struct metric *received_total;
-    struct metric *connects_total;
-    struct metric *disconnects_total;
 };
 
 static atomic_int library_users;
@@ -120,14 +51,17 @@ static struct pending_publish *pending_take(struct mqtt_link *link, int mid)
 
 static void pending_release(struct mqtt_link *link, struct pending_publish *node)
 {
-    node->next = link->pending_free;
-    link->pending_free = node;
+    mqtt_link_pending_release(link, node);
 }
 
 /*
- * Fail every publish still waiting for a PUBACK. Used when the connection
- * drops: the caller decides whether to retry (at-least-once; libmosquitto may
- * still resend the old copy after reconnect, whose late PUBACK is ignored).
+ * Fail every publish still waiting for a PUBACK. Only once libmosquitto will
+ * never send them again: after the network thread ended (mqtt_link_stop) or
+ * at destroy. A dropped connection does NOT fail them: libmosquitto keeps its
+ * unacknowledged QoS 1 publishes and sends each again, same packet id, right
+ * after the next CONNACK (resumed session or not), and that PUBACK completes
+ * the pending entry. It is the one owner of resends: a caller that sent its
+ * own copy as well made subscribers get every cut answer twice.
  * Callbacks run without the mutex held.
  */
 static void fail_all_pending(struct mqtt_link *link, enum butler_status status)
@@ -143,6 +77,13 @@ static void fail_all_pending(struct mqtt_link *link, enum butler_status status)
         }
     }
     link->pending_count = 0;
+    while (link->taken_back) {
+        struct pending_publish *node = link->taken_back;
+        link->taken_back = node->next;
+        node->next = detached;
+        detached = node;
+    }
+    link->taken_back_count = 0;
     pthread_mutex_unlock(&link->mutex);
     for (struct pending_publish *node = detached; node; node = node->next)
         if (node->done)
@@ -278,6 +219,7 @@ static void on_connect(struct mosquitto *mosq, void *object, int reason, int fla
     link->connected_protocol = link->protocol_version;
     pthread_cond_broadcast(&link->changed);
     pthread_mutex_unlock(&link->mutex);
+    mqtt_link_send_taken_back(link); /* what a hold took back and the outlet did not send */
     status_view_note_client(STATUS_CLIENT_BROKER, true, NULL);
     if (link->connect_hook)
         link->connect_hook(link->connect_hook_context);
@@ -316,7 +258,8 @@ static void on_disconnect(struct mosquitto *mosq, void *object, int reason,
     bool stopping = link->stopping;
     pthread_cond_broadcast(&link->changed);
     pthread_mutex_unlock(&link->mutex);
-    fail_all_pending(link, BUTLER_ERR_NOT_CONNECTED);
+    /* Pending publishes stay pending: libmosquitto sends them again after the
+     * next CONNACK (see fail_all_pending). */
     if (was_connected) {
         status_view_note_client(STATUS_CLIENT_BROKER, false, rc_text(reason));
         metrics_add(link->disconnects_total, 1);
@@ -426,6 +369,7 @@ static void *network_thread(void *argument)
         atomic_store(&link->loop_turn_ms, clock_monotonic_ms());
         if (!have_socket && atomic_load(&link->holding) &&
             clock_monotonic_ms() - atomic_load(&link->hold_since_ms) < HOLD_MAX_MS) {
+            mqtt_link_send_taken_back(link); /* the outlet may have room again */
             wait_unless_stopping(link, LOOP_TIMEOUT_MS);
             continue;
         }
@@ -456,8 +400,9 @@ static void *network_thread(void *argument)
                 clock_monotonic_ms() - link->connected_at_ms >= STABLE_CONNECTION_MS)
                 link->backoff_attempt = 0;
             link->connected_at_ms = 0;
-            fail_all_pending(link, BUTLER_ERR_NOT_CONNECTED);
             mosquitto_disconnect(link->mosq);
+            if (atomic_load(&link->holding))
+                mqtt_link_take_back(link);
             wait_unless_stopping(link, backoff_delay_ms(link));
         }
     }
@@ -469,6 +414,52 @@ static void *network_thread(void *argument)
 }
 
 /* ---- public API ---- */
+
+enum butler_status mqtt_link_configure_client(struct mqtt_link *link)
+{
+    const struct butler_config *config = link->config;
+    mosquitto_int_option(link->mosq, MOSQ_OPT_PROTOCOL_VERSION, link->protocol_version);
+    mosquitto_int_option(link->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_int_option(link->mosq, MOSQ_OPT_SEND_MAXIMUM, 1000);
+    mosquitto_int_option(link->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, 100);
+    mosquitto_threaded_set(link->mosq, true);
+    mosquitto_connect_v5_callback_set(link->mosq, on_connect);
+    mosquitto_disconnect_v5_callback_set(link->mosq, on_disconnect);
+    mosquitto_publish_v5_callback_set(link->mosq, on_publish);
+    mosquitto_subscribe_v5_callback_set(link->mosq, on_subscribe);
+    mosquitto_message_v5_callback_set(link->mosq, on_message);
+    mosquitto_log_callback_set(link->mosq, on_log);
+
+    if (config->mqtt.username[0] &&
+        mosquitto_username_pw_set(link->mosq, config->mqtt.username,
+                                  config->mqtt.password[0] ? config->mqtt.password : NULL) !=
+            MOSQ_ERR_SUCCESS) {
+        LOG_ERROR(MODULE, "cannot set the MQTT username");
+        return BUTLER_ERR_INVALID;
+    }
+    if (config->mqtt.tls.enable) {
+        int rc = mosquitto_tls_set(
+            link->mosq, config->mqtt.tls.ca_file[0] ? config->mqtt.tls.ca_file : NULL,
+            config->mqtt.tls.ca_file[0] ? NULL : "/etc/ssl/certs",
+            config->mqtt.tls.cert_file[0] ? config->mqtt.tls.cert_file : NULL,
+            config->mqtt.tls.key_file[0] ? config->mqtt.tls.key_file : NULL, NULL);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            LOG_ERROR(MODULE, "MQTT TLS setup failed: %s", rc_text(rc));
+            return BUTLER_ERR_INVALID;
+        }
+        if (!config->mqtt.tls.verify_peer) {
+            mosquitto_tls_opts_set(link->mosq, 0, NULL, NULL);
+            mosquitto_tls_insecure_set(link->mosq, true);
+        }
+    }
+
+    if (mosquitto_will_set_v5(link->mosq, link->status_topic, (int)strlen(link->offline_payload),
+                              link->offline_payload, 1, true, NULL) != MOSQ_ERR_SUCCESS) {
+        LOG_ERROR(MODULE, "cannot set the last will on %s", link->status_topic);
+        return BUTLER_ERR_INVALID;
+    }
+    return BUTLER_OK;
+}
 
 enum butler_status mqtt_link_create(const struct butler_config *config, uint64_t started_at_wall_ms,
                                     struct mqtt_link **out)
@@ -500,42 +491,7 @@ enum butler_status mqtt_link_create(const struct butler_config *config, uint64_t
         status = BUTLER_ERR_INTERNAL;
         goto out;
     }
-    mosquitto_int_option(link->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
-    mosquitto_int_option(link->mosq, MOSQ_OPT_TCP_NODELAY, 1);
-    mosquitto_int_option(link->mosq, MOSQ_OPT_SEND_MAXIMUM, 1000);
-    mosquitto_int_option(link->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, 100);
-    mosquitto_threaded_set(link->mosq, true);
-    mosquitto_connect_v5_callback_set(link->mosq, on_connect);
-    mosquitto_disconnect_v5_callback_set(link->mosq, on_disconnect);
-    mosquitto_publish_v5_callback_set(link->mosq, on_publish);
-    mosquitto_subscribe_v5_callback_set(link->mosq, on_subscribe);
-    mosquitto_message_v5_callback_set(link->mosq, on_message);
-    mosquitto_log_callback_set(link->mosq, on_log);
-
     status = BUTLER_ERR_INVALID;
-    if (config->mqtt.username[0] &&
-        mosquitto_username_pw_set(link->mosq, config->mqtt.username,
-                                  config->mqtt.password[0] ? config->mqtt.password : NULL) !=
-            MOSQ_ERR_SUCCESS) {
-        LOG_ERROR(MODULE, "cannot set the MQTT username");
-        goto out;
-    }
-    if (config->mqtt.tls.enable) {
-        int rc = mosquitto_tls_set(
-            link->mosq, config->mqtt.tls.ca_file[0] ? config->mqtt.tls.ca_file : NULL,
-            config->mqtt.tls.ca_file[0] ? NULL : "/etc/ssl/certs",
-            config->mqtt.tls.cert_file[0] ? config->mqtt.tls.cert_file : NULL,
-            config->mqtt.tls.key_file[0] ? config->mqtt.tls.key_file : NULL, NULL);
-        if (rc != MOSQ_ERR_SUCCESS) {
-            LOG_ERROR(MODULE, "MQTT TLS setup failed: %s", rc_text(rc));
-            goto out;
-        }
-        if (!config->mqtt.tls.verify_peer) {
-            mosquitto_tls_opts_set(link->mosq, 0, NULL, NULL);
-            mosquitto_tls_insecure_set(link->mosq, true);
-        }
-    }
-
     char started_at[32];
     clock_format_iso8601(started_at_wall_ms, started_at, sizeof started_at);
     snprintf(link->status_topic, sizeof link->status_topic, "%s/status", config->mqtt.topic_root);
@@ -545,11 +501,9 @@ enum butler_status mqtt_link_create(const struct butler_config *config, uint64_t
     snprintf(link->offline_payload, sizeof link->offline_payload,
              "{\"state\":\"offline\",\"version\":\"%s\",\"startedAt\":\"%s\"}", BUTLER_VERSION,
              started_at);
-    if (mosquitto_will_set_v5(link->mosq, link->status_topic, (int)strlen(link->offline_payload),
-                              link->offline_payload, 1, true, NULL) != MOSQ_ERR_SUCCESS) {
-        LOG_ERROR(MODULE, "cannot set the last will on %s", link->status_topic);
+    status = mqtt_link_configure_client(link);
+    if (status != BUTLER_OK)
         goto out;
-    }
 
     link->published_total =
         metrics_get("butler_mqtt_published_total", "", METRIC_COUNTER,
@@ -631,6 +585,7 @@ static void outlet_connected(void *context)
     pthread_mutex_lock(&link->mutex);
     pthread_cond_broadcast(&link->changed);
     pthread_mutex_unlock(&link->mutex);
+    mqtt_link_send_taken_back(link);
     if (link->connect_hook && atomic_load(&link->holding))
         link->connect_hook(link->connect_hook_context);
 }
@@ -750,6 +705,13 @@ enum butler_status mqtt_link_publish(struct mqtt_link *link, const char *topic, 
         }
         node = link->pending_free;
         link->pending_free = node->next;
+        node->next = NULL;
+        /* The link's own copy, for a hold to take back (mqtt_link_takeback.c). */
+        if (!mqtt_link_pending_copy(node, topic, payload, payload_length, options)) {
+            pending_release(link, node);
+            status = BUTLER_ERR_NOMEM;
+            goto out;
+        }
     }
     if (link->connected_protocol == MQTT_PROTOCOL_V5)
         properties = mqtt_publish_properties(options);
@@ -833,7 +795,7 @@ size_t mqtt_link_inflight(const struct mqtt_link *link)
 {
     struct mqtt_link *mutable_link = (struct mqtt_link *)link;
     pthread_mutex_lock(&mutable_link->mutex);
-    size_t count = link->pending_count;
+    size_t count = link->pending_count + link->taken_back_count;
     pthread_mutex_unlock(&mutable_link->mutex);
     return count;
 }
@@ -870,13 +832,17 @@ void mqtt_link_stop(struct mqtt_link *link, int timeout_ms)
     pthread_mutex_lock(&link->mutex);
     link->stopping = true;
     link->stopped = true;
+    /* A normal DISCONNECT: the broker discards the will, which is right since
+     * "offline" was published above. Under the mutex: a take-back may be
+     * setting the client up again on the network thread. */
+    mosquitto_disconnect_v5(link->mosq, MQTT_RC_NORMAL_DISCONNECTION, NULL);
     pthread_cond_broadcast(&link->changed);
     pthread_mutex_unlock(&link->mutex);
-    /* A normal DISCONNECT: the broker discards the will, which is right since
-     * "offline" was published above. */
-    mosquitto_disconnect_v5(link->mosq, MQTT_RC_NORMAL_DISCONNECTION, NULL);
     pthread_join(link->thread, NULL);
     link->thread_started = false;
+    /* No loop will send them again now: their work stays unfinished (in the
+     * spool) and nobody waits past this point. */
+    fail_all_pending(link, BUTLER_ERR_SHUTDOWN);
 }
 
 void mqtt_link_destroy(struct mqtt_link *link)

@@ -107,8 +107,11 @@ enum butler_status mqtt_link_start(struct mqtt_link *link);
 
 /*
  * Publish. `done` (may be NULL) is called exactly once if this returns
- * BUTLER_OK: with BUTLER_OK on PUBACK (or at once for QoS 0), or with an error
- * when the link is destroyed first. Returns BUTLER_ERR_NOT_CONNECTED while the
+ * BUTLER_OK: with BUTLER_OK on PUBACK (or at once for QoS 0), BUTLER_ERR_REMOTE
+ * when the broker refused it, or BUTLER_ERR_SHUTDOWN when the link stopped
+ * first. A dropped connection does not end it: libmosquitto, the one owner of
+ * resends, sends it again after the next CONNACK and that PUBACK calls `done`;
+ * callers must not send their own copy. Returns BUTLER_ERR_NOT_CONNECTED while the
  * broker is unreachable, BUTLER_ERR_FULL when max_inflight publishes are
  * waiting, BUTLER_ERR_INVALID for a bad topic or payload. Payload is copied.
  */
@@ -118,11 +121,23 @@ enum butler_status mqtt_link_publish(struct mqtt_link *link, const char *topic, 
                                      mqtt_publish_done done, void *context);
 
 /* Publish and block the calling thread (never the network thread) until the
- * broker acknowledged it or `timeout_ms` passed (BUTLER_ERR_TIMEOUT). */
+ * broker acknowledged it or `timeout_ms` passed (BUTLER_ERR_TIMEOUT: the link
+ * may still deliver it later, so sending it again can duplicate it). */
 enum butler_status mqtt_link_publish_wait(struct mqtt_link *link, const char *topic,
                                           const void *payload, size_t payload_length,
                                           const struct mqtt_publish_options *options,
                                           int timeout_ms);
+
+/* Publish once and block the calling thread (never the network thread) until
+ * the link settles it (PUBACK, refusal, link stopped), through any number of
+ * reconnects, or until `give_up()` (checked every `check_ms`) says so:
+ * BUTLER_ERR_SHUTDOWN then, the publish may still go out. Only a publish the
+ * link did not take (BUTLER_ERR_NOT_CONNECTED, BUTLER_ERR_FULL, ...) returns
+ * at once; that one alone may be sent again by the caller. */
+enum butler_status mqtt_link_publish_settled(struct mqtt_link *link, const char *topic,
+                                             const void *payload, size_t payload_length,
+                                             const struct mqtt_publish_options *options,
+                                             int check_ms, bool (*give_up)(void));
 
 /* Connected, and the network loop turned within half the keepalive (at least
  * 2 s): a loop stuck in a callback sends no PINGREQ and reads no PUBACK, so

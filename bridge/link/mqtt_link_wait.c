@@ -31,6 +31,11 @@ static void waiter_release(struct publish_waiter *waiter)
     }
 }
 
+static bool never_give_up(void)
+{
+    return false;
+}
+
 static void waiter_done(void *context, enum butler_status status)
 {
     struct publish_waiter *waiter = context;
@@ -42,10 +47,12 @@ static void waiter_done(void *context, enum butler_status status)
     waiter_release(waiter);
 }
 
-enum butler_status mqtt_link_publish_wait(struct mqtt_link *link, const char *topic,
-                                          const void *payload, size_t payload_length,
-                                          const struct mqtt_publish_options *options,
-                                          int timeout_ms)
+/* Shared by both waits: publish, then wait in slices of `slice_ms`; after each
+ * slice, stop when `give_up` is NULL (one slice: a plain timeout) or says so. */
+static enum butler_status publish_and_wait(struct mqtt_link *link, const char *topic,
+                                           const void *payload, size_t payload_length,
+                                           const struct mqtt_publish_options *options, int slice_ms,
+                                           bool (*give_up)(void))
 {
     struct publish_waiter *waiter = calloc(1, sizeof *waiter);
     if (waiter == NULL)
@@ -60,16 +67,44 @@ enum butler_status mqtt_link_publish_wait(struct mqtt_link *link, const char *to
         waiter_release(waiter);
         return status;
     }
-    struct timespec deadline;
-    clock_deadline_after(CLOCK_REALTIME, (uint64_t)timeout_ms, &deadline);
     pthread_mutex_lock(&waiter->mutex);
-    while (!waiter->finished)
-        if (pthread_cond_timedwait(&waiter->done_cond, &waiter->mutex, &deadline) != 0)
+    for (;;) {
+        struct timespec deadline;
+        clock_deadline_after(CLOCK_REALTIME, (uint64_t)slice_ms, &deadline);
+        while (!waiter->finished)
+            if (pthread_cond_timedwait(&waiter->done_cond, &waiter->mutex, &deadline) != 0)
+                break;
+        if (waiter->finished || give_up == NULL)
             break;
-    status = waiter->finished ? waiter->status : BUTLER_ERR_TIMEOUT;
+        pthread_mutex_unlock(&waiter->mutex);
+        bool stop = give_up();
+        pthread_mutex_lock(&waiter->mutex);
+        if (stop)
+            break;
+    }
+    status = waiter->finished  ? waiter->status
+             : give_up != NULL ? BUTLER_ERR_SHUTDOWN
+                               : BUTLER_ERR_TIMEOUT;
     pthread_mutex_unlock(&waiter->mutex);
     waiter_release(waiter);
     return status;
+}
+
+enum butler_status mqtt_link_publish_settled(struct mqtt_link *link, const char *topic,
+                                             const void *payload, size_t payload_length,
+                                             const struct mqtt_publish_options *options,
+                                             int check_ms, bool (*give_up)(void))
+{
+    return publish_and_wait(link, topic, payload, payload_length, options, check_ms,
+                            give_up ? give_up : never_give_up);
+}
+
+enum butler_status mqtt_link_publish_wait(struct mqtt_link *link, const char *topic,
+                                          const void *payload, size_t payload_length,
+                                          const struct mqtt_publish_options *options,
+                                          int timeout_ms)
+{
+    return publish_and_wait(link, topic, payload, payload_length, options, timeout_ms, NULL);
 }
 
 bool mqtt_topic_matches(const char *filter, const char *topic)

@@ -75,7 +75,10 @@ static void on_disconnect(struct mosquitto *mosq, void *object, int reason,
     pthread_mutex_lock(&outlet->mutex);
     outlet->connected = false;
     pthread_mutex_unlock(&outlet->mutex);
-    fail_pending(outlet, BUTLER_ERR_NOT_CONNECTED);
+    /* Pending publishes stay pending: libmosquitto sends its unacknowledged
+     * ones again after the loop thread's next CONNACK, and only it may (a
+     * second copy from the caller reached subscribers twice). They fail only
+     * at destroy. */
 }
 
 static void on_publish(struct mosquitto *mosq, void *object, int mid, int reason,

@@ -38,8 +38,9 @@ bool mqtt_outlet_connected(struct mqtt_outlet *outlet);
 
 /* As mqtt_link_publish (`v5`: with the options' v5 properties). `done` runs
  * exactly once when BUTLER_OK is returned: BUTLER_OK on PUBACK,
- * BUTLER_ERR_REMOTE on a refusal, BUTLER_ERR_NOT_CONNECTED when the
- * connection drops first. */
+ * BUTLER_ERR_REMOTE on a refusal, BUTLER_ERR_SHUTDOWN at destroy. A dropped
+ * connection does not end it: libmosquitto sends it again after reconnecting
+ * (the only copy sent again), and that PUBACK calls `done`. */
 enum butler_status mqtt_outlet_publish(struct mqtt_outlet *outlet, bool v5, const char *topic,
                                        const void *payload, size_t payload_length,
                                        const struct mqtt_publish_options *options,
