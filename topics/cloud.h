@@ -6,9 +6,10 @@
  * <root>/events/cloud/reload/<ok|failed>/<appId> message, enriched through
  * the tenant's REST API when it can be (else with "enrichError").
  *
- * De-duplication: one event id within 24 h is one event, and one reload id
- * is one event across com.qlik.v1.app.reload.finished and
- * com.qlik.v1.reload.finished (bounded map, CLOUD_DEDUP_MAX entries).
+ * De-duplication: one reload id (per tenant) within 24 h is one event: a
+ * resent delivery (same event id) carries the same reload id, and so do
+ * com.qlik.v1.app.reload.finished and com.qlik.v1.reload.finished for one
+ * reload (bounded map, CLOUD_DEDUP_MAX entries, the oldest dropped first).
  */
 #ifndef BUTLER_TOPICS_CLOUD_H
 #define BUTLER_TOPICS_CLOUD_H
@@ -20,7 +21,7 @@
 #include "topics/message.h"
 
 enum {
-    CLOUD_DEDUP_MAX = 50000, /* remembered event and reload ids, hard cap */
+    CLOUD_DEDUP_MAX = 50000, /* remembered reload ids, hard cap */
 };
 
 #define CLOUD_DEDUP_TTL_MS (24ULL * 3600 * 1000)
