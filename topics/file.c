@@ -412,7 +412,7 @@ static void run_file(void *worker_state, void *item)
         return;
     }
     if (status != BUTLER_OK) {
-        snprintf(error, sizeof error, "the attempt could not be recorded in the spool");
+        snprintf(error, sizeof error, "%s", topic_message_note_refusal(status));
         status = BUTLER_ERR_IO;
         goto answer;
     }

@@ -232,8 +232,7 @@ void task_start_record_outcome(struct task_start_state *state, struct task_answe
         }
     } else if (source == START_NOT_RECORDED) {
         cJSON_AddItemToArray(answer->failed, entry);
-        task_start_note_error(answer, "%s",
-                              "the start attempt could not be recorded in the spool; not started");
+        task_start_note_error(answer, "%s; not started", topic_message_note_refusal(status));
     } else if (status == BUTLER_ERR_NOT_FOUND) {
         cJSON_AddItemToArray(answer->invalid, entry);
         expiring_map_remove(state->task_names, task->id);

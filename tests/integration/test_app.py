@@ -237,29 +237,56 @@ def instrumented(pid):
     return VALGRIND or "libasan" in maps or "vgpreload" in maps
 
 
-def engine_sockets(port):
+def engine_socket_set(port):
     """Client-side sockets to the engine port still held open by a process
-    (ESTABLISHED, SYN_SENT, CLOSE_WAIT); only Butler connects to it here."""
-    count = 0
+    (ESTABLISHED, SYN_SENT, CLOSE_WAIT), by inode; only Butler connects to it
+    here."""
+    found = set()
     with open("/proc/net/tcp") as f:
         for line in f.readlines()[1:]:
             fields = line.split()
             remote_port = int(fields[2].split(":")[1], 16)
             if remote_port == port and fields[3] in ("01", "02", "08"):
-                count += 1
-    return count
+                found.add((fields[1], fields[9]))
+    return found
+
+
+class EngineSocketPeak:
+    """Peak of engine sockets open at the same moment. /proc/net/tcp is not a
+    snapshot: the kernel lists it bucket by bucket, in several reads once it
+    is longer than a page (50 reloads leave 50 TIME_WAIT lines), so one pass
+    can list a socket closed early in the pass and its successor opened later
+    in it, a count never reached at any instant (4 with a limit of 3 was seen
+    once this way). Counted instead: the sockets listed in two passes in a
+    row. Each of them was open from its listing in the first pass to its
+    listing in the second, so all were open together when the first pass
+    ended; a real peak of 4 that lasts two passes (~1 ms) is still seen."""
+
+    def __init__(self, port):
+        self.port = port
+        self.previous = set()
+        self.raw = 0
+        self.together = 0
+
+    def sample(self):
+        current = engine_socket_set(self.port)
+        self.raw = max(self.raw, len(current))
+        self.together = max(self.together, len(current & self.previous))
+        self.previous = current
 
 
 def test_fifty_concurrent_reloads_bounded(workdir, broker, client, qrs, engine):
     engine.control("POST", "/fault", {"reload_ms": 200})
     butler = start_butler(workdir, broker, qrs, engine, max_sessions=3)
-    peak = {"rss": 0, "sockets": 0}
+    peak = {"rss": 0}
+    sockets = EngineSocketPeak(engine.port)
     done = threading.Event()
 
     def sample():
         while not done.is_set():
             peak["rss"] = max(peak["rss"], rss_anon_kb(butler.process.pid))
-            peak["sockets"] = max(peak["sockets"], engine_sockets(engine.port))
+            sockets.sample()
+            sockets.sample()  # two passes in a row: see EngineSocketPeak
             done.wait(0.01)
 
     sampler = threading.Thread(target=sample)
@@ -275,9 +302,10 @@ def test_fifty_concurrent_reloads_bounded(workdir, broker, client, qrs, engine):
     stats = engine.control("GET", "/stats")
     assert stats["saves"][APP_SALES] == 50
     assert stats["connections"] == 50
-    print(f"peak RssAnon {peak['rss']} kB, peak engine sockets {peak['sockets']} "
-          f"(the simulator saw {stats['peak']} at once, counting closes it had not finished)")
-    assert 1 <= peak["sockets"] <= 3, peak
+    print(f"peak RssAnon {peak['rss']} kB, peak engine sockets {sockets.together} open together "
+          f"({sockets.raw} in one pass of /proc/net/tcp; the simulator saw {stats['peak']} at "
+          f"once, counting closes it had not finished)")
+    assert 1 <= sockets.together <= 3, (sockets.together, sockets.raw)
     # The memory bound is for the release build: ASan and valgrind add their own.
     if not instrumented(butler.process.pid):
         assert peak["rss"] <= 16 * 1024, f"peak RssAnon {peak['rss']} kB"
