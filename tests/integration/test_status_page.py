@@ -198,8 +198,12 @@ def save_screenshot(driver, name):
     for the README (docs/)."""
     build = os.path.dirname(os.path.abspath(BUTLER_BINARY))
     path = os.path.join(build, name)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, max(900, min(int(height) + 40, 4000)))
+    height = driver.execute_script(
+        "return Math.ceil(document.body.getBoundingClientRect().bottom)")
+    # The viewport exactly as tall as the page (a window size would count the browser's frame).
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 1280, "height": max(600, min(int(height) + 16, 4000)),
+                            "deviceScaleFactor": 1, "mobile": False})
     driver.save_screenshot(path)
     if os.environ.get("BUTLER_UPDATE_SCREENSHOT") == "1":
         shutil.copyfile(path, os.path.join(ROOT, "docs", name))
@@ -230,6 +234,20 @@ def test_page_in_chromium_shows_starts_and_failures_as_text(start_butler, qrs, c
     # raise UnexpectedAlertPresentException on the next command).
     assert browser.find_elements("css selector", "#tasks img, #events img") == []
     assert browser.execute_script("return document.querySelectorAll('img').length") == 0
+    assert console_problems(browser) == []
+
+    # A fuller page for the picture: a schedule, a success and an abort.
+    body = json.dumps({"name": "Nightly sales", "cronSchedule": "0 2 * * *",
+                       "timezone": "Europe/Stockholm", "qlikSenseTaskId": TASK_SALES,
+                       "startupState": "started", "tags": []}).encode()
+    request = urllib.request.Request(f"{base}/v4/schedules", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as r:
+        assert r.status == 201
+    udp.send(datagram("butler-v15", "task-success", task_name="Reload Finance"))
+    udp.send(datagram("butler-v15", "task-aborted", task_name="Reload HR"))
+    wait_page(browser, lambda d: "Nightly sales" in text_of(d, "schedules") and
+              "Reload HR" in text_of(d, "events"), "the schedule and the newer events")
     assert console_problems(browser) == []
     save_screenshot(browser, "status-page.png")
 
