@@ -16,6 +16,8 @@ if [[ "${1:-}" == "--test" ]]; then
   packages+=(influxdb prometheus)
   # Packaging checks: the runtime image's package list in a chroot, shell lint.
   packages+=(debootstrap shellcheck)
+  # tests/integration/test_status_page.py drives the status page in a real headless Chromium.
+  packages+=(chromium chromium-driver python3-selenium)
   # scripts/check-packages.sh: the image and compose stack with podman (rootful:
   # runc, CNI bridge networks with name resolution, iptables), the .deb and lintian.
   packages+=(podman runc containernetworking-plugins golang-github-containernetworking-plugin-dnsname

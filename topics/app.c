@@ -645,8 +645,9 @@ static void run_reload(struct topic_message *message, const struct app_request *
             if (status == BUTLER_OK)
                 status = topic_message_flush_attempts(&delay_ms);
         } while (status == BUTLER_ERR_IO);
-        if (status == BUTLER_ERR_NOT_FOUND || status == BUTLER_ERR_TOO_LARGE) {
-            snprintf(error, sizeof error, "the reload attempt could not be recorded in the spool");
+        if (status == BUTLER_ERR_NOT_FOUND || status == BUTLER_ERR_TOO_LARGE ||
+            status == BUTLER_ERR_LIMIT) {
+            snprintf(error, sizeof error, "%s", topic_message_note_refusal(status));
             status = BUTLER_ERR_IO;
         }
         if (status == BUTLER_OK)

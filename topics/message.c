@@ -121,6 +121,18 @@ static enum butler_status until_recorded(enum butler_status (*record)(void *), v
         }
         if (status == BUTLER_ERR_NOT_FOUND || status == BUTLER_ERR_TOO_LARGE)
             return status;
+        if (status == BUTLER_ERR_LIMIT) {
+            /* This request's notes are at SPOOL_NOTES_MAX: nothing frees
+             * room for it, so waiting would hold it until shutdown. */
+            metrics_count("butler_attempt_notes_over_limit_total", "",
+                          "Calls with an effect refused because their request already "
+                          "carries the spool's maximum of notes");
+            LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,
+                            "cannot record the %s for spooled work %llu: it carries the "
+                            "maximum of %d notes; the call is refused",
+                            what, (unsigned long long)spool_id, (int)SPOOL_NOTES_MAX);
+            return status;
+        }
         if (!waited)
             metrics_count("butler_attempt_note_waits_total", "",
                           "Calls with an effect that waited because the spool refused their "
@@ -151,6 +163,16 @@ enum butler_status topic_message_note_attempt(struct topic_message *message, con
 {
     struct note_try try = {message, note};
     return until_recorded(try_note, &try, "attempt note", message->spool_id);
+}
+
+_Static_assert(SPOOL_NOTES_MAX == 4096, "topic_message_note_refusal names the limit");
+
+const char *topic_message_note_refusal(enum butler_status status)
+{
+    if (status == BUTLER_ERR_LIMIT)
+        return "the request reached the spool's limit of 4096 notes, so the attempt could not "
+               "be recorded";
+    return "the attempt could not be recorded in the spool";
 }
 
 enum butler_status topic_message_flush_attempts(uint64_t *delay_ms)

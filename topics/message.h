@@ -74,10 +74,16 @@ enum butler_status topic_message_note(struct topic_message *message, const char 
  * with a counted, rate-limited warning. BUTLER_OK once recorded (or when the
  * message is not spooled); BUTLER_ERR_SHUTDOWN when Butler stops first (the
  * caller must then keep the message, not make the call); BUTLER_ERR_NOT_FOUND
- * or BUTLER_ERR_TOO_LARGE when it can never be recorded (the caller must not
- * make the call). Worker threads only: it may wait.
+ * or BUTLER_ERR_TOO_LARGE when it can never be recorded, and BUTLER_ERR_LIMIT
+ * when the request already carries SPOOL_NOTES_MAX notes (the caller must not
+ * make the call and fails it with topic_message_note_refusal()'s reason).
+ * Worker threads only: it may wait.
  */
 enum butler_status topic_message_note_attempt(struct topic_message *message, const char *note);
+/* Static text saying why an attempt note refused with `status` stops the
+ * call, for answers ("... could not be recorded in the spool" or the notes
+ * limit). Never NULL, never freed. Any thread. */
+const char *topic_message_note_refusal(enum butler_status status);
 /*
  * After one or more attempt notes and before the call: with spool.fsync, flush
  * them. BUTLER_OK when flushed (at once without spool.fsync); BUTLER_ERR_SHUTDOWN

@@ -34,6 +34,8 @@ const char *butler_status_str(enum butler_status status)
         return "shutting down";
     case BUTLER_ERR_INTERNAL:
         return "internal error";
+    case BUTLER_ERR_LIMIT:
+        return "per-item limit reached";
     }
     return "unknown error";
 }

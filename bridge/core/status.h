@@ -22,6 +22,8 @@ enum butler_status {
     BUTLER_ERR_RETRYABLE,     /* a remote failure worth retrying (5xx, 429, reset) */
     BUTLER_ERR_SHUTDOWN,      /* the daemon is stopping */
     BUTLER_ERR_INTERNAL,      /* a library call failed unexpectedly */
+    BUTLER_ERR_LIMIT,         /* a per-item hard cap reached (SPOOL_NOTES_MAX): final, unlike
+                               * BUTLER_ERR_FULL, since waiting frees nothing for that item */
 };
 
 /* Static string for logs and error messages; never NULL, never freed. */

@@ -116,6 +116,11 @@ static const struct route routes[] = {
     {"health", "/health", M_GET, "GET", false, handle_health},
     {"metrics", "/metrics", M_GET, "GET", false, handle_metrics},
     {"openapi", "/openapi.json", M_GET, "GET", false, http_openapi_serve},
+    /* The status page's files; its data is /v4/status (bridge/ingress/http_status.c). */
+    {"statusPage", "/", M_GET, "GET", false, http_status_page},
+    {"statusPage", "/status.css", M_GET, "GET", false, http_status_page},
+    {"statusPage", "/status.js", M_GET, "GET", false, http_status_page},
+    {"statusPage", "/favicon.svg", M_GET, "GET", false, http_status_page},
 };
 
 enum { ROUTE_COUNT = sizeof routes / sizeof routes[0] };

@@ -161,3 +161,49 @@ void http_status_json(struct http_exchange *exchange)
                         status_headers);
     free(text);
 }
+
+/* The page's files (generated from bridge/ingress/status_page/ by CMakeLists.txt). */
+extern const unsigned char http_status_page_html[], http_status_page_css[], http_status_page_js[],
+    http_status_page_svg[];
+extern const size_t http_status_page_html_length, http_status_page_css_length,
+    http_status_page_js_length, http_status_page_svg_length;
+
+/* A strict policy: only Butler's own files, nothing inline, no framing, no
+ * form posting anywhere (the token form is handled by the script). */
+static const char *const page_headers[] = {
+    "Content-Security-Policy",
+    "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options",
+    "nosniff",
+    "Referrer-Policy",
+    "no-referrer",
+    "X-Frame-Options",
+    "DENY",
+    "Cache-Control",
+    "no-store",
+    NULL};
+
+void http_status_page(struct http_exchange *exchange)
+{
+    if (!exchange->runtime->config->http.status_page) {
+        http_exchange_reply_error(exchange, 404, "the status page is off (http.status_page)", NULL);
+        return;
+    }
+    const char *type = "text/html; charset=utf-8";
+    const unsigned char *body = http_status_page_html;
+    size_t length = http_status_page_html_length;
+    if (strcmp(exchange->path, "/status.css") == 0) {
+        type = "text/css; charset=utf-8";
+        body = http_status_page_css;
+        length = http_status_page_css_length;
+    } else if (strcmp(exchange->path, "/status.js") == 0) {
+        type = "text/javascript; charset=utf-8";
+        body = http_status_page_js;
+        length = http_status_page_js_length;
+    } else if (strcmp(exchange->path, "/favicon.svg") == 0) {
+        type = "image/svg+xml";
+        body = http_status_page_svg;
+        length = http_status_page_svg_length;
+    }
+    http_exchange_reply(exchange, 200, type, (const char *)body, length, page_headers);
+}

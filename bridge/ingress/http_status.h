@@ -10,5 +10,8 @@
 #include "bridge/ingress/http_server.h"
 
 void http_status_json(struct http_exchange *exchange);
+/* GET /, /status.css, /status.js, /favicon.svg (by exchange->path); 404 while
+ * http.status_page is false. No token: the files hold no data. */
+void http_status_page(struct http_exchange *exchange);
 
 #endif

@@ -250,8 +250,8 @@ out:
  *     and answers when ADDs have filled their part;
  *   - notes and answers (PROGRESS, non-empty DONE) may use the rest;
  *     past it a note is refused (BUTLER_ERR_FULL: the caller waits, as for
- *     any note it cannot write) and an answer is dropped: the DONE is written
- *     empty (the work is finished; only its answer is not kept for a
+ *     any note it cannot write; an item's SPOOL_NOTES_MAX is BUTLER_ERR_LIMIT) and an answer is
+ * dropped: the DONE is written empty (the work is finished; only its answer is not kept for a
  *     repeated request), counted in spool_stats.answers_dropped.
  * Whatever would not fit first tries a compaction (or asks the housekeeping
  * thread for one with compact_in_housekeeping). Caller holds the mutex.
@@ -352,9 +352,12 @@ enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *
     struct live_entry *entry = spool_index_find_live(spool, id);
     if (entry == NULL)
         goto out;
-    status = BUTLER_ERR_FULL;
+    /* The per-item cap is final for this item: a status of its own, so a
+     * caller waiting for room (BUTLER_ERR_FULL) does not wait for nothing. */
+    status = BUTLER_ERR_LIMIT;
     if (entry->note_count >= SPOOL_NOTES_MAX)
         goto out;
+    status = BUTLER_ERR_FULL;
     if (!make_room(spool, HEADER_BYTES + BODY_FIXED_BYTES + length, spool->options.max_bytes,
                    spool->live_active, false)) {
         spool->stats.notes_refused++;

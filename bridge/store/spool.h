@@ -52,7 +52,8 @@ enum {
     SPOOL_KIND_MAX = 255,
     /* Unfinished items at once; spool_add() refuses beyond (BUTLER_ERR_FULL). */
     SPOOL_LIVE_MAX = 100000,
-    /* Notes one item may carry (a task start notes two per task it starts). */
+    /* Notes one item may carry (a task start notes two per task it starts);
+     * spool_progress() refuses beyond with BUTLER_ERR_LIMIT. */
     SPOOL_NOTES_MAX = 4096,
     /* Retained answers when spool_options.max_done_entries is 0. */
     SPOOL_DONE_MAX_DEFAULT = 100000,
@@ -120,7 +121,10 @@ enum butler_status spool_open(const struct spool_options *options,
 /* Record new work; *id_out identifies it. BUTLER_ERR_FULL when over max_bytes. */
 enum butler_status spool_add(struct spool *spool, const void *data, size_t length,
                              uint64_t *id_out);
-/* Record a note about unfinished work `id`. */
+/* Record a note about unfinished work `id`. BUTLER_ERR_LIMIT when `id`
+ * already carries SPOOL_NOTES_MAX notes (final for that item: the caller fails
+ * it rather than waiting); BUTLER_ERR_FULL when the spool has no room now
+ * (max_bytes: room may come, the caller may wait). */
 enum butler_status spool_progress(struct spool *spool, uint64_t id, const void *data,
                                   size_t length);
 /* With spool.fsync: flush what was appended so far (notes ride unflushed

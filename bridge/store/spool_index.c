@@ -69,7 +69,7 @@ enum butler_status spool_index_push_note(struct spool *spool, struct live_entry 
                                          struct record_ref note)
 {
     if (entry->note_count >= SPOOL_NOTES_MAX)
-        return BUTLER_ERR_FULL;
+        return BUTLER_ERR_LIMIT;
     if (entry->note_count == entry->note_capacity) {
         size_t grown = entry->note_capacity ? entry->note_capacity * 2 : 4;
         if (grown > SPOOL_NOTES_MAX)

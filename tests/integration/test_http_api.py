@@ -254,10 +254,11 @@ def check_response(method, path, resp):
     for header in (declared or {}).get("headers", {}):
         assert header.lower() in resp.headers, f"{method} {path} -> {resp.status}: no {header}"
     content_type = resp.headers.get("content-type", "")
-    if content and "text/plain" in content:
-        assert content_type.startswith("text/plain"), (method, path, content_type)
-        resp.schema_source = "openapi"
-        return
+    for media in ("text/plain", "text/html", "text/css", "text/javascript", "image/svg+xml"):
+        if content and media in content:
+            assert content_type.startswith(media), (method, path, content_type)
+            resp.schema_source = "openapi"
+            return
     assert content_type.startswith("application/json"), \
         f"{method} {path} -> {resp.status} is not JSON ({content_type!r}): {resp.body[:200]!r}"
     resp.json = json.loads(resp.body.decode("utf-8"))  # strict UTF-8, valid JSON
@@ -962,6 +963,10 @@ def test_openapi_operation(api, operation):
         # against this description in test_users.py.
         "GET /v4/activeusers": ("/v4/activeusers", None, 404),
         "GET /v4/status": ("/v4/status", None, 200),
+        "GET /": ("/", None, 200),
+        "GET /status.css": ("/status.css", None, 200),
+        "GET /status.js": ("/status.js", None, 200),
+        "GET /favicon.svg": ("/favicon.svg", None, 200),
         "PUT /v4/mqttpublishmessage": ("/v4/mqttpublishmessage",
                                        {"topic": "test/http/op", "message": "m"}, 201),
         "PUT /v4/reloadtask/{taskId}/start": (f"/v4/reloadtask/{TASK_HR}/start", None, 200),
@@ -1264,7 +1269,7 @@ def test_bad_input_is_400(api, path, body, needle):
 
 
 def test_404_unknown_paths(api):
-    for method, path in (("GET", "/v4/nope"), ("GET", "/"), ("GET", "/v4"), ("GET", "/v4/"),
+    for method, path in (("GET", "/v4/nope"), ("GET", "/index.html"), ("GET", "/v4"), ("GET", "/v4/"),
                          ("PUT", "/v4/reloadtask//start"), ("PUT", "/v4/reloadtask/a/b/start"),
                          ("GET", "/v4/butlerping/extra"), ("GET", "/health/x"),
                          ("DELETE", "/v4/keyvaluez/ns"), ("GET", "/V4/BUTLERPING")):
