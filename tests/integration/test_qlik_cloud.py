@@ -145,6 +145,9 @@ def test_the_same_delivery_twice_is_one_event(workdir, broker, tenant):
         # The other event type for the same reload is the same reload: no second event.
         other = webhook("cloudevents", "t-prod", "app-1", RELOAD, event_type=RELOAD_FINISHED)
         assert post_webhook(url_of(butler), other, secret=SECRET)[0] == 204
+        # Workers run side by side: wait for the one event and for both duplicates to be
+        # counted, so every delivery was handled before counting.
+        client.wait_for(lambda m: m["topic"].endswith("/app-1"))
         wait_until(lambda: metric(butler, "butler_cloud_events_total",
                                   'outcome="duplicate"') == 2, message="two duplicates")
         # A marker event after them: once it is out, the earlier ones were handled.
