@@ -40,6 +40,7 @@ static struct {
     bool dirty;                 /* the summary changed since it was last published */
     bool saw_event;             /* an event changed the state before the rebuild */
     atomic_bool rebuilt;        /* a summary came from the broker (or ours came back) */
+    atomic_bool published;      /* this run published a summary of its own */
     atomic_bool summary_failed; /* the last summary publish was not acknowledged */
     uint64_t last_publish_ms, last_sweep_ms, connected_since_ms;
     struct metric *active, *evicted, *expired, *summaries;
@@ -235,6 +236,7 @@ static void tick(void)
     users_state_summary_free(summary);
     users.last_publish_ms = now;
     if (status == BUTLER_OK) {
+        atomic_store(&users.published, true);
         metrics_add(users.summaries, 1);
     } else {
         pthread_mutex_lock(&users.lock);
@@ -321,10 +323,20 @@ void users_on_message(const struct mqtt_message *message, void *context)
     (void)context;
     if (users.state == NULL || atomic_load(&users.rebuilt))
         return;
-    /* The first summary is what the last run left (retained); anything after
-     * it is our own. Either way, from now on only events change the state. */
+    /* A copy without the retain flag is either one the broker queued for our
+     * persistent session while the last run was being killed (an older
+     * summary: the retained copy that answers our subscription follows it and
+     * is the newest) or our own summary coming back. Only the latter ends the
+     * wait for the last run's state. */
+    if (!message->retain) {
+        if (atomic_load(&users.published))
+            atomic_store(&users.rebuilt, true);
+        return;
+    }
+    /* The retained summary is what the last run left; anything after it is
+     * our own. Either way, from now on only events change the state. */
     atomic_store(&users.rebuilt, true);
-    if (!message->retain || message->payload_length == 0)
+    if (message->payload_length == 0)
         return;
     size_t added = 0;
     pthread_mutex_lock(&users.lock);

@@ -158,7 +158,9 @@ def refusing_spool(workdir, broker, qrs, switch, batch_max, fsync):
                     extra_yaml=(f"task_start: {{ workers: 1, batch_max: {batch_max} }}\n"
                                 f"spool: {{ dir: {json.dumps(os.path.join(workdir, 'state'))}, "
                                 f"fsync: {'true' if fsync else 'false'} }}\n"),
-                    env={"LD_PRELOAD": SHIM, "BUTLER_SPOOL_FAULTS": faults_dir})
+                    env={"LD_PRELOAD": SHIM, "BUTLER_SPOOL_FAULTS": faults_dir,
+                         # Under ASan the shim comes before the runtime in the preload list.
+                         "ASAN_OPTIONS": ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"), "verify_asan_link_order=0"]))})
     # The generated config already has a spool line: keep only ours (the last).
     with open(butler.config_path) as f:
         lines = f.read().splitlines()

@@ -279,6 +279,27 @@ def test_state_rebuilt_from_the_retained_summary_after_restart(start_butler, wat
     assert retained_summary(broker)["count"] == 2
 
 
+def test_rebuilt_when_a_queued_copy_comes_before_the_retained_summary(start_butler, watch, broker):
+    # Killed before its own summary reached it, the last run leaves a copy queued
+    # in its persistent session: that copy (no retain flag) arrives before the
+    # retained summary the resubscription brings, and must not end the rebuild.
+    butler = start_butler()
+    udp = Udp(butler.proxy_port)
+    udp.send(proxy("proxy-v5", "session-start", user_id="jdoe"))
+    wait_summary(watch, lambda s: s["count"] == 1, what="1 active user")
+    butler.stop(signal.SIGKILL)
+    summary = {"count": 2, "users": ["CORP\\jdoe", "CORP\\asmith"],
+               "perHost": {"sense-proxy-01": 2}, "at": "2026-12-07T03:00:00.000Z"}
+    publisher = Client(broker, "summary-writer")
+    try:
+        publisher.publish("butler/sense/users/active", json.dumps(summary), qos=1, retain=True)
+    finally:
+        publisher.close()
+    butler.start()
+    wait_until(lambda: active_users(butler)["count"] == 2, 10, message="state rebuilt")
+    assert sorted(active_users(butler)["users"]) == ["CORP\\asmith", "CORP\\jdoe"]
+
+
 def test_activeusers_is_404_without_the_proxy_port(workdir, broker):
     butler = Butler(workdir, broker, http_yaml=[], udp=True).start()
     try:
