@@ -825,7 +825,8 @@ static const struct key_def config_keys[] = {
                &custom_property_objects),
      .doc = "Custom property name/value pairs whose tasks may be started."},
     {K_INT("task_start.dedup_ttl_s", CFG(task_start.dedup_ttl_s), 0, 604800, "600"),
-     .doc = "A requestId seen within this window is not started again."},
+     .doc = "A requestId seen within this window is not started again (task starts and file "
+            "commands, each their own window)."},
     {K_INT("task_start.dedup_max_requests", CFG(task_start.dedup_max_requests), 100, 10000000,
            "100000"),
      .doc = "requestIds remembered at once (and answers kept in the spool); past it the oldest "

@@ -18,6 +18,7 @@
 #include "bridge/core/runtime.h"
 #include "bridge/core/worker_pool.h"
 #include "topics/publish.h"
+#include "topics/request_window.h"
 
 #define MODULE "file"
 
@@ -30,6 +31,12 @@ static const char done_note[] = "done";
  * before: "attempt source=<0|1> target=<0|1>". A replay decides from its own
  * note, never from what others may have done to the same paths since. */
 static const char attempt_format[] = "attempt source=%d target=%d";
+
+/* The requestId window of file commands (task_start.dedup_ttl_s and
+ * dedup_max_requests, the spool's retention of answers): a command
+ * redelivered with the requestId of one that finished is answered again,
+ * not run again. Created by file_setup, before recovery fills it. */
+static struct request_window *file_requests;
 
 bool file_wanted(const struct butler_config *config)
 {
@@ -187,10 +194,17 @@ static const char *reason_of(enum butler_status status)
     }
 }
 
-static void answer(struct topic_message *message, const struct file_request *request,
-                   enum butler_status status, const char *error)
+/* The result topic of file commands, into `topic`. */
+static void result_topic(char *topic, size_t size)
 {
-    const struct butler_config *config = butler_runtime_current->config;
+    snprintf(topic, size, "%s/file/result", butler_runtime_current->config->mqtt.topic_root);
+}
+
+/* Answer `message` (taken) with `status`. `claimed`: its requestId holds a
+ * place in the window, which now remembers the answer for repeats. */
+static void answer(struct topic_message *message, const struct file_request *request,
+                   enum butler_status status, const char *error, bool claimed)
+{
     const char *operation = file_operation_name(request->operation);
     bool refused = status == BUTLER_ERR_DENIED || status == BUTLER_ERR_NOT_FOUND ||
                    status == BUTLER_ERR_INVALID || status == BUTLER_ERR_TOO_LARGE;
@@ -224,9 +238,15 @@ static void answer(struct topic_message *message, const struct file_request *req
         return;
     }
     char topic[512];
-    snprintf(topic, sizeof topic, "%s/file/result", config->mqtt.topic_root);
-    /* No answer kept with the DONE record: recovery hands those to task
-     * start's requestId window, where a file answer does not belong. */
+    result_topic(topic, sizeof topic);
+    /* Kept with the DONE record (family "file"): recovery hands it back to
+     * this window (file_recovered_answer). */
+    topic_message_set_answer(message, text);
+    if (claimed && file_requests &&
+        request_window_answered(file_requests, request->request_id, message->spool_id, text))
+        metrics_count("butler_file_dedup_evicted_total", "",
+                      "Remembered file requestIds forgotten before task_start.dedup_ttl_s "
+                      "because task_start.dedup_max_requests was reached");
     publish_answer(topic, message, text);
     free(text);
 }
@@ -360,6 +380,7 @@ static void run_file(void *worker_state, void *item)
     char error[512] = "";
     enum butler_status status;
     enum file_operation operation = FILE_OPERATION_COPY;
+    bool claimed = false;
     const char *last = strrchr(message->topic, '/');
     bool known = last && file_operation_from_name(last + 1, &operation);
     status = file_request_parse(operation, message->payload, message->payload_length, &request,
@@ -379,6 +400,26 @@ static void run_file(void *worker_state, void *item)
         metrics_count("butler_rejected_total", "family=\"file\",reason=\"payload\"",
                       "Messages rejected as malformed, by topic family and reason");
         goto answer;
+    }
+    if (!request.request_id_generated && file_requests) {
+        char *earlier = NULL;
+        if (request_window_repeat(file_requests, request.request_id, message, &earlier)) {
+            metrics_count("butler_file_duplicates_total", "",
+                          "File commands whose requestId was already seen");
+            LOG_INFO(MODULE, "file request %s already seen; not running it again",
+                     request.request_id);
+            char topic[512];
+            result_topic(topic, sizeof topic);
+            if (earlier)
+                publish_answer(topic, message, earlier);
+            else /* the first copy still runs: its answer is on the way */
+                topic_message_free(message);
+            free(earlier);
+            file_request_clear(&request);
+            free(places);
+            return;
+        }
+        claimed = true;
     }
     if (places == NULL) {
         snprintf(error, sizeof error, "out of memory");
@@ -420,7 +461,7 @@ static void run_file(void *worker_state, void *item)
     if (status == BUTLER_OK) /* lost (full disk): the replay judges from the attempt note */
         topic_message_note(message, done_note);
 answer:
-    answer(message, &request, status, error);
+    answer(message, &request, status, error, claimed);
     file_request_clear(&request);
     free(places);
 }
@@ -440,9 +481,39 @@ enum butler_status file_setup(struct butler_runtime *runtime)
     const struct butler_config *config = runtime->config;
     if (!config->file.enable)
         return BUTLER_OK;
+    enum butler_status status =
+        request_window_create("file_requests", (size_t)config->task_start.dedup_max_requests,
+                              config->task_start.dedup_ttl_s, &file_requests);
+    if (status != BUTLER_OK)
+        return status;
     struct worker_pool_callbacks callbacks = {0};
     return worker_pool_create(config->file.workers, (size_t)config->file.queue_max, &callbacks,
                               &file_pool);
+}
+
+void file_recovered(const struct topic_message *message)
+{
+    enum file_operation operation = FILE_OPERATION_COPY;
+    const char *last = strrchr(message->topic, '/');
+    struct file_request request;
+    char error[256];
+    if (file_requests == NULL || last == NULL || !file_operation_from_name(last + 1, &operation) ||
+        file_request_parse(operation, message->payload, message->payload_length, &request, error,
+                           sizeof error) != BUTLER_OK)
+        return; /* answered "refused" when it runs: nothing to hold */
+    if (!request.request_id_generated &&
+        request_window_hold_replay(file_requests, request.request_id, message->spool_id))
+        metrics_count("butler_file_replays_held_total", "",
+                      "requestIds of replayed file commands held at recovery, so that no "
+                      "other copy runs before the replay");
+    file_request_clear(&request);
+}
+
+void file_recovered_answer(const char *answer, size_t length, uint64_t answered_wall_ms,
+                           uint64_t spool_id)
+{
+    if (file_requests)
+        request_window_recovered_answer(file_requests, answer, length, answered_wall_ms, spool_id);
 }
 
 void file_stop(int grace_ms)
@@ -455,4 +526,6 @@ void file_teardown(void)
 {
     worker_pool_destroy(file_pool);
     file_pool = NULL;
+    request_window_destroy(file_requests);
+    file_requests = NULL;
 }

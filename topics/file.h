@@ -60,6 +60,14 @@ enum butler_status file_setup(struct butler_runtime *runtime);
 void file_stop(int grace_ms);
 void file_teardown(void);
 
+/* Recovery (main thread, start-up, after file_setup): a spooled file command
+ * to replay holds its requestId, so no other copy runs before it. */
+void file_recovered(const struct topic_message *message);
+/* Recovery: the answer (`length` bytes, not owned) of a finished file
+ * command, from its DONE record, for the requestId window. */
+void file_recovered_answer(const char *answer, size_t length, uint64_t answered_wall_ms,
+                           uint64_t spool_id);
+
 /* topics.c: which instances subscribe (file.enable; and file.node set). */
 bool file_wanted(const struct butler_config *config);
 bool file_node_wanted(const struct butler_config *config);

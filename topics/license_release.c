@@ -523,7 +523,11 @@ enum butler_status license_release_run(struct topic_worker *worker, struct topic
     struct mqtt_publish_options options = {.qos = 1, .retain = true};
     status = publish_reliably(topic, text, strlen(text), &options);
     if (status == BUTLER_OK) {
-        topic_message_set_answer(message, text);
+        /* No answer kept with the DONE record: the summary is retained at
+         * the broker, which acknowledged it just now, and a run is never
+         * repeated by requestId, so recovery would have nothing to do with
+         * it. A run cut short before this point is replayed from its notes
+         * and publishes its summary then. */
         LOG_INFO(MODULE, "licence release run%s: %d released, %d kept",
                  run.dry_run ? " (dry run)" : "", cJSON_GetArraySize(run.released),
                  cJSON_GetArraySize(run.kept));

@@ -44,8 +44,9 @@ enum butler_status task_start_state_create(const struct butler_config *config,
     if (state == NULL)
         goto out;
     state->config = config;
-    status = expiring_map_create_named(
-        "task_start_requests", (size_t)config->task_start.dedup_max_requests, &state->requests);
+    status =
+        request_window_create("task_start_requests", (size_t)config->task_start.dedup_max_requests,
+                              config->task_start.dedup_ttl_s, &state->requests);
     if (status != BUTLER_OK)
         goto out;
     status = expiring_map_create_named("task_names", NAME_CACHE_MAX, &state->task_names);
@@ -62,7 +63,7 @@ void task_start_state_destroy(struct task_start_state *state)
 {
     if (state == NULL)
         return;
-    expiring_map_destroy(state->requests);
+    request_window_destroy(state->requests);
     expiring_map_destroy(state->task_names);
     free(state);
 }
@@ -340,21 +341,13 @@ void task_start_recovered(struct task_start_state *state, const struct topic_mes
     if (task_request_parse(topic_task_id(message->topic), false, message->payload,
                            message->payload_length, &request, error, sizeof error) != BUTLER_OK)
         return; /* answered "invalid" when it runs: nothing to hold */
-    if (!request.request_id_generated) {
-        char mark[32];
-        snprintf(mark, sizeof mark, "%c%llu", TASK_START_REPLAY_MARK,
-                 (unsigned long long)message->spool_id);
-        /* The first spooled copy holds the requestId; an answer recovered from a
-         * DONE record already holds it (insert_new then leaves it). */
-        char *held = NULL;
-        if (expiring_map_insert_new(state->requests, request.request_id, mark,
-                                    (uint64_t)state->config->task_start.dedup_ttl_s * 1000u,
-                                    &held) == BUTLER_OK)
-            metrics_count("butler_task_start_replays_held_total", "",
-                          "requestIds of replayed task starts held at recovery, so that no "
-                          "other copy runs before the replay");
-        free(held);
-    }
+    /* The first spooled copy holds the requestId, so no other copy runs
+     * before the replay. */
+    if (!request.request_id_generated &&
+        request_window_hold_replay(state->requests, request.request_id, message->spool_id))
+        metrics_count("butler_task_start_replays_held_total", "",
+                      "requestIds of replayed task starts held at recovery, so that no "
+                      "other copy runs before the replay");
     task_request_clear(&request);
 }
 

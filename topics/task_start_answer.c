@@ -18,60 +18,12 @@
 #include "bridge/core/runtime.h"
 #include "bridge/store/spool.h"
 #include "topics/publish.h"
-
-/*
- * What the requestId window keeps for an answered request: a reference to
- * the answer's DONE record in the spool ("#<id>") when it was spooled, so
- * that memory per remembered request stays small (the answer is read back
- * only when a request repeats); the answer itself otherwise. *text_out is
- * malloc'd, owned by the caller.
- */
-static char *remembered_value(uint64_t spool_id, const char *answer, size_t length)
-{
-    char reference[32];
-    if (spool_id != 0) {
-        snprintf(reference, sizeof reference, "#%llu", (unsigned long long)spool_id);
-        return strdup(reference);
-    }
-    return strndup(length <= RESULT_CACHE_BYTES_MAX ? answer : "",
-                   length <= RESULT_CACHE_BYTES_MAX ? length : 0);
-}
-
-/* The earlier answer for a repeated request: NULL while the first is still
- * running (its own answer is on the way). Returns malloc'd text. */
-static char *earlier_answer(const char *remembered)
-{
-    if (remembered == NULL || remembered[0] == '\0' || remembered[0] == TASK_START_REPLAY_MARK)
-        return NULL; /* running, or a replay that will run: its answer is on the way */
-    if (remembered[0] != '#')
-        return strdup(remembered);
-    char *end = NULL;
-    unsigned long long spool_id = strtoull(remembered + 1, &end, 10);
-    unsigned char *data = NULL;
-    size_t length = 0;
-    struct spool *spool = butler_runtime_current ? butler_runtime_current->spool : NULL;
-    if (spool == NULL || end == NULL || *end != '\0' ||
-        spool_read_answer(spool, spool_id, &data, &length) != BUTLER_OK)
-        return NULL; /* answered, but not yet recorded done: its answer is on the way */
-    char *text = strndup((const char *)data, length);
-    free(data);
-    return text;
-}
+#include "topics/request_window.h"
 
 void task_start_remember_answer(struct task_start_state *state, const char *answer, size_t length,
                                 uint64_t answered_wall_ms, uint64_t spool_id)
 {
-    cJSON *json = json_parse_exact(answer, length, NULL);
-    const cJSON *request_id = cJSON_GetObjectItemCaseSensitive(json, "requestId");
-    uint64_t ttl = (uint64_t)state->config->task_start.dedup_ttl_s * 1000u;
-    uint64_t age = clock_wall_ms() - answered_wall_ms;
-    if (cJSON_IsString(request_id) && age < ttl) {
-        char *value = remembered_value(spool_id, answer, length);
-        if (value)
-            expiring_map_put(state->requests, request_id->valuestring, value, ttl - age, NULL);
-        free(value);
-    }
-    cJSON_Delete(json);
+    request_window_recovered_answer(state->requests, answer, length, answered_wall_ms, spool_id);
 }
 
 static const char *selector_field(enum task_selector_kind kind)
@@ -273,24 +225,10 @@ void task_start_answer_unreadable(const struct butler_config *config, struct top
 bool task_start_answer_repeat(const struct butler_config *config, struct task_start_state *state,
                               struct topic_message *message, const struct task_request *request)
 {
-    char *remembered = NULL;
-    if (expiring_map_insert_new(state->requests, request->request_id, "",
-                                (uint64_t)config->task_start.dedup_ttl_s * 1000u,
-                                &remembered) == BUTLER_OK)
+    (void)config;
+    char *earlier = NULL;
+    if (!request_window_repeat(state->requests, request->request_id, message, &earlier))
         return false;
-    if (message->replay && remembered && remembered[0] == TASK_START_REPLAY_MARK) {
-        char *end = NULL;
-        unsigned long long holder = strtoull(remembered + 1, &end, 10);
-        if (end && *end == '\0' && holder == message->spool_id) {
-            /* Held for this replay at recovery: it runs now ("" while running). */
-            expiring_map_put(state->requests, request->request_id, "",
-                             (uint64_t)config->task_start.dedup_ttl_s * 1000u, NULL);
-            free(remembered);
-            return false;
-        }
-    }
-    char *earlier = earlier_answer(remembered);
-    free(remembered);
     metrics_count("butler_task_start_duplicates_total", "",
                   "Task-start requests whose requestId was already seen");
     LOG_INFO(MODULE, "request %s already seen; not starting its tasks again", request->request_id);
@@ -315,16 +253,10 @@ void task_start_finish_request(const struct butler_config *config, struct task_s
     if (text) {
         topic_message_set_answer(message, text);
         /* Remember the answer so a redelivered request gets the same one. */
-        char *value = remembered_value(message->spool_id, text, strlen(text));
-        bool evicted = false;
-        if (value)
-            expiring_map_put(state->requests, request->request_id, value,
-                             (uint64_t)config->task_start.dedup_ttl_s * 1000u, &evicted);
-        if (evicted)
+        if (request_window_answered(state->requests, request->request_id, message->spool_id, text))
             metrics_count("butler_task_start_dedup_evicted_total", "",
                           "Remembered requestIds forgotten before task_start.dedup_ttl_s "
                           "because task_start.dedup_max_requests was reached");
-        free(value);
         send_answer(config, message, text);
     } else {
         topic_message_free(message);

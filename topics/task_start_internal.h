@@ -20,20 +20,20 @@
 
 #include "bridge/clients/qrs.h"
 #include "bridge/store/expiring_map.h"
+#include "topics/request_window.h"
 #include "topics/task_start.h"
 
 #define MODULE "task-start"
 
 enum {
     NAME_CACHE_MAX = 4096,
-    RESULT_CACHE_BYTES_MAX = 4096,
     FILTER_MAX = 4096,
     TASK_CHOSEN_MAX = TASK_SELECTORS_MAX * 4, /* tasks one request may start */
 };
 
 struct task_start_state {
     const struct butler_config *config;
-    struct expiring_map *requests;   /* requestId -> cached answer ("" while running) */
+    struct request_window *requests; /* requestIds seen, and their answers */
     struct expiring_map *task_names; /* taskId -> name */
 };
 
@@ -79,10 +79,6 @@ enum start_outcome_source {
     START_REPLAY_VERIFIED, /* replay: attempt noted, QRS says the task started since */
     START_NOT_RECORDED,    /* the attempt note can never be recorded: not started */
 };
-
-/* What the requestId window holds for a replayed request not yet run: "@<spool
- * id>", so that only that replay runs it and any other copy waits for its answer. */
-#define TASK_START_REPLAY_MARK '@'
 
 /* One request of a batch, from its message to its answer. */
 struct request_work {

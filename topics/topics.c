@@ -312,17 +312,22 @@ static const struct topic_family *family_by_name(const char *name)
     return NULL;
 }
 
-/* A retained answer from the spool, to the family that gave it. Task starts
- * keep theirs in the requestId window; so do answers written before DONE
- * records had a family (kind ""), as they always were. Other families keep
- * no window of answers today: theirs are counted and left (a file answer
- * in the task-start window answered a task start with the same requestId). */
+/* A retained answer from the spool, to the family that gave it: task starts
+ * and file commands keep theirs in their requestId windows (answers written
+ * before DONE records had a family, kind "", were task starts'). Licence
+ * release runs keep no answer: their summary is stored only once the broker
+ * acknowledged its retained publish, so there is nothing to publish again
+ * (topics/license_release.c); older spools' summaries are counted and left. */
 static void answer_recovered(struct recovery *recovery, const struct spool_recovered *entry)
 {
     if (entry->kind[0] == '\0' || strcmp(entry->kind, "task_start") == 0 ||
         strcmp(entry->kind, "legacy_start_task") == 0) {
         task_start_remember_answer(recovery->runtime->task_start, (const char *)entry->data,
                                    entry->length, entry->wall_ms, entry->id);
+        return;
+    }
+    if (strcmp(entry->kind, "file") == 0) {
+        file_recovered_answer((const char *)entry->data, entry->length, entry->wall_ms, entry->id);
         return;
     }
     char labels[300];
@@ -395,6 +400,8 @@ static void on_recovered(void *context, const struct spool_recovered *entry)
                                 message->payload_length);
     if (run == task_start_run) /* holds its requestId until it runs (task_start.h) */
         task_start_recovered(recovery->runtime->task_start, message);
+    else if (run == file_run) /* likewise for file commands (file.h) */
+        file_recovered(message);
     if ((entry->note_count && message->note_count != entry->note_count) ||
         feeder_push(run, message) != BUTLER_OK) {
         /* A replay without all its notes could run twice: the next start. */
