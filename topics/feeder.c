@@ -184,6 +184,17 @@ static void release_hold_if_room(void)
     struct spool_stats stats;
     spool_get_stats(spool, &stats);
     uint64_t max_bytes = (uint64_t)feeder_runtime->config->spool.max_bytes;
+    if (stats.live_bytes > max_bytes / 2 && stats.done_entries > 0) {
+        /* Answers kept for repeated requests count as live, and only room for
+         * a refused add evicted them: one record's worth each time, so a
+         * spool full of answers (a burst of task starts) never got back to
+         * half, and the hold lasted its 30 s again and again while a few
+         * messages got in per reconnect. New work goes first: forget the
+         * oldest answers down to half (live + 3/8 under the 7/8 limit). */
+        spool_want_room(spool, max_bytes / 2 - max_bytes / 8);
+        spool_housekeeping(spool);
+        spool_get_stats(spool, &stats);
+    }
     if (stats.live_bytes <= max_bytes / 2 && stats.live_entries < SPOOL_LIVE_MAX / 2)
         mqtt_link_release_hold(link);
 }

@@ -1,6 +1,7 @@
 /* GET /v4/status; see http_status.h. */
 #include "bridge/ingress/http_status.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +61,7 @@ static const char *qrs_state(const struct butler_config *config)
 
 /* The running configuration as --check-config prints it (config_print masks
  * every secret), as one YAML text. NULL on NOMEM; caller frees. */
-static char *config_text(const struct butler_config *config)
+static char *config_print_text(const struct butler_config *config)
 {
     char *text = NULL;
     size_t length = 0;
@@ -72,6 +73,21 @@ static char *config_text(const struct butler_config *config)
         free(text);
         return NULL;
     }
+    return text;
+}
+
+/* The configuration never changes while Butler runs (SIGHUP is ignored: a new
+ * one needs a restart), so it is printed once, on the first request, and kept
+ * until exit. Borrowed; NULL on NOMEM (tried again next time). */
+static const char *config_text(const struct butler_config *config)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static char *printed;
+    pthread_mutex_lock(&lock);
+    if (printed == NULL)
+        printed = config_print_text(config);
+    const char *text = printed;
+    pthread_mutex_unlock(&lock);
     return text;
 }
 
@@ -148,9 +164,8 @@ void http_status_json(struct http_exchange *exchange)
         }
         active_users_summary_free(users);
     }
-    char *config = ok ? config_text(runtime->config) : NULL;
+    const char *config = ok ? config_text(runtime->config) : NULL;
     ok = ok && config && cJSON_AddStringToObject(status, "config", config);
-    free(config);
     text = ok ? cJSON_PrintUnformatted(status) : NULL;
     cJSON_Delete(status);
     if (text == NULL) {

@@ -528,6 +528,15 @@ enum butler_status spool_read_answer(struct spool *spool, uint64_t id, unsigned 
     return status;
 }
 
+void spool_want_room(struct spool *spool, uint64_t bytes)
+{
+    pthread_mutex_lock(&spool->mutex);
+    spool->compact_wanted = true;
+    if (bytes > spool->room_wanted)
+        spool->room_wanted = bytes;
+    pthread_mutex_unlock(&spool->mutex);
+}
+
 bool spool_housekeeping(struct spool *spool)
 {
     pthread_mutex_lock(&spool->mutex);

@@ -159,6 +159,13 @@ enum butler_status spool_read_answer(struct spool *spool, uint64_t id, unsigned 
  * true when it compacted. Any thread but those that must not stall. */
 bool spool_housekeeping(struct spool *spool);
 
+/* Ask the next spool_housekeeping to make room for `bytes` of new work under
+ * the new-work limit (7/8 of max_bytes), forgetting retained answers oldest
+ * first (counted as evicted) when a compaction is not enough. For a held
+ * intake: answers kept only for repeated requests must not keep new work out
+ * (the hold ends at half of max_bytes live). Any thread. */
+void spool_want_room(struct spool *spool, uint64_t bytes);
+
 void spool_get_stats(struct spool *spool, struct spool_stats *stats);
 /* Copy the stats into the /metrics gauges (butler_spool_*). NULL-safe. Any thread. */
 void spool_update_metrics(struct spool *spool);
