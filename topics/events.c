@@ -130,11 +130,21 @@ struct outbound {
     const char *claim_outcome;
 };
 
-/* The message is kept (PUBACK or spooled): its claim stays taken. */
-static void claim_keep(struct outbound *message)
+/* The claim leaves the message without being given back. */
+static void claim_forget(struct outbound *message)
 {
     free(message->claim_execution_id);
     message->claim_execution_id = NULL;
+}
+
+/* The message is kept (PUBACK or spooled): its claim stays taken, no longer
+ * pending, so a notification of the same run waiting for it stops waiting. */
+static void claim_keep(struct outbound *message)
+{
+    if (message->claim_execution_id && events_runtime)
+        execution_ids_confirm(message->claim_execution_id, message->claim_outcome,
+                              (uint64_t)events_runtime->config->udp.dedup_ttl_s * 1000u);
+    claim_forget(message);
 }
 
 static void outbound_free(struct outbound *message)
@@ -583,7 +593,8 @@ static enum butler_status deliver_now(const struct sense_event *event, uint64_t 
         return BUTLER_ERR_NOMEM; /* offered again shortly */
     status = send_outbound(messages[0]);
     if (status != BUTLER_OK) {
-        claim_keep(messages[0]); /* the ingress still holds the event: offered again */
+        claim_forget(messages[0]); /* the ingress still holds the event (and its
+                                    * pending claim): offered again */
         for (size_t i = 0; i < count; i++)
             outbound_free(messages[i]);
         return status;

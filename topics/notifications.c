@@ -42,6 +42,10 @@ enum {
     STOP_BUDGET_MS = 5000,  /* clean shutdown: time allowed for the DELETEs */
     CALL_TIMEOUT_MS = 5000, /* one keeper call, however long qrs.timeout_ms is */
     CALL_ATTEMPTS_MAX = 3,
+    /* A pending claim of the same run (its UDP event in flight) is waited
+     * for this long: a PUBACK or a spool write takes far less; past it the
+     * event is taken as on its way (execution_ids_claim). */
+    CLAIM_WAIT_MS = 3000,
 };
 
 struct keeper {
@@ -508,10 +512,16 @@ static const char *handle_result(struct topic_worker *worker, const char *result
     struct expiring_map *window = NULL;
     char key[EXECUTION_IDS_KEY_MAX];
     execution_ids_key(execution_id, sense_event_outcome(type), key, sizeof key);
-    if (execution_id[0] && ttl_ms > 0 && execution_ids_open(&window) == BUTLER_OK &&
-        expiring_map_insert_new(window, key, NULL, ttl_ms, NULL) != BUTLER_OK) {
-        why = "duplicate";
-        goto out;
+    if (execution_id[0] && ttl_ms > 0 && execution_ids_open(&window) == BUTLER_OK) {
+        /* The UDP event of this run may be in flight (its claim pending) and
+         * still be lost: wait a bounded time for it to be published or given
+         * back before taking this notification for a duplicate. */
+        enum butler_status claimed = execution_ids_claim(key, ttl_ms, CLAIM_WAIT_MS);
+        if (claimed != BUTLER_OK) {
+            window = NULL; /* not ours to give back */
+            why = claimed == BUTLER_ERR_SHUTDOWN ? "shutdown" : "duplicate";
+            goto out;
+        }
     }
     event = calloc(1, sizeof *event);
     if (event == NULL) {

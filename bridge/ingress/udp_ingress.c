@@ -314,8 +314,11 @@ static void handle_datagram(struct udp_ingress *ingress, const unsigned char *da
     if (keyed)
         execution_ids_key(execution_id, sense_event_outcome(ingress->scratch->sense.type), key,
                           sizeof key);
-    if (keyed && expiring_map_insert_new(ingress->dedup, key, NULL, ingress->dedup_ttl_ms, NULL) !=
-                     BUTLER_OK) {
+    /* Pending until the event is published or spooled (execution_ids.h); a
+     * pending claim of the other source is a duplicate here: the UDP thread
+     * never waits. */
+    if (keyed && expiring_map_insert_new(ingress->dedup, key, EXECUTION_IDS_PENDING,
+                                         ingress->dedup_ttl_ms, NULL) != BUTLER_OK) {
         count_drop(ingress, DROP_DUPLICATE, source_text);
         return;
     }

@@ -14,6 +14,8 @@
 #ifndef BUTLER_EXECUTION_IDS_H
 #define BUTLER_EXECUTION_IDS_H
 
+#include <stdint.h>
+
 #include "bridge/store/expiring_map.h"
 #include "bridge/core/status.h"
 
@@ -39,6 +41,31 @@ void execution_ids_key(const char *execution_id, const char *outcome, char *out,
  * published or spooled. Any thread.
  */
 void execution_ids_release(const char *execution_id, const char *outcome);
+
+/*
+ * What a claim holds while its event is in flight (taken by a source, not yet
+ * published or spooled): a notification that finds it waits for it to
+ * resolve (execution_ids_claim) instead of taking it for a duplicate, since
+ * the event may still be lost.
+ */
+#define EXECUTION_IDS_PENDING "pending"
+
+/*
+ * Claim `key` (execution_ids_key) for `ttl_ms`, pending. BUTLER_OK when
+ * claimed now; BUTLER_ERR_DENIED when another claim holds it (confirmed, or
+ * still pending after `wait_ms`: an event in flight that long is taken as on
+ * its way); BUTLER_ERR_SHUTDOWN when Butler stops while waiting. With
+ * `wait_ms` > 0 the caller waits (in short slices) for a pending claim to be
+ * confirmed or released: worker threads only, never the UDP thread.
+ */
+enum butler_status execution_ids_claim(const char *key, uint64_t ttl_ms, uint64_t wait_ms);
+
+/*
+ * The event of the claim on `execution_id`/`outcome` was published or
+ * spooled: the claim is confirmed (no longer pending) for `ttl_ms` from now,
+ * so a later notification of that run is a duplicate at once. Any thread.
+ */
+void execution_ids_confirm(const char *execution_id, const char *outcome, uint64_t ttl_ms);
 
 /* The shared map, created on the first call. Start-up only (main thread).
  * The map stays owned by this module. */
