@@ -211,6 +211,7 @@ struct butler_config {
         struct config_string_list tokens; /* secret; also tokens_file (one per line) */
         long max_body_bytes;
         int task_start_timeout_ms;
+        int task_finish_timeout_s; /* ?wait=finished: 202 with the execution ids after this */
         struct config_string_list endpoints;
         int threads;           /* extension: CivetWeb worker threads */
         int long_waits_max;    /* requests that may wait past the timeout */

@@ -740,6 +740,9 @@ static const struct key_def config_keys[] = {
      .doc = "Largest request body accepted; larger requests get 413."},
     {K_INT("http.task_start_timeout_ms", CFG(http.task_start_timeout_ms), 1, 600000, "10000"),
      .doc = "How long a synchronous task start waits for its result before answering."},
+    {K_INT("http.task_finish_timeout_s", CFG(http.task_finish_timeout_s), 1, 86400, "600"),
+     .doc = "?wait=finished on a task start: how long the request waits for every run's end "
+            "before answering 202 with the execution ids (the finished messages still go out)."},
     {K_LIST("http.endpoints", CFG(http.endpoints), check_not_empty),
      .doc = "Empty = every implemented endpoint; else the allow-list of endpoint names."},
     {K_INT("http.threads", CFG(http.threads), 2, 512, "32"), .doc = "HTTP worker threads."},

@@ -96,6 +96,8 @@ static const struct topic_family families[] = {
     {"routes", NULL, true, false, routes_run, NULL, NULL},
     /* Not shared: the HTTP request waiting for a result may be on any instance. */
     {"task_result", "%s/task/result", false, false, NULL, task_result_on_message, NULL},
+    /* HTTP ?wait=finished waits for the end of followed runs (contract 9.1). */
+    {"task_finished", "%s/task/finished/+", false, false, NULL, task_result_on_finished, NULL},
     /* Same waiter table, keyed by requestId: HTTP waits for app results too. */
     {"app_result", "%s/app/result", false, false, NULL, task_result_on_message, NULL},
     /* Not shared: every instance keeps the whole store from the retained messages. */

@@ -21,6 +21,7 @@
 #include "bridge/ingress/http_body.h"
 #include "bridge/ingress/http_command.h"
 #include "bridge/ingress/http_file.h"
+#include "bridge/ingress/http_follow.h"
 #include "bridge/ingress/http_newrelic.h"
 #include "bridge/ingress/http_users.h"
 #include "bridge/ingress/http_openapi.h"
@@ -577,7 +578,17 @@ static void handle_task_start(struct http_exchange *exchange)
     }
     snprintf(task_id, sizeof task_id, "%.*s", (int)task_id_length, task_id_start);
     if (!query_flag(exchange, "allTaskIdsMustExist", &all_must_exist) ||
-        !query_flag(exchange, "async", &asynchronous) || !read_body(exchange))
+        !query_flag(exchange, "async", &asynchronous))
+        goto out;
+    /* ?wait=finished (contract 9.1): follow the runs and answer once they ended. */
+    char wait[16];
+    bool wait_finished = query_var(exchange, "wait", wait, sizeof wait) == 0;
+    if (wait_finished && (strcmp(wait, "finished") != 0 || asynchronous)) {
+        http_exchange_reply_error(
+            exchange, 400, "query parameter wait must be \"finished\" (and not with async)", NULL);
+        goto out;
+    }
+    if (!read_body(exchange))
         goto out;
     /* A blank body names nothing, as no body does (the Node.js Butler's
      * "-" with nothing): it needs no Content-Type. */
@@ -604,6 +615,10 @@ static void handle_task_start(struct http_exchange *exchange)
             http_exchange_reply_error(exchange, 500, "out of memory", NULL);
         else
             http_exchange_reply_json(exchange, 200, node, NULL);
+        goto out;
+    }
+    if (wait_finished) {
+        http_follow_task_start(exchange, payload, request_id);
         goto out;
     }
     const struct http_command command = {

@@ -99,6 +99,22 @@ static bool add_raw(cJSON *object, const char *name, char *text)
     return ok;
 }
 
+/* [{"name", "url"}] per configured Qlik Cloud tenant: the page links a cloud
+ * reload event's app into its tenant's hub. No secret is listed. */
+static bool add_cloud_tenants(cJSON *status, const struct butler_config *config)
+{
+    cJSON *tenants = cJSON_AddArrayToObject(status, "qlikCloud");
+    for (size_t i = 0; tenants && i < config->qlik_cloud.tenants.count; i++) {
+        const struct config_cloud_tenant *tenant = &config->qlik_cloud.tenants.items[i];
+        cJSON *item = cJSON_CreateObject();
+        if (item == NULL || !cJSON_AddItemToArray(tenants, item) ||
+            !cJSON_AddStringToObject(item, "name", tenant->name ? tenant->name : "") ||
+            !cJSON_AddStringToObject(item, "url", tenant->url ? tenant->url : ""))
+            return false;
+    }
+    return tenants != NULL;
+}
+
 /* Everything but the recent lists and the configuration: small and cheap. */
 static bool add_states(cJSON *status, const struct butler_runtime *runtime)
 {
@@ -126,7 +142,7 @@ static bool add_states(cJSON *status, const struct butler_runtime *runtime)
            cJSON_AddItemToObject(status, "qrs",
                                  client_json(STATUS_CLIENT_QRS, qrs_state(config))) &&
            cJSON_AddStringToObject(status, "qrsUrl", config->qrs.url ? config->qrs.url : "") &&
-           cJSON_AddItemToObject(status, "qlikCloud", cJSON_CreateArray()) &&
+           add_cloud_tenants(status, config) &&
            cJSON_AddNumberToObject(spool, "liveBytes", (double)stats.live_bytes) &&
            cJSON_AddNumberToObject(spool, "fileBytes", (double)stats.file_bytes) &&
            cJSON_AddNumberToObject(spool, "pending", (double)stats.live_entries) &&

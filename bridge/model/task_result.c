@@ -21,9 +21,11 @@
 
 struct task_result_waiter {
     bool used;
+    bool finished; /* collects <root>/task/finished messages instead of one answer */
     char request_id[TASK_REQUEST_ID_MAX + 1];
     char *result; /* set by the network thread; taken by the waiter */
     size_t result_length;
+    cJSON *collected; /* finished: array of finished objects, at most TASK_FINISHED_MAX */
 };
 
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -54,6 +56,8 @@ enum butler_status task_result_register(const char *request_id, struct task_resu
     for (size_t i = 0; i < TASK_RESULT_WAITERS_MAX; i++) {
         if (!slots[i].used) {
             slots[i].used = true;
+            slots[i].finished = false;
+            slots[i].collected = NULL;
             slots[i].result = NULL;
             slots[i].result_length = 0;
             strncpy(slots[i].request_id, request_id, TASK_REQUEST_ID_MAX);
@@ -105,6 +109,8 @@ void task_result_release(struct task_result_waiter *waiter)
     pthread_mutex_lock(&table_lock);
     free(waiter->result);
     waiter->result = NULL;
+    cJSON_Delete(waiter->collected);
+    waiter->collected = NULL;
     waiter->used = false;
     slots_used--;
     pthread_mutex_unlock(&table_lock);
@@ -148,7 +154,7 @@ void task_result_on_message(const struct mqtt_message *message, void *context)
     pthread_mutex_lock(&table_lock);
     for (size_t i = 0; i < TASK_RESULT_WAITERS_MAX && copy != NULL && !delivered; i++) {
         /* The first answer wins; a duplicate answer (redelivery) is ignored. */
-        if (slots[i].used && slots[i].result == NULL &&
+        if (slots[i].used && !slots[i].finished && slots[i].result == NULL &&
             strcmp(slots[i].request_id, id->valuestring) == 0) {
             slots[i].result = copy;
             slots[i].result_length = message->payload_length;
@@ -160,5 +166,112 @@ void task_result_on_message(const struct mqtt_message *message, void *context)
     pthread_mutex_unlock(&table_lock);
     if (!delivered)
         free(copy);
+    cJSON_Delete(root);
+}
+
+enum butler_status task_result_register_finished(const char *request_id,
+                                                 struct task_result_waiter **out)
+{
+    cJSON *collected = cJSON_CreateArray();
+    if (collected == NULL)
+        return BUTLER_ERR_NOMEM;
+    enum butler_status status = task_result_register(request_id, out);
+    if (status != BUTLER_OK) {
+        cJSON_Delete(collected);
+        return status;
+    }
+    pthread_mutex_lock(&table_lock);
+    (*out)->finished = true;
+    (*out)->collected = collected;
+    pthread_mutex_unlock(&table_lock);
+    return BUTLER_OK;
+}
+
+/* The collected message of `execution_id`, or NULL. Lock held. */
+static const cJSON *collected_for(const struct task_result_waiter *waiter, const char *execution_id)
+{
+    const cJSON *item;
+    cJSON_ArrayForEach(item, waiter->collected)
+    {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(item, "executionId");
+        if (cJSON_IsString(id) && strcmp(id->valuestring, execution_id) == 0)
+            return item;
+    }
+    return NULL;
+}
+
+enum butler_status task_result_wait_finished(struct task_result_waiter *waiter,
+                                             const char *const *execution_ids, size_t count,
+                                             int timeout_ms, cJSON **finished_out)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    *finished_out = NULL;
+    enum butler_status status = BUTLER_ERR_TIMEOUT;
+    pthread_mutex_lock(&table_lock);
+    for (;;) {
+        size_t have = 0;
+        while (have < count && collected_for(waiter, execution_ids[have]) != NULL)
+            have++;
+        if (have == count) {
+            status = BUTLER_OK;
+            break;
+        }
+        if (pthread_cond_timedwait(&answered, &table_lock, &deadline) != 0)
+            break;
+    }
+    if (status == BUTLER_OK) {
+        cJSON *out = cJSON_CreateArray();
+        for (size_t i = 0; out && i < count; i++)
+            cJSON_AddItemToArray(out, cJSON_Duplicate(collected_for(waiter, execution_ids[i]), 1));
+        *finished_out = out;
+        if (out == NULL)
+            status = BUTLER_ERR_NOMEM;
+    }
+    pthread_mutex_unlock(&table_lock);
+    return status;
+}
+
+/* Network thread, as task_result_on_message: nothing is parsed while nobody
+ * waits for finished runs. A repeated message (same executionId) is kept once. */
+void task_result_on_finished(const struct mqtt_message *message, void *context)
+{
+    (void)context;
+    pthread_once(&answered_once, init_condition);
+    pthread_mutex_lock(&table_lock);
+    bool any = false;
+    for (size_t i = 0; i < TASK_RESULT_WAITERS_MAX && !any; i++)
+        any = slots[i].used && slots[i].finished;
+    pthread_mutex_unlock(&table_lock);
+    if (!any || message->payload_length > TASK_MESSAGE_MAX)
+        return;
+    cJSON *root = json_parse_exact((const char *)message->payload, message->payload_length, NULL);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "requestId");
+    const cJSON *execution = cJSON_GetObjectItemCaseSensitive(root, "executionId");
+    if (!cJSON_IsString(id) || !cJSON_IsString(execution)) {
+        cJSON_Delete(root);
+        return;
+    }
+    bool delivered = false;
+    pthread_mutex_lock(&table_lock);
+    for (size_t i = 0; i < TASK_RESULT_WAITERS_MAX && !delivered; i++) {
+        struct task_result_waiter *slot = &slots[i];
+        if (slot->used && slot->finished && strcmp(slot->request_id, id->valuestring) == 0 &&
+            collected_for(slot, execution->valuestring) == NULL &&
+            cJSON_GetArraySize(slot->collected) < TASK_FINISHED_MAX) {
+            cJSON_AddItemToArray(slot->collected, root);
+            root = NULL;
+            delivered = true;
+        }
+    }
+    if (delivered)
+        pthread_cond_broadcast(&answered);
+    pthread_mutex_unlock(&table_lock);
     cJSON_Delete(root);
 }

@@ -14,6 +14,8 @@
 
 #include <stddef.h>
 
+#include <cjson/cJSON.h>
+
 #include "bridge/link/mqtt_link.h"
 #include "bridge/core/status.h"
 
@@ -21,6 +23,8 @@ enum {
     /* http.threads is at most 512 and each HTTP thread waits for at most one
      * result, so this never refuses a caller of a correctly sized server. */
     TASK_RESULT_WAITERS_MAX = 512,
+    /* Finished messages one waiter keeps: a request starts at most this many tasks. */
+    TASK_FINISHED_MAX = 1024,
 };
 
 struct task_result_waiter;
@@ -40,6 +44,25 @@ void task_result_release(struct task_result_waiter *waiter);
 
 /* The direct handler for <root>/task/result (MQTT network thread). */
 void task_result_on_message(const struct mqtt_message *message, void *context);
+
+/*
+ * The same for the end of followed runs (contract 9.1, ?wait=finished):
+ * register BEFORE publishing the request (a run may end before its start is
+ * answered); every <root>/task/finished message carrying `request_id` is
+ * kept (at most TASK_FINISHED_MAX). Released with task_result_release().
+ */
+enum butler_status task_result_register_finished(const char *request_id,
+                                                 struct task_result_waiter **out);
+
+/* Block up to `timeout_ms` until a finished message of each of the `count`
+ * execution ids arrived. BUTLER_OK: *finished_out is a JSON array of them in
+ * that order, owned by the caller (cJSON_Delete). BUTLER_ERR_TIMEOUT otherwise. */
+enum butler_status task_result_wait_finished(struct task_result_waiter *waiter,
+                                             const char *const *execution_ids, size_t count,
+                                             int timeout_ms, cJSON **finished_out);
+
+/* The direct handler for <root>/task/finished/+ (MQTT network thread). */
+void task_result_on_finished(const struct mqtt_message *message, void *context);
 
 /* Waiters currently registered (for tests and /metrics). */
 size_t task_result_waiting(void);

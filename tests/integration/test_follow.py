@@ -313,3 +313,65 @@ def test_session_qrs_never_heard_of_ends_as_error(butler, watcher, qrs):
     done = finished(watcher, request_id)[0]
     assert done["status"] == "error" and done["statusCode"] is None
     assert "neither" in done["error"]
+
+
+# ---- HTTP ?wait=finished ----------------------------------------------------------
+
+def http_call(port, method, path, body=None, timeout=60.0):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                     headers=headers)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"null")
+    finally:
+        conn.close()
+
+
+def test_http_wait_finished_answers_200_with_the_runs_ends(workdir, broker, qrs, watcher):
+    plan(qrs, TASK_SALES, outcomes=["fail"], durationMs=1000)
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML,
+               http_yaml=["task_start_timeout_ms: 8000"]).start()
+    try:
+        status, body = http_call(b.http_port, "PUT",
+                                 f"/v4/reloadtask/{TASK_SALES}/start?wait=finished")
+        assert status == 200, body
+        assert body["tasksId"]["started"][0]["taskId"] == TASK_SALES
+        assert len(body["finished"]) == 1
+        done = body["finished"][0]
+        assert done["status"] == "failed" and done["taskId"] == TASK_SALES
+        assert done["requestId"] == body["requestId"]
+        # The same end went out on MQTT, once.
+        finished(watcher, body["requestId"])
+        # Several tasks by typed items on "-": every run's end is in the answer.
+        plan(qrs, TASK_FINANCE, outcomes=["success"], durationMs=500)
+        status, body = http_call(b.http_port, "POST", "/v4/reloadtask/-/start?wait=finished",
+                                 [{"type": "starttaskid", "payload": {"taskId": TASK_FINANCE}},
+                                  {"type": "starttaskid", "payload": {"taskId": TASK_HR}}])
+        assert status == 200, body
+        assert {d["taskId"]: d["status"] for d in body["finished"]} == {
+            TASK_FINANCE: "success", TASK_HR: "success"}
+        status, body = http_call(b.http_port, "PUT",
+                                 f"/v4/reloadtask/{TASK_SALES}/start?wait=soon")
+        assert status == 400
+    finally:
+        assert b.stop() == 0
+
+
+def test_http_wait_finished_answers_202_after_the_timeout(workdir, broker, qrs, watcher):
+    plan(qrs, TASK_MARKETING, outcomes=["hang"])
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML,
+               http_yaml=["task_start_timeout_ms: 8000", "task_finish_timeout_s: 2"]).start()
+    try:
+        status, body = http_call(b.http_port, "POST",
+                                 f"/v4/reloadtask/{TASK_MARKETING}/start?wait=finished")
+        assert status == 202, body
+        assert len(body["executionIds"]) == 1 and body["requestId"]
+        # The run ends later: its finished message still goes out on MQTT.
+        qrs.control("POST", f"/_sim/tasks/{TASK_MARKETING}/complete", {"outcome": "success"})
+        done = finished(watcher, body["requestId"])[0]
+        assert done["executionId"] == body["executionIds"][0] and done["status"] == "success"
+    finally:
+        assert b.stop() == 0

@@ -308,6 +308,7 @@ def test_enrichment_with_oauth_renews_the_token_before_it_expires(workdir, broke
             assert [c for c in sim.calls if c.get("status") == 401] == []
             assert "csecret-xyz" not in butler.log()
         finally:
+            ALL_CALLS.extend((c["method"], c["path"]) for c in sim.calls)
             client.close()
             butler.stop()
 
@@ -396,6 +397,7 @@ def test_zz_every_call_to_the_tenant_is_listed_in_sense_calls():
     rows = listed_cloud_calls()
     assert len(rows) == 6
     assert ALL_CALLS, "no test of this module called the simulator"
+    assert ("POST", "/oauth/token") in ALL_CALLS, "the OAuth test did not run before this one"
     unlisted = {(m, p) for m, p in ALL_CALLS
                 if not any(m == rm and rx.match(p) for rm, rx in rows)}
     assert unlisted == set(), unlisted

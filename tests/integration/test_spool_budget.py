@@ -70,3 +70,36 @@ def test_batched_task_starts_through_a_tiny_spool_all_start(workdir, broker, qrs
     wait_until(lambda: started() >= set(ids), int(os.environ.get("BREAK_WAIT", "120")), message="all 400 starts answered")  # noqa
     assert all_starts(qrs) == 400
     assert butler.stop() == 0
+
+
+def test_sigkill_while_held_then_restart_starts_each_once(workdir, broker, qrs, client):
+    """The same burst, Butler killed while intake is held (answers going out
+    through the outlet, publishes taken back): after the restart every
+    request is answered and QRS saw each start once."""
+    import signal
+    from test_exactly_once_starts import all_starts, fixture_with
+    tasks = fixture_with(qrs, 40)
+    butler = tiny_spool_butler(workdir, broker,
+                               "task_start: { workers: 4, batch_max: 50, queue_max: 400 }\n",
+                               qrs).start()
+    ids = []
+    for round_ in range(10):
+        for i, task in enumerate(tasks):
+            rid = f"k-{round_}-{i}"
+            ids.append(rid)
+            client.publish("butler/task/start", json.dumps({"taskId": task["id"], "requestId": rid}))
+    wait_until(lambda: "intake held" in butler.log(), 60, message="the spool to fill")
+    butler.process.send_signal(signal.SIGKILL)
+    butler.process.wait(10)
+    butler.process = None
+    butler.log_file.close()
+    killed_at = all_starts(qrs)
+    butler.start()
+
+    def started():
+        return {r["requestId"] for r in client.results() if r["status"] == "started"}
+
+    wait_until(lambda: started() >= set(ids), 120, message="all 400 starts answered")
+    assert killed_at < 400, "killed after the burst: nothing was tested"
+    assert all_starts(qrs) == 400, f"{all_starts(qrs)} QRS starts for 400 requests"
+    assert butler.stop() == 0

@@ -285,3 +285,19 @@ def test_page_says_when_butler_stops_answering(start_butler, browser):
     wait_page(browser, lambda d: "not answering" in text_of(d, "stale"), "the stale notice")
     # The last figures stay on the page.
     assert "connected" in text_of(browser, "health")
+
+
+def test_status_lists_cloud_tenants_without_secrets(start_butler):
+    secret = "webhook-secret-for-the-status-test-0123456789"
+    butler = start_butler(extra_yaml=f"""qlik_cloud:
+  tenants:
+    - name: prod
+      tenant_id: t-prod
+      url: "https://prod.eu.qlikcloud.com"
+      api_key: api-key-not-to-show
+      webhook_secret: "{secret}"
+""")
+    value = status(butler)
+    assert value["qlikCloud"] == [{"name": "prod", "url": "https://prod.eu.qlikcloud.com"}]
+    text = json.dumps(value)
+    assert secret not in text and "api-key-not-to-show" not in text

@@ -8,6 +8,7 @@ const TOKEN_KEY = 'butler.statusToken';
 let lastOk = 0;       /* Date.now() of the last good answer */
 let timer = null;
 let qmcBase = '';     /* https://<qrs host> when qrs.url gives one */
+let cloudUrls = {};   /* Qlik Cloud tenant name -> its https URL */
 
 const $ = (id) => document.getElementById(id);
 
@@ -39,6 +40,11 @@ function taskLink(name, id) {
 
 function appLink(name, id) {
   return link(name || id || '–', qmcBase && id ? qmcBase + '/sense/app/' + encodeURIComponent(id) : '');
+}
+
+function cloudAppLink(name, id, tenant) {
+  const base = Object.prototype.hasOwnProperty.call(cloudUrls, tenant) ? cloudUrls[tenant] : '';
+  return link(name || id || '–', base && id ? base + '/sense/app/' + encodeURIComponent(id) : '');
 }
 
 function tag(text, kind) { return el('span', text, 'tag ' + kind); }
@@ -112,7 +118,7 @@ function renderHealth(s) {
     e.state === 'configured' ? 'configured' : 'not configured'));
   const cloud = Array.isArray(s.qlikCloud) ? s.qlikCloud : [];
   chips.push(chip('Qlik Cloud', cloud.length ? 'ok' : 'off',
-    cloud.length ? cloud.length + ' tenant(s)' : 'not configured'));
+    cloud.length ? cloud.map((t) => t.name).join(', ') : 'not configured'));
   $('health').replaceChildren(...chips);
 }
 
@@ -151,7 +157,9 @@ function renderEvents(list) {
     const p = entry.payload && typeof entry.payload === 'object' ? entry.payload : {};
     const kind = eventKind(entry.topic);
     const bad = /fail|abort|error|expired/.test(kind);
-    const subject = p.taskId || p.taskName ? taskLink(p.taskName, p.taskId) : appLink(p.appName, p.appId);
+    const subject = p.taskId || p.taskName ? taskLink(p.taskName, p.taskId) :
+      entry.topic.indexOf('/events/cloud/') >= 0 ? cloudAppLink(p.appName, p.appId, p.tenant) :
+      appLink(p.appName, p.appId);
     return [timeCell(entry.at), tag(kind, bad ? 'bad' : 'ok'), subject, p.host || '', p.message || ''];
   }, 'events-count');
 }
@@ -207,6 +215,10 @@ function render(s) {
     const u = new URL(s.qrsUrl);
     qmcBase = s.qrsUrl && /^https?:$/.test(u.protocol) ? 'https://' + u.hostname : '';
   } catch (e) { qmcBase = ''; }
+  cloudUrls = {};
+  for (const t of Array.isArray(s.qlikCloud) ? s.qlikCloud : []) {
+    if (t && typeof t.url === 'string' && /^https:\/\//.test(t.url)) cloudUrls[t.name] = t.url.replace(/\/+$/, '');
+  }
   $('version').textContent = s.version ? 'v' + s.version : '';
   $('started').textContent = localTime(s.startedAt);
   $('updated').textContent = new Date().toLocaleTimeString();
