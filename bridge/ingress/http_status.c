@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <yaml.h>
 
 #include "bridge/core/clock.h"
 #include "bridge/core/worker_pool.h"
@@ -76,16 +77,132 @@ static char *config_print_text(const struct butler_config *config)
     return text;
 }
 
+enum { YAML_DEPTH_MAX = 32 }; /* config_print nests 5 deep at most */
+
+/* A plain YAML scalar as config_print writes it: true/false, a number, or
+ * (quoted) a string. Quoted scalars are always strings. */
+static cJSON *scalar_json(const yaml_event_t *event)
+{
+    const char *value = (const char *)event->data.scalar.value;
+    if (event->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+        if (strcmp(value, "true") == 0)
+            return cJSON_CreateTrue();
+        if (strcmp(value, "false") == 0)
+            return cJSON_CreateFalse();
+        if (value[0] == '\0' || strcmp(value, "null") == 0 || strcmp(value, "~") == 0)
+            return cJSON_CreateNull();
+        /* Decimal digits only: strtod alone would take inf, nan and 0x1f. */
+        if (strspn(value, "-+.0123456789eE") == strlen(value)) {
+            char *end = NULL;
+            double number = strtod(value, &end);
+            if (end && *end == '\0')
+                return cJSON_CreateNumber(number);
+        }
+    }
+    return cJSON_CreateString(value);
+}
+
+/*
+ * The YAML that config_print writes as a JSON object (mappings, sequences,
+ * scalars). NULL on NOMEM or text that is not that (which config_print never
+ * writes). Caller owns the result.
+ */
+static cJSON *yaml_to_json(const char *text)
+{
+    yaml_parser_t parser;
+    yaml_event_t event;
+    cJSON *stack[YAML_DEPTH_MAX];
+    char *keys[YAML_DEPTH_MAX] = {0}; /* a mapping's key waiting for its value */
+    size_t depth = 0;
+    cJSON *root = NULL;
+    bool failed = false, done = false;
+    if (!yaml_parser_initialize(&parser))
+        return NULL;
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, strlen(text));
+    while (!failed && !done) {
+        if (!yaml_parser_parse(&parser, &event)) {
+            failed = true;
+            break;
+        }
+        cJSON *item = NULL;
+        bool push = false;
+        switch (event.type) {
+        case YAML_MAPPING_START_EVENT:
+            item = cJSON_CreateObject();
+            push = true;
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+            item = cJSON_CreateArray();
+            push = true;
+            break;
+        case YAML_MAPPING_END_EVENT:
+        case YAML_SEQUENCE_END_EVENT:
+            if (depth > 0)
+                depth--;
+            break;
+        case YAML_SCALAR_EVENT:
+            if (depth > 0 && cJSON_IsObject(stack[depth - 1]) && keys[depth - 1] == NULL) {
+                keys[depth - 1] = strdup((const char *)event.data.scalar.value);
+                failed = keys[depth - 1] == NULL;
+            } else {
+                item = scalar_json(&event);
+            }
+            break;
+        case YAML_STREAM_END_EVENT:
+            done = true;
+            break;
+        default: /* stream and document starts and ends, aliases (none written) */
+            break;
+        }
+        if (!failed && (push || item)) {
+            if (item == NULL || (push && depth == YAML_DEPTH_MAX)) {
+                cJSON_Delete(item);
+                failed = true;
+            } else if (depth == 0) {
+                cJSON_Delete(root); /* only one document is ever written */
+                root = item;
+            } else if (cJSON_IsObject(stack[depth - 1])) {
+                const char *key = keys[depth - 1] ? keys[depth - 1] : "";
+                cJSON_AddItemToObject(stack[depth - 1], key, item);
+                free(keys[depth - 1]);
+                keys[depth - 1] = NULL;
+            } else {
+                cJSON_AddItemToArray(stack[depth - 1], item);
+            }
+            if (!failed && push) {
+                free(keys[depth]); /* a dangling key (never written) */
+                keys[depth] = NULL;
+                stack[depth++] = item;
+            }
+        }
+        yaml_event_delete(&event);
+    }
+    yaml_parser_delete(&parser);
+    for (size_t i = 0; i < YAML_DEPTH_MAX; i++)
+        free(keys[i]);
+    if (failed) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
 /* The configuration never changes while Butler runs (SIGHUP is ignored: a new
- * one needs a restart), so it is printed once, on the first request, and kept
- * until exit. Borrowed; NULL on NOMEM (tried again next time). */
+ * one needs a restart), so it is printed once, on the first request, turned
+ * into JSON and kept until exit. Borrowed; NULL on NOMEM (tried again next
+ * time). */
 static const char *config_text(const struct butler_config *config)
 {
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    static char *printed;
+    static char *printed; /* compact JSON of the printed YAML */
     pthread_mutex_lock(&lock);
-    if (printed == NULL)
-        printed = config_print_text(config);
+    if (printed == NULL) {
+        char *yaml = config_print_text(config);
+        cJSON *json = yaml ? yaml_to_json(yaml) : NULL;
+        printed = json ? cJSON_PrintUnformatted(json) : NULL;
+        cJSON_Delete(json);
+        free(yaml);
+    }
     const char *text = printed;
     pthread_mutex_unlock(&lock);
     return text;
@@ -181,7 +298,7 @@ void http_status_json(struct http_exchange *exchange)
         active_users_summary_free(users);
     }
     const char *config = ok ? config_text(runtime->config) : NULL;
-    ok = ok && config && cJSON_AddStringToObject(status, "config", config);
+    ok = ok && config && cJSON_AddRawToObject(status, "config", config);
     text = ok ? cJSON_PrintUnformatted(status) : NULL;
     cJSON_Delete(status);
     if (text == NULL) {

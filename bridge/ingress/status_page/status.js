@@ -207,7 +207,8 @@ function renderSide(s) {
   const sp = s.spool || {}, qu = s.queues || {};
   fillList('spool', [['unfinished work', sp.pending], ['spool live bytes', sp.liveBytes],
     ['spool file bytes', sp.fileBytes], ['worker queue', qu.workerQueued], ['workers busy', qu.workerBusy]]);
-  if ($('config').textContent !== s.config) $('config').textContent = s.config || '';
+  const config = JSON.stringify(s.config || {}, null, 2);
+  if ($('config').textContent !== config) $('config').textContent = config;
 }
 
 function render(s) {
