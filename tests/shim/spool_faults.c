@@ -10,7 +10,11 @@
  *     <directory>/eio     exists -> fdatasync()/fsync() of it fail with EIO while
  *                                   a PROGRESS note written since the switch
  *                                   was turned on has not been flushed (a flush
- *                                   with no such note pending works).
+ *                                   with no such note pending works);
+ *     <directory>/stall   exists -> write() of an ADD record to it blocks
+ *                                   until the switch is removed: a hung disk
+ *                                   (NFS) under the MQTT network thread, which
+ *                                   records each message before its PUBACK.
  *
  * The record type is the byte after the 12-byte record header
  * (bridge/store/spool_internal.h); Butler writes each record with one write().
@@ -52,7 +56,7 @@ static bool switched_on(const char *name)
     return stat(path, &info) == 0;
 }
 
-enum { RECORD_TYPE_OFFSET = 12, PROGRESS = 2, DONE = 3 };
+enum { RECORD_TYPE_OFFSET = 12, ADD = 1, PROGRESS = 2, DONE = 3 };
 
 /* A PROGRESS note was written and no flush has succeeded since. */
 static volatile bool note_unflushed;
@@ -64,6 +68,8 @@ ssize_t write(int fd, const void *data, size_t length)
         real = (ssize_t(*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
     if (length > RECORD_TYPE_OFFSET && is_spool(fd)) {
         int type = ((const unsigned char *)data)[RECORD_TYPE_OFFSET];
+        while (type == ADD && switched_on("stall"))
+            usleep(20000);
         if ((type == PROGRESS || type == DONE) && switched_on("enospc")) {
             errno = ENOSPC;
             return -1;
