@@ -396,14 +396,18 @@ static void *network_thread(void *argument)
                 LOG_WARN(MODULE, "broker connection closed: %s", rc_text(rc));
                 status_view_note_client(STATUS_CLIENT_BROKER, false, rc_text(rc));
             }
-            if (link->connected_at_ms &&
-                clock_monotonic_ms() - link->connected_at_ms >= STABLE_CONNECTION_MS)
+            bool had_connack = link->connected_at_ms != 0;
+            if (had_connack && clock_monotonic_ms() - link->connected_at_ms >= STABLE_CONNECTION_MS)
                 link->backoff_attempt = 0;
             link->connected_at_ms = 0;
+            uint64_t delay_ms = backoff_delay_ms(link);
+            if (had_connack) /* the step shows whether a stable connection reset it */
+                LOG_INFO(MODULE, "reconnecting in %llu ms (backoff step %u)",
+                         (unsigned long long)delay_ms, link->backoff_attempt);
             mosquitto_disconnect(link->mosq);
             if (atomic_load(&link->holding))
                 mqtt_link_take_back(link);
-            wait_unless_stopping(link, backoff_delay_ms(link));
+            wait_unless_stopping(link, delay_ms);
         }
     }
     /* Drain the clean DISCONNECT written by mqtt_link_stop(). */
