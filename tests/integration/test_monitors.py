@@ -339,3 +339,29 @@ def test_a_run_of_1500_releases_reports_every_one(workdir, broker, qrs, count):
     finally:
         butler.stop()
         watcher.close()
+
+
+def test_release_summary_keeps_no_answer_for_recovery(workdir, broker, client, qrs):
+    """Issue 22 section 3: the licence summary is stored only once the broker
+    acknowledged its retained publish, so recovery has nothing to do with it:
+    no answer is kept with the run's DONE record (before, it was read back at
+    the next start and only counted as unused)."""
+    butler = release_butler(workdir, broker, qrs)
+    butler.start()
+    try:
+        retained(client, "butler/sense/license/release")
+        with client.lock:
+            client.messages.clear()
+        client.publish("butler/monitor/run/license_release", json.dumps({"dryRun": True}))
+        retained(client, "butler/sense/license/release")
+    finally:
+        assert butler.stop() == 0
+    restarted = Butler(workdir, broker, qrs=qrs, http_yaml=[],
+                       extra_yaml="license:\n  release:\n    enable: false\n")
+    restarted.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{restarted.http_port}/metrics") as r:
+            text = r.read().decode()
+    finally:
+        assert restarted.stop() == 0
+    assert 'butler_spool_answers_recovered_unused_total{family="monitor"}' not in text
