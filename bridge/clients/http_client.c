@@ -343,3 +343,19 @@ enum butler_status http_client_perform_with_retry(struct http_client *client,
     struct retry_context context = {client, request, response, should_stop};
     return retry_run(policy, should_stop, attempt_once, &context, attempts_out);
 }
+
+bool http_client_escape(const char *value, char *out, size_t out_size)
+{
+    bool fits = false;
+    char *escaped = curl_easy_escape(NULL, value, 0);
+    if (escaped == NULL)
+        goto out;
+    size_t length = strlen(escaped);
+    if (length >= out_size)
+        goto out;
+    memcpy(out, escaped, length + 1);
+    fits = true;
+out:
+    curl_free(escaped);
+    return fits;
+}

@@ -70,4 +70,9 @@ http_client_perform_with_retry(struct http_client *client, const struct http_req
 
 void http_response_clear(struct http_response *response);
 
+/* Percent-encode `value` (everything but A-Z a-z 0-9 - . _ ~, as libcurl's
+ * curl_easy_escape does) into out, NUL-terminated; false when out of memory or
+ * it does not fit out_size. Any thread. */
+bool http_client_escape(const char *value, char *out, size_t out_size);
+
 #endif

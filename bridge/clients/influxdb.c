@@ -32,34 +32,11 @@ struct influxdb_client {
     char authorization[AUTH_MAX]; /* "Authorization: ..." or "" (a secret) */
 };
 
-/* Percent-encode `text` for a query parameter into out; false when it does not fit. */
-static bool url_encode(const char *text, char *out, size_t out_size)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t used = 0;
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-        bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                     (*p >= '0' && *p <= '9') || strchr("-._~", *p);
-        size_t need = plain ? 1 : 3;
-        if (used + need >= out_size)
-            return false;
-        if (plain) {
-            out[used++] = (char)*p;
-        } else {
-            out[used++] = '%';
-            out[used++] = hex[*p >> 4];
-            out[used++] = hex[*p & 15];
-        }
-    }
-    out[used] = '\0';
-    return true;
-}
-
 /* Append "&name=<encoded value>" (or "?name=" first) to url. */
 static bool add_param(char *url, size_t url_size, const char *name, const char *value)
 {
     char encoded[URL_MAX];
-    if (!url_encode(value, encoded, sizeof encoded))
+    if (!http_client_escape(value, encoded, sizeof encoded))
         return false;
     size_t used = strlen(url);
     int n = snprintf(url + used, url_size - used, "%c%s=%s", strchr(url, '?') ? '&' : '?', name,
@@ -269,7 +246,7 @@ static enum butler_status create_database(struct influxdb_client *client)
     char statement[600], body[2048];
     snprintf(statement, sizeof statement, "CREATE DATABASE \"%s\"", client->options.database);
     char encoded[sizeof body];
-    if (!url_encode(statement, encoded, sizeof encoded))
+    if (!http_client_escape(statement, encoded, sizeof encoded))
         return BUTLER_ERR_TOO_LARGE;
     snprintf(body, sizeof body, "q=%s", encoded);
     struct influxdb_result result = {0};

@@ -71,26 +71,7 @@ unsigned long qlik_cloud_token_fetches(const struct qlik_cloud_client *client)
 
 bool qlik_cloud_escape(const char *value, char *out, size_t out_size)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    size_t used = 0;
-    for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
-        bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                     (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.' || *p == '~';
-        size_t need = plain ? 1 : 3;
-        if (used + need >= out_size)
-            return false;
-        if (plain) {
-            out[used++] = (char)*p;
-        } else {
-            out[used++] = '%';
-            out[used++] = hex[*p >> 4];
-            out[used++] = hex[*p & 15];
-        }
-    }
-    if (out_size == 0)
-        return false;
-    out[used] = '\0';
-    return true;
+    return http_client_escape(value, out, out_size);
 }
 
 static void count_call(const char *outcome)
