@@ -107,6 +107,7 @@ static void choose(struct chosen_tasks *chosen, struct task_start_state *state, 
     entry->name = strdup(name ? name : "");
     entry->selector = selector;
     entry->task = task;
+    entry->execution_id[0] = '\0'; /* heap slots come from malloc: nothing is set for us */
     if (name && state->config->task_start.name_cache_s > 0)
         expiring_map_put(state->task_names, id, name,
                          (uint64_t)state->config->task_start.name_cache_s * 1000u, NULL);
