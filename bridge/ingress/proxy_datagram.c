@@ -48,15 +48,7 @@ enum udp_drop_reason proxy_parse(const unsigned char *data, size_t length, size_
 
     /* Start offsets of the first PREFIXED_FIELDS fields; count all of them. */
     size_t starts[PREFIXED_FIELDS + 1];
-    size_t field_count = 1;
-    starts[0] = 0;
-    for (size_t i = 0; i < length; i++) {
-        if (data[i] != ';')
-            continue;
-        if (field_count < PREFIXED_FIELDS)
-            starts[field_count] = i + 1;
-        field_count++;
-    }
+    size_t field_count = udp_split_fields(data, length, starts, PREFIXED_FIELDS);
     size_t known = field_count < PREFIXED_FIELDS ? field_count : PREFIXED_FIELDS;
     starts[known] = length + 1; /* the end of the last known field, less its ';' */
 

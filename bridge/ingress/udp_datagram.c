@@ -231,6 +231,20 @@ static bool match_prefix(const unsigned char *s, size_t n, enum sense_event_type
     return false;
 }
 
+size_t udp_split_fields(const unsigned char *data, size_t length, size_t starts[], size_t max)
+{
+    size_t field_count = 1;
+    starts[0] = 0;
+    for (size_t i = 0; i < length; i++) {
+        if (data[i] != ';')
+            continue;
+        if (field_count < max)
+            starts[field_count] = i + 1;
+        field_count++;
+    }
+    return field_count;
+}
+
 enum udp_drop_reason udp_parse(const unsigned char *data, size_t length, size_t max_bytes,
                                struct sense_event *out)
 {
@@ -241,15 +255,7 @@ enum udp_drop_reason udp_parse(const unsigned char *data, size_t length, size_t 
 
     /* Field boundaries: start offsets of the first SPLIT_MAX fields. */
     size_t starts[SPLIT_MAX + 1];
-    size_t field_count = 1;
-    starts[0] = 0;
-    for (size_t i = 0; i < length; i++) {
-        if (data[i] != ';')
-            continue;
-        if (field_count < SPLIT_MAX)
-            starts[field_count] = i + 1;
-        field_count++;
-    }
+    size_t field_count = udp_split_fields(data, length, starts, SPLIT_MAX);
     size_t ends[SPLIT_MAX];
     size_t known = field_count < SPLIT_MAX ? field_count : SPLIT_MAX;
     for (size_t f = 0; f < known; f++)

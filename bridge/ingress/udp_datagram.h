@@ -76,6 +76,11 @@ size_t udp_decode_field(const unsigned char *s, size_t n, char *out, bool *sanit
 /* True when [s, s+n) carries nothing: blanks, controls and ';' only. */
 bool udp_is_blank(const unsigned char *s, size_t n);
 
+/* Start offsets of the first `max` ';'-separated fields of data go to
+ * starts[0..max-1]; returns how many fields there are in all (at least 1).
+ * Shared by the scheduler and proxy layouts. */
+size_t udp_split_fields(const unsigned char *data, size_t length, size_t starts[], size_t max);
+
 /* Field 0 normalised into `out`: lower case, controls and surrounding blanks
  * removed, a trailing run of '/' folded into one. False when it is longer
  * than any known prefix. */
