@@ -332,6 +332,14 @@ def many_calls(qrs):
     return body if isinstance(body, list) else body.get("calls", [])
 
 
+def wait_fault_applied(qrs, fault_id):
+    """Until the simulator applied the fault `fault_id` to a call (an ordering
+    wait: it fails only if the fault is never applied)."""
+    wait_until(lambda: any(f["id"] == fault_id and f["applied"] >= 1
+                           for f in qrs.control("GET", "/_sim/faults")[1]["faults"]),
+               timeout=30, message=f"fault {fault_id} applied")
+
+
 def queue_behind_a_slow_start(workdir, broker, qrs, client, batch_max=8):
     """One worker, task names cached; the first start is held 1 s by QRS while
     WAITING more requests queue behind it. Returns (butler, [(requestId, taskId)])."""
@@ -344,6 +352,9 @@ def queue_behind_a_slow_start(workdir, broker, qrs, client, batch_max=8):
                                       "times": 1},
         "action": {"type": "delay", "ms": 1000 * TIMEOUT_SCALE}})
     request(client, {"taskId": TASK_SALES})
+    # The waiting ones go out only once QRS holds the first start: sent earlier,
+    # the worker could take the first together with them in one shared call.
+    wait_fault_applied(qrs, "hold-first")
     waiting = [(request(client, {"taskId": FOUR_TASKS[i % 4]}), FOUR_TASKS[i % 4])
                for i in range(WAITING)]
     return butler, waiting
