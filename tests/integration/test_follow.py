@@ -431,6 +431,25 @@ def test_synchronous_start_answered_late_is_not_sent_again(butler, watcher, qrs)
     assert len([f for f in finished_now(watcher) if f["requestId"] == request_id]) == 1
 
 
+def test_synchronous_start_behind_a_gateway_502_is_not_sent_again(butler, watcher, qrs):
+    """A gateway forwards the synchronous start (the task starts) and answers
+    502 with an HTML page itself. The check before the resend finds the run;
+    the page of the failed attempt is not read as the start's answer (it was:
+    the start was then "failed" though the run went on, and nobody followed it)."""
+    plan(qrs, TASK_SALES, outcomes=["success"], durationMs=500)
+    qrs.control("POST", "/_sim/faults", {
+        "id": "gateway", "match": {"method": "POST", "path_re": "/start/synchronous$",
+                                   "times": 1},
+        "action": {"type": "status", "status": 502, "body": "<html>Bad Gateway</html>",
+                   "content_type": "text/html", "when": "after_processing"}})
+    request_id, answer = start(watcher, {"taskId": TASK_SALES})
+    assert answer["status"] == "started", answer
+    done = finished(watcher, request_id)[0]
+    assert done["status"] == "success"
+    assert done["executionId"] == answer["started"][0]["executionId"]
+    assert qrs.control("GET", "/_sim/stats")[1]["starts"] == 1, "the start was sent again"
+
+
 def test_session_qrs_never_heard_of_ends_as_error(butler, watcher, qrs):
     """The synchronous start answers an id QRS knows nothing of: the session is
     404 and no result has it, so the follow ends as `error` with the reason."""

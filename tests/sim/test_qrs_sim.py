@@ -469,6 +469,21 @@ def test_fault_drop_before_and_after_processing(sim):
     assert sim.control("GET", "/_sim/stats")[1]["starts"] == 1
 
 
+def test_fault_status_after_processing_starts_then_answers_the_status(sim):
+    """A gateway that forwarded the start and answered 502 itself: the task started."""
+    add_fault(sim, {"method": "POST", "path_re": START_RE, "times": 1},
+              {"type": "status", "status": 502, "body": "<html>Bad Gateway</html>",
+               "content_type": "text/html", "when": "after_processing"})
+    status, _, body = start(sim, SALES)
+    assert status == 502 and body == b"<html>Bad Gateway</html>"
+    assert sim.control("GET", "/_sim/stats")[1]["starts"] == 1
+    # The default still refuses before anything is handled.
+    add_fault(sim, {"method": "POST", "path_re": START_RE, "times": 1},
+              {"type": "status", "status": 502})
+    assert start(sim, SALES)[0] == 502
+    assert sim.control("GET", "/_sim/stats")[1]["starts"] == 1
+
+
 def test_fault_delay_and_nth(sim):
     add_fault(sim, {"path_re": "^/qrs/about$", "nth": 2, "times": 1}, {"type": "delay", "ms": 500})
     t0 = time.monotonic()

@@ -166,6 +166,8 @@ class QrsApi:
             time.sleep(action["ms"] / 1000.0)
             return self._serve(req)
         if kind == "status":
+            if action.get("when") == "after_processing":
+                self._serve(req)  # handled; its answer is replaced by the fault's
             body = action["body"]
             if isinstance(body, str):
                 resp = Response(action["status"], body.encode("utf-8"), action["content_type"] or TEXT_TYPE)
