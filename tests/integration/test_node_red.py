@@ -227,10 +227,20 @@ def test_flow_starts_task_and_matches_answer_and_reacts_to_failures(red_js, work
         assert alert["text"] == ("Reload of Reload Sales Dashboard (Sales Dashboard) failed on "
                                  "sense-node-01 at 2025-05-20 10:00:00,000")
 
+        # 4. Someone else follows a successful run of the chain's first task: its finished
+        # message reaches the flow, which must not take it for its own (checked by the
+        # count of starts of the second task at the end).
+        plan(qrs, TASK_SALES, "success")
+        plan(qrs, TASK_FINANCE, "success")
+        watcher.publish("butler/task/start", json.dumps({"taskId": TASK_SALES, "follow": True,
+                                                         "requestId": "not-node-red-chain"}))
+        watcher.wait_for(lambda m: m["topic"] == f"butler/task/finished/{TASK_SALES}" and
+                         json.loads(m["payload"])["requestId"] == "not-node-red-chain",
+                         timeout=30, what="the other client's finished message")
+
         # 4a. The chain, when the first run fails: started with follow, its end came on
         # butler/task/finished/<taskId>, and the flow stopped the chain and said why.
         plan(qrs, TASK_SALES, "fail")
-        plan(qrs, TASK_FINANCE, "success")
         node_red.inject(INJECT_CHAIN)
         stopped_msg = watcher.wait_for(lambda m: m["topic"] == "nodered/butler/chain-stopped",
                                        timeout=40, what="the flow's chain-stopped report")[0]
@@ -243,8 +253,8 @@ def test_flow_starts_task_and_matches_answer_and_reacts_to_failures(red_js, work
         # What the flow reacted to is Butler's one finished message for that request...
         ended = [json.loads(m["payload"]) for m in watcher.messages
                  if m["topic"] == f"butler/task/finished/{TASK_SALES}"]
-        assert [e["requestId"] for e in ended] == [stopped["requestId"]], ended
-        assert ended[0]["executionId"] == stopped["executionId"]
+        assert [e["requestId"] for e in ended] == ["not-node-red-chain", stopped["requestId"]], ended
+        assert ended[1]["executionId"] == stopped["executionId"]
         # ...of a run started synchronously (the follow), whose script log came along.
         assert any(c["path"] == f"/qrs/task/{TASK_SALES}/start/synchronous" for c in start_calls(qrs, TASK_SALES))
         assert isinstance(stopped["scriptLogTail"], str) and stopped["scriptLogTail"].strip(), stopped
@@ -263,9 +273,9 @@ def test_flow_starts_task_and_matches_answer_and_reacts_to_failures(red_js, work
         assert "follow" not in second["request"], second
         ended = [json.loads(m["payload"]) for m in watcher.messages
                  if m["topic"] == f"butler/task/finished/{TASK_SALES}"]
-        assert [e["status"] for e in ended] == ["failed", "success"], ended
-        # Exactly one start of the second task: the failed run started none, and
-        # the successful one started it once.
+        assert [e["status"] for e in ended] == ["success", "failed", "success"], ended
+        # Exactly one start of the second task: the other client's run and the failed
+        # run started none, and the flow's successful one started it once.
         assert len(start_calls(qrs, TASK_FINANCE)) == 1, start_calls(qrs, TASK_FINANCE)
         assert len([m for m in watcher.messages if m["topic"] == "nodered/butler/chain-stopped"]) == 1
 
