@@ -475,7 +475,7 @@ def test_sync_start_bare_guid_shape(sim):
 
 def test_session_404_once_ended_and_for_unknown_ids(sim):
     # 7.2: 200 while the run goes on (also between retry attempts), 404 once it ended.
-    patch(sim, HR, {"maxRetries": 1, "run": {"outcomes": ["fail"], "durationMs": 150, "retryDelayMs": 300}})
+    patch(sim, HR, {"maxRetries": 1, "run": {"outcomes": ["fail"], "durationMs": 150, "retryDelayMs": 1000}})
     sid = sync_start_id(sim, HR)
     seen = set()
     deadline = time.monotonic() + 5
