@@ -163,6 +163,24 @@ def test_retries_report_the_newest_result(butler, watcher, qrs):
     assert len(sync_starts(qrs, TASK_HR)) == 1
 
 
+def test_bare_guid_answer_of_the_synchronous_start(butler, watcher, qrs):
+    """sense-interfaces.md 7.2: the synchronous start's body may be a bare JSON string
+    (as Qlik's reference page shows) instead of {"value": ..}; the follow works the same,
+    and the finished message carries the result's own times and duration."""
+    qrs.control("POST", "/_sim/config", {"sync_start_value_shape": "bare"})
+    plan(qrs, TASK_FINANCE, outcomes=["success"], durationMs=300)
+    request_id, answer = start(watcher, {"taskId": TASK_FINANCE})
+    assert answer["status"] == "started", answer
+    execution_id = answer["started"][0]["executionId"]
+    done = finished(watcher, request_id)[0]
+    assert done["executionId"] == execution_id and done["status"] == "success"
+    _, results = qrs.qrs_json("GET", "/qrs/executionresult/full?filter=ExecutionId%20eq%20"
+                              + execution_id)
+    [result] = results
+    assert (done["startTime"], done["stopTime"], done["durationMs"]) == \
+        (result["startTime"], result["stopTime"], result["duration"])
+
+
 def test_all_zero_id_is_failed(butler, watcher, qrs):
     request_id, answer = start(watcher, {"taskId": TASK_DISABLED})
     assert answer["status"] == "failed", answer
