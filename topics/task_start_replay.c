@@ -27,14 +27,25 @@ enum replay_noted {
 };
 
 /* Notes are "attempt <taskId>" (written just before the QRS start call) and
- * "started <taskId>" (just after QRS accepted it). */
-static enum replay_noted replay_noted_for(const struct topic_message *message, const char *task_id)
+ * "started <taskId>" (just after QRS accepted it); a followed start's is
+ * "started <taskId> <executionId>", so a replay can answer with the id after
+ * the follow itself ended (its record done). That id goes into
+ * execution_id[37] ("" when the note has none). */
+static enum replay_noted replay_noted_for(const struct topic_message *message, const char *task_id,
+                                          char execution_id[37])
 {
     enum replay_noted noted = REPLAY_NOTHING_NOTED;
+    size_t id_length = strlen(task_id);
+    execution_id[0] = '\0';
     for (size_t i = 0; i < message->note_count; i++) {
         const char *note = message->notes[i];
-        if (strncmp(note, "started ", 8) == 0 && strcasecmp(note + 8, task_id) == 0)
+        if (strncmp(note, "started ", 8) == 0 && strncasecmp(note + 8, task_id, id_length) == 0 &&
+            (note[8 + id_length] == '\0' || note[8 + id_length] == ' ')) {
+            const char *noted_id = note[8 + id_length] ? note + 9 + id_length : "";
+            if (task_is_guid(noted_id, strlen(noted_id)))
+                snprintf(execution_id, 37, "%s", noted_id);
             return REPLAY_STARTED_NOTED;
+        }
         if (strncmp(note, "attempt ", 8) == 0 && strcasecmp(note + 8, task_id) == 0)
             noted = REPLAY_ATTEMPT_NOTED;
     }
@@ -121,12 +132,12 @@ static enum butler_status start_task_once(struct topic_worker *worker,
                                           struct qrs_result *result,
                                           enum start_outcome_source *source, bool *follow_called)
 {
-    char note[64];
+    char note[96];
     const char *task_id = task->id;
     *source = START_CALLED;
     *follow_called = false;
     if (message->replay) {
-        enum replay_noted noted = replay_noted_for(message, task_id);
+        enum replay_noted noted = replay_noted_for(message, task_id, task->execution_id);
         /* A follow recorded before the crash: the run it follows is this
          * request's start (the follow is written before the "started" note). */
         if (follow && noted != REPLAY_NOTHING_NOTED &&
@@ -181,7 +192,10 @@ static enum butler_status start_task_once(struct topic_worker *worker,
         }
     }
     if (status == BUTLER_OK) {
-        snprintf(note, sizeof note, "started %s", task_id);
+        if (follow)
+            snprintf(note, sizeof note, "started %s %s", task_id, task->execution_id);
+        else
+            snprintf(note, sizeof note, "started %s", task_id);
         topic_message_note(message, note);
     }
     return status;

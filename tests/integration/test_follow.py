@@ -16,6 +16,7 @@ import uuid
 import pytest
 
 from conftest import BUTLER_BINARY, TASK_SALES, Butler, wait_until
+from test_exactly_once_starts import ADD, PROGRESS, message_record, spool_record
 
 TASK_FINANCE = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
 TASK_HR = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
@@ -352,6 +353,42 @@ def test_sigkill_before_the_follow_is_recorded(workdir, broker, qrs, watcher):
     finally:
         assert b.stop() == 0
     assert len([f for f in finished_now(watcher) if f["requestId"] == request_id]) == 1
+
+
+@pytest.mark.parametrize("task_id,execution_id,status", [
+    (TASK_SALES, "7b3c1d2e-4f5a-4b6c-8d7e-9f0a1b2c3d4e", "started"),
+    (TASK_DISABLED, ZERO, "failed")])
+def test_replay_answers_the_noted_execution_id(workdir, broker, qrs, watcher, task_id,
+                                               execution_id, status):
+    """Killed after a followed start's "started" note but before the answer,
+    with the follow itself already finished (its record done, so no record to
+    read the id from; a crafted spool): the "started" note carries the
+    execution id, so the replay's answer has it and the task is not started
+    again. An all-zero id noted is answered "failed", as the first time.
+    Before the fix the note had no id: the answer lacked the executionId, and
+    the disabled task was answered "started"."""
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
+    assert b.stop() == 0
+    now_ms = int(time.time() * 1000)
+    request_id = str(uuid.uuid4())
+    request = json.dumps({"taskId": task_id, "requestId": request_id, "follow": True}).encode()
+    with open(os.path.join(workdir, "state", "spool.log"), "wb") as f:
+        f.write(spool_record(ADD, 1, now_ms - 3000, message_record(
+            "task_start", "butler/task/start", request, now_ms - 3000)))
+        f.write(spool_record(PROGRESS, 1, now_ms - 2900, f"attempt {task_id}".encode()))
+        f.write(spool_record(PROGRESS, 1, now_ms - 2800,
+                             f"started {task_id} {execution_id}".encode()))
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
+    try:
+        answer = watcher.wait_result(request_id, timeout=30)
+    finally:
+        assert b.stop() == 0
+    assert answer["status"] == status, answer
+    if status == "started":
+        assert answer["started"][0]["executionId"] == execution_id, answer
+    else:
+        assert answer["failed"][0]["taskId"] == task_id and "all-zero" in answer["error"]
+    assert not any(c["path"].startswith(f"/qrs/task/{task_id}/start") for c in calls(qrs))
 
 
 def test_sigkill_between_puback_and_done_repeats_once(workdir, broker, qrs, watcher):
