@@ -74,8 +74,8 @@ static bool zero_id(const char *id)
 /*
  * Record the follow of the run task->execution_id (spool, then the follower's
  * table), using one task_start.follow.max reservation whatever happens: the
- * caller must not give it back. A record the spool refuses is logged: the run
- * then gets no finished message. Worker thread.
+ * caller must not give it back. A follow that cannot be made (out of memory)
+ * is logged: the run then gets no finished message. Worker thread.
  */
 static void follow_run(const struct topic_message *message, const char *request_id,
                        const struct chosen_task *task)
@@ -89,11 +89,10 @@ static void follow_run(const struct topic_message *message, const char *request_
         .correlation = message->correlation_data,
         .correlation_length = message->correlation_length,
     };
-    if (task_follow_add(&start) != BUTLER_OK)
-        LOG_ERROR(MODULE,
-                  "execution %s of task %s started but cannot be followed: the spool refused "
-                  "its record",
-                  task->execution_id, task->id);
+    enum butler_status status = task_follow_add(&start);
+    if (status != BUTLER_OK)
+        LOG_ERROR(MODULE, "execution %s of task %s started but cannot be followed (%s)",
+                  task->execution_id, task->id, butler_status_str(status));
 }
 
 /*

@@ -355,6 +355,35 @@ def test_sigkill_before_the_follow_is_recorded(workdir, broker, qrs, watcher):
     assert len([f for f in finished_now(watcher) if f["requestId"] == request_id]) == 1
 
 
+def test_follow_record_refused_still_publishes_the_end(workdir, broker, qrs, watcher):
+    """The spool refuses the follow record (the shim fails ADD writes with
+    ENOSPC once the request itself is spooled): the run is followed from
+    memory, so its finished message still goes out (a restart before the end
+    would lose it; docs/guarantees.md). Before, the run was never followed."""
+    plan(qrs, TASK_SALES, outcomes=["success"], durationMs=500)
+    qrs.control("POST", "/_sim/faults", {
+        "id": "slow-sync", "match": {"method": "POST", "path_re": "/start/synchronous$",
+                                     "times": 1},
+        "action": {"type": "delay", "ms": 1000, "when": "after_processing"}})
+    b, faults_dir = butler_with_spool_faults(workdir, broker, qrs)
+    try:
+        request_id = str(uuid.uuid4())
+        watcher.publish("butler/task/start",
+                        json.dumps({"taskId": TASK_SALES, "requestId": request_id,
+                                    "follow": True}))
+        wait_until(lambda: qrs.control("GET", "/_sim/stats")[1]["starts"] == 1,
+                   message="the synchronous start to reach QRS")
+        open(os.path.join(faults_dir, "enospc_add"), "w").close()
+        answer = watcher.wait_result(request_id)
+        assert answer["status"] == "started", answer
+        done = finished(watcher, request_id)[0]
+        assert done["status"] == "success"
+        assert done["executionId"] == answer["started"][0]["executionId"]
+        assert "followed from memory only" in b.log()
+    finally:
+        assert b.stop() == 0
+
+
 @pytest.mark.parametrize("task_id,execution_id,status", [
     (TASK_SALES, "7b3c1d2e-4f5a-4b6c-8d7e-9f0a1b2c3d4e", "started"),
     (TASK_DISABLED, ZERO, "failed")])
