@@ -346,6 +346,20 @@ enum butler_status task_follow_add(const struct task_follow_start *start)
     if (payload == NULL)
         goto out;
     status = spool_follow(&follow, payload);
+    if (status != BUTLER_OK && status != BUTLER_ERR_NOMEM) {
+        /* Better an end published unless a restart comes first than a run
+         * nobody hears the end of. A refused add leaves spool_id 0, so
+         * finish() marks nothing; after a failed flush the record may be in
+         * the file, and its id is kept so that the end marks it done. */
+        metrics_count("butler_task_follows_unrecorded_total", "",
+                      "Followed runs whose follow record the spool refused (followed from "
+                      "memory only: a restart before the end loses the finished message)");
+        LOG_ERROR(MODULE,
+                  "the spool refused the follow record of execution %s (%s); followed from "
+                  "memory only, a restart before the run ends loses its finished message",
+                  start->execution_id, butler_status_str(status));
+        status = BUTLER_OK;
+    }
     if (status != BUTLER_OK)
         goto out;
     pthread_mutex_lock(&table.mutex);

@@ -54,8 +54,11 @@ void task_follow_release(size_t count);
 
 /*
  * Record the follow in the spool and add it to the table (uses one
- * reservation). BUTLER_OK once recorded; otherwise nothing is followed and
- * the reservation is given back. Worker thread.
+ * reservation). BUTLER_OK once followed: a record the spool refuses (full
+ * disk, a write error) still leaves the run followed from memory, so its end
+ * is published unless Butler restarts first (logged and counted). Otherwise
+ * (out of memory) nothing is followed and the reservation is given back.
+ * Worker thread.
  */
 enum butler_status task_follow_add(const struct task_follow_start *start);
 

@@ -150,10 +150,9 @@ void task_start_record_outcome(struct task_start_state *state, struct task_answe
         answer->attempts = result->attempts;
     cJSON *entry = task_start_task_json(task->id, task->name, task->selector);
     if (status == BUTLER_OK && answer->follow &&
-        (task->execution_id[0] == '\0' ||
-         strcmp(task->execution_id, "00000000-0000-0000-0000-000000000000") == 0) &&
-        source == START_CALLED) {
-        /* Sense took the call but did not start the task (contract 9.1). */
+        strcmp(task->execution_id, "00000000-0000-0000-0000-000000000000") == 0) {
+        /* Sense took the call but did not start the task (contract 9.1); a
+         * replay reads the same all-zero id from its "started" note. */
         cJSON_AddItemToArray(answer->failed, entry);
         task_start_note_error(answer,
                               "Sense did not start task %s (all-zero execution id: "

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "bridge/core/log.h"
+#include "bridge/core/metrics.h"
 #include "bridge/model/task_request.h"
 #include "topics/task_follow.h"
 
@@ -26,14 +27,25 @@ enum replay_noted {
 };
 
 /* Notes are "attempt <taskId>" (written just before the QRS start call) and
- * "started <taskId>" (just after QRS accepted it). */
-static enum replay_noted replay_noted_for(const struct topic_message *message, const char *task_id)
+ * "started <taskId>" (just after QRS accepted it); a followed start's is
+ * "started <taskId> <executionId>", so a replay can answer with the id after
+ * the follow itself ended (its record done). That id goes into
+ * execution_id[37] ("" when the note has none). */
+static enum replay_noted replay_noted_for(const struct topic_message *message, const char *task_id,
+                                          char execution_id[37])
 {
     enum replay_noted noted = REPLAY_NOTHING_NOTED;
+    size_t id_length = strlen(task_id);
+    execution_id[0] = '\0';
     for (size_t i = 0; i < message->note_count; i++) {
         const char *note = message->notes[i];
-        if (strncmp(note, "started ", 8) == 0 && strcasecmp(note + 8, task_id) == 0)
+        if (strncmp(note, "started ", 8) == 0 && strncasecmp(note + 8, task_id, id_length) == 0 &&
+            (note[8 + id_length] == '\0' || note[8 + id_length] == ' ')) {
+            const char *noted_id = note[8 + id_length] ? note + 9 + id_length : "";
+            if (task_is_guid(noted_id, strlen(noted_id)))
+                snprintf(execution_id, 37, "%s", noted_id);
             return REPLAY_STARTED_NOTED;
+        }
         if (strncmp(note, "attempt ", 8) == 0 && strcasecmp(note + 8, task_id) == 0)
             noted = REPLAY_ATTEMPT_NOTED;
     }
@@ -54,58 +66,77 @@ static bool started_since(struct topic_worker *worker, const char *task_id, uint
            started;
 }
 
+static bool zero_id(const char *id)
+{
+    return strcmp(id, "00000000-0000-0000-0000-000000000000") == 0;
+}
+
+/*
+ * Record the follow of the run task->execution_id (spool, then the follower's
+ * table), using one task_start.follow.max reservation whatever happens: the
+ * caller must not give it back. A follow that cannot be made (out of memory)
+ * is logged: the run then gets no finished message. Worker thread.
+ */
+static void follow_run(const struct topic_message *message, const char *request_id,
+                       const struct chosen_task *task)
+{
+    struct task_follow_start start = {
+        .request_id = request_id,
+        .task_id = task->id,
+        .task_name = task->name,
+        .execution_id = task->execution_id,
+        .response_topic = message->response_topic,
+        .correlation = message->correlation_data,
+        .correlation_length = message->correlation_length,
+    };
+    enum butler_status status = task_follow_add(&start);
+    if (status != BUTLER_OK)
+        LOG_ERROR(MODULE, "execution %s of task %s started but cannot be followed (%s)",
+                  task->execution_id, task->id, butler_status_str(status));
+}
+
+/*
+ * A followed start's window between QRS starting the run and the follow
+ * record (written right after the synchronous start answered): killed there,
+ * the replay has only the attempt note and no execution id. QRS is asked for
+ * a run of the task created since the request arrived; its execution id is
+ * taken and followed from here. False when QRS has no such run, or cannot
+ * tell (then the task is started again: a rare double start beats a run
+ * nobody hears the end of).
+ */
+static bool found_unfollowed_run(struct topic_worker *worker, const struct topic_message *message,
+                                 struct chosen_task *task)
+{
+    if (worker->qrs == NULL ||
+        qrs_task_execution_since(worker->qrs, task->id, message->received_wall_ms,
+                                 task->execution_id) != BUTLER_OK) {
+        task->execution_id[0] = '\0';
+        return false;
+    }
+    metrics_count("butler_task_follow_replay_found_total", "",
+                  "Followed starts replayed after a crash whose run was found in QRS by task "
+                  "and time, because the crash came before the follow was recorded");
+    return true;
+}
+
 /*
  * Start one task for `message`, noting the attempt before the QRS call and
  * the start after it, so that a replay after a crash can tell (contract
  * section 7). A replayed request uses only its own notes: what other requests
  * did to the same task never counts. Worker thread.
  */
-/*
- * POST /qrs/task/{id}/start/synchronous: the execution session id into
- * task->execution_id (all zeros when Sense did not start the task). The
- * answer is {"value": "<guid>"} or a bare JSON string (sense-interfaces.md
- * 7.2). Worker thread.
- */
-static enum butler_status start_synchronous(struct topic_worker *worker, struct chosen_task *task,
-                                            struct qrs_result *result)
-{
-    char path[96];
-    cJSON *json = NULL;
-    snprintf(path, sizeof path, "task/%s/start/synchronous", task->id);
-    enum butler_status status =
-        qrs_post(worker->qrs, "task/start/synchronous", path, NULL, &json, result);
-    if (status != BUTLER_OK)
-        goto out;
-    const cJSON *value =
-        cJSON_IsObject(json) ? cJSON_GetObjectItemCaseSensitive(json, "value") : json;
-    if (!cJSON_IsString(value) || !task_is_guid(value->valuestring, strlen(value->valuestring))) {
-        status = BUTLER_ERR_REMOTE;
-        snprintf(result->error, sizeof result->error,
-                 "the synchronous start answered no execution id");
-        goto out;
-    }
-    snprintf(task->execution_id, sizeof task->execution_id, "%s", value->valuestring);
-out:
-    cJSON_Delete(json);
-    return status;
-}
-
-static bool zero_id(const char *id)
-{
-    return strcmp(id, "00000000-0000-0000-0000-000000000000") == 0;
-}
-
 static enum butler_status start_task_once(struct topic_worker *worker,
                                           struct topic_message *message, const char *request_id,
                                           struct chosen_task *task, bool follow,
                                           struct qrs_result *result,
-                                          enum start_outcome_source *source)
+                                          enum start_outcome_source *source, bool *follow_called)
 {
-    char note[64];
+    char note[96];
     const char *task_id = task->id;
     *source = START_CALLED;
+    *follow_called = false;
     if (message->replay) {
-        enum replay_noted noted = replay_noted_for(message, task_id);
+        enum replay_noted noted = replay_noted_for(message, task_id, task->execution_id);
         /* A follow recorded before the crash: the run it follows is this
          * request's start (the follow is written before the "started" note). */
         if (follow && noted != REPLAY_NOTHING_NOTED &&
@@ -117,8 +148,15 @@ static enum butler_status start_task_once(struct topic_worker *worker,
             *source = START_NOTED_BEFORE;
             return BUTLER_OK;
         }
-        if (noted == REPLAY_ATTEMPT_NOTED &&
-            started_since(worker, task_id, message->received_wall_ms)) {
+        if (noted == REPLAY_ATTEMPT_NOTED && follow) {
+            if (found_unfollowed_run(worker, message, task)) {
+                follow_run(message, request_id, task);
+                *follow_called = true;
+                *source = START_REPLAY_VERIFIED;
+                return BUTLER_OK;
+            }
+        } else if (noted == REPLAY_ATTEMPT_NOTED &&
+                   started_since(worker, task_id, message->received_wall_ms)) {
             *source = START_REPLAY_VERIFIED;
             return BUTLER_OK;
         }
@@ -143,27 +181,20 @@ static enum butler_status start_task_once(struct topic_worker *worker,
     if (!follow) {
         status = qrs_task_start(worker->qrs, task_id, result);
     } else {
-        status = start_synchronous(worker, task, result);
+        /* Retried like qrs_task_start: a resend first looks for the run an
+         * unanswered attempt created, and takes its execution id. */
+        status = qrs_task_start_synchronous(worker->qrs, task_id, task->execution_id, result);
         if (status == BUTLER_OK && !zero_id(task->execution_id)) {
             /* Recorded before the "started" note and before the answer. */
-            struct task_follow_start start = {
-                .request_id = request_id,
-                .task_id = task_id,
-                .task_name = task->name,
-                .execution_id = task->execution_id,
-                .response_topic = message->response_topic,
-                .correlation = message->correlation_data,
-                .correlation_length = message->correlation_length,
-            };
-            if (task_follow_add(&start) != BUTLER_OK)
-                LOG_ERROR(MODULE,
-                          "execution %s of task %s started but cannot be followed: the spool "
-                          "refused its record",
-                          task->execution_id, task_id);
+            follow_run(message, request_id, task);
+            *follow_called = true;
         }
     }
     if (status == BUTLER_OK) {
-        snprintf(note, sizeof note, "started %s", task_id);
+        if (follow)
+            snprintf(note, sizeof note, "started %s %s", task_id, task->execution_id);
+        else
+            snprintf(note, sizeof note, "started %s", task_id);
         topic_message_note(message, note);
     }
     return status;
@@ -190,6 +221,7 @@ void task_start_each(struct topic_worker *worker, struct task_start_state *state
     for (size_t i = 0; i < to_start && !answer->keep; i++) {
         struct qrs_result result = {0};
         enum start_outcome_source source;
+        bool follow_called;
         if (answer->follow && message->replay && !task_follow_reserve(1)) {
             cJSON_AddItemToArray(
                 answer->failed,
@@ -200,12 +232,11 @@ void task_start_each(struct topic_worker *worker, struct task_start_state *state
         }
         if (answer->follow && message->replay)
             reserved++;
-        enum butler_status status = start_task_once(worker, message, request_id, startable[i],
-                                                    answer->follow, &result, &source);
-        if (answer->follow) { /* task_follow_add used the reservation when it followed */
-            bool followed = status == BUTLER_OK && source == START_CALLED &&
-                            startable[i]->execution_id[0] && !zero_id(startable[i]->execution_id);
-            if (!followed)
+        enum butler_status status =
+            start_task_once(worker, message, request_id, startable[i], answer->follow, &result,
+                            &source, &follow_called);
+        if (answer->follow) { /* task_follow_add used the reservation when called */
+            if (!follow_called)
                 task_follow_release(1);
             reserved--;
         }

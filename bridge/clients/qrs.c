@@ -11,6 +11,7 @@
 #include "bridge/core/metrics.h"
 #include "bridge/core/random.h"
 #include "bridge/model/status_view.h"
+#include "bridge/model/task_request.h"
 
 #define MODULE "qrs"
 
@@ -312,6 +313,10 @@ struct checked_start {
     const char *const *task_ids;
     size_t count;
     uint64_t since_wall_ms; /* just before the first attempt */
+    /* A synchronous start (count 1): the check looks for the run itself and
+     * puts its execution id here, so a verified start still has one. NULL for
+     * the plain starts, whose check asks only whether the task started. */
+    char *execution_id;
 };
 
 static enum butler_status checked_start_once(void *context, int attempt, long *retry_after_s)
@@ -328,9 +333,15 @@ static enum butler_status checked_start_once(void *context, int attempt, long *r
         bool started = false;
         /* On doubt (QRS cannot tell) the start is sent again: a rare double
          * start beats a lost one, as for a replay. */
-        if (qrs_task_started_since(start->call->client, start->task_ids[i], start->since_wall_ms,
-                                   &started) == BUTLER_OK &&
-            started) {
+        enum butler_status check;
+        if (start->execution_id)
+            started = (check = qrs_task_execution_since(start->call->client, start->task_ids[i],
+                                                        start->since_wall_ms,
+                                                        start->execution_id)) == BUTLER_OK;
+        else
+            check = qrs_task_started_since(start->call->client, start->task_ids[i],
+                                           start->since_wall_ms, &started);
+        if (check == BUTLER_OK && started) {
             start->call->result->verified = true;
             metrics_count("butler_qrs_start_retry_verified_total", "",
                           "QRS start calls not sent again because QRS confirmed an unanswered "
@@ -370,6 +381,33 @@ enum butler_status qrs_task_start(struct qrs_client *client, const char *task_id
     if (status == BUTLER_ERR_REMOTE && (response.status == 404 || response.status == 400))
         status = BUTLER_ERR_NOT_FOUND;
     http_response_clear(&response);
+    return status;
+}
+
+enum butler_status qrs_task_start_synchronous(struct qrs_client *client, const char *task_id,
+                                              char execution_id[37], struct qrs_result *result)
+{
+    char path[128];
+    cJSON *json = NULL;
+    execution_id[0] = '\0';
+    snprintf(path, sizeof path, "task/%s/start/synchronous", task_id);
+    const char *ids[1] = {task_id};
+    struct checked_start checked = {.task_ids = ids, .count = 1, .execution_id = execution_id};
+    enum butler_status status =
+        qrs_post_checked(client, "task/start/synchronous", path, NULL, &json, result, &checked);
+    if (status != BUTLER_OK || result->verified) /* verified: the check found the run's id */
+        goto out;
+    const cJSON *value =
+        cJSON_IsObject(json) ? cJSON_GetObjectItemCaseSensitive(json, "value") : json;
+    if (!cJSON_IsString(value) || !task_is_guid(value->valuestring, strlen(value->valuestring))) {
+        status = BUTLER_ERR_REMOTE;
+        snprintf(result->error, sizeof result->error,
+                 "the synchronous start answered no execution id");
+        goto out;
+    }
+    snprintf(execution_id, 37, "%s", value->valuestring);
+out:
+    cJSON_Delete(json);
     return status;
 }
 
@@ -460,7 +498,8 @@ static enum butler_status qrs_post_checked(struct qrs_client *client, const char
         qrs_call_body(client, "POST", route, path_and_query, body, &response, result, checked);
     if (status == BUTLER_ERR_REMOTE && (response.status == 404 || response.status == 400))
         status = BUTLER_ERR_NOT_FOUND;
-    if (status == BUTLER_OK && response.body_length > 0) {
+    /* A verified start sent nothing: the body is a failed attempt's, if any. */
+    if (status == BUTLER_OK && response.body_length > 0 && !result->verified) {
         *json_out = json_parse_exact(response.body, response.body_length, NULL);
         if (*json_out == NULL) {
             snprintf(result->error, sizeof result->error, "QRS POST %s: response is not JSON",
@@ -510,6 +549,46 @@ enum butler_status qrs_task_started_since(struct qrs_client *client, const char 
     *started = since || running;
     cJSON_Delete(tasks);
     return BUTLER_OK;
+}
+
+enum butler_status qrs_task_execution_since(struct qrs_client *client, const char *task_id,
+                                            uint64_t since_wall_ms, char execution_id[37])
+{
+    char since[32], filter[128];
+    clock_format_iso8601(since_wall_ms, since, sizeof since);
+    snprintf(filter, sizeof filter, "taskID eq %s and createdDate ge '%s'", task_id, since);
+    cJSON *results = NULL;
+    struct qrs_result result;
+    enum butler_status status = qrs_get_route(client, "executionresult/full",
+                                              "executionresult/full", filter, &results, &result);
+    /* A 404 of the list itself says nothing about the task's runs. */
+    if (status == BUTLER_ERR_NOT_FOUND || (status == BUTLER_OK && !cJSON_IsArray(results)))
+        status = BUTLER_ERR_REMOTE;
+    if (status != BUTLER_OK)
+        goto out;
+    /* ISO-8601 dates of one format sort as text. */
+    const cJSON *item, *earliest_id = NULL;
+    const char *earliest = NULL;
+    cJSON_ArrayForEach(item, results)
+    {
+        const cJSON *created = cJSON_GetObjectItemCaseSensitive(item, "createdDate");
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(item, "executionID");
+        if (!cJSON_IsString(created) || !cJSON_IsString(id) ||
+            !task_is_guid(id->valuestring, strlen(id->valuestring)))
+            continue;
+        if (earliest == NULL || strcmp(created->valuestring, earliest) < 0) {
+            earliest = created->valuestring;
+            earliest_id = id;
+        }
+    }
+    if (earliest_id == NULL) {
+        status = BUTLER_ERR_NOT_FOUND;
+        goto out;
+    }
+    snprintf(execution_id, 37, "%s", earliest_id->valuestring);
+out:
+    cJSON_Delete(results);
+    return status;
 }
 
 void qrs_plain_reason(enum butler_status status, const struct qrs_result *result, char *out,

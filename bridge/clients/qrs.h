@@ -71,6 +71,30 @@ enum butler_status qrs_task_start(struct qrs_client *client, const char *task_id
                                   struct qrs_result *result);
 
 /*
+ * POST /qrs/task/{id}/start/synchronous: the execution session id QRS answers
+ * ({"value": "<guid>"} or a bare JSON string, sense-interfaces.md 7.2) into
+ * execution_id[37]; all zeros when Sense did not start the task. Retried as
+ * qrs_task_start, but the check before a resend looks for the run the
+ * unanswered attempt may have created (qrs_task_execution_since): when there
+ * is one, its execution id is taken and the start is not sent again
+ * (result->verified). 404 or 400 -> BUTLER_ERR_NOT_FOUND; an answer without
+ * an id -> BUTLER_ERR_REMOTE. Thread: the owning worker.
+ */
+enum butler_status qrs_task_start_synchronous(struct qrs_client *client, const char *task_id,
+                                              char execution_id[37], struct qrs_result *result);
+
+/*
+ * The execution id of a run of task `task_id` that QRS created at or after
+ * `since_wall_ms`: GET /qrs/executionresult/full?filter=taskID eq {id} and
+ * createdDate ge '{since}'. The earliest such result wins (a run's retries
+ * share its execution id; a later result is someone else's start). BUTLER_OK
+ * with execution_id[37] set; BUTLER_ERR_NOT_FOUND when QRS has no such run;
+ * any other status when QRS could not tell. Thread: the owning worker.
+ */
+enum butler_status qrs_task_execution_since(struct qrs_client *client, const char *task_id,
+                                            uint64_t since_wall_ms, char execution_id[37]);
+
+/*
  * POST /qrs/task/start/many with the JSON array of `count` task ids (at most
  * QRS_START_MANY_MAX; an id may repeat, each occurrence is a start). One call
  * for several starts that wait together. 204/2xx -> OK for every id; 404 or

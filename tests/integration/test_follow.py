@@ -8,13 +8,16 @@ Runs are shaped per task through the simulator's control API (outcomes,
 durations, retries); nothing here depends on timings beyond bounded waits.
 """
 import json
+import os
 import signal
 import socket
+import time
 import uuid
 
 import pytest
 
-from conftest import TASK_SALES, Butler, wait_until
+from conftest import BUTLER_BINARY, TASK_SALES, Butler, wait_until
+from test_exactly_once_starts import ADD, PROGRESS, message_record, spool_record
 import appender_emu  # noqa: E402  (tests/sim, on the path through conftest)
 
 TASK_FINANCE = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
@@ -22,6 +25,8 @@ TASK_HR = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
 TASK_DISABLED = "c2d3e4f5-a6b7-4c8d-9e0f-a1b2c3d4e5f6"
 TASK_MARKETING = "4e5f6a7b-8c9d-4e0f-9a1b-2c3d4e5f6a7b"
 ZERO = "00000000-0000-0000-0000-000000000000"
+SHIM = os.path.join(os.environ.get("BUTLER_BUILD_DIR", os.path.dirname(BUTLER_BINARY)),
+                    "libbutler_spool_faults.so")
 FOLLOW_YAML = "task_start: { follow: { poll_s: 1, timeout_s: 60 } }\n"
 
 
@@ -159,6 +164,24 @@ def test_retries_report_the_newest_result(butler, watcher, qrs):
     assert done["executionId"] == execution_id
     assert done["durationMs"] < 1000  # the last attempt's, not the whole session's
     assert len(sync_starts(qrs, TASK_HR)) == 1
+
+
+def test_bare_guid_answer_of_the_synchronous_start(butler, watcher, qrs):
+    """sense-interfaces.md 7.2: the synchronous start's body may be a bare JSON string
+    (as Qlik's reference page shows) instead of {"value": ..}; the follow works the same,
+    and the finished message carries the result's own times and duration."""
+    qrs.control("POST", "/_sim/config", {"sync_start_value_shape": "bare"})
+    plan(qrs, TASK_FINANCE, outcomes=["success"], durationMs=300)
+    request_id, answer = start(watcher, {"taskId": TASK_FINANCE})
+    assert answer["status"] == "started", answer
+    execution_id = answer["started"][0]["executionId"]
+    done = finished(watcher, request_id)[0]
+    assert done["executionId"] == execution_id and done["status"] == "success"
+    _, results = qrs.qrs_json("GET", "/qrs/executionresult/full?filter=ExecutionId%20eq%20"
+                              + execution_id)
+    [result] = results
+    assert (done["startTime"], done["stopTime"], done["durationMs"]) == \
+        (result["startTime"], result["stopTime"], result["duration"])
 
 
 def test_all_zero_id_is_failed(butler, watcher, qrs):
@@ -302,10 +325,174 @@ def test_sigkill_mid_follow_resumes_with_exactly_one_message(workdir, broker, qr
     assert len(finished_now(watcher)) == 3
 
 
+def butler_with_spool_faults(workdir, broker, qrs):
+    """Butler under the spool-faults shim (tests/shim/spool_faults.c): the test
+    turns switches on and off in the returned directory."""
+    assert os.path.exists(SHIM), f"{SHIM} not built"
+    faults_dir = os.path.join(workdir, "faults")
+    os.makedirs(faults_dir, exist_ok=True)
+    env = {"LD_PRELOAD": SHIM, "BUTLER_SPOOL_FAULTS": faults_dir,
+           # Under ASan the shim comes before the runtime in the preload list.
+           "ASAN_OPTIONS": ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"),
+                                                  "verify_asan_link_order=0"]))}
+    return Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML, env=env).start(), faults_dir
+
+
+def test_sigkill_before_the_follow_is_recorded(workdir, broker, qrs, watcher):
+    """Killed after QRS started the run (the synchronous start answered) but
+    before the follow record reached the spool: the spool then holds the
+    request with its attempt note only. The shim stalls the follow record's
+    write (an ADD) so the kill lands in that window. After the restart the
+    replay finds the run in QRS by task and time, answers with its
+    executionId ("replay": "verified") and follows it to one finished
+    message; the task is not started again. Before the fix the answer had no
+    executionId and the run's end was never published."""
+    plan(qrs, TASK_SALES, outcomes=["success"], durationMs=2000)
+    # The answer waits a little, so the stall is on before the worker writes.
+    qrs.control("POST", "/_sim/faults", {
+        "id": "slow-sync", "match": {"method": "POST", "path_re": "/start/synchronous$",
+                                     "times": 1},
+        "action": {"type": "delay", "ms": 1000, "when": "after_processing"}})
+    b, faults_dir = butler_with_spool_faults(workdir, broker, qrs)
+    request_id = str(uuid.uuid4())
+    watcher.publish("butler/task/start",
+                    json.dumps({"taskId": TASK_SALES, "requestId": request_id, "follow": True}))
+    # The simulator counts the start when it handles the call, before the
+    # delayed answer: the request is in the spool and the worker waits on QRS.
+    wait_until(lambda: qrs.control("GET", "/_sim/stats")[1]["starts"] == 1,
+               message="the synchronous start to reach QRS")
+    open(os.path.join(faults_dir, "stall"), "w").close()
+    wait_until(lambda: any(c.get("response") for c in sync_starts(qrs, TASK_SALES)),
+               message="the synchronous start answered")
+    time.sleep(0.5)  # the worker reaches the follow record's write and stalls there
+    b.stop(sig=signal.SIGKILL)
+    assert not watcher.results(request_id), "answered before the follow was recorded"
+    os.remove(os.path.join(faults_dir, "stall"))
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
+    try:
+        answer = watcher.wait_result(request_id, timeout=30)
+        assert answer["status"] == "started", answer
+        entry = answer["started"][0]
+        assert entry.get("replay") == "verified" and len(entry.get("executionId", "")) == 36, entry
+        done = finished(watcher, request_id)[0]
+        assert done["status"] == "success" and done["executionId"] == entry["executionId"]
+        assert qrs.control("GET", "/_sim/stats")[1]["starts"] == 1, "started again"
+        wait_until(lambda: f"execution {entry['executionId']} of task {TASK_SALES} ended"
+                   in b.log())
+    finally:
+        assert b.stop() == 0
+    assert len([f for f in finished_now(watcher) if f["requestId"] == request_id]) == 1
+
+
+def test_follow_record_refused_still_publishes_the_end(workdir, broker, qrs, watcher):
+    """The spool refuses the follow record (the shim fails ADD writes with
+    ENOSPC once the request itself is spooled): the run is followed from
+    memory, so its finished message still goes out (a restart before the end
+    would lose it; docs/guarantees.md). Before, the run was never followed."""
+    plan(qrs, TASK_SALES, outcomes=["success"], durationMs=500)
+    qrs.control("POST", "/_sim/faults", {
+        "id": "slow-sync", "match": {"method": "POST", "path_re": "/start/synchronous$",
+                                     "times": 1},
+        "action": {"type": "delay", "ms": 1000, "when": "after_processing"}})
+    b, faults_dir = butler_with_spool_faults(workdir, broker, qrs)
+    try:
+        request_id = str(uuid.uuid4())
+        watcher.publish("butler/task/start",
+                        json.dumps({"taskId": TASK_SALES, "requestId": request_id,
+                                    "follow": True}))
+        wait_until(lambda: qrs.control("GET", "/_sim/stats")[1]["starts"] == 1,
+                   message="the synchronous start to reach QRS")
+        open(os.path.join(faults_dir, "enospc_add"), "w").close()
+        answer = watcher.wait_result(request_id)
+        assert answer["status"] == "started", answer
+        done = finished(watcher, request_id)[0]
+        assert done["status"] == "success"
+        assert done["executionId"] == answer["started"][0]["executionId"]
+        assert "followed from memory only" in b.log()
+    finally:
+        assert b.stop() == 0
+
+
+@pytest.mark.parametrize("task_id,execution_id,status", [
+    (TASK_SALES, "7b3c1d2e-4f5a-4b6c-8d7e-9f0a1b2c3d4e", "started"),
+    (TASK_DISABLED, ZERO, "failed")])
+def test_replay_answers_the_noted_execution_id(workdir, broker, qrs, watcher, task_id,
+                                               execution_id, status):
+    """Killed after a followed start's "started" note but before the answer,
+    with the follow itself already finished (its record done, so no record to
+    read the id from; a crafted spool): the "started" note carries the
+    execution id, so the replay's answer has it and the task is not started
+    again. An all-zero id noted is answered "failed", as the first time.
+    Before the fix the note had no id: the answer lacked the executionId, and
+    the disabled task was answered "started"."""
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
+    assert b.stop() == 0
+    now_ms = int(time.time() * 1000)
+    request_id = str(uuid.uuid4())
+    request = json.dumps({"taskId": task_id, "requestId": request_id, "follow": True}).encode()
+    with open(os.path.join(workdir, "state", "spool.log"), "wb") as f:
+        f.write(spool_record(ADD, 1, now_ms - 3000, message_record(
+            "task_start", "butler/task/start", request, now_ms - 3000)))
+        f.write(spool_record(PROGRESS, 1, now_ms - 2900, f"attempt {task_id}".encode()))
+        f.write(spool_record(PROGRESS, 1, now_ms - 2800,
+                             f"started {task_id} {execution_id}".encode()))
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
+    try:
+        answer = watcher.wait_result(request_id, timeout=30)
+    finally:
+        assert b.stop() == 0
+    assert answer["status"] == status, answer
+    if status == "started":
+        assert answer["started"][0]["executionId"] == execution_id, answer
+    else:
+        assert answer["failed"][0]["taskId"] == task_id and "all-zero" in answer["error"]
+    assert not any(c["path"].startswith(f"/qrs/task/{task_id}/start") for c in calls(qrs))
+
+
+def test_sigkill_between_puback_and_done_repeats_once(workdir, broker, qrs, watcher):
+    """The one window left open (docs/guarantees.md): the broker acknowledged
+    the finished message but the follow's DONE record is not in the spool when
+    Butler dies. The shim refuses the DONE (enospc), so after the PUBACK the
+    spool still holds the follow, as if killed between the two; then SIGKILL.
+    After the restart the message goes out once more, identical (same
+    executionId, status, times); after a further restart no third copy."""
+    plan(qrs, TASK_FINANCE, outcomes=["hang"])
+    b, faults_dir = butler_with_spool_faults(workdir, broker, qrs)
+    request_id, answer = start(watcher, {"taskId": TASK_FINANCE})
+    execution_id = answer["started"][0]["executionId"]
+    # Polled once: the request's own DONE (written right after its answer) is in.
+    qrs.control("GET", "/_sim/calls/wait?path_re=/qrs/executionsession/" + execution_id +
+                "&count=1&timeout_ms=10000")
+    open(os.path.join(faults_dir, "enospc"), "w").close()
+    qrs.control("POST", f"/_sim/tasks/{TASK_FINANCE}/complete", {"outcome": "fail"})
+    first = finished(watcher, request_id)[0]
+    wait_until(lambda: f"execution {execution_id} of task {TASK_FINANCE} ended" in b.log(),
+               message="the follow ended (its DONE refused)")
+    b.stop(sig=signal.SIGKILL)
+    os.remove(os.path.join(faults_dir, "enospc"))
+    offset = len(b.log())
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
+    try:
+        assert "resuming 1 followed task run(s)" in b.log()[offset:]
+        both = finished(watcher, request_id, count=2)
+        assert both[1] == first, (first, both[1])
+        assert first["executionId"] == execution_id and first["status"] == "failed"
+        assert first["startTime"] and first["stopTime"] and first["scriptLogTail"]
+        wait_until(lambda: b.log()[offset:].count(f"execution {execution_id} of task") >= 1)
+    finally:
+        assert b.stop() == 0
+    offset = len(b.log())
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
+    try:
+        assert "resuming" not in b.log()[offset:]
+    finally:
+        assert b.stop() == 0
+    assert len([f for f in finished_now(watcher) if f["requestId"] == request_id]) == 2
+
+
 def test_many_followed_runs_at_once(workdir, broker, qrs, watcher):
     """200 follows with one request each: every one gets exactly one finished message."""
     namespace = uuid.UUID("6d1f0c52-7a1e-4f38-9b2d-4c1e8a7f3b61")
-    import os
     with open(os.path.join(os.path.dirname(__file__), "..", "sim", "fixture.json")) as f:
         fixture = json.load(f)
     app_id = fixture["tasks"][0]["appId"] if "appId" in fixture["tasks"][0] else None
@@ -326,6 +513,54 @@ def test_many_followed_runs_at_once(workdir, broker, qrs, watcher):
     finally:
         assert b.stop() == 0
     assert len(finished_now(watcher)) == 200
+
+
+def test_synchronous_start_answered_late_is_not_sent_again(butler, watcher, qrs):
+    """QRS starts the task on the first synchronous call but answers past
+    qrs.timeout_ms (3 s). Before sending the start again Butler asks QRS for a
+    run of the task created since its first attempt and takes that run's
+    execution id: one run in the simulator, one finished message, with the id
+    the simulator gave the run. Without the check the start went out twice."""
+    plan(qrs, TASK_SALES, outcomes=["success"], durationMs=1500)
+    qrs.control("POST", "/_sim/faults", {
+        "id": "late-sync", "match": {"method": "POST", "path_re": "/start/synchronous$",
+                                     "times": 1},
+        "action": {"type": "delay", "ms": 4000, "when": "after_processing"}})
+    request_id, answer = start(watcher, {"taskId": TASK_SALES})
+    assert answer["status"] == "started", answer
+    execution_id = answer["started"][0]["executionId"]
+    done = finished(watcher, request_id)[0]
+    assert done["status"] == "success" and done["executionId"] == execution_id
+    # The simulator's own count: the first call started the task.
+    assert qrs.control("GET", "/_sim/stats")[1]["starts"] == 1, "the start was sent again"
+    assert len(sync_starts(qrs, TASK_SALES)) == 1
+    # The id is that run's: QRS knew its session and result (an id it never
+    # heard of ends as "error"), and the lookup asked for runs since the attempt.
+    lookups = [c for c in calls(qrs) if c["path"] == "/qrs/executionresult/full" and
+               "taskID eq" in (c["query"].get("filter") or [""])[0]]
+    assert len(lookups) == 1, lookups
+    assert "not sending the start again" in butler.log()
+    wait_until(lambda: f"execution {execution_id} of task {TASK_SALES} ended" in butler.log())
+    assert len([f for f in finished_now(watcher) if f["requestId"] == request_id]) == 1
+
+
+def test_synchronous_start_behind_a_gateway_502_is_not_sent_again(butler, watcher, qrs):
+    """A gateway forwards the synchronous start (the task starts) and answers
+    502 with an HTML page itself. The check before the resend finds the run;
+    the page of the failed attempt is not read as the start's answer (it was:
+    the start was then "failed" though the run went on, and nobody followed it)."""
+    plan(qrs, TASK_SALES, outcomes=["success"], durationMs=500)
+    qrs.control("POST", "/_sim/faults", {
+        "id": "gateway", "match": {"method": "POST", "path_re": "/start/synchronous$",
+                                   "times": 1},
+        "action": {"type": "status", "status": 502, "body": "<html>Bad Gateway</html>",
+                   "content_type": "text/html", "when": "after_processing"}})
+    request_id, answer = start(watcher, {"taskId": TASK_SALES})
+    assert answer["status"] == "started", answer
+    done = finished(watcher, request_id)[0]
+    assert done["status"] == "success"
+    assert done["executionId"] == answer["started"][0]["executionId"]
+    assert qrs.control("GET", "/_sim/stats")[1]["starts"] == 1, "the start was sent again"
 
 
 def test_session_qrs_never_heard_of_ends_as_error(butler, watcher, qrs):

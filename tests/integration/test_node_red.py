@@ -7,7 +7,10 @@ button through Node-RED's admin API (what the editor's button does) and checks:
   1. the task start reached the QRS simulator;
   2. the flow matched Butler's answer by its requestId (it publishes what it
      saw on nodered/butler/outcome);
-  3. the flow reacts to butler/events/task/failed/# (nodered/butler/alert).
+  3. the flow reacts to butler/events/task/failed/# (nodered/butler/alert);
+  4. the chain: a start with "follow": true whose run ends in failure (set through
+     the simulator's control API) starts nothing more and is reported on
+     nodered/butler/chain-stopped; ending in success, it starts the second task.
 Skipped, with the reason, when npm cannot install Node-RED (no npm, no
 registry) or Node.js is too old; otherwise every failure is a failure.
 """
@@ -17,16 +20,21 @@ import os
 import shutil
 import signal
 import subprocess
+import urllib.parse
 import urllib.request
 
 import pytest
 
-from conftest import ROOT, TASK_SALES, Butler, Client, free_port, wait_until
+from conftest import ROOT, TASK_SALES, TIMEOUT_SCALE, Butler, Client, free_port, wait_until
 
 FLOW = os.path.join(ROOT, "docs", "node-red", "flow.json")
 NODE_RED_DIR = os.environ.get("BUTLER_NODE_RED_DIR", os.path.join(ROOT, "build", "node-red"))
 NODE_RED_SPEC = "node-red@4"
 INJECT_START = "b7e1a0000000d001"   # the flow's "Start 'Reload Sales Dashboard'" inject node
+INJECT_CHAIN = "b7e1a0000000d101"   # the flow's "Reload Sales, then Finance" inject node
+TASK_FINANCE = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"   # "Reload Finance", the chain's second task
+# Follows polled every second, so a run's end reaches the flow soon after it ended.
+FOLLOW_YAML = "task_start: { follow: { poll_s: 1, timeout_s: 120 } }\n"
 BROKER_NODE = "b7e1a0000000b001"
 NPM_TIMEOUT_S = 600
 
@@ -159,10 +167,25 @@ def red_js():
     return ensure_node_red()
 
 
+def plan(qrs, task_id, outcome):
+    """The next runs of the task end with outcome, after a short run and no retry."""
+    status, body = qrs.control("PATCH", f"/_sim/tasks/{task_id}",
+                               {"maxRetries": 0, "run": {"outcomes": [outcome], "durationMs": 200}})
+    assert status == 200, body
+
+
+def start_calls(qrs, task_id):
+    """Every start (plain or synchronous) of the task QRS received."""
+    _, body = qrs.control("GET", "/_sim/calls?method=POST&path_re="
+                          + urllib.parse.quote(f"^/qrs/task/{task_id}/start"))
+    return body["calls"]
+
+
 def test_flow_starts_task_and_matches_answer_and_reacts_to_failures(red_js, workdir, broker, qrs):
-    butler = Butler(workdir, broker, qrs).start()
+    butler = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
     watcher = Client(broker)
     watcher.subscribe("butler/task/result")
+    watcher.subscribe("butler/task/finished/#")
     watcher.subscribe("nodered/#")
     node_red = NodeRed(red_js, workdir, broker.port).start()
     try:
@@ -203,6 +226,58 @@ def test_flow_starts_task_and_matches_answer_and_reacts_to_failures(red_js, work
         assert alert["taskId"] == TASK_SALES
         assert alert["text"] == ("Reload of Reload Sales Dashboard (Sales Dashboard) failed on "
                                  "sense-node-01 at 2025-05-20 10:00:00,000")
+
+        # 4. Someone else follows a successful run of the chain's first task: its finished
+        # message reaches the flow, which must not take it for its own (checked by the
+        # count of starts of the second task at the end).
+        plan(qrs, TASK_SALES, "success")
+        plan(qrs, TASK_FINANCE, "success")
+        watcher.publish("butler/task/start", json.dumps({"taskId": TASK_SALES, "follow": True,
+                                                         "requestId": "not-node-red-chain"}))
+        watcher.wait_for(lambda m: m["topic"] == f"butler/task/finished/{TASK_SALES}" and
+                         json.loads(m["payload"])["requestId"] == "not-node-red-chain",
+                         timeout=30, what="the other client's finished message")
+
+        # 4a. The chain, when the first run fails: started with follow, its end came on
+        # butler/task/finished/<taskId>, and the flow stopped the chain and said why.
+        plan(qrs, TASK_SALES, "fail")
+        node_red.inject(INJECT_CHAIN)
+        stopped_msg = watcher.wait_for(lambda m: m["topic"] == "nodered/butler/chain-stopped",
+                                       timeout=40, what="the flow's chain-stopped report")[0]
+        stopped = json.loads(stopped_msg["payload"])
+        assert (stopped["status"], stopped["statusCode"], stopped["taskId"]) == \
+            ("failed", 8, TASK_SALES), stopped
+        assert stopped["requestId"].startswith("node-red-") and stopped["next"] == {"taskName": "Reload Finance"}
+        assert stopped["text"] == ("Reload of Reload Sales Dashboard ended with failed (QRS status 8); "
+                                   "the next task was not started")
+        # What the flow reacted to is Butler's one finished message for that request...
+        ended = [json.loads(m["payload"]) for m in watcher.messages
+                 if m["topic"] == f"butler/task/finished/{TASK_SALES}"]
+        assert [e["requestId"] for e in ended] == ["not-node-red-chain", stopped["requestId"]], ended
+        assert ended[1]["executionId"] == stopped["executionId"]
+        # ...of a run started synchronously (the follow), whose script log came along.
+        assert any(c["path"] == f"/qrs/task/{TASK_SALES}/start/synchronous" for c in start_calls(qrs, TASK_SALES))
+        assert isinstance(stopped["scriptLogTail"], str) and stopped["scriptLogTail"].strip(), stopped
+
+        # 4b. The chain, when the first run succeeds: the flow starts the second task.
+        plan(qrs, TASK_SALES, "success")
+        node_red.inject(INJECT_CHAIN)
+        qrs.wait_calls(path_re=f"^/qrs/task/{TASK_FINANCE}/start", method="POST",
+                       timeout_ms=int(40000 * TIMEOUT_SCALE))
+        second = watcher.wait_for(
+            lambda m: m["topic"] == "nodered/butler/outcome" and
+            json.loads(m["payload"])["request"].get("taskName") == "Reload Finance",
+            timeout=20, what="the outcome of the chain's second start")[0]
+        second = json.loads(second["payload"])
+        assert second["status"] == "started" and [t["taskId"] for t in second["started"]] == [TASK_FINANCE]
+        assert "follow" not in second["request"], second
+        ended = [json.loads(m["payload"]) for m in watcher.messages
+                 if m["topic"] == f"butler/task/finished/{TASK_SALES}"]
+        assert [e["status"] for e in ended] == ["success", "failed", "success"], ended
+        # Exactly one start of the second task: the other client's run and the failed
+        # run started none, and the flow's successful one started it once.
+        assert len(start_calls(qrs, TASK_FINANCE)) == 1, start_calls(qrs, TASK_FINANCE)
+        assert len([m for m in watcher.messages if m["topic"] == "nodered/butler/chain-stopped"]) == 1
 
         log = node_red.log()
         errors = [line for line in log.splitlines() if "[error]" in line]

@@ -11,6 +11,10 @@
  *                                   a PROGRESS note written since the switch
  *                                   was turned on has not been flushed (a flush
  *                                   with no such note pending works);
+ *     <directory>/enospc_add exists -> write() of an ADD record fails with
+ *                                   ENOSPC (nothing written): a disk that
+ *                                   filled up while a worker records new
+ *                                   work of its own (a followed run);
  *     <directory>/stall   exists -> write() of an ADD record to it blocks
  *                                   until the switch is removed: a hung disk
  *                                   (NFS) under the MQTT network thread, which
@@ -70,6 +74,10 @@ ssize_t write(int fd, const void *data, size_t length)
         int type = ((const unsigned char *)data)[RECORD_TYPE_OFFSET];
         while (type == ADD && switched_on("stall"))
             usleep(20000);
+        if (type == ADD && switched_on("enospc_add")) {
+            errno = ENOSPC;
+            return -1;
+        }
         if ((type == PROGRESS || type == DONE) && switched_on("enospc")) {
             errno = ENOSPC;
             return -1;

@@ -408,6 +408,169 @@ def test_script_log_download_flows(sim):
     assert sim.qrs("GET", f"/qrs/reloadtask/{SALES}/scriptlog?fileReferenceId={r['fileReferenceID']}")[0] == 404
 
 
+
+# ---- following one run to its end (sense-interfaces.md 7.2) ----------------------
+
+RESULT_FIELDS_7_2 = {"status", "startTime", "stopTime", "duration", "executingNodeName", "details",
+                     "scriptLogAvailable", "scriptLogLocation", "scriptLogSize", "fileReferenceID",
+                     "executionID", "taskID", "appID", "id"}
+
+
+def results_full(sim, execution_id):
+    """The form a follower sends: /executionresult/full?filter=ExecutionId eq <id> (7.2)."""
+    status, body = sim.qrs_json("GET", "/qrs/executionresult/full?filter="
+                                + quote(f"ExecutionId eq {execution_id}", safe=""))
+    assert status == 200 and isinstance(body, list), body
+    return body
+
+
+def sync_start_id(sim, task_id):
+    status, _, body = start(sim, task_id, sync=True)
+    assert status == 201, body
+    return json.loads(body)["value"]
+
+
+def iso_ms_of(iso):
+    """2026-03-14T01:15:02.311Z -> milliseconds since the epoch."""
+    import calendar
+    return calendar.timegm(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S")) * 1000 + int(iso[20:23])
+
+
+def session_status(sim, sid):
+    return sim.qrs("GET", f"/qrs/executionsession/{sid}")[0]
+
+
+def wait_session_gone(sim, sid, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while session_status(sim, sid) == 200:
+        assert time.monotonic() < deadline, f"session {sid} still answers 200"
+        time.sleep(0.01)
+    return session_status(sim, sid)
+
+
+def test_sync_start_answers_once_started_not_when_ended(sim):
+    # 7.2: "returns 201 as soon as the task has started, not when it ends"; the body is
+    # {"value": "<guid>"}, and the session answers 200 while the run goes on.
+    patch(sim, HR, {"run": {"queueMs": 150, "durationMs": 3000}})
+    sid = sync_start_id(sim, HR)
+    assert sid != ZERO_GUID
+    [r] = results_full(sim, sid)
+    assert r["status"] == 2 and r["executionID"] == sid and r["stopTime"] == "1753-01-01T00:00:00.000Z"
+    assert session_status(sim, sid) == 200
+    assert sim.qrs("POST", f"/qrs/task/{HR}/stop", body={})[0] == 204
+    assert wait_session_gone(sim, sid) == 404
+
+
+def test_sync_start_bare_guid_shape(sim):
+    # 7.2 / 1.5 E4: the reference describes the body as a bare GUID; clients must accept both.
+    sim.control("POST", "/_sim/config", {"sync_start_value_shape": "bare"})
+    patch(sim, HR, {"run": {"durationMs": 50}})
+    status, headers, body = start(sim, HR, sync=True)
+    sid = json.loads(body)
+    assert status == 201 and isinstance(sid, str) and re.fullmatch(r"[0-9a-f-]{36}", sid) and sid != ZERO_GUID
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(start(sim, DISABLED, sync=True)[2]) == ZERO_GUID
+    assert sim.control("POST", "/_sim/config", {"sync_start_value_shape": "string"})[0] == 400
+
+
+def test_session_404_once_ended_and_for_unknown_ids(sim):
+    # 7.2: 200 while the run goes on (also between retry attempts), 404 once it ended.
+    patch(sim, HR, {"maxRetries": 1, "run": {"outcomes": ["fail"], "durationMs": 150, "retryDelayMs": 1000}})
+    sid = sync_start_id(sim, HR)
+    seen = set()
+    deadline = time.monotonic() + 5
+    while session_status(sim, sid) == 200:
+        assert time.monotonic() < deadline
+        seen.update(x["status"] for x in results_full(sim, sid))
+        time.sleep(0.01)
+    assert 10 in seen  # the session lived on through the Retry
+    assert [x["status"] for x in results_full(sim, sid)] == [10, 8]
+    assert session_status(sim, "00000000-1111-4222-8333-444444444444") == 404
+    assert results_full(sim, "00000000-1111-4222-8333-444444444444") == []
+
+
+@pytest.mark.parametrize("outcome,code", [("success", 7), ("fail", 8), ("abort", 6), ("skip", 9),
+                                          ("error", 11)])
+def test_each_outcome_ends_with_its_status_code(sim, outcome, code):
+    # Section 2 (TaskExecutionStatus) and 7.2 (result fields): the final status of the newest
+    # result, 404 on the session, and the documented field names.
+    patch(sim, HR, {"run": {"outcomes": [outcome], "durationMs": 100}})
+    sid = sync_start_id(sim, HR)
+    assert wait_session_gone(sim, sid) == 404
+    [r] = results_full(sim, sid)
+    assert r["status"] == code, r
+    assert RESULT_FIELDS_7_2 <= set(r) and r["taskID"] == HR
+    assert all({"detailsType", "message", "detailCreatedDate"} <= set(d) for d in r["details"])
+    assert r["details"][-1]["message"].endswith("to " + {7: "FinishedSuccess", 8: "FinishedFail",
+                                                         6: "Aborted", 9: "Skipped", 11: "Error"}[code])
+    if code in (7, 8, 6, 11):  # the run reached Started: real times and a script log
+        assert r["startTime"] > "2000" and r["stopTime"] >= r["startTime"]
+        assert r["scriptLogAvailable"] is True and r["scriptLogSize"] > 0
+    if code == 8:
+        assert any(d["detailsType"] == 0 for d in r["details"])
+
+
+def test_duration_is_stop_minus_start_in_ms(sim):
+    # 1.5 / 7.2: duration in milliseconds; the reference's example has exactly
+    # stopTime - startTime (01:16:07.482 - 01:15:02.311 = 65171). Steps of 200.4 ms on the
+    # manual clock put the start's sub-millisecond part all round the clock, so the
+    # truncated stamps and a rounded float difference would disagree on some of the runs.
+    patch(sim, HR, {"run": {"durationMs": 200}})
+    sim.control("POST", "/_sim/clock", {"mode": "manual"})
+    for _ in range(5):
+        sid = sync_start_id(sim, HR)
+        sim.control("POST", "/_sim/clock", {"advance_ms": 200.4})
+        assert wait_session_gone(sim, sid) == 404
+        [r] = results_full(sim, sid)
+        assert r["status"] == 7
+        assert r["duration"] == iso_ms_of(r["stopTime"]) - iso_ms_of(r["startTime"]), r
+
+
+def test_script_log_of_a_followed_run_newer_then_older_call(sim):
+    # 7.2: scriptlogfile?executionResultId= (newer) and scriptlog?fileReferenceId= (older) each
+    # answer a ticket {"value": ...} for /download/reloadtask/{ticket}/{any file name}.
+    patch(sim, HR, {"run": {"outcomes": ["fail"], "durationMs": 100}})
+    sid = sync_start_id(sim, HR)
+    wait_session_gone(sim, sid)
+    [r] = results_full(sim, sid)
+    status, ticket = sim.qrs_json("GET", f"/qrs/reloadtask/{HR}/scriptlogfile?executionResultId={r['id']}")
+    assert status == 200 and set(ticket) == {"value"}
+    status, headers, text = sim.qrs("GET", f"/qrs/download/reloadtask/{ticket['value']}/"
+                                    + quote("Reload HR Headcount.20260314.log"))
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    assert b"Execution Failed" in text and len(text) == r["scriptLogSize"]
+    status, ticket = sim.qrs_json("GET", f"/qrs/reloadtask/{HR}/scriptlog?fileReferenceId={r['fileReferenceID']}")
+    assert status == 200 and set(ticket) == {"value"}
+    status, _, text2 = sim.qrs("GET", f"/qrs/download/reloadtask/{ticket['value']}/any-name")
+    assert (status, text2) == (200, text)
+    # Another task's ticket request for this result is refused.
+    assert sim.qrs("GET", f"/qrs/reloadtask/{SALES}/scriptlogfile?executionResultId={r['id']}")[0] == 404
+
+
+def test_retries_give_one_result_each_with_its_own_times(sim):
+    # 7.2: one result per attempt when the task retries; the newest is the last attempt.
+    patch(sim, SALES, {"run": {"outcomes": ["fail"], "durationMs": 60, "retryDelayMs": 40}})
+    sid = sync_start_id(sim, SALES)
+    wait_session_gone(sim, sid)
+    results = sorted(results_full(sim, sid), key=lambda x: x["startTime"])
+    assert [x["status"] for x in results] == [10, 10, 8]  # maxRetries 2
+    assert len({x["id"] for x in results}) == 3 and {x["executionID"] for x in results} == {sid}
+    for earlier, later in zip(results, results[1:]):
+        assert earlier["stopTime"] <= later["startTime"]
+    assert last_result(sim, SALES)["id"] == results[-1]["id"]
+
+
+def test_outcomes_and_durations_per_task_through_the_control_api(sim):
+    # 4.3 RunPlan via PATCH /_sim/tasks/{id}: outcomes consumed one per start.
+    patch(sim, HR, {"run": {"outcomes": ["success", "fail"], "durationMs": 80}})
+    codes = []
+    for _ in range(3):
+        sid = sync_start_id(sim, HR)
+        wait_session_gone(sim, sid)
+        codes.append(results_full(sim, sid)[0]["status"])
+    assert codes == [7, 8, 7]
+    assert sim.control("PATCH", f"/_sim/tasks/{HR}", {"run": {"outcomes": ["boom"]}})[0] == 400
+
 # ---- entity shapes -------------------------------------------------------------
 
 def test_entity_shapes(sim):
@@ -466,6 +629,21 @@ def test_fault_drop_before_and_after_processing(sim):
     add_fault(sim, {"path_re": START_RE, "times": 1}, {"type": "drop", "when": "after_processing", "how": "fin"})
     with pytest.raises(CONNECTION_FAILURES):
         start(sim, SALES)
+    assert sim.control("GET", "/_sim/stats")[1]["starts"] == 1
+
+
+def test_fault_status_after_processing_starts_then_answers_the_status(sim):
+    """A gateway that forwarded the start and answered 502 itself: the task started."""
+    add_fault(sim, {"method": "POST", "path_re": START_RE, "times": 1},
+              {"type": "status", "status": 502, "body": "<html>Bad Gateway</html>",
+               "content_type": "text/html", "when": "after_processing"})
+    status, _, body = start(sim, SALES)
+    assert status == 502 and body == b"<html>Bad Gateway</html>"
+    assert sim.control("GET", "/_sim/stats")[1]["starts"] == 1
+    # The default still refuses before anything is handled.
+    add_fault(sim, {"method": "POST", "path_re": START_RE, "times": 1},
+              {"type": "status", "status": 502})
+    assert start(sim, SALES)[0] == 502
     assert sim.control("GET", "/_sim/stats")[1]["starts"] == 1
 
 

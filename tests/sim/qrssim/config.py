@@ -19,6 +19,8 @@ DEFAULTS = {
     # 4.4: async start of a disabled task (2xx = no run, anything else = that error).
     "disabled_start_status": 204,
     "sync_start_status": 201,
+    # 7.2: the sync start's body: {"value": "<guid>"} ("object") or a bare JSON string.
+    "sync_start_value_shape": "object",
     # "started": the sync start answers once the run is Started; "immediate": at once.
     "sync_start_wait": "started",
     # Every sync start answers the zero GUID (no scheduler available).
@@ -45,6 +47,7 @@ _CHOICES = {
     "cp_filter_semantics": ("independent", "correlated"),
     "deprecated_scriptlog_api": ("ok", "404", "400"),
     "scriptlogfile_value_shape": ("object", "bare"),
+    "sync_start_value_shape": ("object", "bare"),
     "udp_missing_property_render": ("empty", "(null)"),
     "udp_user": ("caller", "scheduler"),
 }

@@ -20,7 +20,11 @@ ACTIONS = {
     # a start and answered past the client's timeout.
     "delay": {"ms": REQUIRED, "when": "before_processing"},
     "slow_body": {"bytes_per_sec": 200, "chunk": 16},
-    "status": {"status": REQUIRED, "body": "", "content_type": None, "headers": {}},
+    # status when="after_processing" (an addition to the spec): the request is handled
+    # (a task really starts) and the answer is replaced, as by a gateway in front of
+    # QRS that forwarded the call and then answered 502 or 504 itself.
+    "status": {"status": REQUIRED, "body": "", "content_type": None, "headers": {},
+               "when": "before_processing"},
     # after_processing is an addition to the spec: the request is handled (a task
     # really starts) but nothing is answered, which is the "QRS accepted, client
     # never heard" case. 204 answers have no body, so after_headers cannot show it.
@@ -71,8 +75,8 @@ def _validate_action(action):
         raise FaultError("status.headers: expected an object")
     if t in ("delay",) and not (isinstance(merged["ms"], (int, float)) and merged["ms"] >= 0):
         raise FaultError("delay.ms: expected a non-negative number")
-    if t == "delay" and merged["when"] not in ("before_processing", "after_processing"):
-        raise FaultError("delay.when: before_processing or after_processing")
+    if t in ("delay", "status") and merged["when"] not in ("before_processing", "after_processing"):
+        raise FaultError(f"{t}.when: before_processing or after_processing")
     if t == "slow_body" and not (merged["bytes_per_sec"] > 0 and merged["chunk"] > 0):
         raise FaultError("slow_body: bytes_per_sec and chunk must be positive")
     return merged

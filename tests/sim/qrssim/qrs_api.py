@@ -166,6 +166,8 @@ class QrsApi:
             time.sleep(action["ms"] / 1000.0)
             return self._serve(req)
         if kind == "status":
+            if action.get("when") == "after_processing":
+                self._serve(req)  # handled; its answer is replaced by the fault's
             body = action["body"]
             if isinstance(body, str):
                 resp = Response(action["status"], body.encode("utf-8"), action["content_type"] or TEXT_TYPE)
@@ -303,11 +305,14 @@ class QrsApi:
         if not sync:
             status = cfg["disabled_start_status"] if disabled else 204
             return Response(status) if 200 <= status < 300 else text_response(status, "Task is disabled")
-        if run is None:
-            return json_response(cfg["sync_start_status"], {"value": ZERO_GUID})
-        if run.started_evt is not None:
+        sid = ZERO_GUID if run is None else run.sid
+        if run is not None and run.started_evt is not None:
             run.started_evt.wait(30.0)  # outside the lock: the scheduler must run meanwhile
-        return json_response(cfg["sync_start_status"], {"value": run.sid})
+        # sense-interfaces.md 7.2: clients read {"value": "<guid>"}; Qlik's reference page
+        # describes a bare GUID, which the "bare" knob answers instead.
+        if cfg["sync_start_value_shape"] == "bare":
+            return json_response(cfg["sync_start_status"], sid)
+        return json_response(cfg["sync_start_status"], {"value": sid})
 
     def start(self, req, task_id, sync=False):
         if not is_guid(task_id):
@@ -406,7 +411,9 @@ class QrsApi:
         return json_response(200, {"value": ref})
 
     def download(self, req, ref, filename):
-        if not filename.endswith((".txt", ".log")) or not is_guid(ref):
+        # The ticket selects the log; the last segment is any file name the client
+        # chooses (sense-interfaces.md 7.2: /download/reloadtask/{ticket}/{any file name}).
+        if not is_guid(ref):
             return text_response(404, "Not Found")
         with self.sim.lock:
             text = self.sim.model.take_download(ref, time.time())

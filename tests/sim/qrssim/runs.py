@@ -374,7 +374,10 @@ class RunEngine:
         r = run.result
         r["stopTime"] = iso
         if run.start_wall is not None:  # an attempt aborted while Triggered never started
-            r["duration"] = int(round((wall - run.start_wall) * 1000))
+            # In whole milliseconds of the two stamps, as iso_ms() truncates them: the
+            # reference's example (sense-interfaces.md 1.5) has duration = stopTime - startTime
+            # exactly, and rounding the float difference was 1 ms off for about half the runs.
+            r["duration"] = int(wall * 1000) - int(run.start_wall * 1000)
             self.sim.model.finish_script_log(r, status)
             run.start_wall = None  # this attempt's times are final
 
