@@ -24,6 +24,7 @@
 #include "topics/handoff.h"
 
 #include <cjson/cJSON.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,6 +253,10 @@ static void start_works(struct topic_worker *worker, struct task_start_state *st
  * worker rather than hold up the batch. Runs on a worker thread; owns every
  * message it takes. Every path ends in exactly one answer per request.
  */
+/* Requests that chose at least this many tasks together give their memory
+ * back to the system once answered (malloc_trim). */
+enum { TRIM_AFTER_CHOSEN = 100 };
+
 static void run_requests(struct topic_worker *worker, struct topic_message *first, bool legacy,
                          void (*run)(struct topic_worker *, struct topic_message *))
 {
@@ -280,7 +285,7 @@ static void run_requests(struct topic_worker *worker, struct topic_message *firs
             taken = 0;
         }
     }
-    size_t count = 0;
+    size_t count = 0, chosen = 0;
     if (!work_init(&works[count], first)) {
         task_start_keep_for_next_start(&works[count]);
         work_clear(&works[count]);
@@ -315,6 +320,7 @@ static void run_requests(struct topic_worker *worker, struct topic_message *firs
     }
     start_works(worker, state, works, count);
     for (size_t i = 0; i < count; i++) {
+        chosen += works[i].chosen.count;
         if (works[i].message && works[i].answer.keep) {
             LOG_WARN(MODULE,
                      "request %s kept for the next start: Butler is stopping and its start "
@@ -332,6 +338,12 @@ out:
     if (works != &single)
         free(works);
     free(waiting);
+    /* A request that chose many tasks (a tag on 1,000) parsed QRS answers of
+     * megabytes into small cJSON nodes; once freed, glibc keeps nearly all of
+     * it resident in the arena (bench/follow_bench.py: 8.5 MB RssAnon left by
+     * 1,000 starts, 1.0 MB after a trim). Rare and bounded by such requests. */
+    if (chosen >= TRIM_AFTER_CHOSEN)
+        malloc_trim(0);
 }
 
 void task_start_recovered(struct task_start_state *state, const struct topic_message *message)
