@@ -69,9 +69,8 @@ stage "ASan ctest"
 # ("Valgrind"). Not here, and why: test_app (about 7.5 min under valgrind on its own, past the CI
 # budget); test_events, test_kv_schedules, test_notifications (wall-clock budgets in Butler or in
 # the test, e.g. an enrichment answered within 7 s, that valgrind's slowdown breaks: they fail
-# there for time, not memory); test_monitors (under valgrind a second version-changed event for
-# one change: a stale retained version delivered after a run, see BENCHMARKS.md; to be fixed
-# before it joins). All of them run under ASan above. Serial on
+# there for time, not memory); test_monitors (for time; its stale-retained-version defect seen
+# under valgrind is fixed, see BENCHMARKS.md). All of them run under ASan above. Serial on
 # purpose: two valgrind shards side by side made timing-bound tests of test_task_start and
 # test_http_api fail on a loaded machine. Of the suites measured later: test_refused_answers,
 # test_held_messages and test_exactly_once_starts are here (the spool and replay paths);

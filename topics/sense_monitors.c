@@ -398,26 +398,40 @@ out:
 
 static pthread_mutex_t version_lock = PTHREAD_MUTEX_INITIALIZER;
 static char known_version[VERSION_TEXT_MAX]; /* "" = none known */
+/* Set once a run of this process published the version: from then on the
+ * remembered version is this process's own and the broker's copies are older
+ * or equal, so they are no longer taken (see sense_version_on_message). */
+static bool version_published;
 
-static void remember_version(const char *version)
+/* from_broker: a copy of the retained topic, taken only until this process
+ * published its own version. Any thread; takes version_lock. */
+static void remember_version(const char *version, bool from_broker)
 {
     pthread_mutex_lock(&version_lock);
-    snprintf(known_version, sizeof known_version, "%s", version ? version : "");
+    if (!from_broker || !version_published)
+        snprintf(known_version, sizeof known_version, "%s", version ? version : "");
+    if (!from_broker)
+        version_published = true;
     pthread_mutex_unlock(&version_lock);
 }
 
+/* The retained `sense/version` tells a starting Butler which version the last
+ * run saw, so an upgrade while it was down is announced. A copy can arrive
+ * after this process's first run (a resumed session's, a re-subscription's):
+ * taking it then would announce the same change again on the next run, so
+ * only copies that come before the first publish count. Network thread. */
 void sense_version_on_message(const struct mqtt_message *message, void *context)
 {
     (void)context;
     if (message->payload_length == 0 || message->payload_length > 64 * 1024) {
         if (message->payload_length == 0)
-            remember_version(NULL); /* retained state cleared */
+            remember_version(NULL, true); /* retained state cleared */
         return;
     }
     cJSON *about = json_parse_exact((const char *)message->payload, message->payload_length, NULL);
     const char *version = json_string_member(about, "buildVersion");
     if (version)
-        remember_version(version);
+        remember_version(version, true);
     cJSON_Delete(about);
 }
 
@@ -456,7 +470,7 @@ static enum butler_status run_sense_version(struct topic_worker *worker,
     if (status == BUTLER_OK)
         status = publish_json(config, "sense/version", about, true);
     if (status == BUTLER_OK)
-        remember_version(version);
+        remember_version(version, false);
     else
         snprintf(error, error_size, "publishing the Sense version failed");
 out:

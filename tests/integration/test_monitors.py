@@ -161,6 +161,29 @@ def test_version_retained_and_changed_event_also_across_a_restart(
         butler.stop()
 
 
+def test_a_late_retained_copy_does_not_announce_a_change_again(workdir, broker, client, qrs):
+    """Once Butler's own version run has published, a retained copy that reaches it
+    later (a resumed session's or a re-subscription's, here published by hand) is
+    older than what Butler knows: it must not become the version compared next.
+    Before the fix the next run announced 14.187.4 -> 14.195.2 a second time (seen
+    under valgrind after a restart, where the copy came late)."""
+    extra = "sense:\n  version: {enable: true, interval_s: 1}\n"
+    butler = Butler(workdir, broker, qrs=qrs, extra_yaml=extra).start()
+    try:
+        retained(client, "butler/sense/version", lambda b: b["buildVersion"] == "14.187.4")
+        qrs.control("POST", "/_sim/about", {"buildVersion": "14.195.2"})
+        client.wait_for(lambda m: m["topic"] == "butler/events/sense/version/changed")
+        client.publish("butler/sense/version", json.dumps({"buildVersion": "14.187.4"}),
+                       retain=True)
+        about_calls = lambda: len(qrs.control("GET", "/_sim/calls?path_re=/qrs/about")[1]["calls"])  # noqa: E731
+        seen = about_calls()
+        wait_until(lambda: about_calls() >= seen + 2, 15, message="two more version runs")
+        retained(client, "butler/sense/version", lambda b: b["buildVersion"] == "14.195.2")
+        assert len(events(client, "butler/events/sense/version/changed")) == 1
+    finally:
+        butler.stop()
+
+
 # ---- heartbeat --------------------------------------------------------------------
 
 def test_heartbeat_is_retried_when_the_target_answers_503(workdir, broker, http_sink):
