@@ -3,12 +3,22 @@
  * section 9.1; see topics/task_follow.h for the contract of each call).
  *
  * The table holds at most task_start.follow.max follows (reserved before a
- * task start with follow starts anything). Each follow has a monotonic due
- * time; the thread sleeps until the earliest one (or a poke), polls what is
- * due, and schedules it again poll_s later. The first poll of a new follow
- * is spread over the first interval so that 1,000 runs started together do
- * not reach QRS in one burst. QRS failures (5xx, 429, garbage, no answer)
- * are retried with a doubling backoff capped at poll_s; the follow is kept.
+ * task start with follow starts anything), each a fixed-size record in a slot
+ * allocated once, with its strings in one block of exactly their size. The
+ * schedule is a binary heap of slots by due time (bridge/store/due_heap.h):
+ * the thread sleeps on a condition variable until the earliest due time or a
+ * poke (a new follow that is due first, a task event), then polls the follows
+ * due within the next tenth of poll_s (at most COALESCE_MAX_MS) one after the
+ * other before it sleeps again. Serving them together rather than waking for
+ * each one halves the CPU per poll (bench/follow_bench.py, BENCHMARKS.md): a
+ * thread that sleeps between calls pays a wake-up and cold caches each time.
+ * A poll is never late for that, only up to that much early, so each run is
+ * still polled at most poll_s apart. The first poll of a new follow lands at
+ * a random point of the first interval and later ones keep that phase, so
+ * 1,000 runs started together reach QRS spread over the interval, one call
+ * at a time on the follower's one connection. QRS failures (5xx, 429,
+ * garbage, no answer) are retried with a doubling backoff capped at poll_s;
+ * the follow is kept.
  */
 #include "topics/task_follow.h"
 
@@ -26,6 +36,7 @@
 #include "bridge/core/metrics.h"
 #include "bridge/core/runtime.h"
 #include "bridge/model/task_request.h"
+#include "bridge/store/due_heap.h"
 #include "bridge/store/spool.h"
 #include "topics/events.h"
 #include "topics/log_tail.h"
@@ -43,34 +54,49 @@ enum {
                                                        `error` */
     BACKOFF_FIRST_MS = 500,                         /* first pause after a failed QRS call */
     FINAL_LAG_PAUSE_MS = 500, /* session gone, result not final yet: look again soon */
+    COALESCE_MAX_MS = 1000,   /* the most a poll is taken early to join a wake-up */
 };
 
+/*
+ * One followed run: a fixed-size record in its slot. The strings that vary in
+ * length (request id, task name, response topic, correlation data) live in
+ * one block of exactly their size, `text`, which the pointers below point
+ * into; nothing else is allocated per follow, and no buffer is kept between
+ * polls.
+ */
 struct follow {
     uint64_t spool_id;
-    char request_id[65];
-    char task_id[37];
-    char execution_id[37];
-    char *task_name;
-    char *response_topic;
-    unsigned char *correlation;
-    size_t correlation_length;
     uint64_t started_wall_ms; /* when the start answered (timeout_s counts from it) */
     uint64_t started_mono_ms; /* the same on the monotonic clock (this process) */
-    uint64_t due_mono_ms;
-    uint64_t backoff_ms;
-    int last_status; /* QRS execution status last seen; -1 = none */
-    int result_misses;
-    int poked; /* a task event named this run: look again soon this many times */
-    bool busy; /* being polled by the thread (not in the schedule) */
+    uint64_t due_mono_ms;     /* next poll; the heap's key while scheduled */
+    char *text;               /* owned: the block below points into */
+    char *request_id;
+    char *task_name;
+    char *response_topic;       /* NULL = none */
+    unsigned char *correlation; /* NULL = none */
+    uint32_t correlation_length;
+    uint32_t backoff_ms;
+    int16_t last_status;   /* QRS execution status last seen; -1 = none */
+    uint8_t result_misses; /* session gone and no result: lookups so far */
+    uint8_t poked;         /* a task event named this run: look again soon this many times */
+    bool used;             /* the slot holds a follow */
+    bool busy;             /* being polled by the thread (out of the schedule) */
+    bool poke_pending;     /* poked while busy: due at once after this poll */
+    bool paused;           /* due_mono_ms ends a pause: not to be taken early */
+    char task_id[37];
+    char execution_id[37];
 };
 
 static struct {
     pthread_mutex_t mutex;
-    pthread_cond_t wake;
-    struct follow **items; /* [max], NULL = free slot */
+    pthread_cond_t wake;           /* CLOCK_MONOTONIC */
+    struct follow *slots;          /* [max] */
+    uint64_t *execution_keys;      /* [max]: execution_key() of each used slot, for pokes */
+    uint32_t *free_slots;          /* [max]: stack of unused slot numbers */
+    size_t free_count, slots_seen; /* slots_seen: slots ever used (scans stop there) */
+    struct due_heap *schedule;     /* slots not busy, by due time */
     size_t max, count, reserved;
     const struct butler_config *config;
-    struct spool *spool;
     pthread_t thread;
     bool started, stop;
     uint64_t seed;
@@ -78,14 +104,65 @@ static struct {
 
 static struct metric *followed_gauge;
 
-static void follow_free(struct follow *follow)
+/* Free what a follow owns (its string block); the record itself is a slot or
+ * on the caller's stack. */
+static void follow_clear(struct follow *follow)
 {
-    if (follow == NULL)
-        return;
-    free(follow->task_name);
-    free(follow->response_topic);
-    free(follow->correlation);
-    free(follow);
+    free(follow->text);
+    follow->text = NULL;
+}
+
+/*
+ * Copy the variable-length strings into one block of exactly their size and
+ * point the follow's fields into it. BUTLER_ERR_NOMEM or BUTLER_ERR_TOO_LARGE
+ * (correlation data past 4 GiB); on error nothing is allocated. Any thread.
+ */
+static enum butler_status follow_set_text(struct follow *follow, const char *request_id,
+                                          const char *task_name, const char *response_topic,
+                                          const unsigned char *correlation,
+                                          size_t correlation_length)
+{
+    if (correlation_length > UINT32_MAX)
+        return BUTLER_ERR_TOO_LARGE;
+    task_name = task_name ? task_name : "";
+    size_t request_size = strlen(request_id) + 1, name_size = strlen(task_name) + 1;
+    size_t topic_size = response_topic ? strlen(response_topic) + 1 : 0;
+    char *text = malloc(request_size + name_size + topic_size + correlation_length);
+    if (text == NULL)
+        return BUTLER_ERR_NOMEM;
+    char *at = text;
+    memcpy(at, request_id, request_size);
+    follow->request_id = at;
+    at += request_size;
+    memcpy(at, task_name, name_size);
+    follow->task_name = at;
+    at += name_size;
+    follow->response_topic = NULL;
+    if (response_topic) {
+        memcpy(at, response_topic, topic_size);
+        follow->response_topic = at;
+        at += topic_size;
+    }
+    follow->correlation = NULL;
+    follow->correlation_length = (uint32_t)correlation_length;
+    if (correlation_length > 0) {
+        memcpy(at, correlation, correlation_length);
+        follow->correlation = (unsigned char *)at;
+    }
+    follow->text = text;
+    return BUTLER_OK;
+}
+
+/* The first 8 characters of an execution id, lower-cased, as one number: a
+ * poke compares these across the table before comparing whole ids. */
+static uint64_t execution_key(const char *execution_id)
+{
+    uint64_t key = 0;
+    for (size_t i = 0; i < 8 && execution_id[i]; i++) {
+        unsigned char c = (unsigned char)execution_id[i];
+        key = key << 8 | (uint64_t)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+    }
+    return key;
 }
 
 /* xorshift: jitter only, not security. Mutex held. */
@@ -99,21 +176,60 @@ static uint64_t next_random(void)
     return x;
 }
 
+/* Set up the table and its schedule. Start-up thread, before any other call. */
 enum butler_status task_follow_setup(struct butler_runtime *runtime)
 {
+    enum butler_status status = BUTLER_ERR_NOMEM;
     table.config = runtime->config;
     table.max = (size_t)runtime->config->task_start.follow.max;
-    table.items = calloc(table.max, sizeof *table.items);
+    /* Large tables are mmapped zero pages: untouched slots cost no memory. */
+    table.slots = calloc(table.max, sizeof *table.slots);
+    table.execution_keys = calloc(table.max, sizeof *table.execution_keys);
+    table.free_slots = malloc(table.max * sizeof *table.free_slots);
+    if (table.slots == NULL || table.execution_keys == NULL || table.free_slots == NULL)
+        goto out;
+    status = due_heap_create(table.max, &table.schedule);
+    if (status != BUTLER_OK)
+        goto out;
+    /* Popped from the end: slot 0 first, so the slots in use stay packed low. */
+    for (size_t i = 0; i < table.max; i++)
+        table.free_slots[i] = (uint32_t)(table.max - 1 - i);
+    table.free_count = table.max;
+    table.slots_seen = 0;
+    /* Timed waits on the monotonic clock: a wall-clock step must not stall polls. */
+    pthread_condattr_t attributes;
+    pthread_condattr_init(&attributes);
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+    pthread_cond_destroy(&table.wake);
+    int failed = pthread_cond_init(&table.wake, &attributes);
+    pthread_condattr_destroy(&attributes);
+    if (failed) {
+        status = BUTLER_ERR_INTERNAL;
+        goto out;
+    }
     table.seed = clock_monotonic_ms() ^ (uint64_t)(uintptr_t)&table;
     followed_gauge = metrics_get("butler_task_follows", "", METRIC_GAUGE,
                                  "Task runs followed now (task_start.follow.max caps it)");
-    return table.items ? BUTLER_OK : BUTLER_ERR_NOMEM;
+    status = BUTLER_OK;
+out:
+    if (status != BUTLER_OK) {
+        free(table.slots);
+        free(table.execution_keys);
+        free(table.free_slots);
+        due_heap_destroy(table.schedule);
+        table.slots = NULL;
+        table.execution_keys = NULL;
+        table.free_slots = NULL;
+        table.schedule = NULL;
+        table.max = 0;
+    }
+    return status;
 }
 
 bool task_follow_reserve(size_t count)
 {
     pthread_mutex_lock(&table.mutex);
-    bool room = table.items && table.count + table.reserved + count <= table.max;
+    bool room = table.slots && table.count + table.reserved + count <= table.max;
     if (room)
         table.reserved += count;
     pthread_mutex_unlock(&table.mutex);
@@ -127,26 +243,48 @@ void task_follow_release(size_t count)
     pthread_mutex_unlock(&table.mutex);
 }
 
-/* Put `follow` in a free slot (mutex held); false when full. `reserved`: it
- * uses a reservation. The first poll lands at a random point of the first
- * interval. */
-static bool insert_locked(struct follow *follow, bool reserved)
+/*
+ * Move `follow` (a filled record; its string block now belongs to the table)
+ * into a free slot and schedule its first poll at a random point of the
+ * first interval. False when the table is full (the caller keeps the block).
+ * `reserved`: it uses a reservation. Mutex held.
+ */
+static bool insert_locked(const struct follow *follow, bool reserved)
 {
     if (reserved && table.reserved > 0)
         table.reserved--;
-    if (table.items == NULL || table.count >= table.max)
+    if (table.slots == NULL || table.free_count == 0)
         return false;
-    for (size_t i = 0; i < table.max; i++)
-        if (table.items[i] == NULL) {
-            uint64_t poll_ms = (uint64_t)table.config->task_start.follow.poll_s * 1000u;
-            follow->due_mono_ms = clock_monotonic_ms() + next_random() % (poll_ms + 1);
-            table.items[i] = follow;
-            table.count++;
-            metrics_set(followed_gauge, (int64_t)table.count);
-            pthread_cond_signal(&table.wake);
-            return true;
-        }
-    return false;
+    uint32_t slot = table.free_slots[--table.free_count];
+    struct follow *into = &table.slots[slot];
+    *into = *follow;
+    uint64_t poll_ms = (uint64_t)table.config->task_start.follow.poll_s * 1000u;
+    into->due_mono_ms = clock_monotonic_ms() + next_random() % (poll_ms + 1);
+    into->used = true;
+    into->busy = into->poke_pending = false;
+    table.execution_keys[slot] = execution_key(into->execution_id);
+    if (slot >= table.slots_seen)
+        table.slots_seen = slot + 1u;
+    uint64_t first_due = UINT64_MAX;
+    due_heap_peek(table.schedule, NULL, &first_due);
+    due_heap_push(table.schedule, slot, into->due_mono_ms); /* cannot fail: the slot was free */
+    table.count++;
+    metrics_set(followed_gauge, (int64_t)table.count);
+    if (into->due_mono_ms < first_due) /* the thread sleeps until a later time */
+        pthread_cond_signal(&table.wake);
+    return true;
+}
+
+/* Give a slot back (its follow ended). Mutex held; the slot is out of the
+ * schedule. */
+static void release_slot_locked(uint32_t slot)
+{
+    follow_clear(&table.slots[slot]);
+    memset(&table.slots[slot], 0, sizeof table.slots[slot]);
+    table.execution_keys[slot] = 0;
+    table.free_slots[table.free_count++] = slot;
+    table.count--;
+    metrics_set(followed_gauge, (int64_t)table.count);
 }
 
 /* The follow record's payload (owned by the caller), or NULL. */
@@ -192,32 +330,22 @@ static enum butler_status spool_follow(struct follow *follow, const char *payloa
 
 enum butler_status task_follow_add(const struct task_follow_start *start)
 {
-    enum butler_status status = BUTLER_ERR_NOMEM;
     char *payload = NULL;
-    struct follow *follow = calloc(1, sizeof *follow);
-    if (follow == NULL)
+    struct follow follow = {.last_status = -1};
+    snprintf(follow.task_id, sizeof follow.task_id, "%s", start->task_id);
+    snprintf(follow.execution_id, sizeof follow.execution_id, "%s", start->execution_id);
+    enum butler_status status =
+        follow_set_text(&follow, start->request_id, start->task_name, start->response_topic,
+                        start->correlation, start->correlation_length);
+    if (status != BUTLER_OK)
         goto out;
-    snprintf(follow->request_id, sizeof follow->request_id, "%s", start->request_id);
-    snprintf(follow->task_id, sizeof follow->task_id, "%s", start->task_id);
-    snprintf(follow->execution_id, sizeof follow->execution_id, "%s", start->execution_id);
-    follow->task_name = strdup(start->task_name ? start->task_name : "");
-    follow->response_topic = start->response_topic ? strdup(start->response_topic) : NULL;
-    if (start->correlation_length > 0) {
-        follow->correlation = malloc(start->correlation_length);
-        if (follow->correlation)
-            memcpy(follow->correlation, start->correlation, start->correlation_length);
-        follow->correlation_length = start->correlation_length;
-    }
-    follow->started_wall_ms = clock_wall_ms();
-    follow->started_mono_ms = clock_monotonic_ms();
-    follow->last_status = -1;
-    if (follow->task_name == NULL || (start->response_topic && follow->response_topic == NULL) ||
-        (start->correlation_length > 0 && follow->correlation == NULL))
-        goto out;
-    payload = record_payload(follow);
+    follow.started_wall_ms = clock_wall_ms();
+    follow.started_mono_ms = clock_monotonic_ms();
+    status = BUTLER_ERR_NOMEM;
+    payload = record_payload(&follow);
     if (payload == NULL)
         goto out;
-    status = spool_follow(follow, payload);
+    status = spool_follow(&follow, payload);
     if (status != BUTLER_OK && status != BUTLER_ERR_NOMEM) {
         /* Better an end published unless a restart comes first than a run
          * nobody hears the end of. A refused add leaves spool_id 0, so
@@ -235,25 +363,24 @@ enum butler_status task_follow_add(const struct task_follow_start *start)
     if (status != BUTLER_OK)
         goto out;
     pthread_mutex_lock(&table.mutex);
-    bool inserted = insert_locked(follow, true);
+    bool inserted = insert_locked(&follow, true);
     pthread_mutex_unlock(&table.mutex);
     if (!inserted) { /* cannot happen with a reservation; the spool keeps it for a restart */
         status = BUTLER_ERR_FULL;
         LOG_ERROR(MODULE, "follow table full; execution %s is followed after the next start",
                   start->execution_id);
-        follow_free(follow);
-        follow = NULL;
-        goto out_nofree;
+        follow_clear(&follow);
+        goto out_released;
     }
-    LOG_INFO(MODULE, "following execution %s of task %s for request %s", follow->execution_id,
-             follow->task_id, follow->request_id);
-    follow = NULL;
+    /* From `start`: the slot's copy may be gone already (a first poll due at once). */
+    LOG_INFO(MODULE, "following execution %s of task %s for request %s", start->execution_id,
+             start->task_id, start->request_id);
 out:
-    if (status != BUTLER_OK && follow != NULL) {
+    if (status != BUTLER_OK) {
         task_follow_release(1);
-        follow_free(follow);
+        follow_clear(&follow);
     }
-out_nofree:
+out_released:
     free(payload);
     return status;
 }
@@ -262,9 +389,9 @@ bool task_follow_find(const char *request_id, const char *task_id, char out[37])
 {
     bool found = false;
     pthread_mutex_lock(&table.mutex);
-    for (size_t i = 0; table.items && i < table.max && !found; i++) {
-        const struct follow *follow = table.items[i];
-        if (follow && strcmp(follow->request_id, request_id) == 0 &&
+    for (size_t i = 0; i < table.slots_seen && !found; i++) {
+        const struct follow *follow = &table.slots[i];
+        if (follow->used && strcmp(follow->request_id, request_id) == 0 &&
             strcasecmp(follow->task_id, task_id) == 0) {
             memcpy(out, follow->execution_id, 37);
             found = true;
@@ -286,7 +413,7 @@ enum butler_status task_follow_recovered(uint64_t spool_id, const void *payload,
                                          size_t correlation_length)
 {
     enum butler_status status = BUTLER_ERR_INVALID;
-    struct follow *follow = NULL;
+    struct follow follow = {.last_status = -1};
     cJSON *json = json_parse_exact(payload, length, NULL);
     const char *request_id = string_of(json, "requestId");
     const char *task_id = string_of(json, "taskId");
@@ -295,40 +422,30 @@ enum butler_status task_follow_recovered(uint64_t spool_id, const void *payload,
     if (!request_id || !task_id || !execution_id || !cJSON_IsNumber(started) ||
         strlen(task_id) != 36 || strlen(execution_id) != 36 || strlen(request_id) > 64)
         goto out;
-    status = BUTLER_ERR_NOMEM;
-    follow = calloc(1, sizeof *follow);
-    if (follow == NULL)
+    follow.spool_id = spool_id;
+    snprintf(follow.task_id, sizeof follow.task_id, "%s", task_id);
+    snprintf(follow.execution_id, sizeof follow.execution_id, "%s", execution_id);
+    status = follow_set_text(&follow, request_id, string_of(json, "taskName"),
+                             response_topic && response_topic[0] ? response_topic : NULL,
+                             correlation, correlation_length);
+    if (status != BUTLER_OK)
         goto out;
-    follow->spool_id = spool_id;
-    snprintf(follow->request_id, sizeof follow->request_id, "%s", request_id);
-    snprintf(follow->task_id, sizeof follow->task_id, "%s", task_id);
-    snprintf(follow->execution_id, sizeof follow->execution_id, "%s", execution_id);
-    const char *name = string_of(json, "taskName");
-    follow->task_name = strdup(name ? name : "");
-    follow->response_topic = response_topic && response_topic[0] ? strdup(response_topic) : NULL;
-    if (correlation_length > 0 && (follow->correlation = malloc(correlation_length)) != NULL) {
-        memcpy(follow->correlation, correlation, correlation_length);
-        follow->correlation_length = correlation_length;
-    }
-    follow->started_wall_ms = (uint64_t)started->valuedouble;
+    follow.started_wall_ms = (uint64_t)started->valuedouble;
     /* The timeout counts from the start, across the restart. */
     uint64_t now_wall = clock_wall_ms(), now_mono = clock_monotonic_ms();
-    uint64_t age = now_wall > follow->started_wall_ms ? now_wall - follow->started_wall_ms : 0;
-    follow->started_mono_ms = now_mono > age ? now_mono - age : 0;
-    follow->last_status = -1;
-    if (follow->task_name == NULL)
-        goto out;
+    uint64_t age = now_wall > follow.started_wall_ms ? now_wall - follow.started_wall_ms : 0;
+    follow.started_mono_ms = now_mono > age ? now_mono - age : 0;
     pthread_mutex_lock(&table.mutex);
-    bool inserted = insert_locked(follow, false);
+    bool inserted = insert_locked(&follow, false);
     pthread_mutex_unlock(&table.mutex);
     if (!inserted) {
         status = BUTLER_ERR_FULL; /* left in the spool for a start with a larger table */
         goto out;
     }
-    follow = NULL;
+    follow.text = NULL; /* the slot has it */
     status = BUTLER_OK;
 out:
-    follow_free(follow);
+    follow_clear(&follow);
     cJSON_Delete(json);
     return status;
 }
@@ -337,15 +454,22 @@ void task_follow_poke(const char *execution_id)
 {
     if (execution_id == NULL || execution_id[0] == '\0')
         return;
+    uint64_t key = execution_key(execution_id);
     pthread_mutex_lock(&table.mutex);
-    for (size_t i = 0; table.count > 0 && i < table.max; i++) {
-        struct follow *follow = table.items[i];
-        if (follow && !follow->busy && strcasecmp(follow->execution_id, execution_id) == 0) {
-            follow->due_mono_ms = 0;
-            follow->poked = POKE_TRIES;
+    for (size_t i = 0; table.count > 0 && i < table.slots_seen; i++) {
+        struct follow *follow = &table.slots[i];
+        if (table.execution_keys[i] != key || !follow->used ||
+            strcasecmp(follow->execution_id, execution_id) != 0)
+            continue;
+        follow->poked = POKE_TRIES;
+        if (follow->busy) {
+            follow->poke_pending = true; /* the poll in progress may predate the end */
+        } else {
+            follow->due_mono_ms = clock_monotonic_ms();
+            due_heap_update(table.schedule, (uint32_t)i, follow->due_mono_ms);
             pthread_cond_signal(&table.wake);
-            break;
         }
+        break;
     }
     pthread_mutex_unlock(&table.mutex);
 }
@@ -532,13 +656,36 @@ static bool finish(struct follow *follow, const char *status, const cJSON *resul
     return true;
 }
 
+/* How much earlier than its due time a poll may be taken to join a wake-up:
+ * a twentieth of poll_s, at most COALESCE_MAX_MS. */
+static uint64_t coalesce_ms(uint64_t poll_ms)
+{
+    return poll_ms / 20 < COALESCE_MAX_MS ? poll_ms / 20 : COALESCE_MAX_MS;
+}
+
+/*
+ * The next regular poll after one answered 200: its due time moves on by
+ * poll_s less the coalescing margin, so the run keeps its phase (the spread of
+ * the first interval holds) and, taken early by at most that margin, is
+ * polled at most poll_s after the last poll. After a stall (that time already
+ * passed) it starts again from now.
+ */
+static void schedule_next(struct follow *follow, uint64_t now, uint64_t poll_ms)
+{
+    uint64_t period = poll_ms - coalesce_ms(poll_ms);
+    follow->paused = false;
+    follow->due_mono_ms += period;
+    if (follow->due_mono_ms <= now)
+        follow->due_mono_ms = now + period;
+}
+
 /* Schedule `follow` again after a failed QRS call. */
 static void back_off(struct follow *follow, uint64_t poll_ms)
 {
-    follow->backoff_ms = follow->backoff_ms ? follow->backoff_ms * 2 : BACKOFF_FIRST_MS;
-    if (follow->backoff_ms > poll_ms)
-        follow->backoff_ms = poll_ms;
+    uint64_t backoff = follow->backoff_ms ? (uint64_t)follow->backoff_ms * 2 : BACKOFF_FIRST_MS;
+    follow->backoff_ms = (uint32_t)(backoff > poll_ms ? poll_ms : backoff);
     follow->due_mono_ms = clock_monotonic_ms() + follow->backoff_ms;
+    follow->paused = true;
     metrics_count("butler_task_follow_qrs_failures_total", "",
                   "QRS calls of the follower that failed (retried with backoff)");
 }
@@ -565,7 +712,7 @@ static bool poll_one(struct qrs_client *qrs, struct follow *follow)
             (newest = newest_result(json)) != NULL) {
             const cJSON *code = cJSON_GetObjectItemCaseSensitive(newest, "status");
             if (cJSON_IsNumber(code))
-                follow->last_status = code->valueint;
+                follow->last_status = (int16_t)code->valueint;
         }
         bool ended = finish(follow, "timeout", newest,
                             "task_start.follow.timeout_s passed without an end", NULL);
@@ -578,12 +725,16 @@ static bool poll_one(struct qrs_client *qrs, struct follow *follow)
     if (status == BUTLER_OK) {
         const cJSON *session_status = cJSON_GetObjectItemCaseSensitive(json, "status");
         if (cJSON_IsNumber(session_status))
-            follow->last_status = session_status->valueint;
+            follow->last_status = (int16_t)session_status->valueint;
         cJSON_Delete(json);
         follow->backoff_ms = 0;
-        follow->due_mono_ms = now + (follow->poked > 0 ? POKE_PAUSE_MS : poll_ms);
-        if (follow->poked > 0)
+        if (follow->poked > 0) {
+            follow->due_mono_ms = now + POKE_PAUSE_MS;
+            follow->paused = true;
             follow->poked--;
+        } else {
+            schedule_next(follow, now, poll_ms);
+        }
         return false;
     }
     cJSON_Delete(json);
@@ -612,15 +763,17 @@ static bool poll_one(struct qrs_client *qrs, struct follow *follow)
             return finish(follow, "error", NULL,
                           "QRS knows neither the execution session nor a result for it", NULL);
         follow->due_mono_ms = now + FINAL_LAG_PAUSE_MS;
+        follow->paused = true;
         return false;
     }
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(newest, "status");
     if (cJSON_IsNumber(code))
-        follow->last_status = code->valueint;
+        follow->last_status = (int16_t)code->valueint;
     const char *name = cJSON_IsNumber(code) ? status_name(code->valueint) : NULL;
     if (name == NULL) { /* the session ended before the result shows the end */
         cJSON_Delete(json);
         follow->due_mono_ms = now + FINAL_LAG_PAUSE_MS;
+        follow->paused = true;
         return false;
     }
     cJSON *tail = strcmp(name, "failed") == 0 || strcmp(name, "aborted") == 0
@@ -631,6 +784,12 @@ static bool poll_one(struct qrs_client *qrs, struct follow *follow)
     return ended;
 }
 
+/*
+ * The follower thread. Sleeps until the earliest due time (or a signal: a
+ * follow due earlier than that, a poke, stop), then polls every follow due by
+ * the end of this wake-up's margin, one after the other, each out of the
+ * schedule while it is polled so that the mutex is not held across QRS calls.
+ */
 static void *follower_main(void *unused)
 {
     (void)unused;
@@ -639,53 +798,51 @@ static void *follower_main(void *unused)
         LOG_ERROR(MODULE, "cannot create the follower's QRS client; follows wait for a restart");
         return NULL;
     }
+    uint64_t poll_ms = (uint64_t)table.config->task_start.follow.poll_s * 1000u;
+    uint64_t batch_end = 0; /* polls due up to here join the current wake-up */
     pthread_mutex_lock(&table.mutex);
     while (!table.stop) {
-        uint64_t now = clock_monotonic_ms(), earliest = UINT64_MAX;
-        struct follow *due = NULL;
-        size_t due_slot = 0;
-        for (size_t i = 0; i < table.max; i++) {
-            struct follow *follow = table.items[i];
-            if (follow == NULL || follow->busy)
-                continue;
-            if (follow->due_mono_ms <= now &&
-                (due == NULL || follow->due_mono_ms < due->due_mono_ms)) {
-                due = follow;
-                due_slot = i;
-            }
-            if (follow->due_mono_ms < earliest)
-                earliest = follow->due_mono_ms;
-        }
-        if (due == NULL) {
-            if (earliest == UINT64_MAX) {
-                pthread_cond_wait(&table.wake, &table.mutex);
-            } else {
-                struct timespec until;
-                clock_gettime(CLOCK_REALTIME, &until);
-                uint64_t wait_ms = earliest - now;
-                until.tv_sec += (time_t)(wait_ms / 1000);
-                until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-                if (until.tv_nsec >= 1000000000L) {
-                    until.tv_sec++;
-                    until.tv_nsec -= 1000000000L;
-                }
-                pthread_cond_timedwait(&table.wake, &table.mutex, &until);
-            }
+        uint32_t slot = 0;
+        uint64_t due = 0;
+        if (!due_heap_peek(table.schedule, &slot, &due)) {
+            batch_end = 0;
+            pthread_cond_wait(&table.wake, &table.mutex);
             continue;
         }
-        due->busy = true;
-        pthread_mutex_unlock(&table.mutex);
-        bool ended = poll_one(qrs, due);
-        pthread_mutex_lock(&table.mutex);
-        due->busy = false;
-        if (ended) {
-            table.items[due_slot] = NULL;
-            table.count--;
-            metrics_set(followed_gauge, (int64_t)table.count);
-            follow_free(due);
-        } else if (butler_runtime_stopping()) {
-            break;
+        uint64_t now = clock_monotonic_ms();
+        /* A pause (after a poke, a failure, a result not final yet) is waited
+         * out in full: only a regular poll joins a wake-up early. */
+        if (due > now && (due > batch_end || table.slots[slot].paused)) {
+            batch_end = 0;
+            struct timespec until;
+            clock_deadline_after(CLOCK_MONOTONIC, due - now, &until);
+            pthread_cond_timedwait(&table.wake, &table.mutex, &until);
+            continue;
         }
+        if (batch_end < now)
+            batch_end = now + coalesce_ms(poll_ms);
+        due_heap_pop(table.schedule, NULL, NULL);
+        struct follow *follow = &table.slots[slot];
+        follow->busy = true;
+        pthread_mutex_unlock(&table.mutex);
+        bool ended = poll_one(qrs, follow);
+        pthread_mutex_lock(&table.mutex);
+        follow->busy = false;
+        if (ended) {
+            release_slot_locked(slot);
+            continue;
+        }
+        if (follow->due_mono_ms == due) { /* not rescheduled (stopping, out of memory) */
+            follow->due_mono_ms = clock_monotonic_ms() + BACKOFF_FIRST_MS;
+            follow->paused = true;
+        }
+        if (follow->poke_pending) { /* a task event arrived during the poll */
+            follow->poke_pending = false;
+            follow->due_mono_ms = clock_monotonic_ms();
+        }
+        due_heap_push(table.schedule, slot, follow->due_mono_ms); /* its slot: cannot fail */
+        if (butler_runtime_stopping())
+            break;
     }
     pthread_mutex_unlock(&table.mutex);
     qrs_client_destroy(qrs);
@@ -694,7 +851,7 @@ static void *follower_main(void *unused)
 
 enum butler_status task_follow_start(void)
 {
-    if (table.items == NULL || table.started || !qrs_enabled(table.config))
+    if (table.slots == NULL || table.started || !qrs_enabled(table.config))
         return BUTLER_OK;
     table.stop = false;
     if (pthread_create(&table.thread, NULL, follower_main, NULL) != 0)
@@ -719,10 +876,16 @@ void task_follow_teardown(void)
 {
     task_follow_stop();
     pthread_mutex_lock(&table.mutex);
-    for (size_t i = 0; table.items && i < table.max; i++)
-        follow_free(table.items[i]);
-    free(table.items);
-    table.items = NULL;
-    table.count = table.reserved = table.max = 0;
+    for (size_t i = 0; table.slots && i < table.slots_seen; i++)
+        follow_clear(&table.slots[i]);
+    free(table.slots);
+    free(table.execution_keys);
+    free(table.free_slots);
+    due_heap_destroy(table.schedule);
+    table.slots = NULL;
+    table.execution_keys = NULL;
+    table.free_slots = NULL;
+    table.schedule = NULL;
+    table.count = table.reserved = table.max = table.free_count = table.slots_seen = 0;
     pthread_mutex_unlock(&table.mutex);
 }

@@ -10,6 +10,7 @@ durations, retries); nothing here depends on timings beyond bounded waits.
 import json
 import os
 import signal
+import socket
 import time
 import uuid
 
@@ -17,6 +18,7 @@ import pytest
 
 from conftest import BUTLER_BINARY, TASK_SALES, Butler, wait_until
 from test_exactly_once_starts import ADD, PROGRESS, message_record, spool_record
+import appender_emu  # noqa: E402  (tests/sim, on the path through conftest)
 
 TASK_FINANCE = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
 TASK_HR = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
@@ -202,6 +204,33 @@ def test_timeout(workdir, broker, qrs, watcher):
     finally:
         qrs.control("POST", f"/_sim/tasks/{TASK_MARKETING}/complete", {"outcome": "success"})
         assert b.stop() == 0
+
+
+def test_udp_task_event_ends_the_follow_at_once(workdir, broker, qrs, watcher):
+    """A Sense task event (the log appender's datagram) naming a followed run's
+    execution id makes the follower look at once, not at its next turn: with
+    poll_s 300 the run's end is published long before a regular poll."""
+    plan(qrs, TASK_SALES, outcomes=["hang"], maxRetries=0)
+    b = Butler(workdir, broker, qrs, udp=True,
+               extra_yaml="task_start: { follow: { poll_s: 300, timeout_s: 3600 } }\n").start()
+    try:
+        request_id, answer = start(watcher, {"taskId": TASK_SALES})
+        execution_id = answer["started"][0]["executionId"]
+        qrs.control("POST", f"/_sim/tasks/{TASK_SALES}/complete", {"outcome": "fail"})
+        datagram = appender_emu.render("butler-v15", "task-failed", {
+            "task_id": TASK_SALES, "execution_id": execution_id,
+            "task_name": "Reload Sales Dashboard"})
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(datagram, ("127.0.0.1", b.udp_port))
+        done = finished(watcher, request_id, timeout=20)[0]
+        assert done["executionId"] == execution_id and done["status"] == "failed", done
+        # The event went out as well, and the run ended through the session's 404.
+        watcher.wait_for(lambda m: m["topic"] == f"butler/events/task/failed/{TASK_SALES}")
+        assert any(c["path"] == f"/qrs/executionsession/{execution_id}" and
+                   c["response"]["status"] == 404 for c in calls(qrs) if c["response"])
+    finally:
+        assert b.stop() == 0
+    assert len([f for f in finished_now(watcher) if f["executionId"] == execution_id]) == 1
 
 
 def test_follow_by_tag_starts_every_task_and_follows_each(butler, watcher, qrs):
