@@ -1,8 +1,9 @@
 /*
  * Task start: starting one task and replaying after a crash. Each start is
  * noted ("attempt <taskId>") before its QRS call and noted again ("started
- * <taskId>") after QRS accepted it; a replayed request decides from its own
- * notes whether to start again (contract section 7).
+ * <taskId>", with " <executionId>" for a followed start) after QRS accepted
+ * it; a replayed request decides from its own notes whether to start again
+ * (contract section 7; followed starts: docs/guarantees.md "Followed runs").
  */
 #include "topics/task_start_internal.h"
 
