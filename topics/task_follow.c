@@ -461,10 +461,12 @@ void task_follow_poke(const char *execution_id)
         if (table.execution_keys[i] != key || !follow->used ||
             strcasecmp(follow->execution_id, execution_id) != 0)
             continue;
-        follow->poked = POKE_TRIES;
         if (follow->busy) {
-            follow->poke_pending = true; /* the poll in progress may predate the end */
+            /* The poll in progress may predate the end. Only this flag: the
+             * follower thread owns the rest of a busy follow. */
+            follow->poke_pending = true;
         } else {
+            follow->poked = POKE_TRIES;
             follow->due_mono_ms = clock_monotonic_ms();
             due_heap_update(table.schedule, (uint32_t)i, follow->due_mono_ms);
             pthread_cond_signal(&table.wake);
@@ -838,6 +840,7 @@ static void *follower_main(void *unused)
         }
         if (follow->poke_pending) { /* a task event arrived during the poll */
             follow->poke_pending = false;
+            follow->poked = POKE_TRIES;
             follow->due_mono_ms = clock_monotonic_ms();
         }
         due_heap_push(table.schedule, slot, follow->due_mono_ms); /* its slot: cannot fail */
