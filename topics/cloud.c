@@ -4,9 +4,11 @@
 #include "topics/cloud.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bridge/core/clock.h"
 #include "bridge/core/log.h"
@@ -14,18 +16,79 @@
 #include "bridge/link/mqtt_link.h"
 #include "bridge/model/cloud_event.h"
 #include "bridge/store/expiring_map.h"
+#include "bridge/store/seen_ring.h"
 #include "topics/cloud_enrich.h"
 #include "topics/publish.h"
 
 #define MODULE "cloud"
 #define FAMILY "cloud"
+#define SEEN_FILE "cloud-seen.ring" /* in spool.dir */
+
+enum {
+    RELOAD_KEY_SIZE = 2 * CLOUD_ID_MAX + 8, /* "<tenant id>:<reload id>" and its NUL */
+};
 
 static struct butler_runtime *cloud_runtime;
 static struct expiring_map *seen_ids;
+/* The reloads published within CLOUD_DEDUP_TTL_MS, on disk (NULL when the
+ * file could not be opened: then they are remembered in memory only). */
+static struct seen_ring *seen_file;
 
 bool cloud_wanted(const struct butler_config *config)
 {
     return config->qlik_cloud.tenants.count > 0;
+}
+
+/* seen_ring callback at start-up: a reload published before the restart is
+ * a duplicate for the rest of its 24 h. */
+static void remember_recovered(void *context, const char *key, uint64_t wall_ms)
+{
+    size_t *count = context;
+    uint64_t now = clock_wall_ms();
+    uint64_t age = now > wall_ms ? now - wall_ms : 0;
+    if (age < CLOUD_DEDUP_TTL_MS &&
+        expiring_map_put(seen_ids, key, NULL, CLOUD_DEDUP_TTL_MS - age, NULL) == BUTLER_OK)
+        (*count)++;
+}
+
+/*
+ * Start-up (main thread): open spool.dir/cloud-seen.ring and load the reloads
+ * published within CLOUD_DEDUP_TTL_MS into seen_ids, oldest first. Only
+ * published reloads are written there (cloud_run, after the broker has the
+ * event), so a delivery spooled but not published before a crash is no
+ * duplicate when the spool replays it. A file that cannot be opened leaves
+ * de-duplication in memory, as it was, with an error logged.
+ */
+static void open_seen_file(const struct butler_config *config)
+{
+    char path[4200];
+    if (snprintf(path, sizeof path, "%s/%s", config->spool.dir, SEEN_FILE) >= (int)sizeof path) {
+        LOG_ERROR(MODULE,
+                  "spool.dir is too long for %s: Qlik Cloud reloads are remembered in "
+                  "memory only",
+                  SEEN_FILE);
+        return;
+    }
+    /* The spool creates its directory later in start-up; the file needs it now. */
+    if (mkdir(config->spool.dir, 0700) != 0 && errno != EEXIST)
+        LOG_WARN(MODULE, "cannot create %s: %s", config->spool.dir, strerror(errno));
+    struct seen_ring_options options = {
+        .path = path,
+        .capacity = CLOUD_DEDUP_MAX,
+        .key_max = RELOAD_KEY_SIZE - 1,
+        .ttl_ms = CLOUD_DEDUP_TTL_MS,
+        .fsync = config->spool.fsync,
+    };
+    size_t count = 0;
+    if (seen_ring_open(&options, remember_recovered, &count, &seen_file) != BUTLER_OK) {
+        LOG_ERROR(MODULE, "Qlik Cloud reloads are remembered in memory only: a redelivery after "
+                          "a restart may be published again");
+        seen_file = NULL;
+        return;
+    }
+    if (count)
+        LOG_INFO(MODULE, "%zu Qlik Cloud reload(s) published within 24 h remembered from %s", count,
+                 SEEN_FILE);
 }
 
 enum butler_status cloud_setup(struct butler_runtime *runtime)
@@ -38,6 +101,7 @@ enum butler_status cloud_setup(struct butler_runtime *runtime)
         expiring_map_create_named("cloud_events", CLOUD_DEDUP_MAX, &seen_ids);
     if (status != BUTLER_OK)
         return status;
+    open_seen_file(config);
     if (config->qlik_cloud.mqtt_topic[0] != '\0')
         status = mqtt_link_add_subscription(runtime->link, config->qlik_cloud.mqtt_topic, true);
     return status;
@@ -48,6 +112,8 @@ void cloud_teardown(void)
     cloud_enrich_teardown();
     expiring_map_destroy(seen_ids);
     seen_ids = NULL;
+    seen_ring_close(seen_file);
+    seen_file = NULL;
 }
 
 bool cloud_forwarded(const char *topic)
@@ -78,11 +144,35 @@ static void reload_key(const struct cloud_event *event, char *key, size_t size)
 
 static bool first_sight(const struct cloud_event *event)
 {
-    char key[2 * CLOUD_ID_MAX + 8];
+    char key[RELOAD_KEY_SIZE];
     reload_key(event, key, sizeof key);
     /* Out of memory remembering: publish (a duplicate beats a loss). */
     return expiring_map_insert_new(seen_ids, key, NULL, CLOUD_DEDUP_TTL_MS, NULL) !=
            BUTLER_ERR_DENIED;
+}
+
+/*
+ * The event of this reload is published: write its key to the seen file
+ * (worker thread), before the spool marks the delivery done. Killed before
+ * this write, the replay publishes it again (a duplicate, never a loss);
+ * killed after it, the replay finds it here and is a duplicate.
+ */
+static void remember_published(const struct cloud_event *event)
+{
+    if (seen_file == NULL)
+        return;
+    char key[RELOAD_KEY_SIZE];
+    reload_key(event, key, sizeof key);
+    enum butler_status status = seen_ring_add(seen_file, key, clock_wall_ms());
+    if (status == BUTLER_OK)
+        return;
+    metrics_count("butler_cloud_dedup_unrecorded_total", "",
+                  "Qlik Cloud reloads published but not written to cloud-seen.ring (a "
+                  "redelivery after a restart may be published again)");
+    LOG_RATELIMITED(LOG_LEVEL_ERROR, MODULE,
+                    "cannot write reload %s to %s (%s): a redelivery after a restart may be "
+                    "published again",
+                    event->reload_id, SEEN_FILE, butler_status_str(status));
 }
 
 static void add_text(cJSON *object, const char *name, const char *value)
@@ -209,11 +299,12 @@ void cloud_run(struct topic_worker *worker, struct topic_message *message)
         text ? publish_reliably(topic, text, strlen(text), &options) : BUTLER_ERR_NOMEM;
     if (status == BUTLER_OK) {
         outcome = "published";
+        remember_published(event);
     } else {
         outcome = "failed";
         /* Not published: forget the ids so the replay after a restart is not
          * taken for a duplicate, and keep the message for that replay. */
-        char key[2 * CLOUD_ID_MAX + 8];
+        char key[RELOAD_KEY_SIZE];
         reload_key(event, key, sizeof key);
         expiring_map_remove(seen_ids, key);
         if (status == BUTLER_ERR_SHUTDOWN || status == BUTLER_ERR_NOMEM)

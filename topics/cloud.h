@@ -10,6 +10,10 @@
  * resent delivery (same event id) carries the same reload id, and so do
  * com.qlik.v1.app.reload.finished and com.qlik.v1.reload.finished for one
  * reload (bounded map, CLOUD_DEDUP_MAX entries, the oldest dropped first).
+ * The reloads published are also written to spool.dir/cloud-seen.ring
+ * (bridge/store/seen_ring.h) and read back at start-up, so the window holds
+ * across a restart; only published ones, so a spooled delivery replayed after
+ * a crash is published, not taken for a duplicate.
  */
 #ifndef BUTLER_TOPICS_CLOUD_H
 #define BUTLER_TOPICS_CLOUD_H
@@ -27,7 +31,8 @@ enum {
 #define CLOUD_DEDUP_TTL_MS (24ULL * 3600 * 1000)
 
 /* Start-up (main thread, before any message): keep `runtime`, create the
- * de-duplication map and subscribe qlik_cloud.mqtt_topic when set. */
+ * de-duplication map, load it from cloud-seen.ring (opened, created in
+ * spool.dir if need be) and subscribe qlik_cloud.mqtt_topic when set. */
 enum butler_status cloud_setup(struct butler_runtime *runtime);
 void cloud_teardown(void);
 

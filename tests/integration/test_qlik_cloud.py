@@ -230,6 +230,46 @@ def test_sigkill_after_the_204_still_sends_the_event(workdir, broker, tenant):
         butler.start()
         found = client.wait_for(lambda m: m["topic"].endswith("/failed/app-1"), timeout=30)
         assert json.loads(found[0]["payload"])["eventId"] == body["id"]
+        # The replay was published, not taken for a duplicate; now Qlik's resend of the same
+        # event and the other event type of the same reload are duplicates of it.
+        wait_until(lambda: metric(butler, "butler_cloud_events_total",
+                                  'outcome="published"') == 1, message="the replay handled")
+        assert_redeliveries_are_duplicates(butler, client, body)
+    finally:
+        client.close()
+        butler.stop()
+
+
+def assert_redeliveries_are_duplicates(butler, client, body):
+    """Deliver `body` again and the other event type of its reload: both duplicates, and still
+    exactly one event for app-1 (a marker event for app-2 shows the deliveries were handled)."""
+    assert post_webhook(url_of(butler), body, secret=SECRET)[0] == 204
+    other = webhook("hybrid", "t-prod", "app-1", RELOAD, event_type=RELOAD_FINISHED)
+    assert post_webhook(url_of(butler), other, secret=SECRET)[0] == 204
+    wait_until(lambda: metric(butler, "butler_cloud_events_total", 'outcome="duplicate"') >= 2,
+               timeout=20, message="both redeliveries counted as duplicates")
+    marker = webhook("legacy", "t-prod", "app-2", "bbbbbbbbbbbbbbbbbbbbbbbb")
+    assert post_webhook(url_of(butler), marker, secret=SECRET)[0] == 204
+    client.wait_for(lambda m: m["topic"].endswith("/app-2"), timeout=20)
+    assert len([e for e in events(client) if e["appId"] == "app-1"]) == 1, events(client)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_published_reload_stays_a_duplicate_after_a_restart(workdir, broker, tenant, sig):
+    """Contract 9.2: one event id (and one reload) within 24 h is one event, also across a
+    restart: the reloads published are remembered in spool.dir/cloud-seen.ring."""
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    try:
+        body = webhook("cloudevents", "t-prod", "app-1", RELOAD)
+        assert post_webhook(url_of(butler), body, secret=SECRET)[0] == 204
+        client.wait_for(lambda m: m["topic"].endswith("/failed/app-1"))
+        # Counted once the reload is remembered: only then is the kill past that point.
+        wait_until(lambda: metric(butler, "butler_cloud_events_total",
+                                  'outcome="published"') == 1, message="the event handled")
+        butler.stop(sig=sig)
+        butler.start()
+        assert_redeliveries_are_duplicates(butler, client, body)
+        assert "Qlik Cloud reload(s) published within 24 h remembered" in butler.log()
     finally:
         client.close()
         butler.stop()
