@@ -176,6 +176,20 @@ static uint64_t next_random(void)
     return x;
 }
 
+/* Frees the table's arrays and schedule and leaves their pointers NULL; the
+ * slots' own strings are the caller's to clear first. */
+static void table_free_storage(void)
+{
+    free(table.slots);
+    free(table.execution_keys);
+    free(table.free_slots);
+    due_heap_destroy(table.schedule);
+    table.slots = NULL;
+    table.execution_keys = NULL;
+    table.free_slots = NULL;
+    table.schedule = NULL;
+}
+
 /* Set up the table and its schedule. Start-up thread, before any other call. */
 enum butler_status task_follow_setup(struct butler_runtime *runtime)
 {
@@ -213,14 +227,7 @@ enum butler_status task_follow_setup(struct butler_runtime *runtime)
     status = BUTLER_OK;
 out:
     if (status != BUTLER_OK) {
-        free(table.slots);
-        free(table.execution_keys);
-        free(table.free_slots);
-        due_heap_destroy(table.schedule);
-        table.slots = NULL;
-        table.execution_keys = NULL;
-        table.free_slots = NULL;
-        table.schedule = NULL;
+        table_free_storage();
         table.max = 0;
     }
     return status;
@@ -881,14 +888,7 @@ void task_follow_teardown(void)
     pthread_mutex_lock(&table.mutex);
     for (size_t i = 0; table.slots && i < table.slots_seen; i++)
         follow_clear(&table.slots[i]);
-    free(table.slots);
-    free(table.execution_keys);
-    free(table.free_slots);
-    due_heap_destroy(table.schedule);
-    table.slots = NULL;
-    table.execution_keys = NULL;
-    table.free_slots = NULL;
-    table.schedule = NULL;
+    table_free_storage();
     table.count = table.reserved = table.max = table.free_count = table.slots_seen = 0;
     pthread_mutex_unlock(&table.mutex);
 }

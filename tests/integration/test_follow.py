@@ -316,13 +316,19 @@ def test_sigkill_mid_follow_resumes_with_exactly_one_message(workdir, broker, qr
     finally:
         assert b.stop() == 0
     # Nothing more after another restart: each follow was marked done.
-    offset = len(b.log())
+    restart_resumes_nothing(workdir, broker, qrs, b)
+    assert len(finished_now(watcher)) == 3
+
+
+def restart_resumes_nothing(workdir, broker, qrs, previous):
+    """Start Butler once more on the same state: every follow was marked done,
+    so it resumes none (its log since `previous` stopped says no "resuming")."""
+    offset = len(previous.log())
     b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
     try:
         assert "resuming" not in b.log()[offset:]
     finally:
         assert b.stop() == 0
-    assert len(finished_now(watcher)) == 3
 
 
 def butler_with_spool_faults(workdir, broker, qrs):
@@ -481,12 +487,7 @@ def test_sigkill_between_puback_and_done_repeats_once(workdir, broker, qrs, watc
         wait_until(lambda: b.log()[offset:].count(f"execution {execution_id} of task") >= 1)
     finally:
         assert b.stop() == 0
-    offset = len(b.log())
-    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML).start()
-    try:
-        assert "resuming" not in b.log()[offset:]
-    finally:
-        assert b.stop() == 0
+    restart_resumes_nothing(workdir, broker, qrs, b)
     assert len([f for f in finished_now(watcher) if f["requestId"] == request_id]) == 2
 
 
