@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "bridge/core/log.h"
+#include "bridge/store/little_endian.h"
 
 #define MODULE "held"
 
@@ -82,20 +83,6 @@ static struct held_message *ring_find(struct ring *ring, uint64_t digest, uint16
     return NULL;
 }
 
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 /* A check over the first 20 bytes of a slot: a torn or foreign slot is ignored. */
 static uint32_t slot_check(const unsigned char *slot)
 {
@@ -109,8 +96,8 @@ static void encode_slot(unsigned char slot[SLOT_BYTES], uint64_t sequence, uint6
                         uint16_t message_id)
 {
     memset(slot, 0, SLOT_BYTES);
-    put64(slot, sequence);
-    put64(slot + 8, digest);
+    store_put64(slot, sequence);
+    store_put64(slot + 8, digest);
     slot[16] = (unsigned char)message_id;
     slot[17] = (unsigned char)(message_id >> 8);
     uint32_t check = slot_check(slot);
@@ -136,7 +123,7 @@ enum butler_status held_messages_open(const char *directory)
     size_t newest_slot = 0, valid = 0;
     for (size_t i = 0; i < slots; i++) {
         const unsigned char *slot = file + i * SLOT_BYTES;
-        uint64_t sequence = get64(slot);
+        uint64_t sequence = store_get64(slot);
         uint32_t check = (uint32_t)slot[20] | (uint32_t)slot[21] << 8 | (uint32_t)slot[22] << 16 |
                          (uint32_t)slot[23] << 24;
         if (sequence == 0 || sequence % HELD_MESSAGES_MAX != i || check != slot_check(slot))
@@ -155,13 +142,13 @@ enum butler_status held_messages_open(const char *directory)
         if (i >= slots)
             continue;
         const unsigned char *slot = file + i * SLOT_BYTES;
-        uint64_t sequence = get64(slot);
+        uint64_t sequence = store_get64(slot);
         uint32_t check = (uint32_t)slot[20] | (uint32_t)slot[21] << 8 | (uint32_t)slot[22] << 16 |
                          (uint32_t)slot[23] << 24;
         if (sequence == 0 || sequence % HELD_MESSAGES_MAX != i || check != slot_check(slot) ||
             sequence + HELD_MESSAGES_MAX <= newest)
             continue;
-        ring_push(&spooled, get64(slot + 8), (uint16_t)(slot[16] | slot[17] << 8));
+        ring_push(&spooled, store_get64(slot + 8), (uint16_t)(slot[16] | slot[17] << 8));
     }
     next_sequence = newest + 1;
     /* Recovery may have run first: keep of its entries only those the file

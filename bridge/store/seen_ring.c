@@ -20,6 +20,7 @@
 
 #include "bridge/core/clock.h"
 #include "bridge/core/log.h"
+#include "bridge/store/little_endian.h"
 
 #define MODULE "store"
 
@@ -40,31 +41,6 @@ struct seen_ring {
     unsigned char *slot; /* one slot's bytes for seen_ring_add (under the mutex) */
 };
 
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* FNV-1a folded to 32 bits: catches torn and foreign bytes, not an attacker
  * (the file is Butler's own, mode 0600). */
 static uint32_t check_of(const unsigned char *bytes, size_t length)
@@ -79,9 +55,9 @@ static void encode_header(const struct seen_ring *ring, unsigned char header[HEA
 {
     memset(header, 0, HEADER_BYTES);
     memcpy(header, MAGIC, sizeof MAGIC);
-    put32(header + 8, (uint32_t)ring->slot_bytes);
-    put32(header + 12, (uint32_t)ring->capacity);
-    put32(header + 16, check_of(header, 16));
+    store_put32(header + 8, (uint32_t)ring->slot_bytes);
+    store_put32(header + 12, (uint32_t)ring->capacity);
+    store_put32(header + 16, check_of(header, 16));
 }
 
 /* The key of slot `index` when the slot is valid for that index: its
@@ -89,16 +65,16 @@ static void encode_header(const struct seen_ring *ring, unsigned char header[HEA
 static uint64_t decode_slot(const struct seen_ring *ring, const unsigned char *slot, size_t index,
                             char *key, uint64_t *wall_ms)
 {
-    uint64_t sequence = get64(slot);
+    uint64_t sequence = store_get64(slot);
     size_t length = (size_t)slot[16] | (size_t)slot[17] << 8;
     if (sequence == 0 || sequence % ring->capacity != index || length == 0 ||
         length > ring->key_max ||
-        get32(slot + ring->slot_bytes - 4) != check_of(slot, ring->slot_bytes - 4) ||
+        store_get32(slot + ring->slot_bytes - 4) != check_of(slot, ring->slot_bytes - 4) ||
         memchr(slot + 18, '\0', length) != NULL)
         return 0;
     memcpy(key, slot + 18, length);
     key[length] = '\0';
-    *wall_ms = get64(slot + 8);
+    *wall_ms = store_get64(slot + 8);
     return sequence;
 }
 
@@ -261,12 +237,12 @@ enum butler_status seen_ring_add(struct seen_ring *ring, const char *key, uint64
     uint64_t sequence = ring->next_sequence++;
     unsigned char *slot = ring->slot;
     memset(slot, 0, ring->slot_bytes);
-    put64(slot, sequence);
-    put64(slot + 8, wall_ms);
+    store_put64(slot, sequence);
+    store_put64(slot + 8, wall_ms);
     slot[16] = (unsigned char)length;
     slot[17] = (unsigned char)(length >> 8);
     memcpy(slot + 18, key, length);
-    put32(slot + ring->slot_bytes - 4, check_of(slot, ring->slot_bytes - 4));
+    store_put32(slot + ring->slot_bytes - 4, check_of(slot, ring->slot_bytes - 4));
     off_t offset = (off_t)(HEADER_BYTES + (sequence % ring->capacity) * ring->slot_bytes);
     if (pwrite(ring->fd, slot, ring->slot_bytes, offset) != (ssize_t)ring->slot_bytes ||
         (ring->fsync && fdatasync(ring->fd) != 0))

@@ -126,13 +126,13 @@ static enum butler_status append_record(struct spool *spool, bool sync, enum spo
     p[0] = (unsigned char)type;
     p[1] = flags;
     p[2] = p[3] = 0;
-    spool_put64(p + 4, id);
-    spool_put64(p + 12, wall_ms);
+    store_put64(p + 4, id);
+    store_put64(p + 12, wall_ms);
     if (length)
         memcpy(p + BODY_FIXED_BYTES, data, length);
-    spool_put32(buffer, RECORD_MAGIC);
-    spool_put32(buffer + 4, (uint32_t)body);
-    spool_put32(buffer + 8, spool_crc32(p, body));
+    store_put32(buffer, RECORD_MAGIC);
+    store_put32(buffer + 4, (uint32_t)body);
+    store_put32(buffer + 8, spool_crc32(p, body));
     status = spool_write_all(spool->fd, buffer, HEADER_BYTES + body);
     if (status == BUTLER_OK && sync && fdatasync(spool->fd) != 0)
         status = BUTLER_ERR_IO;
@@ -477,7 +477,7 @@ static enum butler_status read_record_data(struct spool *spool, const struct rec
         goto out;
     status = BUTLER_ERR_IO;
     if (pread(spool->fd, record, ref->length, (off_t)ref->offset) != (ssize_t)ref->length ||
-        spool_crc32(record + HEADER_BYTES, ref->length - HEADER_BYTES) != spool_get32(record + 8))
+        spool_crc32(record + HEADER_BYTES, ref->length - HEADER_BYTES) != store_get32(record + 8))
         goto out;
     struct spool_done_parts parts =
         spool_record_parts(record + HEADER_BYTES, ref->length - HEADER_BYTES);

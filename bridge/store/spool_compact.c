@@ -226,7 +226,7 @@ static size_t find_magic(const unsigned char *map, size_t size, size_t from)
         if (hit == NULL)
             break;
         i = (size_t)(hit - map);
-        if (i + 4 <= size && spool_get32(hit) == RECORD_MAGIC)
+        if (i + 4 <= size && store_get32(hit) == RECORD_MAGIC)
             return i;
     }
     return size;
@@ -253,8 +253,8 @@ void spool_scan_file(struct spool *spool, const unsigned char *map, size_t size)
     size_t offset = 0;
     while (offset + HEADER_BYTES + BODY_FIXED_BYTES <= size) {
         const unsigned char *p = map + offset;
-        uint32_t body = spool_get32(p + 4);
-        bool header_ok = spool_get32(p) == RECORD_MAGIC && body >= BODY_FIXED_BYTES &&
+        uint32_t body = store_get32(p + 4);
+        bool header_ok = store_get32(p) == RECORD_MAGIC && body >= BODY_FIXED_BYTES &&
                          body <= BODY_FIXED_BYTES + SPOOL_RECORD_DATA_MAX;
         if (!header_ok) {
             size_t next_offset = find_magic(map, size, offset + 1);
@@ -266,15 +266,15 @@ void spool_scan_file(struct spool *spool, const unsigned char *map, size_t size)
             spool->stats.skipped_bytes += size - offset; /* the torn tail */
             return;
         }
-        if (spool_crc32(p + HEADER_BYTES, body) != spool_get32(p + 8)) {
+        if (spool_crc32(p + HEADER_BYTES, body) != store_get32(p + 8)) {
             spool->stats.skipped_bytes += HEADER_BYTES + body;
             offset += HEADER_BYTES + body;
             continue;
         }
         const unsigned char *b = p + HEADER_BYTES;
         enum spool_record_type type = b[0];
-        uint64_t id = spool_get64(b + 4);
-        uint64_t wall_ms = spool_get64(b + 12);
+        uint64_t id = store_get64(b + 4);
+        uint64_t wall_ms = store_get64(b + 12);
         struct record_ref ref = {offset, HEADER_BYTES + body};
         if (id >= spool->next_id)
             spool->next_id = id + 1;
