@@ -3,8 +3,10 @@ signature check, the three envelopes and both event types, de-duplication, the M
 path, enrichment through the tenant's REST API (tests/sim/qcs_sim.py), and bad input."""
 import json
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 import urllib.request
 
@@ -20,20 +22,26 @@ RELOAD = "0123456789abcdef01234567"
 
 
 def cloud_yaml(prod_url="http://127.0.0.1:9", dev_url="http://127.0.0.1:9", prod_auth=None,
-               extra=""):
+               extra="", prod_ca=None):
     prod_auth = prod_auth if prod_auth is not None else "api_key: api-key-prod"
+    ca_line = f'\n      ca_file: "{prod_ca}"' if prod_ca else ""
     return f"""qlik_cloud:
   tenants:
     - name: prod
       tenant_id: t-prod
       url: "{prod_url}"
       {prod_auth}
-      webhook_secret: "{SECRET}"
+      webhook_secret: "{SECRET}"{ca_line}
     - name: dev
       tenant_id: t-dev
       url: "{dev_url}"
       webhook_secret: "{SECRET_DEV}"
 {extra}"""
+
+
+def tenant_yaml(sim, **kwargs):
+    """cloud_yaml with the prod tenant at `sim`, trusting the simulator's test CA (ca_file)."""
+    return cloud_yaml(sim.url, prod_ca=sim.ca_file, **kwargs)
 
 
 def url_of(butler):
@@ -70,9 +78,18 @@ def events(client, kind="#"):
             if "/events/cloud/reload/" in m["topic"]]
 
 
+@pytest.fixture(scope="module")
+def pki_dir():
+    """The test PKI (tests/pki/make_pki.sh), made once for the module."""
+    directory = tempfile.mkdtemp(prefix="butler-qcs-pki-")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture
-def tenant():
-    with QcsSim(tenant_id="t-prod", api_key="api-key-prod") as sim:
+def tenant(pki_dir):
+    """The prod tenant over HTTPS, as Qlik Cloud is: Butler trusts it through ca_file."""
+    with QcsSim(tenant_id="t-prod", api_key="api-key-prod", tls=True, pki_dir=pki_dir) as sim:
         sim.add_app("app-1", "Sales", owner="user-1", tags=["butler-alert", "finance"])
         sim.add_user("user-1", "Ann Analyst", email="ann@example.com")
         sim.add_reload(RELOAD, "app-1", log="line 1\r\nline 2\r\nline 3\r\nError: boom\r\n")
@@ -89,7 +106,7 @@ def start(workdir, broker, yaml):
 @pytest.mark.parametrize("envelope", ["legacy", "cloudevents", "hybrid"])
 @pytest.mark.parametrize("event_type", [APP_RELOAD_FINISHED, RELOAD_FINISHED])
 def test_each_envelope_and_type_becomes_one_event(workdir, broker, tenant, envelope, event_type):
-    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    butler, client = start(workdir, broker, tenant_yaml(tenant))
     try:
         body = webhook(envelope, "t-prod", "app-1", RELOAD, status="error", event_type=event_type)
         status, text = post_webhook(url_of(butler), body, secret=SECRET)
@@ -109,7 +126,7 @@ def test_each_envelope_and_type_becomes_one_event(workdir, broker, tenant, envel
 
 
 def test_a_successful_reload_goes_to_the_ok_topic(workdir, broker, tenant):
-    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    butler, client = start(workdir, broker, tenant_yaml(tenant))
     try:
         body = webhook("cloudevents", "t-prod", "app-1", RELOAD, status="ok")
         assert post_webhook(url_of(butler), body, secret=SECRET)[0] == 204
@@ -121,7 +138,7 @@ def test_a_successful_reload_goes_to_the_ok_topic(workdir, broker, tenant):
 
 
 def test_two_tenants_each_with_its_own_secret(workdir, broker, tenant):
-    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    butler, client = start(workdir, broker, tenant_yaml(tenant))
     try:
         dev = webhook("hybrid", "t-dev", "app-9", "fedcba9876543210fedcba98")
         assert post_webhook(url_of(butler), dev, secret=SECRET_DEV)[0] == 204
@@ -137,7 +154,7 @@ def test_two_tenants_each_with_its_own_secret(workdir, broker, tenant):
 
 
 def test_the_same_delivery_twice_is_one_event(workdir, broker, tenant):
-    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    butler, client = start(workdir, broker, tenant_yaml(tenant))
     try:
         body = webhook("legacy", "t-prod", "app-1", RELOAD)
         assert post_webhook(url_of(butler), body, secret=SECRET)[0] == 204
@@ -161,7 +178,7 @@ def test_the_same_delivery_twice_is_one_event(workdir, broker, tenant):
 
 
 def test_bad_input_gets_its_status_and_counter_and_publishes_nothing(workdir, broker, tenant):
-    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    butler, client = start(workdir, broker, tenant_yaml(tenant))
     try:
         url = url_of(butler)
         good = json.dumps(webhook("legacy", "t-prod", "app-1", RELOAD)).encode()
@@ -198,7 +215,7 @@ def test_bad_input_gets_its_status_and_counter_and_publishes_nothing(workdir, br
 
 
 def test_events_forwarded_over_mqtt_are_taken_too(workdir, broker, tenant):
-    yaml = cloud_yaml(tenant.url, extra='  mqtt_topic: "qscloud/app/reload/#"\n')
+    yaml = tenant_yaml(tenant, extra='  mqtt_topic: "qscloud/app/reload/#"\n')
     butler, client = start(workdir, broker, yaml)
     try:
         body = webhook("legacy", "t-prod", "app-1", RELOAD)
@@ -216,7 +233,7 @@ def test_events_forwarded_over_mqtt_are_taken_too(workdir, broker, tenant):
 
 def test_sigkill_after_the_204_still_sends_the_event(workdir, broker, tenant):
     tenant.delay_s = 3.0  # the worker sits in enrichment when the kill comes
-    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    butler, client = start(workdir, broker, tenant_yaml(tenant))
     try:
         body = webhook("cloudevents", "t-prod", "app-1", RELOAD)
         assert post_webhook(url_of(butler), body, secret=SECRET)[0] == 204
@@ -258,7 +275,7 @@ def assert_redeliveries_are_duplicates(butler, client, body):
 def test_a_published_reload_stays_a_duplicate_after_a_restart(workdir, broker, tenant, sig):
     """Contract 9.2: one event id (and one reload) within 24 h is one event, also across a
     restart: the reloads published are remembered in spool.dir/cloud-seen.ring."""
-    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    butler, client = start(workdir, broker, tenant_yaml(tenant))
     try:
         body = webhook("cloudevents", "t-prod", "app-1", RELOAD)
         assert post_webhook(url_of(butler), body, secret=SECRET)[0] == 204
@@ -279,7 +296,7 @@ def test_enrichment_with_an_api_key(workdir, broker, tenant):
     tenant.add_user("user-2", "No Mail")  # a user without an email
     tenant.add_app("app-2", "Budget", owner="user-2")
     tenant.add_reload("bbbbbbbbbbbbbbbbbbbbbbbb", "app-2", log="x\r\ny\r\n")
-    butler, client = start(workdir, broker, cloud_yaml(tenant.url, extra="  script_log_tail_lines: 2\n"))
+    butler, client = start(workdir, broker, tenant_yaml(tenant, extra="  script_log_tail_lines: 2\n"))
     try:
         assert post_webhook(url_of(butler), webhook("hybrid", "t-prod", "app-1", RELOAD),
                             secret=SECRET)[0] == 204
@@ -305,7 +322,7 @@ def test_enrichment_with_an_api_key(workdir, broker, tenant):
 
 
 def test_enrichment_failure_still_publishes_with_enrich_error(workdir, broker, tenant):
-    butler, client = start(workdir, broker, cloud_yaml(tenant.url,
+    butler, client = start(workdir, broker, tenant_yaml(tenant,
                                                        prod_auth="api_key: wrong-key"))
     try:
         assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-1", RELOAD),
@@ -319,14 +336,14 @@ def test_enrichment_failure_still_publishes_with_enrich_error(workdir, broker, t
         butler.stop()
 
 
-def test_enrichment_with_oauth_renews_the_token_before_it_expires(workdir, broker):
+def test_enrichment_with_oauth_renews_the_token_before_it_expires(workdir, broker, pki_dir):
     with QcsSim(tenant_id="t-prod", api_key=None, client_id="cid", client_secret="csecret-xyz",
-                token_expires_in=2) as sim:
+                token_expires_in=2, tls=True, pki_dir=pki_dir) as sim:
         sim.add_app("app-1", "Sales")
         sim.add_user("user-1", "Ann")
         sim.add_reload(RELOAD, "app-1", log="a\r\n")
         auth = "oauth: {client_id: cid, client_secret: csecret-xyz}"
-        butler, client = start(workdir, broker, cloud_yaml(sim.url, prod_auth=auth))
+        butler, client = start(workdir, broker, tenant_yaml(sim, prod_auth=auth))
         try:
             assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-1", RELOAD),
                                 secret=SECRET)[0] == 204
@@ -353,8 +370,58 @@ def test_enrichment_with_oauth_renews_the_token_before_it_expires(workdir, broke
             butler.stop()
 
 
+def test_enrichment_over_plain_http_still_works(workdir, broker):
+    """url accepts http:// as well as https:// (config: check_http_url): a tenant reached
+    through a plain-HTTP proxy is enriched as before, ca_file unused."""
+    with QcsSim(tenant_id="t-prod", api_key="api-key-prod") as sim:
+        sim.add_app("app-1", "Sales", tags=["finance"])
+        sim.add_user("user-1", "Ann Analyst")
+        sim.add_reload(RELOAD, "app-1", log="a\r\n")
+        assert sim.url.startswith("http://")
+        butler, client = start(workdir, broker, cloud_yaml(sim.url))
+        try:
+            assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-1", RELOAD),
+                                secret=SECRET)[0] == 204
+            event = json.loads(client.wait_for(lambda m: m["topic"].endswith("/app-1"))[0]
+                               ["payload"])
+            assert "enrichError" not in event, event
+            assert event["appTags"] == ["finance"] and event["scriptLogTail"] == "a"
+        finally:
+            ALL_CALLS.extend((c["method"], c["path"]) for c in sim.calls)
+            client.close()
+            butler.stop()
+
+
+@pytest.mark.parametrize("trust", ["other_ca", "system_cas"])
+def test_a_tenant_certificate_not_trusted_fails_enrichment_but_the_event_goes_out(
+        workdir, broker, tenant, trust):
+    """Butler verifies the tenant's certificate: signed by a CA other than ca_file (or, with no
+    ca_file, by none of the system's CAs) is refused at the handshake; the event still goes
+    out, with an enrichError naming the certificate problem (contract 9.2)."""
+    ca = os.path.join(tenant.pki_dir, "rogue_ca.pem") if trust == "other_ca" else None
+    butler, client = start(workdir, broker, cloud_yaml(tenant.url, prod_ca=ca))
+    try:
+        body = webhook("cloudevents", "t-prod", "app-1", RELOAD)
+        assert post_webhook(url_of(butler), body, secret=SECRET)[0] == 204
+        event = json.loads(client.wait_for(lambda m: m["topic"].endswith("/failed/app-1"))[0]
+                           ["payload"])
+        assert "certificate" in event.get("enrichError", "").lower(), event
+        assert event["appName"] == "Sales"  # from the webhook itself
+        assert event["eventId"] == body["id"]
+        assert "scriptLogTail" not in event or not event["scriptLogTail"], event
+        # Not one request got past the handshake: nothing was read from an unverified peer.
+        assert tenant.calls == [], tenant.calls
+        assert tenant.tls_failures, "the simulator saw no refused handshake"
+        wait_until(lambda: metric(butler, "butler_cloud_events_total",
+                                  'outcome="published"') == 1, message="the event counted")
+        assert butler.process.poll() is None
+    finally:
+        client.close()
+        butler.stop()
+
+
 def test_429_retry_after_is_honoured(workdir, broker, tenant):
-    butler, client = start(workdir, broker, cloud_yaml(tenant.url))
+    butler, client = start(workdir, broker, tenant_yaml(tenant))
     try:
         tenant.rate_limit(times=1, retry_after=2)
         assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-1", RELOAD),
@@ -382,7 +449,7 @@ def test_an_app_without_the_opt_in_tag_is_not_alerted(workdir, broker, tenant, h
     webhook_url: "{http_sink.url}/slack"
     condition: {{ tag: butler-alert }}
 """
-    butler, client = start(workdir, broker, cloud_yaml(tenant.url) + routes)
+    butler, client = start(workdir, broker, tenant_yaml(tenant) + routes)
     try:
         assert post_webhook(url_of(butler), webhook("legacy", "t-prod", "app-3",
                                                     "dddddddddddddddddddddddd"),

@@ -13,6 +13,13 @@ of the three envelopes.
         sim.url                                   # http://127.0.0.1:<port>
         sim.calls                                 # [{method, path, query, auth, t, status}]
 
+    QcsSim(tls=True, pki_dir=DIR) speaks HTTPS, as a real tenant does: the server certificate
+    (SAN IP:127.0.0.1) and its CA come from tests/pki/make_pki.sh, the PKI the QRS simulator
+    uses (DIR/root.pem is the CA to trust; DIR/rogue_ca.pem is a CA that did not sign it).
+    Without pki_dir a PKI is made in a temporary directory removed on exit. sim.url is then
+    https://127.0.0.1:<port>, sim.ca_file the CA, and sim.tls_failures lists the handshakes
+    that failed (the client refused the certificate, or spoke plain HTTP).
+
 REST (every call needs `Authorization: Bearer <api_key or an issued token>`, else 401):
   GET /api/v1/apps/{appId}                      {"attributes": {id, name, ownerId, spaceId, ...}}
   GET /api/v1/items?resourceType=app&resourceId= {"data": [{"meta": {"tags": [{id, name}]}}]}
@@ -23,12 +30,17 @@ REST (every call needs `Authorization: Bearer <api_key or an issued token>`, els
   POST /oauth/token  JSON {client_id, client_secret, grant_type: client_credentials}
                      -> {access_token, token_type: "bearer", expires_in}
 
-Standard library only.
+Standard library only (and openssl, through make_pki.sh, for tls=True).
 """
 
 import hashlib
 import hmac
 import json
+import os
+import shutil
+import ssl
+import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -36,6 +48,16 @@ import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+def make_pki(directory):
+    """The QRS simulator's test PKI (tests/pki/make_pki.sh through simctl), made once per
+    directory; returns the directory."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import simctl  # pylint: disable=import-outside-toplevel
+    return simctl.make_pki(directory)
+
 
 APP_RELOAD_FINISHED = "com.qlik.v1.app.reload.finished"
 RELOAD_FINISHED = "com.qlik.v1.reload.finished"
@@ -137,9 +159,36 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.sim._handle(self)
 
 
+class _Server(ThreadingHTTPServer):
+    """The HTTP server, with TLS per connection when ssl_context is set. The handshake runs in
+    the connection's own thread (not in accept), so a client that connects and says nothing
+    holds up only itself; a failed handshake is recorded in sim.tls_failures, not printed."""
+    daemon_threads = True
+    ssl_context = None
+    sim = None
+
+    def finish_request(self, request, client_address):
+        if self.ssl_context is None:
+            return super().finish_request(request, client_address)
+        request.settimeout(30)
+        try:
+            tls = self.ssl_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as error:
+            with self.sim.lock:
+                self.sim.tls_failures.append(str(error))
+            return None
+        try:
+            return super().finish_request(tls, client_address)
+        finally:
+            tls.close()
+
+    def handle_error(self, request, client_address):
+        pass  # a client that went away mid-answer: nothing to report
+
+
 class QcsSim:
     def __init__(self, tenant_id="tenant-1", api_key="api-key-1", client_id=None,
-                 client_secret=None, token_expires_in=21600):
+                 client_secret=None, token_expires_in=21600, tls=False, pki_dir=None):
         self.tenant_id = tenant_id
         self.api_key = api_key
         self.client_id = client_id
@@ -151,11 +200,23 @@ class QcsSim:
         self.lock = threading.Lock()
         self._limited = []   # planned 429s: retry_after values
         self.delay_s = 0.0   # every REST answer waits this long (a slow tenant)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
+        self.tls_failures = []  # str(error) of each failed TLS handshake
+        self._own_pki = None
+        self.pki_dir = self.ca_file = None
+        context = None
+        if tls:
+            if pki_dir is None:
+                pki_dir = self._own_pki = tempfile.mkdtemp(prefix="qcs-sim-pki-")
+            self.pki_dir = make_pki(pki_dir)
+            self.ca_file = os.path.join(self.pki_dir, "root.pem")
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(os.path.join(self.pki_dir, "server.pem"),
+                                    os.path.join(self.pki_dir, "server_key.pem"))
+        self.server = _Server(("127.0.0.1", 0), _Handler)
+        self.server.ssl_context = context
         self.server.sim = self
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):
@@ -165,6 +226,8 @@ class QcsSim:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+        if self._own_pki:
+            shutil.rmtree(self._own_pki, ignore_errors=True)
 
     # ---- fixture
     def add_app(self, app_id, name, owner="user-1", space="space-1", tags=()):
