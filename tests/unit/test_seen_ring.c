@@ -1,8 +1,11 @@
 /* Unit tests: the on-disk ring of seen keys (Qlik Cloud de-duplication across
  * a restart): keys come back oldest first within their ttl, at most
- * `capacity` of them (the newest), a torn slot costs only its own key, and a
- * file of another layout is started afresh. */
+ * `capacity` of them (the newest), a torn slot costs only its own key, a
+ * failed write is reported and costs only its own key, and a file of another
+ * layout is started afresh. */
+#include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -190,6 +193,66 @@ static void test_another_layout_or_garbage_starts_afresh(void)
     remove_directory();
 }
 
+/* The descriptor this process holds on `path` (the ring's own, private to
+ * seen_ring.c), found through /proc/self/fd; -1 when none or several. */
+static int descriptor_of_path(void)
+{
+    DIR *fds = opendir("/proc/self/fd");
+    UNIT_CHECK(fds != NULL);
+    int found = -1, matches = 0;
+    struct dirent *entry;
+    while ((entry = readdir(fds)) != NULL) {
+        char link[PATH_MAX + 32], target[PATH_MAX];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", entry->d_name);
+        ssize_t length = readlink(link, target, sizeof target - 1);
+        if (length <= 0)
+            continue;
+        target[length] = '\0';
+        if (strcmp(target, path) == 0) {
+            found = (int)strtol(entry->d_name, NULL, 10);
+            matches++;
+        }
+    }
+    closedir(fds);
+    return matches == 1 ? found : -1;
+}
+
+/* A write that fails (the ring's descriptor swapped for a read-only one, as a
+ * file system remounted read-only or a full disk would fail it) is reported
+ * as BUTLER_ERR_IO, nothing crashes, later writes work once the file is
+ * writable again, and only the key whose write failed is missing at the next
+ * open (topics/cloud.c counts it in butler_cloud_dedup_unrecorded_total). */
+static void test_a_failed_write_is_reported_and_costs_only_its_own_key(void)
+{
+    make_directory();
+    struct seen seen;
+    struct seen_ring_options options = {
+        .path = path, .capacity = 8, .key_max = 40, .ttl_ms = TTL_MS, .fsync = true};
+    struct seen_ring *ring = NULL;
+    UNIT_CHECK(seen_ring_open(&options, NULL, NULL, &ring) == BUTLER_OK);
+    uint64_t now = clock_wall_ms();
+    UNIT_CHECK(seen_ring_add(ring, "t:reload-1", now) == BUTLER_OK);
+    int ring_fd = descriptor_of_path();
+    UNIT_CHECK(ring_fd >= 0);
+    int read_only = open(path, O_RDONLY | O_CLOEXEC);
+    int read_write = open(path, O_RDWR | O_CLOEXEC);
+    UNIT_CHECK(read_only >= 0 && read_write >= 0);
+    UNIT_CHECK(dup2(read_only, ring_fd) == ring_fd);
+    UNIT_CHECK(seen_ring_add(ring, "t:reload-2", now) == BUTLER_ERR_IO);
+    UNIT_CHECK(seen_ring_add(ring, "t:reload-3", now) == BUTLER_ERR_IO);
+    UNIT_CHECK(dup2(read_write, ring_fd) == ring_fd);
+    close(read_only);
+    close(read_write);
+    UNIT_CHECK(seen_ring_add(ring, "t:reload-4", now) == BUTLER_OK);
+    seen_ring_close(ring);
+    ring = open_ring(8, &seen);
+    UNIT_CHECK(seen.count == 2);
+    UNIT_CHECK_STR(seen.keys[0], "t:reload-1");
+    UNIT_CHECK_STR(seen.keys[1], "t:reload-4");
+    seen_ring_close(ring);
+    remove_directory();
+}
+
 static void test_bad_keys_and_options_are_refused(void)
 {
     make_directory();
@@ -222,6 +285,7 @@ const struct unit_test unit_tests[] = {
     UNIT_TEST(test_keys_past_their_ttl_are_not_handed_back),
     UNIT_TEST(test_the_newest_capacity_keys_are_kept_and_the_file_is_bounded),
     UNIT_TEST(test_a_damaged_slot_costs_only_its_own_key),
+    UNIT_TEST(test_a_failed_write_is_reported_and_costs_only_its_own_key),
     UNIT_TEST(test_another_layout_or_garbage_starts_afresh),
     UNIT_TEST(test_bad_keys_and_options_are_refused),
     {0},
