@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Butler, Client, wait_until
+from conftest import BUTLER_BINARY, Butler, Client, wait_until
 from qcs_sim import (APP_RELOAD_FINISHED, RELOAD_FINISHED, QcsSim, post_webhook, sign,
                      webhook)
 
@@ -96,8 +96,8 @@ def tenant(pki_dir):
         yield sim
 
 
-def start(workdir, broker, yaml):
-    butler = Butler(workdir, broker, extra_yaml=yaml, http_yaml=[]).start()
+def start(workdir, broker, yaml, env=None):
+    butler = Butler(workdir, broker, extra_yaml=yaml, http_yaml=[], env=env).start()
     client = Client(broker)
     client.subscribe("butler/events/cloud/#")
     return butler, client
@@ -415,6 +415,65 @@ def test_a_tenant_certificate_not_trusted_fails_enrichment_but_the_event_goes_ou
         wait_until(lambda: metric(butler, "butler_cloud_events_total",
                                   'outcome="published"') == 1, message="the event counted")
         assert butler.process.poll() is None
+    finally:
+        client.close()
+        butler.stop()
+
+
+SHIM = os.path.join(os.environ.get("BUTLER_BUILD_DIR", os.path.dirname(BUTLER_BINARY)),
+                    "libbutler_spool_faults.so")
+
+
+def unlabelled_metric(butler, name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{butler.http_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(f"{name} ") or line.startswith(f"{name}{{}} "):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def test_a_failed_write_to_the_seen_ring_is_counted_and_the_event_still_goes_out(
+        workdir, broker, tenant):
+    """The spool-faults shim (tests/shim/spool_faults.c, switch seen_eio) fails every pwrite
+    to spool.dir/cloud-seen.ring: the event is published all the same, the failure is logged
+    and counted in butler_cloud_dedup_unrecorded_total, Butler keeps running, and once the
+    disk works again the next reload is remembered. After a restart only the reload whose
+    write failed may be published again (a duplicate, never a loss)."""
+    assert os.path.exists(SHIM), f"{SHIM} not built"
+    faults = os.path.join(workdir, "faults")
+    os.makedirs(faults)
+    switch = os.path.join(faults, "seen_eio")
+    env = {"LD_PRELOAD": SHIM, "BUTLER_SPOOL_FAULTS": faults,
+           "ASAN_OPTIONS": ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"),
+                                                  "verify_asan_link_order=0"]))}
+    butler, client = start(workdir, broker, tenant_yaml(tenant), env=env)
+    try:
+        open(switch, "w").close()  # after start-up, which writes the file's header
+        lost = webhook("cloudevents", "t-prod", "app-1", RELOAD)
+        assert post_webhook(url_of(butler), lost, secret=SECRET)[0] == 204
+        client.wait_for(lambda m: m["topic"].endswith("/failed/app-1"))
+        wait_until(lambda: unlabelled_metric(butler, "butler_cloud_dedup_unrecorded_total") == 1,
+                   message="the failed write counted")
+        assert "cannot write reload " + RELOAD in butler.log()
+        assert butler.process.poll() is None
+        os.unlink(switch)  # the disk works again
+        kept_reload = "eeeeeeeeeeeeeeeeeeeeeeee"
+        kept = webhook("cloudevents", "t-prod", "app-2", kept_reload)
+        assert post_webhook(url_of(butler), kept, secret=SECRET)[0] == 204
+        client.wait_for(lambda m: m["topic"].endswith("/failed/app-2"))
+        wait_until(lambda: metric(butler, "butler_cloud_events_total",
+                                  'outcome="published"') == 2, message="both published")
+        assert unlabelled_metric(butler, "butler_cloud_dedup_unrecorded_total") == 1
+        butler.stop()
+        butler.start()
+        assert "1 Qlik Cloud reload(s) published within 24 h remembered" in butler.log()
+        assert post_webhook(url_of(butler), kept, secret=SECRET)[0] == 204
+        wait_until(lambda: metric(butler, "butler_cloud_events_total",
+                                  'outcome="duplicate"') == 1, message="app-2 a duplicate")
+        assert post_webhook(url_of(butler), lost, secret=SECRET)[0] == 204
+        client.wait_for(lambda m: m["topic"].endswith("/failed/app-1"), count=2)
+        assert len([e for e in events(client) if e["appId"] == "app-2"]) == 1
     finally:
         client.close()
         butler.stop()

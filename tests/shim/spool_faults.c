@@ -19,12 +19,16 @@
  *                                   until the switch is removed: a hung disk
  *                                   (NFS) under the MQTT network thread, which
  *                                   records each message before its PUBACK.
+ *     <directory>/seen_eio exists -> pwrite() to a file named cloud-seen.ring
+ *                                   (bridge/store/seen_ring.c, the Qlik Cloud
+ *                                   reloads published) fails with EIO, nothing
+ *                                   written: a disk failing under that file.
  *
  * The record type is the byte after the 12-byte record header
  * (bridge/store/spool_internal.h); Butler writes each record with one write().
- * Only descriptors whose path ends in "/spool.log" are touched; everything
- * else goes straight to libc. Checking the switches costs a stat() per call,
- * which is fine for a test. Not linked into Butler.
+ * Only descriptors whose path ends in "/spool.log" (or, for pwrite, in
+ * "/cloud-seen.ring") are touched; everything else goes straight to libc. Checking the switches
+ * costs a stat() per call, which is fine for a test. Not linked into Butler.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -37,7 +41,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static bool is_spool(int fd)
+static bool path_ends_with(int fd, const char *suffix)
 {
     char link[64], path[PATH_MAX];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
@@ -45,8 +49,13 @@ static bool is_spool(int fd)
     if (length <= 0)
         return false;
     path[length] = '\0';
-    size_t suffix = strlen("/spool.log");
-    return (size_t)length >= suffix && strcmp(path + length - suffix, "/spool.log") == 0;
+    size_t suffix_length = strlen(suffix);
+    return (size_t)length >= suffix_length && strcmp(path + length - suffix_length, suffix) == 0;
+}
+
+static bool is_spool(int fd)
+{
+    return path_ends_with(fd, "/spool.log");
 }
 
 static bool switched_on(const char *name)
@@ -118,4 +127,16 @@ int fsync(int fd)
     if (status == 0 && is_spool(fd))
         note_unflushed = false;
     return status;
+}
+
+ssize_t pwrite(int fd, const void *data, size_t length, off_t offset)
+{
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+    if (real == NULL)
+        real = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
+    if (switched_on("seen_eio") && path_ends_with(fd, "/cloud-seen.ring")) {
+        errno = EIO;
+        return -1;
+    }
+    return real(fd, data, length, offset);
 }
