@@ -397,15 +397,20 @@ static void *network_thread(void *argument)
                 status_view_note_client(STATUS_CLIENT_BROKER, false, rc_text(rc));
             }
             bool had_connack = link->connected_at_ms != 0;
-            if (had_connack && clock_monotonic_ms() - link->connected_at_ms >= STABLE_CONNECTION_MS)
+            uint64_t lasted_ms = had_connack ? clock_monotonic_ms() - link->connected_at_ms : 0;
+            if (had_connack && lasted_ms >= STABLE_CONNECTION_MS)
                 link->backoff_attempt = 0;
+            /* A publish the broker closes the connection on (its refusal lost
+             * with the close) would otherwise be sent after every CONNACK. */
+            bool poisoned =
+                had_connack && mqtt_link_count_drop(link, lasted_ms < POISON_CONNECTION_MS);
             link->connected_at_ms = 0;
             uint64_t delay_ms = backoff_delay_ms(link);
             if (had_connack) /* the step shows whether a stable connection reset it */
                 LOG_INFO(MODULE, "reconnecting in %llu ms (backoff step %u)",
                          (unsigned long long)delay_ms, link->backoff_attempt);
             mosquitto_disconnect(link->mosq);
-            if (atomic_load(&link->holding))
+            if (atomic_load(&link->holding) || poisoned)
                 mqtt_link_take_back(link);
             wait_unless_stopping(link, delay_ms);
         }

@@ -34,6 +34,12 @@ struct pending_publish {
     char *response_topic;
     unsigned char *correlation_data;
     char *content_type;
+    /* Short-lived connections in a row that ended while this publish waited
+     * for its PUBACK (mqtt_link_count_drop): a broker that closes the
+     * connection on a publish it refuses (Mosquitto 2.0.11 after a refused
+     * PUBACK, which the close can lose) would otherwise get it again after
+     * every CONNACK, for ever. Network thread, under link->mutex. */
+    unsigned short_drops;
 };
 
 struct mqtt_link {
@@ -100,14 +106,27 @@ struct mqtt_link {
 };
 
 /* Network thread, with link->mutex NOT held: the connection is gone and the
- * link holds; take every publish still waiting for a PUBACK back from
- * libmosquitto (which forgets them: mosquitto_reinitialise) so that only the
- * link sends them again, through the outlet while holding. */
+ * link holds, or a publish reached POISON_DROPS; take every publish still
+ * waiting for a PUBACK back from libmosquitto (which forgets them:
+ * mosquitto_reinitialise) so that only the link sends them again, through
+ * the outlet while holding. Those at POISON_DROPS are not sent again: their
+ * `done` gets BUTLER_ERR_REMOTE, as for a refusal the broker answered. */
 void mqtt_link_take_back(struct mqtt_link *link);
 
 /* Any thread, link->mutex NOT held: send what was taken back, through the
  * connection if up, else the outlet if up; what neither takes keeps waiting. */
 void mqtt_link_send_taken_back(struct mqtt_link *link);
+
+/* Publishes waiting across this many short-lived connections in a row are
+ * taken as refused by the broker (mqtt_link_count_drop). */
+enum { POISON_DROPS = 3, POISON_CONNECTION_MS = 2000 };
+
+/* Network thread, link->mutex NOT held, after a connection that had its
+ * CONNACK ended: a connection shorter than POISON_CONNECTION_MS adds one to
+ * every waiting publish's short_drops, a longer one clears them. True when a
+ * publish reached POISON_DROPS: the caller takes back (mqtt_link_take_back),
+ * which ends those as refused and sends the others once more itself. */
+bool mqtt_link_count_drop(struct mqtt_link *link, bool short_lived);
 
 /* Callers hold link->mutex. Set `node`'s copy of the publish; false when out
  * of memory (nothing kept). */

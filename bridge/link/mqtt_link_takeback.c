@@ -29,6 +29,7 @@ static void copy_free(struct pending_publish *node)
     node->topic = node->response_topic = node->content_type = NULL;
     node->payload = node->correlation_data = NULL;
     node->payload_length = 0;
+    node->short_drops = 0;
 }
 
 bool mqtt_link_pending_copy(struct pending_publish *node, const char *topic, const void *payload,
@@ -68,6 +69,44 @@ void mqtt_link_pending_release(struct mqtt_link *link, struct pending_publish *n
     link->pending_free = node;
 }
 
+bool mqtt_link_count_drop(struct mqtt_link *link, bool short_lived)
+{
+    bool poisoned = false;
+    pthread_mutex_lock(&link->mutex);
+    for (size_t bucket = 0; bucket < PENDING_BUCKETS; bucket++)
+        for (struct pending_publish *node = link->pending_buckets[bucket]; node;
+             node = node->next) {
+            node->short_drops = short_lived ? node->short_drops + 1 : 0;
+            if (node->short_drops >= POISON_DROPS)
+                poisoned = true;
+        }
+    pthread_mutex_unlock(&link->mutex);
+    return poisoned;
+}
+
+/* Ends the publishes on `refused` (taken out of the table, mutex NOT held):
+ * each `done` gets BUTLER_ERR_REMOTE, counted and logged as a refusal. */
+static void end_refused(struct mqtt_link *link, struct pending_publish *refused)
+{
+    while (refused) {
+        struct pending_publish *node = refused;
+        refused = node->next;
+        LOG_RATELIMITED(LOG_LEVEL_WARN, MODULE,
+                        "the broker closed the connection each of the last %d times a publish to "
+                        "%s was sent: taken as refused, not sent again",
+                        POISON_DROPS, node->topic ? node->topic : "?");
+        metrics_add(link->publish_refused_broker, 1);
+        mqtt_publish_done done = node->done;
+        void *context = node->context;
+        pthread_mutex_lock(&link->mutex);
+        mqtt_link_pending_release(link, node);
+        pthread_cond_broadcast(&link->changed);
+        pthread_mutex_unlock(&link->mutex);
+        if (done)
+            done(context, BUTLER_ERR_REMOTE);
+    }
+}
+
 void mqtt_link_take_back(struct mqtt_link *link)
 {
     pthread_mutex_lock(&link->mutex);
@@ -76,10 +115,16 @@ void mqtt_link_take_back(struct mqtt_link *link)
         return;
     }
     size_t taken = 0;
+    struct pending_publish *refused = NULL;
     for (size_t bucket = 0; bucket < PENDING_BUCKETS; bucket++) {
         while (link->pending_buckets[bucket]) {
             struct pending_publish *node = link->pending_buckets[bucket];
             link->pending_buckets[bucket] = node->next;
+            if (node->short_drops >= POISON_DROPS) {
+                node->next = refused;
+                refused = node;
+                continue;
+            }
             node->next = link->taken_back;
             link->taken_back = node;
             taken++;
@@ -99,11 +144,12 @@ void mqtt_link_take_back(struct mqtt_link *link)
         LOG_ERROR(MODULE, "cannot set the MQTT client up again after taking back publishes: %s",
                   butler_status_str(status));
     metrics_add(metrics_get("butler_mqtt_publishes_taken_back_total", "", METRIC_COUNTER,
-                            "Unacknowledged publishes a hold took back from the cut connection "
-                            "and sent once more itself (through the outlet or the next "
-                            "connection)"),
+                            "Unacknowledged publishes a hold (or a publish the broker closed "
+                            "the connection on) took back from the cut connection and sent "
+                            "once more itself (through the outlet or the next connection)"),
                 (int64_t)taken);
-    LOG_WARN(MODULE, "took back %zu unacknowledged publish(es) from the held connection", taken);
+    LOG_WARN(MODULE, "took back %zu unacknowledged publish(es) from the cut connection", taken);
+    end_refused(link, refused);
     mqtt_link_send_taken_back(link);
 }
 

@@ -37,6 +37,10 @@ class Proxy:
         self.port = free_port()
         self.swallow_upstream = False
         self.drop_pubacks = False
+        # A topic prefix (bytes): a client PUBLISH to it is not forwarded and the
+        # connection is cut instead, as a broker that closes on a refused publish.
+        self.cut_on_publish_to = None
+        self.cuts_on_publish = 0
         self.connections = []
         self.lock = threading.Lock()
         self.listener = socket.socket()
@@ -74,9 +78,13 @@ class Proxy:
                     continue
                 # Client to broker: whole MQTT packets, so PUBACKs can be dropped.
                 pending += data
-                out, pending = self._filter_packets(pending)
+                out, pending, cut = self._filter_packets(pending)
                 if out:
                     sink.sendall(out)
+                if cut:
+                    with self.lock:
+                        self.cuts_on_publish += 1
+                    break
         except OSError:
             pass
         for s in (source, sink):
@@ -86,8 +94,9 @@ class Proxy:
                 pass
 
     def _filter_packets(self, buffer):
-        """-> (bytes to forward, incomplete rest): every whole packet, minus
-        PUBACKs (type 4) while drop_pubacks is set."""
+        """-> (bytes to forward, incomplete rest, cut): every whole packet, minus
+        PUBACKs (type 4) while drop_pubacks is set; cut (and nothing after it)
+        at a PUBLISH to cut_on_publish_to."""
         out = bytearray()
         at = 0
         while True:
@@ -99,9 +108,13 @@ class Proxy:
                 if buffer[i - 1] & 0x80 == 0:
                     break
             else:
-                return bytes(out), buffer[at:]
+                return bytes(out), buffer[at:], False
             if i + length > len(buffer):
-                return bytes(out), buffer[at:]
+                return bytes(out), buffer[at:], False
+            if self.cut_on_publish_to and buffer[at] >> 4 == 3:
+                topic_length = int.from_bytes(buffer[i:i + 2], "big")
+                if buffer[i + 2:i + 2 + topic_length].startswith(self.cut_on_publish_to):
+                    return bytes(out), b"", True
             if not (self.drop_pubacks and buffer[at] >> 4 == 4):
                 out += buffer[at:i + length]
             at = i + length
