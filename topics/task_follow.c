@@ -7,11 +7,12 @@
  * allocated once, with its strings in one block of exactly their size. The
  * schedule is a binary heap of slots by due time (bridge/store/due_heap.h):
  * the thread sleeps on a condition variable until the earliest due time or a
- * poke (a new follow that is due first, a task event), then polls the follows
- * due within the next tenth of poll_s (at most COALESCE_MAX_MS) one after the
- * other before it sleeps again. Serving them together rather than waking for
- * each one halves the CPU per poll (bench/follow_bench.py, BENCHMARKS.md): a
- * thread that sleeps between calls pays a wake-up and cold caches each time.
+ * poke (a new follow that is due first, a task event), then takes the follows
+ * due within the next twentieth of poll_s (at most one second), up to
+ * SESSION_LIST_MAX, and asks QRS about all of them with one filtered list
+ * call (topics/task_follow_poll.c). At 1,000 followed runs one call per run
+ * per poll_s cost 2.7 % of a core, nearly all of it the HTTPS call itself;
+ * one call per ~25 runs costs 0.6 % (bench/follow_bench.py, BENCHMARKS.md).
  * A poll is never late for that, only up to that much early, so each run is
  * still polled at most poll_s apart. The first poll of a new follow lands at
  * a random point of the first interval and later ones keep that phase, so
@@ -21,6 +22,7 @@
  * the follow is kept.
  */
 #include "topics/task_follow.h"
+#include "topics/task_follow_poll.h"
 
 #include <cjson/cJSON.h>
 #include <pthread.h>
@@ -38,54 +40,10 @@
 #include "bridge/model/task_request.h"
 #include "bridge/store/due_heap.h"
 #include "bridge/store/spool.h"
-#include "topics/events.h"
-#include "topics/log_tail.h"
 #include "topics/message.h"
 #include "topics/publish.h"
 
 #define MODULE "task-follow"
-
-enum {
-    RESULT_LOOKUPS_MAX = 3,
-    POKE_TRIES = 10, /* after a task event: quick looks while QRS catches up */
-    POKE_PAUSE_MS = 300,
-    SCRIPT_LOG_READ_BYTES = 64 * 1024,
-    /* only the end of a log of any size is read */ /* session gone and no result: tries before
-                                                       `error` */
-    BACKOFF_FIRST_MS = 500,                         /* first pause after a failed QRS call */
-    FINAL_LAG_PAUSE_MS = 500, /* session gone, result not final yet: look again soon */
-    COALESCE_MAX_MS = 1000,   /* the most a poll is taken early to join a wake-up */
-};
-
-/*
- * One followed run: a fixed-size record in its slot. The strings that vary in
- * length (request id, task name, response topic, correlation data) live in
- * one block of exactly their size, `text`, which the pointers below point
- * into; nothing else is allocated per follow, and no buffer is kept between
- * polls.
- */
-struct follow {
-    uint64_t spool_id;
-    uint64_t started_wall_ms; /* when the start answered (timeout_s counts from it) */
-    uint64_t started_mono_ms; /* the same on the monotonic clock (this process) */
-    uint64_t due_mono_ms;     /* next poll; the heap's key while scheduled */
-    char *text;               /* owned: the block below points into */
-    char *request_id;
-    char *task_name;
-    char *response_topic;       /* NULL = none */
-    unsigned char *correlation; /* NULL = none */
-    uint32_t correlation_length;
-    uint32_t backoff_ms;
-    int16_t last_status;   /* QRS execution status last seen; -1 = none */
-    uint8_t result_misses; /* session gone and no result: lookups so far */
-    uint8_t poked;         /* a task event named this run: look again soon this many times */
-    bool used;             /* the slot holds a follow */
-    bool busy;             /* being polled by the thread (out of the schedule) */
-    bool poke_pending;     /* poked while busy: due at once after this poll */
-    bool paused;           /* due_mono_ms ends a pause: not to be taken early */
-    char task_id[37];
-    char execution_id[37];
-};
 
 static struct {
     pthread_mutex_t mutex;
@@ -195,6 +153,7 @@ enum butler_status task_follow_setup(struct butler_runtime *runtime)
 {
     enum butler_status status = BUTLER_ERR_NOMEM;
     table.config = runtime->config;
+    task_follow_poll_setup(table.config);
     table.max = (size_t)runtime->config->task_start.follow.max;
     /* Large tables are mmapped zero pages: untouched slots cost no memory. */
     table.slots = calloc(table.max, sizeof *table.slots);
@@ -493,311 +452,35 @@ size_t task_follow_count(void)
 
 /* ---- the follower thread ---- */
 
-static const char *status_name(int code)
+/* After a poll: a follow that ended gives its slot back; one that stays is
+ * scheduled again (`due` was its due time when taken). Mutex held. */
+static void settle_locked(uint32_t slot, uint64_t due, bool ended)
 {
-    switch (code) {
-    case 7:
-        return "success";
-    case 8:
-        return "failed";
-    case 6:
-        return "aborted";
-    case 9:
-        return "skipped";
-    case 0:
-    case 11:
-    case 12:
-        return "error";
-    default:
-        return NULL; /* not final */
+    struct follow *follow = &table.slots[slot];
+    follow->busy = false;
+    if (ended) {
+        release_slot_locked(slot);
+        return;
     }
-}
-
-/* The newest result of an array (latest startTime; ISO-8601 strings of one
- * format sort as text), or NULL. Borrowed. */
-static const cJSON *newest_result(const cJSON *results)
-{
-    const cJSON *newest = NULL, *item;
-    const char *newest_start = "";
-    cJSON_ArrayForEach(item, results)
-    {
-        const char *start = string_of(item, "startTime");
-        if (!cJSON_IsObject(item))
-            continue;
-        if (newest == NULL || (start && strcmp(start, newest_start) >= 0)) {
-            newest = item;
-            newest_start = start ? start : "";
-        }
-    }
-    return newest;
-}
-
-/* The script-log download ticket of one call's answer ({"value": ..} or a
- * bare string), or NULL. Borrowed from `answer`. */
-static const char *ticket_of(const cJSON *answer)
-{
-    const cJSON *value =
-        cJSON_IsObject(answer) ? cJSON_GetObjectItemCaseSensitive(answer, "value") : answer;
-    return cJSON_IsString(value) && value->valuestring[0] ? value->valuestring : NULL;
-}
-
-/*
- * The tail of a finished run's script log as a JSON string, or NULL when QRS
- * has none (not an error): the newer scriptlogfile?executionResultId= first,
- * then the older scriptlog?fileReferenceId=, then the download of the ticket.
- * Follower thread.
- */
-static cJSON *script_log_tail(struct qrs_client *qrs, const char *task_id, const cJSON *result)
-{
-    const char *result_id = string_of(result, "id");
-    const char *file_reference = string_of(result, "fileReferenceID");
-    char path[256];
-    cJSON *answer = NULL;
-    struct qrs_result call = {0};
-    const char *ticket = NULL;
-    if (result_id && task_is_guid(result_id, strlen(result_id))) {
-        snprintf(path, sizeof path, "reloadtask/%s/scriptlogfile?executionResultId=%s", task_id,
-                 result_id);
-        if (qrs_get_route(qrs, "reloadtask/scriptlogfile", path, NULL, &answer, &call) == BUTLER_OK)
-            ticket = ticket_of(answer);
-    }
-    if (ticket == NULL && file_reference && task_is_guid(file_reference, strlen(file_reference)) &&
-        strcmp(file_reference, "00000000-0000-0000-0000-000000000000") != 0) {
-        cJSON_Delete(answer);
-        answer = NULL;
-        snprintf(path, sizeof path, "reloadtask/%s/scriptlog?fileReferenceId=%s", task_id,
-                 file_reference);
-        if (qrs_get_route(qrs, "reloadtask/scriptlog", path, NULL, &answer, &call) == BUTLER_OK)
-            ticket = ticket_of(answer);
-    }
-    cJSON *tail = NULL;
-    char *text = NULL;
-    size_t length = 0;
-    bool head_cut = false;
-    /* The ticket goes into a path: a GUID-like token only. */
-    if (ticket && strlen(ticket) < 100 &&
-        strspn(ticket, "0123456789abcdefABCDEF-") == strlen(ticket)) {
-        snprintf(path, sizeof path, "download/reloadtask/%s/scriptlog.txt", ticket);
-        if (qrs_get_text(qrs, "download/reloadtask/scriptlog.txt", path, SCRIPT_LOG_READ_BYTES,
-                         &text, &length, &head_cut, &call) == BUTLER_OK) {
-            char *lines =
-                log_tail(text, length, head_cut, EVENTS_LOG_TAIL_LINES, EVENTS_LOG_TAIL_MAX_BYTES);
-            if (lines)
-                tail = cJSON_CreateString(lines);
-            free(lines);
-        }
-    }
-    free(text);
-    cJSON_Delete(answer);
-    return tail;
-}
-
-/* Publish the finished message, then mark the follow done in the spool.
- * False when Butler stopped first (the follow stays in the spool). */
-static bool finish(struct follow *follow, const char *status, const cJSON *result,
-                   const char *reason, cJSON *log_tail_json)
-{
-    cJSON *json = cJSON_CreateObject();
-    if (json == NULL) {
-        cJSON_Delete(log_tail_json);
-        return false;
-    }
-    cJSON_AddStringToObject(json, "requestId", follow->request_id);
-    cJSON_AddStringToObject(json, "taskId", follow->task_id);
-    cJSON_AddStringToObject(json, "taskName", follow->task_name);
-    cJSON_AddStringToObject(json, "executionId", follow->execution_id);
-    cJSON_AddStringToObject(json, "status", status);
-    if (follow->last_status >= 0)
-        cJSON_AddNumberToObject(json, "statusCode", follow->last_status);
-    else
-        cJSON_AddNullToObject(json, "statusCode");
-    const char *start = string_of(result, "startTime");
-    const char *stop = string_of(result, "stopTime");
-    const char *node = string_of(result, "executingNodeName");
-    const cJSON *duration = cJSON_GetObjectItemCaseSensitive(result, "duration");
-    if (start)
-        cJSON_AddStringToObject(json, "startTime", start);
-    if (stop && strncmp(stop, "1753-", 5) != 0) /* QRS's unset date */
-        cJSON_AddStringToObject(json, "stopTime", stop);
-    if (cJSON_IsNumber(duration))
-        cJSON_AddNumberToObject(json, "durationMs", duration->valuedouble);
-    if (node)
-        cJSON_AddStringToObject(json, "executingNode", node);
-    if (log_tail_json)
-        cJSON_AddItemToObject(json, "scriptLogTail", log_tail_json); /* takes it */
-    if (reason)
-        cJSON_AddStringToObject(json, "error", reason);
-    char *text = cJSON_PrintUnformatted(json);
-    cJSON_Delete(json);
-    if (text == NULL)
-        return false;
-    char topic[600];
-    snprintf(topic, sizeof topic, "%s/task/finished/%s", table.config->mqtt.topic_root,
-             follow->task_id);
-    struct mqtt_publish_options options = {.qos = 1, .content_type = "application/json"};
-    enum butler_status published = publish_reliably(topic, text, strlen(text), &options);
-    if (published == BUTLER_OK && follow->response_topic) {
-        struct mqtt_publish_options respond = {
-            .qos = 1,
-            .correlation_data = follow->correlation,
-            .correlation_length = follow->correlation_length,
-            .content_type = "application/json",
-        };
-        published = publish_reliably(follow->response_topic, text, strlen(text), &respond);
-        if (published != BUTLER_OK && published != BUTLER_ERR_SHUTDOWN)
-            published = BUTLER_OK; /* refused for good: the topic message went out */
-    }
-    free(text);
-    if (published == BUTLER_ERR_SHUTDOWN)
-        return false;
-    if (published != BUTLER_OK)
-        LOG_ERROR(MODULE, "finished message of execution %s refused by the broker: %s",
-                  follow->execution_id, butler_status_str(published));
-    struct spool *spool = butler_runtime_current ? butler_runtime_current->spool : NULL;
-    if (spool && follow->spool_id)
-        spool_done(spool, follow->spool_id, "", 0);
-    char labels[64];
-    snprintf(labels, sizeof labels, "status=\"%s\"", status);
-    metrics_count("butler_task_follows_finished_total", labels,
-                  "Followed task runs that ended, by status");
-    LOG_INFO(MODULE, "execution %s of task %s ended: %s", follow->execution_id, follow->task_id,
-             status);
-    return true;
-}
-
-/* How much earlier than its due time a poll may be taken to join a wake-up:
- * a twentieth of poll_s, at most COALESCE_MAX_MS. */
-static uint64_t coalesce_ms(uint64_t poll_ms)
-{
-    return poll_ms / 20 < COALESCE_MAX_MS ? poll_ms / 20 : COALESCE_MAX_MS;
-}
-
-/*
- * The next regular poll after one answered 200: its due time moves on by
- * poll_s less the coalescing margin, so the run keeps its phase (the spread of
- * the first interval holds) and, taken early by at most that margin, is
- * polled at most poll_s after the last poll. After a stall (that time already
- * passed) it starts again from now.
- */
-static void schedule_next(struct follow *follow, uint64_t now, uint64_t poll_ms)
-{
-    uint64_t period = poll_ms - coalesce_ms(poll_ms);
-    follow->paused = false;
-    follow->due_mono_ms += period;
-    if (follow->due_mono_ms <= now)
-        follow->due_mono_ms = now + period;
-}
-
-/* Schedule `follow` again after a failed QRS call. */
-static void back_off(struct follow *follow, uint64_t poll_ms)
-{
-    uint64_t backoff = follow->backoff_ms ? (uint64_t)follow->backoff_ms * 2 : BACKOFF_FIRST_MS;
-    follow->backoff_ms = (uint32_t)(backoff > poll_ms ? poll_ms : backoff);
-    follow->due_mono_ms = clock_monotonic_ms() + follow->backoff_ms;
-    follow->paused = true;
-    metrics_count("butler_task_follow_qrs_failures_total", "",
-                  "QRS calls of the follower that failed (retried with backoff)");
-}
-
-/*
- * Poll one follow. True when it ended (finished message out, spool done);
- * false when it stays (due time set), also when Butler is stopping.
- * Follower thread; `follow` is marked busy, so nothing else touches it.
- */
-static bool poll_one(struct qrs_client *qrs, struct follow *follow)
-{
-    uint64_t poll_ms = (uint64_t)table.config->task_start.follow.poll_s * 1000u;
-    uint64_t timeout_ms = (uint64_t)table.config->task_start.follow.timeout_s * 1000u;
-    uint64_t now = clock_monotonic_ms();
-    char path[128], filter[80];
-    cJSON *json = NULL;
-    struct qrs_result result = {0};
-    snprintf(filter, sizeof filter, "ExecutionId eq %s", follow->execution_id);
-    if (now - follow->started_mono_ms >= timeout_ms) {
-        /* The session holds no status: the newest result has the last one seen. */
-        const cJSON *newest = NULL;
-        if (qrs_get_route(qrs, "executionresult/full", "executionresult/full", filter, &json,
-                          &result) == BUTLER_OK &&
-            (newest = newest_result(json)) != NULL) {
-            const cJSON *code = cJSON_GetObjectItemCaseSensitive(newest, "status");
-            if (cJSON_IsNumber(code))
-                follow->last_status = (int16_t)code->valueint;
-        }
-        bool ended = finish(follow, "timeout", newest,
-                            "task_start.follow.timeout_s passed without an end", NULL);
-        cJSON_Delete(json);
-        return ended;
-    }
-    snprintf(path, sizeof path, "executionsession/%s", follow->execution_id);
-    enum butler_status status =
-        qrs_get_route(qrs, "executionsession/{id}", path, NULL, &json, &result);
-    if (status == BUTLER_OK) {
-        const cJSON *session_status = cJSON_GetObjectItemCaseSensitive(json, "status");
-        if (cJSON_IsNumber(session_status))
-            follow->last_status = (int16_t)session_status->valueint;
-        cJSON_Delete(json);
-        follow->backoff_ms = 0;
-        if (follow->poked > 0) {
-            follow->due_mono_ms = now + POKE_PAUSE_MS;
-            follow->paused = true;
-            follow->poked--;
-        } else {
-            schedule_next(follow, now, poll_ms);
-        }
-        return false;
-    }
-    cJSON_Delete(json);
-    json = NULL;
-    if (status == BUTLER_ERR_SHUTDOWN)
-        return false;
-    if (status != BUTLER_ERR_NOT_FOUND) {
-        back_off(follow, poll_ms);
-        return false;
-    }
-    /* The session is gone: the run ended. */
-    memset(&result, 0, sizeof result);
-    status =
-        qrs_get_route(qrs, "executionresult/full", "executionresult/full", filter, &json, &result);
-    if (status != BUTLER_OK || !cJSON_IsArray(json)) {
-        cJSON_Delete(json);
-        if (status == BUTLER_ERR_SHUTDOWN)
-            return false;
-        back_off(follow, poll_ms);
-        return false;
-    }
-    const cJSON *newest = newest_result(json);
-    if (newest == NULL) {
-        cJSON_Delete(json);
-        if (++follow->result_misses >= RESULT_LOOKUPS_MAX)
-            return finish(follow, "error", NULL,
-                          "QRS knows neither the execution session nor a result for it", NULL);
-        follow->due_mono_ms = now + FINAL_LAG_PAUSE_MS;
+    if (follow->due_mono_ms == due) { /* not rescheduled (stopping, out of memory) */
+        follow->due_mono_ms = clock_monotonic_ms() + BACKOFF_FIRST_MS;
         follow->paused = true;
-        return false;
     }
-    const cJSON *code = cJSON_GetObjectItemCaseSensitive(newest, "status");
-    if (cJSON_IsNumber(code))
-        follow->last_status = (int16_t)code->valueint;
-    const char *name = cJSON_IsNumber(code) ? status_name(code->valueint) : NULL;
-    if (name == NULL) { /* the session ended before the result shows the end */
-        cJSON_Delete(json);
-        follow->due_mono_ms = now + FINAL_LAG_PAUSE_MS;
-        follow->paused = true;
-        return false;
+    if (follow->poke_pending) { /* a task event arrived during the poll */
+        follow->poke_pending = false;
+        follow->poked = POKE_TRIES;
+        follow->due_mono_ms = clock_monotonic_ms();
     }
-    cJSON *tail = strcmp(name, "failed") == 0 || strcmp(name, "aborted") == 0
-                      ? script_log_tail(qrs, follow->task_id, newest)
-                      : NULL;
-    bool ended = finish(follow, name, newest, NULL, tail);
-    cJSON_Delete(json);
-    return ended;
+    due_heap_push(table.schedule, slot, follow->due_mono_ms); /* its slot: cannot fail */
 }
 
 /*
  * The follower thread. Sleeps until the earliest due time (or a signal: a
- * follow due earlier than that, a poke, stop), then polls every follow due by
- * the end of this wake-up's margin, one after the other, each out of the
- * schedule while it is polled so that the mutex is not held across QRS calls.
+ * follow due earlier than that, a poke, stop), then takes every follow due
+ * by the end of this wake-up's margin, up to SESSION_LIST_MAX, and polls
+ * them with one list call (poll_many; one alone, or QRS refusing the list:
+ * poll_one). Taken follows are out of the schedule (busy) while polled, so
+ * the mutex is not held across QRS calls.
  */
 static void *follower_main(void *unused)
 {
@@ -809,6 +492,10 @@ static void *follower_main(void *unused)
     }
     uint64_t poll_ms = (uint64_t)table.config->task_start.follow.poll_s * 1000u;
     uint64_t batch_end = 0; /* polls due up to here join the current wake-up */
+    uint32_t slots[SESSION_LIST_MAX];
+    uint64_t dues[SESSION_LIST_MAX];
+    struct follow *taken[SESSION_LIST_MAX];
+    bool ended[SESSION_LIST_MAX];
     pthread_mutex_lock(&table.mutex);
     while (!table.stop) {
         uint32_t slot = 0;
@@ -829,28 +516,26 @@ static void *follower_main(void *unused)
             continue;
         }
         if (batch_end < now)
-            batch_end = now + coalesce_ms(poll_ms);
-        due_heap_pop(table.schedule, NULL, NULL);
-        struct follow *follow = &table.slots[slot];
-        follow->busy = true;
+            batch_end = now + task_follow_coalesce_ms(poll_ms);
+        size_t max = task_follow_poll_batch_max(now);
+        size_t count = 0;
+        while (count < max && due_heap_peek(table.schedule, &slot, &due) &&
+               (due <= now || (due <= batch_end && !table.slots[slot].paused))) {
+            due_heap_pop(table.schedule, NULL, NULL);
+            slots[count] = slot;
+            dues[count] = due;
+            taken[count] = &table.slots[slot];
+            taken[count]->busy = true;
+            count++;
+        }
         pthread_mutex_unlock(&table.mutex);
-        bool ended = poll_one(qrs, follow);
+        if (count == 1)
+            ended[0] = task_follow_poll_one(qrs, taken[0]);
+        else
+            task_follow_poll_many(qrs, taken, count, ended);
         pthread_mutex_lock(&table.mutex);
-        follow->busy = false;
-        if (ended) {
-            release_slot_locked(slot);
-            continue;
-        }
-        if (follow->due_mono_ms == due) { /* not rescheduled (stopping, out of memory) */
-            follow->due_mono_ms = clock_monotonic_ms() + BACKOFF_FIRST_MS;
-            follow->paused = true;
-        }
-        if (follow->poke_pending) { /* a task event arrived during the poll */
-            follow->poke_pending = false;
-            follow->poked = POKE_TRIES;
-            follow->due_mono_ms = clock_monotonic_ms();
-        }
-        due_heap_push(table.schedule, slot, follow->due_mono_ms); /* its slot: cannot fail */
+        for (size_t i = 0; i < count; i++)
+            settle_locked(slots[i], dues[i], ended[i]);
         if (butler_runtime_stopping())
             break;
     }

@@ -3,10 +3,11 @@
  *
  * A task start with "follow": true starts each task with the synchronous
  * start and hands the execution id here. One follower thread (not one per
- * run) polls GET /qrs/executionsession/{id} for each followed run at most
- * task_start.follow.poll_s apart, spread over the interval; a 404 means the
- * run ended and GET /qrs/executionresult/full?filter=ExecutionId eq {id}
- * gives the outcome (the newest result when the task retried). The outcome
+ * run) polls each followed run's execution session at most
+ * task_start.follow.poll_s apart, spread over the interval, runs due together
+ * with one list call (topics/task_follow_poll.h); a session gone means the run
+ * ended and GET /qrs/executionresult/full?filter=ExecutionId eq {id} gives the
+ * outcome (the newest result when the task retried). The outcome
  * is published at QoS 1 on <root>/task/finished/<taskId> (and the request's
  * v5 Response Topic) before the follow is marked done in the spool, so a
  * follow survives a crash: recovery hands it back (task_follow_recovered)

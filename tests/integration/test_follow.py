@@ -9,6 +9,7 @@ durations, retries); nothing here depends on timings beyond bounded waits.
 """
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -45,6 +46,33 @@ def calls(qrs):
 
 def sync_starts(qrs, task_id):
     return [c for c in calls(qrs) if c["path"] == f"/qrs/task/{task_id}/start/synchronous"]
+
+
+def filter_of(call):
+    value = call["query"].get("filter", "")
+    return " ".join(value) if isinstance(value, list) else value
+
+
+def session_polls(qrs, execution_id):
+    """Butler's polls of one run's session: GET /qrs/executionsession/{id}, or the list
+    GET /qrs/executionsession?filter=id eq A or id eq B ... naming it."""
+    return [c for c in calls(qrs)
+            if c["path"] == f"/qrs/executionsession/{execution_id}" or
+            (c["path"] == "/qrs/executionsession" and
+             execution_id in filter_of(c))]
+
+
+def listed_ids(call):
+    """The execution ids one list call asked about."""
+    return re.findall(r"id eq ([0-9a-fA-F-]{36})", filter_of(call))
+
+
+def list_calls(qrs):
+    return [c for c in calls(qrs) if c["path"] == "/qrs/executionsession"]
+
+
+def wait_polled(qrs, execution_id, timeout=10.0):
+    wait_until(lambda: session_polls(qrs, execution_id), timeout=timeout)
 
 
 def start(client, payload, **kwargs):
@@ -297,8 +325,7 @@ def test_sigkill_mid_follow_resumes_with_exactly_one_message(workdir, broker, qr
         ids[answer["started"][0]["executionId"]] = request_id
     # Polled at least once each, then killed mid-follow.
     for execution_id in ids:
-        qrs.control("GET", "/_sim/calls/wait?path_re=/qrs/executionsession/" + execution_id +
-                    "&count=1&timeout_ms=10000")
+        wait_polled(qrs, execution_id)
     b.stop(sig=signal.SIGKILL)
     # One run ends while Butler is down: found through executionresult after the restart.
     qrs.control("POST", f"/_sim/tasks/{TASK_HR}/complete", {"outcome": "fail"})
@@ -467,8 +494,7 @@ def test_sigkill_between_puback_and_done_repeats_once(workdir, broker, qrs, watc
     request_id, answer = start(watcher, {"taskId": TASK_FINANCE})
     execution_id = answer["started"][0]["executionId"]
     # Polled once: the request's own DONE (written right after its answer) is in.
-    qrs.control("GET", "/_sim/calls/wait?path_re=/qrs/executionsession/" + execution_id +
-                "&count=1&timeout_ms=10000")
+    wait_polled(qrs, execution_id)
     open(os.path.join(faults_dir, "enospc"), "w").close()
     qrs.control("POST", f"/_sim/tasks/{TASK_FINANCE}/complete", {"outcome": "fail"})
     first = finished(watcher, request_id)[0]
@@ -511,6 +537,9 @@ def test_many_followed_runs_at_once(workdir, broker, qrs, watcher):
         done = finished(watcher, request_id, count=200, timeout=120)
         assert len({d["executionId"] for d in done}) == 200
         assert all(d["status"] == "success" for d in done)
+        # Runs due together were asked about together.
+        assert any(len(listed_ids(c)) >= 2 for c in list_calls(qrs))
+        assert all(len(listed_ids(c)) <= 32 for c in list_calls(qrs))
     finally:
         assert b.stop() == 0
     assert len(finished_now(watcher)) == 200
@@ -562,6 +591,76 @@ def test_synchronous_start_behind_a_gateway_502_is_not_sent_again(butler, watche
     assert done["status"] == "success"
     assert done["executionId"] == answer["started"][0]["executionId"]
     assert qrs.control("GET", "/_sim/stats")[1]["starts"] == 1, "the start was sent again"
+
+
+def start_four_held_behind_a_slow_poll(qrs, watcher):
+    """Four hanging runs followed at poll_s 1 while Butler's first session poll takes
+    2.5 s: the others fall due meanwhile and are asked about in one list call after it
+    (or already were, when their first polls fell together). Returns {executionId: taskId}."""
+    qrs.control("POST", "/_sim/faults", {
+        "id": "slowpoll", "match": {"method": "GET", "path_re": "^/qrs/executionsession",
+                                    "times": 1},
+        "action": {"type": "delay", "ms": 2500}})
+    tasks = [TASK_SALES, TASK_FINANCE, TASK_HR, TASK_MARKETING]
+    for t in tasks:
+        plan(qrs, t, outcomes=["hang"])
+    runs = {}
+    for t in tasks:
+        _, answer = start(watcher, {"taskId": t})
+        runs[answer["started"][0]["executionId"]] = t
+    return runs
+
+
+def test_runs_due_together_are_polled_with_one_list_call(butler, watcher, qrs):
+    """GET /qrs/executionsession?filter=id eq A or id eq B ... asks about every run due in
+    one call; a run missing from the answer has ended (as a 404 of its session says) and
+    is looked up, the others go on. Each run still ends once, with its own status."""
+    runs = start_four_held_behind_a_slow_poll(qrs, watcher)
+    wait_until(lambda: any(len(set(listed_ids(c)) & set(runs)) >= 2 for c in list_calls(qrs)),
+               timeout=15)
+    outcomes = {TASK_SALES: "success", TASK_FINANCE: "fail", TASK_HR: "abort",
+                TASK_MARKETING: "success"}
+    before = max(c["seq"] for c in calls(qrs))
+    for task_id, outcome in outcomes.items():
+        qrs.control("POST", f"/_sim/tasks/{task_id}/complete", {"outcome": outcome})
+    done = finished(watcher, count=4, timeout=30)
+    assert {d["taskId"]: d["status"] for d in done} == {
+        TASK_SALES: "success", TASK_FINANCE: "failed", TASK_HR: "aborted",
+        TASK_MARKETING: "success"}
+    assert {d["executionId"] for d in done} == set(runs)
+    # Runs polled in step after the slow poll were asked about together once they had
+    # ended: the list left them out and that alone ended their follows.
+    assert any(c["seq"] > before and len(set(listed_ids(c)) & set(runs)) >= 2
+               for c in list_calls(qrs))
+    assert len(finished_now(watcher)) == 4
+
+
+@pytest.mark.parametrize("refusal", [400, 404])
+def test_a_refused_session_list_falls_back_to_one_call_per_run(workdir, broker, qrs, watcher,
+                                                               refusal):
+    """A QRS (or a proxy before it) that refuses the list form: Butler polls each session
+    on its own from then on, counts and logs it, and every run still ends once."""
+    qrs.control("POST", "/_sim/faults", {
+        "id": "nolist", "match": {"method": "GET", "path_re": "^/qrs/executionsession$"},
+        "action": {"type": "status", "status": refusal, "body": "Bad Request"}})
+    b = Butler(workdir, broker, qrs, extra_yaml=FOLLOW_YAML, http_yaml=[]).start()
+    try:
+        runs = start_four_held_behind_a_slow_poll(qrs, watcher)
+        wait_until(lambda: "polling each session on its own" in b.log(), timeout=15)
+        for execution_id in runs:
+            wait_until(lambda: any(c["path"] == f"/qrs/executionsession/{execution_id}"
+                                   for c in calls(qrs)), timeout=10)
+        for task_id in runs.values():
+            qrs.control("POST", f"/_sim/tasks/{task_id}/complete", {"outcome": "success"})
+        done = finished(watcher, count=4, timeout=30)
+        assert {d["executionId"] for d in done} == set(runs)
+        assert all(d["status"] == "success" for d in done)
+        assert len(list_calls(qrs)) == 1  # not asked again after the refusal
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{b.http_port}/metrics", timeout=10) as r:
+            assert "butler_task_follow_session_list_refused_total 1" in r.read().decode()
+    finally:
+        assert b.stop() == 0
 
 
 def test_session_qrs_never_heard_of_ends_as_error(butler, watcher, qrs):

@@ -330,6 +330,28 @@ def test_sync_start_and_execution_session(sim):
     assert sim.qrs("GET", f"/qrs/executionsession/{sid}")[0] == 404
 
 
+def test_execution_session_list_filtered_by_id(sim):
+    """GET /qrs/executionsession is a filterable entity list (reference 1.2): the sessions of
+    runs going on now; an ended run's session is not listed."""
+    patch(sim, HR, {"run": {"durationMs": 60000}})
+    patch(sim, SALES, {"run": {"durationMs": 300}})
+    running = json.loads(start(sim, HR, sync=True)[2])["value"]
+    ending = json.loads(start(sim, SALES, sync=True)[2])["value"]
+    unknown = "00000000-1111-4222-8333-444444444444"
+    flt = quote(f"id eq {running} or id eq {ending} or id eq {unknown}")
+    status, listed = sim.qrs_json("GET", f"/qrs/executionsession?filter={flt}")
+    assert status == 200 and sorted(s["id"] for s in listed) == sorted([running, ending])
+    assert set(listed[0]) == {"id", "privileges"}
+    watch(sim, SALES, {7})
+    status, listed = sim.qrs_json("GET", f"/qrs/executionsession?filter={flt}")
+    assert status == 200 and [s["id"] for s in listed] == [running]
+    status, full = sim.qrs_json("GET", "/qrs/executionsession/full?filter=" +
+                                quote(f"reloadTask.id eq {HR}"))
+    assert status == 200 and [s["id"] for s in full] == [running]
+    assert full[0]["executionResult"]["id"] == last_result(sim, HR)["id"]
+    assert sim.qrs("GET", "/qrs/executionsession?filter=" + quote("nosuch eq 1"))[0] == 400
+
+
 def test_unknown_and_malformed_task_ids(sim):
     status, _, body = start(sim, "00000000-1111-4222-8333-444444444444")
     assert (status, body) == (404, b"Task not found")

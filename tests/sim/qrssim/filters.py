@@ -201,15 +201,32 @@ def compile_filter(text, schema, strict):
     return ast
 
 
-def id_equals(ast):
-    """The GUID of a top-level 'id eq <guid>' conjunct, so callers can skip a scan."""
+def id_equals(ast, key=("id",)):
+    """The GUID of a top-level '<key> eq <guid>' conjunct (key: the bound, real-key path),
+    so callers can skip a scan."""
     if ast is None:
         return None
     for node in (ast[1] if ast[0] == "and" else [ast]):
-        if node[0] == "cmp" and node[1] == ("id",) and node[2] == "eq" and node[3] == "str" \
+        if node[0] == "cmp" and node[1] == key and node[2] == "eq" and node[3] == "str" \
                 and GUID_RE.match(node[4]):
             return node[4]
     return None
+
+
+def id_candidates(ast, key=("id",)):
+    """The GUIDs an entity's `key` must be one of to match, when every disjunct of a
+    top-level 'or' names it ('id eq A or id eq B ...'), so callers can look them up instead
+    of scanning; None otherwise. The filter is still evaluated on what is found."""
+    if ast is None:
+        return None
+    disjuncts = ast[1] if ast[0] == "or" else [ast]
+    found = set()
+    for node in disjuncts:
+        guid = id_equals(node, key)
+        if guid is None:
+            return None
+        found.add(guid)
+    return found
 
 
 def _resolve(obj, keys):

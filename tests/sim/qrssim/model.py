@@ -150,6 +150,7 @@ class Model:
     def __init__(self, doc, guids):
         self.guids = guids
         self.results = OrderedDict()     # ExecutionResult id -> full JSON dict
+        self.results_by_execution = {}   # executionID -> [its results] (QRS has it indexed)
         self.by_fileref = {}             # fileReferenceID -> result
         self.script_logs = {}            # result id -> generated lines (list) or fixture text (str)
         self.downloads = OrderedDict()   # download ref -> (result id, expiry wall time)
@@ -401,8 +402,13 @@ class Model:
             "schemaPath": "ExecutionResult",
         }
         self.results[r["id"]] = r
+        self.results_by_execution.setdefault(r["executionID"].lower(), []).append(r)
         if len(self.results) > MAX_RESULTS:
             _, old = self.results.popitem(last=False)
+            runs = self.results_by_execution.get(old["executionID"].lower(), [])
+            runs[:] = [x for x in runs if x is not old]
+            if not runs:
+                self.results_by_execution.pop(old["executionID"].lower(), None)
             self.by_fileref.pop(old["fileReferenceID"], None)
             self.script_logs.pop(old["id"], None)
         task.last_result = r
@@ -570,6 +576,18 @@ class Model:
         return {"id": t.id, "name": t.name, "taskType": t.task_type, "enabled": t.enabled,
                 "privileges": None}
 
+    def session_prototype(self):
+        """A session carrying every property path a live one can have (for the filter engine)."""
+        t = next(iter(self.tasks.values()))
+        condensed = self.task_condensed(t)
+        return {"id": GUID_ZERO_PROTOTYPE, "createdDate": t.created, "modifiedDate": t.created,
+                "modifiedByUserName": DEFAULT_MODIFIER, "reloadTask": condensed,
+                "externalProgramTask": condensed, "userSyncTask": condensed,
+                "app": {"id": GUID_ZERO_PROTOTYPE, "name": "a", "privileges": None},
+                "executingNodeID": self.node_id,
+                "executionResult": {"id": GUID_ZERO_PROTOTYPE, "privileges": None},
+                "privileges": None, "schemaPath": "ExecutionSession"}
+
     def session(self, run):
         t = run.task
         typed = {0: "reloadTask", 1: "externalProgramTask", 2: "userSyncTask"}.get(t.task_type, "task")
@@ -580,6 +598,8 @@ class Model:
                 "executionResult": {"id": run.result["id"], "privileges": None},
                 "privileges": None, "schemaPath": "ExecutionSession"}
 
+
+GUID_ZERO_PROTOTYPE = "00000000-0000-4000-8000-0000000000ff"
 
 _HISTORY_KEYS = ("status", "startTime", "stopTime", "duration", "details", "scriptLog",
                  "executionId", "executingNodeName")
@@ -622,6 +642,7 @@ def prototype_objects(guids):
         "custompropertydefinition": [m.cpdef_full(d) for d in m.cpdefs.values()],
         "tag": [m.tag_full(t) for t in m.tags.values()],
         "executionresult": list(m.results.values()),
+        "executionsession": [m.session_prototype()],
         **{f"{kind}accesstype": [m.allocation_full(kind, a) for a in m.licenses.allocations[kind].values()]
            for kind in licenses.ACCESS_KINDS},
     }

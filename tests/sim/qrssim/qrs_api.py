@@ -27,6 +27,7 @@ CONDENSED_KEYS = {
     "user": ("id", "userId", "userDirectory", "name", "privileges"),
     "custompropertydefinition": ("id", "name", "valueType", "choiceValues", "privileges"),
     "tag": ("id", "name", "privileges"),
+    "executionsession": ("id", "privileges"),
 }
 
 ENUMS = {
@@ -240,17 +241,20 @@ class QrsApi:
             self._filter_cache[key] = ast
         return ast
 
-    def _list(self, req, kind, table, full, condensed=False, accept=None):
+    def _list(self, req, kind, table, full, condensed=False, accept=None, by=None):
         """A (filtered) collection of table (id -> entity); accept restricts it (e.g. to
-        one task type). Called with the model lock held."""
+        one task type); by = (real-key path, GUID -> entities) looks a filter on that key up
+        instead of scanning. Called with the model lock held."""
         try:
             ast = self._compile(req, kind)
         except filters.FilterError as e:
             return text_response(400, str(e))
-        wanted = filters.id_equals(ast)
-        if wanted is not None:  # skip the scan for the common 'id eq X' lookups
-            hit = table.get(wanted)
-            entities = [] if hit is None else [hit]
+        wanted = filters.id_candidates(ast)
+        if wanted is not None:  # skip the scan for 'id eq X' (or 'id eq X or id eq Y ...')
+            hits = (table.get(g, table.get(g.lower())) for g in sorted(wanted))
+            entities = [e for e in hits if e is not None]
+        elif by is not None and filters.id_candidates(ast, by[0]) is not None:
+            entities = [e for g in sorted(filters.id_candidates(ast, by[0])) for e in by[1](g)]
         else:
             entities = table.values()
         if accept is not None:
@@ -372,10 +376,18 @@ class QrsApi:
                 return text_response(404, "Not Found")
             return json_response(200, self.sim.model.session(run))
 
+    def execution_sessions(self, req, condensed=False):
+        """The sessions of the runs going on now, filterable like every QRS entity list
+        (reference 1.2): a finished run's session is gone, so it is not listed."""
+        with self.sim.lock:
+            m = self.sim.model
+            return self._list(req, "executionsession", m.sessions, m.session, condensed)
+
     def execution_results(self, req):
         with self.sim.lock:
             m = self.sim.model
-            return self._list(req, "executionresult", m.results, _same)
+            return self._list(req, "executionresult", m.results, _same,
+                              by=(("executionID",), lambda g: m.results_by_execution.get(g, [])))
 
     def _script_log_ref(self, task_id, result):
         """A download reference for the script log of a result of this task. Model lock held."""
@@ -477,6 +489,8 @@ class QrsApi:
         r.add(G, "reloadtask/{id}/scriptlog", "reloadtask.scriptlog", self.script_log)
         r.add(G, "reloadtask/{id}/scriptlogfile", "reloadtask.scriptlogfile", self.script_log_file)
         r.add(G, "download/reloadtask/{ref}/{file}", "download.scriptlog", self.download)
+        r.add(G, "executionsession", "executionsession.list", lambda req: self.execution_sessions(req, True))
+        r.add(G, "executionsession/full", "executionsession.full", lambda req: self.execution_sessions(req))
         r.add(G, "executionsession/{id}", "executionsession.get", self.execution_session)
         r.add(G, "executionresult", "executionresult.list", self.execution_results)
         r.add(G, "executionresult/full", "executionresult.full", self.execution_results)
