@@ -208,14 +208,6 @@ static const char *config_text(const struct butler_config *config)
     return text;
 }
 
-/* A JSON text made by another module, added as it is (it is JSON already). */
-static bool add_raw(cJSON *object, const char *name, char *text)
-{
-    bool ok = text && cJSON_AddRawToObject(object, name, text) != NULL;
-    free(text);
-    return ok;
-}
-
 /* [{"name", "url"}] per configured Qlik Cloud tenant: the page links a cloud
  * reload event's app into its tenant's hub. No secret is listed. */
 static bool add_cloud_tenants(cJSON *status, const struct butler_config *config)
@@ -269,43 +261,89 @@ static bool add_states(cJSON *status, const struct butler_runtime *runtime)
                                    runtime->pool ? (double)worker_pool_busy(runtime->pool) : 0);
 }
 
+/* One member of the answer: its name and its JSON text. */
+struct status_part {
+    const char *name;
+    const char *json;
+    size_t length;
+};
+
+/*
+ * `head` (a printed JSON object with at least one member) with `parts`
+ * appended as members, into one exact-size buffer (owned by the caller), or
+ * NULL. The large members (the recent lists, ~65 kB when full; the
+ * configuration) are ready-made JSON texts: added to the cJSON tree as raw
+ * items they were copied twice more, through a print buffer grown by
+ * doubling, for every request.
+ */
+static char *join_parts(const char *head, const struct status_part *parts, size_t count,
+                        size_t *length_out)
+{
+    size_t head_length = strlen(head), total = head_length + 1;
+    if (head_length < 3 || head[head_length - 1] != '}')
+        return NULL;
+    for (size_t i = 0; i < count; i++)
+        total += strlen(parts[i].name) + 4 + parts[i].length; /* ,"name": */
+    char *text = malloc(total);
+    if (text == NULL)
+        return NULL;
+    size_t at = head_length - 1; /* over the closing brace */
+    memcpy(text, head, at);
+    for (size_t i = 0; i < count; i++) {
+        size_t name_length = strlen(parts[i].name);
+        text[at++] = ',';
+        text[at++] = '"';
+        memcpy(text + at, parts[i].name, name_length);
+        at += name_length;
+        text[at++] = '"';
+        text[at++] = ':';
+        memcpy(text + at, parts[i].json, parts[i].length);
+        at += parts[i].length;
+    }
+    text[at++] = '}';
+    text[at] = '\0';
+    *length_out = at;
+    return text;
+}
+
 void http_status_json(struct http_exchange *exchange)
 {
     const struct butler_runtime *runtime = exchange->runtime;
     cJSON *status = cJSON_CreateObject();
-    char *recent = NULL, *license = NULL, *users = NULL, *text = NULL;
-    size_t length = 0;
+    char *head = NULL, *recent = NULL, *license = NULL, *users = NULL, *text = NULL;
+    size_t recent_length = 0, license_length = 0, users_length = 0, length = 0;
     bool ok = status && add_states(status, runtime);
-    ok = ok && status_view_recent(&recent, &length) == BUTLER_OK;
-    ok = ok && add_raw(status, "recent", recent);
-    recent = NULL;
     cJSON *schedules = ok ? schedules_overview() : NULL;
     ok = ok && cJSON_AddItemToObject(status, "schedules", schedules);
     if (!ok)
         cJSON_Delete(schedules); /* NULL or not added */
-    ok = ok && status_view_license(&license, &length) == BUTLER_OK;
-    ok = ok && add_raw(status, "license", license);
-    license = NULL;
-    if (ok) {
-        /* null while the proxy port is off (udp.proxy_listen empty). */
-        enum butler_status users_status = active_users_summary(&users, &length);
-        if (users_status == BUTLER_OK) {
-            ok = cJSON_AddRawToObject(status, "activeUsers", users) != NULL;
-        } else {
-            ok = users_status == BUTLER_ERR_NOT_FOUND &&
-                 cJSON_AddNullToObject(status, "activeUsers") != NULL;
-        }
-        active_users_summary_free(users);
-    }
+    head = ok ? cJSON_PrintUnformatted(status) : NULL;
+    ok = head && status_view_recent(&recent, &recent_length) == BUTLER_OK;
+    ok = ok && status_view_license(&license, &license_length) == BUTLER_OK;
+    /* null while the proxy port is off (udp.proxy_listen empty). */
+    enum butler_status users_status = ok ? active_users_summary(&users, &users_length) : BUTLER_OK;
+    ok = ok && (users_status == BUTLER_OK || users_status == BUTLER_ERR_NOT_FOUND);
     const char *config = ok ? config_text(runtime->config) : NULL;
-    ok = ok && config && cJSON_AddRawToObject(status, "config", config);
-    text = ok ? cJSON_PrintUnformatted(status) : NULL;
+    if (ok && config) {
+        const struct status_part parts[] = {
+            {"recent", recent, recent_length},
+            {"license", license, license_length},
+            {"activeUsers", users_status == BUTLER_OK ? users : "null",
+             users_status == BUTLER_OK ? users_length : 4},
+            {"config", config, strlen(config)},
+        };
+        text = join_parts(head, parts, sizeof parts / sizeof parts[0], &length);
+    }
     cJSON_Delete(status);
+    cJSON_free(head);
+    free(recent);
+    free(license);
+    active_users_summary_free(users);
     if (text == NULL) {
         http_exchange_reply_error(exchange, 500, "out of memory", status_headers);
         return;
     }
-    http_exchange_reply(exchange, 200, "application/json; charset=utf-8", text, strlen(text),
+    http_exchange_reply(exchange, 200, "application/json; charset=utf-8", text, length,
                         status_headers);
     free(text);
 }
