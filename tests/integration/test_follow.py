@@ -261,6 +261,42 @@ def test_udp_task_event_ends_the_follow_at_once(workdir, broker, qrs, watcher):
     assert len([f for f in finished_now(watcher) if f["executionId"] == execution_id]) == 1
 
 
+def test_a_task_event_during_its_runs_poll_is_not_lost(workdir, broker, qrs, watcher):
+    """A task event that names a run while that run is being polled (the poll's answer may
+    predate the end) makes the follower look again right after the poll. With poll_s 300
+    nothing else would look for minutes. Staged: a first event while the run still goes on
+    gives ten quick looks; the eleventh session poll is answered "running" and held 2 s on
+    its way back (under the QRS timeout of 3 s the tests use), and meanwhile the run fails
+    and its failed event arrives."""
+    plan(qrs, TASK_SALES, outcomes=["hang"], maxRetries=0)
+    b = Butler(workdir, broker, qrs, udp=True,
+               extra_yaml="task_start: { follow: { poll_s: 300, timeout_s: 3600 } }\n").start()
+    try:
+        request_id, answer = start(watcher, {"taskId": TASK_SALES})
+        execution_id = answer["started"][0]["executionId"]
+        qrs.control("POST", "/_sim/faults", {
+            "id": "heldpoll", "match": {"method": "GET", "path_re": "^/qrs/executionsession",
+                                        "nth": 11, "times": 1},
+            "action": {"type": "delay", "ms": 2000, "when": "after_processing"}})
+        fields = {"task_id": TASK_SALES, "execution_id": execution_id,
+                  "task_name": "Reload Sales Dashboard"}
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(appender_emu.render("butler-v15", "task-success", fields),
+                        ("127.0.0.1", b.udp_port))
+            wait_until(lambda: any(f["id"] == "heldpoll" and f["applied"] >= 1 for f in
+                                   qrs.control("GET", "/_sim/faults")[1]["faults"]),
+                       timeout=20, message="the eleventh poll held")
+            time.sleep(0.3)  # ordering: the held poll's "running" answer is made
+            qrs.control("POST", f"/_sim/tasks/{TASK_SALES}/complete", {"outcome": "fail"})
+            sock.sendto(appender_emu.render("butler-v15", "task-failed", fields),
+                        ("127.0.0.1", b.udp_port))
+        done = finished(watcher, request_id, timeout=20)[0]
+        assert done["executionId"] == execution_id and done["status"] == "failed", done
+    finally:
+        assert b.stop() == 0
+    assert len([f for f in finished_now(watcher) if f["executionId"] == execution_id]) == 1
+
+
 def test_follow_by_tag_starts_every_task_and_follows_each(butler, watcher, qrs):
     plan(qrs, TASK_SALES, outcomes=["success"], durationMs=300)
     plan(qrs, TASK_FINANCE, outcomes=["fail"], durationMs=300)
