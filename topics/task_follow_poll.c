@@ -34,6 +34,9 @@ enum {
      * one; the list is tried again after this long. */
     SESSION_LIST_RETRY_MS = 10 * 60 * 1000,
     SCRIPT_LOG_READ_BYTES = 64 * 1024, /* only the end of a log of any size is read */
+    /* One list call's filter: SESSION_LIST_MAX terms of "ExecutionId eq <36>"
+     * and " or " (55 bytes each), the longer of the two forms. */
+    SESSION_LIST_FILTER_BYTES = SESSION_LIST_MAX * 56,
 };
 
 static const struct butler_config *poll_config;
@@ -260,6 +263,39 @@ static void back_off(struct follow *follow, uint64_t poll_ms)
                   "QRS calls of the follower that failed (retried with backoff)");
 }
 
+/* Every attempt's result of `follow`'s run: GET executionresult/full?filter=
+ * ExecutionId eq <id>. *json owned by the caller (cJSON_Delete). */
+static enum butler_status results_of_run(struct qrs_client *qrs, const struct follow *follow,
+                                         cJSON **json)
+{
+    char filter[80];
+    struct qrs_result result = {0};
+    snprintf(filter, sizeof filter, "ExecutionId eq %s", follow->execution_id);
+    return qrs_get_route(qrs, "executionresult/full", "executionresult/full", filter, json,
+                         &result);
+}
+
+/*
+ * "<property> eq A or <property> eq B ..." for the execution ids of
+ * follows[index[0..count)] into filter[size]. False when it does not fit,
+ * which 36-character ids within SESSION_LIST_FILTER_BYTES cannot do; the
+ * caller then takes the one-run path.
+ */
+static bool or_filter(char *filter, size_t size, const char *property,
+                      struct follow *const *follows, const size_t *index, size_t count)
+{
+    size_t used = 0;
+    filter[0] = '\0';
+    for (size_t k = 0; k < count; k++) {
+        int written = snprintf(filter + used, size - used, "%s%s eq %s", k ? " or " : "", property,
+                               follows[index[k]]->execution_id);
+        if (written < 0 || (size_t)written >= size - used)
+            return false;
+        used += (size_t)written;
+    }
+    return true;
+}
+
 /*
  * True when `follow` ran past task_start.follow.timeout_s: it is ended as
  * `timeout` (with the status of its newest result, when QRS has one) and
@@ -270,14 +306,10 @@ static bool past_timeout(struct qrs_client *qrs, struct follow *follow, uint64_t
     uint64_t timeout_ms = (uint64_t)poll_config->task_start.follow.timeout_s * 1000u;
     if (now - follow->started_mono_ms < timeout_ms)
         return false;
-    char filter[80];
     cJSON *json = NULL;
-    struct qrs_result result = {0};
     const cJSON *newest = NULL;
-    snprintf(filter, sizeof filter, "ExecutionId eq %s", follow->execution_id);
     /* The session holds no status: the newest result has the last one seen. */
-    if (qrs_get_route(qrs, "executionresult/full", "executionresult/full", filter, &json,
-                      &result) == BUTLER_OK &&
+    if (results_of_run(qrs, follow, &json) == BUTLER_OK &&
         (newest = newest_result(json, NULL)) != NULL) {
         const cJSON *code = cJSON_GetObjectItemCaseSensitive(newest, "status");
         if (cJSON_IsNumber(code))
@@ -347,12 +379,8 @@ static bool conclude(struct qrs_client *qrs, struct follow *follow, const cJSON 
 static bool session_gone(struct qrs_client *qrs, struct follow *follow, uint64_t now,
                          uint64_t poll_ms)
 {
-    char filter[80];
     cJSON *json = NULL;
-    struct qrs_result result = {0};
-    snprintf(filter, sizeof filter, "ExecutionId eq %s", follow->execution_id);
-    enum butler_status status =
-        qrs_get_route(qrs, "executionresult/full", "executionresult/full", filter, &json, &result);
+    enum butler_status status = results_of_run(qrs, follow, &json);
     bool ended = false;
     if (status == BUTLER_OK && cJSON_IsArray(json))
         ended = conclude(qrs, follow, newest_result(json, NULL), now);
@@ -371,18 +399,14 @@ static bool session_gone(struct qrs_client *qrs, struct follow *follow, uint64_t
 static void sessions_gone(struct qrs_client *qrs, struct follow **follows, const size_t *gone,
                           size_t gone_count, bool *ended, uint64_t now, uint64_t poll_ms)
 {
-    char filter[SESSION_LIST_MAX * 56];
-    size_t used = 0;
+    char filter[SESSION_LIST_FILTER_BYTES];
     cJSON *json = NULL;
     struct qrs_result result = {0};
     enum butler_status status = BUTLER_ERR_INVALID;
-    if (gone_count > 1) {
-        for (size_t k = 0; k < gone_count; k++)
-            used += (size_t)snprintf(filter + used, sizeof filter - used, "%sExecutionId eq %s",
-                                     k ? " or " : "", follows[gone[k]]->execution_id);
+    if (gone_count > 1 &&
+        or_filter(filter, sizeof filter, "ExecutionId", follows, gone, gone_count))
         status = qrs_get_route(qrs, "executionresult/full", "executionresult/full", filter, &json,
                                &result);
-    }
     for (size_t k = 0; k < gone_count && status != BUTLER_ERR_SHUTDOWN; k++) {
         struct follow *follow = follows[gone[k]];
         if (status == BUTLER_OK && cJSON_IsArray(json))
@@ -455,8 +479,8 @@ void task_follow_poll_many(struct qrs_client *qrs, struct follow **follows, size
 {
     uint64_t poll_ms = (uint64_t)poll_config->task_start.follow.poll_s * 1000u;
     uint64_t now = clock_monotonic_ms();
-    size_t asked[SESSION_LIST_MAX], asked_count = 0, used = 0;
-    char filter[SESSION_LIST_MAX * 48];
+    size_t asked[SESSION_LIST_MAX], asked_count = 0;
+    char filter[SESSION_LIST_FILTER_BYTES];
     cJSON *json = NULL;
     struct qrs_result result = {0};
     for (size_t i = 0; i < count && i < SESSION_LIST_MAX; i++) {
@@ -468,12 +492,15 @@ void task_follow_poll_many(struct qrs_client *qrs, struct follow **follows, size
             ended[i] = task_follow_poll_one(qrs, follow); /* not fit for a filter */
             continue;
         }
-        used += (size_t)snprintf(filter + used, sizeof filter - used, "%sid eq %s",
-                                 asked_count ? " or " : "", follow->execution_id);
         asked[asked_count++] = i;
     }
     if (asked_count == 0)
         return;
+    if (!or_filter(filter, sizeof filter, "id", follows, asked, asked_count)) {
+        for (size_t k = 0; k < asked_count; k++)
+            ended[asked[k]] = task_follow_poll_one(qrs, follows[asked[k]]);
+        return;
+    }
     enum butler_status status =
         qrs_get_route(qrs, "executionsession", "executionsession", filter, &json, &result);
     if (status == BUTLER_OK && !cJSON_IsArray(json))
