@@ -234,16 +234,27 @@ def test_timeout(workdir, broker, qrs, watcher):
         assert b.stop() == 0
 
 
-def test_udp_task_event_ends_the_follow_at_once(workdir, broker, qrs, watcher):
-    """A Sense task event (the log appender's datagram) naming a followed run's
-    execution id makes the follower look at once, not at its next turn: with
-    poll_s 300 the run's end is published long before a regular poll."""
+def follow_a_hanging_run_polled_rarely(workdir, broker, qrs, watcher):
+    """A Butler with UDP on and poll_s 300 (no regular poll comes within a test) following
+    one start of TASK_SALES, which hangs. Returns (butler, requestId, executionId); the
+    caller stops the Butler."""
     plan(qrs, TASK_SALES, outcomes=["hang"], maxRetries=0)
     b = Butler(workdir, broker, qrs, udp=True,
                extra_yaml="task_start: { follow: { poll_s: 300, timeout_s: 3600 } }\n").start()
     try:
         request_id, answer = start(watcher, {"taskId": TASK_SALES})
-        execution_id = answer["started"][0]["executionId"]
+    except BaseException:
+        b.stop()
+        raise
+    return b, request_id, answer["started"][0]["executionId"]
+
+
+def test_udp_task_event_ends_the_follow_at_once(workdir, broker, qrs, watcher):
+    """A Sense task event (the log appender's datagram) naming a followed run's
+    execution id makes the follower look at once, not at its next turn: with
+    poll_s 300 the run's end is published long before a regular poll."""
+    b, request_id, execution_id = follow_a_hanging_run_polled_rarely(workdir, broker, qrs, watcher)
+    try:
         qrs.control("POST", f"/_sim/tasks/{TASK_SALES}/complete", {"outcome": "fail"})
         datagram = appender_emu.render("butler-v15", "task-failed", {
             "task_id": TASK_SALES, "execution_id": execution_id,
@@ -268,12 +279,8 @@ def test_a_task_event_during_its_runs_poll_is_not_lost(workdir, broker, qrs, wat
     gives ten quick looks; the eleventh session poll is answered "running" and held 2 s on
     its way back (under the QRS timeout of 3 s the tests use), and meanwhile the run fails
     and its failed event arrives."""
-    plan(qrs, TASK_SALES, outcomes=["hang"], maxRetries=0)
-    b = Butler(workdir, broker, qrs, udp=True,
-               extra_yaml="task_start: { follow: { poll_s: 300, timeout_s: 3600 } }\n").start()
+    b, request_id, execution_id = follow_a_hanging_run_polled_rarely(workdir, broker, qrs, watcher)
     try:
-        request_id, answer = start(watcher, {"taskId": TASK_SALES})
-        execution_id = answer["started"][0]["executionId"]
         qrs.control("POST", "/_sim/faults", {
             "id": "heldpoll", "match": {"method": "GET", "path_re": "^/qrs/executionsession",
                                         "nth": 11, "times": 1},

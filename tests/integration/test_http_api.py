@@ -507,10 +507,9 @@ def fragile_env(module_dir, qrs_sim):
     # code path of the HTTP command, the publish, the spool and the worker for the first
     # time, which under valgrind (translating each on first use) took longer than the 1.5 s
     # that the tests measure against (a 503 "did not acknowledge" in CI).
-    path_re = f"^/qrs/task/{TASK_SALES}/start$"
-    before = len(sim_calls(qrs_sim, path_re=path_re))
+    before = len(start_calls(qrs_sim, TASK_SALES))
     env.call("PUT", f"/v4/reloadtask/{TASK_SALES}/start", timeout=60)
-    wait_until(lambda: len(sim_calls(qrs_sim, path_re=path_re)) > before, timeout=30,
+    wait_until(lambda: len(start_calls(qrs_sim, TASK_SALES)) > before, timeout=30,
                message="the warm-up start reached QRS")
     yield env
     if broker.process is not None:

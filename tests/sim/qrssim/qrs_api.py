@@ -249,12 +249,14 @@ class QrsApi:
             ast = self._compile(req, kind)
         except filters.FilterError as e:
             return text_response(400, str(e))
+        # Skip the scan for 'id eq X' (or 'id eq X or id eq Y ...'), and likewise for `by`.
+        # Filter values are lower-cased by the parser, as the tables' GUID keys are.
         wanted = filters.id_candidates(ast)
-        if wanted is not None:  # skip the scan for 'id eq X' (or 'id eq X or id eq Y ...')
-            hits = (table.get(g, table.get(g.lower())) for g in sorted(wanted))
-            entities = [e for e in hits if e is not None]
-        elif by is not None and filters.id_candidates(ast, by[0]) is not None:
-            entities = [e for g in sorted(filters.id_candidates(ast, by[0])) for e in by[1](g)]
+        by_wanted = filters.id_candidates(ast, by[0]) if wanted is None and by else None
+        if wanted is not None:
+            entities = [table[g] for g in sorted(wanted) if g in table]
+        elif by_wanted is not None:
+            entities = [e for g in sorted(by_wanted) for e in by[1](g)]
         else:
             entities = table.values()
         if accept is not None:
