@@ -409,8 +409,14 @@ static void sessions_gone(struct qrs_client *qrs, struct follow **follows, const
                                &result);
     for (size_t k = 0; k < gone_count && status != BUTLER_ERR_SHUTDOWN; k++) {
         struct follow *follow = follows[gone[k]];
-        if (status == BUTLER_OK && cJSON_IsArray(json))
-            ended[gone[k]] = conclude(qrs, follow, newest_result(json, follow->execution_id), now);
+        const cJSON *newest = status == BUTLER_OK && cJSON_IsArray(json)
+                                  ? newest_result(json, follow->execution_id)
+                                  : NULL;
+        /* A run the shared answer has no result for is asked about alone, so
+         * that a miss is counted per run's own lookup (RESULT_LOOKUPS_MAX),
+         * not once for every run of the batch. */
+        if (newest)
+            ended[gone[k]] = conclude(qrs, follow, newest, now);
         else
             ended[gone[k]] = session_gone(qrs, follow, now, poll_ms);
     }
@@ -507,16 +513,22 @@ void task_follow_poll_many(struct qrs_client *qrs, struct follow **follows, size
         status = BUTLER_ERR_REMOTE;
     if (status == BUTLER_ERR_SHUTDOWN)
         goto out;
-    if (status != BUTLER_OK && result.http_status >= 400 && result.http_status < 500 &&
-        result.http_status != 429) {
-        session_list_refused_until = now + SESSION_LIST_RETRY_MS;
-        metrics_count("butler_task_follow_session_list_refused_total", "",
-                      "Times QRS refused the execution session list (follows then polled one by "
-                      "one for 10 minutes)");
-        LOG_WARN(MODULE,
-                 "QRS answered HTTP %ld to the execution session list; polling each session "
-                 "on its own for the next 10 minutes",
-                 result.http_status);
+    /* QRS answered, but not the list (a 4xx, a 5xx, garbage): this round
+     * asks each session on its own, so that a list that keeps failing cannot
+     * hide runs' ends until timeout_s. A 4xx is a refusal of the form: one by
+     * one for SESSION_LIST_RETRY_MS. A 429 or no answer at all backs off. */
+    bool answered = result.http_status >= 200 && result.http_status != 429;
+    if (status != BUTLER_OK && answered) {
+        if (result.http_status >= 400 && result.http_status < 500) {
+            session_list_refused_until = now + SESSION_LIST_RETRY_MS;
+            metrics_count("butler_task_follow_session_list_refused_total", "",
+                          "Times QRS refused the execution session list (follows then polled "
+                          "one by one for 10 minutes)");
+            LOG_WARN(MODULE,
+                     "QRS answered HTTP %ld to the execution session list; polling each "
+                     "session on its own for the next 10 minutes",
+                     result.http_status);
+        }
         for (size_t k = 0; k < asked_count; k++)
             ended[asked[k]] = task_follow_poll_one(qrs, follows[asked[k]]);
         goto out;

@@ -678,6 +678,48 @@ def test_runs_due_together_are_polled_with_one_list_call(butler, watcher, qrs):
     assert len(finished_now(watcher)) == 4
 
 
+def test_a_session_list_that_keeps_failing_still_sees_the_ends(workdir, broker, qrs, watcher):
+    """The list answers 500 for good (a 5xx is not a refusal of the form): each round then
+    asks every session on its own, so the runs end with their real status, not `timeout`."""
+    b = Butler(workdir, broker, qrs,
+               extra_yaml="task_start: { follow: { poll_s: 1, timeout_s: 20 } }\n").start()
+    try:
+        runs = start_four_held_behind_a_slow_poll(qrs, watcher)
+        wait_until(lambda: any(len(set(listed_ids(c)) & set(runs)) >= 2
+                               for c in list_calls(qrs)), timeout=15)
+        qrs.control("POST", "/_sim/faults", {
+            "id": "list500", "match": {"method": "GET", "path_re": "^/qrs/executionsession$",
+                                       "times": -1},
+            "action": {"type": "status", "status": 500, "body": "x"}})
+        for task_id in runs.values():
+            qrs.control("POST", f"/_sim/tasks/{task_id}/complete", {"outcome": "success"})
+        done = finished(watcher, count=4, timeout=15)
+        assert {d["executionId"]: d["status"] for d in done} == {e: "success" for e in runs}
+    finally:
+        assert b.stop() == 0
+    assert len(finished_now(watcher)) == 4
+
+
+def test_a_run_a_shared_result_answer_lacks_is_asked_about_alone(butler, watcher, qrs):
+    """Three shared result answers come back empty as four runs end together: each run's
+    result is then asked for alone, and a miss counts against that run only, so none ends as
+    `error` (three misses per run are allowed)."""
+    runs = start_four_held_behind_a_slow_poll(qrs, watcher)
+    wait_until(lambda: any(len(set(listed_ids(c)) & set(runs)) >= 2 for c in list_calls(qrs)),
+               timeout=15)
+    qrs.control("POST", "/_sim/faults", {
+        "id": "noresults", "match": {"method": "GET", "path_re": "^/qrs/executionresult/full$",
+                                     "times": 3},
+        "action": {"type": "shape", "json": []}})
+    outcomes = {TASK_SALES: ("fail", "failed"), TASK_FINANCE: ("abort", "aborted"),
+                TASK_HR: ("success", "success"), TASK_MARKETING: ("fail", "failed")}
+    for task_id, (outcome, _) in outcomes.items():
+        qrs.control("POST", f"/_sim/tasks/{task_id}/complete", {"outcome": outcome})
+    done = finished(watcher, count=4, timeout=30)
+    assert {d["taskId"]: d["status"] for d in done} == {t: st for t, (_, st) in outcomes.items()}
+    assert len(finished_now(watcher)) == 4
+
+
 @pytest.mark.parametrize("refusal", [400, 404])
 def test_a_refused_session_list_falls_back_to_one_call_per_run(workdir, broker, qrs, watcher,
                                                                refusal):
